@@ -1,0 +1,68 @@
+import Type from 'typebox';
+import type { Static, TObject, TProperties } from 'typebox';
+import Value from 'typebox/value';
+
+/**
+ * One config schema per app (apps/api/src/env.ts, apps/worker/src/env.ts), parsed once in main and
+ * passed down as a typed object; no other module reads process.env. The fragments here are the
+ * variables both apps share.
+ */
+
+export class ConfigError extends Error {
+  readonly problems: { variable: string; message: string }[];
+
+  constructor(problems: { variable: string; message: string }[]) {
+    super(`Invalid configuration:\n${problems.map((p) => `  ${p.variable}: ${p.message}`).join('\n')}`);
+    this.name = 'ConfigError';
+    this.problems = problems;
+  }
+}
+
+function describe(error: { keyword: string; message: string; params: Record<string, unknown> }, schema: unknown): string {
+  const anyOf = (schema as { anyOf?: { const?: unknown }[] } | undefined)?.anyOf;
+  if (anyOf !== undefined && anyOf.every((option) => option.const !== undefined)) {
+    return `must be one of ${anyOf.map((option) => String(option.const)).join(', ')}`;
+  }
+  return error.message;
+}
+
+/** Parses `env` against `schema`: strings are converted, defaults applied, every bad variable named. */
+export function parseEnv<P extends TProperties>(schema: TObject<P>, env: Record<string, string | undefined>): Static<TObject<P>> {
+  const input: Record<string, unknown> = {};
+  for (const key of Object.keys(schema.properties)) {
+    const raw = env[key];
+    if (raw !== undefined && raw.trim() !== '') input[key] = raw.trim();
+  }
+  const value = Value.Default(schema, Value.Convert(schema, input));
+  if (Value.Check(schema, value)) return value as Static<TObject<P>>;
+
+  const problems = new Map<string, string>();
+  for (const error of Value.Errors(schema, value)) {
+    const missing = (error.params as { requiredProperties?: string[] }).requiredProperties;
+    const variable = error.instancePath.split('/')[1] ?? missing?.[0] ?? '(root)';
+    if (problems.has(variable)) continue;
+    const given = input[variable];
+    const shown = given === undefined ? 'is required' : describe(error as never, schema.properties[variable]);
+    problems.set(variable, given === undefined ? shown : `${shown} (got ${JSON.stringify(String(given)).slice(0, 60)})`);
+  }
+  throw new ConfigError([...problems].map(([variable, message]) => ({ variable, message })));
+}
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+/** Variables every app reads. */
+export const commonEnv = {
+  DEPLOY_MODE: Type.Union([Type.Literal('local'), Type.Literal('azure')], {
+    default: 'local',
+    description: 'local: embedded adapters (SQLite, disk, local builds and processes); azure: Azure services.',
+  }),
+  DATA_DIR: Type.String({ default: './.data', description: 'Where local mode keeps its database, artifacts and builds.' }),
+  LOG_LEVEL: Type.Union(
+    LOG_LEVELS.map((level) => Type.Literal(level)),
+    { default: 'info' },
+  ),
+  DEPLOYMENT_TIMEOUT_MS: Type.Integer({ minimum: 1000, maximum: 24 * 3600 * 1000, default: 600_000 }),
+};
+
+export const positiveInt = (defaultValue: number, maximum: number, description: string) =>
+  Type.Integer({ minimum: 1, maximum, default: defaultValue, description });

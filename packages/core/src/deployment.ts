@@ -1,0 +1,158 @@
+import type { DeploymentStatus, Environment, StepName, StepStatus } from './glossary.ts';
+import { STEPS } from './glossary.ts';
+import type { ErrorCode } from './errors.ts';
+
+/** What one step did in the current attempt, and what it created (so compensation can undo it). */
+export interface StepState {
+  status: StepStatus;
+  startedAt: string | null;
+  finishedAt: string | null;
+  error: string | null;
+  /** Names of what the step created or produced (sandbox id, image, revision); never secret values. */
+  output: Record<string, string | number | boolean | null>;
+}
+
+export interface ContainerSize {
+  cpu: number;
+  memory: string;
+}
+
+/** The request as recorded. Env variable values are not here: they live in the secrets port. */
+export interface DeploymentSpec {
+  customDomain: string | null;
+  containerSize: ContainerSize | null;
+  envVariableNames: string[];
+  buildCommand: string | null;
+  startCommand: string | null;
+  port: number | null;
+  historyMessageCount: number;
+}
+
+export interface SourceSummary {
+  /** sha256 over the files' paths and contents. */
+  digest: string;
+  fileCount: number;
+  bytes: number;
+}
+
+export interface DeploymentResult {
+  image: string | null;
+  revision: string | null;
+  url: string | null;
+}
+
+export interface DeploymentErrorInfo {
+  code: ErrorCode;
+  message: string;
+  step: StepName | null;
+}
+
+export interface DeploymentRecord {
+  id: string;
+  orgId: string;
+  projectId: string;
+  userId: string;
+  projectName: string | null;
+  environment: Environment;
+  /** `<project>-<environment>`, derived from orgId, projectId and environment. */
+  appName: string;
+  spec: DeploymentSpec;
+  source: SourceSummary;
+  status: DeploymentStatus;
+  currentStep: StepName | null;
+  progress: number;
+  steps: Record<StepName, StepState>;
+  /** 1 for the first run; a retry is attempt + 1. */
+  attempt: number;
+  /** Set by a cancel while the worker runs the deployment; the worker stops and compensates. */
+  cancelRequested: boolean;
+  result: DeploymentResult;
+  error: DeploymentErrorInfo | null;
+  /** Idempotency-Key of the request that created it, with a hash of the body, if the client sent one. */
+  idempotency: { key: string; requestHash: string } | null;
+  /** When the job of the current attempt was last published; null until the queue has it (outbox). */
+  publishedAt: string | null;
+  createdAt: string;
+  updatedAt: string;
+  /** When the first attempt started running; the deployment timeout counts from the current attempt's start. */
+  startedAt: string | null;
+  attemptStartedAt: string | null;
+  finishedAt: string | null;
+  /** Opaque version set by the store; every write is conditional on it. */
+  etag: string;
+}
+
+/** The message the API puts on the queue: "run attempt N of deployment X". The record is the truth. */
+export interface JobMessage {
+  deploymentId: string;
+  orgId: string;
+  attempt: number;
+  /** W3C trace context of the API request, so API and worker telemetry share one operation. */
+  traceparent: string | null;
+}
+
+export function emptySteps(): Record<StepName, StepState> {
+  const steps = {} as Record<StepName, StepState>;
+  for (const step of STEPS) {
+    steps[step] = { status: 'pending', startedAt: null, finishedAt: null, error: null, output: {} };
+  }
+  return steps;
+}
+
+export interface NewDeployment {
+  id: string;
+  orgId: string;
+  projectId: string;
+  userId: string;
+  projectName: string | null;
+  environment: Environment;
+  appName: string;
+  spec: DeploymentSpec;
+  source: SourceSummary;
+  idempotency: { key: string; requestHash: string } | null;
+}
+
+export function newDeploymentRecord(input: NewDeployment, now: Date): DeploymentRecord {
+  const timestamp = now.toISOString();
+  return {
+    ...input,
+    status: 'queued',
+    currentStep: null,
+    progress: 0,
+    steps: emptySteps(),
+    attempt: 1,
+    cancelRequested: false,
+    result: { image: null, revision: null, url: null },
+    error: null,
+    publishedAt: null,
+    createdAt: timestamp,
+    updatedAt: timestamp,
+    startedAt: null,
+    attemptStartedAt: null,
+    finishedAt: null,
+    etag: '',
+  };
+}
+
+export function jobFor(record: DeploymentRecord, traceparent: string | null): JobMessage {
+  return { deploymentId: record.id, orgId: record.orgId, attempt: record.attempt, traceparent };
+}
+
+/** Step weights for progress: building dominates the wall time of a deployment. */
+const STEP_WEIGHTS: Record<StepName, number> = { validate: 5, sync: 10, sandbox: 10, build: 45, deploy: 25, cleanup: 5 };
+
+/** 0-100; completed steps count fully, the running one half. */
+export function progressOf(steps: Record<StepName, StepState>): number {
+  let done = 0;
+  for (const step of STEPS) {
+    const state = steps[step];
+    if (state.status === 'completed') done += STEP_WEIGHTS[step];
+    else if (state.status === 'in_progress') done += STEP_WEIGHTS[step] / 2;
+  }
+  return Math.min(100, Math.round(done));
+}
+
+/** The first step that is not completed: where an attempt (re)starts. Null when all are done. */
+export function firstUnfinishedStep(steps: Record<StepName, StepState>): StepName | null {
+  return STEPS.find((step) => steps[step].status !== 'completed') ?? null;
+}

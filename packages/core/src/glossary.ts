@@ -1,0 +1,36 @@
+/**
+ * Glossary of Zepid Deploy v3. These words, and only these, are used in code, logs, API fields and docs.
+ *
+ * - deployment: one request to put a project's source live; id `dep_…` (random, URL-safe, 128 bits).
+ * - project / organization (org): the thing deployed, and the tenant that owns it. Every deployment
+ *   belongs to one org; no token of another org can see or touch it.
+ * - step: one of six stages, in order: validate, sync, sandbox, build, deploy, cleanup.
+ * - attempt: one run of the workflow for a deployment; a retry is a new attempt of the same deployment.
+ * - source: the files of a deployment, addressed by a digest of their content.
+ * - build context: the source packed as tar.gz (plus a generated Dockerfile when it has none).
+ * - image: what the build produces; in Azure an ACR reference pinned by digest, locally a directory.
+ * - revision: one running version of a project's app (a Container Apps revision; locally a process).
+ * - app: where a project's revisions run for one environment (`<project>-<environment>`).
+ * - job / message: what the API puts on the queue to ask the worker to run an attempt.
+ */
+
+export const STEPS = ['validate', 'sync', 'sandbox', 'build', 'deploy', 'cleanup'] as const;
+export type StepName = (typeof STEPS)[number];
+
+export const DEPLOYMENT_STATUSES = ['queued', 'in_progress', 'completed', 'failed', 'cancelled'] as const;
+export type DeploymentStatus = (typeof DEPLOYMENT_STATUSES)[number];
+
+/** Statuses from which a deployment never moves again on its own. */
+export const TERMINAL_STATUSES: readonly DeploymentStatus[] = ['completed', 'failed', 'cancelled'];
+/** Statuses that count against an org's active-deployment limit. */
+export const ACTIVE_STATUSES: readonly DeploymentStatus[] = ['queued', 'in_progress'];
+
+export const STEP_STATUSES = ['pending', 'in_progress', 'completed', 'failed', 'cancelled'] as const;
+export type StepStatus = (typeof STEP_STATUSES)[number];
+
+export const ENVIRONMENTS = ['development', 'staging', 'production'] as const;
+export type Environment = (typeof ENVIRONMENTS)[number];
+
+export function isTerminal(status: DeploymentStatus): boolean {
+  return TERMINAL_STATUSES.includes(status);
+}

@@ -1,0 +1,28 @@
+/**
+ * @zepid/core: the vocabulary, rules and ports of Zepid Deploy v3. Start with the glossary.
+ * Nothing here talks to a database, a queue or a cloud: adapters in @zepid/local and @zepid/azure do.
+ */
+export * from './glossary.ts';
+export * from './deployment.ts';
+export * from './state-machine.ts';
+export * from './errors.ts';
+export * from './limits.ts';
+export * from './ids.ts';
+export * from './naming.ts';
+export * from './request.ts';
+export * from './source.ts';
+export * from './build-plan.ts';
+export * from './logs.ts';
+export * from './config.ts';
+export * from './update.ts';
+export * from './outbox.ts';
+export type * from './ports/store.ts';
+export type * from './ports/queue.ts';
+export type * from './ports/artifacts.ts';
+export type * from './ports/secrets.ts';
+export type * from './ports/builder.ts';
+export type * from './ports/runtime.ts';
+export type * from './ports/telemetry.ts';
+export type * from './ports/intake.ts';
+export type { Lifecycle, DependencyHealth, HealthReporting } from './ports/lifecycle.ts';
+export { probe } from './ports/lifecycle.ts';

@@ -1,0 +1,42 @@
+import type { Environment } from './glossary.ts';
+import { sha256Hex } from './ids.ts';
+
+/**
+ * Names derived from ids, so every step can find what an earlier attempt created.
+ *
+ * Container Apps names are at most 32 characters of [a-z0-9-], start with a letter and end with a
+ * letter or digit, and are unique per resource group, so two orgs with the same projectId must not
+ * collide: the project part is a slug of the projectId plus a short hash of (orgId, projectId).
+ */
+const MAX_APP_NAME = 32;
+
+export function slug(value: string, maxLength: number): string {
+  const cleaned = value
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, '-')
+    .replace(/^-+|-+$/g, '');
+  const withLetter = /^[a-z]/.test(cleaned) ? cleaned : `p-${cleaned}`;
+  return withLetter.slice(0, maxLength).replace(/-+$/g, '');
+}
+
+/** Stable key of a project within the service; also the queue session id that serialises its deployments. */
+export function projectKey(orgId: string, projectId: string): string {
+  return sha256Hex(`${orgId}\u0000${projectId}`).slice(0, 32);
+}
+
+/** `<project>-<environment>`: the Container App name, and the local host name. */
+export function appName(orgId: string, projectId: string, environment: Environment): string {
+  const hash = projectKey(orgId, projectId).slice(0, 6);
+  const budget = MAX_APP_NAME - environment.length - hash.length - 2;
+  return `${slug(projectId, budget)}-${hash}-${environment}`;
+}
+
+/** Revision suffix from the deployment id: Container Apps wants lowercase alphanumerics and `-`. */
+export function revisionSuffix(deploymentId: string): string {
+  return `d${sha256Hex(deploymentId).slice(0, 10)}`;
+}
+
+/** Name of the builder container group (ACI) or work dir of a deployment: `build-<id>`. */
+export function sandboxName(deploymentId: string): string {
+  return `build-${deploymentId.replace(/^dep_/, '')}`;
+}

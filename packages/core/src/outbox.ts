@@ -1,0 +1,84 @@
+import type { DeploymentRecord, JobMessage } from './deployment.ts';
+import { jobFor } from './deployment.ts';
+import { DeployError, isDeployError } from './errors.ts';
+import { messageIdFor } from './ids.ts';
+import { projectKey } from './naming.ts';
+import type { DeploymentIntake } from './ports/intake.ts';
+import type { JobQueue } from './ports/queue.ts';
+import type { CreateOptions, DeploymentStore } from './ports/store.ts';
+import type { Clock } from './update.ts';
+import { systemClock, updateDeployment } from './update.ts';
+
+export function publishOptionsFor(job: JobMessage, projectId: string) {
+  return { messageId: messageIdFor(job.deploymentId, job.attempt), sessionId: projectKey(job.orgId, projectId) };
+}
+
+async function markPublished(store: DeploymentStore, record: DeploymentRecord, clock: Clock): Promise<DeploymentRecord> {
+  return updateDeployment(
+    store,
+    { orgId: record.orgId, deploymentId: record.id },
+    (current) => (current.attempt === record.attempt && current.publishedAt === null && current.status === 'queued' ? [{ type: 'published' }] : null),
+    clock,
+  );
+}
+
+/**
+ * Intake for a store and a queue that share no transaction (Cosmos DB + Service Bus): record first,
+ * then the job, then `publishedAt`. If the process dies between the two writes, `reconcileOutbox`
+ * publishes the job later; the message id makes a double publish harmless.
+ */
+export class OutboxIntake implements DeploymentIntake {
+  private readonly store: DeploymentStore;
+  private readonly queue: JobQueue;
+  private readonly clock: Clock;
+
+  constructor(store: DeploymentStore, queue: JobQueue, clock: Clock = systemClock) {
+    this.store = store;
+    this.queue = queue;
+    this.clock = clock;
+  }
+
+  async submit(record: DeploymentRecord, job: JobMessage, options: CreateOptions): Promise<DeploymentRecord> {
+    const created = await this.store.create(record, options);
+    await this.queue.publish(job, publishOptionsFor(job, record.projectId));
+    return markPublished(this.store, created, this.clock);
+  }
+
+  async resubmit(record: DeploymentRecord, job: JobMessage, options: CreateOptions): Promise<DeploymentRecord> {
+    const active = await this.store.countActive(record.orgId);
+    if (active >= options.maxActivePerOrg) {
+      throw new DeployError('QUOTA_EXCEEDED', `Organization has ${active} active deployments; the limit is ${options.maxActivePerOrg}`, {
+        retryAfterSeconds: 30,
+      });
+    }
+    const stored = await this.store.replace(record);
+    await this.queue.publish(job, publishOptionsFor(job, record.projectId));
+    return markPublished(this.store, stored, this.clock);
+  }
+}
+
+/**
+ * Publishes the job of every queued deployment whose publish was not confirmed within `graceMs`.
+ * Runs in the worker every few seconds; returns how many it republished.
+ */
+export async function reconcileOutbox(
+  store: DeploymentStore,
+  queue: JobQueue,
+  options: { graceMs: number; limit: number },
+  clock: Clock = systemClock,
+): Promise<number> {
+  const stale = await store.listUnpublished(new Date(clock().getTime() - options.graceMs), options.limit);
+  let republished = 0;
+  for (const record of stale) {
+    const job = jobFor(record, null);
+    await queue.publish(job, publishOptionsFor(job, record.projectId));
+    try {
+      await markPublished(store, record, clock);
+    } catch (error) {
+      // Moved on meanwhile (started, cancelled): its job was delivered or is no longer needed.
+      if (!isDeployError(error) || error.code !== 'INVALID_STATE') throw error;
+    }
+    republished += 1;
+  }
+  return republished;
+}

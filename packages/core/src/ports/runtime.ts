@@ -1,0 +1,49 @@
+import type { BuildPlan } from '../build-plan.ts';
+import type { ContainerSize } from '../deployment.ts';
+import type { Environment } from '../glossary.ts';
+import type { LogSink } from './builder.ts';
+import type { HealthReporting, Lifecycle } from './lifecycle.ts';
+
+export interface RevisionSpec {
+  deploymentId: string;
+  orgId: string;
+  projectId: string;
+  appName: string;
+  environment: Environment;
+  image: string;
+  imageDigest: string | null;
+  plan: BuildPlan;
+  containerSize: ContainerSize | null;
+  customDomain: string | null;
+  /** Values come from the secret store (locally) or as Key Vault references (Azure), never from here. */
+  envVariableNames: readonly string[];
+  signal: AbortSignal;
+  log: LogSink;
+}
+
+export interface DnsRecord {
+  type: 'CNAME' | 'TXT' | 'A';
+  name: string;
+  value: string;
+}
+
+export interface RevisionInfo {
+  revision: string;
+  url: string;
+  /** The revision that served traffic before; compensation moves traffic back to it. */
+  previousRevision: string | null;
+  /** Records the user must add before the custom domain can be bound. */
+  dnsRecords: DnsRecord[];
+}
+
+/**
+ * Runtime: the deploy step. Starts a new revision of `<project>-<environment>`, waits until it is
+ * healthy, then moves all traffic to it; if it never gets healthy, traffic stays where it was and
+ * the step fails with DEPLOY_UNHEALTHY. Local: a child process behind a router. Azure: a Container
+ * Apps revision. Leaves out: ARM models, pollers, process handles.
+ */
+export interface Runtime extends Lifecycle, HealthReporting {
+  deploy(spec: RevisionSpec): Promise<RevisionInfo>;
+  /** Compensation: traffic back to `previousRevision` (or none), and `revision` stopped. Idempotent. */
+  rollback(target: { deploymentId: string; appName: string; revision: string; previousRevision: string | null }, log: LogSink): Promise<void>;
+}

@@ -1,0 +1,64 @@
+import type { DeploymentRecord } from '../deployment.ts';
+import type { DeploymentStatus } from '../glossary.ts';
+import type { HealthReporting, Lifecycle } from './lifecycle.ts';
+
+/**
+ * Deployment store: the source of truth for every deployment.
+ *
+ * Leaves out: SDK and connection types, SQL, partition keys, RU charges. Records go in and come out
+ * as plain `DeploymentRecord`s; `etag` is opaque. Errors are DeployErrors: CONCURRENT_UPDATE on a
+ * stale etag, QUOTA_EXCEEDED on create past the org's limit, DEPENDENCY_UNAVAILABLE (retryable) when
+ * the store cannot be reached.
+ */
+export interface DeploymentRef {
+  orgId: string;
+  deploymentId: string;
+}
+
+export interface Page<T> {
+  items: T[];
+  nextCursor: string | null;
+}
+
+export interface WorkerHeartbeat {
+  workerId: string;
+  host: string;
+  version: string;
+  startedAt: string;
+  lastSeenAt: string;
+  running: number;
+  capacity: number;
+}
+
+export interface CreateOptions {
+  /** Refuse (QUOTA_EXCEEDED) when the org already has this many queued or in-progress deployments. */
+  maxActivePerOrg: number;
+}
+
+export interface DeploymentStore extends Lifecycle, HealthReporting {
+  /** Inserts a new record and returns it with its etag. */
+  create(record: DeploymentRecord, options: CreateOptions): Promise<DeploymentRecord>;
+  /** Point read; null when absent (including when it belongs to another org). */
+  get(ref: DeploymentRef): Promise<DeploymentRecord | null>;
+  /** Writes the record if the stored etag still equals `record.etag`; returns it with the new etag. */
+  replace(record: DeploymentRecord): Promise<DeploymentRecord>;
+  delete(ref: DeploymentRef): Promise<void>;
+  findByIdempotencyKey(orgId: string, key: string): Promise<DeploymentRecord | null>;
+  /** Newest first. `cursor` is opaque and comes from the previous page. */
+  listByProject(orgId: string, projectId: string, page: { limit: number; cursor: string | null }): Promise<Page<DeploymentRecord>>;
+  /** Newest first. */
+  listRecent(orgId: string, limit: number): Promise<DeploymentRecord[]>;
+  countByStatus(orgId: string): Promise<Record<DeploymentStatus, number>>;
+  countActive(orgId: string): Promise<number>;
+  /** Terminal deployments finished before `before`, oldest first; all orgs when orgId is null. */
+  listFinishedBefore(orgId: string | null, before: Date, limit: number): Promise<DeploymentRecord[]>;
+  /** The newest completed deployment of an app: its revision is the one serving traffic. */
+  latestCompleted(orgId: string, appName: string): Promise<DeploymentRecord | null>;
+  /**
+   * Outbox: queued deployments whose current job may not have reached the queue (publishedAt null)
+   * and that were last written before `before`. All orgs.
+   */
+  listUnpublished(before: Date, limit: number): Promise<DeploymentRecord[]>;
+  recordHeartbeat(heartbeat: WorkerHeartbeat): Promise<void>;
+  listHeartbeats(): Promise<WorkerHeartbeat[]>;
+}

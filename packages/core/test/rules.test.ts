@@ -1,0 +1,187 @@
+import Type from 'typebox';
+import { describe, expect, it } from 'vitest';
+import {
+  appName,
+  checkDeployRequest,
+  checkSourcePath,
+  ConfigError,
+  DEPLOYMENT_ID_PATTERN,
+  decodeSourceBundle,
+  encodeSourceBundle,
+  generateDockerfile,
+  isAllowedContainerSize,
+  newDeploymentId,
+  parseEnv,
+  planBuild,
+  projectKey,
+  SecretMasker,
+  sourceDigest,
+} from '../src/index.ts';
+
+describe('config parsing', () => {
+  const schema = Type.Object({
+    PORT: Type.Integer({ minimum: 1, maximum: 65535, default: 3010 }),
+    MODE: Type.Union([Type.Literal('local'), Type.Literal('azure')], { default: 'local' }),
+    NAME: Type.String(),
+  });
+
+  it('converts, applies defaults and treats empty strings as unset', () => {
+    expect(parseEnv(schema, { PORT: '8080', NAME: 'x', MODE: '' })).toEqual({ PORT: 8080, MODE: 'local', NAME: 'x' });
+  });
+
+  it('names every bad variable', () => {
+    try {
+      parseEnv(schema, { PORT: 'eighty', MODE: 'cloud' });
+      expect.unreachable();
+    } catch (error) {
+      expect(error).toBeInstanceOf(ConfigError);
+      const problems = (error as ConfigError).problems;
+      expect(problems.map((p) => p.variable).sort()).toEqual(['MODE', 'NAME', 'PORT']);
+      expect((error as Error).message).toContain('MODE: must be one of local, azure (got "cloud")');
+      expect((error as Error).message).toContain('NAME: is required');
+    }
+  });
+});
+
+describe('names', () => {
+  it('deployment ids are dep_ + 26 lowercase base32 characters and differ', () => {
+    const ids = new Set(Array.from({ length: 1000 }, () => newDeploymentId()));
+    expect(ids.size).toBe(1000);
+    for (const id of ids) expect(id).toMatch(new RegExp(DEPLOYMENT_ID_PATTERN));
+  });
+
+  it('app names fit Container Apps rules and differ between orgs', () => {
+    const a = appName('org_a', 'My Shop!! Frontend 2026 edition', 'production');
+    const b = appName('org_b', 'My Shop!! Frontend 2026 edition', 'production');
+    for (const name of [a, b, appName('o', '123', 'development'), appName('o', '---', 'staging')]) {
+      expect(name.length).toBeLessThanOrEqual(32);
+      expect(name).toMatch(/^[a-z][a-z0-9-]*[a-z0-9]$/);
+      expect(name).not.toContain('--');
+    }
+    expect(a).not.toBe(b);
+    expect(a.endsWith('-production')).toBe(true);
+    expect(projectKey('o', 'p')).toBe(projectKey('o', 'p'));
+  });
+});
+
+describe('source paths', () => {
+  it.each(['index.html', 'src/app.ts', 'a/b/c.d.e', '.env.example', 'pages/[id].tsx', 'é/ü.txt'])('accepts %s', (path) => {
+    expect(checkSourcePath(path)).toBeNull();
+  });
+
+  it.each([
+    ['', 'empty'],
+    ['/etc/passwd', 'absolute'],
+    ['../x', '".." segment'],
+    ['a/../../x', '".." segment'],
+    ['a/./b', '"." segment'],
+    ['a//b', 'empty segment'],
+    ['a/', 'empty segment'],
+    ['a\\..\\b', 'backslash'],
+    ['C:/windows', 'drive letter'],
+    ['a\u0000b', 'control'],
+    ['a\nb', 'control'],
+    ['a\u202eb', 'control'],
+    ['x'.repeat(600), 'longer than'],
+    [`${'a/'.repeat(40)}b`, 'deeper'],
+  ])('refuses %j (%s)', (path, why) => {
+    expect(checkSourcePath(path)).toContain(why);
+  });
+
+  it('round-trips a bundle and refuses a tampered one', () => {
+    const files = [{ path: 'index.html', data: Buffer.from('<h1>hi</h1>') }];
+    const bundle = encodeSourceBundle({ files, historyMessages: [{ role: 'user', content: 'make a site' }] });
+    const decoded = decodeSourceBundle(bundle);
+    expect(decoded.files[0]?.data.toString()).toBe('<h1>hi</h1>');
+    expect(sourceDigest(decoded.files)).toBe(sourceDigest(files));
+    const evil = encodeSourceBundle({ files: [{ path: '../../etc/cron.d/x', data: Buffer.from('') }], historyMessages: [] });
+    expect(() => decodeSourceBundle(evil)).toThrow(/".." segment/);
+  });
+});
+
+describe('deploy request checks', () => {
+  const base = { projectId: 'p', userId: 'u', orgId: 'o', files: [{ path: 'index.html', content: 'hi' }] };
+
+  it('resolves v1 aliases and defaults', () => {
+    const result = checkDeployRequest({ projectId: 'p', userId: 'u', orgId: 'o', initFiles: [{ path: 'index.html', content: 'aGk=', encoding: 'base64' }] });
+    expect('request' in result && result.request).toMatchObject({ orgId: 'o', environment: 'development', customDomain: null });
+    expect('request' in result && result.request.files[0]?.data.toString()).toBe('hi');
+  });
+
+  it('names the field of each problem', () => {
+    const result = checkDeployRequest({
+      ...base,
+      organizationId: 'other',
+      files: [
+        { path: 'a', content: 'x' },
+        { path: 'a', content: '!!!', encoding: 'base64' },
+      ],
+      containerSize: { cpu: '1', memory: '3Gi' },
+      envVariables: { PORT: '1' },
+    });
+    expect('errors' in result && result.errors.map((e) => e.field)).toEqual([
+      'orgId',
+      'files/1/path',
+      'files/1/content',
+      'containerSize',
+      'envVariables/PORT',
+    ]);
+  });
+
+  it('needs files and an org', () => {
+    const result = checkDeployRequest({ projectId: 'p', userId: 'u', files: [] });
+    expect('errors' in result && result.errors.map((e) => e.field)).toEqual(['organizationId', 'files']);
+  });
+
+  it('knows the Container Apps CPU/memory pairs', () => {
+    expect(isAllowedContainerSize(0.5, '1Gi')).toBe(true);
+    expect(isAllowedContainerSize(2, '4Gi')).toBe(true);
+    expect(isAllowedContainerSize(4, '8Gi')).toBe(true);
+    expect(isAllowedContainerSize(1, '1Gi')).toBe(false);
+    expect(isAllowedContainerSize(0.3, '0.6Gi')).toBe(false);
+    expect(isAllowedContainerSize(8, '16Gi')).toBe(false);
+  });
+});
+
+describe('build plans', () => {
+  const files = (entries: Record<string, string>) => new Map(Object.entries(entries).map(([k, v]) => [k, Buffer.from(v)]));
+  const spec = { buildCommand: null, startCommand: null, port: null };
+
+  it('detects a static site, a Node app with a lockfile, and a built static site', () => {
+    expect(planBuild(files({ 'index.html': '' }), spec)).toMatchObject({ kind: 'static', install: null, start: null, port: 8080 });
+    expect(planBuild(files({ 'package.json': '{"scripts":{"start":"node s.js"}}', 'package-lock.json': '{}' }), spec)).toMatchObject({
+      kind: 'node',
+      install: 'npm ci',
+      start: 'npm start',
+      build: null,
+    });
+    expect(planBuild(files({ 'package.json': '{"scripts":{"build":"vite build"}}' }), spec)).toMatchObject({
+      kind: 'static',
+      install: 'npm install --no-audit --no-fund',
+      build: 'npm run build',
+    });
+  });
+
+  it('refuses what it cannot run, with a reason', () => {
+    expect(() => planBuild(files({ 'README.md': '' }), spec)).toThrow(/Cannot tell how to run/);
+    expect(() => planBuild(files({ 'package.json': '{nope' }), spec)).toThrow(/not valid JSON/);
+  });
+
+  it('generates a Dockerfile that runs the start command on the port', () => {
+    const dockerfile = generateDockerfile(planBuild(files({ 'package.json': '{"scripts":{"start":"node s.js"}}' }), { ...spec, port: 3000 }));
+    expect(dockerfile).toContain('RUN npm install --no-audit --no-fund');
+    expect(dockerfile).toContain('ENV PORT=3000');
+    expect(dockerfile).toContain('CMD ["sh", "-c", "npm start"]');
+    expect(generateDockerfile(planBuild(files({ 'index.html': '' }), spec))).toContain('nginx-unprivileged');
+  });
+});
+
+describe('secret masking', () => {
+  it('masks values and their escaped and base64 forms, not short ones', () => {
+    const masker = new SecretMasker(['s3cr3t-value', 'ab', 'quote"d-secret']);
+    expect(masker.mask('token=s3cr3t-value; again s3cr3t-value')).toBe('token=***; again ***');
+    expect(masker.mask(Buffer.from('s3cr3t-value').toString('base64'))).toBe('***');
+    expect(masker.mask('{"v":"quote\\"d-secret"}')).toBe('{"v":"***"}');
+    expect(masker.mask('ab stays')).toBe('ab stays');
+  });
+});

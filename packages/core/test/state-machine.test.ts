@@ -1,0 +1,165 @@
+import { describe, expect, it } from 'vitest';
+import type { DeploymentEvent, DeploymentRecord, DeploymentStatus } from '../src/index.ts';
+import { apply, DeployError, DEPLOYMENT_STATUSES, STEPS } from '../src/index.ts';
+import { sampleRecord } from './fixtures.ts';
+
+const now = new Date('2026-01-01T00:01:00Z');
+
+/** A record in the given status, shaped as the workflow would leave it there. */
+function inStatus(status: DeploymentStatus): DeploymentRecord {
+  const record = sampleRecord();
+  switch (status) {
+    case 'queued':
+      return record;
+    case 'in_progress':
+      return apply(record, { type: 'attempt_started' }, now);
+    case 'completed': {
+      let r = apply(record, { type: 'attempt_started' }, now);
+      for (const step of STEPS) {
+        r = apply(r, { type: 'step_started', step }, now);
+        r = apply(r, { type: 'step_completed', step, output: {} }, now);
+      }
+      return apply(r, { type: 'completed', result: { image: 'i', revision: 'r', url: 'http://x' } }, now);
+    }
+    case 'failed':
+      return apply(record, { type: 'failed', error: { code: 'BUILD_FAILED', message: 'exit 1', step: 'build' } }, now);
+    case 'cancelled':
+      return apply(record, { type: 'cancel_requested' }, now);
+  }
+}
+
+/** For each event, the statuses it may be applied to, and the status it leads to from each. */
+const table: { event: DeploymentEvent; from: Partial<Record<DeploymentStatus, DeploymentStatus>> }[] = [
+  { event: { type: 'attempt_started' }, from: { queued: 'in_progress', in_progress: 'in_progress' } },
+  { event: { type: 'step_started', step: 'validate' }, from: { in_progress: 'in_progress' } },
+  { event: { type: 'failed', error: { code: 'TIMEOUT', message: 't', step: null } }, from: { queued: 'failed', in_progress: 'failed' } },
+  { event: { type: 'cancel_requested' }, from: { queued: 'cancelled', in_progress: 'in_progress' } },
+  { event: { type: 'cancelled' }, from: { queued: 'cancelled', in_progress: 'cancelled' } },
+  { event: { type: 'retried' }, from: { failed: 'queued', cancelled: 'queued' } },
+  { event: { type: 'published' }, from: { queued: 'queued', in_progress: 'in_progress' } },
+];
+
+describe('deployment state machine', () => {
+  for (const { event, from } of table) {
+    for (const status of DEPLOYMENT_STATUSES) {
+      const target = from[status];
+      if (target !== undefined) {
+        it(`${status} --${event.type}--> ${target}`, () => {
+          expect(apply(inStatus(status), event, now).status).toBe(target);
+        });
+      } else {
+        it(`${status} refuses ${event.type}`, () => {
+          expect(() => apply(inStatus(status), event, now)).toThrowError(DeployError);
+          try {
+            apply(inStatus(status), event, now);
+          } catch (error) {
+            expect((error as DeployError).code).toBe('INVALID_STATE');
+          }
+        });
+      }
+    }
+  }
+
+  it('completed needs every step completed', () => {
+    const r = inStatus('in_progress');
+    expect(() => apply(r, { type: 'completed', result: { image: null, revision: null, url: null } }, now)).toThrow(/step validate/);
+    for (const status of DEPLOYMENT_STATUSES.filter((s) => s !== 'in_progress')) {
+      expect(() => apply(inStatus(status), { type: 'completed', result: { image: null, revision: null, url: null } }, now)).toThrow(
+        DeployError,
+      );
+    }
+  });
+
+  it('runs steps only in order, and only the first unfinished one', () => {
+    let r = inStatus('in_progress');
+    expect(() => apply(r, { type: 'step_started', step: 'sync' }, now)).toThrow(/next step is validate/);
+    r = apply(r, { type: 'step_started', step: 'validate' }, now);
+    expect(r.currentStep).toBe('validate');
+    expect(r.steps.validate.status).toBe('in_progress');
+    // a redelivery resumes the step that was running
+    r = apply(r, { type: 'step_started', step: 'validate' }, now);
+    r = apply(r, { type: 'step_completed', step: 'validate', output: { kind: 'static' } }, now);
+    expect(r.steps.validate).toMatchObject({ status: 'completed', output: { kind: 'static' } });
+    expect(() => apply(r, { type: 'step_completed', step: 'validate', output: {} }, now)).toThrow(/step is completed/);
+    expect(() => apply(r, { type: 'step_started', step: 'validate' }, now)).toThrow(/next step is sync/);
+  });
+
+  it('step events need the step to be running', () => {
+    const r = inStatus('in_progress');
+    for (const type of ['step_completed', 'step_failed', 'step_deferred', 'step_cancelled'] as const) {
+      const event = type === 'step_completed' ? { type, step: 'build' as const, output: {} } : { type, step: 'build' as const, error: 'x' };
+      expect(() => apply(r, event as DeploymentEvent, now)).toThrow(/step is pending/);
+    }
+    expect(() => apply(r, { type: 'step_rolled_back', step: 'build' }, now)).toThrow(/never ran/);
+    for (const status of ['queued', 'completed', 'failed', 'cancelled'] as const) {
+      expect(() => apply(inStatus(status), { type: 'step_completed', step: 'validate', output: {} }, now)).toThrow(DeployError);
+    }
+  });
+
+  it('a deferred step goes back to pending with its error, and runs again', () => {
+    let r = apply(inStatus('in_progress'), { type: 'step_started', step: 'validate' }, now);
+    r = apply(r, { type: 'step_deferred', step: 'validate', error: 'store busy' }, now);
+    expect(r.steps.validate).toMatchObject({ status: 'pending', error: 'store busy' });
+    r = apply(r, { type: 'step_started', step: 'validate' }, now);
+    expect(r.steps.validate).toMatchObject({ status: 'in_progress', error: null });
+  });
+
+  it('rolling back resets completed steps and keeps the failing step visible', () => {
+    let r = inStatus('in_progress');
+    for (const step of ['validate', 'sync', 'sandbox'] as const) {
+      r = apply(r, { type: 'step_started', step }, now);
+      r = apply(r, { type: 'step_completed', step, output: { made: step } }, now);
+    }
+    r = apply(r, { type: 'step_started', step: 'build' }, now);
+    r = apply(r, { type: 'step_failed', step: 'build', error: 'exit 1' }, now);
+    r = apply(r, { type: 'step_rolled_back', step: 'build' }, now);
+    r = apply(r, { type: 'step_rolled_back', step: 'sandbox' }, now);
+    r = apply(r, { type: 'failed', error: { code: 'BUILD_FAILED', message: 'exit 1', step: 'build' } }, now);
+    expect(r.steps.sandbox).toMatchObject({ status: 'pending', output: {} });
+    expect(r.steps.build).toMatchObject({ status: 'failed', error: 'exit 1' });
+    expect(r.steps.sync.status).toBe('completed');
+    expect(r.currentStep).toBe('build');
+    // a retry is a new attempt that resumes at the first unfinished step
+    const retried = apply(r, { type: 'retried' }, now);
+    expect(retried).toMatchObject({ status: 'queued', attempt: 2, error: null, finishedAt: null });
+    expect(retried.steps.build).toMatchObject({ status: 'pending', error: null });
+    const resumed = apply(retried, { type: 'attempt_started' }, now);
+    expect(() => apply(resumed, { type: 'step_started', step: 'build' }, now)).toThrow(/next step is sandbox/);
+    expect(apply(resumed, { type: 'step_started', step: 'sandbox' }, now).currentStep).toBe('sandbox');
+  });
+
+  it('a cancel request on a running deployment is a flag until the worker finishes it', () => {
+    let r = apply(inStatus('in_progress'), { type: 'cancel_requested' }, now);
+    expect(r).toMatchObject({ status: 'in_progress', cancelRequested: true });
+    expect(() => apply(r, { type: 'attempt_started' }, now)).toThrow(/cancel was requested/);
+    expect(() => apply(r, { type: 'completed', result: { image: null, revision: null, url: null } }, now)).toThrow(DeployError);
+    r = apply(r, { type: 'cancelled' }, now);
+    expect(r).toMatchObject({ status: 'cancelled', finishedAt: now.toISOString() });
+  });
+
+  it('keeps the attempt start across redeliveries so the timeout cannot be reset', () => {
+    const started = apply(inStatus('queued'), { type: 'attempt_started' }, now);
+    const later = new Date(now.getTime() + 60_000);
+    const redelivered = apply(started, { type: 'attempt_started' }, later);
+    expect(redelivered.attemptStartedAt).toBe(now.toISOString());
+  });
+
+  it('computes progress from the steps, 100 only when completed', () => {
+    let r = inStatus('in_progress');
+    expect(r.progress).toBe(0);
+    r = apply(r, { type: 'step_started', step: 'validate' }, now);
+    r = apply(r, { type: 'step_completed', step: 'validate', output: {} }, now);
+    const afterValidate = r.progress;
+    r = apply(r, { type: 'step_started', step: 'sync' }, now);
+    expect(r.progress).toBeGreaterThan(afterValidate);
+    expect(r.progress).toBeLessThan(100);
+    expect(inStatus('completed').progress).toBe(100);
+  });
+
+  it('does not mutate its input', () => {
+    const r = inStatus('in_progress');
+    const copy = structuredClone(r);
+    apply(r, { type: 'step_started', step: 'validate' }, now);
+    expect(r).toEqual(copy);
+  });
+});
