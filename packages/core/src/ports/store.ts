@@ -59,6 +59,11 @@ export interface DeploymentStore extends Lifecycle, HealthReporting {
    * and that were last written before `before`. All orgs.
    */
   listUnpublished(before: Date, limit: number): Promise<DeploymentRecord[]>;
+  /**
+   * In-progress deployments whose current attempt started before `before`, all orgs: the worker's
+   * sweep fails those past their timeout whose job was lost (worker crashed on its last delivery).
+   */
+  listRunningStartedBefore(before: Date, limit: number): Promise<DeploymentRecord[]>;
   recordHeartbeat(heartbeat: WorkerHeartbeat): Promise<void>;
   listHeartbeats(): Promise<WorkerHeartbeat[]>;
 }

@@ -1,0 +1,121 @@
+import { appendFile, mkdir, open, readFile, rm, stat, writeFile, rename } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { ArtifactStore, DependencyHealth } from '@zepid/core';
+import { DEPLOYMENT_ID_PATTERN, probe } from '@zepid/core';
+
+const ID = new RegExp(DEPLOYMENT_ID_PATTERN);
+const KINDS = { source: 'sources', context: 'contexts', log: 'logs' } as const;
+const EXTENSIONS = { source: '.json.gz', context: '.tar.gz', log: '.ndjson' } as const;
+type Kind = keyof typeof KINDS;
+
+function isMissing(error: unknown): boolean {
+  return (error as NodeJS.ErrnoException).code === 'ENOENT';
+}
+
+/** Artifacts as files under `<DATA_DIR>/artifacts/{sources,contexts,logs}/<deploymentId>.*`. */
+export class FsArtifactStore implements ArtifactStore {
+  private readonly root: string;
+
+  constructor(root: string) {
+    this.root = root;
+  }
+
+  async start(): Promise<void> {
+    await Promise.all(Object.values(KINDS).map((dir) => mkdir(join(this.root, dir), { recursive: true })));
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  health(): Promise<DependencyHealth> {
+    return probe(() => stat(this.root));
+  }
+
+  private path(kind: Kind, deploymentId: string): string {
+    // Ids come from our own records, but a file name is still no place to trust input.
+    if (!ID.test(deploymentId)) throw new Error(`not a deployment id: ${JSON.stringify(deploymentId)}`);
+    return join(this.root, KINDS[kind], `${deploymentId}${EXTENSIONS[kind]}`);
+  }
+
+  /** Write to a temporary name, then rename: a reader never sees half a file. */
+  private async writeAtomic(path: string, data: Buffer): Promise<void> {
+    const temporary = `${path}.${process.pid}.tmp`;
+    await writeFile(temporary, data, { mode: 0o600 });
+    await rename(temporary, path);
+  }
+
+  private async readOrNull(path: string): Promise<Buffer | null> {
+    try {
+      return await readFile(path);
+    } catch (error) {
+      if (isMissing(error)) return null;
+      throw error;
+    }
+  }
+
+  putSource(deploymentId: string, bundle: Buffer): Promise<void> {
+    return this.writeAtomic(this.path('source', deploymentId), bundle);
+  }
+
+  getSource(deploymentId: string): Promise<Buffer | null> {
+    return this.readOrNull(this.path('source', deploymentId));
+  }
+
+  async putContext(deploymentId: string, archive: Buffer): Promise<{ uri: string }> {
+    const path = this.path('context', deploymentId);
+    await this.writeAtomic(path, archive);
+    return { uri: path };
+  }
+
+  getContext(deploymentId: string): Promise<Buffer | null> {
+    return this.readOrNull(this.path('context', deploymentId));
+  }
+
+  async deleteContext(deploymentId: string): Promise<void> {
+    await rm(this.path('context', deploymentId), { force: true });
+  }
+
+  async appendLog(deploymentId: string, chunk: string): Promise<void> {
+    await appendFile(this.path('log', deploymentId), chunk, { mode: 0o600 });
+  }
+
+  async readLog(deploymentId: string): Promise<string> {
+    return (await this.readOrNull(this.path('log', deploymentId)))?.toString('utf8') ?? '';
+  }
+
+  async readLogTail(deploymentId: string, maxBytes: number): Promise<string> {
+    let handle;
+    try {
+      handle = await open(this.path('log', deploymentId), 'r');
+    } catch (error) {
+      if (isMissing(error)) return '';
+      throw error;
+    }
+    try {
+      const { size } = await handle.stat();
+      const length = Math.min(size, maxBytes);
+      const buffer = Buffer.alloc(length);
+      await handle.read(buffer, 0, length, size - length);
+      const text = buffer.toString('utf8');
+      // Start at a line boundary unless the whole file was read.
+      return length < size ? text.slice(text.indexOf('\n') + 1) : text;
+    } finally {
+      await handle.close();
+    }
+  }
+
+  async deleteAll(deploymentId: string): Promise<number> {
+    let deleted = 0;
+    for (const kind of Object.keys(KINDS) as Kind[]) {
+      const path = this.path(kind, deploymentId);
+      try {
+        await rm(path);
+        deleted += 1;
+      } catch (error) {
+        if (!isMissing(error)) throw error;
+      }
+    }
+    return deleted;
+  }
+}

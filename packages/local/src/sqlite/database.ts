@@ -1,0 +1,119 @@
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
+import { DeployError } from '@zepid/core';
+
+/**
+ * The embedded database: one SQLite file under DATA_DIR holding the deployment store and the job
+ * queue, opened by the API process and the worker process at once (WAL lets readers and one writer
+ * work side by side; busy_timeout makes a writer wait its turn instead of failing).
+ */
+const MIGRATIONS: string[] = [
+  `CREATE TABLE deployments (
+     id TEXT PRIMARY KEY,
+     org_id TEXT NOT NULL,
+     project_id TEXT NOT NULL,
+     app_name TEXT NOT NULL,
+     status TEXT NOT NULL,
+     created_at TEXT NOT NULL,
+     updated_at TEXT NOT NULL,
+     attempt_started_at TEXT,
+     finished_at TEXT,
+     published_at TEXT,
+     idempotency_key TEXT,
+     etag TEXT NOT NULL,
+     doc TEXT NOT NULL
+   );
+   CREATE INDEX deployments_by_project ON deployments (org_id, project_id, created_at DESC, id DESC);
+   CREATE INDEX deployments_by_org_status ON deployments (org_id, status, created_at DESC);
+   CREATE INDEX deployments_by_finish ON deployments (finished_at) WHERE finished_at IS NOT NULL;
+   CREATE INDEX deployments_unpublished ON deployments (updated_at) WHERE published_at IS NULL AND status = 'queued';
+   CREATE INDEX deployments_running ON deployments (attempt_started_at) WHERE status = 'in_progress';
+   CREATE UNIQUE INDEX deployments_by_idempotency_key ON deployments (org_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
+   CREATE TABLE workers (
+     worker_id TEXT PRIMARY KEY,
+     last_seen_at TEXT NOT NULL,
+     doc TEXT NOT NULL
+   );
+   CREATE TABLE jobs (
+     seq INTEGER PRIMARY KEY AUTOINCREMENT,
+     message_id TEXT NOT NULL UNIQUE,
+     session_id TEXT NOT NULL,
+     body TEXT NOT NULL,
+     state TEXT NOT NULL CHECK (state IN ('active', 'dead', 'done')),
+     enqueued_at INTEGER NOT NULL,
+     visible_at INTEGER NOT NULL,
+     delivery_count INTEGER NOT NULL DEFAULT 0,
+     lock_token TEXT,
+     locked_until INTEGER,
+     dead_reason TEXT,
+     dead_description TEXT,
+     settled_at INTEGER
+   );
+   CREATE INDEX jobs_ready ON jobs (state, visible_at, seq);
+   CREATE INDEX jobs_by_session ON jobs (session_id, state, seq);
+   CREATE INDEX jobs_settled ON jobs (settled_at) WHERE state = 'done';`,
+];
+
+export class SqliteDatabase {
+  readonly path: string;
+  private db: DatabaseSync | null = null;
+  /** Adapters sharing this database each open and close it; the file closes with the last one. */
+  private users = 0;
+
+  constructor(path: string) {
+    this.path = path;
+  }
+
+  /** Opens the file (once; every adapter sharing this object calls it) and applies pending migrations. */
+  open(): void {
+    this.users += 1;
+    if (this.db !== null) return;
+    if (this.path !== ':memory:') mkdirSync(dirname(this.path), { recursive: true });
+    const db = new DatabaseSync(this.path);
+    db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;');
+    this.db = db;
+    this.transaction(() => {
+      const row = db.prepare('PRAGMA user_version').get() as { user_version: number };
+      for (let version = row.user_version; version < MIGRATIONS.length; version += 1) {
+        db.exec(MIGRATIONS[version] ?? '');
+        db.exec(`PRAGMA user_version = ${version + 1}`);
+      }
+    });
+  }
+
+  close(): void {
+    this.users = Math.max(0, this.users - 1);
+    if (this.users > 0) return;
+    this.db?.close();
+    this.db = null;
+  }
+
+  get connection(): DatabaseSync {
+    if (this.db === null) throw new DeployError('DEPENDENCY_UNAVAILABLE', 'The SQLite database is not open', { retryable: true });
+    return this.db;
+  }
+
+  /** Runs `fn` in a write transaction (BEGIN IMMEDIATE: the write lock is taken up front, so no upgrade deadlock). */
+  transaction<T>(fn: () => T): T {
+    const db = this.connection;
+    db.exec('BEGIN IMMEDIATE');
+    try {
+      const result = fn();
+      db.exec('COMMIT');
+      return result;
+    } catch (error) {
+      if (db.isTransaction) db.exec('ROLLBACK');
+      throw error;
+    }
+  }
+}
+
+/** Maps SQLite's "database is locked/unavailable" failures to a retryable error; leaves others alone. */
+export function sqliteError(error: unknown): unknown {
+  const message = error instanceof Error ? error.message : String(error);
+  if (/SQLITE_BUSY|database is locked|unable to open|disk I\/O error|SQLITE_CANTOPEN/i.test(message)) {
+    return new DeployError('DEPENDENCY_UNAVAILABLE', 'The local database is unavailable', { retryable: true, cause: error });
+  }
+  return error;
+}

@@ -1,0 +1,56 @@
+import type { CreateOptions, DeploymentIntake, DeploymentRecord, JobMessage } from '@zepid/core';
+import { apply, DeployError, publishOptionsFor } from '@zepid/core';
+import type { SqliteDatabase } from './database.ts';
+import { sqliteError } from './database.ts';
+import { insertJob } from './queue.ts';
+import { insertDeployment, replaceDeployment } from './store.ts';
+
+/**
+ * Local intake: the record and its job are written in one SQLite transaction, so a deployment is
+ * never recorded without its job (nor the reverse), whatever happens to the process.
+ */
+export class SqliteIntake implements DeploymentIntake {
+  private readonly db: SqliteDatabase;
+  private readonly now: () => Date;
+
+  constructor(db: SqliteDatabase, now: () => Date = () => new Date()) {
+    this.db = db;
+    this.now = now;
+  }
+
+  private write(fn: () => DeploymentRecord): Promise<DeploymentRecord> {
+    try {
+      return Promise.resolve(this.db.transaction(fn));
+    } catch (error) {
+      return Promise.reject(sqliteError(error));
+    }
+  }
+
+  submit(record: DeploymentRecord, job: JobMessage, options: CreateOptions): Promise<DeploymentRecord> {
+    return this.write(() => {
+      const published = apply(record, { type: 'published' }, this.now());
+      const created = insertDeployment(this.db, published, options);
+      insertJob(this.db, job, publishOptionsFor(job, record.projectId), Date.now());
+      return created;
+    });
+  }
+
+  resubmit(record: DeploymentRecord, job: JobMessage, options: CreateOptions): Promise<DeploymentRecord> {
+    return this.write(() => {
+      const active = (
+        this.db.connection
+          .prepare(`SELECT COUNT(*) AS n FROM deployments WHERE org_id = ? AND status IN ('queued', 'in_progress') AND id != ?`)
+          .get(record.orgId, record.id) as { n: number }
+      ).n;
+      if (active >= options.maxActivePerOrg) {
+        throw new DeployError('QUOTA_EXCEEDED', `The organization has ${active} active deployments; the limit is ${options.maxActivePerOrg}`, {
+          retryAfterSeconds: 30,
+          details: { active, limit: options.maxActivePerOrg },
+        });
+      }
+      const stored = replaceDeployment(this.db, apply(record, { type: 'published' }, this.now()));
+      insertJob(this.db, job, publishOptionsFor(job, record.projectId), Date.now());
+      return stored;
+    });
+  }
+}

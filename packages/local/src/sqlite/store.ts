@@ -1,0 +1,305 @@
+import { randomBytes } from 'node:crypto';
+import type {
+  CreateOptions,
+  DependencyHealth,
+  DeploymentRecord,
+  DeploymentRef,
+  DeploymentStatus,
+  DeploymentStore,
+  Page,
+  WorkerHeartbeat,
+} from '@zepid/core';
+import { ACTIVE_STATUSES, DEPLOYMENT_STATUSES, DeployError, probe } from '@zepid/core';
+import type { SqliteDatabase } from './database.ts';
+import { sqliteError } from './database.ts';
+
+interface Row {
+  doc: string;
+  etag: string;
+}
+
+const newEtag = () => randomBytes(9).toString('base64url');
+
+function toRecord(row: Row): DeploymentRecord {
+  return { ...(JSON.parse(row.doc) as DeploymentRecord), etag: row.etag };
+}
+
+function columns(record: DeploymentRecord, etag: string) {
+  const { etag: _old, ...doc } = record;
+  return {
+    id: record.id,
+    org_id: record.orgId,
+    project_id: record.projectId,
+    app_name: record.appName,
+    status: record.status,
+    created_at: record.createdAt,
+    updated_at: record.updatedAt,
+    attempt_started_at: record.attemptStartedAt,
+    finished_at: record.finishedAt,
+    published_at: record.publishedAt,
+    idempotency_key: record.idempotency?.key ?? null,
+    etag,
+    doc: JSON.stringify(doc),
+  };
+}
+
+function encodeCursor(record: DeploymentRecord): string {
+  return Buffer.from(JSON.stringify([record.createdAt, record.id])).toString('base64url');
+}
+
+function decodeCursor(cursor: string): [string, string] {
+  try {
+    const value: unknown = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
+    if (Array.isArray(value) && value.length === 2 && value.every((part) => typeof part === 'string')) return value as [string, string];
+  } catch {
+    // fall through
+  }
+  throw new DeployError('VALIDATION_ERROR', 'cursor is not one this service returned', { details: [{ field: 'cursor', message: 'is invalid' }] });
+}
+
+function quotaError(active: number, limit: number): DeployError {
+  return new DeployError('QUOTA_EXCEEDED', `The organization has ${active} active deployments; the limit is ${limit}`, {
+    retryAfterSeconds: 30,
+    details: { active, limit },
+  });
+}
+
+/**
+ * Inserts a record inside the caller's transaction after checking the org's active limit; the check
+ * and the insert are atomic because the transaction holds SQLite's write lock.
+ */
+export function insertDeployment(db: SqliteDatabase, record: DeploymentRecord, options: CreateOptions): DeploymentRecord {
+  const connection = db.connection;
+  const active = connection
+    .prepare(`SELECT COUNT(*) AS n FROM deployments WHERE org_id = ? AND status IN (${ACTIVE_STATUSES.map(() => '?').join(', ')})`)
+    .get(record.orgId, ...ACTIVE_STATUSES) as { n: number };
+  if (active.n >= options.maxActivePerOrg) throw quotaError(active.n, options.maxActivePerOrg);
+  const etag = newEtag();
+  try {
+    connection
+      .prepare(
+        `INSERT INTO deployments (id, org_id, project_id, app_name, status, created_at, updated_at, attempt_started_at, finished_at,
+           published_at, idempotency_key, etag, doc)
+         VALUES (:id, :org_id, :project_id, :app_name, :status, :created_at, :updated_at, :attempt_started_at, :finished_at,
+           :published_at, :idempotency_key, :etag, :doc)`,
+      )
+      .run(columns(record, etag));
+  } catch (error) {
+    if (error instanceof Error && /UNIQUE constraint failed/.test(error.message)) {
+      throw new DeployError('CONFLICT', `Deployment ${record.id} or its idempotency key already exists`, { cause: error });
+    }
+    throw error;
+  }
+  return { ...record, etag };
+}
+
+/** Conditional replace inside the caller's transaction. */
+export function replaceDeployment(db: SqliteDatabase, record: DeploymentRecord): DeploymentRecord {
+  const etag = newEtag();
+  const values = columns(record, etag);
+  const result = db.connection
+    .prepare(
+      `UPDATE deployments SET status = :status, updated_at = :updated_at, attempt_started_at = :attempt_started_at,
+         finished_at = :finished_at, published_at = :published_at, etag = :etag, doc = :doc
+       WHERE id = :id AND org_id = :org_id AND etag = :expected`,
+    )
+    .run({
+      status: values.status,
+      updated_at: values.updated_at,
+      attempt_started_at: values.attempt_started_at,
+      finished_at: values.finished_at,
+      published_at: values.published_at,
+      etag,
+      doc: values.doc,
+      id: record.id,
+      org_id: record.orgId,
+      expected: record.etag,
+    });
+  if (result.changes === 0) {
+    const exists = db.connection.prepare('SELECT 1 FROM deployments WHERE id = ? AND org_id = ?').get(record.id, record.orgId);
+    if (exists === undefined) throw new DeployError('NOT_FOUND', `Deployment ${record.id} not found`);
+    throw new DeployError('CONCURRENT_UPDATE', `Deployment ${record.id} changed since it was read`, { retryable: true });
+  }
+  return { ...record, etag };
+}
+
+export class SqliteDeploymentStore implements DeploymentStore {
+  private readonly db: SqliteDatabase;
+
+  constructor(db: SqliteDatabase) {
+    this.db = db;
+  }
+
+  start(): Promise<void> {
+    this.db.open();
+    return Promise.resolve();
+  }
+
+  close(): Promise<void> {
+    this.db.close();
+    return Promise.resolve();
+  }
+
+  health(): Promise<DependencyHealth> {
+    return probe(() => Promise.resolve(this.db.connection.prepare('SELECT COUNT(*) FROM deployments LIMIT 1').get()));
+  }
+
+  private run<T>(fn: () => T): Promise<T> {
+    try {
+      return Promise.resolve(fn());
+    } catch (error) {
+      return Promise.reject(sqliteError(error));
+    }
+  }
+
+  create(record: DeploymentRecord, options: CreateOptions): Promise<DeploymentRecord> {
+    return this.run(() => this.db.transaction(() => insertDeployment(this.db, record, options)));
+  }
+
+  get(ref: DeploymentRef): Promise<DeploymentRecord | null> {
+    return this.run(() => {
+      const row = this.db.connection.prepare('SELECT doc, etag FROM deployments WHERE id = ? AND org_id = ?').get(ref.deploymentId, ref.orgId) as
+        | Row
+        | undefined;
+      return row === undefined ? null : toRecord(row);
+    });
+  }
+
+  replace(record: DeploymentRecord): Promise<DeploymentRecord> {
+    return this.run(() => this.db.transaction(() => replaceDeployment(this.db, record)));
+  }
+
+  delete(ref: DeploymentRef): Promise<void> {
+    return this.run(() => {
+      this.db.connection.prepare('DELETE FROM deployments WHERE id = ? AND org_id = ?').run(ref.deploymentId, ref.orgId);
+    });
+  }
+
+  findByIdempotencyKey(orgId: string, key: string): Promise<DeploymentRecord | null> {
+    return this.run(() => {
+      const row = this.db.connection.prepare('SELECT doc, etag FROM deployments WHERE org_id = ? AND idempotency_key = ?').get(orgId, key) as
+        | Row
+        | undefined;
+      return row === undefined ? null : toRecord(row);
+    });
+  }
+
+  listByProject(orgId: string, projectId: string, page: { limit: number; cursor: string | null }): Promise<Page<DeploymentRecord>> {
+    return this.run(() => {
+      const after = page.cursor === null ? null : decodeCursor(page.cursor);
+      const rows = (
+        after === null
+          ? this.db.connection
+              .prepare('SELECT doc, etag FROM deployments WHERE org_id = ? AND project_id = ? ORDER BY created_at DESC, id DESC LIMIT ?')
+              .all(orgId, projectId, page.limit + 1)
+          : this.db.connection
+              .prepare(
+                `SELECT doc, etag FROM deployments WHERE org_id = ? AND project_id = ? AND (created_at, id) < (?, ?)
+                 ORDER BY created_at DESC, id DESC LIMIT ?`,
+              )
+              .all(orgId, projectId, after[0], after[1], page.limit + 1)
+      ) as unknown as Row[];
+      const items = rows.slice(0, page.limit).map(toRecord);
+      const last = items.at(-1);
+      return { items, nextCursor: rows.length > page.limit && last !== undefined ? encodeCursor(last) : null };
+    });
+  }
+
+  listRecent(orgId: string, limit: number): Promise<DeploymentRecord[]> {
+    return this.run(() =>
+      (
+        this.db.connection
+          .prepare('SELECT doc, etag FROM deployments WHERE org_id = ? ORDER BY created_at DESC, id DESC LIMIT ?')
+          .all(orgId, limit) as unknown as Row[]
+      ).map(toRecord),
+    );
+  }
+
+  countByStatus(orgId: string): Promise<Record<DeploymentStatus, number>> {
+    return this.run(() => {
+      const counts = Object.fromEntries(DEPLOYMENT_STATUSES.map((status) => [status, 0])) as Record<DeploymentStatus, number>;
+      const rows = this.db.connection.prepare('SELECT status, COUNT(*) AS n FROM deployments WHERE org_id = ? GROUP BY status').all(orgId) as {
+        status: DeploymentStatus;
+        n: number;
+      }[];
+      for (const row of rows) counts[row.status] = row.n;
+      return counts;
+    });
+  }
+
+  countActive(orgId: string): Promise<number> {
+    return this.run(
+      () =>
+        (
+          this.db.connection
+            .prepare(`SELECT COUNT(*) AS n FROM deployments WHERE org_id = ? AND status IN ('queued', 'in_progress')`)
+            .get(orgId) as { n: number }
+        ).n,
+    );
+  }
+
+  listFinishedBefore(orgId: string | null, before: Date, limit: number): Promise<DeploymentRecord[]> {
+    return this.run(() => {
+      const sql = `SELECT doc, etag FROM deployments WHERE finished_at IS NOT NULL AND finished_at < ? ${orgId === null ? '' : 'AND org_id = ?'}
+                   AND status IN ('completed', 'failed', 'cancelled') ORDER BY finished_at LIMIT ?`;
+      const params = orgId === null ? [before.toISOString(), limit] : [before.toISOString(), orgId, limit];
+      return (this.db.connection.prepare(sql).all(...params) as unknown as Row[]).map(toRecord);
+    });
+  }
+
+  latestCompleted(orgId: string, appName: string): Promise<DeploymentRecord | null> {
+    return this.run(() => {
+      const row = this.db.connection
+        .prepare(
+          `SELECT doc, etag FROM deployments WHERE org_id = ? AND app_name = ? AND status = 'completed' ORDER BY finished_at DESC LIMIT 1`,
+        )
+        .get(orgId, appName) as Row | undefined;
+      return row === undefined ? null : toRecord(row);
+    });
+  }
+
+  listUnpublished(before: Date, limit: number): Promise<DeploymentRecord[]> {
+    return this.run(() =>
+      (
+        this.db.connection
+          .prepare(
+            `SELECT doc, etag FROM deployments WHERE published_at IS NULL AND status = 'queued' AND updated_at < ? ORDER BY updated_at LIMIT ?`,
+          )
+          .all(before.toISOString(), limit) as unknown as Row[]
+      ).map(toRecord),
+    );
+  }
+
+  listRunningStartedBefore(before: Date, limit: number): Promise<DeploymentRecord[]> {
+    return this.run(() =>
+      (
+        this.db.connection
+          .prepare(
+            `SELECT doc, etag FROM deployments WHERE status = 'in_progress' AND attempt_started_at < ? ORDER BY attempt_started_at LIMIT ?`,
+          )
+          .all(before.toISOString(), limit) as unknown as Row[]
+      ).map(toRecord),
+    );
+  }
+
+  recordHeartbeat(heartbeat: WorkerHeartbeat): Promise<void> {
+    return this.run(() => {
+      this.db.connection
+        .prepare(
+          `INSERT INTO workers (worker_id, last_seen_at, doc) VALUES (?, ?, ?)
+           ON CONFLICT (worker_id) DO UPDATE SET last_seen_at = excluded.last_seen_at, doc = excluded.doc`,
+        )
+        .run(heartbeat.workerId, heartbeat.lastSeenAt, JSON.stringify(heartbeat));
+      // Forget workers not seen for a day, so the list stays about the living.
+      this.db.connection.prepare('DELETE FROM workers WHERE last_seen_at < ?').run(new Date(Date.now() - 86_400_000).toISOString());
+    });
+  }
+
+  listHeartbeats(): Promise<WorkerHeartbeat[]> {
+    return this.run(() =>
+      (this.db.connection.prepare('SELECT doc FROM workers ORDER BY last_seen_at DESC').all() as { doc: string }[]).map(
+        (row) => JSON.parse(row.doc) as WorkerHeartbeat,
+      ),
+    );
+  }
+}

@@ -1,0 +1,193 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { JobMessage, JobQueue, QueuedJob } from '@zepid/core';
+import { DeployError, newDeploymentId } from '@zepid/core';
+import { afterEach, describe, expect, it } from 'vitest';
+
+export interface QueueHarness {
+  queue: JobQueue;
+  dispose(): Promise<void>;
+}
+
+export interface QueueHarnessOptions {
+  lockDurationMs: number;
+  maxDeliveryCount: number;
+}
+
+const job = (attempt = 1): JobMessage => ({ deploymentId: newDeploymentId(), orgId: 'org_q', attempt, traceparent: null });
+const session = () => `s${Math.random().toString(36).slice(2, 12)}`;
+const idOf = (body: JobMessage) => `${body.deploymentId}:${body.attempt}`;
+
+async function receiveOne(queue: JobQueue, waitMs = 5000): Promise<QueuedJob> {
+  const received = await queue.receive({ waitMs });
+  if (received === null) throw new Error(`no job within ${waitMs} ms`);
+  return received;
+}
+
+/**
+ * The behaviour every JobQueue adapter must have (Service Bus semantics). Each test gets a fresh
+ * queue from the harness so counts start at zero.
+ */
+export function queueContract(name: string, createHarness: (options: QueueHarnessOptions) => Promise<QueueHarness>): void {
+  describe(`JobQueue contract: ${name}`, () => {
+    let harness: QueueHarness | null = null;
+    const open = async (options: Partial<QueueHarnessOptions> = {}) => {
+      harness = await createHarness({ lockDurationMs: 30_000, maxDeliveryCount: 3, ...options });
+      return harness.queue;
+    };
+    afterEach(async () => {
+      await harness?.dispose();
+      harness = null;
+    });
+
+    it('delivers a published job once, locked, and forgets it when completed', async () => {
+      const queue = await open();
+      const body = job();
+      await queue.publish(body, { messageId: idOf(body), sessionId: session() });
+      expect(await queue.counts()).toEqual({ active: 1, scheduled: 0, deadLettered: 0 });
+      const received = await receiveOne(queue);
+      expect(received.body).toEqual(body);
+      expect(received.messageId).toBe(idOf(body));
+      expect(received.deliveryCount).toBe(1);
+      expect(received.lockedUntil.getTime()).toBeGreaterThan(Date.now());
+      expect(await queue.receive({ waitMs: 200 })).toBeNull();
+      await queue.complete(received);
+      expect(await queue.counts()).toEqual({ active: 0, scheduled: 0, deadLettered: 0 });
+    });
+
+    it('drops a second publish with the same message id', async () => {
+      const queue = await open();
+      const body = job();
+      const sessionId = session();
+      await queue.publish(body, { messageId: idOf(body), sessionId });
+      await queue.publish(body, { messageId: idOf(body), sessionId });
+      const first = await receiveOne(queue);
+      await queue.complete(first);
+      // also after completion, within the duplicate-detection window
+      await queue.publish(body, { messageId: idOf(body), sessionId });
+      expect(await queue.receive({ waitMs: 300 })).toBeNull();
+    });
+
+    it('never delivers two jobs of one session at once, and keeps their order', async () => {
+      const queue = await open();
+      const project = session();
+      const [a, b] = [job(), job()];
+      const other = job();
+      await queue.publish(a, { messageId: idOf(a), sessionId: project });
+      await queue.publish(b, { messageId: idOf(b), sessionId: project });
+      await queue.publish(other, { messageId: idOf(other), sessionId: session() });
+      const first = await receiveOne(queue);
+      const second = await receiveOne(queue);
+      expect([first.body, second.body]).toEqual([a, other]);
+      expect(await queue.receive({ waitMs: 300 })).toBeNull();
+      await queue.complete(first);
+      const third = await receiveOne(queue);
+      expect(third.body).toEqual(b);
+      await queue.complete(second);
+      await queue.complete(third);
+    });
+
+    it('wakes a waiting receiver when a job arrives', async () => {
+      const queue = await open();
+      const body = job();
+      const waiting = queue.receive({ waitMs: 20_000 });
+      await sleep(100);
+      await queue.publish(body, { messageId: idOf(body), sessionId: session() });
+      const started = Date.now();
+      const received = await waiting;
+      expect(received?.body).toEqual(body);
+      // far less than the 20 s it was allowed to wait
+      expect(Date.now() - started).toBeLessThan(10_000);
+      if (received) await queue.complete(received);
+    });
+
+    it('stops waiting when its signal is aborted', async () => {
+      const queue = await open();
+      const controller = new AbortController();
+      const waiting = queue.receive({ waitMs: 20_000, signal: controller.signal });
+      setTimeout(() => controller.abort(), 100);
+      expect(await waiting).toBeNull();
+    });
+
+    it('redelivers an abandoned job with a higher delivery count, after its delay', async () => {
+      const queue = await open();
+      const body = job();
+      await queue.publish(body, { messageId: idOf(body), sessionId: session() });
+      const first = await receiveOne(queue);
+      await queue.abandon(first, { delayMs: 1500 });
+      expect(await queue.counts()).toMatchObject({ active: 0, scheduled: 1 });
+      expect(await queue.receive({ waitMs: 300 })).toBeNull();
+      const second = await receiveOne(queue, 10_000);
+      expect(second.deliveryCount).toBe(2);
+      expect(second.body).toEqual(body);
+      await queue.complete(second);
+    });
+
+    it('holds a scheduled job until its time', async () => {
+      const queue = await open();
+      const body = job();
+      await queue.publish(body, { messageId: idOf(body), sessionId: session(), delayMs: 1500 });
+      expect(await queue.counts()).toMatchObject({ active: 0, scheduled: 1 });
+      expect(await queue.receive({ waitMs: 300 })).toBeNull();
+      const received = await receiveOne(queue, 10_000);
+      expect(received.body).toEqual(body);
+      await queue.complete(received);
+    });
+
+    it('dead-letters a job past the max delivery count, with the reason', async () => {
+      const queue = await open({ maxDeliveryCount: 2 });
+      const body = job();
+      await queue.publish(body, { messageId: idOf(body), sessionId: session() });
+      await queue.abandon(await receiveOne(queue));
+      await queue.abandon(await receiveOne(queue));
+      expect(await queue.receive({ waitMs: 300 })).toBeNull();
+      expect(await queue.counts()).toEqual({ active: 0, scheduled: 0, deadLettered: 1 });
+      const [dead] = await queue.listDeadLettered(10);
+      expect(dead).toMatchObject({ messageId: idOf(body), reason: 'MaxDeliveryCountExceeded' });
+    });
+
+    it('dead-letters on request, keeping the reason and description', async () => {
+      const queue = await open();
+      const malformed = { nonsense: true } as unknown as JobMessage;
+      await queue.publish(malformed, { messageId: 'poison-1', sessionId: session() });
+      const received = await receiveOne(queue);
+      expect(received.body).toEqual({ nonsense: true });
+      await queue.deadLetter(received, { reason: 'MALFORMED_MESSAGE', description: 'body has no deploymentId' });
+      expect(await queue.counts()).toMatchObject({ active: 0, deadLettered: 1 });
+      expect((await queue.listDeadLettered(10))[0]).toMatchObject({
+        messageId: 'poison-1',
+        reason: 'MALFORMED_MESSAGE',
+        description: 'body has no deploymentId',
+      });
+    });
+
+    it('redelivers a job whose lock expired, and refuses settlement with the lost lock', async () => {
+      const queue = await open({ lockDurationMs: 1000 });
+      const body = job();
+      await queue.publish(body, { messageId: idOf(body), sessionId: session() });
+      const first = await receiveOne(queue);
+      const second = await receiveOne(queue, 15_000);
+      expect(second.deliveryCount).toBe(2);
+      await expect(queue.complete(first)).rejects.toBeInstanceOf(DeployError);
+      await queue.complete(second);
+      expect(await queue.counts()).toMatchObject({ active: 0, deadLettered: 0 });
+    });
+
+    it('keeps a job locked for as long as the lock is renewed', async () => {
+      const queue = await open({ lockDurationMs: 1000 });
+      const body = job();
+      await queue.publish(body, { messageId: idOf(body), sessionId: session() });
+      const received = await receiveOne(queue);
+      for (let i = 0; i < 4; i += 1) {
+        await sleep(400);
+        await queue.renewLock(received);
+      }
+      expect(await queue.receive({ waitMs: 300 })).toBeNull();
+      await queue.complete(received);
+    });
+
+    it('reports itself healthy', async () => {
+      const queue = await open();
+      expect((await queue.health()).status).toBe('healthy');
+    });
+  });
+}

@@ -1,0 +1,36 @@
+import type { DeploymentRecord, Environment } from '@zepid/core';
+import { appName, newDeploymentId, newDeploymentRecord } from '@zepid/core';
+
+/** A fresh queued deployment record for tests; `overrides` win. */
+export function makeRecord(
+  overrides: Partial<Omit<DeploymentRecord, 'etag'>> & { orgId?: string; projectId?: string; environment?: Environment } = {},
+  createdAt = new Date(),
+): DeploymentRecord {
+  const orgId = overrides.orgId ?? 'org_test';
+  const projectId = overrides.projectId ?? 'proj_test';
+  const environment = overrides.environment ?? 'development';
+  const record = newDeploymentRecord(
+    {
+      id: newDeploymentId(),
+      orgId,
+      projectId,
+      userId: 'user_test',
+      projectName: null,
+      environment,
+      appName: appName(orgId, projectId, environment),
+      spec: {
+        customDomain: null,
+        containerSize: null,
+        envVariableNames: [],
+        buildCommand: null,
+        startCommand: null,
+        port: null,
+        historyMessageCount: 0,
+      },
+      source: { digest: 'sha256:test', fileCount: 1, bytes: 1 },
+      idempotency: null,
+    },
+    createdAt,
+  );
+  return { ...record, ...overrides };
+}

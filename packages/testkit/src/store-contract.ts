@@ -1,0 +1,227 @@
+import type { DeploymentStore } from '@zepid/core';
+import { apply, DeployError, STEPS, updateDeployment } from '@zepid/core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { makeRecord } from './records.ts';
+
+export interface StoreHarness {
+  store: DeploymentStore;
+  /** Stops whatever the harness started (emulator, temp dir). */
+  dispose(): Promise<void>;
+}
+
+const unique = (prefix: string) => `${prefix}_${Math.random().toString(36).slice(2, 10)}`;
+
+async function codeOf(promise: Promise<unknown>): Promise<string> {
+  try {
+    await promise;
+    return 'no error';
+  } catch (error) {
+    return error instanceof DeployError ? error.code : `not a DeployError: ${String(error)}`;
+  }
+}
+
+/**
+ * The behaviour every DeploymentStore adapter must have. Each test uses its own org, so adapters
+ * backed by a shared emulator need no cleanup between tests.
+ */
+export function storeContract(name: string, createHarness: () => Promise<StoreHarness>): void {
+  describe(`DeploymentStore contract: ${name}`, () => {
+    let harness: StoreHarness;
+    let store: DeploymentStore;
+    beforeAll(async () => {
+      harness = await createHarness();
+      store = harness.store;
+    });
+    afterAll(async () => {
+      await harness.dispose();
+    });
+
+    it('creates and reads a record back, only within its org', async () => {
+      const record = makeRecord({ orgId: unique('org') });
+      const created = await store.create(record, { maxActivePerOrg: 10 });
+      expect(created.etag).not.toBe('');
+      const read = await store.get({ orgId: record.orgId, deploymentId: record.id });
+      expect(read).toEqual(created);
+      expect(await store.get({ orgId: 'another_org', deploymentId: record.id })).toBeNull();
+      expect(await store.get({ orgId: record.orgId, deploymentId: 'dep_aaaaaaaaaaaaaaaaaaaaaaaaaa' })).toBeNull();
+    });
+
+    it('refuses a second record with the same id', async () => {
+      const record = makeRecord({ orgId: unique('org') });
+      await store.create(record, { maxActivePerOrg: 10 });
+      expect(await codeOf(store.create(record, { maxActivePerOrg: 10 }))).toBe('CONFLICT');
+    });
+
+    it('replaces only with the etag it read, and hands out a new one', async () => {
+      const created = await store.create(makeRecord({ orgId: unique('org') }), { maxActivePerOrg: 10 });
+      const started = apply(created, { type: 'attempt_started' }, new Date());
+      const replaced = await store.replace(started);
+      expect(replaced.etag).not.toBe(created.etag);
+      expect((await store.get({ orgId: created.orgId, deploymentId: created.id }))?.status).toBe('in_progress');
+      // a writer still holding the first etag loses
+      const stale = apply(created, { type: 'cancel_requested' }, new Date());
+      expect(await codeOf(store.replace(stale))).toBe('CONCURRENT_UPDATE');
+      expect((await store.get({ orgId: created.orgId, deploymentId: created.id }))?.status).toBe('in_progress');
+    });
+
+    it('lets exactly one of two writers with the same etag win', async () => {
+      const created = await store.create(makeRecord({ orgId: unique('org') }), { maxActivePerOrg: 10 });
+      const results = await Promise.allSettled([
+        store.replace(apply(created, { type: 'attempt_started' }, new Date())),
+        store.replace(apply(created, { type: 'cancel_requested' }, new Date())),
+      ]);
+      expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+      const rejected = results.find((r) => r.status === 'rejected');
+      expect((rejected?.reason as DeployError).code).toBe('CONCURRENT_UPDATE');
+    });
+
+    it('loses no update when writers race through updateDeployment', async () => {
+      const created = await store.create(makeRecord({ orgId: unique('org') }), { maxActivePerOrg: 10 });
+      const ref = { orgId: created.orgId, deploymentId: created.id };
+      await updateDeployment(store, ref, () => [{ type: 'attempt_started' }]);
+      // Each writer completes the next step: they must serialise, not overwrite each other.
+      await Promise.all(
+        STEPS.map(() =>
+          updateDeployment(store, ref, (current) => {
+            const next = STEPS.find((step) => current.steps[step].status !== 'completed');
+            return next === undefined
+              ? null
+              : [
+                  { type: 'step_started', step: next },
+                  { type: 'step_completed', step: next, output: {} },
+                ];
+          }),
+        ),
+      );
+      const final = await store.get(ref);
+      expect(STEPS.map((step) => final?.steps[step].status)).toEqual(STEPS.map(() => 'completed'));
+    });
+
+    it('enforces the active-deployment limit per org, counting only queued and in-progress ones', async () => {
+      const orgId = unique('org');
+      const first = await store.create(makeRecord({ orgId }), { maxActivePerOrg: 2 });
+      await store.create(makeRecord({ orgId }), { maxActivePerOrg: 2 });
+      expect(await store.countActive(orgId)).toBe(2);
+      expect(await codeOf(store.create(makeRecord({ orgId }), { maxActivePerOrg: 2 }))).toBe('QUOTA_EXCEEDED');
+      // another org is not affected
+      await store.create(makeRecord({ orgId: unique('org') }), { maxActivePerOrg: 2 });
+      // finishing one frees a slot
+      await store.replace(apply(first, { type: 'failed', error: { code: 'BUILD_FAILED', message: 'x', step: 'build' } }, new Date()));
+      await store.create(makeRecord({ orgId }), { maxActivePerOrg: 2 });
+      expect(await store.countActive(orgId)).toBe(2);
+      expect(await store.countByStatus(orgId)).toEqual({ queued: 2, in_progress: 0, completed: 0, failed: 1, cancelled: 0 });
+    });
+
+    it('lists a project newest first, in pages, without gaps or repeats', async () => {
+      const orgId = unique('org');
+      const projectId = unique('proj');
+      const base = Date.parse('2026-01-01T00:00:00Z');
+      const ids: string[] = [];
+      for (let i = 0; i < 23; i += 1) {
+        // two records share each timestamp: the order must still be total
+        const record = makeRecord({ orgId, projectId }, new Date(base + Math.floor(i / 2) * 1000));
+        ids.push(record.id);
+        await store.create(record, { maxActivePerOrg: 100 });
+      }
+      await store.create(makeRecord({ orgId, projectId: unique('other') }), { maxActivePerOrg: 100 });
+      await store.create(makeRecord({ orgId: unique('org'), projectId }), { maxActivePerOrg: 100 });
+
+      const seen: string[] = [];
+      const created: string[] = [];
+      let cursor: string | null = null;
+      let pages = 0;
+      do {
+        const page = await store.listByProject(orgId, projectId, { limit: 10, cursor });
+        seen.push(...page.items.map((item) => item.id));
+        created.push(...page.items.map((item) => item.createdAt));
+        cursor = page.nextCursor;
+        pages += 1;
+      } while (cursor !== null && pages < 10);
+      expect(pages).toBe(3);
+      expect(new Set(seen)).toEqual(new Set(ids));
+      expect(seen).toHaveLength(23);
+      expect([...created].sort().reverse()).toEqual(created);
+      const recent = (await store.listRecent(orgId, 5)).map((r) => r.createdAt);
+      expect(recent).toHaveLength(5);
+      expect([...recent].sort().reverse()).toEqual(recent);
+    });
+
+    it('finds a deployment by its idempotency key, within the org', async () => {
+      const orgId = unique('org');
+      const record = makeRecord({ orgId, idempotency: { key: 'key-1', requestHash: 'h' } });
+      await store.create(record, { maxActivePerOrg: 10 });
+      expect((await store.findByIdempotencyKey(orgId, 'key-1'))?.id).toBe(record.id);
+      expect(await store.findByIdempotencyKey(orgId, 'key-2')).toBeNull();
+      expect(await store.findByIdempotencyKey(unique('org'), 'key-1')).toBeNull();
+    });
+
+    it('lists finished deployments for retention, deletes them, and tells which completed one is live', async () => {
+      const orgId = unique('org');
+      const old = new Date('2026-01-01T00:00:00Z');
+      const finish = async (status: 'completed' | 'failed', at: Date) => {
+        let record = await store.create(makeRecord({ orgId }, at), { maxActivePerOrg: 10 });
+        record = apply(record, { type: 'attempt_started' }, at);
+        if (status === 'completed') {
+          for (const step of STEPS) {
+            record = apply(record, { type: 'step_started', step }, at);
+            record = apply(record, { type: 'step_completed', step, output: {} }, at);
+          }
+          record = apply(record, { type: 'completed', result: { image: 'i', revision: 'r', url: 'u' } }, at);
+        } else {
+          record = apply(record, { type: 'failed', error: { code: 'BUILD_FAILED', message: 'x', step: 'build' } }, at);
+        }
+        return store.replace(record);
+      };
+      const a = await finish('completed', old);
+      const b = await finish('failed', new Date(old.getTime() + 1000));
+      const c = await finish('completed', new Date(old.getTime() + 2000));
+      const running = await store.create(makeRecord({ orgId }, old), { maxActivePerOrg: 10 });
+      const due = await store.listFinishedBefore(orgId, new Date(old.getTime() + 1500), 10);
+      expect(due.map((r) => r.id)).toEqual([a.id, b.id]);
+      expect((await store.listFinishedBefore(null, new Date('2100-01-01'), 1000)).map((r) => r.id)).toEqual(
+        expect.arrayContaining([a.id, b.id, c.id]),
+      );
+      expect((await store.latestCompleted(orgId, c.appName))?.id).toBe(c.id);
+      await store.delete({ orgId, deploymentId: a.id });
+      expect(await store.get({ orgId, deploymentId: a.id })).toBeNull();
+      expect(await store.get({ orgId, deploymentId: running.id })).not.toBeNull();
+    });
+
+    it('finds queued deployments whose job was never confirmed published (outbox)', async () => {
+      const orgId = unique('org');
+      const past = new Date(Date.now() - 60_000);
+      const unpublished = await store.create(makeRecord({ orgId }, past), { maxActivePerOrg: 10 });
+      const published = await store.create(apply(makeRecord({ orgId }, past), { type: 'published' }, past), { maxActivePerOrg: 10 });
+      const fresh = await store.create(makeRecord({ orgId }), { maxActivePerOrg: 10 });
+      const found = (await store.listUnpublished(new Date(Date.now() - 30_000), 1000)).map((r) => r.id);
+      expect(found).toContain(unpublished.id);
+      expect(found).not.toContain(published.id);
+      expect(found).not.toContain(fresh.id);
+    });
+
+    it('finds in-progress deployments by the start of their attempt (timeout sweep)', async () => {
+      const orgId = unique('org');
+      const long = await store.create(makeRecord({ orgId }), { maxActivePerOrg: 10 });
+      await store.replace(apply(long, { type: 'attempt_started' }, new Date(Date.now() - 3_600_000)));
+      const recent = await store.create(makeRecord({ orgId }), { maxActivePerOrg: 10 });
+      await store.replace(apply(recent, { type: 'attempt_started' }, new Date()));
+      const found = (await store.listRunningStartedBefore(new Date(Date.now() - 60_000), 1000)).map((r) => r.id);
+      expect(found).toContain(long.id);
+      expect(found).not.toContain(recent.id);
+    });
+
+    it('records worker heartbeats', async () => {
+      const workerId = unique('worker');
+      const beat = { workerId, host: 'h', version: '3', startedAt: new Date().toISOString(), running: 1, capacity: 5 };
+      await store.recordHeartbeat({ ...beat, lastSeenAt: new Date().toISOString() });
+      await store.recordHeartbeat({ ...beat, running: 2, lastSeenAt: new Date().toISOString() });
+      const mine = (await store.listHeartbeats()).filter((h) => h.workerId === workerId);
+      expect(mine).toHaveLength(1);
+      expect(mine[0]?.running).toBe(2);
+    });
+
+    it('reports itself healthy', async () => {
+      expect((await store.health()).status).toBe('healthy');
+    });
+  });
+}
