@@ -1,0 +1,27 @@
+import Type from 'typebox';
+import type { Static, TObject } from 'typebox';
+import { azureEnv } from '@zepid/azure';
+import { commonEnv, parseEnv, positiveInt } from '@zepid/core';
+
+/** The API's configuration: parsed once in server.ts; nothing else reads process.env. */
+const apiEnv = {
+  ...commonEnv,
+  ...azureEnv,
+  PORT: Type.Integer({ minimum: 1, maximum: 65535, default: 3010, description: 'HTTP port of the API.' }),
+  HOST: Type.String({ default: '127.0.0.1', description: 'Interface to listen on; 0.0.0.0 in containers.' }),
+  DEPLOY_API_TOKENS: Type.Optional(
+    Type.String({
+      description: 'Comma-separated orgId:token pairs. Unset in local mode: one dev token is generated on first start and printed once.',
+    }),
+  ),
+  MAX_ACTIVE_DEPLOYMENTS_PER_ORG: positiveInt(3, 1000, 'Queued plus in-progress deployments an org may have; more is a 429.'),
+  RATE_LIMIT_PER_MINUTE: positiveInt(600, 1_000_000, 'Requests per token per minute; more is a 429.'),
+  RETENTION_DAYS: positiveInt(7, 3650, 'POST /status/cleanup removes finished deployments older than this by default.'),
+};
+
+export const ApiEnvSchema = Type.Object(apiEnv);
+export type ApiEnv = Static<TObject<typeof apiEnv>>;
+
+export function loadApiEnv(env: Record<string, string | undefined>): ApiEnv {
+  return parseEnv(ApiEnvSchema, env);
+}

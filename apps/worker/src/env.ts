@@ -1,0 +1,23 @@
+import Type from 'typebox';
+import type { Static, TObject } from 'typebox';
+import { azureEnv } from '@zepid/azure';
+import { commonEnv, parseEnv, positiveInt } from '@zepid/core';
+
+/** The worker's configuration: parsed once in main.ts; nothing else reads process.env. */
+const workerEnv = {
+  ...commonEnv,
+  ...azureEnv,
+  MAX_CONCURRENT_DEPLOYMENTS: positiveInt(5, 100, 'Deployments this worker runs at once.'),
+  BUILD_TIMEOUT_MS: positiveInt(300_000, 24 * 3600_000, 'Longest a build may run (also bounded by DEPLOYMENT_TIMEOUT_MS).'),
+  REVISION_READY_TIMEOUT_MS: positiveInt(120_000, 3600_000, 'Longest a new revision may take to answer its health check.'),
+  LOCAL_ROUTER_PORT: Type.Integer({ minimum: 1, maximum: 65535, default: 3011, description: 'Port where local mode serves deployed apps.' }),
+  LOCAL_ROUTER_HOST: Type.String({ default: '127.0.0.1', description: 'Interface the local router listens on.' }),
+  HEALTH_PORT: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535, description: 'If set, the worker answers /health/live and /health/ready on this port.' })),
+};
+
+export const WorkerEnvSchema = Type.Object(workerEnv);
+export type WorkerEnv = Static<TObject<typeof workerEnv>>;
+
+export function loadWorkerEnv(env: Record<string, string | undefined>): WorkerEnv {
+  return parseEnv(WorkerEnvSchema, env);
+}

@@ -1,0 +1,24 @@
+import type { ArtifactStore } from './artifacts.ts';
+import type { Builder } from './builder.ts';
+import type { DeploymentIntake } from './intake.ts';
+import type { JobQueue } from './queue.ts';
+import type { Runtime } from './runtime.ts';
+import type { SecretStore } from './secrets.ts';
+import type { DeploymentStore } from './store.ts';
+import type { Telemetry } from './telemetry.ts';
+
+/** What the API process needs. Each app's wiring (one file) builds this from validated config. */
+export interface ApiAdapters {
+  store: DeploymentStore;
+  queue: JobQueue;
+  intake: DeploymentIntake;
+  artifacts: ArtifactStore;
+  secrets: SecretStore;
+  telemetry: Telemetry;
+}
+
+/** What the worker process needs: the API's ports plus the builder and the runtime. */
+export interface WorkerAdapters extends ApiAdapters {
+  builder: Builder;
+  runtime: Runtime;
+}
