@@ -12,6 +12,8 @@ const workerEnv = {
   REVISION_READY_TIMEOUT_MS: positiveInt(120_000, 3600_000, 'Longest a new revision may take to answer its health check.'),
   LOCAL_ROUTER_PORT: Type.Integer({ minimum: 1, maximum: 65535, default: 3011, description: 'Port where local mode serves deployed apps.' }),
   LOCAL_ROUTER_HOST: Type.String({ default: '127.0.0.1', description: 'Interface the local router listens on.' }),
+  QUEUE_LOCK_DURATION_MS: positiveInt(30_000, 300_000, 'Local queue only: how long a job stays locked between renewals; a crashed worker\'s job comes back after it.'),
+  SHUTDOWN_GRACE_MS: positiveInt(25_000, 3600_000, 'After SIGTERM, how long running deployments may finish before they are released to another delivery.'),
   HEALTH_PORT: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535, description: 'If set, the worker answers /health/live and /health/ready on this port.' })),
 };
 

@@ -31,7 +31,7 @@ export function parsePackageJson(data: Buffer | undefined): PackageJson | null {
   try {
     const parsed: unknown = JSON.parse(data.toString('utf8'));
     if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw new Error('not an object');
-    return parsed as PackageJson;
+    return parsed;
   } catch (error) {
     throw new DeployError('SOURCE_INVALID', `package.json is not valid JSON: ${(error as Error).message}`);
   }

@@ -19,7 +19,9 @@ export class ConfigError extends Error {
 }
 
 function describe(error: { keyword: string; message: string; params: Record<string, unknown> }, schema: unknown): string {
-  const anyOf = (schema as { anyOf?: { const?: unknown }[] } | undefined)?.anyOf;
+  const options = schema as { anyOf?: { const?: unknown }[]; enum?: unknown[] } | undefined;
+  if (options?.enum !== undefined) return `must be one of ${options.enum.map(String).join(', ')}`;
+  const anyOf = options?.anyOf;
   if (anyOf !== undefined && anyOf.every((option) => option.const !== undefined)) {
     return `must be one of ${anyOf.map((option) => String(option.const)).join(', ')}`;
   }
@@ -34,7 +36,7 @@ export function parseEnv<P extends TProperties>(schema: TObject<P>, env: Record<
     if (raw !== undefined && raw.trim() !== '') input[key] = raw.trim();
   }
   const value = Value.Default(schema, Value.Convert(schema, input));
-  if (Value.Check(schema, value)) return value as Static<TObject<P>>;
+  if (Value.Check(schema, value)) return value;
 
   const problems = new Map<string, string>();
   for (const error of Value.Errors(schema, value)) {
@@ -42,8 +44,8 @@ export function parseEnv<P extends TProperties>(schema: TObject<P>, env: Record<
     const variable = error.instancePath.split('/')[1] ?? missing?.[0] ?? '(root)';
     if (problems.has(variable)) continue;
     const given = input[variable];
-    const shown = given === undefined ? 'is required' : describe(error as never, schema.properties[variable]);
-    problems.set(variable, given === undefined ? shown : `${shown} (got ${JSON.stringify(String(given)).slice(0, 60)})`);
+    const shown = given === undefined ? 'is required' : describe(error, schema.properties[variable]);
+    problems.set(variable, given === undefined ? shown : `${shown} (got ${JSON.stringify(given).slice(0, 60)})`);
   }
   throw new ConfigError([...problems].map(([variable, message]) => ({ variable, message })));
 }
@@ -57,10 +59,7 @@ export const commonEnv = {
     description: 'local: embedded adapters (SQLite, disk, local builds and processes); azure: Azure services.',
   }),
   DATA_DIR: Type.String({ default: './.data', description: 'Where local mode keeps its database, artifacts and builds.' }),
-  LOG_LEVEL: Type.Union(
-    LOG_LEVELS.map((level) => Type.Literal(level)),
-    { default: 'info' },
-  ),
+  LOG_LEVEL: Type.Enum(LOG_LEVELS, { default: 'info' }),
   DEPLOYMENT_TIMEOUT_MS: Type.Integer({ minimum: 1000, maximum: 24 * 3600 * 1000, default: 600_000 }),
 };
 

@@ -3,6 +3,7 @@
  * Nothing here talks to a database, a queue or a cloud: adapters in @zepid/local and @zepid/azure do.
  */
 export * from './glossary.ts';
+export * from './service.ts';
 export * from './deployment.ts';
 export * from './state-machine.ts';
 export * from './errors.ts';

@@ -80,10 +80,7 @@ export const DeployRequestSchema = Type.Object(
     userId: Id('User who asked for the deployment.'),
     projectName: Type.Optional(Type.String({ minLength: 1, maxLength: LIMITS.projectNameLength, pattern: PRINTABLE })),
     environment: Type.Optional(
-      Type.Union(
-        ENVIRONMENTS.map((environment) => Type.Literal(environment)),
-        { description: 'Target environment; `development` when absent.' },
-      ),
+      Type.Enum(ENVIRONMENTS, { description: 'Target environment; `development` when absent.' }),
     ),
     customDomain: Type.Optional(
       Type.String({ maxLength: LIMITS.domainLength, pattern: DOMAIN_PATTERN, description: 'Host name to serve the app on.' }),
@@ -92,6 +89,8 @@ export const DeployRequestSchema = Type.Object(
     envVariables: Type.Optional(
       Type.Record(Type.String({ pattern: ENV_NAME_PATTERN }), Type.String({ maxLength: LIMITS.envValueBytes }), {
         maxProperties: LIMITS.envVariables,
+        // Without this a Record only checks the names that match the pattern and lets others through.
+        additionalProperties: false,
         description: `Name → value, at most ${LIMITS.envVariables}. Values are secrets: stored in the secret store, never returned or logged.`,
       }),
     ),

@@ -110,10 +110,10 @@ export class SqliteDatabase {
 }
 
 /** Maps SQLite's "database is locked/unavailable" failures to a retryable error; leaves others alone. */
-export function sqliteError(error: unknown): unknown {
+export function sqliteError(error: unknown): Error {
   const message = error instanceof Error ? error.message : String(error);
   if (/SQLITE_BUSY|database is locked|unable to open|disk I\/O error|SQLITE_CANTOPEN/i.test(message)) {
     return new DeployError('DEPENDENCY_UNAVAILABLE', 'The local database is unavailable', { retryable: true, cause: error });
   }
-  return error;
+  return error instanceof Error ? error : new Error(message);
 }

@@ -1,0 +1,122 @@
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import rateLimit from '@fastify/rate-limit';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import AjvModule from 'ajv';
+import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
+import Fastify from 'fastify';
+import { DeployError, LIMITS, SERVICE_NAME, SERVICE_VERSION, sha256Hex } from '@zepid/core';
+import type { AppContext } from './context.ts';
+import { errorBody, registerErrorHandling } from './errors.ts';
+import { deployRoutes } from './routes/deploy.ts';
+import { healthRoutes } from './routes/health.ts';
+import { rootRoutes } from './routes/root.ts';
+import { statusRoutes } from './routes/status.ts';
+import { ErrorBody } from './schemas.ts';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The org of the request's token; set by the auth hook on every protected route. */
+    orgId: string;
+  }
+}
+
+const Ajv = AjvModule.default;
+
+/**
+ * The API as a Fastify instance built from its context; server.ts only adds a port and signals.
+ * Tests build it with injected adapters and call `app.inject`.
+ */
+export async function buildApp(context: AppContext, logger: FastifyBaseLogger): Promise<FastifyInstance> {
+  const app = Fastify({
+    loggerInstance: logger,
+    bodyLimit: LIMITS.bodyBytes,
+    requestIdHeader: 'x-request-id',
+    requestIdLogLabel: 'requestId',
+    return503OnClosing: true,
+    trustProxy: true,
+  }).withTypeProvider<TypeBoxTypeProvider>();
+
+  // Bodies are validated exactly (a number is not a string); query strings and params are text by
+  // nature, so there they are converted. Every violation is reported, not just the first.
+  const strict = new Ajv({ strict: false, allErrors: true, coerceTypes: false, useDefaults: true, removeAdditional: false });
+  const coercing = new Ajv({ strict: false, allErrors: true, coerceTypes: true, useDefaults: true, removeAdditional: false });
+  app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? strict : coercing).compile(schema));
+
+  // JSON only: text/plain is not a way to send a deployment. An empty JSON body reads as no body, so
+  // `curl -X POST -H 'content-type: application/json' …/cancel` works.
+  app.removeAllContentTypeParsers();
+  const parseJson = app.getDefaultJsonParser('error', 'error');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    if (body === '' || (typeof body === 'string' && body.trim() === '')) {
+      done(null, undefined);
+      return;
+    }
+    void parseJson(request, body as string, done);
+  });
+
+  registerErrorHandling(app);
+  app.addSchema(ErrorBody);
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: {
+        title: `${SERVICE_NAME} API`,
+        version: SERVICE_VERSION,
+        description:
+          'Deploys a project\'s files to Azure Container Apps (or, in local mode, to local processes). ' +
+          'Authenticate with `Authorization: Bearer <token>`; a token sees only its organization\'s deployments. ' +
+          `Limits: body ${LIMITS.bodyBytes} bytes, ${LIMITS.files} files, ${LIMITS.fileBytes} bytes per file, ${LIMITS.sourceBytes} bytes in all.`,
+      },
+      components: { securitySchemes: { bearerAuth: { type: 'http', scheme: 'bearer' } } },
+      tags: [
+        { name: 'deployments', description: 'Queue, follow, cancel and retry deployments' },
+        { name: 'status', description: 'Statistics, queue metrics, retention' },
+        { name: 'health', description: 'Probes' },
+        { name: 'service', description: 'Service information' },
+      ],
+    },
+    refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => (typeof json.$id === 'string' ? json.$id : `def-${i}`) },
+  });
+  await app.register(swaggerUi, { routePrefix: '/docs', uiConfig: { deepLinking: true } });
+
+  const endpoints: string[] = [];
+  app.addHook('onRoute', (route) => {
+    const hidden = route.schema?.hide === true;
+    if (hidden || route.url.startsWith('/docs') || route.method === 'HEAD') return;
+    for (const method of [route.method].flat()) endpoints.push(`${method} ${route.url}`);
+  });
+  app.decorateRequest('orgId', '');
+
+  await app.register(rootRoutes, { context, endpoints: () => [...endpoints, 'GET /docs', 'GET /openapi.json'] });
+  await app.register(healthRoutes, { context });
+
+  // Everything below needs a token of the org whose deployments it touches.
+  await app.register(async (scope) => {
+    scope.addHook('onRequest', async (request, reply) => {
+      const header = request.headers.authorization;
+      const match = typeof header === 'string' ? /^Bearer ([\x21-\x7e]{1,512})$/.exec(header) : null;
+      const orgId = match?.[1] === undefined ? null : context.tokens.verify(match[1]);
+      if (orgId === null) {
+        void reply.header('www-authenticate', 'Bearer');
+        return reply.code(401).send(errorBody('UNAUTHORIZED', header === undefined ? 'Authorization: Bearer <token> is required' : 'The token is not valid'));
+      }
+      request.orgId = orgId;
+    });
+    await scope.register(rateLimit, {
+      max: context.rateLimitPerMinute,
+      timeWindow: 60_000,
+      // Per token: the hash, so the limiter's memory never holds a token.
+      keyGenerator: (request) => sha256Hex(request.headers.authorization ?? request.ip),
+      errorResponseBuilder: (_request, limit) =>
+        new DeployError('RATE_LIMITED', `More than ${limit.max} requests per minute with this token; retry in ${Math.ceil(limit.ttl / 1000)} s`, {
+          retryAfterSeconds: Math.ceil(limit.ttl / 1000),
+        }),
+    });
+    await scope.register(deployRoutes, { context });
+    await scope.register(statusRoutes, { context });
+  });
+
+  return app;
+}

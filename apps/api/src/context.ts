@@ -1,0 +1,18 @@
+import type { ApiAdapters, Clock } from '@zepid/core';
+import type { TokenVerifier } from './auth.ts';
+import type { DeploymentService } from './deployments.ts';
+
+/** Everything the routes need, built once by the process (server.ts) or a test. */
+export interface AppContext {
+  adapters: ApiAdapters;
+  service: DeploymentService;
+  tokens: TokenVerifier;
+  mode: 'local' | 'azure';
+  startedAt: number;
+  estimatedDuration: string;
+  retentionDays: number;
+  rateLimitPerMinute: number;
+  /** A worker whose last heartbeat is older than this counts as gone. */
+  workerStaleMs: number;
+  clock: Clock;
+}

@@ -1,0 +1,113 @@
+import Type from 'typebox';
+import type { Static } from 'typebox';
+import { DEPLOYMENT_ID_PATTERN, DEPLOYMENT_STATUSES, ENVIRONMENTS, ID_PATTERN, LIMITS, STEP_STATUSES, STEPS } from '@zepid/core';
+
+/** Response and parameter schemas: validation, TypeScript types and the OpenAPI document from one source. */
+
+const literals = <const T extends readonly string[]>(values: T) => Type.Enum(values);
+
+export const ErrorBody = Type.Object(
+  {
+    success: Type.Literal(false),
+    error: Type.String({ description: 'Stable error code, e.g. VALIDATION_ERROR, NOT_FOUND, QUOTA_EXCEEDED.' }),
+    message: Type.String(),
+    details: Type.Optional(Type.Unknown({ description: 'For VALIDATION_ERROR: [{field, message}], one per violation.' })),
+    timestamp: Type.String({ format: 'date-time' }),
+  },
+  { $id: 'ErrorBody', description: 'Every 4xx/5xx answer.' },
+);
+export type ErrorBody = Static<typeof ErrorBody>;
+
+export const errorResponses = (...statuses: number[]) =>
+  Object.fromEntries(statuses.map((status) => [status, Type.Ref('ErrorBody')]));
+
+export const DeploymentIdParams = Type.Object({
+  id: Type.String({ pattern: DEPLOYMENT_ID_PATTERN, maxLength: 30, description: 'Deployment id, `dep_` + 26 characters.' }),
+});
+
+export const DeploymentIdQuery = Type.Object({
+  id: Type.String({ pattern: DEPLOYMENT_ID_PATTERN, maxLength: 30, description: 'Deployment id.' }),
+});
+
+export const ProjectParams = Type.Object({
+  projectId: Type.String({ pattern: ID_PATTERN, maxLength: LIMITS.idLength }),
+});
+
+export const PageQuery = Type.Object({
+  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: LIMITS.pageSize, default: LIMITS.defaultPageSize })),
+  cursor: Type.Optional(Type.String({ minLength: 1, maxLength: LIMITS.cursorLength, description: 'nextCursor of the previous page.' })),
+});
+
+export const StepView = Type.Object({
+  status: literals(STEP_STATUSES),
+  startedAt: Type.Union([Type.String(), Type.Null()]),
+  finishedAt: Type.Union([Type.String(), Type.Null()]),
+  error: Type.Union([Type.String(), Type.Null()]),
+  timestamp: Type.Union([Type.String(), Type.Null()], { description: 'v1 field: when the step last changed.' }),
+});
+
+const Nullable = <T extends Parameters<typeof Type.Union>[0][number]>(schema: T) => Type.Union([schema, Type.Null()]);
+
+export const DnsRecordView = Type.Object({
+  type: Type.String(),
+  name: Type.String(),
+  value: Type.String(),
+});
+
+export const StatusView = Type.Object({
+  deploymentId: Type.String(),
+  projectId: Type.String(),
+  environment: literals(ENVIRONMENTS),
+  status: literals(DEPLOYMENT_STATUSES),
+  currentStep: Nullable(literals(STEPS)),
+  progress: Type.Integer({ minimum: 0, maximum: 100 }),
+  attempt: Type.Integer({ minimum: 1 }),
+  cancelRequested: Type.Boolean(),
+  steps: Type.Object(Object.fromEntries(STEPS.map((step) => [step, StepView])) as Record<(typeof STEPS)[number], typeof StepView>),
+  logs: Type.Array(Type.String(), { description: `The last ${LIMITS.statusLogLines} log lines.` }),
+  error: Nullable(Type.String()),
+  errorCode: Nullable(Type.String()),
+  url: Nullable(Type.String()),
+  image: Nullable(Type.String()),
+  revision: Nullable(Type.String()),
+  dnsRecords: Type.Array(DnsRecordView, { description: 'DNS records to add before the custom domain can be bound.' }),
+  createdAt: Type.String(),
+  startedAt: Nullable(Type.String()),
+  finishedAt: Nullable(Type.String()),
+  timestamp: Type.String({ description: 'When the deployment last changed.' }),
+});
+export type StatusView = Static<typeof StatusView>;
+
+export const DeploymentSummary = Type.Object({
+  deploymentId: Type.String(),
+  projectId: Type.String(),
+  environment: literals(ENVIRONMENTS),
+  status: literals(DEPLOYMENT_STATUSES),
+  currentStep: Nullable(literals(STEPS)),
+  progress: Type.Integer(),
+  attempt: Type.Integer(),
+  url: Nullable(Type.String()),
+  error: Nullable(Type.String()),
+  errorCode: Nullable(Type.String()),
+  createdAt: Type.String(),
+  finishedAt: Nullable(Type.String()),
+});
+export type DeploymentSummary = Static<typeof DeploymentSummary>;
+
+export const AcceptedBody = Type.Object({
+  success: Type.Literal(true),
+  deploymentId: Type.String(),
+  status: literals(DEPLOYMENT_STATUSES),
+  attempt: Type.Integer(),
+  message: Type.String(),
+  timestamp: Type.String(),
+  estimatedDuration: Type.String(),
+  statusUrl: Type.String(),
+});
+
+export const LogLineView = Type.Object({
+  timestamp: Type.String(),
+  step: Nullable(Type.String()),
+  level: Type.String(),
+  message: Type.String(),
+});

@@ -1,0 +1,67 @@
+import type { DeploymentRecord, DnsRecord } from '@zepid/core';
+import { STEPS } from '@zepid/core';
+import type { DeploymentSummary, StatusView } from './schemas.ts';
+
+/** The deployment as clients see it: the v1 status shape plus v3 fields; never env values or internals. */
+export function statusView(record: DeploymentRecord, logs: string[]): StatusView {
+  const steps = {} as StatusView['steps'];
+  for (const step of STEPS) {
+    const state = record.steps[step];
+    steps[step] = {
+      status: state.status,
+      startedAt: state.startedAt,
+      finishedAt: state.finishedAt,
+      error: state.error,
+      timestamp: state.finishedAt ?? state.startedAt,
+    };
+  }
+  return {
+    deploymentId: record.id,
+    projectId: record.projectId,
+    environment: record.environment,
+    status: record.status,
+    currentStep: record.currentStep,
+    progress: record.progress,
+    attempt: record.attempt,
+    cancelRequested: record.cancelRequested,
+    steps,
+    logs,
+    error: record.error?.message ?? null,
+    errorCode: record.error?.code ?? null,
+    url: record.result.url,
+    image: record.result.image,
+    revision: record.result.revision,
+    dnsRecords: dnsRecordsOf(record),
+    createdAt: record.createdAt,
+    startedAt: record.startedAt,
+    finishedAt: record.finishedAt,
+    timestamp: record.updatedAt,
+  };
+}
+
+function dnsRecordsOf(record: DeploymentRecord): DnsRecord[] {
+  const raw = record.steps.deploy.output.dnsRecords;
+  if (typeof raw !== 'string') return [];
+  try {
+    return JSON.parse(raw) as DnsRecord[];
+  } catch {
+    return [];
+  }
+}
+
+export function summaryView(record: DeploymentRecord): DeploymentSummary {
+  return {
+    deploymentId: record.id,
+    projectId: record.projectId,
+    environment: record.environment,
+    status: record.status,
+    currentStep: record.currentStep,
+    progress: record.progress,
+    attempt: record.attempt,
+    url: record.result.url,
+    error: record.error?.message ?? null,
+    errorCode: record.error?.code ?? null,
+    createdAt: record.createdAt,
+    finishedAt: record.finishedAt,
+  };
+}

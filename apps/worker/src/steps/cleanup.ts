@@ -1,0 +1,20 @@
+import type { Step } from './step.ts';
+import { noCompensation } from './step.ts';
+
+/**
+ * Step 6: remove what only the build needed (sandbox, build context). Keeps the image and the
+ * revision: rollback needs them. A failure here is logged, not fatal: the app is already live.
+ */
+export const cleanupStep: Step = {
+  name: 'cleanup',
+  async invoke(context) {
+    const { adapters, record, log } = context;
+    const problems: string[] = [];
+    await adapters.builder.deleteSandbox(record.id).catch((error: unknown) => problems.push(`sandbox: ${String(error)}`));
+    await adapters.artifacts.deleteContext(record.id).catch((error: unknown) => problems.push(`build context: ${String(error)}`));
+    for (const problem of problems) log(`could not remove ${problem}`, 'warn');
+    log('sandbox and build context removed');
+    return { leftovers: problems.length };
+  },
+  compensate: noCompensation,
+};

@@ -1,0 +1,54 @@
+import type { BuildJob, BuildPlan, DeploymentRecord, LogSink, StepName, StepState, WorkerAdapters } from '@zepid/core';
+import { DeployError } from '@zepid/core';
+
+export type StepOutput = StepState['output'];
+
+export interface WorkerSettings {
+  deploymentTimeoutMs: number;
+}
+
+/** What a step gets: the record as it stood when the step started, the adapters, a log and a signal. */
+export interface StepContext {
+  record: DeploymentRecord;
+  adapters: WorkerAdapters;
+  /** Aborted on cancel, timeout or worker shutdown; `signal.reason` says which. */
+  signal: AbortSignal;
+  log: LogSink;
+  settings: WorkerSettings;
+}
+
+/**
+ * A step: `invoke` does the work and returns what it created; `compensate` undoes it (on failure
+ * or cancel, in reverse order). Both are idempotent by deployment id: a redelivered job calls them
+ * again.
+ */
+export interface Step {
+  readonly name: StepName;
+  invoke(context: StepContext): Promise<StepOutput>;
+  compensate(context: StepContext, output: StepOutput): Promise<void>;
+}
+
+export const noCompensation = (): Promise<void> => Promise.resolve();
+
+/** The build plan the validate step recorded. */
+export function planOf(record: DeploymentRecord): BuildPlan {
+  const raw = record.steps.validate.output.plan;
+  if (typeof raw !== 'string') throw new DeployError('INTERNAL_ERROR', 'The validate step has no build plan recorded');
+  return JSON.parse(raw) as BuildPlan;
+}
+
+export function buildJobOf(context: StepContext): BuildJob {
+  const { record } = context;
+  const contextUri = record.steps.sync.output.contextUri;
+  return {
+    deploymentId: record.id,
+    orgId: record.orgId,
+    projectId: record.projectId,
+    appName: record.appName,
+    plan: planOf(record),
+    contextUri: typeof contextUri === 'string' ? contextUri : '',
+    envVariableNames: record.spec.envVariableNames,
+    signal: context.signal,
+    log: context.log,
+  };
+}

@@ -1,0 +1,40 @@
+import { join } from 'node:path';
+import type { ApiAdapters, Logger } from '@zepid/core';
+import { FileSecretStore } from './file-secrets.ts';
+import { FsArtifactStore } from './fs-artifacts.ts';
+import { LogTelemetry } from './log-telemetry.ts';
+import { SqliteDatabase } from './sqlite/database.ts';
+import { SqliteIntake } from './sqlite/intake.ts';
+import type { SqliteQueueOptions } from './sqlite/queue.ts';
+import { SqliteJobQueue } from './sqlite/queue.ts';
+import { SqliteDeploymentStore } from './sqlite/store.ts';
+
+/** Where local mode keeps things under DATA_DIR. */
+export function localPaths(dataDir: string) {
+  return {
+    database: join(dataDir, 'zepid.db'),
+    artifacts: join(dataDir, 'artifacts'),
+    secrets: join(dataDir, 'secrets'),
+    work: join(dataDir, 'work'),
+    images: join(dataDir, 'images'),
+    npmCache: join(dataDir, 'cache', 'npm'),
+    tokens: join(dataDir, 'api-tokens.json'),
+  };
+}
+
+/**
+ * The embedded adapters both apps share: store and queue in one SQLite file (so the intake can
+ * write a record and its job in one transaction), artifacts and secrets as files.
+ */
+export function createLocalAdapters(dataDir: string, logger: Logger, queueOptions: Partial<SqliteQueueOptions> = {}): ApiAdapters {
+  const paths = localPaths(dataDir);
+  const db = new SqliteDatabase(paths.database);
+  return {
+    store: new SqliteDeploymentStore(db),
+    queue: new SqliteJobQueue(db, queueOptions),
+    intake: new SqliteIntake(db),
+    artifacts: new FsArtifactStore(paths.artifacts),
+    secrets: new FileSecretStore(paths.secrets),
+    telemetry: new LogTelemetry(logger),
+  };
+}

@@ -1,0 +1,93 @@
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import { createServer, request as httpRequest } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+/**
+ * The local router: serves each app at `http://<app>.localhost:<port>/` (by Host header) and at
+ * `http://127.0.0.1:<port>/apps/<app>/` for clients that do not resolve *.localhost (the prefix is
+ * stripped, so only relative links work there).
+ */
+export class LocalRouter {
+  private readonly routes = new Map<string, number>();
+  private server: Server | null = null;
+  private readonly host: string;
+  private readonly port: number;
+
+  constructor(options: { host: string; port: number }) {
+    this.host = options.host;
+    this.port = options.port;
+  }
+
+  get listeningPort(): number {
+    return (this.server?.address() as AddressInfo | null)?.port ?? this.port;
+  }
+
+  set(app: string, port: number): void {
+    this.routes.set(app, port);
+  }
+
+  remove(app: string): void {
+    this.routes.delete(app);
+  }
+
+  target(app: string): number | undefined {
+    return this.routes.get(app);
+  }
+
+  hostUrl(app: string): string {
+    return `http://${app}.localhost:${this.listeningPort}/`;
+  }
+
+  pathUrl(app: string): string {
+    return `http://127.0.0.1:${this.listeningPort}/apps/${app}/`;
+  }
+
+  async start(): Promise<void> {
+    const server = createServer((request, response) => this.handle(request, response));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(this.port, this.host, () => resolve());
+    });
+    this.server = server;
+  }
+
+  async close(): Promise<void> {
+    const server = this.server;
+    this.server = null;
+    if (server === null) return;
+    server.closeAllConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+
+  private resolve(request: IncomingMessage): { app: string; path: string } | null {
+    const host = (request.headers.host ?? '').toLowerCase().replace(/:\d+$/, '');
+    const url = request.url ?? '/';
+    if (host.endsWith('.localhost')) return { app: host.slice(0, -'.localhost'.length), path: url };
+    const match = /^\/apps\/([a-z0-9-]{1,63})(\/.*)?$/.exec(url.split('?')[0] ?? '');
+    if (match?.[1] === undefined) return null;
+    const query = url.includes('?') ? url.slice(url.indexOf('?')) : '';
+    return { app: match[1], path: `${match[2] ?? '/'}${query}` };
+  }
+
+  private handle(request: IncomingMessage, response: ServerResponse): void {
+    const route = this.resolve(request);
+    const port = route === null ? undefined : this.routes.get(route.app);
+    if (route === null || port === undefined) {
+      response.writeHead(404, { 'content-type': 'text/plain; charset=utf-8' });
+      response.end(route === null ? 'Zepid Deploy local router: use http://<app>.localhost:<port>/ or /apps/<app>/\n' : `No app named ${route.app} is running here\n`);
+      return;
+    }
+    const upstream = httpRequest(
+      { host: '127.0.0.1', port, method: request.method, path: route.path, headers: { ...request.headers, 'x-forwarded-host': request.headers.host ?? '' } },
+      (answer) => {
+        response.writeHead(answer.statusCode ?? 502, answer.headers);
+        answer.pipe(response);
+      },
+    );
+    upstream.on('error', () => {
+      if (!response.headersSent) response.writeHead(502, { 'content-type': 'text/plain; charset=utf-8' });
+      response.end(`App ${route.app} did not answer\n`);
+    });
+    request.pipe(upstream);
+  }
+}

@@ -1,0 +1,41 @@
+/**
+ * `npm start`: runs the API and the worker side by side on the embedded defaults (or whatever the
+ * environment configures), prefixes their output, forwards SIGINT/SIGTERM, and stops both if
+ * either exits. In production each runs in its own container instead (see Dockerfile).
+ */
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const apps = [
+  { name: 'api', entry: 'apps/api/src/server.ts' },
+  { name: 'worker', entry: 'apps/worker/src/main.ts' },
+];
+
+const children: ChildProcess[] = [];
+let exiting = false;
+
+function shutdown(signal: NodeJS.Signals, code: number): void {
+  if (exiting) return;
+  exiting = true;
+  process.exitCode = code;
+  for (const child of children) if (child.exitCode === null) child.kill(signal);
+}
+
+for (const app of apps) {
+  const child = spawn(process.execPath, [app.entry], { cwd: root, env: process.env, stdio: ['ignore', 'pipe', 'pipe'] });
+  children.push(child);
+  for (const stream of [child.stdout, child.stderr]) {
+    const out = stream === child.stderr ? process.stderr : process.stdout;
+    createInterface({ input: stream }).on('line', (line) => out.write(`[${app.name}] ${line}\n`));
+  }
+  child.on('exit', (code, signal) => {
+    if (!exiting) process.stderr.write(`[${app.name}] exited (${signal ?? code ?? 0}); stopping the others\n`);
+    shutdown('SIGTERM', code ?? (signal === null ? 0 : 1));
+  });
+}
+
+process.on('SIGINT', () => shutdown('SIGINT', 0));
+process.on('SIGTERM', () => shutdown('SIGTERM', 0));
