@@ -55,6 +55,12 @@ export async function buildApp(context: AppContext, logger: FastifyBaseLogger): 
     void parseJson(request, body as string, done);
   });
 
+  // A POST without a body validates as `{}`: optional-only bodies (cleanup) need none, and required
+  // fields are reported by name instead of "body must be object".
+  app.addHook('preValidation', async (request) => {
+    if (request.body === undefined && request.routeOptions.schema?.body !== undefined) request.body = {};
+  });
+
   registerErrorHandling(app);
   app.addSchema(ErrorBody);
 

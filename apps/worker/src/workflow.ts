@@ -246,7 +246,7 @@ export class Workflow {
       const state = record.steps[step];
       if (state.status === 'pending') continue;
       const implementation = this.stepsByName.get(step);
-      if (implementation === undefined) continue;
+      if (implementation?.compensate === undefined) continue;
       const context: StepContext = { record, adapters: this.options.adapters, signal, log: log.sink(step), settings: this.options.settings };
       try {
         await implementation.compensate(context, state.output);

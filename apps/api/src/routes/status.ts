@@ -99,14 +99,12 @@ export const statusRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = 
         summary: 'Remove records, logs, sources and secrets of your finished deployments older than the retention',
         description: 'The deployment serving each app\'s traffic is kept whatever its age. At most 500 deployments per call; `more` says whether to call again.',
         security,
-        body: Type.Optional(
-          Type.Object(
-            {
-              olderThanDays: Type.Optional(Type.Integer({ minimum: 0, maximum: 3650, description: 'Defaults to RETENTION_DAYS.' })),
-              dryRun: Type.Optional(Type.Boolean({ description: 'Report what would be removed, remove nothing.' })),
-            },
-            { additionalProperties: false },
-          ),
+        body: Type.Object(
+          {
+            olderThanDays: Type.Optional(Type.Integer({ minimum: 0, maximum: 3650, description: 'Defaults to RETENTION_DAYS.' })),
+            dryRun: Type.Optional(Type.Boolean({ description: 'Report what would be removed, remove nothing.' })),
+          },
+          { additionalProperties: false, description: 'Optional; an empty body uses the defaults.' },
         ),
         response: {
           200: Type.Object({
@@ -124,11 +122,11 @@ export const statusRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = 
       },
     },
     async (request) => {
-      const days = request.body?.olderThanDays ?? context.retentionDays;
+      const days = request.body.olderThanDays ?? context.retentionDays;
       const cutoff = new Date(context.clock().getTime() - days * 86_400_000);
-      const report = await cleanupFinished(adapters, request.orgId, cutoff, request.body?.dryRun ?? false);
+      const report = await cleanupFinished(adapters, request.orgId, cutoff, request.body.dryRun ?? false);
       request.log.info({ removed: report.removed, cutoff }, 'cleanup finished');
-      return { success: true as const, dryRun: request.body?.dryRun ?? false, cutoff: cutoff.toISOString(), ...report, timestamp: new Date().toISOString() };
+      return { success: true as const, dryRun: request.body.dryRun ?? false, cutoff: cutoff.toISOString(), ...report, timestamp: new Date().toISOString() };
     },
   );
 };

@@ -1,5 +1,4 @@
 import type { Step } from './step.ts';
-import { noCompensation } from './step.ts';
 
 /**
  * Step 6: remove what only the build needed (sandbox, build context). Keeps the image and the
@@ -16,5 +15,4 @@ export const cleanupStep: Step = {
     log('sandbox and build context removed');
     return { leftovers: problems.length };
   },
-  compensate: noCompensation,
 };

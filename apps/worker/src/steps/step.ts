@@ -20,15 +20,13 @@ export interface StepContext {
 /**
  * A step: `invoke` does the work and returns what it created; `compensate` undoes it (on failure
  * or cancel, in reverse order). Both are idempotent by deployment id: a redelivered job calls them
- * again.
+ * again. A step without `compensate` leaves nothing that needs undoing, and stays completed.
  */
 export interface Step {
   readonly name: StepName;
   invoke(context: StepContext): Promise<StepOutput>;
-  compensate(context: StepContext, output: StepOutput): Promise<void>;
+  compensate?(context: StepContext, output: StepOutput): Promise<void>;
 }
-
-export const noCompensation = (): Promise<void> => Promise.resolve();
 
 /** The build plan the validate step recorded. */
 export function planOf(record: DeploymentRecord): BuildPlan {

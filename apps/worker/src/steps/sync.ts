@@ -4,12 +4,13 @@ import { dirname, join } from 'node:path';
 import * as tar from 'tar';
 import { generateDockerfile } from '@zepid/core';
 import type { Step } from './step.ts';
-import { noCompensation, planOf } from './step.ts';
+import { planOf } from './step.ts';
 import { loadSource } from './validate.ts';
 
 /**
  * Step 2: the source becomes the build context, a tar.gz with a generated Dockerfile when the
  * project has none, stored in the artifact store (Blob Storage in Azure, where kaniko reads it).
+ * Nothing to compensate: the context stays for a retry; cleanup and retention remove it.
  */
 export const syncStep: Step = {
   name: 'sync',
@@ -41,6 +42,4 @@ export const syncStep: Step = {
       await rm(dir, { recursive: true, force: true });
     }
   },
-  // The context stays for a retry; cleanup and retention remove it.
-  compensate: noCompensation,
 };

@@ -1,7 +1,6 @@
 import type { SourceFile } from '@zepid/core';
 import { decodeSourceBundle, DeployError, planBuild, sourceDigest } from '@zepid/core';
 import type { Step, StepContext } from './step.ts';
-import { noCompensation } from './step.ts';
 
 export async function loadSource(context: StepContext): Promise<SourceFile[]> {
   const stored = await context.adapters.artifacts.getSource(context.record.id);
@@ -30,5 +29,4 @@ export const validateStep: Step = {
     }
     return { kind: plan.kind, plan: JSON.stringify(plan) };
   },
-  compensate: noCompensation,
 };

@@ -1,0 +1,99 @@
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import { pino } from 'pino';
+import type { ApiAdapters, Clock } from '@zepid/core';
+import { createLocalAdapters } from '@zepid/local';
+import { buildApp } from '../src/app.ts';
+import { TokenRegistry } from '../src/auth.ts';
+import { DeploymentService } from '../src/deployments.ts';
+import { closeAll, startAll } from '../src/wiring.ts';
+
+export const TOKENS = {
+  org_456: 'tok-org456-0123456789abcdef',
+  org_other: 'tok-other-0123456789abcdef',
+  local: 'tok-local-0123456789abcdef',
+} as const;
+
+export const auth = (org: keyof typeof TOKENS) => ({ authorization: `Bearer ${TOKENS[org]}` });
+
+export interface Harness {
+  app: FastifyInstance;
+  adapters: ApiAdapters;
+  dataDir: string;
+  /** Moves the API's clock (cleanup cutoffs). */
+  advance(ms: number): void;
+  artifactFiles(): Promise<string[]>;
+  close(): Promise<void>;
+}
+
+export async function createHarness(options: { maxActivePerOrg?: number; rateLimitPerMinute?: number } = {}): Promise<Harness> {
+  const dataDir = await mkdtemp(join(tmpdir(), 'zepid-api-'));
+  const logger = pino({ level: 'silent' });
+  const adapters = createLocalAdapters(dataDir, logger);
+  await startAll(adapters);
+  let offset = 0;
+  const clock: Clock = () => new Date(Date.now() + offset);
+  const tokens = TokenRegistry.fromSetting(Object.entries(TOKENS).map(([org, token]) => `${org}:${token}`).join(','));
+  const service = new DeploymentService(adapters, { maxActivePerOrg: options.maxActivePerOrg ?? 50, clock, logger });
+  const app = await buildApp(
+    {
+      adapters,
+      service,
+      tokens,
+      mode: 'local',
+      startedAt: Date.now(),
+      estimatedDuration: 'under a minute',
+      retentionDays: 7,
+      rateLimitPerMinute: options.rateLimitPerMinute ?? 100_000,
+      workerStaleMs: 30_000,
+      clock,
+    },
+    logger,
+  );
+  await app.ready();
+  return {
+    app,
+    adapters,
+    dataDir,
+    advance: (ms) => {
+      offset += ms;
+    },
+    artifactFiles: async () => {
+      const files: string[] = [];
+      for (const kind of ['sources', 'contexts', 'logs']) files.push(...(await readdir(join(dataDir, 'artifacts', kind))));
+      return files;
+    },
+    close: async () => {
+      await app.close();
+      await closeAll(adapters);
+      await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** The request example of the Deploy V3 design document (seed 003), exactly as written there, plus files. */
+export const seedExample = {
+  projectId: 'my-app',
+  userId: 'user_123',
+  organizationId: 'org_456',
+  projectName: 'My Application',
+  environment: 'production',
+  customDomain: 'myapp.com',
+  containerSize: {
+    cpu: '1',
+    memory: '2Gi',
+  },
+  envVariables: {
+    DATABASE_URL: 'postgres://...',
+    API_KEY: 'secret123',
+  },
+  buildCommand: 'npm run build',
+  startCommand: 'npm start',
+  files: [{ path: 'index.html', content: '<h1>hi</h1>' }],
+};
+
+export function staticBody(overrides: Record<string, unknown> = {}) {
+  return { projectId: 'site', organizationId: 'org_456', userId: 'u1', files: [{ path: 'index.html', content: '<h1>hi</h1>' }], ...overrides };
+}

@@ -1,0 +1,105 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { BuildJob, BuiltImage, Builder, DependencyHealth, LogSink, RevisionInfo, RevisionSpec, Runtime } from '@zepid/core';
+import type { DeployError } from '@zepid/core';
+
+type Behaviour = 'ok' | 'hang' | { fail: DeployError } | { delayMs: number };
+
+/** Waits for `ms` or the signal, whichever first; rejects with the signal's reason. */
+async function work(behaviour: Behaviour, signal: AbortSignal): Promise<void> {
+  if (behaviour === 'ok') return;
+  if (typeof behaviour === 'object' && 'fail' in behaviour) throw behaviour.fail;
+  const ms = behaviour === 'hang' ? 3_600_000 : behaviour.delayMs;
+  await sleep(ms, undefined, { signal });
+}
+
+/** A builder that records calls and does what each test tells it, honouring the job's signal. */
+export class FakeBuilder implements Builder {
+  readonly estimatedDuration = 'instant';
+  readonly calls: string[] = [];
+  sandboxes = new Set<string>();
+  images = new Set<string>();
+  behaviour: { sandbox: Behaviour; build: Behaviour } = { sandbox: 'ok', build: 'ok' };
+  /** Lines the build prints, as a real build's output would be. */
+  output: string[] = ['building…'];
+  /** Which deployments are inside build() right now, to check per-project serialisation. */
+  readonly active = new Set<string>();
+  maxActive = 0;
+
+  start(): Promise<void> {
+    return Promise.resolve();
+  }
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+  health(): Promise<DependencyHealth> {
+    return Promise.resolve({ status: 'healthy', latencyMs: 0 });
+  }
+
+  async createSandbox(job: BuildJob): Promise<Record<string, string>> {
+    this.calls.push(`createSandbox ${job.deploymentId}`);
+    this.sandboxes.add(job.deploymentId);
+    await work(this.behaviour.sandbox, job.signal);
+    return { sandbox: `sb-${job.deploymentId}` };
+  }
+
+  async build(job: BuildJob): Promise<BuiltImage> {
+    this.calls.push(`build ${job.deploymentId}`);
+    this.active.add(job.deploymentId);
+    this.maxActive = Math.max(this.maxActive, this.active.size);
+    try {
+      for (const line of this.output) job.log(line);
+      await work(this.behaviour.build, job.signal);
+      this.images.add(job.deploymentId);
+      return { image: `img-${job.deploymentId}`, digest: 'sha256:abc' };
+    } finally {
+      this.active.delete(job.deploymentId);
+    }
+  }
+
+  deleteSandbox(deploymentId: string): Promise<void> {
+    this.calls.push(`deleteSandbox ${deploymentId}`);
+    this.sandboxes.delete(deploymentId);
+    return Promise.resolve();
+  }
+
+  deleteImage(deploymentId: string): Promise<void> {
+    this.calls.push(`deleteImage ${deploymentId}`);
+    this.images.delete(deploymentId);
+    return Promise.resolve();
+  }
+}
+
+/** A runtime that keeps "live revision per app" in memory. */
+export class FakeRuntime implements Runtime {
+  readonly calls: string[] = [];
+  readonly live = new Map<string, string>();
+  behaviour: Behaviour = 'ok';
+
+  start(): Promise<void> {
+    return Promise.resolve();
+  }
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+  health(): Promise<DependencyHealth> {
+    return Promise.resolve({ status: 'healthy', latencyMs: 0 });
+  }
+
+  async deploy(spec: RevisionSpec): Promise<RevisionInfo> {
+    this.calls.push(`deploy ${spec.deploymentId}`);
+    await work(this.behaviour, spec.signal);
+    const revision = `${spec.appName}--${spec.deploymentId.slice(4, 10)}`;
+    const previousRevision = this.live.get(spec.appName) ?? null;
+    this.live.set(spec.appName, revision);
+    return { revision, url: `https://${spec.appName}.example`, previousRevision, dnsRecords: [] };
+  }
+
+  rollback(target: { appName: string; revision: string; previousRevision: string | null }, _log: LogSink): Promise<void> {
+    this.calls.push(`rollback ${target.revision}`);
+    if (this.live.get(target.appName) === target.revision) {
+      if (target.previousRevision === null) this.live.delete(target.appName);
+      else this.live.set(target.appName, target.previousRevision);
+    }
+    return Promise.resolve();
+  }
+}

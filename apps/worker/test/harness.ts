@@ -1,0 +1,98 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import type { DeploymentRecord, WorkerAdapters } from '@zepid/core';
+import { appName, encodeSourceBundle, jobFor, newDeploymentId, newDeploymentRecord, sourceDigest, systemClock } from '@zepid/core';
+import { createLocalAdapters } from '@zepid/local';
+import { Consumer } from '../src/consumer.ts';
+import { steps } from '../src/steps/index.ts';
+import { Workflow } from '../src/workflow.ts';
+import { FakeBuilder, FakeRuntime } from './fakes.ts';
+
+export interface WorkerHarness {
+  adapters: WorkerAdapters;
+  builder: FakeBuilder;
+  runtime: FakeRuntime;
+  workflow: Workflow;
+  consumer: (concurrency?: number) => Consumer;
+  /** Records a deployment with a static site source and queues its job, as the API would. */
+  submit(options?: { projectId?: string; files?: Record<string, string>; env?: Record<string, string> }): Promise<DeploymentRecord>;
+  get(record: DeploymentRecord): Promise<DeploymentRecord>;
+  close(): Promise<void>;
+}
+
+export async function createWorkerHarness(options: { deploymentTimeoutMs?: number; maxDeliveryCount?: number; lockDurationMs?: number } = {}): Promise<WorkerHarness> {
+  const dataDir = await mkdtemp(join(tmpdir(), 'zepid-worker-'));
+  const logger = pino({ level: 'silent' });
+  const base = createLocalAdapters(dataDir, logger, { maxDeliveryCount: options.maxDeliveryCount ?? 5, lockDurationMs: options.lockDurationMs ?? 30_000, pollIntervalMs: 10 });
+  const builder = new FakeBuilder();
+  const runtime = new FakeRuntime();
+  const adapters: WorkerAdapters = { ...base, builder, runtime };
+  for (const adapter of [base.store, base.queue, base.artifacts, base.secrets]) await adapter.start();
+  const workflow = new Workflow({
+    adapters,
+    steps,
+    settings: { deploymentTimeoutMs: options.deploymentTimeoutMs ?? 60_000 },
+    logger,
+    clock: systemClock,
+    cancelPollMs: 20,
+  });
+  const consumers: Consumer[] = [];
+  return {
+    adapters,
+    builder,
+    runtime,
+    workflow,
+    consumer: (concurrency = 5) => {
+      const consumer = new Consumer({ queue: base.queue, store: base.store, workflow, telemetry: base.telemetry, logger, concurrency, shutdownGraceMs: 500 });
+      consumers.push(consumer);
+      return consumer;
+    },
+    async submit(submitOptions = {}) {
+      const id = newDeploymentId();
+      const projectId = submitOptions.projectId ?? 'site';
+      const files = Object.entries(submitOptions.files ?? { 'index.html': '<h1>hi</h1>' }).map(([path, content]) => ({ path, data: Buffer.from(content) }));
+      const env = submitOptions.env ?? {};
+      const record = newDeploymentRecord(
+        {
+          id,
+          orgId: 'org_w',
+          projectId,
+          userId: 'u',
+          projectName: null,
+          environment: 'development',
+          appName: appName('org_w', projectId, 'development'),
+          spec: { customDomain: null, containerSize: null, envVariableNames: Object.keys(env), buildCommand: null, startCommand: null, port: null, historyMessageCount: 0 },
+          source: { digest: sourceDigest(files), fileCount: files.length, bytes: 1 },
+          idempotency: null,
+        },
+        new Date(),
+      );
+      await base.artifacts.putSource(id, encodeSourceBundle({ files, historyMessages: [] }));
+      await base.secrets.put(id, env);
+      return base.intake.submit(record, jobFor(record, null), { maxActivePerOrg: 1000 });
+    },
+    async get(record) {
+      const current = await base.store.get({ orgId: record.orgId, deploymentId: record.id });
+      if (current === null) throw new Error('record vanished');
+      return current;
+    },
+    async close() {
+      for (const consumer of consumers) await consumer.stop();
+      for (const adapter of [base.secrets, base.artifacts, base.queue, base.store]) await adapter.close();
+      await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Polls until `check` passes or the time is up; for conditions the worker reaches asynchronously. */
+export async function eventually<T>(check: () => Promise<T>, accept: (value: T) => boolean, timeoutMs = 15_000): Promise<T> {
+  const started = Date.now();
+  for (;;) {
+    const value = await check();
+    if (accept(value)) return value;
+    if (Date.now() - started > timeoutMs) throw new Error(`condition not reached within ${timeoutMs} ms; last value: ${JSON.stringify(value).slice(0, 500)}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
