@@ -69,7 +69,7 @@ describe('end to end on the embedded defaults', () => {
 
   afterAll(async () => {
     await service.stop();
-    await rm(dataDir, { recursive: true, force: true });
+    await rm(dataDir, { recursive: true, force: true, maxRetries: 3 });
   });
 
   it('deploys the static sample to a local URL that answers', async () => {

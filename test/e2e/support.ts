@@ -44,6 +44,8 @@ export function startService(cwd: string, env: Record<string, string>): Service 
         }
       }, 20_000);
       await exited;
+      // npm exits before its children: wait until the whole group (API, worker, apps) is gone.
+      await waitFor('the service\'s processes to exit', () => !groupAlive(child.pid ?? -1), 30_000);
       clearTimeout(timer);
     },
   };
@@ -77,6 +79,15 @@ export function getApp(url: string): Promise<{ status: number; body: string }> {
     req.on('timeout', () => req.destroy(new Error('timeout')));
     req.end();
   });
+}
+
+function groupAlive(pgid: number): boolean {
+  try {
+    process.kill(-pgid, 0);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 export function processAlive(pid: number): boolean {
