@@ -27,6 +27,17 @@ export const azureEnv = {
   AZURE_COSMOS_ENDPOINT: optional('Cosmos DB account endpoint (managed identity).'),
   AZURE_COSMOS_CONNECTION_STRING: optional('Cosmos DB connection string (emulator or key-based auth).'),
   AZURE_COSMOS_DATABASE: Type.String({ default: 'zepid-deploy', description: 'Cosmos DB database name.' }),
+  AZURE_COSMOS_CONTAINER: Type.String({ default: 'deployments', description: 'Cosmos DB container (partition key /orgId).' }),
+  AZURE_COSMOS_TTL_DAYS: Type.Integer({
+    minimum: 1,
+    maximum: 3650,
+    default: 30,
+    description: 'Cosmos TTL of finished records: the backstop behind POST /status/cleanup, so longer than RETENTION_DAYS.',
+  }),
+  AZURE_CREATE_IF_MISSING: Type.Boolean({
+    default: false,
+    description: 'Create the Cosmos database/container, blob containers and queue when absent (emulators only; in Azure, infra/ creates them).',
+  }),
   AZURE_KEY_VAULT_URI: optional('Key Vault holding deployment secrets and, optionally, this service\'s own settings.'),
   APPLICATIONINSIGHTS_CONNECTION_STRING: optional('Application Insights connection string; telemetry is off without it.'),
   BUILD_CONTAINER_CPU: Type.Number({ minimum: 0.5, maximum: 4, default: 2, description: 'vCPU of each ACI build container.' }),

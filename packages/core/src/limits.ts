@@ -22,7 +22,8 @@ export const LIMITS = {
   domainLength: 253,
   envVariables: 100,
   envNameLength: 128,
-  envValueBytes: 32 * 1024,
+  /** Key Vault stores at most 25 KB per secret; the same limit holds locally so a deployment moves between modes. */
+  envValueBytes: 24 * 1024,
   commandLength: 1024,
   historyMessages: 500,
   historyMessageLength: 64 * 1024,

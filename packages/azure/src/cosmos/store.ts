@@ -1,0 +1,554 @@
+import { createHash } from 'node:crypto';
+import type { Container, ContainerDefinition, FeedOptions, SqlParameter, SqlQuerySpec } from '@azure/cosmos';
+import { CosmosClient } from '@azure/cosmos';
+import type { TokenCredential } from '@azure/identity';
+import type {
+  CreateOptions,
+  DependencyHealth,
+  DeploymentRecord,
+  DeploymentRef,
+  DeploymentStatus,
+  DeploymentStore,
+  Logger,
+  Page,
+  WorkerHeartbeat,
+} from '@zepid/core';
+import { ACTIVE_STATUSES, DEPLOYMENT_STATUSES, DeployError, probe, silentLogger, TERMINAL_STATUSES } from '@zepid/core';
+import { cosmosStatus, toStoreError } from './errors.ts';
+
+/**
+ * Deployment store on Azure Cosmos DB (NoSQL API).
+ *
+ * Partition key `/orgId`. Every request of the API carries the org (from the token) and every job
+ * message carries `orgId`, so a status read is a point read `item(id, orgId)` (1 RU), and a project's
+ * listing, the idempotency lookup and the per-org active count are single-partition queries. Tenants
+ * are isolated by the partition as well as by the filter. What it costs: the worker's sweeps (outbox,
+ * timeouts, retention across orgs) fan out over all partitions; they run every few seconds at most,
+ * with a limit. A logical partition holds at most 20 GB, about ten million records of one org,
+ * far more than retention lets accumulate.
+ *
+ * One container holds two kinds of documents, told apart by `type`:
+ * - `deployment`: the record as is, plus `uniqueKey` and, when it may expire, `ttl`;
+ * - `heartbeat`: one per worker, in the reserved partition `_workers`. Org ids start with a letter
+ *   or digit (ID_PATTERN), so no org can own that partition. Heartbeats need no second container,
+ *   and their `ttl` of one day forgets workers that stopped beating, as the SQLite store does.
+ *
+ * Retention: the container runs with `defaultTtl: -1` (TTL on, nothing expires unless it says so).
+ * Failed and cancelled records carry `ttl = retentionDays` and so disappear that long after their
+ * last write. A completed record is written without a `ttl`: the newest completed deployment of an
+ * app is the one serving traffic (cleanup keeps it, rollback needs it), so it only receives a `ttl`
+ * once a newer deployment of the same app completes. A retried record (failed → queued) is written
+ * whole without `ttl` and stops expiring. TTL deletes the record only, not its blobs or Key Vault
+ * secrets: it is the backstop behind the API's retention cleanup, so `retentionDays` should exceed
+ * RETENTION_DAYS.
+ *
+ * Writes are whole-document `replace`s conditional on the `_etag` read (If-Match); a 412 becomes
+ * CONCURRENT_UPDATE. There is no partial update (PATCH): the emulator has none and the state machine
+ * produces whole records anyway.
+ *
+ * The org's active-deployment limit is best effort here: the count and the insert are two requests,
+ * so two creates racing at the limit can both pass, leaving the org one or two over. SQLite checks
+ * and inserts in one transaction and never overshoots. The limit guards against runaway clients, and
+ * closing the gap would take a counter document on the hot path of every status change.
+ */
+
+export type CosmosConnectionOptions =
+  /** Production: the account endpoint and an Entra credential (managed identity). */
+  | { endpoint: string; credential: TokenCredential }
+  /** Emulators and key-based auth. */
+  | { connectionString: string };
+
+export type CosmosStoreOptions = CosmosConnectionOptions & {
+  databaseId: string;
+  containerId: string;
+  /**
+   * Create the database and container when absent (emulators, key-based dev accounts). In Azure infra
+   * creates them: Cosmos' data-plane roles, which a managed identity gets, cannot create either.
+   */
+  createIfMissing: boolean;
+  /** Days a finished record lives after its last write (see above); null: records never expire. */
+  retentionDays: number | null;
+  /** Per-request timeout; the SDK's own default is a minute, too long for an API answering users. */
+  requestTimeoutMs?: number;
+  logger?: Logger;
+};
+
+const PARTITION_KEY_PATH = '/orgId';
+const HEARTBEAT_PARTITION = '_workers';
+const HEARTBEAT_TTL_SECONDS = 86_400;
+const DAY_SECONDS = 86_400;
+const CURSOR_VERSION = 1;
+/** Keeps Cosmos continuation tokens, and so our cursors, well under the API's cursor length limit. */
+const CONTINUATION_LIMIT_KB = 1;
+/** A page can come back short on Cosmos; we ask again this many times before returning it short. */
+const MAX_FETCHES_PER_PAGE = 10;
+
+/**
+ * The container as `createIfMissing` makes it; infra (Bicep) must declare the same. The composite
+ * index serves ORDER BY createdAt DESC, id DESC (Cosmos refuses multi-property ORDER BY without one).
+ * The unique key makes an idempotency key unique per org, like SQLite's unique index; a record
+ * without one uses its own id, because Cosmos counts a missing value as a value.
+ */
+export const DEPLOYMENTS_CONTAINER: Omit<ContainerDefinition, 'id'> = {
+  partitionKey: { paths: [PARTITION_KEY_PATH] },
+  defaultTtl: -1,
+  indexingPolicy: {
+    indexingMode: 'consistent',
+    automatic: true,
+    includedPaths: [{ path: '/*' }],
+    // Never filtered on; leaving them out makes every write cheaper.
+    excludedPaths: [{ path: '/steps/*' }, { path: '/spec/*' }, { path: '/source/*' }, { path: '/result/*' }, { path: '/error/*' }, { path: '/"_etag"/?' }],
+    compositeIndexes: [
+      [
+        { path: '/createdAt', order: 'descending' },
+        { path: '/id', order: 'descending' },
+      ],
+    ],
+  },
+  uniqueKeyPolicy: { uniqueKeys: [{ paths: ['/uniqueKey'] }] },
+};
+
+interface SystemProperties {
+  _rid?: string;
+  _self?: string;
+  _etag?: string;
+  _ts?: number;
+  _attachments?: string;
+}
+
+type DeploymentDocument = Omit<DeploymentRecord, 'etag'> & {
+  type: 'deployment';
+  uniqueKey: string;
+  ttl?: number;
+};
+
+interface HeartbeatDocument {
+  id: string;
+  orgId: typeof HEARTBEAT_PARTITION;
+  type: 'heartbeat';
+  uniqueKey: string;
+  ttl: number;
+  lastSeenAt: string;
+  heartbeat: WorkerHeartbeat;
+}
+
+interface Cursor {
+  v: number;
+  /** Binds the cursor to the listing it came from. */
+  scope: string;
+  token: string;
+}
+
+function validationError(message: string): DeployError {
+  return new DeployError('VALIDATION_ERROR', message, { details: [{ field: 'cursor', message: 'is invalid' }] });
+}
+
+function listingScope(orgId: string, projectId: string): string {
+  return createHash('sha256').update(`${orgId}\u0000${projectId}`).digest('base64url').slice(0, 16);
+}
+
+function encodeCursor(scope: string, token: string): string {
+  const cursor: Cursor = { v: CURSOR_VERSION, scope, token };
+  return Buffer.from(JSON.stringify(cursor)).toString('base64url');
+}
+
+function decodeCursor(cursor: string, scope: string): string {
+  let value: unknown;
+  try {
+    value = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
+  } catch {
+    throw validationError('cursor is not one this service returned');
+  }
+  const candidate = value as Partial<Cursor> | null;
+  if (
+    typeof candidate !== 'object' ||
+    candidate === null ||
+    candidate.v !== CURSOR_VERSION ||
+    typeof candidate.token !== 'string' ||
+    candidate.token === '' ||
+    typeof candidate.scope !== 'string'
+  ) {
+    throw validationError('cursor is not one this service returned');
+  }
+  if (candidate.scope !== scope) throw validationError('cursor belongs to another listing');
+  return candidate.token;
+}
+
+function quotaError(active: number, limit: number): DeployError {
+  return new DeployError('QUOTA_EXCEEDED', `The organization has ${active} active deployments; the limit is ${limit}`, {
+    retryAfterSeconds: 30,
+    details: { active, limit },
+  });
+}
+
+function toRecord(resource: DeploymentDocument & SystemProperties): DeploymentRecord {
+  const { _rid, _self, _etag, _ts, _attachments, type: _type, uniqueKey: _uniqueKey, ttl: _ttl, ...record } = resource;
+  if (_etag === undefined) throw new DeployError('INTERNAL_ERROR', `Cosmos DB returned deployment ${resource.id} without an etag`);
+  return { ...record, etag: _etag };
+}
+
+function parameters(values: Record<string, unknown>): SqlParameter[] {
+  return Object.entries(values).map(([name, value]) => ({ name: `@${name}`, value: value as SqlParameter['value'] }));
+}
+
+export class CosmosDeploymentStore implements DeploymentStore {
+  private readonly options: CosmosStoreOptions;
+  private readonly logger: Logger;
+  private client: CosmosClient | null = null;
+  private containerRef: Container | null = null;
+
+  constructor(options: CosmosStoreOptions) {
+    if (options.retentionDays !== null && !(options.retentionDays > 0)) {
+      throw new Error('retentionDays must be a positive number of days, or null');
+    }
+    this.options = options;
+    this.logger = (options.logger ?? silentLogger).child({ component: 'cosmos-store' });
+  }
+
+  private newClient(): CosmosClient {
+    const connectionPolicy = { requestTimeout: this.options.requestTimeoutMs ?? 10_000 };
+    const userAgentSuffix = 'zepid-deploy';
+    if ('connectionString' in this.options) {
+      return new CosmosClient({ connectionString: this.options.connectionString, connectionPolicy, userAgentSuffix });
+    }
+    return new CosmosClient({ endpoint: this.options.endpoint, aadCredentials: this.options.credential, connectionPolicy, userAgentSuffix });
+  }
+
+  async start(): Promise<void> {
+    if (this.client !== null) return;
+    const client = this.newClient();
+    try {
+      this.checkDefinition(await this.openContainer(client));
+    } catch (error) {
+      client.dispose();
+      throw error;
+    }
+    this.client = client;
+    this.containerRef = client.database(this.options.databaseId).container(this.options.containerId);
+  }
+
+  private async openContainer(client: CosmosClient): Promise<ContainerDefinition | undefined> {
+    const { databaseId, containerId } = this.options;
+    try {
+      if (this.options.createIfMissing) {
+        const { database } = await client.databases.createIfNotExists({ id: databaseId });
+        return (await database.containers.createIfNotExists({ id: containerId, ...DEPLOYMENTS_CONTAINER })).resource;
+      }
+      const response = await client.database(databaseId).container(containerId).read();
+      if (response.statusCode !== 404 && response.resource !== undefined) return response.resource;
+    } catch (error) {
+      if (this.options.createIfMissing || cosmosStatus(error) !== 404) throw toStoreError(error, 'open the deployments container');
+    }
+    throw new Error(`Cosmos DB container ${databaseId}/${containerId} does not exist and createIfMissing is off`);
+  }
+
+  /** A container made by hand or by older infra must match what the queries assume. */
+  private checkDefinition(definition: ContainerDefinition | undefined): void {
+    const name = `${this.options.databaseId}/${this.options.containerId}`;
+    const paths = definition?.partitionKey?.paths ?? [];
+    if (paths.length !== 1 || paths[0] !== PARTITION_KEY_PATH) {
+      throw new Error(`Cosmos DB container ${name} is partitioned by ${paths.join(',') || 'nothing'}; it must be ${PARTITION_KEY_PATH}`);
+    }
+    if (this.options.retentionDays !== null && definition?.defaultTtl === undefined) {
+      throw new Error(`Cosmos DB container ${name} has TTL off, so finished deployments would never expire; set defaultTtl to -1`);
+    }
+  }
+
+  close(): Promise<void> {
+    this.client?.dispose();
+    this.client = null;
+    this.containerRef = null;
+    return Promise.resolve();
+  }
+
+  health(): Promise<DependencyHealth> {
+    return probe(async () => {
+      try {
+        await this.container().read();
+      } catch (error) {
+        throw toStoreError(error, 'read the container');
+      }
+    });
+  }
+
+  private container(): Container {
+    if (this.containerRef === null) throw new DeployError('INTERNAL_ERROR', 'CosmosDeploymentStore is not started');
+    return this.containerRef;
+  }
+
+  private toDocument(record: DeploymentRecord): DeploymentDocument {
+    const { etag: _etag, ...fields } = record;
+    const document: DeploymentDocument = {
+      ...fields,
+      type: 'deployment',
+      uniqueKey: record.idempotency === null ? `id:${record.id}` : `idempotency:${record.idempotency.key}`,
+    };
+    if (this.options.retentionDays !== null && (record.status === 'failed' || record.status === 'cancelled')) {
+      document.ttl = Math.round(this.options.retentionDays * DAY_SECONDS);
+    }
+    return document;
+  }
+
+  private async query<T>(spec: SqlQuerySpec, options: FeedOptions, action: string): Promise<T[]> {
+    try {
+      const { resources } = await this.container().items.query<T>(spec, options).fetchAll();
+      return resources;
+    } catch (error) {
+      throw toStoreError(error, action);
+    }
+  }
+
+  private async queryRecords(query: string, values: Record<string, unknown>, orgId: string | null, action: string): Promise<DeploymentRecord[]> {
+    const options: FeedOptions = orgId === null ? {} : { partitionKey: orgId };
+    const documents = await this.query<DeploymentDocument & SystemProperties>({ query, parameters: parameters(values) }, options, action);
+    return documents.map(toRecord);
+  }
+
+  async create(record: DeploymentRecord, options: CreateOptions): Promise<DeploymentRecord> {
+    const active = await this.countActive(record.orgId);
+    if (active >= options.maxActivePerOrg) throw quotaError(active, options.maxActivePerOrg);
+    try {
+      const { resource } = await this.container().items.create<DeploymentDocument>(this.toDocument(record));
+      if (resource === undefined) throw new DeployError('INTERNAL_ERROR', `Cosmos DB did not return deployment ${record.id} after creating it`);
+      return toRecord(resource);
+    } catch (error) {
+      if (cosmosStatus(error) === 409) {
+        throw new DeployError('CONFLICT', `Deployment ${record.id} or its idempotency key already exists`, { cause: error });
+      }
+      throw toStoreError(error, 'create a deployment');
+    }
+  }
+
+  async get(ref: DeploymentRef): Promise<DeploymentRecord | null> {
+    try {
+      const { resource, statusCode } = await this.container().item(ref.deploymentId, ref.orgId).read<DeploymentDocument & SystemProperties>();
+      if (statusCode === 404 || resource?.type !== 'deployment') return null;
+      return toRecord(resource);
+    } catch (error) {
+      if (cosmosStatus(error) === 404) return null;
+      throw toStoreError(error, 'read a deployment');
+    }
+  }
+
+  async replace(record: DeploymentRecord): Promise<DeploymentRecord> {
+    // An empty etag would make the write unconditional on some servers; no caller may do that.
+    if (record.etag === '') throw new DeployError('CONCURRENT_UPDATE', `Deployment ${record.id} was not read before writing`, { retryable: true });
+    let saved: DeploymentRecord;
+    try {
+      const { resource } = await this.container()
+        .item(record.id, record.orgId)
+        .replace<DeploymentDocument>(this.toDocument(record), { accessCondition: { type: 'IfMatch', condition: record.etag } });
+      if (resource === undefined) throw new DeployError('INTERNAL_ERROR', `Cosmos DB did not return deployment ${record.id} after replacing it`);
+      saved = toRecord(resource);
+    } catch (error) {
+      const status = cosmosStatus(error);
+      if (status === 412) {
+        throw new DeployError('CONCURRENT_UPDATE', `Deployment ${record.id} changed since it was read`, { retryable: true, cause: error });
+      }
+      if (status === 404) throw new DeployError('NOT_FOUND', `Deployment ${record.id} not found`, { cause: error });
+      throw toStoreError(error, 'update a deployment');
+    }
+    if (saved.status === 'completed' && this.options.retentionDays !== null) await this.expireSuperseded(saved);
+    return saved;
+  }
+
+  /**
+   * Gives the completed deployments of the app that this one replaces as the live one their `ttl`.
+   * Best effort: the write of `completed` has succeeded and must be reported so; whatever is missed
+   * here (a concurrent write, an outage) is picked up by the next completion of the app.
+   */
+  private async expireSuperseded(live: DeploymentRecord): Promise<void> {
+    const ttl = Math.round((this.options.retentionDays ?? 0) * DAY_SECONDS);
+    try {
+      const superseded = await this.query<DeploymentDocument & SystemProperties>(
+        {
+          query: `SELECT * FROM c WHERE c.orgId = @orgId AND c.type = 'deployment' AND c.appName = @appName AND c.status = 'completed'
+                  AND c.id != @id AND c.finishedAt < @finishedAt AND NOT IS_DEFINED(c.ttl)`,
+          parameters: parameters({ orgId: live.orgId, appName: live.appName, id: live.id, finishedAt: live.finishedAt ?? live.updatedAt }),
+        },
+        { partitionKey: live.orgId },
+        'find superseded deployments',
+      );
+      for (const document of superseded) {
+        const { _etag: etag, _rid, _self, _ts, _attachments, ...body } = document;
+        if (etag === undefined) continue;
+        await this.container()
+          .item(document.id, document.orgId)
+          .replace({ ...body, ttl }, { accessCondition: { type: 'IfMatch', condition: etag } })
+          .catch((error: unknown) => {
+            if (cosmosStatus(error) !== 412 && cosmosStatus(error) !== 404) throw error;
+          });
+      }
+    } catch (error) {
+      this.logger.warn(
+        { deploymentId: live.id, error: toStoreError(error, 'expire superseded deployments').message },
+        'older completed deployments keep no expiry until the next completion of this app',
+      );
+    }
+  }
+
+  async delete(ref: DeploymentRef): Promise<void> {
+    try {
+      await this.container().item(ref.deploymentId, ref.orgId).delete();
+    } catch (error) {
+      if (cosmosStatus(error) === 404) return;
+      throw toStoreError(error, 'delete a deployment');
+    }
+  }
+
+  async findByIdempotencyKey(orgId: string, key: string): Promise<DeploymentRecord | null> {
+    const found = await this.queryRecords(
+      `SELECT * FROM c WHERE c.orgId = @orgId AND c.type = 'deployment' AND c.uniqueKey = @uniqueKey`,
+      { orgId, uniqueKey: `idempotency:${key}` },
+      orgId,
+      'find a deployment by idempotency key',
+    );
+    return found[0] ?? null;
+  }
+
+  /**
+   * The cursor wraps Cosmos' continuation token with the listing it belongs to. The emulator takes
+   * any token and Cosmos answers 400 to a mangled one; both become VALIDATION_ERROR here. A page can
+   * be short, and the last page can be empty, when Cosmos stops early: clients follow `nextCursor`
+   * until it is null, never count items.
+   */
+  async listByProject(orgId: string, projectId: string, page: { limit: number; cursor: string | null }): Promise<Page<DeploymentRecord>> {
+    const scope = listingScope(orgId, projectId);
+    let token: string | undefined = page.cursor === null ? undefined : decodeCursor(page.cursor, scope);
+    const spec: SqlQuerySpec = {
+      query: `SELECT * FROM c WHERE c.orgId = @orgId AND c.type = 'deployment' AND c.projectId = @projectId
+              ORDER BY c.createdAt DESC, c.id DESC`,
+      parameters: parameters({ orgId, projectId }),
+    };
+    const items: DeploymentRecord[] = [];
+    for (let fetches = 0; fetches < MAX_FETCHES_PER_PAGE && items.length < page.limit; fetches += 1) {
+      const fromCursor = token !== undefined;
+      try {
+        const response = await this.container()
+          .items.query<DeploymentDocument & SystemProperties>(spec, {
+            partitionKey: orgId,
+            maxItemCount: page.limit - items.length,
+            continuationToken: token,
+            continuationTokenLimitInKB: CONTINUATION_LIMIT_KB,
+          })
+          .fetchNext();
+        items.push(...response.resources.map(toRecord));
+        token = response.continuationToken === undefined || response.continuationToken === '' ? undefined : response.continuationToken;
+      } catch (error) {
+        const status = cosmosStatus(error);
+        if (fromCursor && (status === 400 || (status === undefined && error instanceof SyntaxError))) {
+          throw validationError('cursor is not one this service returned');
+        }
+        throw toStoreError(error, 'list deployments');
+      }
+      if (token === undefined) break;
+    }
+    return { items, nextCursor: token === undefined ? null : encodeCursor(scope, token) };
+  }
+
+  listRecent(orgId: string, limit: number): Promise<DeploymentRecord[]> {
+    return this.queryRecords(
+      `SELECT TOP @limit * FROM c WHERE c.orgId = @orgId AND c.type = 'deployment' ORDER BY c.createdAt DESC, c.id DESC`,
+      { orgId, limit },
+      orgId,
+      'list recent deployments',
+    );
+  }
+
+  /** One COUNT per status: the emulator has no GROUP BY, and five single-partition counts are cheap. */
+  async countByStatus(orgId: string): Promise<Record<DeploymentStatus, number>> {
+    const counts = await Promise.all(DEPLOYMENT_STATUSES.map((status) => this.countWithStatus(orgId, [status])));
+    return Object.fromEntries(DEPLOYMENT_STATUSES.map((status, index) => [status, counts[index] ?? 0])) as Record<DeploymentStatus, number>;
+  }
+
+  countActive(orgId: string): Promise<number> {
+    return this.countWithStatus(orgId, ACTIVE_STATUSES);
+  }
+
+  private async countWithStatus(orgId: string, statuses: readonly DeploymentStatus[]): Promise<number> {
+    const [count] = await this.query<number>(
+      {
+        query: `SELECT VALUE COUNT(1) FROM c WHERE c.orgId = @orgId AND c.type = 'deployment' AND ARRAY_CONTAINS(@statuses, c.status)`,
+        parameters: parameters({ orgId, statuses: [...statuses] }),
+      },
+      { partitionKey: orgId },
+      'count deployments',
+    );
+    return count ?? 0;
+  }
+
+  listFinishedBefore(orgId: string | null, before: Date, limit: number): Promise<DeploymentRecord[]> {
+    const org = orgId === null ? '' : 'c.orgId = @orgId AND ';
+    return this.queryRecords(
+      `SELECT TOP @limit * FROM c WHERE ${org}c.type = 'deployment' AND ARRAY_CONTAINS(@terminal, c.status)
+       AND IS_STRING(c.finishedAt) AND c.finishedAt < @before ORDER BY c.finishedAt ASC`,
+      { ...(orgId === null ? {} : { orgId }), terminal: [...TERMINAL_STATUSES], before: before.toISOString(), limit },
+      orgId,
+      'list finished deployments',
+    );
+  }
+
+  async latestCompleted(orgId: string, appName: string): Promise<DeploymentRecord | null> {
+    const [latest] = await this.queryRecords(
+      `SELECT TOP 1 * FROM c WHERE c.orgId = @orgId AND c.type = 'deployment' AND c.appName = @appName AND c.status = 'completed'
+       ORDER BY c.finishedAt DESC`,
+      { orgId, appName },
+      orgId,
+      'find the live deployment',
+    );
+    return latest ?? null;
+  }
+
+  listUnpublished(before: Date, limit: number): Promise<DeploymentRecord[]> {
+    return this.queryRecords(
+      `SELECT TOP @limit * FROM c WHERE c.type = 'deployment' AND c.status = 'queued' AND IS_NULL(c.publishedAt)
+       AND c.updatedAt < @before ORDER BY c.updatedAt ASC`,
+      { before: before.toISOString(), limit },
+      null,
+      'list unpublished deployments',
+    );
+  }
+
+  listRunningStartedBefore(before: Date, limit: number): Promise<DeploymentRecord[]> {
+    return this.queryRecords(
+      `SELECT TOP @limit * FROM c WHERE c.type = 'deployment' AND c.status = 'in_progress' AND IS_STRING(c.attemptStartedAt)
+       AND c.attemptStartedAt < @before ORDER BY c.attemptStartedAt ASC`,
+      { before: before.toISOString(), limit },
+      null,
+      'list running deployments',
+    );
+  }
+
+  /** Last writer wins: only the worker itself writes its heartbeat, so no etag is needed. */
+  async recordHeartbeat(heartbeat: WorkerHeartbeat): Promise<void> {
+    const id = `worker:${encodeURIComponent(heartbeat.workerId)}`;
+    const document: HeartbeatDocument = {
+      id,
+      orgId: HEARTBEAT_PARTITION,
+      type: 'heartbeat',
+      uniqueKey: id,
+      ttl: HEARTBEAT_TTL_SECONDS,
+      lastSeenAt: heartbeat.lastSeenAt,
+      heartbeat,
+    };
+    try {
+      await this.container().items.upsert(document);
+    } catch (error) {
+      throw toStoreError(error, 'record a worker heartbeat');
+    }
+  }
+
+  async listHeartbeats(): Promise<WorkerHeartbeat[]> {
+    // TTL removes stale heartbeats in Azure; the filter makes emulators (no TTL) agree.
+    const since = new Date(Date.now() - HEARTBEAT_TTL_SECONDS * 1000).toISOString();
+    const documents = await this.query<HeartbeatDocument>(
+      {
+        query: `SELECT * FROM c WHERE c.orgId = @orgId AND c.type = 'heartbeat' AND c.lastSeenAt >= @since ORDER BY c.lastSeenAt DESC`,
+        parameters: parameters({ orgId: HEARTBEAT_PARTITION, since }),
+      },
+      { partitionKey: HEARTBEAT_PARTITION },
+      'list worker heartbeats',
+    );
+    return documents.map((document) => document.heartbeat);
+  }
+}
