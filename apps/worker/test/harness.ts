@@ -1,12 +1,14 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
 import type { DeploymentRecord, WorkerAdapters } from '@zepid/core';
 import { appName, encodeSourceBundle, jobFor, newDeploymentId, newDeploymentRecord, sourceDigest, systemClock } from '@zepid/core';
 import { createLocalAdapters } from '@zepid/local';
 import { Consumer } from '../src/consumer.ts';
 import { steps } from '../src/steps/index.ts';
+import type { Step } from '../src/steps/step.ts';
 import { Workflow } from '../src/workflow.ts';
 import { FakeBuilder, FakeRuntime } from './fakes.ts';
 
@@ -22,7 +24,21 @@ export interface WorkerHarness {
   close(): Promise<void>;
 }
 
-export async function createWorkerHarness(options: { deploymentTimeoutMs?: number; maxDeliveryCount?: number; lockDurationMs?: number } = {}): Promise<WorkerHarness> {
+/** Each step first waits `delayMs` (honouring its signal), so a test can act while any step runs. */
+function slowed(delayMs: number): readonly Step[] {
+  return steps.map((step) => ({
+    ...step,
+    name: step.name,
+    async invoke(context) {
+      await sleep(delayMs, undefined, { signal: context.signal });
+      return step.invoke(context);
+    },
+  }));
+}
+
+export async function createWorkerHarness(
+  options: { deploymentTimeoutMs?: number; maxDeliveryCount?: number; lockDurationMs?: number; stepDelayMs?: number } = {},
+): Promise<WorkerHarness> {
   const dataDir = await mkdtemp(join(tmpdir(), 'zepid-worker-'));
   const logger = pino({ level: 'silent' });
   const base = createLocalAdapters(dataDir, logger, { maxDeliveryCount: options.maxDeliveryCount ?? 5, lockDurationMs: options.lockDurationMs ?? 30_000, pollIntervalMs: 10 });
@@ -32,7 +48,7 @@ export async function createWorkerHarness(options: { deploymentTimeoutMs?: numbe
   for (const adapter of [base.store, base.queue, base.artifacts, base.secrets]) await adapter.start();
   const workflow = new Workflow({
     adapters,
-    steps,
+    steps: options.stepDelayMs === undefined ? steps : slowed(options.stepDelayMs),
     settings: { deploymentTimeoutMs: options.deploymentTimeoutMs ?? 60_000 },
     logger,
     clock: systemClock,

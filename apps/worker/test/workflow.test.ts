@@ -63,6 +63,26 @@ describe('worker workflow', () => {
     });
   }
 
+  for (const step of STEPS) {
+    it(`cancel while ${step} runs: cancelled, everything created so far removed, the live app untouched`, async () => {
+      h = await createWorkerHarness({ stepDelayMs: 300 });
+      h.consumer().start();
+      const first = await runToEnd(await h.submit());
+      const live = [...h.runtime.live.values()];
+      const record = await h.submit();
+      await eventually(() => h.get(record), (current) => current.steps[step].status === 'in_progress');
+      await requestCancel(record);
+      const done = await runToEnd(record);
+      // Even past deploy (during cleanup) a cancel wins: the new revision is rolled back.
+      expect(done.status).toBe('cancelled');
+      expect(done.steps[step].status).toBe('cancelled');
+      expect(h.builder.sandboxes.size).toBe(0);
+      expect([...h.builder.images]).toEqual([first.id]);
+      expect([...h.runtime.live.values()]).toEqual(live);
+      expect(await h.adapters.artifacts.getContext(record.id)).toBeNull();
+    });
+  }
+
   it('cancels a queued deployment before any step runs; its job is dropped', async () => {
     h = await createWorkerHarness();
     const record = await h.submit();
@@ -117,7 +137,8 @@ describe('worker workflow', () => {
     const done = await runToEnd(record);
     expect(done).toMatchObject({ status: 'failed', currentStep: 'build', error: { code: 'BUILD_FAILED', step: 'build', message: 'npm run build exited with code 1' } });
     expect(done.steps.sandbox.status).toBe('pending');
-    expect(done.steps.sync.status).toBe('completed');
+    expect(done.steps.validate.status).toBe('completed');
+    expect(await h.adapters.artifacts.getContext(record.id)).toBeNull();
     expect(h.builder.calls.filter((call) => call.startsWith('build'))).toHaveLength(1);
     expect(h.runtime.calls).toEqual([]);
   });

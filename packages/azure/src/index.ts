@@ -10,3 +10,10 @@ export { KeyVaultSecretStore, secretNameFor, MAX_SECRET_VALUE_BYTES } from './ke
 export type { KeyVaultSecretStoreOptions } from './keyvault/secrets.ts';
 export { resolveSettings, keyVaultSecretReader } from './keyvault/settings.ts';
 export type { SettingSource, SecretReader, ResolvedSettings } from './keyvault/settings.ts';
+export { AciKanikoBuilder, imageRepository } from './aci/builder.ts';
+export type { AciKanikoBuilderOptions } from './aci/builder.ts';
+export { storageKeyFromArm, storageKeyFromConnectionString } from './aci/storage-key.ts';
+export { AcrTokenExchange } from './acr/token-exchange.ts';
+export { ContainerAppsRuntime } from './containerapps/runtime.ts';
+export type { ContainerAppsRuntimeOptions } from './containerapps/runtime.ts';
+export { SCALE_PROFILES } from './containerapps/scale.ts';

@@ -10,7 +10,8 @@ import { loadSource } from './validate.ts';
 /**
  * Step 2: the source becomes the build context, a tar.gz with a generated Dockerfile when the
  * project has none, stored in the artifact store (Blob Storage in Azure, where kaniko reads it).
- * Nothing to compensate: the context stays for a retry; cleanup and retention remove it.
+ * Compensation deletes the context: a failed or cancelled deployment leaves no blob behind, and a
+ * retry packs the source again (cheap next to a build).
  */
 export const syncStep: Step = {
   name: 'sync',
@@ -41,5 +42,9 @@ export const syncStep: Step = {
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
+  },
+  async compensate(context) {
+    await context.adapters.artifacts.deleteContext(context.record.id);
+    context.log('build context removed');
   },
 };

@@ -1,0 +1,118 @@
+import type { TokenCredential } from '@azure/identity';
+import { DeployError } from '@zepid/core';
+
+/**
+ * ACR credentials without the admin user: an Entra access token is exchanged for an ACR refresh
+ * token (`POST https://<registry>/oauth2/exchange`, grant_type=access_token), which docker-compatible
+ * clients (kaniko) use as the password of the fixed user 00000000-0000-0000-0000-000000000000. The
+ * registry's own access tokens (for its REST API) come from `/oauth2/token` with that refresh token.
+ *
+ * Refresh tokens live about three hours: long enough for one build, so each build asks for a fresh one.
+ */
+export const ACR_REFRESH_TOKEN_USERNAME = '00000000-0000-0000-0000-000000000000';
+/** Entra scope whose tokens ACR accepts for the exchange; the ARM audience works for every registry. */
+export const ACR_EXCHANGE_SCOPE = 'https://management.azure.com/.default';
+
+export interface RegistryCredential {
+  username: string;
+  password: string;
+}
+
+export interface AcrTokenOptions {
+  /** Login server, `myregistry.azurecr.io` (tests: `127.0.0.1:<port>`). */
+  loginServer: string;
+  credential: TokenCredential;
+  tenantId?: string | undefined;
+  /** Scope of the Entra token exchanged; ACR_EXCHANGE_SCOPE by default. */
+  scope?: string | undefined;
+  /** Bound on each registry call. */
+  timeoutMs?: number | undefined;
+}
+
+interface TokenAnswer {
+  refresh_token?: unknown;
+  access_token?: unknown;
+}
+
+export class AcrTokenExchange {
+  private readonly options: AcrTokenOptions;
+
+  constructor(options: AcrTokenOptions) {
+    this.options = options;
+  }
+
+  /** A push/pull credential for docker clients: the fixed user and a fresh ACR refresh token. */
+  async pushCredential(signal?: AbortSignal): Promise<RegistryCredential> {
+    const aad = await this.options.credential.getToken(this.options.scope ?? ACR_EXCHANGE_SCOPE, signal === undefined ? {} : { abortSignal: signal });
+    if (aad === null) throw new DeployError('REGISTRY_FAILED', 'No Entra token for the container registry (the credential returned none)');
+    const form = new URLSearchParams({ grant_type: 'access_token', service: this.service(), access_token: aad.token });
+    if (this.options.tenantId !== undefined) form.set('tenant', this.options.tenantId);
+    const answer = await this.post('/oauth2/exchange', form, 'exchanging the Entra token for a registry token', signal);
+    if (typeof answer.refresh_token !== 'string' || answer.refresh_token === '') {
+      throw new DeployError('REGISTRY_FAILED', 'The container registry answered the token exchange without a refresh token');
+    }
+    return { username: ACR_REFRESH_TOKEN_USERNAME, password: answer.refresh_token };
+  }
+
+  /** A registry access token for `scope` (`repository:<repo>:delete`), for the registry's REST API. */
+  async accessToken(scope: string, signal?: AbortSignal): Promise<string> {
+    const { password } = await this.pushCredential(signal);
+    const form = new URLSearchParams({ grant_type: 'refresh_token', service: this.service(), scope, refresh_token: password });
+    const answer = await this.post('/oauth2/token', form, 'getting a registry access token', signal);
+    if (typeof answer.access_token !== 'string' || answer.access_token === '') {
+      throw new DeployError('REGISTRY_FAILED', 'The container registry answered without an access token');
+    }
+    return answer.access_token;
+  }
+
+  /** Removes a tag (`DELETE /acr/v1/<repo>/_tags/<tag>`); a tag that is already gone is fine. */
+  async untag(repository: string, tag: string, signal?: AbortSignal): Promise<void> {
+    const token = await this.accessToken(`repository:${repository}:delete`, signal);
+    const response = await this.call(`/acr/v1/${repository}/_tags/${encodeURIComponent(tag)}`, { method: 'DELETE', headers: { authorization: `Bearer ${token}` } }, 'removing the image tag', signal);
+    await response.body?.cancel();
+    if (response.status === 404 || response.ok) return;
+    throw registryError(response.status, 'removing the image tag');
+  }
+
+  private service(): string {
+    return this.options.loginServer;
+  }
+
+  private async post(path: string, form: URLSearchParams, action: string, signal: AbortSignal | undefined): Promise<TokenAnswer> {
+    const response = await this.call(path, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: form.toString() }, action, signal);
+    if (!response.ok) {
+      await response.body?.cancel();
+      throw registryError(response.status, action);
+    }
+    try {
+      return (await response.json()) as TokenAnswer;
+    } catch {
+      throw new DeployError('REGISTRY_FAILED', `The container registry answered ${action} with something that is not JSON`);
+    }
+  }
+
+  private async call(path: string, init: RequestInit, action: string, signal: AbortSignal | undefined): Promise<Response> {
+    const timeout = AbortSignal.timeout(this.options.timeoutMs ?? 30_000);
+    try {
+      return await fetch(`https://${this.options.loginServer}${path}`, { ...init, signal: signal === undefined ? timeout : AbortSignal.any([signal, timeout]) });
+    } catch (error) {
+      // The fetch error names only the URL and the socket problem; still, say it in our words.
+      const reason = error instanceof Error && error.name === 'TimeoutError' ? 'timed out' : 'could not be reached';
+      throw new DeployError('DEPENDENCY_UNAVAILABLE', `The container registry ${reason} while ${action}`, { retryable: true });
+    }
+  }
+}
+
+function registryError(status: number, action: string): DeployError {
+  const transient = status === 429 || status >= 500;
+  return new DeployError(transient ? 'DEPENDENCY_UNAVAILABLE' : 'REGISTRY_FAILED', `The container registry answered ${status} while ${action}`, {
+    retryable: transient,
+    details: { status },
+  });
+}
+
+/** docker's config.json for one registry, as kaniko reads it from /kaniko/.docker/config.json. */
+export function dockerConfigJson(loginServer: string, credential: RegistryCredential): string {
+  const auth = Buffer.from(`${credential.username}:${credential.password}`).toString('base64');
+  return JSON.stringify({ auths: { [loginServer]: { auth } } });
+}

@@ -1,0 +1,349 @@
+import { inspect } from 'node:util';
+import type { BuildJob } from '@zepid/core';
+import { DeployError, appName, newDeploymentId, sandboxName } from '@zepid/core';
+import { trustTestCertificate } from '@zepid/testkit';
+import { startArmSimulator } from '@zepid/testkit/fakes/arm/index.ts';
+import type { ArmSimulator } from '@zepid/testkit/fakes/arm/index.ts';
+import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { ACR_REFRESH_TOKEN_USERNAME } from '../src/acr/token-exchange.ts';
+import { AciKanikoBuilder, imageRepository } from '../src/aci/builder.ts';
+import type { AciKanikoBuilderOptions } from '../src/aci/builder.ts';
+import { storageKeyFromArm } from '../src/aci/storage-key.ts';
+
+const KANIKO_IMAGE = 'ghcr.io/osscontainertools/kaniko:v1.28.4-debug';
+
+interface LoggedLine {
+  message: string;
+  level: 'info' | 'warn' | 'error';
+}
+
+let sim: ArmSimulator;
+
+beforeAll(() => {
+  trustTestCertificate();
+});
+
+beforeEach(async () => {
+  sim = await startArmSimulator({ lroPolls: 2 });
+});
+
+afterEach(async () => {
+  // Every request the adapter made was one ARM accepts (scenario answers aside).
+  expect(sim.invalidRequests()).toEqual([]);
+  await sim.close();
+});
+
+function builder(overrides: Partial<AciKanikoBuilderOptions> = {}): AciKanikoBuilder {
+  return new AciKanikoBuilder({
+    subscriptionId: sim.subscriptionId,
+    resourceGroup: sim.resourceGroup,
+    location: sim.location,
+    credential: sim.credential,
+    armEndpoint: sim.url,
+    registry: sim.registry,
+    kanikoImage: KANIKO_IMAGE,
+    cpu: 2,
+    memoryInGB: 4,
+    storageAccountName: sim.storageAccountName,
+    storageAccessKey: storageKeyFromArm({
+      credential: sim.credential,
+      subscriptionId: sim.subscriptionId,
+      resourceGroup: sim.resourceGroup,
+      accountName: sim.storageAccountName,
+      armEndpoint: sim.url,
+    }),
+    pollIntervalMs: 5,
+    maxPollIntervalMs: 20,
+    operationPollIntervalMs: 5,
+    buildTimeoutMs: 30_000,
+    maxRetries: 0,
+    ...overrides,
+  });
+}
+
+function buildJob(options: { onLine?: (line: LoggedLine, lines: LoggedLine[]) => void; contextUri?: string } = {}): {
+  job: BuildJob;
+  lines: LoggedLine[];
+  controller: AbortController;
+} {
+  const deploymentId = newDeploymentId();
+  const lines: LoggedLine[] = [];
+  const controller = new AbortController();
+  const job: BuildJob = {
+    deploymentId,
+    orgId: 'org_acme',
+    projectId: 'shop-front',
+    appName: appName('org_acme', 'shop-front', 'production'),
+    plan: { kind: 'node', install: 'npm ci', build: 'npm run build', start: 'npm start', port: 3000 },
+    contextUri: options.contextUri ?? `https://${sim.storageAccountName}.blob.core.windows.net/contexts/${deploymentId}.tar.gz`,
+    envVariableNames: [],
+    signal: controller.signal,
+    log: (message, level = 'info') => {
+      const line = { message, level };
+      lines.push(line);
+      options.onLine?.(line, lines);
+    },
+  };
+  return { job, lines, controller };
+}
+
+async function rejection(promise: Promise<unknown>): Promise<DeployError> {
+  try {
+    await promise;
+  } catch (error) {
+    expect(error).toBeInstanceOf(DeployError);
+    return error as DeployError;
+  }
+  throw new Error('expected the call to fail');
+}
+
+/** Every secret the run handed out: the storage key, registry tokens, Entra tokens. */
+function secrets(): string[] {
+  return [sim.storageKey, ...sim.acr.issuedTokens(), ...sim.credential.issuedTokens()];
+}
+
+function expectNoSecret(text: string): void {
+  for (const secret of secrets()) expect(text).not.toContain(secret);
+}
+
+describe('AciKanikoBuilder', () => {
+  it('creates the kaniko group, copies its log as it grows, reads the digest and deletes the group', async () => {
+    sim.aci.scenario = { linesPerPoll: 3, partialLines: true, startPolls: 2 };
+    const adapter = builder();
+    const { job, lines } = buildJob();
+    const name = sandboxName(job.deploymentId);
+    const repository = imageRepository(job.appName);
+
+    const sandbox = await adapter.createSandbox(job);
+    expect(sandbox.containerGroup).toBe(name);
+    expect(sandbox.resourceId).toMatch(new RegExp(`/containerGroups/${name}$`));
+
+    const sent = sim.aci.sentBody(name);
+    expect(sent).toBeDefined();
+    expect(sent?.location).toBe(sim.location);
+    expect(sent?.tags).toEqual({ deploymentId: job.deploymentId, projectId: 'shop-front', orgId: 'org_acme' });
+    expect(sent?.properties.restartPolicy).toBe('Never');
+    expect(sent?.properties.osType).toBe('Linux');
+    const container = sent?.properties.containers[0];
+    expect(container?.properties.image).toBe(KANIKO_IMAGE);
+    expect(container?.properties.resources).toEqual({ requests: { cpu: 2, memoryInGB: 4 } });
+    const command = container?.properties.command ?? [];
+    expect(command.slice(0, 2)).toEqual(['/busybox/sh', '-c']);
+    expect(command).toEqual(
+      expect.arrayContaining([
+        `--context=${job.contextUri}`,
+        `--destination=${sim.registry}/${repository}:${job.deploymentId}`,
+        '--cache=true',
+        `--cache-repo=${sim.registry}/cache`,
+        '--digest-file=/kaniko/digest',
+      ]),
+    );
+    // The storage key is a secure value and the push credential a secret volume, nowhere else.
+    expect(container?.properties.environmentVariables).toEqual([{ name: 'AZURE_STORAGE_ACCESS_KEY', secureValue: sim.storageKey }]);
+    expect(container?.properties.volumeMounts).toEqual([{ name: 'docker-config', mountPath: '/kaniko/.docker', readOnly: true }]);
+    const volume = sent?.properties.volumes?.find((candidate) => candidate.name === 'docker-config');
+    const config = JSON.parse(Buffer.from(volume?.secret?.['config.json'] ?? '', 'base64').toString('utf8')) as { auths: Record<string, { auth: string }> };
+    const [user, password] = Buffer.from(config.auths[sim.registry]?.auth ?? '', 'base64').toString('utf8').split(':');
+    expect(user).toBe(ACR_REFRESH_TOKEN_USERNAME);
+    expect(sim.acr.refreshTokens.has(password ?? '')).toBe(true);
+    expect(JSON.stringify(command)).not.toContain(sim.storageKey);
+
+    const before = lines.length;
+    const built = await adapter.build(job);
+    expect(built.image).toBe(`${sim.registry}/${repository}:${job.deploymentId}`);
+    expect(built.digest).toMatch(/^sha256:[0-9a-f]{64}$/);
+    expect(built.digest).toBe(sim.acr.digestOf(repository, job.deploymentId));
+
+    // Each line of the container's output reaches the deployment log once, in order, never a half
+    // line; the digest marker line is consumed and the adapter's own summary ends the step.
+    const output = sim.aci.output(name);
+    expect(output.at(-1)).toBe(`ZEPID_IMAGE_DIGEST=${built.digest ?? ''}`);
+    const buildLines = lines.slice(before).map((line) => line.message);
+    expect(buildLines.slice(0, -1)).toEqual(output.slice(0, -1));
+    expect(buildLines.at(-1)).toBe(`Pushed ${built.image} (${built.digest ?? ''})`);
+    // The log grew between polls and was read several times while growing.
+    const reads = sim.aci.logReads(name);
+    expect(new Set(reads).size).toBeGreaterThanOrEqual(3);
+    expect(reads).toEqual([...reads].sort((a, b) => a - b));
+
+    await adapter.deleteSandbox(job.deploymentId);
+    expect(sim.aci.names()).not.toContain(name);
+    expect(sim.aci.deleted).toContain(name);
+    await adapter.deleteSandbox(job.deploymentId);
+
+    // Every token the adapter asked for was for the ARM audience (also what the ACR exchange uses).
+    expect(sim.credential.requestedScopes.every((scopes) => scopes.length === 1 && scopes[0] === 'https://management.azure.com/.default')).toBe(true);
+    expectNoSecret(JSON.stringify(sim.requests));
+    expectNoSecret(JSON.stringify(lines));
+  });
+
+  it('finds the group of an earlier attempt instead of creating a twin', async () => {
+    const adapter = builder();
+    const { job } = buildJob();
+    await adapter.createSandbox(job);
+    await adapter.createSandbox(job);
+    const puts = sim.requests.filter((request) => request.method === 'PUT' && request.path.endsWith(`/containerGroups/${sandboxName(job.deploymentId)}`));
+    expect(puts).toHaveLength(1);
+    await expect(adapter.build(job)).resolves.toMatchObject({ digest: expect.stringMatching(/^sha256:/) as unknown });
+  });
+
+  it('builds afresh when a retry finds the group of a failed attempt', async () => {
+    sim.aci.scenario = { exitCode: 1 };
+    const adapter = builder();
+    const { job } = buildJob();
+    await adapter.createSandbox(job);
+    expect((await rejection(adapter.build(job))).code).toBe('BUILD_FAILED');
+    sim.aci.scenario = {};
+    await adapter.createSandbox(job);
+    expect(sim.aci.deleted).toEqual([sandboxName(job.deploymentId)]);
+    await expect(adapter.build(job)).resolves.toMatchObject({ digest: expect.stringMatching(/^sha256:/) as unknown });
+  });
+
+  it('fails a build that exits non-zero with BUILD_FAILED, the exit code and the end of the log', async () => {
+    sim.aci.scenario = {
+      exitCode: 1,
+      logLines: ['INFO[0001] RUN npm run build', '> shop-front@1.0.0 build', 'sh: vite: not found', 'npm ERR! code 127', 'error building image: exit status 127'],
+    };
+    const adapter = builder();
+    const { job } = buildJob();
+    await adapter.createSandbox(job);
+    const error = await rejection(adapter.build(job));
+    expect(error.code).toBe('BUILD_FAILED');
+    expect(error.retryable).toBe(false);
+    expect(error.message).toContain('exited with code 1');
+    expect(error.message).toContain('sh: vite: not found');
+    expect(error.message).toContain('error building image: exit status 127');
+    expect(error.details).toMatchObject({ exitCode: 1 });
+    expectNoSecret(`${error.message} ${inspect(error, { depth: 10 })} ${JSON.stringify(error)}`);
+  });
+
+  it('reports an exhausted container quota as CLOUD_QUOTA_EXCEEDED, retryable', async () => {
+    sim.aci.scenario = {
+      createError: {
+        status: 409,
+        code: 'ContainerGroupQuotaReached',
+        message: "Resource type 'Microsoft.ContainerInstance/containerGroups' container group quota 'StandardCores' exceeded in region 'westeurope'. Limit: '10', Usage: '10', Requested: '2'.",
+      },
+    };
+    const { job } = buildJob();
+    const error = await rejection(builder().createSandbox(job));
+    expect(error.code).toBe('CLOUD_QUOTA_EXCEEDED');
+    expect(error.retryable).toBe(true);
+    expect(error.message).toContain('StandardCores');
+    expect(sim.aci.names()).toEqual([]);
+    expectNoSecret(`${error.message} ${inspect(error, { depth: 10 })}`);
+  });
+
+  it('reports a kaniko image ARM cannot access as IMAGE_PULL_FAILED', async () => {
+    sim.aci.scenario = { kanikoImagePull: 'inaccessible' };
+    const { job } = buildJob();
+    const error = await rejection(builder({ kanikoImage: 'ghcr.io/osscontainertools/kaniko:no-such-tag' }).createSandbox(job));
+    expect(error.code).toBe('IMAGE_PULL_FAILED');
+    expect(error.retryable).toBe(false);
+    expect(error.message).toContain('ghcr.io/osscontainertools/kaniko:no-such-tag');
+  });
+
+  it('gives up on a kaniko image that keeps failing to pull, and deletes the group', async () => {
+    sim.aci.scenario = { kanikoImagePull: 'backoff' };
+    const adapter = builder({ imagePullAttempts: 3 });
+    const { job } = buildJob();
+    await adapter.createSandbox(job);
+    const error = await rejection(adapter.build(job));
+    expect(error.code).toBe('IMAGE_PULL_FAILED');
+    expect(error.retryable).toBe(true);
+    expect(error.message).toContain('Failed to pull image');
+    expect(sim.aci.deleted).toContain(sandboxName(job.deploymentId));
+  });
+
+  it('deletes the group and throws CANCELLED when the deployment is cancelled mid-build', async () => {
+    sim.aci.scenario = { runForever: true, linesPerPoll: 1 };
+    const adapter = builder();
+    const { job, controller } = buildJob({
+      onLine: (_line, lines) => {
+        if (lines.filter((line) => line.message.startsWith('INFO[')).length === 3) controller.abort();
+      },
+    });
+    await adapter.createSandbox(job);
+    const error = await rejection(adapter.build(job));
+    expect(error.code).toBe('CANCELLED');
+    expect(sim.aci.names()).toEqual([]);
+    expect(sim.aci.deleted).toEqual([sandboxName(job.deploymentId)]);
+  });
+
+  it('throws TIMEOUT for a deployment timeout and BUILD_TIMEOUT for its own limit, deleting the group both times', async () => {
+    sim.aci.scenario = { runForever: true };
+    const adapter = builder();
+    const first = buildJob({
+      onLine: (_line, lines) => {
+        if (lines.length === 4) first.controller.abort(new DOMException('deployment timeout', 'TimeoutError'));
+      },
+    });
+    await adapter.createSandbox(first.job);
+    expect((await rejection(adapter.build(first.job))).code).toBe('TIMEOUT');
+
+    const limited = builder({ buildTimeoutMs: 150 });
+    const second = buildJob();
+    await limited.createSandbox(second.job);
+    const error = await rejection(limited.build(second.job));
+    expect(error.code).toBe('BUILD_TIMEOUT');
+    expect(sim.aci.deleted).toEqual([sandboxName(first.job.deploymentId), sandboxName(second.job.deploymentId)]);
+  });
+
+  it('marks throttling and server errors retryable', async () => {
+    sim.injectFault({ method: 'PUT', path: /\/containerGroups\//, status: 503, code: 'ServiceUnavailable', message: 'The service is temporarily unavailable' });
+    const { job } = buildJob();
+    const error = await rejection(builder().createSandbox(job));
+    expect(error.retryable).toBe(true);
+    expect(error.code).toBe('DEPENDENCY_UNAVAILABLE');
+  });
+
+  it('keeps polling through a transient failure while the build runs', async () => {
+    const adapter = builder();
+    const { job } = buildJob();
+    await adapter.createSandbox(job);
+    sim.injectFault({ method: 'GET', path: /\/containerGroups\/[^/]+$/, status: 429, code: 'TooManyRequests', times: 2 });
+    await expect(adapter.build(job)).resolves.toMatchObject({ digest: expect.stringMatching(/^sha256:/) as unknown });
+  });
+
+  it('never hands the storage key to a context outside its storage account', async () => {
+    const { job } = buildJob({ contextUri: 'https://attacker.blob.core.windows.net/contexts/x.tar.gz' });
+    const error = await rejection(builder().createSandbox(job));
+    expect(error.code).toBe('SANDBOX_FAILED');
+    expect(sim.requests.some((request) => request.method === 'PUT')).toBe(false);
+  });
+
+  it('keeps secrets out of the kept request log, the deployment log and every error', async () => {
+    sim.aci.scenario = { exitCode: 2 };
+    const adapter = builder();
+    const { job, lines } = buildJob();
+    await adapter.createSandbox(job);
+    const failed = await rejection(adapter.build(job));
+    expect(failed.code).toBe('BUILD_FAILED');
+    sim.aci.scenario = { createError: { status: 400, code: 'InvalidRequestContent', message: 'The request content was invalid.' } };
+    const refused = await rejection(adapter.createSandbox(buildJob().job));
+    expect(refused.code).toBe('SANDBOX_FAILED');
+
+    expect(secrets().length).toBeGreaterThanOrEqual(4);
+    const kept = JSON.stringify(sim.requests);
+    expect(kept).toContain('[redacted]');
+    expectNoSecret(kept);
+    expectNoSecret(JSON.stringify(lines));
+    for (const error of [failed, refused]) expectNoSecret(`${error.message} ${JSON.stringify(error)} ${inspect(error, { depth: 10, showHidden: true })}`);
+  });
+
+  it('removes the pushed tag when the build step is compensated', async () => {
+    const adapter = builder();
+    const { job } = buildJob();
+    await adapter.createSandbox(job);
+    const built = await adapter.build(job);
+    const repository = imageRepository(job.appName);
+    expect(sim.acr.digestOf(repository, job.deploymentId)).toBe(built.digest);
+    await adapter.deleteImage(job.deploymentId, built.image);
+    expect(sim.acr.digestOf(repository, job.deploymentId)).toBeUndefined();
+    await adapter.deleteImage(job.deploymentId, built.image);
+  });
+
+  it('reports healthy when ARM answers', async () => {
+    await expect(builder().health()).resolves.toMatchObject({ status: 'healthy' });
+  });
+});

@@ -1,0 +1,324 @@
+import { createHash, randomBytes } from 'node:crypto';
+import type { Environment, RevisionSpec } from '@zepid/core';
+import { DeployError, appName, newDeploymentId, revisionSuffix } from '@zepid/core';
+import { trustTestCertificate } from '@zepid/testkit';
+import { startArmSimulator } from '@zepid/testkit/fakes/arm/index.ts';
+import type { ArmSimulator, WireContainerApp } from '@zepid/testkit/fakes/arm/index.ts';
+import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { imageRepository } from '../src/aci/builder.ts';
+import { ContainerAppsRuntime, revisionName, secretName } from '../src/containerapps/runtime.ts';
+import type { ContainerAppsRuntimeOptions } from '../src/containerapps/runtime.ts';
+
+interface LoggedLine {
+  message: string;
+  level: 'info' | 'warn' | 'error';
+}
+
+const ORG = 'org_acme';
+const PROJECT = 'shop-front';
+
+let sim: ArmSimulator;
+let identityId: string;
+
+beforeAll(() => {
+  trustTestCertificate();
+});
+
+beforeEach(async () => {
+  sim = await startArmSimulator({ lroPolls: 2 });
+  identityId = `/subscriptions/${sim.subscriptionId}/resourceGroups/${sim.resourceGroup}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/zepid-apps`;
+});
+
+afterEach(async () => {
+  expect(sim.invalidRequests()).toEqual([]);
+  await sim.close();
+});
+
+/** Key Vault secret URIs per name, as the Key Vault secret store's references() gives them. */
+const keyVault = {
+  references(deploymentId: string, names: readonly string[]): Promise<Record<string, string>> {
+    return Promise.resolve(Object.fromEntries(names.map((name) => [name, `https://zepid-kv.vault.azure.net/secrets/${deploymentId.replace(/_/g, '-')}-${name.toLowerCase().replace(/_/g, '-')}`])));
+  },
+};
+
+function runtime(overrides: Partial<ContainerAppsRuntimeOptions> = {}): ContainerAppsRuntime {
+  return new ContainerAppsRuntime({
+    subscriptionId: sim.subscriptionId,
+    resourceGroup: sim.resourceGroup,
+    location: sim.location,
+    credential: sim.credential,
+    armEndpoint: sim.url,
+    environmentId: sim.apps.environment.id,
+    registry: sim.registry,
+    appsIdentityId: identityId,
+    secrets: keyVault,
+    pollIntervalMs: 5,
+    maxPollIntervalMs: 20,
+    operationPollIntervalMs: 5,
+    healthTimeoutMs: 20_000,
+    certificateTimeoutMs: 20_000,
+    maxRetries: 0,
+    ...overrides,
+  });
+}
+
+/** A spec whose image the fake registry holds (as a build would have pushed it). */
+function spec(
+  options: Partial<Pick<RevisionSpec, 'environment' | 'containerSize' | 'customDomain' | 'envVariableNames'>> & { onLine?: (line: LoggedLine) => void } = {},
+): { spec: RevisionSpec; lines: LoggedLine[]; controller: AbortController } {
+  const environment: Environment = options.environment ?? 'production';
+  const deploymentId = newDeploymentId();
+  const app = appName(ORG, PROJECT, environment);
+  const digest = `sha256:${createHash('sha256').update(randomBytes(8)).digest('hex')}`;
+  sim.acr.push(imageRepository(app), deploymentId, digest);
+  const lines: LoggedLine[] = [];
+  const controller = new AbortController();
+  return {
+    spec: {
+      deploymentId,
+      orgId: ORG,
+      projectId: PROJECT,
+      appName: app,
+      environment,
+      image: `${sim.registry}/${imageRepository(app)}:${deploymentId}`,
+      imageDigest: digest,
+      plan: { kind: 'node', install: 'npm ci', build: null, start: 'npm start', port: 3000 },
+      containerSize: options.containerSize ?? null,
+      customDomain: options.customDomain ?? null,
+      envVariableNames: options.envVariableNames ?? [],
+      signal: controller.signal,
+      log: (message, level = 'info') => {
+        const line = { message, level };
+        lines.push(line);
+        options.onLine?.(line);
+      },
+    },
+    lines,
+    controller,
+  };
+}
+
+async function rejection(promise: Promise<unknown>): Promise<DeployError> {
+  try {
+    await promise;
+  } catch (error) {
+    expect(error).toBeInstanceOf(DeployError);
+    return error as DeployError;
+  }
+  throw new Error('expected the call to fail');
+}
+
+describe('ContainerAppsRuntime', () => {
+  it('creates a new app pinned by digest, pulling with the managed identity, tagged with the deployment', async () => {
+    const { spec: first } = spec();
+    const info = await runtime().deploy(first);
+    const revision = `${first.appName}--${revisionSuffix(first.deploymentId)}`;
+    expect(info).toEqual({ revision, url: `https://${first.appName}.${sim.apps.environment.defaultDomain}`, previousRevision: null, dnsRecords: [] });
+
+    const app = sim.apps.app(first.appName);
+    expect(app?.tags).toEqual({ deploymentId: first.deploymentId, projectId: PROJECT, orgId: ORG });
+    expect(app?.identity).toEqual({ type: 'UserAssigned', userAssignedIdentities: { [identityId]: {} } });
+    expect(app?.configuration.activeRevisionsMode).toBe('Multiple');
+    expect(app?.configuration.registries).toEqual([{ server: sim.registry, identity: identityId }]);
+    expect(app?.configuration.ingress).toMatchObject({ external: true, targetPort: 3000, allowInsecure: false });
+    expect(app?.template.revisionSuffix).toBe(revisionSuffix(first.deploymentId));
+    const container = app?.template.containers?.[0];
+    expect(container?.image).toBe(`${sim.registry}/${imageRepository(first.appName)}@${first.imageDigest ?? ''}`);
+    expect(container?.env).toEqual([{ name: 'PORT', value: '3000' }]);
+    expect(sim.apps.traffic(first.appName)).toEqual({ [revision]: 100 });
+    expect(sim.apps.revision(first.appName, revision)).toMatchObject({ active: true, healthState: 'Healthy' });
+  });
+
+  it('moves traffic to a new revision only once it is healthy, keeping the previous one for rollback', async () => {
+    const adapter = runtime();
+    const { spec: first } = spec();
+    const a = (await adapter.deploy(first)).revision;
+    sim.apps.revisionOutcome = { kind: 'healthy', pollsUntilHealthy: 4 };
+    let trafficWhileStarting: Record<string, number> | null = null;
+    const second = spec({
+      onLine: (line) => {
+        if (trafficWhileStarting === null && line.message.includes('provisioning Provisioned, running Processing')) trafficWhileStarting = sim.apps.traffic(first.appName);
+      },
+    });
+    const info = await adapter.deploy(second.spec);
+    expect(info.previousRevision).toBe(a);
+    expect(trafficWhileStarting).toEqual({ [a]: 100 });
+    expect(sim.apps.traffic(first.appName)).toEqual({ [info.revision]: 100 });
+    // Every change of the split that gave the new revision traffic happened while it was healthy.
+    const toNew = sim.apps.trafficChanges.filter((change) => (change.weights[info.revision] ?? 0) > 0);
+    expect(toNew.length).toBeGreaterThan(0);
+    for (const change of toNew) expect(change.health[info.revision]).toBe('Healthy');
+    expect(sim.apps.revision(first.appName, a)).toMatchObject({ active: true, trafficWeight: 0 });
+
+    // A third deployment keeps only itself and the one before active.
+    sim.apps.revisionOutcome = { kind: 'healthy', pollsUntilHealthy: 1 };
+    const third = await adapter.deploy(spec().spec);
+    expect(third.previousRevision).toBe(info.revision);
+    expect(sim.apps.revision(first.appName, a)?.active).toBe(false);
+    expect(sim.apps.revision(first.appName, info.revision)?.active).toBe(true);
+  });
+
+  it('keeps traffic on the previous revision, stops the new one and fails DEPLOY_UNHEALTHY when it never gets healthy', async () => {
+    const adapter = runtime({ healthTimeoutMs: 300 });
+    const a = (await adapter.deploy(spec().spec)).revision;
+    sim.apps.revisionOutcome = { kind: 'unhealthy' };
+    const { spec: second } = spec();
+    const error = await rejection(adapter.deploy(second));
+    const b = revisionName(second.appName, second.deploymentId);
+    expect(error.code).toBe('DEPLOY_UNHEALTHY');
+    expect(error.message).toContain(b);
+    expect(error.message).toContain(`traffic stays on ${a}`);
+    expect(error.details).toMatchObject({ revision: b, previousRevision: a, healthState: 'Unhealthy' });
+    expect(sim.apps.traffic(second.appName)).toEqual({ [a]: 100 });
+    expect(sim.apps.revision(second.appName, b)).toMatchObject({ active: false, trafficWeight: 0 });
+  });
+
+  it('fails fast with IMAGE_PULL_FAILED when the revision cannot pull its image', async () => {
+    const { spec: broken } = spec();
+    const error = await rejection(runtime().deploy({ ...broken, imageDigest: `sha256:${'0'.repeat(64)}` }));
+    expect(error.code).toBe('IMAGE_PULL_FAILED');
+    expect(error.message).toContain('manifest unknown');
+  });
+
+  it('rolls back: traffic to the previous revision, the failed one stopped, twice without harm', async () => {
+    const adapter = runtime();
+    const a = (await adapter.deploy(spec().spec)).revision;
+    const { spec: second } = spec();
+    const b = (await adapter.deploy(second)).revision;
+    expect(sim.apps.traffic(second.appName)).toEqual({ [b]: 100 });
+    const logged: string[] = [];
+    const target = { deploymentId: second.deploymentId, appName: second.appName, revision: b, previousRevision: a };
+    await adapter.rollback(target, (message) => logged.push(message));
+    expect(sim.apps.traffic(second.appName)).toEqual({ [a]: 100 });
+    expect(sim.apps.revision(second.appName, b)?.active).toBe(false);
+    expect(logged.join('\n')).toContain(`Moving all traffic back to revision ${a}`);
+    await adapter.rollback(target, (message) => logged.push(message));
+    expect(sim.apps.traffic(second.appName)).toEqual({ [a]: 100 });
+  });
+
+  it('finds its own revision when the deploy step runs again, and still knows the one before', async () => {
+    const adapter = runtime();
+    const a = (await adapter.deploy(spec().spec)).revision;
+    const { spec: second } = spec();
+    const once = await adapter.deploy(second);
+    const again = await adapter.deploy(second);
+    expect(again).toEqual(once);
+    expect(again.previousRevision).toBe(a);
+    expect([...Object.keys(sim.apps.traffic(second.appName))]).toEqual([once.revision]);
+  });
+
+  it('returns the DNS records to add when the custom domain is not verified, without failing', async () => {
+    const { spec: first, lines } = spec({ customDomain: 'shop.example.com' });
+    const info = await runtime().deploy(first);
+    const fqdn = `${first.appName}.${sim.apps.environment.defaultDomain}`;
+    expect(info.url).toBe(`https://${fqdn}`);
+    expect(info.dnsRecords).toEqual([
+      { type: 'TXT', name: 'asuid.shop.example.com', value: sim.apps.environment.customDomainVerificationId },
+      { type: 'CNAME', name: 'shop.example.com', value: fqdn },
+    ]);
+    expect(lines.some((line) => line.level === 'warn' && line.message.includes('asuid.shop.example.com'))).toBe(true);
+    expect(sim.apps.app(first.appName)?.configuration.ingress?.customDomains).toBeUndefined();
+
+    const apex = spec({ customDomain: 'example.org', environment: 'staging' });
+    const apexInfo = await runtime().deploy(apex.spec);
+    expect(apexInfo.dnsRecords).toContainEqual({ type: 'A', name: 'example.org', value: sim.apps.environment.staticIp });
+  });
+
+  it('binds a verified custom domain with a managed certificate and serves it', async () => {
+    const { spec: first } = spec({ customDomain: 'shop.example.com' });
+    sim.apps.addDomainRecords('shop.example.com', first.appName);
+    const info = await runtime().deploy(first);
+    expect(info.url).toBe('https://shop.example.com');
+    expect(info.dnsRecords).toEqual([]);
+    const bindings = sim.apps.app(first.appName)?.configuration.ingress?.customDomains;
+    expect(bindings).toEqual([{ name: 'shop.example.com', bindingType: 'SniEnabled', certificateId: `${sim.apps.environment.id}/managedCertificates/mc-shop-example-com` }]);
+    expect(sim.apps.certificate('mc-shop-example-com')).toEqual({
+      subjectName: 'shop.example.com',
+      provisioningState: 'Succeeded',
+      tags: { deploymentId: first.deploymentId, projectId: PROJECT, orgId: ORG },
+    });
+
+    // The next deployment keeps the binding in its PUT (which replaces the configuration), so the
+    // domain never drops off the app, and does not touch the certificate or the binding again.
+    const mark = sim.requests.length;
+    const next = spec({ customDomain: 'shop.example.com' });
+    const nextInfo = await runtime().deploy(next.spec);
+    expect(nextInfo.url).toBe('https://shop.example.com');
+    const later = sim.requests.slice(mark);
+    const put = later.filter((request) => request.method === 'PUT' && request.path.endsWith(`/containerApps/${first.appName}`));
+    expect(put).toHaveLength(1);
+    expect((put[0]?.body as WireContainerApp).properties?.configuration?.ingress?.customDomains).toEqual(bindings);
+    expect(later.filter((request) => request.path.includes('/managedCertificates/') && request.method === 'PUT')).toEqual([]);
+    expect(later.filter((request) => request.method === 'PATCH').map((request) => (request.body as WireContainerApp).properties?.configuration?.ingress?.customDomains)).toEqual([undefined]);
+    expect(sim.apps.app(first.appName)?.configuration.ingress?.customDomains).toEqual(bindings);
+  });
+
+  it('scales per environment, and an explicit container size replaces cpu and memory only', async () => {
+    const adapter = runtime();
+    const expected = {
+      development: { minReplicas: 0, maxReplicas: 2, cpu: 0.5, memory: '1Gi' },
+      staging: { minReplicas: 1, maxReplicas: 3, cpu: 1, memory: '2Gi' },
+      production: { minReplicas: 2, maxReplicas: 10, cpu: 2, memory: '4Gi' },
+    } as const;
+    for (const environment of ['development', 'staging', 'production'] as const) {
+      const { spec: next } = spec({ environment });
+      await adapter.deploy(next);
+      const template = sim.apps.app(next.appName)?.template;
+      expect(template?.scale).toEqual({
+        minReplicas: expected[environment].minReplicas,
+        maxReplicas: expected[environment].maxReplicas,
+        rules: [{ name: 'http-scaling', http: { metadata: { concurrentRequests: '100' } } }],
+      });
+      expect(template?.containers?.[0]?.resources).toEqual({ cpu: expected[environment].cpu, memory: expected[environment].memory });
+    }
+    const sized = spec({ environment: 'production', containerSize: { cpu: 1.5, memory: '3Gi' } });
+    await adapter.deploy(sized.spec);
+    const template = sim.apps.app(sized.spec.appName)?.template;
+    expect(template?.containers?.[0]?.resources).toEqual({ cpu: 1.5, memory: '3Gi' });
+    expect(template?.scale).toMatchObject({ minReplicas: 2, maxReplicas: 10 });
+  });
+
+  it('passes env variables as Key Vault references read with the apps identity, never as values', async () => {
+    const adapter = runtime();
+    const { spec: first } = spec({ envVariableNames: ['DATABASE_URL', 'API_KEY'] });
+    await adapter.deploy(first);
+    const references = await keyVault.references(first.deploymentId, ['DATABASE_URL', 'API_KEY']);
+    const configuration = sim.apps.app(first.appName)?.configuration;
+    expect(configuration?.secrets).toEqual([
+      { name: secretName(first.deploymentId, 'DATABASE_URL'), keyVaultUrl: references.DATABASE_URL, identity: identityId },
+      { name: secretName(first.deploymentId, 'API_KEY'), keyVaultUrl: references.API_KEY, identity: identityId },
+    ]);
+    expect(sim.apps.app(first.appName)?.template.containers?.[0]?.env).toEqual([
+      { name: 'PORT', value: '3000' },
+      { name: 'DATABASE_URL', secretRef: secretName(first.deploymentId, 'DATABASE_URL') },
+      { name: 'API_KEY', secretRef: secretName(first.deploymentId, 'API_KEY') },
+    ]);
+    expect(JSON.stringify(sim.requests)).not.toMatch(/"value":"https:\/\/zepid-kv/);
+
+    // The next deployment brings its own references and keeps the serving revision's ones.
+    const { spec: second } = spec({ envVariableNames: ['DATABASE_URL'] });
+    await adapter.deploy(second);
+    const names = sim.apps.app(first.appName)?.configuration.secrets?.map((secret) => secret.name);
+    expect(names).toEqual([secretName(second.deploymentId, 'DATABASE_URL'), secretName(first.deploymentId, 'DATABASE_URL'), secretName(first.deploymentId, 'API_KEY')]);
+  });
+
+  it('stops the new revision and throws CANCELLED when the deployment is cancelled while it starts', async () => {
+    const adapter = runtime();
+    const a = (await adapter.deploy(spec().spec)).revision;
+    sim.apps.revisionOutcome = { kind: 'healthy', pollsUntilHealthy: 1000 };
+    const second = spec({
+      onLine: (line) => {
+        if (line.message.includes('provisioning Provisioned')) second.controller.abort();
+      },
+    });
+    const error = await rejection(adapter.deploy(second.spec));
+    expect(error.code).toBe('CANCELLED');
+    expect(sim.apps.traffic(second.spec.appName)).toEqual({ [a]: 100 });
+    expect(sim.apps.revision(second.spec.appName, revisionName(second.spec.appName, second.spec.deploymentId))?.active).toBe(false);
+  });
+
+  it('asks only for ARM tokens and reports healthy', async () => {
+    await expect(runtime().health()).resolves.toMatchObject({ status: 'healthy' });
+    expect(sim.credential.requestedScopes.every((scopes) => scopes.join(' ') === 'https://management.azure.com/.default')).toBe(true);
+  });
+});

@@ -1,0 +1,31 @@
+import { randomUUID } from 'node:crypto';
+import type { AccessToken, GetTokenOptions, TokenCredential } from '@azure/core-auth';
+
+/**
+ * A TokenCredential for tests: issues opaque tokens and remembers the scope each was issued for, so
+ * the simulator can refuse an ARM call made with a token for another audience (a wrong
+ * `credentialScopes` would pass unnoticed with a credential that ignores scopes).
+ */
+export class FakeTokenCredential implements TokenCredential {
+  /** Scopes of every getToken call, in order. */
+  readonly requestedScopes: string[][] = [];
+  private readonly issued = new Map<string, string>();
+
+  getToken(scopes: string | string[], _options?: GetTokenOptions): Promise<AccessToken | null> {
+    const list = Array.isArray(scopes) ? [...scopes] : [scopes];
+    this.requestedScopes.push(list);
+    const token = `fake-entra-${randomUUID()}`;
+    this.issued.set(token, list.join(' '));
+    return Promise.resolve({ token, expiresOnTimestamp: Date.now() + 3_600_000, tokenType: 'Bearer' });
+  }
+
+  /** The scope a token was issued for, or undefined for a token this credential never issued. */
+  scopeOf(token: string): string | undefined {
+    return this.issued.get(token);
+  }
+
+  /** Every token issued so far: tests check none of them leaks into logs or errors. */
+  issuedTokens(): string[] {
+    return [...this.issued.keys()];
+  }
+}

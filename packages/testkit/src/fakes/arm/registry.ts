@@ -1,0 +1,108 @@
+import { randomBytes } from 'node:crypto';
+import type { FakeTokenCredential } from './credential.ts';
+import { ArmHttpError } from './http.ts';
+import type { ArmRequest, ArmResponse } from './http.ts';
+
+/** Audiences ACR accepts for the token exchange. */
+const EXCHANGE_SCOPES = new Set(['https://management.azure.com/.default', 'https://containerregistry.azure.net/.default']);
+
+/**
+ * The part of Azure Container Registry the service talks to: the OAuth exchange of an Entra token
+ * for a refresh token (admin user disabled), refresh → access tokens, tag deletion, and the images
+ * the fake kaniko pushes (so a build's digest and a later untag agree).
+ */
+export class RegistrySimulation {
+  /** Login server, `127.0.0.1:<port>`. */
+  readonly loginServer: string;
+  /** Refresh tokens handed out by /oauth2/exchange: what kaniko's config.json must carry. */
+  readonly refreshTokens = new Set<string>();
+  private readonly accessTokens = new Map<string, string>();
+  private readonly tags = new Map<string, Map<string, string>>();
+  private readonly credential: FakeTokenCredential;
+
+  constructor(loginServer: string, credential: FakeTokenCredential) {
+    this.loginServer = loginServer;
+    this.credential = credential;
+  }
+
+  /** Records a push (the fake kaniko's). */
+  push(repository: string, tag: string, digest: string): void {
+    let repo = this.tags.get(repository);
+    if (repo === undefined) {
+      repo = new Map();
+      this.tags.set(repository, repo);
+    }
+    repo.set(tag, digest);
+  }
+
+  /** Digest of `<repository>:<tag>`, or undefined. */
+  digestOf(repository: string, tag: string): string | undefined {
+    return this.tags.get(repository)?.get(tag);
+  }
+
+  /** Whether `repository` holds an image with `digest` under any tag. */
+  hasDigest(repository: string, digest: string): boolean {
+    return [...(this.tags.get(repository)?.values() ?? [])].includes(digest);
+  }
+
+  /** Every token the registry issued; tests check none leaks. */
+  issuedTokens(): string[] {
+    return [...this.refreshTokens, ...this.accessTokens.keys()];
+  }
+
+  /** Checks a docker `auth` (base64 user:password) the way the registry would on a push. */
+  acceptsBasicAuth(auth: string | undefined): boolean {
+    if (auth === undefined) return false;
+    const decoded = Buffer.from(auth, 'base64').toString('utf8');
+    const colon = decoded.indexOf(':');
+    return decoded.slice(0, colon) === '00000000-0000-0000-0000-000000000000' && this.refreshTokens.has(decoded.slice(colon + 1));
+  }
+
+  handle(request: ArmRequest): ArmResponse | null {
+    const path = request.url.pathname;
+    if (request.method === 'POST' && path === '/oauth2/exchange') return this.exchange(request);
+    if (request.method === 'POST' && path === '/oauth2/token') return this.token(request);
+    const untag = /^\/acr\/v1\/(.+)\/_tags\/([^/]+)$/.exec(path);
+    if (request.method === 'DELETE' && untag !== null) return this.untag(request, untag[1] ?? '', decodeURIComponent(untag[2] ?? ''));
+    return null;
+  }
+
+  private form(request: ArmRequest): Record<string, string> {
+    if (!(request.headers['content-type'] ?? '').includes('application/x-www-form-urlencoded')) {
+      throw new ArmHttpError(400, 'UNSUPPORTED', 'the token endpoints take application/x-www-form-urlencoded');
+    }
+    return (request.body ?? {}) as Record<string, string>;
+  }
+
+  private exchange(request: ArmRequest): ArmResponse {
+    const form = this.form(request);
+    if (form.grant_type !== 'access_token') throw new ArmHttpError(400, 'UNSUPPORTED_GRANT', `grant_type must be access_token, got ${form.grant_type ?? 'none'}`);
+    if (form.service !== this.loginServer) throw new ArmHttpError(400, 'INVALID_SERVICE', `service must be ${this.loginServer}`);
+    const scope = this.credential.scopeOf(form.access_token ?? '');
+    if (scope === undefined || !EXCHANGE_SCOPES.has(scope)) throw new ArmHttpError(401, 'UNAUTHORIZED', 'the access token is not valid for the registry');
+    const refreshToken = `acr-refresh-${randomBytes(18).toString('base64url')}`;
+    this.refreshTokens.add(refreshToken);
+    return { status: 200, body: { refresh_token: refreshToken } };
+  }
+
+  private token(request: ArmRequest): ArmResponse {
+    const form = this.form(request);
+    if (form.grant_type !== 'refresh_token') throw new ArmHttpError(400, 'UNSUPPORTED_GRANT', `grant_type must be refresh_token, got ${form.grant_type ?? 'none'}`);
+    if (!this.refreshTokens.has(form.refresh_token ?? '')) throw new ArmHttpError(401, 'UNAUTHORIZED', 'the refresh token is not valid');
+    if (form.service !== this.loginServer || form.scope === undefined) throw new ArmHttpError(400, 'INVALID_REQUEST', 'service and scope are required');
+    const accessToken = `acr-access-${randomBytes(18).toString('base64url')}`;
+    this.accessTokens.set(accessToken, form.scope);
+    return { status: 200, body: { access_token: accessToken } };
+  }
+
+  private untag(request: ArmRequest, repository: string, tag: string): ArmResponse {
+    const bearer = /^Bearer (.+)$/.exec(request.headers.authorization ?? '')?.[1];
+    const scope = bearer === undefined ? undefined : this.accessTokens.get(bearer);
+    if (scope === undefined || !scope.split(' ').includes(`repository:${repository}:delete`)) {
+      throw new ArmHttpError(401, 'UNAUTHORIZED', `authentication required for repository:${repository}:delete`);
+    }
+    const repo = this.tags.get(repository);
+    if (repo?.delete(tag) !== true) throw new ArmHttpError(404, 'TAG_UNKNOWN', `tag ${tag} is not in repository ${repository}`);
+    return { status: 202 };
+  }
+}
