@@ -3,7 +3,7 @@
  * Everything else lives in app.ts (the Fastify app) and wiring.ts (adapters).
  */
 import { pino } from 'pino';
-import { ConfigError, systemClock } from '@zepid/core';
+import { ConfigError, LOG_REDACT_PATHS, systemClock } from '@zepid/core';
 import { localPaths } from '@zepid/local';
 import { buildApp } from './app.ts';
 import { loadOrCreateDevToken, TokenRegistry } from './auth.ts';
@@ -12,18 +12,6 @@ import { DeploymentService } from './deployments.ts';
 import type { ApiEnv } from './env.ts';
 import { loadApiEnv } from './env.ts';
 import { closeAll, createApiAdapters, startAll } from './wiring.ts';
-
-/** Paths pino must never write: tokens, and anything carrying env variable values. */
-export const REDACT_PATHS = [
-  'req.headers.authorization',
-  'headers.authorization',
-  'authorization',
-  'envVariables',
-  '*.envVariables',
-  'body.envVariables',
-  'token',
-  '*.token',
-];
 
 async function loadTokens(env: ApiEnv): Promise<{ tokens: TokenVerifier; newToken: string | null }> {
   if (env.DEPLOY_API_TOKENS !== undefined) return { tokens: TokenRegistry.fromSetting(env.DEPLOY_API_TOKENS), newToken: null };
@@ -45,7 +33,7 @@ async function main(): Promise<void> {
     }
     throw error;
   }
-  const logger = pino({ level: env.LOG_LEVEL, base: { service: 'api' }, redact: { paths: REDACT_PATHS, censor: '[redacted]' } });
+  const logger = pino({ level: env.LOG_LEVEL, base: { service: 'api' }, redact: { paths: LOG_REDACT_PATHS, censor: '[redacted]' } });
 
   let tokens: TokenVerifier;
   let newToken: string | null;

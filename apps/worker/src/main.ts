@@ -5,7 +5,7 @@
 import { createServer } from 'node:http';
 import { hostname } from 'node:os';
 import { pino } from 'pino';
-import { ConfigError, systemClock } from '@zepid/core';
+import { ConfigError, LOG_REDACT_PATHS, systemClock } from '@zepid/core';
 import { Consumer } from './consumer.ts';
 import type { WorkerEnv } from './env.ts';
 import { loadWorkerEnv } from './env.ts';
@@ -25,7 +25,7 @@ async function main(): Promise<void> {
     }
     throw error;
   }
-  const logger = pino({ level: env.LOG_LEVEL, base: { service: 'worker' }, redact: { paths: ['envVariables', '*.envVariables', 'authorization', '*.authorization'], censor: '[redacted]' } });
+  const logger = pino({ level: env.LOG_LEVEL, base: { service: 'worker' }, redact: { paths: LOG_REDACT_PATHS, censor: '[redacted]' } });
   const workerId = `${hostname()}-${process.pid}`;
   const { adapters, processes } = createWorkerAdapters(env, logger);
   const reaped = processes?.reapLeftovers() ?? [];

@@ -13,6 +13,8 @@ export interface MaintenanceOptions {
   running: () => number;
   deploymentTimeoutMs: number;
   intervalMs?: number;
+  /** A queued record unpublished for this long gets its job published again (outbox). */
+  outboxGraceMs?: number;
 }
 
 /**
@@ -59,7 +61,7 @@ export class Maintenance {
         running: this.options.running(),
         capacity: this.options.capacity,
       });
-      const republished = await reconcileOutbox(store, queue, { graceMs: 10_000, limit: 100 });
+      const republished = await reconcileOutbox(store, queue, { graceMs: this.options.outboxGraceMs ?? 10_000, limit: 100 });
       if (republished > 0) logger.warn({ republished }, 'published jobs that never reached the queue');
       // Twice the timeout: the worker running it has had every chance to end it itself.
       const overdue = await store.listRunningStartedBefore(new Date(Date.now() - 2 * this.options.deploymentTimeoutMs - 60_000), 20);

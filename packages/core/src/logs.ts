@@ -59,3 +59,15 @@ export class SecretMasker {
 export function truncateLine(message: string): string {
   return message.length > LIMITS.logLineLength ? `${message.slice(0, LIMITS.logLineLength)}… (line truncated)` : message;
 }
+
+/** Paths pino must never write, in either app: tokens, and anything carrying env variable values. */
+export const LOG_REDACT_PATHS = [
+  'req.headers.authorization',
+  'headers.authorization',
+  'authorization',
+  'envVariables',
+  '*.envVariables',
+  'body.envVariables',
+  'token',
+  '*.token',
+];

@@ -1,0 +1,82 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import type { JobQueue } from '@zepid/core';
+import { jobFor, OutboxIntake, reconcileOutbox, silentLogger } from '@zepid/core';
+import { makeRecord } from '@zepid/testkit';
+import { Maintenance } from '../src/maintenance.ts';
+import type { WorkerHarness } from './harness.ts';
+import { createWorkerHarness, eventually } from './harness.ts';
+
+/** A queue whose next publishes fail: the API died between writing the record and publishing. */
+function failingPublishes(queue: JobQueue, failures: number): JobQueue {
+  let left = failures;
+  return new Proxy(queue, {
+    get(target, property, receiver) {
+      if (property === 'publish') {
+        return async (...args: Parameters<JobQueue['publish']>) => {
+          if (left > 0) {
+            left -= 1;
+            throw new Error('connection reset while publishing');
+          }
+          return target.publish(...args);
+        };
+      }
+      return Reflect.get(target, property, receiver) as unknown;
+    },
+  });
+}
+
+/**
+ * Dual write (Cosmos DB + Service Bus share no transaction): the outbox intake writes the record,
+ * then the job; a lost publish is repaired by the worker's maintenance, a double publish is absorbed
+ * by the message id.
+ */
+describe('outbox', () => {
+  let h: WorkerHarness;
+  afterEach(async () => {
+    await h.close();
+  });
+
+  it('a deployment whose publish failed is published by maintenance and completes; none stays queued', async () => {
+    h = await createWorkerHarness();
+    const intake = new OutboxIntake(h.adapters.store, failingPublishes(h.adapters.queue, 1));
+    const record = makeRecord({ orgId: 'org_w', projectId: 'outbox' });
+    await expect(intake.submit(record, jobFor(record, null), { maxActivePerOrg: 10 })).rejects.toThrow(/connection reset/);
+    const stored = await h.get(record);
+    expect(stored).toMatchObject({ status: 'queued', publishedAt: null });
+    expect(await h.adapters.queue.counts()).toMatchObject({ active: 0 });
+
+    const maintenance = new Maintenance({
+      store: h.adapters.store,
+      queue: h.adapters.queue,
+      workflow: h.workflow,
+      logger: silentLogger,
+      workerId: 'w-test',
+      capacity: 1,
+      running: () => 0,
+      deploymentTimeoutMs: 60_000,
+      intervalMs: 100,
+      outboxGraceMs: 200,
+    });
+    maintenance.start();
+    try {
+      const published = await eventually(() => h.get(record), (current) => current.publishedAt !== null, 10_000);
+      expect(published.status).toBe('queued');
+      expect(await h.adapters.queue.counts()).toMatchObject({ active: 1 });
+    } finally {
+      await maintenance.stop();
+    }
+  });
+
+  it('a double publish of the same attempt is absorbed by the message id', async () => {
+    h = await createWorkerHarness();
+    const intake = new OutboxIntake(h.adapters.store, h.adapters.queue);
+    const record = makeRecord({ orgId: 'org_w', projectId: 'twice' });
+    await intake.submit(record, jobFor(record, null), { maxActivePerOrg: 10 });
+    // The publish went through but its confirmation was lost: the record still says unpublished.
+    const stored = await h.get(record);
+    await h.adapters.store.replace({ ...stored, publishedAt: null, updatedAt: new Date(Date.now() - 60_000).toISOString() });
+    expect(await reconcileOutbox(h.adapters.store, h.adapters.queue, { graceMs: 1000, limit: 10 })).toBe(1);
+    expect(await h.adapters.queue.counts()).toMatchObject({ active: 1 });
+    expect((await h.get(record)).publishedAt).not.toBeNull();
+  });
+});
