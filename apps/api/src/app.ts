@@ -35,6 +35,10 @@ export async function buildApp(context: AppContext, logger: FastifyBaseLogger): 
     requestIdLogLabel: 'requestId',
     return503OnClosing: true,
     trustProxy: true,
+    // Errors raised before routing (a URL that does not decode, a malformed header) get the same shape as the rest.
+    frameworkErrors: (error, _request, reply) => {
+      void reply.code(400).send(errorBody('BAD_REQUEST', error.code === 'FST_ERR_BAD_URL' ? 'The URL is not valid (bad percent-encoding)' : error.message));
+    },
   }).withTypeProvider<TypeBoxTypeProvider>();
 
   // Bodies are validated exactly (a number is not a string); query strings and params are text by
