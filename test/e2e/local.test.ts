@@ -113,7 +113,8 @@ describe('end to end on the embedded defaults', () => {
   });
 
   it('cancels a deliberately slow build and its process is gone', async () => {
-    const pidFile = join(dataDir, 'slow-build.pid');
+    // World-writable: under uid isolation the build cannot write into DATA_DIR.
+    const pidFile = join(tmpdir(), `zepid-slow-build-${process.pid}-${Date.now()}.pid`);
     const id = await deploy({
       projectId: 'slow-build',
       organizationId: 'local',
@@ -146,6 +147,39 @@ describe('end to end on the embedded defaults', () => {
     expect(status.error).toContain('exited with code 1');
     expect(status.error).toContain('error TS2322: boom');
     expect(status.logs.join('\n')).toContain('error TS2322: boom');
+  });
+
+  it('runs build commands where they cannot read the service\'s data dir or tokens', async () => {
+    const probe = [
+      'echo "uid=$(id -u)"',
+      'for f in "$DATA/zepid.db" "$DATA/api-tokens.json" "$DATA/secrets/.key"; do if cat "$f" >/dev/null 2>&1; then echo "READ $f"; else echo "denied $f"; fi; done',
+      'if ls "$DATA/secrets" >/dev/null 2>&1; then echo "LISTED secrets"; else echo "denied listing"; fi',
+      'if touch "$DATA/pwned" 2>/dev/null; then echo "WROTE"; else echo "denied write"; fi',
+      'env | cut -d= -f1 | sort | tr "\\n" " "; echo',
+      'mkdir -p dist && echo "<p>probe</p>" > dist/index.html',
+    ].join('; ');
+    const id = await deploy({
+      projectId: 'isolation-probe',
+      organizationId: 'local',
+      userId: 'you',
+      envVariables: { DATA: dataDir },
+      files: [{ path: 'package.json', content: JSON.stringify({ scripts: { build: probe } }) }],
+    });
+    const status = await settle(id);
+    expect(status.status, status.logs.join('\n')).toBe('completed');
+    const log = (await (await fetch(`${api}/deploy/${id}/logs`, { headers: { authorization: `Bearer ${token}`, accept: 'text/plain' } })).text());
+    // The service's own environment never reaches user code.
+    expect(log).not.toMatch(/\bDEPLOY_API_TOKENS\b|\bDATA_DIR\b|\bLOCAL_ROUTER_PORT\b/);
+    if (process.getuid?.() === 0) {
+      // CI runs as root: uid isolation is on (LOCAL_BUILD_ISOLATION=auto).
+      expect(log).toContain('uid=65534');
+      expect(log.split("\n").filter((line) => /\[build\] (READ |LISTED|WROTE)/.test(line))).toEqual([]);
+      expect(log).toContain('denied listing');
+      expect(log).toContain('denied write');
+    } else {
+      // As an ordinary user there is no one to switch to: the README says so; the env is still cleaned.
+      expect(log).toContain(`uid=${process.getuid?.() ?? ''}`);
+    }
   });
 
   it('after a restart, serves the last completed revisions again, and the dev token is not printed twice', async () => {

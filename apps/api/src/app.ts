@@ -3,7 +3,7 @@ import swaggerUi from '@fastify/swagger-ui';
 import rateLimit from '@fastify/rate-limit';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import AjvModule from 'ajv';
-import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
+import type { FastifyBaseLogger, FastifyInstance, FastifyReply } from 'fastify';
 import Fastify from 'fastify';
 import { DeployError, LIMITS, SERVICE_NAME, SERVICE_VERSION, sha256Hex } from '@zepid/core';
 import type { AppContext } from './context.ts';
@@ -37,7 +37,7 @@ export async function buildApp(context: AppContext, logger: FastifyBaseLogger): 
     trustProxy: true,
     // Errors raised before routing (a URL that does not decode, a malformed header) get the same shape as the rest.
     frameworkErrors: (error, _request, reply) => {
-      void reply.code(400).send(errorBody('BAD_REQUEST', error.code === 'FST_ERR_BAD_URL' ? 'The URL is not valid (bad percent-encoding)' : error.message));
+      void (reply as FastifyReply).code(400).send(errorBody('BAD_REQUEST', error.code === 'FST_ERR_BAD_URL' ? 'The URL is not valid (bad percent-encoding)' : error.message));
     },
   }).withTypeProvider<TypeBoxTypeProvider>();
 

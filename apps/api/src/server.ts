@@ -33,6 +33,8 @@ async function main(): Promise<void> {
     }
     throw error;
   }
+  // Database, artifacts, secrets and the token file are created owner-only.
+  process.umask(0o077);
   const logger = pino({ level: env.LOG_LEVEL, base: { service: 'api' }, redact: { paths: LOG_REDACT_PATHS, censor: '[redacted]' } });
 
   let tokens: TokenVerifier;

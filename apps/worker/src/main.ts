@@ -27,10 +27,16 @@ async function main(): Promise<void> {
   }
   const logger = pino({ level: env.LOG_LEVEL, base: { service: 'worker' }, redact: { paths: LOG_REDACT_PATHS, censor: '[redacted]' } });
   const workerId = `${hostname()}-${process.pid}`;
-  const { adapters, processes } = createWorkerAdapters(env, logger);
+  // Everything the worker creates is owner-only: a build running as another user reads none of it.
+  process.umask(0o077);
+  const { adapters, processes, isolation, traversable } = createWorkerAdapters(env, logger);
   const reaped = processes?.reapLeftovers() ?? [];
   if (reaped.length > 0) logger.warn({ reaped: reaped.map((group) => ({ pid: group.pid, deploymentId: group.deploymentId, purpose: group.purpose })) }, 'killed processes a previous worker left running');
   await startAll(adapters);
+  if (isolation !== null) {
+    await isolation.traversable(traversable);
+    logger.info({ isolation: isolation.mode }, isolation.mode === 'uid' ? `build and start commands run as ${env.LOCAL_BUILD_USER}` : 'build and start commands run as the worker\'s own user');
+  }
 
   const settings = { deploymentTimeoutMs: env.DEPLOYMENT_TIMEOUT_MS };
   const workflow = new Workflow({ adapters, steps, settings, logger, clock: systemClock });

@@ -11,6 +11,8 @@ export { createLocalAdapters, localPaths } from './adapters.ts';
 export { LocalBuilder, extractContext } from './builder/local-builder.ts';
 export type { LocalBuilderOptions } from './builder/local-builder.ts';
 export { LocalRuntime } from './runtime/local-runtime.ts';
+export { resolveIsolation } from './builder/isolation.ts';
+export type { Isolation, IsolationSetting } from './builder/isolation.ts';
 export { LocalRouter } from './runtime/router.ts';
 export { ProcessRegistry } from './process/registry.ts';
 export { spawnGroup, stopGroup, signalGroup, groupAlive, processStartTime } from './process/process-group.ts';

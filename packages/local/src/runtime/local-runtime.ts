@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import type { BuildPlan, DependencyHealth, Logger, LogSink, RevisionInfo, RevisionSpec, Runtime, SecretStore } from '@zepid/core';
 import { DeployError, probe, revisionSuffix, STATIC_ROOTS } from '@zepid/core';
 import { sandboxEnv } from '../builder/sandbox-env.ts';
+import type { Isolation } from '../builder/isolation.ts';
 import type { SpawnedGroup } from '../process/process-group.ts';
 import { spawnGroup, stopGroup } from '../process/process-group.ts';
 import type { ProcessRegistry } from '../process/registry.ts';
@@ -25,7 +26,7 @@ export interface LocalRuntimeOptions {
   registry: ProcessRegistry;
   logger: Logger;
   readyTimeoutMs: number;
-  wrap?: (argv: string[]) => string[];
+  isolation: Isolation;
 }
 
 /** What is needed to start a revision again after a worker restart. */
@@ -170,6 +171,7 @@ export class LocalRuntime implements Runtime {
     const port = await freePort();
     const home = join(this.options.revisionsDir, record.revision, 'home');
     await mkdir(home, { recursive: true });
+    await this.options.isolation.handOver(home);
     const variables = await this.options.secrets.get(record.deploymentId);
     const env = sandboxEnv({ home, npmCache: this.options.npmCache, variables, extra: { PORT: String(port), NODE_ENV: 'production' } });
     const command = record.plan.start ?? `${JSON.stringify(process.execPath)} ${JSON.stringify(STATIC_SERVER)} ${JSON.stringify(staticRoot(record.image))}`;
@@ -178,7 +180,7 @@ export class LocalRuntime implements Runtime {
     const group = spawnGroup(command, {
       cwd: record.image,
       env,
-      ...(this.options.wrap === undefined ? {} : { wrap: this.options.wrap }),
+      wrap: this.options.isolation.wrap,
       onLine: (line) => {
         output.push(line);
         if (output.length > 20) output.shift();

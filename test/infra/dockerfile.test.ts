@@ -1,0 +1,84 @@
+import dockerfileUtils from 'dockerfile-utils';
+import { describe, expect, it } from 'vitest';
+import { readRepoFile, repoFileExists } from './repo-files.ts';
+
+// No Docker engine here: the Dockerfile is linted with dockerfile-utils (every optional rule turned
+// up to an error) and its stages are checked as text; ci.yml builds both targets for real.
+
+const { validate } = dockerfileUtils;
+
+// ValidationSeverity.ERROR (a const enum in the typings, so spelled out).
+const ERROR = 2;
+const STRICT = {
+  deprecatedMaintainer: ERROR,
+  directiveCasing: ERROR,
+  emptyContinuationLine: ERROR,
+  instructionCasing: ERROR,
+  instructionCmdMultiple: ERROR,
+  instructionEntrypointMultiple: ERROR,
+  instructionHealthcheckMultiple: ERROR,
+  instructionJSONInSingleQuotes: ERROR,
+  instructionWorkdirRelative: ERROR,
+};
+
+const dockerfile = () => readRepoFile('Dockerfile');
+
+/** Each stage's name and instructions, joined continuation lines. */
+function stages(text: string): { name: string; from: string; lines: string[] }[] {
+  const result: { name: string; from: string; lines: string[] }[] = [];
+  const logical = text
+    .replace(/\\\n/g, ' ')
+    .split('\n')
+    .map((line) => line.trim())
+    .filter((line) => line !== '' && !line.startsWith('#'));
+  for (const line of logical) {
+    const from = /^FROM\s+(\S+)(?:\s+AS\s+(\S+))?/i.exec(line);
+    if (from?.[1] !== undefined) result.push({ name: from[2] ?? '', from: from[1], lines: [] });
+    else result.at(-1)?.lines.push(line);
+  }
+  return result;
+}
+
+/** A stage and the stages it is built FROM, nearest first. */
+function chain(all: ReturnType<typeof stages>, name: string): ReturnType<typeof stages> {
+  const stage = all.find((s) => s.name === name);
+  if (stage === undefined) return [];
+  return [stage, ...chain(all, stage.from)];
+}
+
+describe('Dockerfile', () => {
+  it('has no lint errors or warnings', () => {
+    expect(validate(dockerfile(), STRICT).map((d) => `${d.range.start.line + 1}: ${typeof d.message === 'string' ? d.message : d.message.value}`)).toEqual([]);
+  });
+
+  it('the linter does catch mistakes (self-check)', () => {
+    expect(validate('FROM node:24-slim\nworkdir app\nCMD ["a"]\nCMD ["b"]\nEXPOSE abc\n', STRICT).length).toBeGreaterThanOrEqual(3);
+  });
+
+  it('has the api and worker targets, on Node 24 slim', () => {
+    const all = stages(dockerfile());
+    expect(all.map((s) => s.name)).toEqual(expect.arrayContaining(['api', 'worker']));
+    expect(dockerfile()).toMatch(/^ARG NODE_IMAGE=node:24-[a-z]+-slim$/m);
+  });
+
+  it.each(['api', 'worker'])('%s: production dependencies only, non-root, tini as PID 1, a healthcheck, an existing entry file', (target) => {
+    const all = stages(dockerfile());
+    const lines = chain(all, target).flatMap((s) => s.lines);
+    const deps = all.find((s) => s.name === 'deps');
+    expect(deps?.lines.join('\n')).toMatch(/npm ci --omit=dev/);
+    expect(lines).toContain('USER node');
+    expect(lines).toContain('ENTRYPOINT ["/usr/bin/tini", "--"]');
+    expect(all.find((s) => s.name === 'base')?.lines.join('\n')).toMatch(/apt-get install .*\btini\b/);
+    const own = all.find((s) => s.name === target)?.lines ?? [];
+    expect(own.some((line) => /^HEALTHCHECK .*CMD \["node", "-e", "fetch\(/.test(line))).toBe(true);
+    const cmd = own.find((line) => line.startsWith('CMD '));
+    const entry = /^CMD \["node", "([^"]+)"\]$/.exec(cmd ?? '')?.[1];
+    expect(entry).toBe(target === 'api' ? 'apps/api/src/server.ts' : 'apps/worker/src/main.ts');
+    expect(repoFileExists(entry ?? '')).toBe(true);
+  });
+
+  it('.dockerignore keeps dependencies, git history and local secrets out of the build context', () => {
+    const ignored = readRepoFile('.dockerignore').split('\n').map((line) => line.trim());
+    for (const entry of ['**/node_modules', '.git', '.env', '.data']) expect(ignored).toContain(entry);
+  });
+});
