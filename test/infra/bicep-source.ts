@@ -69,26 +69,20 @@ export function topLevelStatements(source: string): TopLevelStatement[] {
   const statements: TopLevelStatement[] = [];
   let depth = 0;
   let pending: string[] = [];
-  let inMultiline = false;
-  stripComments(source)
-    .split('\n')
-    .forEach((raw, index) => {
-      const line = raw.trim();
-      // ''' strings span lines and may hold anything.
-      const quotes = (raw.match(/'''/g) ?? []).length;
-      const wasInMultiline = inMultiline;
-      if (quotes % 2 === 1) inMultiline = !inMultiline;
-      if (wasInMultiline) return;
-      if (depth === 0 && line !== '') {
-        const decorator = /^@(\w+)/.exec(line);
-        if (decorator?.[1] !== undefined) pending.push(decorator[1]);
-        else {
-          statements.push({ line, decorators: pending, lineNumber: index + 1 });
-          pending = [];
-        }
+  // ''' strings span lines and may hold anything: blank them, keeping line breaks, before counting.
+  const structure = stripComments(source).replace(/'''[\s\S]*?'''/g, (text) => text.replace(/[^\n]/g, ' '));
+  structure.split('\n').forEach((raw, index) => {
+    const line = raw.trim();
+    if (depth === 0 && line !== '') {
+      const decorator = /^@(\w+)/.exec(line);
+      if (decorator?.[1] !== undefined) pending.push(decorator[1]);
+      else {
+        statements.push({ line, decorators: pending, lineNumber: index + 1 });
+        pending = [];
       }
-      depth += depthChange(raw.replace(/'''[\s\S]*?('''|$)/g, ''));
-    });
+    }
+    depth += depthChange(raw);
+  });
   return statements;
 }
 
@@ -194,4 +188,17 @@ export function modules(source: string): ModuleUse[] {
 /** `{ name: 'X', value: … }` / `{ name: 'X', secretRef: … }` entries: the variables a container app sets. */
 export function containerEnvNames(source: string): string[] {
   return [...stripComments(source).matchAll(/\{\s*name:\s*'([A-Z][A-Z0-9_]*)'\s*,\s*(?:value|secretRef):/g)].map((match) => match[1] ?? '');
+}
+
+/** 1-based line where brackets stop balancing (a closer without an opener), the last line if some stay open, or null. */
+export function unbalancedLine(source: string): number | null {
+  const lines = stripComments(source)
+    .replace(/'''[\s\S]*?'''/g, (text) => text.replace(/[^\n]/g, ' '))
+    .split('\n');
+  let depth = 0;
+  for (const [index, raw] of lines.entries()) {
+    depth += depthChange(raw);
+    if (depth < 0) return index + 1;
+  }
+  return depth === 0 ? null : lines.length;
 }

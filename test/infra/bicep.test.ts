@@ -1,5 +1,7 @@
 import { dirname, join, normalize } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { parse } from 'yaml';
+import { DEPLOYMENTS_CONTAINER } from '../../packages/azure/src/cosmos/store.ts';
 import {
   balancedBlock,
   exportedNames,
@@ -9,6 +11,7 @@ import {
   params,
   stripComments,
   topLevelKeys,
+  unbalancedLine,
 } from './bicep-source.ts';
 import { listRepoFiles, readRepoFile, repoFileExists } from './repo-files.ts';
 
@@ -25,6 +28,10 @@ describe('Bicep structure', () => {
     expect(BICEP_FILES).toContain('infra/modules/api-app.bicep');
     expect(BICEP_FILES).toContain('infra/modules/worker-app.bicep');
     expect(BICEP_FILES.length).toBeGreaterThanOrEqual(15);
+  });
+
+  it.each(BICEP_FILES)('%s: brackets balance', (file) => {
+    expect(unbalancedLine(source(file))).toBeNull();
   });
 
   it.each(BICEP_FILES)('%s: every param has a @description', (file) => {
@@ -163,6 +170,21 @@ describe('Bicep content the code depends on', () => {
     expect(source('infra/modules/cosmos.bicep')).toContain('sqlRoleDefinitions/00000000-0000-0000-0000-000000000002');
   });
 
+  it('the deployments container matches the one the store adapter would create (indexes, unique key)', () => {
+    const main = stripComments(source('infra/main.bicep'));
+    const block = balancedBlock(main, main.indexOf('var cosmosContainers = ['));
+    const strings = [...block.matchAll(/'([^']*)'/g)].map((match) => match[1]);
+    expect(block).toMatch(new RegExp(`partitionKeyPath:\\s*'${DEPLOYMENTS_CONTAINER.partitionKey?.paths?.[0] ?? '?'}'`));
+    expect(block).toMatch(new RegExp(`defaultTtl:\\s*${DEPLOYMENTS_CONTAINER.defaultTtl ?? '?'}\\b`));
+    const policy = DEPLOYMENTS_CONTAINER.indexingPolicy;
+    const excluded = (policy?.excludedPaths ?? []).map((entry) => entry.path);
+    const composite = (policy?.compositeIndexes ?? []).flat().flatMap((entry) => [entry.path, entry.order]);
+    const unique = (DEPLOYMENTS_CONTAINER.uniqueKeyPolicy?.uniqueKeys ?? []).flatMap((key) => key.paths);
+    expect(excluded.length).toBeGreaterThan(0);
+    // The quoted values of the Bicep block, in order: excluded paths, composite index, unique keys.
+    expect(strings.slice(strings.indexOf(excluded[0] ?? ''))).toEqual([...excluded, ...composite, ...unique]);
+  });
+
   it('the worker\'s custom roles hold only the actions it needs', () => {
     const actionsOf = (file: string) => [...stripComments(source(file)).matchAll(/^\s*'(Microsoft\.[^']+)'\s*$/gm)].map((match) => match[1]).sort();
     expect(actionsOf('infra/modules/worker-target-rbac.bicep')).toEqual(['Microsoft.App/containerApps/*', 'Microsoft.ContainerInstance/containerGroups/*']);
@@ -187,5 +209,30 @@ describe('Bicep content the code depends on', () => {
     for (const panel of ['deployments-per-hour', 'success-rate', 'step-duration', 'failures-by-error-code', 'queue-wait', 'dead-letter-count']) expect(names).toContain(panel);
     const queries = workbook.items.map((item) => item.content.query ?? '').join('\n');
     for (const name of ['DeploymentQueued', 'DeploymentCompleted', 'DeploymentFailed', 'StepDuration', 'QueueWait', 'DeadletteredMessages']) expect(queries).toContain(name);
+  });
+});
+
+describe('azure.yaml (azd)', () => {
+  interface AzureYaml {
+    infra: { provider: string; path: string; module: string };
+    services: Record<string, { project: string; host: string; docker: { path: string; context: string; target: string } }>;
+  }
+  const azd = () => parse(readRepoFile('azure.yaml')) as AzureYaml;
+
+  it('provisions infra/main.bicep', () => {
+    expect(azd().infra).toEqual({ provider: 'bicep', path: 'infra', module: 'main' });
+    expect(repoFileExists('infra/main.parameters.json')).toBe(true);
+  });
+
+  it('deploys the api and worker Dockerfile targets to the container apps tagged with their service names', () => {
+    const dockerfile = readRepoFile('Dockerfile');
+    for (const [name, service] of Object.entries(azd().services)) {
+      expect(service.host).toBe('containerapp');
+      expect(dockerfile).toMatch(new RegExp(`^FROM \\S+ AS ${service.docker.target}$`, 'm'));
+      const module = name === 'api' ? 'infra/modules/api-app.bicep' : 'infra/modules/worker-app.bicep';
+      expect(readRepoFile(module)).toContain(`'azd-service-name': '${name}'`);
+    }
+    expect(Object.keys(azd().services).sort()).toEqual(['api', 'worker']);
+    expect(outputs(readRepoFile('infra/main.bicep'))).toContain('AZURE_CONTAINER_REGISTRY_ENDPOINT');
   });
 });

@@ -16,6 +16,8 @@ const NOT_IN_BICEP: Record<string, string> = {
   LOCAL_ROUTER_PORT: 'the local runtime\'s router; in Azure apps are Container Apps with their own ingress',
   LOCAL_ROUTER_HOST: 'the local runtime\'s router, as LOCAL_ROUTER_PORT',
   QUEUE_LOCK_DURATION_MS: 'the SQLite queue\'s lock; the Service Bus lock duration is a queue property (infra/modules/servicebus.bicep)',
+  LOCAL_BUILD_ISOLATION: 'the local builder\'s sandboxing; in Azure every build runs in its own ACI container group',
+  LOCAL_BUILD_USER: 'the local builder\'s uid, as LOCAL_BUILD_ISOLATION',
   AZURE_SERVICE_BUS_CONNECTION_STRING: 'emulator only: in Azure the apps use managed identity and AZURE_SERVICE_BUS_NAMESPACE (local auth is off)',
   AZURE_STORAGE_CONNECTION_STRING: 'emulator only: in Azure the apps use managed identity and AZURE_STORAGE_ACCOUNT_URL',
   AZURE_COSMOS_CONNECTION_STRING: 'emulator only: in Azure the apps use managed identity and AZURE_COSMOS_ENDPOINT (local auth is off)',

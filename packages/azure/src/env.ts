@@ -22,6 +22,18 @@ export const azureEnv = {
   AZURE_SERVICE_BUS_NAMESPACE: optional('Fully qualified Service Bus namespace (managed identity).'),
   AZURE_SERVICE_BUS_CONNECTION_STRING: optional('Service Bus connection string (emulator or key-based auth).'),
   AZURE_SERVICE_BUS_QUEUE: Type.String({ default: 'deployment-queue', description: 'Queue the API publishes jobs to.' }),
+  AZURE_SERVICE_BUS_LOCK_DURATION_MS: Type.Integer({
+    minimum: 5000,
+    maximum: 300_000,
+    default: 60_000,
+    description: 'Lock duration of the queue (must equal its lockDuration in infra/); the worker renews at a third of it.',
+  }),
+  AZURE_SERVICE_BUS_MAX_DELIVERY_COUNT: Type.Integer({
+    minimum: 1,
+    maximum: 100,
+    default: 3,
+    description: 'Max delivery count of the queue (must equal its maxDeliveryCount in infra/).',
+  }),
   AZURE_STORAGE_ACCOUNT_URL: optional('Blob endpoint, https://<account>.blob.core.windows.net (managed identity).'),
   AZURE_STORAGE_CONNECTION_STRING: optional('Storage connection string (Azurite or key-based auth).'),
   AZURE_COSMOS_ENDPOINT: optional('Cosmos DB account endpoint (managed identity).'),

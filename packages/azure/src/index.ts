@@ -17,3 +17,5 @@ export { AcrTokenExchange } from './acr/token-exchange.ts';
 export { ContainerAppsRuntime } from './containerapps/runtime.ts';
 export type { ContainerAppsRuntimeOptions } from './containerapps/runtime.ts';
 export { SCALE_PROFILES } from './containerapps/scale.ts';
+export { ServiceBusJobQueue } from './servicebus/queue.ts';
+export type { ServiceBusJobQueueOptions, ServiceBusConnectionOptions } from './servicebus/queue.ts';

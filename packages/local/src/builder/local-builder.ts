@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -85,6 +86,13 @@ export class LocalBuilder implements Builder {
   async build(job: BuildJob): Promise<BuiltImage> {
     const dir = this.sandboxDir(job.deploymentId);
     const source = join(dir, 'src');
+    const image = this.imageDir(job.deploymentId);
+    // The image is the sandbox moved in one rename: if it exists and the sandbox does not, an earlier
+    // delivery finished this build and died before recording it.
+    if (existsSync(image) && !existsSync(source)) {
+      job.log(`image ${image} was built by an earlier delivery`);
+      return { image, digest: null };
+    }
     if (job.plan.kind === 'dockerfile') {
       throw new DeployError(
         'SOURCE_INVALID',
@@ -101,7 +109,6 @@ export class LocalBuilder implements Builder {
       job.log(`$ ${command}`);
       await this.run(job, label, command, source, env);
     }
-    const image = this.imageDir(job.deploymentId);
     await rm(image, { recursive: true, force: true });
     await rename(source, image);
     job.log(`image: ${image}`);
