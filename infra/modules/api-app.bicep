@@ -127,6 +127,7 @@ resource app 'Microsoft.App/containerApps@2025-01-01' = {
           }
           env: [
             { name: 'DEPLOY_MODE', value: 'azure' }
+            { name: 'SECRETS_PROVIDER', value: 'azure' }
             { name: 'LOG_LEVEL', value: logLevel }
             { name: 'DEPLOYMENT_TIMEOUT_MS', value: string(deploymentTimeoutMs) }
             { name: 'PORT', value: string(port) }
@@ -155,6 +156,10 @@ resource app 'Microsoft.App/containerApps@2025-01-01' = {
             { name: 'AZURE_COSMOS_CONTAINER', value: azure.cosmosContainer }
             { name: 'AZURE_COSMOS_TTL_DAYS', value: string(azure.cosmosTtlDays) }
             { name: 'AZURE_KEY_VAULT_URI', value: azure.keyVaultUri }
+            { name: 'AZURE_KEY_VAULT_VERIFY_CHALLENGE_RESOURCE', value: 'true' }
+            // The storage account lives in this (the service's) resource group, whatever the target group of apps.
+            { name: 'AZURE_STORAGE_RESOURCE_GROUP', value: resourceGroup().name }
+            { name: 'AZURE_POLL_INTERVAL_MS', value: '2000' }
             { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', secretRef: 'appinsights-connection-string' }
             { name: 'BUILD_CONTAINER_CPU', value: azure.buildContainerCpu }
             { name: 'BUILD_CONTAINER_MEMORY', value: azure.buildContainerMemory }

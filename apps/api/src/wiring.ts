@@ -1,12 +1,29 @@
-import type { ApiAdapters, Logger } from '@zepid/core';
-import { DeployError } from '@zepid/core';
-import { createLocalAdapters } from '@zepid/local';
+import type { ApiAdapters, Logger, Telemetry } from '@zepid/core';
+import { chooseProviders, OutboxIntake } from '@zepid/core';
+import { AzureServices } from '@zepid/azure';
+import { createLocalAdapters, FileSecretStore, localPaths, LogTelemetry } from '@zepid/local';
 import type { ApiEnv } from './env.ts';
 
 /** The one place where the API picks its adapters, from validated config. */
 export async function createApiAdapters(env: ApiEnv, logger: Logger): Promise<ApiAdapters> {
-  if (env.DEPLOY_MODE === 'local') return createLocalAdapters(env.DATA_DIR, logger);
-  throw new DeployError('NOT_IMPLEMENTED', 'DEPLOY_MODE=azure is not wired into the API yet');
+  const providers = chooseProviders(env);
+  if (providers.data === 'local') return createLocalAdapters(env.DATA_DIR, logger);
+  const azure = await AzureServices.connect(env, logger);
+  const store = azure.store();
+  const queue = azure.queue();
+  return {
+    store,
+    queue,
+    // Cosmos DB and Service Bus share no transaction: record, then job, with the worker's outbox repair.
+    intake: new OutboxIntake(store, queue),
+    artifacts: azure.artifacts(),
+    secrets: providers.secrets === 'azure' ? azure.secrets() : new FileSecretStore(localPaths(env.DATA_DIR).secrets),
+    telemetry: telemetryFor(env, logger),
+  };
+}
+
+function telemetryFor(env: ApiEnv, logger: Logger): Telemetry {
+  return new LogTelemetry(logger);
 }
 
 /** Starts adapters in order; if one fails, closes the ones already started. */

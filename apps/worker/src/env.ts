@@ -14,6 +14,8 @@ const workerEnv = {
   LOCAL_ROUTER_HOST: Type.String({ default: '127.0.0.1', description: 'Interface the local router listens on.' }),
   QUEUE_LOCK_DURATION_MS: positiveInt(30_000, 300_000, 'Local queue only: how long a job stays locked between renewals; a crashed worker\'s job comes back after it.'),
   SHUTDOWN_GRACE_MS: positiveInt(25_000, 3600_000, 'After SIGTERM, how long running deployments may finish before they are released to another delivery.'),
+  BUILDER_PROVIDER: Type.Optional(Type.Enum(['local', 'azure'], { description: 'Builder of the sandbox and build steps; default: DEPLOY_MODE.' })),
+  RUNTIME_PROVIDER: Type.Optional(Type.Enum(['local', 'azure'], { description: 'Runtime of the deploy step; default: DEPLOY_MODE.' })),
   LOCAL_BUILD_ISOLATION: Type.Enum(['auto', 'uid', 'none'], {
     default: 'auto',
     description: 'Local mode: run build and start commands as LOCAL_BUILD_USER (uid; needs root), or as the worker\'s user (none). auto: uid when root.',

@@ -1,53 +1,97 @@
 import { join } from 'node:path';
-import type { Logger, WorkerAdapters } from '@zepid/core';
-import { DeployError } from '@zepid/core';
+import type { ApiAdapters, Builder, Logger, Runtime, SecretStore, WorkerAdapters } from '@zepid/core';
+import { chooseProviders, OutboxIntake } from '@zepid/core';
+import { AzureServices } from '@zepid/azure';
 import type { Isolation } from '@zepid/local';
-import { createLocalAdapters, LocalBuilder, LocalRouter, LocalRuntime, localPaths, ProcessRegistry, resolveIsolation } from '@zepid/local';
+import {
+  createLocalAdapters,
+  FileSecretStore,
+  LocalBuilder,
+  LocalRouter,
+  LocalRuntime,
+  localPaths,
+  LogTelemetry,
+  ProcessRegistry,
+  resolveIsolation,
+} from '@zepid/local';
 import type { WorkerEnv } from './env.ts';
 
 export interface WorkerWiring {
   adapters: WorkerAdapters;
-  /** Local mode only: groups a killed worker left behind are reaped before anything starts. */
+  /** Local builder/runtime only: groups a killed worker left behind are reaped before anything starts. */
   processes: ProcessRegistry | null;
-  /** Local mode only: who runs user commands. */
+  /** Local builder/runtime only: who runs user commands. */
   isolation: Isolation | null;
-  /** Directories the sandbox user must be able to pass through (local mode, uid isolation). */
+  /** Directories the sandbox user must be able to pass through (uid isolation). */
   traversable: string[];
 }
 
-/** The one place where the worker picks its adapters, from validated config. */
-export function createWorkerAdapters(env: WorkerEnv, logger: Logger): WorkerWiring {
-  if (env.DEPLOY_MODE !== 'local') throw new DeployError('NOT_IMPLEMENTED', 'DEPLOY_MODE=azure is not wired into the worker yet');
+/**
+ * The one place where the worker picks its adapters, from validated config: data ports (store,
+ * queue, artifacts) by DEPLOY_MODE, secrets, builder and runtime by their *_PROVIDER overrides.
+ */
+export async function createWorkerAdapters(env: WorkerEnv, logger: Logger): Promise<WorkerWiring> {
+  const providers = chooseProviders(env);
+  const azure = providers.data === 'azure' ? await AzureServices.connect(env, logger) : null;
+  let base: ApiAdapters;
+  if (azure === null) {
+    base = createLocalAdapters(env.DATA_DIR, logger, { lockDurationMs: env.QUEUE_LOCK_DURATION_MS });
+  } else {
+    const store = azure.store();
+    const queue = azure.queue();
+    base = {
+      store,
+      queue,
+      intake: new OutboxIntake(store, queue),
+      artifacts: azure.artifacts(),
+      secrets: providers.secrets === 'azure' ? azure.secrets() : new FileSecretStore(localPaths(env.DATA_DIR).secrets),
+      telemetry: new LogTelemetry(logger),
+    };
+  }
+
+  if (providers.builder === 'azure' && azure !== null) {
+    return {
+      adapters: { ...base, builder: azure.builder(), runtime: azure.runtime(base.secrets) },
+      processes: null,
+      isolation: null,
+      traversable: [],
+    };
+  }
+  const local = localWorkload(env, logger, base.artifacts, base.secrets);
+  return { adapters: { ...base, ...local.workload }, processes: local.processes, isolation: local.isolation, traversable: local.traversable };
+}
+
+/** The local builder and runtime, with the process registry and isolation they share. */
+function localWorkload(env: WorkerEnv, logger: Logger, artifacts: ApiAdapters['artifacts'], secrets: SecretStore) {
   const paths = localPaths(env.DATA_DIR);
-  const base = createLocalAdapters(env.DATA_DIR, logger, { lockDurationMs: env.QUEUE_LOCK_DURATION_MS });
   const processes = new ProcessRegistry(join(env.DATA_DIR, 'processes.json'));
   const [uid, gid] = env.LOCAL_BUILD_USER.split(':').map(Number) as [number, number];
   const isolation = resolveIsolation(env.LOCAL_BUILD_ISOLATION, { uid, gid });
   const revisionsDir = join(env.DATA_DIR, 'revisions');
-  const builder = new LocalBuilder({
+  const builder: Builder = new LocalBuilder({
     workDir: paths.work,
     imagesDir: paths.images,
     npmCache: paths.npmCache,
-    artifacts: base.artifacts,
-    secrets: base.secrets,
+    artifacts,
+    secrets,
     registry: processes,
     logger: logger.child({ component: 'builder' }),
     buildTimeoutMs: env.BUILD_TIMEOUT_MS,
     isolation,
   });
-  const runtime = new LocalRuntime({
+  const runtime: Runtime = new LocalRuntime({
     statePath: join(env.DATA_DIR, 'runtime.json'),
     revisionsDir,
     npmCache: paths.npmCache,
     router: new LocalRouter({ host: env.LOCAL_ROUTER_HOST, port: env.LOCAL_ROUTER_PORT }),
-    secrets: base.secrets,
+    secrets,
     registry: processes,
     logger: logger.child({ component: 'runtime' }),
     readyTimeoutMs: env.REVISION_READY_TIMEOUT_MS,
     isolation,
   });
   return {
-    adapters: { ...base, builder, runtime },
+    workload: { builder, runtime },
     processes,
     isolation,
     traversable: [env.DATA_DIR, paths.work, paths.images, revisionsDir, join(env.DATA_DIR, 'cache')],

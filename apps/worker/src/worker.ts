@@ -22,7 +22,7 @@ export interface RunningWorker {
  */
 export async function startWorker(env: WorkerEnv, logger: Logger, options: { steps?: readonly Step[] } = {}): Promise<RunningWorker> {
   const workerId = `${hostname()}-${process.pid}`;
-  const { adapters, processes, isolation, traversable } = createWorkerAdapters(env, logger);
+  const { adapters, processes, isolation, traversable } = await createWorkerAdapters(env, logger);
   const reaped = processes?.reapLeftovers() ?? [];
   if (reaped.length > 0) {
     logger.warn({ reaped: reaped.map((group) => ({ pid: group.pid, deploymentId: group.deploymentId, purpose: group.purpose })) }, 'killed processes a previous worker left running');

@@ -51,6 +51,13 @@ export const azureEnv = {
     description: 'Create the Cosmos database/container, blob containers and queue when absent (emulators only; in Azure, infra/ creates them).',
   }),
   AZURE_KEY_VAULT_URI: optional('Key Vault holding deployment secrets and, optionally, this service\'s own settings.'),
+  AZURE_KEY_VAULT_VERIFY_CHALLENGE_RESOURCE: Type.Boolean({
+    default: true,
+    description: 'Check that the vault\'s auth challenge names a Key Vault resource; off only for a vault behind a custom domain or a local fake.',
+  }),
+  AZURE_STORAGE_RESOURCE_GROUP: optional('Resource group of the storage account, when it differs from AZURE_RESOURCE_GROUP (to read the key kaniko needs).'),
+  AZURE_POLL_INTERVAL_MS: Type.Integer({ minimum: 50, maximum: 60_000, default: 2000, description: 'First wait between polls of ARM operations, build containers and revisions.' }),
+  SECRETS_PROVIDER: Type.Optional(Type.Enum(['local', 'azure'], { description: 'Where env variable values are kept; default: DEPLOY_MODE.' })),
   APPLICATIONINSIGHTS_CONNECTION_STRING: optional('Application Insights connection string; telemetry is off without it.'),
   BUILD_CONTAINER_CPU: Type.Number({ minimum: 0.5, maximum: 4, default: 2, description: 'vCPU of each ACI build container.' }),
   BUILD_CONTAINER_MEMORY: Type.Number({ minimum: 1, maximum: 16, default: 4, description: 'Memory in GB of each ACI build container.' }),

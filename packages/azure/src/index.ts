@@ -19,3 +19,4 @@ export type { ContainerAppsRuntimeOptions } from './containerapps/runtime.ts';
 export { SCALE_PROFILES } from './containerapps/scale.ts';
 export { ServiceBusJobQueue } from './servicebus/queue.ts';
 export type { ServiceBusJobQueueOptions, ServiceBusConnectionOptions } from './servicebus/queue.ts';
+export { AzureServices } from './services.ts';

@@ -65,3 +65,50 @@ export const commonEnv = {
 
 export const positiveInt = (defaultValue: number, maximum: number, description: string) =>
   Type.Integer({ minimum: 1, maximum, default: defaultValue, description });
+
+export type Provider = 'local' | 'azure';
+
+export interface Providers {
+  data: Provider;
+  secrets: Provider;
+  builder: Provider;
+  runtime: Provider;
+}
+
+/**
+ * Which adapter each port uses: DEPLOY_MODE for all, overridden per port by SECRETS_PROVIDER,
+ * BUILDER_PROVIDER, RUNTIME_PROVIDER. Combinations that cannot work are refused up front:
+ * kaniko reads build contexts from Blob Storage, Container Apps run images from ACR and read env
+ * values from Key Vault, and the local runtime runs what the local builder made.
+ */
+export function chooseProviders(env: {
+  DEPLOY_MODE: Provider;
+  SECRETS_PROVIDER?: Provider | undefined;
+  BUILDER_PROVIDER?: Provider | undefined;
+  RUNTIME_PROVIDER?: Provider | undefined;
+}): Providers {
+  const providers: Providers = {
+    data: env.DEPLOY_MODE,
+    secrets: env.SECRETS_PROVIDER ?? env.DEPLOY_MODE,
+    builder: env.BUILDER_PROVIDER ?? env.DEPLOY_MODE,
+    runtime: env.RUNTIME_PROVIDER ?? env.DEPLOY_MODE,
+  };
+  const problems: { variable: string; message: string }[] = [];
+  if (providers.secrets === 'azure' && providers.data === 'local') {
+    problems.push({ variable: 'SECRETS_PROVIDER', message: 'azure needs DEPLOY_MODE=azure' });
+  }
+  if (providers.builder === 'azure' && providers.data === 'local') {
+    problems.push({ variable: 'BUILDER_PROVIDER', message: 'azure needs DEPLOY_MODE=azure: kaniko reads the build context from Blob Storage' });
+  }
+  if (providers.runtime !== providers.builder) {
+    problems.push({
+      variable: 'RUNTIME_PROVIDER',
+      message: `${providers.runtime} needs BUILDER_PROVIDER=${providers.runtime}: ${providers.runtime === 'azure' ? 'Container Apps run images pushed to ACR' : 'the local runtime runs what the local builder made'}`,
+    });
+  }
+  if (providers.runtime === 'azure' && providers.secrets !== 'azure') {
+    problems.push({ variable: 'SECRETS_PROVIDER', message: 'local cannot serve Container Apps, which read env values from Key Vault; set azure' });
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+  return providers;
+}

@@ -4,6 +4,7 @@ import {
   appName,
   checkDeployRequest,
   checkSourcePath,
+  chooseProviders,
   ConfigError,
   DEPLOYMENT_ID_PATTERN,
   decodeSourceBundle,
@@ -183,5 +184,34 @@ describe('secret masking', () => {
     expect(masker.mask(Buffer.from('s3cr3t-value').toString('base64'))).toBe('***');
     expect(masker.mask('{"v":"quote\\"d-secret"}')).toBe('{"v":"***"}');
     expect(masker.mask('ab stays')).toBe('ab stays');
+  });
+});
+
+describe('provider selection', () => {
+  it('follows DEPLOY_MODE and takes per-port overrides', () => {
+    expect(chooseProviders({ DEPLOY_MODE: 'local' })).toEqual({ data: 'local', secrets: 'local', builder: 'local', runtime: 'local' });
+    expect(chooseProviders({ DEPLOY_MODE: 'azure' })).toEqual({ data: 'azure', secrets: 'azure', builder: 'azure', runtime: 'azure' });
+    // docker-compose: Azure data on the emulators, local secrets, builds and apps
+    expect(chooseProviders({ DEPLOY_MODE: 'azure', SECRETS_PROVIDER: 'local', BUILDER_PROVIDER: 'local', RUNTIME_PROVIDER: 'local' })).toEqual({
+      data: 'azure',
+      secrets: 'local',
+      builder: 'local',
+      runtime: 'local',
+    });
+  });
+
+  it.each([
+    [{ DEPLOY_MODE: 'local', BUILDER_PROVIDER: 'azure', RUNTIME_PROVIDER: 'azure', SECRETS_PROVIDER: 'azure' }, ['SECRETS_PROVIDER', 'BUILDER_PROVIDER']],
+    [{ DEPLOY_MODE: 'azure', RUNTIME_PROVIDER: 'local' }, ['RUNTIME_PROVIDER']],
+    [{ DEPLOY_MODE: 'azure', BUILDER_PROVIDER: 'local' }, ['RUNTIME_PROVIDER']],
+    [{ DEPLOY_MODE: 'azure', SECRETS_PROVIDER: 'local' }, ['SECRETS_PROVIDER']],
+  ] as const)('refuses %j, naming %j', (env, variables) => {
+    try {
+      chooseProviders(env);
+      expect.unreachable();
+    } catch (error) {
+      expect(error).toBeInstanceOf(ConfigError);
+      expect((error as ConfigError).problems.map((p) => p.variable)).toEqual(variables);
+    }
   });
 });

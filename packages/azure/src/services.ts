@@ -1,0 +1,181 @@
+import type { TokenCredential } from '@azure/identity';
+import type { Logger, SecretStore } from '@zepid/core';
+import { ConfigError } from '@zepid/core';
+import { AciKanikoBuilder } from './aci/builder.ts';
+import { storageKeyFromArm, storageKeyFromConnectionString } from './aci/storage-key.ts';
+import { BlobArtifactStore } from './blob/artifacts.ts';
+import { ContainerAppsRuntime } from './containerapps/runtime.ts';
+import { CosmosDeploymentStore, DEPLOYMENTS_CONTAINER } from './cosmos/store.ts';
+import { createCredential } from './credentials.ts';
+import type { AzureEnv } from './env.ts';
+import { KeyVaultSecretStore } from './keyvault/secrets.ts';
+import { keyVaultSecretReader, resolveSettings } from './keyvault/settings.ts';
+import { ServiceBusJobQueue } from './servicebus/queue.ts';
+
+/**
+ * Settings that may come from Key Vault instead of the environment. A connection string is only
+ * looked for when its identity-based alternative (`unless`) is not set either.
+ */
+const VAULT_SETTINGS = [
+  { variable: 'AZURE_SERVICE_BUS_CONNECTION_STRING', secret: 'service-bus-connection-string', required: false, unless: 'AZURE_SERVICE_BUS_NAMESPACE' },
+  { variable: 'AZURE_STORAGE_CONNECTION_STRING', secret: 'storage-connection-string', required: false, unless: 'AZURE_STORAGE_ACCOUNT_URL' },
+  { variable: 'AZURE_COSMOS_CONNECTION_STRING', secret: 'cosmos-connection-string', required: false, unless: 'AZURE_COSMOS_ENDPOINT' },
+  { variable: 'APPLICATIONINSIGHTS_CONNECTION_STRING', secret: 'appinsights-connection-string', required: false, unless: null },
+] as const;
+
+type Env = AzureEnv & { DEPLOYMENT_TIMEOUT_MS: number; BUILD_TIMEOUT_MS?: number; REVISION_READY_TIMEOUT_MS?: number };
+
+/**
+ * The Azure side of both apps' wiring: one credential (DefaultAzureCredential), the settings
+ * resolved from the environment or Key Vault, and one constructor per port. Each constructor checks
+ * the settings its adapter needs and names every missing one (ConfigError), so a misconfigured
+ * process stops at start with a message, never at the first deployment.
+ */
+export class AzureServices {
+  readonly env: Env;
+  readonly credential: TokenCredential;
+  private readonly logger: Logger;
+
+  private constructor(env: Env, credential: TokenCredential, logger: Logger) {
+    this.env = env;
+    this.credential = credential;
+    this.logger = logger;
+  }
+
+  /** Resolves connection strings left out of the environment from Key Vault, when one is configured. */
+  static async connect(env: Env, logger: Logger): Promise<AzureServices> {
+    const credential = createCredential({ clientId: env.AZURE_CLIENT_ID, tenantId: env.AZURE_TENANT_ID });
+    const vault =
+      env.AZURE_KEY_VAULT_URI === undefined
+        ? null
+        : keyVaultSecretReader({ vaultUrl: env.AZURE_KEY_VAULT_URI, credential, verifyChallengeResource: env.AZURE_KEY_VAULT_VERIFY_CHALLENGE_RESOURCE });
+    // Only what the environment leaves open is looked up; nothing is read when everything is set.
+    const open = VAULT_SETTINGS.filter((setting) => env[setting.variable] === undefined && (setting.unless === null || env[setting.unless] === undefined));
+    const fromVault = vault === null || open.length === 0 ? {} : await resolveSettings({}, open, vault);
+    const resolved = { ...env } as Env;
+    for (const [variable, value] of Object.entries(fromVault)) {
+      if (value !== undefined) (resolved as Record<string, unknown>)[variable] = value;
+    }
+    return new AzureServices(resolved, credential, logger);
+  }
+
+  private require(...variables: (keyof Env)[]): void {
+    const missing = variables.filter((variable) => this.env[variable] === undefined);
+    if (missing.length > 0) throw new ConfigError(missing.map((variable) => ({ variable: String(variable), message: 'is required in azure mode' })));
+  }
+
+  private oneOf(identity: keyof Env, connection: keyof Env): void {
+    if (this.env[identity] === undefined && this.env[connection] === undefined) {
+      throw new ConfigError([{ variable: String(identity), message: `or ${String(connection)} is required in azure mode (neither is set, nor in Key Vault)` }]);
+    }
+  }
+
+  store(): CosmosDeploymentStore {
+    this.oneOf('AZURE_COSMOS_ENDPOINT', 'AZURE_COSMOS_CONNECTION_STRING');
+    const env = this.env;
+    const common = {
+      databaseId: env.AZURE_COSMOS_DATABASE,
+      containerId: env.AZURE_COSMOS_CONTAINER ?? DEPLOYMENTS_CONTAINER,
+      createIfMissing: env.AZURE_CREATE_IF_MISSING,
+      retentionDays: env.AZURE_COSMOS_TTL_DAYS,
+      logger: this.logger.child({ adapter: 'cosmos' }),
+    };
+    return env.AZURE_COSMOS_ENDPOINT !== undefined
+      ? new CosmosDeploymentStore({ ...common, endpoint: env.AZURE_COSMOS_ENDPOINT, credential: this.credential })
+      : new CosmosDeploymentStore({ ...common, connectionString: env.AZURE_COSMOS_CONNECTION_STRING ?? '' });
+  }
+
+  queue(): ServiceBusJobQueue {
+    this.oneOf('AZURE_SERVICE_BUS_NAMESPACE', 'AZURE_SERVICE_BUS_CONNECTION_STRING');
+    const env = this.env;
+    const common = {
+      queueName: env.AZURE_SERVICE_BUS_QUEUE,
+      lockDurationMs: env.AZURE_SERVICE_BUS_LOCK_DURATION_MS,
+      maxDeliveryCount: env.AZURE_SERVICE_BUS_MAX_DELIVERY_COUNT,
+      maxLockRenewalMs: env.DEPLOYMENT_TIMEOUT_MS,
+    };
+    return env.AZURE_SERVICE_BUS_NAMESPACE !== undefined
+      ? new ServiceBusJobQueue({ ...common, fullyQualifiedNamespace: env.AZURE_SERVICE_BUS_NAMESPACE, credential: this.credential })
+      : new ServiceBusJobQueue({ ...common, connectionString: env.AZURE_SERVICE_BUS_CONNECTION_STRING ?? '' });
+  }
+
+  artifacts(): BlobArtifactStore {
+    this.oneOf('AZURE_STORAGE_ACCOUNT_URL', 'AZURE_STORAGE_CONNECTION_STRING');
+    const env = this.env;
+    const common = { containers: { sources: 'sources', contexts: 'contexts', logs: 'logs' }, createIfMissing: env.AZURE_CREATE_IF_MISSING };
+    return env.AZURE_STORAGE_ACCOUNT_URL !== undefined
+      ? new BlobArtifactStore({ ...common, accountUrl: env.AZURE_STORAGE_ACCOUNT_URL, credential: this.credential })
+      : new BlobArtifactStore({ ...common, connectionString: env.AZURE_STORAGE_CONNECTION_STRING ?? '' });
+  }
+
+  secrets(): KeyVaultSecretStore {
+    this.require('AZURE_KEY_VAULT_URI');
+    return new KeyVaultSecretStore({
+      vaultUrl: this.env.AZURE_KEY_VAULT_URI ?? '',
+      credential: this.credential,
+      verifyChallengeResource: this.env.AZURE_KEY_VAULT_VERIFY_CHALLENGE_RESOURCE,
+    });
+  }
+
+  /** The storage account name kaniko reads contexts from: from the account URL or the connection string. */
+  private storageAccountName(): string {
+    const env = this.env;
+    const fromUrl = env.AZURE_STORAGE_ACCOUNT_URL === undefined ? undefined : /^https?:\/\/([^./]+)\./.exec(env.AZURE_STORAGE_ACCOUNT_URL)?.[1];
+    const fromConnection = env.AZURE_STORAGE_CONNECTION_STRING === undefined ? undefined : /(?:^|;)\s*AccountName=([^;]+)/i.exec(env.AZURE_STORAGE_CONNECTION_STRING)?.[1];
+    const name = fromUrl ?? fromConnection;
+    if (name === undefined) throw new ConfigError([{ variable: 'AZURE_STORAGE_ACCOUNT_URL', message: 'names no storage account (kaniko needs one)' }]);
+    return name;
+  }
+
+  builder(): AciKanikoBuilder {
+    this.require('AZURE_SUBSCRIPTION_ID', 'AZURE_RESOURCE_GROUP', 'AZURE_LOCATION', 'AZURE_CONTAINER_REGISTRY');
+    const env = this.env;
+    const accountName = this.storageAccountName();
+    const storageAccessKey =
+      env.AZURE_STORAGE_CONNECTION_STRING !== undefined && /AccountKey=/i.test(env.AZURE_STORAGE_CONNECTION_STRING)
+        ? storageKeyFromConnectionString(env.AZURE_STORAGE_CONNECTION_STRING)
+        : storageKeyFromArm({
+            credential: this.credential,
+            subscriptionId: env.AZURE_SUBSCRIPTION_ID ?? '',
+            resourceGroup: env.AZURE_STORAGE_RESOURCE_GROUP ?? env.AZURE_RESOURCE_GROUP ?? '',
+            accountName,
+            armEndpoint: env.AZURE_ARM_ENDPOINT,
+          });
+    return new AciKanikoBuilder({
+      subscriptionId: env.AZURE_SUBSCRIPTION_ID ?? '',
+      resourceGroup: env.AZURE_RESOURCE_GROUP ?? '',
+      location: env.AZURE_LOCATION ?? '',
+      credential: this.credential,
+      armEndpoint: env.AZURE_ARM_ENDPOINT,
+      registry: env.AZURE_CONTAINER_REGISTRY ?? '',
+      kanikoImage: env.KANIKO_IMAGE,
+      cpu: env.BUILD_CONTAINER_CPU,
+      memoryInGB: env.BUILD_CONTAINER_MEMORY,
+      storageAccountName: accountName,
+      storageAccessKey,
+      tenantId: env.AZURE_TENANT_ID,
+      buildTimeoutMs: env.BUILD_TIMEOUT_MS,
+      pollIntervalMs: env.AZURE_POLL_INTERVAL_MS,
+      operationPollIntervalMs: env.AZURE_POLL_INTERVAL_MS,
+    });
+  }
+
+  runtime(secrets: SecretStore): ContainerAppsRuntime {
+    this.require('AZURE_SUBSCRIPTION_ID', 'AZURE_RESOURCE_GROUP', 'AZURE_LOCATION', 'AZURE_CONTAINER_REGISTRY', 'AZURE_CONTAINER_APPS_ENVIRONMENT_ID', 'AZURE_APPS_IDENTITY_ID');
+    const env = this.env;
+    return new ContainerAppsRuntime({
+      subscriptionId: env.AZURE_SUBSCRIPTION_ID ?? '',
+      resourceGroup: env.AZURE_RESOURCE_GROUP ?? '',
+      location: env.AZURE_LOCATION ?? '',
+      credential: this.credential,
+      armEndpoint: env.AZURE_ARM_ENDPOINT,
+      environmentId: env.AZURE_CONTAINER_APPS_ENVIRONMENT_ID ?? '',
+      registry: env.AZURE_CONTAINER_REGISTRY ?? '',
+      appsIdentityId: env.AZURE_APPS_IDENTITY_ID ?? '',
+      secrets,
+      healthTimeoutMs: env.REVISION_READY_TIMEOUT_MS,
+      pollIntervalMs: env.AZURE_POLL_INTERVAL_MS,
+      operationPollIntervalMs: env.AZURE_POLL_INTERVAL_MS,
+    });
+  }
+}
