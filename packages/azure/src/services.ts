@@ -127,6 +127,12 @@ export class AzureServices {
     return name;
   }
 
+  /** An explicit blob endpoint (emulators, sovereign clouds): from the connection string's BlobEndpoint. */
+  private blobEndpoint(): string | undefined {
+    const connection = this.env.AZURE_STORAGE_CONNECTION_STRING;
+    return connection === undefined ? undefined : /(?:^|;)\s*BlobEndpoint=([^;]+)/i.exec(connection)?.[1];
+  }
+
   builder(): AciKanikoBuilder {
     this.require('AZURE_SUBSCRIPTION_ID', 'AZURE_RESOURCE_GROUP', 'AZURE_LOCATION', 'AZURE_CONTAINER_REGISTRY');
     const env = this.env;
@@ -152,6 +158,7 @@ export class AzureServices {
       cpu: env.BUILD_CONTAINER_CPU,
       memoryInGB: env.BUILD_CONTAINER_MEMORY,
       storageAccountName: accountName,
+      storageBlobEndpoint: this.blobEndpoint(),
       storageAccessKey,
       tenantId: env.AZURE_TENANT_ID,
       buildTimeoutMs: env.BUILD_TIMEOUT_MS,

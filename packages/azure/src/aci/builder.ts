@@ -28,6 +28,11 @@ export interface AciKanikoBuilderOptions {
   memoryInGB: number;
   /** Account holding the build contexts; the key is only handed to contexts on this account. */
   storageAccountName: string;
+  /**
+   * Blob endpoint of that account when it is not `https://<account>.blob.<cloud suffix>/` (an
+   * emulator's path-style `https://host:port/<account>/`); contexts must lie under it.
+   */
+  storageBlobEndpoint?: string | undefined;
   storageAccessKey: StorageAccessKeyProvider;
   /** Push credential for kaniko; default: an ACR refresh token from the token exchange (admin user off). */
   registryCredential?: ((signal?: AbortSignal) => Promise<RegistryCredential>) | undefined;
@@ -310,7 +315,9 @@ export class AciKanikoBuilder implements Builder {
     } catch {
       throw new DeployError('SANDBOX_FAILED', 'The build context location is not a URL');
     }
-    if (url.protocol !== 'https:' || !url.hostname.startsWith(`${this.options.storageAccountName}.blob.`)) {
+    const endpoint = this.options.storageBlobEndpoint?.replace(/\/*$/, '/');
+    const onAccount = endpoint === undefined ? url.hostname.startsWith(`${this.options.storageAccountName}.blob.`) : url.href.startsWith(endpoint);
+    if (url.protocol !== 'https:' || !onAccount) {
       throw new DeployError('SANDBOX_FAILED', `The build context must be a blob of the storage account ${this.options.storageAccountName} over https`);
     }
     return contextUri;

@@ -231,8 +231,27 @@ export class CosmosDeploymentStore implements DeploymentStore {
     const { databaseId, containerId } = this.options;
     try {
       if (this.options.createIfMissing) {
-        const { database } = await client.databases.createIfNotExists({ id: databaseId });
-        return (await database.containers.createIfNotExists({ id: containerId, ...DEPLOYMENTS_CONTAINER })).resource;
+        // createIfNotExists is read-then-create: when the API and the worker start together one of
+        // them gets 409 for what the other just made. That is "it exists": read it.
+        const createOrRead = async <T>(create: () => Promise<T>, read: () => Promise<T>): Promise<T> => {
+          try {
+            return await create();
+          } catch (error) {
+            if (cosmosStatus(error) === 409) return read();
+            throw error;
+          }
+        };
+        await createOrRead(
+          () => client.databases.createIfNotExists({ id: databaseId }),
+          () => client.database(databaseId).read(),
+        );
+        const database = client.database(databaseId);
+        return (
+          await createOrRead(
+            () => database.containers.createIfNotExists({ id: containerId, ...DEPLOYMENTS_CONTAINER }),
+            () => database.container(containerId).read(),
+          )
+        ).resource;
       }
       const response = await client.database(databaseId).container(containerId).read();
       if (response.statusCode !== 404 && response.resource !== undefined) return response.resource;

@@ -1,0 +1,198 @@
+import type { ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { AzuriteBlob } from '@zepid/testkit/emulators/azurite.ts';
+import { startAzuriteBlob } from '@zepid/testkit/emulators/azurite.ts';
+import type { CosmosEmulator } from '@zepid/testkit/emulators/cosmos.ts';
+import { startCosmosEmulator } from '@zepid/testkit/emulators/cosmos.ts';
+import type { ArmSimulator } from '@zepid/testkit/fakes/arm/index.ts';
+import { startArmSimulator } from '@zepid/testkit/fakes/arm/index.ts';
+import type { FakeKeyVault } from '@zepid/testkit/fakes/keyvault.ts';
+import { startFakeKeyVault } from '@zepid/testkit/fakes/keyvault.ts';
+import type { ManagedIdentityEndpoint } from '@zepid/testkit/fakes/managed-identity.ts';
+import { startManagedIdentityEndpoint } from '@zepid/testkit/fakes/managed-identity.ts';
+import type { FakeServiceBus } from '@zepid/testkit/fakes/servicebus/index.ts';
+import { startFakeServiceBus } from '@zepid/testkit/fakes/servicebus/index.ts';
+import { trustTestCertificate } from '@zepid/testkit';
+import { freePort, waitFor } from './support.ts';
+
+const root = fileURLToPath(new URL('../..', import.meta.url));
+const TOKEN = 'azure-e2e-token-0123456789';
+const KEY_VAULT_TOKEN = 'e2e-key-vault-token';
+
+interface Status {
+  status: string;
+  url: string | null;
+  image: string | null;
+  revision: string | null;
+  error: string | null;
+  errorCode: string | null;
+  logs: string[];
+  steps: Record<string, { status: string }>;
+}
+
+/**
+ * Azure mode end to end: the API and worker processes, DEPLOY_MODE=azure, against every stand-in at
+ * once — Cosmos DB (cosmosdb-server), Blob Storage (Azurite), Service Bus (the AMQP fake), Key Vault
+ * (HTTPS fake), ARM for ACI + kaniko + ACR and Container Apps (TLS simulator) — with credentials
+ * from a managed-identity endpoint, as in Container Apps.
+ */
+describe('Azure mode, end to end', () => {
+  let cosmos: CosmosEmulator;
+  let azurite: AzuriteBlob;
+  let serviceBus: FakeServiceBus;
+  let keyVault: FakeKeyVault;
+  let arm: ArmSimulator;
+  let identity: ManagedIdentityEndpoint;
+  let api: ChildProcess;
+  let worker: ChildProcess;
+  let apiUrl: string;
+  let output = '';
+
+  const headers = { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' };
+  const status = async (id: string) => (await (await fetch(`${apiUrl}/deploy/${id}/status`, { headers })).json()) as Status;
+  const deploy = async (projectId: string, extra: Record<string, unknown> = {}) => {
+    const body = { projectId, organizationId: 'org_az', userId: 'u', files: [{ path: 'index.html', content: '<h1>on Azure</h1>' }], ...extra };
+    const response = await fetch(`${apiUrl}/deploy`, { method: 'POST', headers, body: JSON.stringify(body) });
+    expect(response.status, await response.clone().text()).toBe(202);
+    return ((await response.json()) as { deploymentId: string }).deploymentId;
+  };
+  const settle = async (id: string): Promise<Status> => {
+    let last: Status | null = null;
+    await waitFor(`${id} to finish`, async () => {
+      last = await status(id);
+      return ['completed', 'failed', 'cancelled'].includes(last.status);
+    }, 60_000).catch((error: unknown) => {
+      throw new Error(`${String(error)}\nlast status: ${JSON.stringify(last)}\noutput:\n${output.slice(-4000)}`);
+    });
+    return last as unknown as Status;
+  };
+
+  beforeAll(async () => {
+    const certificate = trustTestCertificate();
+    [cosmos, azurite, serviceBus, keyVault, arm] = await Promise.all([
+      startCosmosEmulator(),
+      startAzuriteBlob(),
+      startFakeServiceBus({ queues: [{ name: 'deployment-queue', lockDurationMs: 10_000, maxDeliveryCount: 3 }] }),
+      startFakeKeyVault({ token: KEY_VAULT_TOKEN }),
+      startArmSimulator({ lroPolls: 1, lifetimeMs: 10 * 60_000 }),
+    ]);
+    identity = await startManagedIdentityEndpoint(async (resource) => {
+      if (resource.startsWith('https://vault.azure.net')) return KEY_VAULT_TOKEN;
+      return (await arm.credential.getToken(`${resource}/.default`))?.token ?? '';
+    });
+    const port = await freePort();
+    apiUrl = `http://127.0.0.1:${port}`;
+    const env: Record<string, string> = {
+      ...(process.env as Record<string, string>),
+      NODE_EXTRA_CA_CERTS: certificate.certPath,
+      LOG_LEVEL: 'warn',
+      DEPLOY_MODE: 'azure',
+      PORT: String(port),
+      DEPLOY_API_TOKENS: `org_az:${TOKEN}`,
+      DEPLOYMENT_TIMEOUT_MS: '60000',
+      RATE_LIMIT_PER_MINUTE: '100000',
+      IDENTITY_ENDPOINT: identity.endpoint,
+      IDENTITY_HEADER: identity.header,
+      AZURE_CLIENT_ID: '11111111-2222-3333-4444-555555555555',
+      AZURE_COSMOS_CONNECTION_STRING: cosmos.connectionString,
+      AZURE_STORAGE_CONNECTION_STRING: azurite.connectionString,
+      AZURE_SERVICE_BUS_CONNECTION_STRING: serviceBus.connectionString(),
+      AZURE_SERVICE_BUS_LOCK_DURATION_MS: '10000',
+      AZURE_SERVICE_BUS_MAX_DELIVERY_COUNT: '3',
+      AZURE_CREATE_IF_MISSING: 'true',
+      AZURE_KEY_VAULT_URI: keyVault.vaultUrl,
+      AZURE_KEY_VAULT_VERIFY_CHALLENGE_RESOURCE: 'false',
+      AZURE_SUBSCRIPTION_ID: arm.subscriptionId,
+      AZURE_RESOURCE_GROUP: arm.resourceGroup,
+      AZURE_LOCATION: arm.location,
+      AZURE_ARM_ENDPOINT: arm.url,
+      AZURE_CONTAINER_REGISTRY: arm.registry,
+      AZURE_CONTAINER_APPS_ENVIRONMENT_ID: arm.apps.environment.id,
+      AZURE_APPS_IDENTITY_ID: `/subscriptions/${arm.subscriptionId}/resourceGroups/${arm.resourceGroup}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id-apps`,
+      AZURE_POLL_INTERVAL_MS: '100',
+      REVISION_READY_TIMEOUT_MS: '5000',
+    };
+    const start = (entry: string) => {
+      const child = spawn(process.execPath, [entry], { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
+      child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+      child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+      return child;
+    };
+    api = start('apps/api/src/server.ts');
+    worker = start('apps/worker/src/main.ts');
+    await waitFor('the API', async () => (await fetch(`${apiUrl}/health/ready`).catch(() => null))?.status === 200, 60_000).catch((error: unknown) => {
+      throw new Error(`${String(error)}\noutput:\n${output.slice(-4000)}`);
+    });
+  }, 120_000);
+
+  afterAll(async () => {
+    for (const child of [worker, api]) child?.kill('SIGTERM');
+    await waitFor('the processes to stop', () => [worker, api].every((child) => child === undefined || child.exitCode !== null || child.signalCode !== null), 40_000).catch(() => {
+      for (const child of [worker, api]) child?.kill('SIGKILL');
+    });
+    await Promise.allSettled([identity?.stop(), arm?.close(), keyVault?.stop(), serviceBus?.stop(), azurite?.stop(), cosmos?.stop()]);
+  }, 60_000);
+
+  it('deploys to a Container App: completed, with its FQDN as url and the image pinned by digest', async () => {
+    arm.aci.scenario = { logLines: ['INFO[0000] Retrieving image manifest node:24-slim', 'INFO[0003] Pushing image'], linesPerPoll: 1 };
+    const secret = 'azure-e2e-secret-value-42';
+    const id = await deploy('shop', { environment: 'production', envVariables: { API_KEY: secret } });
+    const done = await settle(id);
+    expect(done.status, done.logs.join('\n')).toBe('completed');
+    expect(done.url).toMatch(/^https:\/\/shop-[a-z0-9]{6}-production\./);
+    expect(done.image).toMatch(/@sha256:[0-9a-f]{64}$/);
+    expect(done.logs.some((line) => line.includes('Pushing image'))).toBe(true);
+    // The build ran in an ACI group named after the deployment, which cleanup removed.
+    const group = `build-${id.slice(4)}`;
+    expect(arm.aci.names()).not.toContain(group);
+    expect(arm.aci.deleted).toContain(group);
+    // The app reads the env value from Key Vault through a reference; the value went nowhere else.
+    const app = arm.apps.app(done.url?.match(/^https:\/\/([^.]+)\./)?.[1] ?? '');
+    expect(JSON.stringify(app?.configuration.secrets)).toContain(keyVault.vaultUrl);
+    expect(JSON.stringify(arm.requests)).not.toContain(secret);
+    expect(output).not.toContain(secret);
+    expect(arm.invalidRequests()).toEqual([]);
+    expect(identity.requests.some((request) => request.resource.startsWith('https://management.azure.com'))).toBe(true);
+  }, 90_000);
+
+  it('keeps traffic on the live revision when a new one never gets healthy, and fails with DEPLOY_UNHEALTHY', async () => {
+    arm.aci.scenario = {};
+    const first = await settle(await deploy('steady'));
+    expect(first.status).toBe('completed');
+    const appName = first.url?.match(/^https:\/\/([^.]+)\./)?.[1] ?? '';
+    arm.apps.revisionOutcome = { kind: 'unhealthy' };
+    try {
+      const second = await settle(await deploy('steady'));
+      expect(second).toMatchObject({ status: 'failed', errorCode: 'DEPLOY_UNHEALTHY' });
+      const traffic = arm.apps.app(appName)?.configuration.ingress?.traffic ?? [];
+      expect(traffic).toEqual([expect.objectContaining({ revisionName: first.revision, weight: 100 })]);
+    } finally {
+      arm.apps.revisionOutcome = { kind: 'healthy', pollsUntilHealthy: 2 };
+    }
+  }, 90_000);
+
+  it('cancels a running build: cancelled, and its container group is deleted', async () => {
+    arm.aci.scenario = { runForever: true };
+    const id = await deploy('slow');
+    await waitFor('the build to run', async () => (await status(id)).steps.build?.status === 'in_progress', 60_000);
+    const cancel = await fetch(`${apiUrl}/deploy/${id}/cancel`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}` } });
+    expect(cancel.status).toBe(202);
+    const done = await settle(id);
+    expect(done.status).toBe('cancelled');
+    expect(arm.aci.deleted).toContain(`build-${id.slice(4)}`);
+    expect(arm.aci.names()).not.toContain(`build-${id.slice(4)}`);
+  }, 90_000);
+
+  it('fails a build that exits 1 with the exit code and the log tail, and deletes the group', async () => {
+    arm.aci.scenario = { logLines: ['INFO[0000] Building', 'npm ERR! Missing script: "build"'], exitCode: 1 };
+    const id = await deploy('broken');
+    const done = await settle(id);
+    expect(done.status).toBe('failed');
+    expect(done.errorCode).toBe('BUILD_FAILED');
+    expect(done.error).toContain('1');
+    expect(done.error).toContain('Missing script');
+    expect(arm.aci.names()).not.toContain(`build-${id.slice(4)}`);
+  }, 90_000);
+});
