@@ -4,7 +4,8 @@
 // (az deployment group create). Operations: docs/operations.md.
 //
 // Who may do what (least privilege; every grant is listed in this file, with its reason):
-//   API identity     Cosmos DB Data Contributor (database), Service Bus Data Sender (queue),
+//   API identity     Cosmos DB Data Contributor (database), Service Bus Data Sender + Data Owner
+//                    on the queue only (GET /status/queue reads counts through the management API),
 //                    Storage Blob Data Contributor (it stores sources and reads logs), Key Vault
 //                    Secrets Officer (it writes deployment secrets), AcrPull (its own image).
 //   worker identity  Service Bus Data Receiver + Sender (it schedules back-off messages) + Data Owner
@@ -372,6 +373,11 @@ module serviceBus 'modules/servicebus.bicep' = {
         principalId: identities.outputs.api.principalId
         roleDefinitionId: builtInRoles.serviceBusDataSender
         description: 'API: publishes jobs.'
+      }
+      {
+        principalId: identities.outputs.api.principalId
+        roleDefinitionId: builtInRoles.serviceBusDataOwner
+        description: 'API: GET /status/queue reads active, scheduled and dead-lettered counts through the management API, which needs Manage rights, and peeks the dead-letter queue. This queue only.'
       }
       {
         principalId: identities.outputs.worker.principalId
