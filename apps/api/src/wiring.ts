@@ -15,7 +15,10 @@ export async function createApiAdapters(env: ApiEnv, logger: Logger): Promise<Ap
     store,
     queue,
     // Cosmos DB and Service Bus share no transaction: record, then job, with the worker's outbox repair.
-    intake: new OutboxIntake(store, queue),
+    intake: new OutboxIntake(store, queue, {
+      onPublishFailure: (error, record) =>
+        logger.warn({ err: error, deploymentId: record.id }, 'job not published; the worker\'s outbox repair will publish it'),
+    }),
     artifacts: azure.artifacts(),
     secrets: providers.secrets === 'azure' ? azure.secrets() : new FileSecretStore(localPaths(env.DATA_DIR).secrets),
     telemetry: telemetryFor(env, logger),

@@ -24,24 +24,42 @@ async function markPublished(store: DeploymentStore, record: DeploymentRecord, c
 
 /**
  * Intake for a store and a queue that share no transaction (Cosmos DB + Service Bus): record first,
- * then the job, then `publishedAt`. If the process dies between the two writes, `reconcileOutbox`
- * publishes the job later; the message id makes a double publish harmless.
+ * then the job, then `publishedAt`. Once the record is written the deployment is accepted: if the
+ * publish fails (or the process dies right there), `reconcileOutbox` in the worker publishes the job
+ * later, and the message id makes a double publish harmless. Answering an error after the record
+ * exists would only invite the client to submit a second deployment.
  */
 export class OutboxIntake implements DeploymentIntake {
   private readonly store: DeploymentStore;
   private readonly queue: JobQueue;
   private readonly clock: Clock;
+  private readonly onPublishFailure: (error: unknown, record: DeploymentRecord) => void;
 
-  constructor(store: DeploymentStore, queue: JobQueue, clock: Clock = systemClock) {
+  constructor(
+    store: DeploymentStore,
+    queue: JobQueue,
+    options: { clock?: Clock; onPublishFailure?: (error: unknown, record: DeploymentRecord) => void } = {},
+  ) {
     this.store = store;
     this.queue = queue;
-    this.clock = clock;
+    this.clock = options.clock ?? systemClock;
+    this.onPublishFailure = options.onPublishFailure ?? (() => undefined);
   }
 
   async submit(record: DeploymentRecord, job: JobMessage, options: CreateOptions): Promise<DeploymentRecord> {
     const created = await this.store.create(record, options);
-    await this.queue.publish(job, publishOptionsFor(job, record.projectId));
-    return markPublished(this.store, created, this.clock);
+    return this.publish(created, job);
+  }
+
+  /** Publishes and marks the record; a failure leaves it for the outbox repair. */
+  private async publish(stored: DeploymentRecord, job: JobMessage): Promise<DeploymentRecord> {
+    try {
+      await this.queue.publish(job, publishOptionsFor(job, stored.projectId));
+      return await markPublished(this.store, stored, this.clock);
+    } catch (error) {
+      this.onPublishFailure(error, stored);
+      return stored;
+    }
   }
 
   async resubmit(record: DeploymentRecord, job: JobMessage, options: CreateOptions): Promise<DeploymentRecord> {
@@ -52,8 +70,7 @@ export class OutboxIntake implements DeploymentIntake {
       });
     }
     const stored = await this.store.replace(record);
-    await this.queue.publish(job, publishOptionsFor(job, record.projectId));
-    return markPublished(this.store, stored, this.clock);
+    return this.publish(stored, job);
   }
 }
 
