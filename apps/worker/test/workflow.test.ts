@@ -268,8 +268,9 @@ describe('worker consumer', () => {
     };
     h.consumer(2).start();
     const records: DeploymentRecord[] = [];
-    for (let i = 0; i < 3; i += 1) {
-      for (const projectId of ['a', 'b', 'c']) records.push(await h.submit({ projectId }));
+    // A project's jobs back to back: a queue that let a second one through would run them together.
+    for (const projectId of ['a', 'b', 'c']) {
+      for (let i = 0; i < 3; i += 1) records.push(await h.submit({ projectId }));
     }
     const done = await Promise.all(records.map((record) => eventually(() => h.get(record), terminal, 30_000)));
     expect(done.map((record) => record.status)).toEqual(records.map(() => 'completed'));
