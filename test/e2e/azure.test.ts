@@ -6,6 +6,8 @@ import type { AzuriteBlob } from '@zepid/testkit/emulators/azurite.ts';
 import { startAzuriteBlob } from '@zepid/testkit/emulators/azurite.ts';
 import type { CosmosEmulator } from '@zepid/testkit/emulators/cosmos.ts';
 import { startCosmosEmulator } from '@zepid/testkit/emulators/cosmos.ts';
+import type { FakeAppInsights } from '@zepid/testkit/fakes/appinsights.ts';
+import { startFakeAppInsights } from '@zepid/testkit/fakes/appinsights.ts';
 import type { ArmSimulator } from '@zepid/testkit/fakes/arm/index.ts';
 import { startArmSimulator } from '@zepid/testkit/fakes/arm/index.ts';
 import type { FakeKeyVault } from '@zepid/testkit/fakes/keyvault.ts';
@@ -45,6 +47,7 @@ describe('Azure mode, end to end', () => {
   let keyVault: FakeKeyVault;
   let arm: ArmSimulator;
   let identity: ManagedIdentityEndpoint;
+  let insights: FakeAppInsights;
   let api: ChildProcess;
   let worker: ChildProcess;
   let apiUrl: string;
@@ -78,6 +81,7 @@ describe('Azure mode, end to end', () => {
       startFakeKeyVault({ token: KEY_VAULT_TOKEN }),
       startArmSimulator({ lroPolls: 1, lifetimeMs: 10 * 60_000 }),
     ]);
+    insights = await startFakeAppInsights();
     identity = await startManagedIdentityEndpoint(async (resource) => {
       if (resource.startsWith('https://vault.azure.net')) return KEY_VAULT_TOKEN;
       return (await arm.credential.getToken(`${resource}/.default`))?.token ?? '';
@@ -113,6 +117,9 @@ describe('Azure mode, end to end', () => {
       AZURE_APPS_IDENTITY_ID: `/subscriptions/${arm.subscriptionId}/resourceGroups/${arm.resourceGroup}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id-apps`,
       AZURE_POLL_INTERVAL_MS: '100',
       REVISION_READY_TIMEOUT_MS: '5000',
+      APPLICATIONINSIGHTS_CONNECTION_STRING: insights.connectionString,
+      // The SDK's own usage reports would go to Microsoft: off, so everything stays on loopback.
+      APPLICATION_INSIGHTS_NO_STATSBEAT: 'true',
     };
     const start = (entry: string) => {
       const child = spawn(process.execPath, [entry], { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -132,7 +139,7 @@ describe('Azure mode, end to end', () => {
     await waitFor('the processes to stop', () => [worker, api].every((child) => child === undefined || child.exitCode !== null || child.signalCode !== null), 40_000).catch(() => {
       for (const child of [worker, api]) child?.kill('SIGKILL');
     });
-    await Promise.allSettled([identity?.stop(), arm?.close(), keyVault?.stop(), serviceBus?.stop(), azurite?.stop(), cosmos?.stop()]);
+    await Promise.allSettled([insights?.stop(), identity?.stop(), arm?.close(), keyVault?.stop(), serviceBus?.stop(), azurite?.stop(), cosmos?.stop()]);
   }, 60_000);
 
   it('deploys to a Container App: completed, with its FQDN as url and the image pinned by digest', async () => {
@@ -155,6 +162,22 @@ describe('Azure mode, end to end', () => {
     expect(output).not.toContain(secret);
     expect(arm.invalidRequests()).toEqual([]);
     expect(identity.requests.some((request) => request.resource.startsWith('https://management.azure.com'))).toBe(true);
+
+    // Telemetry: the API's and the worker's events belong to one operation, and carry no secret.
+    const ofDeployment = (name: string) => insights.events(name).find((event) => event.data.baseData.properties?.deploymentId === id);
+    await insights.waitFor(() => ofDeployment('DeploymentQueued') !== undefined && ofDeployment('DeploymentCompleted') !== undefined, 30_000, 'deployment events');
+    const queued = ofDeployment('DeploymentQueued');
+    const completed = ofDeployment('DeploymentCompleted');
+    expect(queued?.tags['ai.cloud.role']).toBe('zepid-api');
+    expect(completed?.tags['ai.cloud.role']).toBe('zepid-worker');
+    expect(completed?.tags['ai.operation.id']).toBe(queued?.tags['ai.operation.id']);
+    // The API's request span is exported in a later batch than the event it produced.
+    await insights.waitFor(
+      () => insights.requestsTelemetry().some((request) => request.tags['ai.operation.id'] === queued?.tags['ai.operation.id'] && request.tags['ai.cloud.role'] === 'zepid-api'),
+      30_000,
+      'the POST /deploy request in the same operation',
+    );
+    expect(insights.rawBodies()).not.toContain(secret);
   }, 90_000);
 
   it('keeps traffic on the live revision when a new one never gets healthy, and fails with DEPLOY_UNHEALTHY', async () => {

@@ -1,13 +1,13 @@
 import type { ApiAdapters, Logger, Telemetry } from '@zepid/core';
 import { chooseProviders, OutboxIntake } from '@zepid/core';
-import { AzureServices } from '@zepid/azure';
+import { AppInsightsTelemetry, AzureServices } from '@zepid/azure';
 import { createLocalAdapters, FileSecretStore, localPaths, LogTelemetry } from '@zepid/local';
 import type { ApiEnv } from './env.ts';
 
 /** The one place where the API picks its adapters, from validated config. */
 export async function createApiAdapters(env: ApiEnv, logger: Logger): Promise<ApiAdapters> {
   const providers = chooseProviders(env);
-  if (providers.data === 'local') return createLocalAdapters(env.DATA_DIR, logger);
+  if (providers.data === 'local') return { ...createLocalAdapters(env.DATA_DIR, logger), telemetry: telemetryFor(env.APPLICATIONINSIGHTS_CONNECTION_STRING, logger) };
   const azure = await AzureServices.connect(env, logger);
   const store = azure.store();
   const queue = azure.queue();
@@ -21,12 +21,14 @@ export async function createApiAdapters(env: ApiEnv, logger: Logger): Promise<Ap
     }),
     artifacts: azure.artifacts(),
     secrets: providers.secrets === 'azure' ? azure.secrets() : new FileSecretStore(localPaths(env.DATA_DIR).secrets),
-    telemetry: telemetryFor(env, logger),
+    telemetry: telemetryFor(azure.env.APPLICATIONINSIGHTS_CONNECTION_STRING, logger),
   };
 }
 
-function telemetryFor(env: ApiEnv, logger: Logger): Telemetry {
-  return new LogTelemetry(logger);
+/** Application Insights when a connection string is configured (also in local mode), else log lines. */
+function telemetryFor(connectionString: string | undefined, logger: Logger): Telemetry {
+  if (connectionString === undefined) return new LogTelemetry(logger);
+  return new AppInsightsTelemetry({ connectionString, cloudRoleName: 'zepid-api', logger });
 }
 
 /** Starts adapters in order; if one fails, closes the ones already started. */

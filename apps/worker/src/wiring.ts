@@ -1,7 +1,7 @@
 import { join } from 'node:path';
-import type { ApiAdapters, Builder, Logger, Runtime, SecretStore, WorkerAdapters } from '@zepid/core';
+import type { ApiAdapters, Builder, Logger, Runtime, SecretStore, Telemetry, WorkerAdapters } from '@zepid/core';
 import { chooseProviders, OutboxIntake } from '@zepid/core';
-import { AzureServices } from '@zepid/azure';
+import { AppInsightsTelemetry, AzureServices } from '@zepid/azure';
 import type { Isolation } from '@zepid/local';
 import {
   createLocalAdapters,
@@ -35,7 +35,10 @@ export async function createWorkerAdapters(env: WorkerEnv, logger: Logger): Prom
   const azure = providers.data === 'azure' ? await AzureServices.connect(env, logger) : null;
   let base: ApiAdapters;
   if (azure === null) {
-    base = createLocalAdapters(env.DATA_DIR, logger, { lockDurationMs: env.QUEUE_LOCK_DURATION_MS });
+    base = {
+      ...createLocalAdapters(env.DATA_DIR, logger, { lockDurationMs: env.QUEUE_LOCK_DURATION_MS }),
+      telemetry: telemetryFor(env.APPLICATIONINSIGHTS_CONNECTION_STRING, logger),
+    };
   } else {
     const store = azure.store();
     const queue = azure.queue();
@@ -45,7 +48,7 @@ export async function createWorkerAdapters(env: WorkerEnv, logger: Logger): Prom
       intake: new OutboxIntake(store, queue),
       artifacts: azure.artifacts(),
       secrets: providers.secrets === 'azure' ? azure.secrets() : new FileSecretStore(localPaths(env.DATA_DIR).secrets),
-      telemetry: new LogTelemetry(logger),
+      telemetry: telemetryFor(azure.env.APPLICATIONINSIGHTS_CONNECTION_STRING, logger),
     };
   }
 
@@ -59,6 +62,12 @@ export async function createWorkerAdapters(env: WorkerEnv, logger: Logger): Prom
   }
   const local = localWorkload(env, logger, base.artifacts, base.secrets);
   return { adapters: { ...base, ...local.workload }, processes: local.processes, isolation: local.isolation, traversable: local.traversable };
+}
+
+/** Application Insights when a connection string is configured (also in local mode), else log lines. */
+function telemetryFor(connectionString: string | undefined, logger: Logger): Telemetry {
+  if (connectionString === undefined) return new LogTelemetry(logger);
+  return new AppInsightsTelemetry({ connectionString, cloudRoleName: 'zepid-worker', logger });
 }
 
 /** The local builder and runtime, with the process registry and isolation they share. */

@@ -20,3 +20,5 @@ export { SCALE_PROFILES } from './containerapps/scale.ts';
 export { ServiceBusJobQueue } from './servicebus/queue.ts';
 export type { ServiceBusJobQueueOptions, ServiceBusConnectionOptions } from './servicebus/queue.ts';
 export { AzureServices } from './services.ts';
+export { AppInsightsTelemetry, DEFAULT_IGNORED_PATHS } from './telemetry/app-insights.ts';
+export type { AppInsightsTelemetryOptions } from './telemetry/app-insights.ts';
