@@ -100,6 +100,8 @@ describe('end to end on the embedded defaults', () => {
     const grep = spawnSync('grep', ['-rl', '--', greeting, dataDir], { encoding: 'utf8' });
     expect(grep.stdout).toBe('');
     expect(grep.status).toBe(1);
+    // Nor in what the API and the worker logged.
+    expect(service.output()).not.toContain(greeting);
   });
 
   it('redeploys the static site with a change and serves the new content', async () => {

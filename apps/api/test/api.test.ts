@@ -334,6 +334,22 @@ describe('API', () => {
       expect(body.queue.active).toBeGreaterThan(0);
     });
 
+    it('GET /status/queue shows poison messages the worker dead-lettered, by reason', async () => {
+      const own = await createHarness();
+      try {
+        await own.adapters.queue.publish({ nonsense: true } as never, { messageId: 'poison-1', sessionId: 's' });
+        const received = await own.adapters.queue.receive({ waitMs: 1000 });
+        if (received === null) throw new Error('no message');
+        await own.adapters.queue.deadLetter(received, { reason: 'MALFORMED_MESSAGE', description: 'not a job' });
+        const body = (await own.app.inject({ url: '/status/queue', headers: auth('org_456') })).json<Record<string, unknown>>();
+        expect(body).toMatchObject({ queue: { active: 0, scheduled: 0, deadLettered: 1 }, deadLetterReasons: { MALFORMED_MESSAGE: 1 } });
+        // reasons only: no message ids, which would name other orgs' deployments
+        expect(JSON.stringify(body)).not.toContain('poison-1');
+      } finally {
+        await own.close();
+      }
+    });
+
     it('POST /status/cleanup removes old finished deployments with their artifacts, keeping the live one', async () => {
       const cleanup = await createHarness();
       try {

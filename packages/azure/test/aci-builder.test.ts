@@ -289,6 +289,18 @@ describe('AciKanikoBuilder', () => {
     expect(sim.aci.deleted).toEqual([sandboxName(first.job.deploymentId), sandboxName(second.job.deploymentId)]);
   });
 
+  it('ends with TIMEOUT when ARM never finishes creating the group, and still deletes it', async () => {
+    // The create operation stays InProgress for good: only the deployment's deadline ends the wait.
+    sim.aci.scenario = { provisioningPolls: 1_000_000 };
+    const adapter = builder();
+    const stuck = buildJob();
+    setTimeout(() => stuck.controller.abort(new DOMException('deployment timeout', 'TimeoutError')), 300);
+    const error = await rejection(adapter.createSandbox(stuck.job));
+    expect(error.code).toBe('TIMEOUT');
+    await adapter.deleteSandbox(stuck.job.deploymentId);
+    expect(sim.aci.names()).not.toContain(sandboxName(stuck.job.deploymentId));
+  });
+
   it('marks throttling and server errors retryable', async () => {
     sim.injectFault({ method: 'PUT', path: /\/containerGroups\//, status: 503, code: 'ServiceUnavailable', message: 'The service is temporarily unavailable' });
     const { job } = buildJob();
