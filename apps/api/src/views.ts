@@ -16,25 +16,14 @@ export function statusView(record: DeploymentRecord, logs: string[]): StatusView
     };
   }
   return {
-    deploymentId: record.id,
-    projectId: record.projectId,
-    environment: record.environment,
-    status: record.status,
-    currentStep: record.currentStep,
-    progress: record.progress,
-    attempt: record.attempt,
+    ...summaryView(record),
     cancelRequested: record.cancelRequested,
     steps,
     logs,
-    error: record.error?.message ?? null,
-    errorCode: record.error?.code ?? null,
-    url: record.result.url,
     image: record.result.image,
     revision: record.result.revision,
     dnsRecords: dnsRecordsOf(record),
-    createdAt: record.createdAt,
     startedAt: record.startedAt,
-    finishedAt: record.finishedAt,
     timestamp: record.updatedAt,
   };
 }
@@ -49,6 +38,7 @@ function dnsRecordsOf(record: DeploymentRecord): DnsRecord[] {
   }
 }
 
+/** The fields a list shows of each deployment; the status view adds steps, logs and the rest. */
 export function summaryView(record: DeploymentRecord): DeploymentSummary {
   return {
     deploymentId: record.id,

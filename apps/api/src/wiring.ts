@@ -1,5 +1,5 @@
 import type { ApiAdapters, Logger, Telemetry } from '@zepid/core';
-import { chooseProviders, OutboxIntake } from '@zepid/core';
+import { chooseProviders, closeInReverse, OutboxIntake, startInOrder } from '@zepid/core';
 import { AppInsightsTelemetry, AzureServices } from '@zepid/azure';
 import { createLocalAdapters, FileSecretStore, localPaths, LogTelemetry } from '@zepid/local';
 import type { ApiEnv } from './env.ts';
@@ -31,22 +31,8 @@ function telemetryFor(connectionString: string | undefined, logger: Logger): Tel
   return new AppInsightsTelemetry({ connectionString, cloudRoleName: 'zepid-api', logger });
 }
 
-/** Starts adapters in order; if one fails, closes the ones already started. */
-export async function startAll(adapters: ApiAdapters): Promise<void> {
-  const started: { close(): Promise<void> }[] = [];
-  try {
-    for (const adapter of [adapters.store, adapters.queue, adapters.artifacts, adapters.secrets, adapters.telemetry]) {
-      await adapter.start();
-      started.push(adapter);
-    }
-  } catch (error) {
-    for (const adapter of started.reverse()) await adapter.close().catch(() => undefined);
-    throw error;
-  }
-}
+/** Adapters in the order they start (and, reversed, close). */
+const inOrder = (adapters: ApiAdapters) => [adapters.store, adapters.queue, adapters.artifacts, adapters.secrets, adapters.telemetry];
 
-export async function closeAll(adapters: ApiAdapters): Promise<void> {
-  for (const adapter of [adapters.telemetry, adapters.secrets, adapters.artifacts, adapters.queue, adapters.store]) {
-    await adapter.close().catch(() => undefined);
-  }
-}
+export const startAll = (adapters: ApiAdapters): Promise<void> => startInOrder(inOrder(adapters));
+export const closeAll = (adapters: ApiAdapters): Promise<void> => closeInReverse(inOrder(adapters));

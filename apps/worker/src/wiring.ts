@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import type { ApiAdapters, Builder, Logger, Runtime, SecretStore, Telemetry, WorkerAdapters } from '@zepid/core';
-import { chooseProviders, OutboxIntake } from '@zepid/core';
+import { chooseProviders, closeInReverse, OutboxIntake, startInOrder } from '@zepid/core';
 import { AppInsightsTelemetry, AzureServices } from '@zepid/azure';
 import type { Isolation } from '@zepid/local';
 import {
@@ -107,7 +107,8 @@ function localWorkload(env: WorkerEnv, logger: Logger, artifacts: ApiAdapters['a
   };
 }
 
-const order = (adapters: WorkerAdapters) => [
+/** Adapters in the order they start (and, reversed, close). */
+const inOrder = (adapters: WorkerAdapters) => [
   adapters.store,
   adapters.queue,
   adapters.artifacts,
@@ -117,19 +118,5 @@ const order = (adapters: WorkerAdapters) => [
   adapters.runtime,
 ];
 
-export async function startAll(adapters: WorkerAdapters): Promise<void> {
-  const started: { close(): Promise<void> }[] = [];
-  try {
-    for (const adapter of order(adapters)) {
-      await adapter.start();
-      started.push(adapter);
-    }
-  } catch (error) {
-    for (const adapter of started.reverse()) await adapter.close().catch(() => undefined);
-    throw error;
-  }
-}
-
-export async function closeAll(adapters: WorkerAdapters): Promise<void> {
-  for (const adapter of order(adapters).reverse()) await adapter.close().catch(() => undefined);
-}
+export const startAll = (adapters: WorkerAdapters): Promise<void> => startInOrder(inOrder(adapters));
+export const closeAll = (adapters: WorkerAdapters): Promise<void> => closeInReverse(inOrder(adapters));

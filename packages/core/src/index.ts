@@ -29,4 +29,4 @@ export type * from './ports/adapters.ts';
 export type { Logger, LogFn } from './ports/logger.ts';
 export { silentLogger } from './ports/logger.ts';
 export type { Lifecycle, DependencyHealth, HealthReporting } from './ports/lifecycle.ts';
-export { probe } from './ports/lifecycle.ts';
+export { closeInReverse, probe, startInOrder } from './ports/lifecycle.ts';

@@ -28,3 +28,22 @@ export async function probe(check: () => Promise<unknown>): Promise<DependencyHe
     return { status: 'unhealthy', latencyMs: Math.round(performance.now() - started), detail: detail.slice(0, 200) };
   }
 }
+
+/** Starts each in order; if one fails, closes those already started (newest first) and rethrows. */
+export async function startInOrder(parts: readonly Lifecycle[]): Promise<void> {
+  const started: Lifecycle[] = [];
+  try {
+    for (const part of parts) {
+      await part.start();
+      started.push(part);
+    }
+  } catch (error) {
+    await closeInReverse(started);
+    throw error;
+  }
+}
+
+/** Closes each, newest first; a failing close does not keep the others open. */
+export async function closeInReverse(parts: readonly Lifecycle[]): Promise<void> {
+  for (const part of [...parts].reverse()) await part.close().catch(() => undefined);
+}

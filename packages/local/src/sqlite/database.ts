@@ -109,6 +109,15 @@ export class SqliteDatabase {
   }
 }
 
+/** Runs a synchronous SQLite call as the ports' promise, with SQLite's failures mapped (below). */
+export function runSqlite<T>(fn: () => T): Promise<T> {
+  try {
+    return Promise.resolve(fn());
+  } catch (error) {
+    return Promise.reject(sqliteError(error));
+  }
+}
+
 /** Maps SQLite's "database is locked/unavailable" failures to a retryable error; leaves others alone. */
 export function sqliteError(error: unknown): Error {
   const message = error instanceof Error ? error.message : String(error);

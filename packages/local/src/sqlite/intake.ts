@@ -1,7 +1,7 @@
 import type { CreateOptions, DeploymentIntake, DeploymentRecord, JobMessage } from '@zepid/core';
 import { apply, DeployError, publishOptionsFor } from '@zepid/core';
 import type { SqliteDatabase } from './database.ts';
-import { sqliteError } from './database.ts';
+import { runSqlite } from './database.ts';
 import { insertJob } from './queue.ts';
 import { insertDeployment, replaceDeployment } from './store.ts';
 
@@ -19,11 +19,7 @@ export class SqliteIntake implements DeploymentIntake {
   }
 
   private write(fn: () => DeploymentRecord): Promise<DeploymentRecord> {
-    try {
-      return Promise.resolve(this.db.transaction(fn));
-    } catch (error) {
-      return Promise.reject(sqliteError(error));
-    }
+    return runSqlite(() => this.db.transaction(fn));
   }
 
   submit(record: DeploymentRecord, job: JobMessage, options: CreateOptions): Promise<DeploymentRecord> {

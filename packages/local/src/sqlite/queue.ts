@@ -3,7 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { DeadLetteredJob, DependencyHealth, JobMessage, JobQueue, PublishOptions, QueueCounts, QueuedJob } from '@zepid/core';
 import { DeployError, probe } from '@zepid/core';
 import type { SqliteDatabase } from './database.ts';
-import { sqliteError } from './database.ts';
+import { runSqlite } from './database.ts';
 
 export interface SqliteQueueOptions {
   /** How long a received job stays locked without renewal (Service Bus default: 60 s). */
@@ -90,16 +90,8 @@ export class SqliteJobQueue implements JobQueue {
     return probe(() => Promise.resolve(this.db.connection.prepare('SELECT COUNT(*) FROM jobs LIMIT 1').get()));
   }
 
-  private run<T>(fn: () => T): Promise<T> {
-    try {
-      return Promise.resolve(fn());
-    } catch (error) {
-      return Promise.reject(sqliteError(error));
-    }
-  }
-
   publish(body: JobMessage, options: PublishOptions): Promise<void> {
-    return this.run(() => {
+    return runSqlite(() => {
       this.db.transaction(() => {
         this.forgetSettled();
         insertJob(this.db, body, options, this.now());
@@ -110,7 +102,7 @@ export class SqliteJobQueue implements JobQueue {
   async receive(options: { waitMs: number; signal?: AbortSignal }): Promise<QueuedJob | null> {
     const deadline = this.now() + options.waitMs;
     for (;;) {
-      const job = await this.run(() => this.tryReceive());
+      const job = await runSqlite(() => this.tryReceive());
       if (job !== null) return job;
       if (options.signal?.aborted === true || this.now() >= deadline) return null;
       try {
@@ -191,7 +183,7 @@ export class SqliteJobQueue implements JobQueue {
   }
 
   renewLock(job: QueuedJob): Promise<void> {
-    return this.run(() => {
+    return runSqlite(() => {
       const lockedUntil = this.now() + this.lockDurationMs;
       this.db.transaction(() => this.settle(job, 'UPDATE jobs SET locked_until = ?', lockedUntil));
       job.lockedUntil = new Date(lockedUntil);
@@ -199,7 +191,7 @@ export class SqliteJobQueue implements JobQueue {
   }
 
   complete(job: QueuedJob): Promise<void> {
-    return this.run(() =>
+    return runSqlite(() =>
       this.db.transaction(() =>
         this.settle(job, `UPDATE jobs SET state = 'done', lock_token = NULL, locked_until = NULL, settled_at = ?`, this.now()),
       ),
@@ -207,7 +199,7 @@ export class SqliteJobQueue implements JobQueue {
   }
 
   abandon(job: QueuedJob, options: { delayMs?: number } = {}): Promise<void> {
-    return this.run(() =>
+    return runSqlite(() =>
       this.db.transaction(() => {
         if (job.deliveryCount >= this.maxDeliveryCount) {
           this.settle(
@@ -225,7 +217,7 @@ export class SqliteJobQueue implements JobQueue {
   }
 
   deadLetter(job: QueuedJob, reason: { reason: string; description: string }): Promise<void> {
-    return this.run(() =>
+    return runSqlite(() =>
       this.db.transaction(() =>
         this.settle(
           job,
@@ -239,7 +231,7 @@ export class SqliteJobQueue implements JobQueue {
   }
 
   counts(): Promise<QueueCounts> {
-    return this.run(() => {
+    return runSqlite(() => {
       const row = this.db.connection
         .prepare(
           `SELECT
@@ -254,7 +246,7 @@ export class SqliteJobQueue implements JobQueue {
   }
 
   listDeadLettered(limit: number): Promise<DeadLetteredJob[]> {
-    return this.run(() =>
+    return runSqlite(() =>
       (
         this.db.connection
           .prepare(

@@ -11,7 +11,7 @@ import type {
 } from '@zepid/core';
 import { ACTIVE_STATUSES, DEPLOYMENT_STATUSES, DeployError, probe } from '@zepid/core';
 import type { SqliteDatabase } from './database.ts';
-import { sqliteError } from './database.ts';
+import { runSqlite } from './database.ts';
 
 interface Row {
   doc: string;
@@ -144,20 +144,12 @@ export class SqliteDeploymentStore implements DeploymentStore {
     return probe(() => Promise.resolve(this.db.connection.prepare('SELECT COUNT(*) FROM deployments LIMIT 1').get()));
   }
 
-  private run<T>(fn: () => T): Promise<T> {
-    try {
-      return Promise.resolve(fn());
-    } catch (error) {
-      return Promise.reject(sqliteError(error));
-    }
-  }
-
   create(record: DeploymentRecord, options: CreateOptions): Promise<DeploymentRecord> {
-    return this.run(() => this.db.transaction(() => insertDeployment(this.db, record, options)));
+    return runSqlite(() => this.db.transaction(() => insertDeployment(this.db, record, options)));
   }
 
   get(ref: DeploymentRef): Promise<DeploymentRecord | null> {
-    return this.run(() => {
+    return runSqlite(() => {
       const row = this.db.connection.prepare('SELECT doc, etag FROM deployments WHERE id = ? AND org_id = ?').get(ref.deploymentId, ref.orgId) as
         | Row
         | undefined;
@@ -166,17 +158,17 @@ export class SqliteDeploymentStore implements DeploymentStore {
   }
 
   replace(record: DeploymentRecord): Promise<DeploymentRecord> {
-    return this.run(() => this.db.transaction(() => replaceDeployment(this.db, record)));
+    return runSqlite(() => this.db.transaction(() => replaceDeployment(this.db, record)));
   }
 
   delete(ref: DeploymentRef): Promise<void> {
-    return this.run(() => {
+    return runSqlite(() => {
       this.db.connection.prepare('DELETE FROM deployments WHERE id = ? AND org_id = ?').run(ref.deploymentId, ref.orgId);
     });
   }
 
   findByIdempotencyKey(orgId: string, key: string): Promise<DeploymentRecord | null> {
-    return this.run(() => {
+    return runSqlite(() => {
       const row = this.db.connection.prepare('SELECT doc, etag FROM deployments WHERE org_id = ? AND idempotency_key = ?').get(orgId, key) as
         | Row
         | undefined;
@@ -185,7 +177,7 @@ export class SqliteDeploymentStore implements DeploymentStore {
   }
 
   listByProject(orgId: string, projectId: string, page: { limit: number; cursor: string | null }): Promise<Page<DeploymentRecord>> {
-    return this.run(() => {
+    return runSqlite(() => {
       const after = page.cursor === null ? null : decodeCursor(page.cursor);
       const rows = (
         after === null
@@ -206,7 +198,7 @@ export class SqliteDeploymentStore implements DeploymentStore {
   }
 
   listRecent(orgId: string, limit: number): Promise<DeploymentRecord[]> {
-    return this.run(() =>
+    return runSqlite(() =>
       (
         this.db.connection
           .prepare('SELECT doc, etag FROM deployments WHERE org_id = ? ORDER BY created_at DESC, id DESC LIMIT ?')
@@ -216,7 +208,7 @@ export class SqliteDeploymentStore implements DeploymentStore {
   }
 
   countByStatus(orgId: string): Promise<Record<DeploymentStatus, number>> {
-    return this.run(() => {
+    return runSqlite(() => {
       const counts = Object.fromEntries(DEPLOYMENT_STATUSES.map((status) => [status, 0])) as Record<DeploymentStatus, number>;
       const rows = this.db.connection.prepare('SELECT status, COUNT(*) AS n FROM deployments WHERE org_id = ? GROUP BY status').all(orgId) as {
         status: DeploymentStatus;
@@ -228,7 +220,7 @@ export class SqliteDeploymentStore implements DeploymentStore {
   }
 
   countActive(orgId: string): Promise<number> {
-    return this.run(
+    return runSqlite(
       () =>
         (
           this.db.connection
@@ -239,7 +231,7 @@ export class SqliteDeploymentStore implements DeploymentStore {
   }
 
   listFinishedBefore(orgId: string | null, before: Date, limit: number): Promise<DeploymentRecord[]> {
-    return this.run(() => {
+    return runSqlite(() => {
       const sql = `SELECT doc, etag FROM deployments WHERE finished_at IS NOT NULL AND finished_at < ? ${orgId === null ? '' : 'AND org_id = ?'}
                    AND status IN ('completed', 'failed', 'cancelled') ORDER BY finished_at LIMIT ?`;
       const params = orgId === null ? [before.toISOString(), limit] : [before.toISOString(), orgId, limit];
@@ -248,7 +240,7 @@ export class SqliteDeploymentStore implements DeploymentStore {
   }
 
   latestCompleted(orgId: string, appName: string): Promise<DeploymentRecord | null> {
-    return this.run(() => {
+    return runSqlite(() => {
       const row = this.db.connection
         .prepare(
           `SELECT doc, etag FROM deployments WHERE org_id = ? AND app_name = ? AND status = 'completed' ORDER BY finished_at DESC LIMIT 1`,
@@ -259,7 +251,7 @@ export class SqliteDeploymentStore implements DeploymentStore {
   }
 
   listUnpublished(before: Date, limit: number): Promise<DeploymentRecord[]> {
-    return this.run(() =>
+    return runSqlite(() =>
       (
         this.db.connection
           .prepare(
@@ -271,7 +263,7 @@ export class SqliteDeploymentStore implements DeploymentStore {
   }
 
   listRunningStartedBefore(before: Date, limit: number): Promise<DeploymentRecord[]> {
-    return this.run(() =>
+    return runSqlite(() =>
       (
         this.db.connection
           .prepare(
@@ -283,7 +275,7 @@ export class SqliteDeploymentStore implements DeploymentStore {
   }
 
   recordHeartbeat(heartbeat: WorkerHeartbeat): Promise<void> {
-    return this.run(() => {
+    return runSqlite(() => {
       this.db.connection
         .prepare(
           `INSERT INTO workers (worker_id, last_seen_at, doc) VALUES (?, ?, ?)
@@ -296,7 +288,7 @@ export class SqliteDeploymentStore implements DeploymentStore {
   }
 
   listHeartbeats(): Promise<WorkerHeartbeat[]> {
-    return this.run(() =>
+    return runSqlite(() =>
       (this.db.connection.prepare('SELECT doc FROM workers ORDER BY last_seen_at DESC').all() as { doc: string }[]).map(
         (row) => JSON.parse(row.doc) as WorkerHeartbeat,
       ),
