@@ -1,4 +1,5 @@
 import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -66,6 +67,13 @@ describe('end to end on the embedded defaults', () => {
     token = /export TOKEN=(\S+)/.exec(service.output())?.[1] ?? '';
     await waitFor('a worker heartbeat', async () => (await fetch(`${api}/health/detailed`).catch(() => null))?.status === 200);
   }, 60_000);
+
+  it('keeps the dev token only as a hash', async () => {
+    const stored = await readFile(join(dataDir, 'api-tokens.json'), 'utf8');
+    expect(token).toMatch(/^zpd_/);
+    expect(stored).not.toContain(token);
+    expect(JSON.parse(stored)).toEqual([{ orgId: 'local', sha256: createHash('sha256').update(token).digest('hex') }]);
+  });
 
   afterAll(async () => {
     await service.stop();
