@@ -2,6 +2,7 @@ import type { ApiAdapters, Clock, DeployRequest, DeploymentRecord, Logger } from
 import {
   DeployError,
   apply,
+  quotaExceeded,
   appName,
   encodeSourceBundle,
   isTerminal,
@@ -155,9 +156,3 @@ export class DeploymentService {
   }
 }
 
-function quotaExceeded(active: number, limit: number): DeployError {
-  return new DeployError('QUOTA_EXCEEDED', `The organization has ${active} active deployments; the limit is ${limit}`, {
-    retryAfterSeconds: 30,
-    details: { active, limit },
-  });
-}

@@ -1,5 +1,5 @@
 import type { ApiAdapters, Logger, Telemetry } from '@zepid/core';
-import { chooseProviders, closeInReverse, OutboxIntake, startInOrder } from '@zepid/core';
+import { chooseProviders, closeInReverse, startInOrder } from '@zepid/core';
 import { AppInsightsTelemetry, AzureServices } from '@zepid/azure';
 import { createLocalAdapters, FileSecretStore, localPaths, LogTelemetry } from '@zepid/local';
 import type { ApiEnv } from './env.ts';
@@ -9,20 +9,10 @@ export async function createApiAdapters(env: ApiEnv, logger: Logger): Promise<Ap
   const providers = chooseProviders(env);
   if (providers.data === 'local') return { ...createLocalAdapters(env.DATA_DIR, logger), telemetry: telemetryFor(env.APPLICATIONINSIGHTS_CONNECTION_STRING, logger) };
   const azure = await AzureServices.connect(env, logger);
-  const store = azure.store();
-  const queue = azure.queue();
-  return {
-    store,
-    queue,
-    // Cosmos DB and Service Bus share no transaction: record, then job, with the worker's outbox repair.
-    intake: new OutboxIntake(store, queue, {
-      onPublishFailure: (error, record) =>
-        logger.warn({ err: error, deploymentId: record.id }, 'job not published; the worker\'s outbox repair will publish it'),
-    }),
-    artifacts: azure.artifacts(),
+  return azure.dataAdapters({
     secrets: providers.secrets === 'azure' ? azure.secrets() : new FileSecretStore(localPaths(env.DATA_DIR).secrets),
     telemetry: telemetryFor(azure.env.APPLICATIONINSIGHTS_CONNECTION_STRING, logger),
-  };
+  });
 }
 
 /** Application Insights when a connection string is configured (also in local mode), else log lines. */

@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import type { ApiAdapters, Builder, Logger, Runtime, SecretStore, Telemetry, WorkerAdapters } from '@zepid/core';
-import { chooseProviders, closeInReverse, OutboxIntake, startInOrder } from '@zepid/core';
+import { chooseProviders, closeInReverse, startInOrder } from '@zepid/core';
 import { AppInsightsTelemetry, AzureServices } from '@zepid/azure';
 import type { Isolation } from '@zepid/local';
 import {
@@ -40,16 +40,10 @@ export async function createWorkerAdapters(env: WorkerEnv, logger: Logger): Prom
       telemetry: telemetryFor(env.APPLICATIONINSIGHTS_CONNECTION_STRING, logger),
     };
   } else {
-    const store = azure.store();
-    const queue = azure.queue();
-    base = {
-      store,
-      queue,
-      intake: new OutboxIntake(store, queue),
-      artifacts: azure.artifacts(),
+    base = azure.dataAdapters({
       secrets: providers.secrets === 'azure' ? azure.secrets() : new FileSecretStore(localPaths(env.DATA_DIR).secrets),
       telemetry: telemetryFor(azure.env.APPLICATIONINSIGHTS_CONNECTION_STRING, logger),
-    };
+    });
   }
 
   if (providers.builder === 'azure' && azure !== null) {

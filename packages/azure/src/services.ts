@@ -1,6 +1,6 @@
 import type { TokenCredential } from '@azure/identity';
-import type { Logger, SecretStore } from '@zepid/core';
-import { ConfigError } from '@zepid/core';
+import type { ApiAdapters, Logger, SecretStore, Telemetry } from '@zepid/core';
+import { ConfigError, OutboxIntake } from '@zepid/core';
 import { AciKanikoBuilder } from './aci/builder.ts';
 import { storageKeyFromArm, storageKeyFromConnectionString } from './aci/storage-key.ts';
 import { BlobArtifactStore } from './blob/artifacts.ts';
@@ -106,6 +106,21 @@ export class AzureServices {
     return env.AZURE_STORAGE_ACCOUNT_URL !== undefined
       ? new BlobArtifactStore({ ...common, accountUrl: env.AZURE_STORAGE_ACCOUNT_URL, credential: this.credential })
       : new BlobArtifactStore({ ...common, connectionString: env.AZURE_STORAGE_CONNECTION_STRING ?? '' });
+  }
+
+  /**
+   * The data ports on Azure: store, queue, the outbox intake (Cosmos DB and Service Bus share no
+   * transaction; a job whose publish failed is published by the worker's outbox repair) and
+   * artifacts. Secrets and telemetry come from the caller, which may keep them local.
+   */
+  dataAdapters(parts: { secrets: SecretStore; telemetry: Telemetry }): ApiAdapters {
+    const store = this.store();
+    const queue = this.queue();
+    const intake = new OutboxIntake(store, queue, {
+      onPublishFailure: (error, record) =>
+        this.logger.warn({ err: error, deploymentId: record.id }, "job not published; the worker's outbox repair will publish it"),
+    });
+    return { store, queue, intake, artifacts: this.artifacts(), ...parts };
   }
 
   secrets(): KeyVaultSecretStore {

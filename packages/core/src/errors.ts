@@ -74,6 +74,14 @@ export function transientError(message: string, cause?: unknown): DeployError {
   return new DeployError('DEPENDENCY_UNAVAILABLE', message, { retryable: true, cause });
 }
 
+/** Over the org's active-deployment limit: a 429 with Retry-After, the same wherever it is checked. */
+export function quotaExceeded(active: number, limit: number): DeployError {
+  return new DeployError('QUOTA_EXCEEDED', `The organization has ${active} active deployments; the limit is ${limit}`, {
+    retryAfterSeconds: 30,
+    details: { active, limit },
+  });
+}
+
 export function isDeployError(error: unknown): error is DeployError {
   return error instanceof DeployError;
 }

@@ -1,6 +1,6 @@
 import type { DeploymentRecord, JobMessage } from './deployment.ts';
 import { jobFor } from './deployment.ts';
-import { DeployError, isDeployError } from './errors.ts';
+import { isDeployError, quotaExceeded } from './errors.ts';
 import { messageIdFor } from './ids.ts';
 import { projectKey } from './naming.ts';
 import type { DeploymentIntake } from './ports/intake.ts';
@@ -64,11 +64,7 @@ export class OutboxIntake implements DeploymentIntake {
 
   async resubmit(record: DeploymentRecord, job: JobMessage, options: CreateOptions): Promise<DeploymentRecord> {
     const active = await this.store.countActive(record.orgId);
-    if (active >= options.maxActivePerOrg) {
-      throw new DeployError('QUOTA_EXCEEDED', `Organization has ${active} active deployments; the limit is ${options.maxActivePerOrg}`, {
-        retryAfterSeconds: 30,
-      });
-    }
+    if (active >= options.maxActivePerOrg) throw quotaExceeded(active, options.maxActivePerOrg);
     const stored = await this.store.replace(record);
     return this.publish(stored, job);
   }

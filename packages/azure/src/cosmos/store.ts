@@ -13,7 +13,7 @@ import type {
   Page,
   WorkerHeartbeat,
 } from '@zepid/core';
-import { ACTIVE_STATUSES, DEPLOYMENT_STATUSES, DeployError, probe, silentLogger, TERMINAL_STATUSES } from '@zepid/core';
+import { ACTIVE_STATUSES, DEPLOYMENT_STATUSES, DeployError, probe, quotaExceeded, silentLogger, TERMINAL_STATUSES } from '@zepid/core';
 import { cosmosStatus, toStoreError } from './errors.ts';
 
 /**
@@ -174,13 +174,6 @@ function decodeCursor(cursor: string, scope: string): string {
   return candidate.token;
 }
 
-function quotaError(active: number, limit: number): DeployError {
-  return new DeployError('QUOTA_EXCEEDED', `The organization has ${active} active deployments; the limit is ${limit}`, {
-    retryAfterSeconds: 30,
-    details: { active, limit },
-  });
-}
-
 function toRecord(resource: DeploymentDocument & SystemProperties): DeploymentRecord {
   const { _rid, _self, _etag, _ts, _attachments, type: _type, uniqueKey: _uniqueKey, ttl: _ttl, ...record } = resource;
   if (_etag === undefined) throw new DeployError('INTERNAL_ERROR', `Cosmos DB returned deployment ${resource.id} without an etag`);
@@ -325,7 +318,7 @@ export class CosmosDeploymentStore implements DeploymentStore {
 
   async create(record: DeploymentRecord, options: CreateOptions): Promise<DeploymentRecord> {
     const active = await this.countActive(record.orgId);
-    if (active >= options.maxActivePerOrg) throw quotaError(active, options.maxActivePerOrg);
+    if (active >= options.maxActivePerOrg) throw quotaExceeded(active, options.maxActivePerOrg);
     try {
       const { resource } = await this.container().items.create<DeploymentDocument>(this.toDocument(record));
       if (resource === undefined) throw new DeployError('INTERNAL_ERROR', `Cosmos DB did not return deployment ${record.id} after creating it`);

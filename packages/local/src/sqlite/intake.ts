@@ -1,5 +1,5 @@
 import type { CreateOptions, DeploymentIntake, DeploymentRecord, JobMessage } from '@zepid/core';
-import { apply, DeployError, publishOptionsFor } from '@zepid/core';
+import { apply, publishOptionsFor, quotaExceeded } from '@zepid/core';
 import type { SqliteDatabase } from './database.ts';
 import { runSqlite } from './database.ts';
 import { insertJob } from './queue.ts';
@@ -38,12 +38,7 @@ export class SqliteIntake implements DeploymentIntake {
           .prepare(`SELECT COUNT(*) AS n FROM deployments WHERE org_id = ? AND status IN ('queued', 'in_progress') AND id != ?`)
           .get(record.orgId, record.id) as { n: number }
       ).n;
-      if (active >= options.maxActivePerOrg) {
-        throw new DeployError('QUOTA_EXCEEDED', `The organization has ${active} active deployments; the limit is ${options.maxActivePerOrg}`, {
-          retryAfterSeconds: 30,
-          details: { active, limit: options.maxActivePerOrg },
-        });
-      }
+      if (active >= options.maxActivePerOrg) throw quotaExceeded(active, options.maxActivePerOrg);
       const stored = replaceDeployment(this.db, apply(record, { type: 'published' }, this.now()));
       insertJob(this.db, job, publishOptionsFor(job, record.projectId), Date.now());
       return stored;

@@ -114,6 +114,12 @@ export class SqliteJobQueue implements JobQueue {
   }
 
   private tryReceive(): LocalJob | null {
+    // An idle receiver polls every few milliseconds: look without the write lock first, so polling
+    // never queues behind (or in front of) the API's writes when there is nothing to deliver.
+    const candidate = this.db.connection
+      .prepare(`SELECT 1 FROM jobs WHERE state = 'active' AND visible_at <= :now AND (locked_until IS NULL OR locked_until <= :now) LIMIT 1`)
+      .get({ now: this.now() });
+    if (candidate === undefined) return null;
     return this.db.transaction(() => {
       for (;;) {
         const now = this.now();

@@ -9,7 +9,7 @@ import type {
   Page,
   WorkerHeartbeat,
 } from '@zepid/core';
-import { ACTIVE_STATUSES, DEPLOYMENT_STATUSES, DeployError, probe } from '@zepid/core';
+import { ACTIVE_STATUSES, DEPLOYMENT_STATUSES, DeployError, probe, quotaExceeded } from '@zepid/core';
 import type { SqliteDatabase } from './database.ts';
 import { runSqlite } from './database.ts';
 
@@ -57,13 +57,6 @@ function decodeCursor(cursor: string): [string, string] {
   throw new DeployError('VALIDATION_ERROR', 'cursor is not one this service returned', { details: [{ field: 'cursor', message: 'is invalid' }] });
 }
 
-function quotaError(active: number, limit: number): DeployError {
-  return new DeployError('QUOTA_EXCEEDED', `The organization has ${active} active deployments; the limit is ${limit}`, {
-    retryAfterSeconds: 30,
-    details: { active, limit },
-  });
-}
-
 /**
  * Inserts a record inside the caller's transaction after checking the org's active limit; the check
  * and the insert are atomic because the transaction holds SQLite's write lock.
@@ -73,7 +66,7 @@ export function insertDeployment(db: SqliteDatabase, record: DeploymentRecord, o
   const active = connection
     .prepare(`SELECT COUNT(*) AS n FROM deployments WHERE org_id = ? AND status IN (${ACTIVE_STATUSES.map(() => '?').join(', ')})`)
     .get(record.orgId, ...ACTIVE_STATUSES) as { n: number };
-  if (active.n >= options.maxActivePerOrg) throw quotaError(active.n, options.maxActivePerOrg);
+  if (active.n >= options.maxActivePerOrg) throw quotaExceeded(active.n, options.maxActivePerOrg);
   const etag = newEtag();
   try {
     connection
