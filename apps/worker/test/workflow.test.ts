@@ -164,7 +164,9 @@ describe('worker workflow', () => {
     h.consumer().start();
     const done = await runToEnd(await h.submit());
     expect(done).toMatchObject({ status: 'failed', error: { code: 'RETRIES_EXHAUSTED' } });
-    expect(await h.adapters.queue.counts()).toEqual({ active: 0, scheduled: 0, deadLettered: 0 });
+    // The job is settled just after the record's last write: wait for it, then check nothing is left.
+    const counts = await eventually(() => h.adapters.queue.counts(), (current) => current.active === 0);
+    expect(counts).toEqual({ active: 0, scheduled: 0, deadLettered: 0 });
   });
 
   it('fails a source it cannot run at validate, with SOURCE_INVALID', async () => {
