@@ -1,6 +1,6 @@
 import { createServer } from 'node:http';
 import { hostname } from 'node:os';
-import type { Logger } from '@zepid/core';
+import type { Logger, WorkerAdapters } from '@zepid/core';
 import { systemClock } from '@zepid/core';
 import { Consumer } from './consumer.ts';
 import type { WorkerEnv } from './env.ts';
@@ -18,11 +18,18 @@ export interface RunningWorker {
 /**
  * Starts a worker from validated config: reaps what a killed predecessor left running, starts the
  * adapters, consumes jobs and keeps up maintenance. main.ts calls it with the six steps; tests may
- * pass wrapped steps (to slow them down, for instance) and get the very same worker otherwise.
+ * pass wrapped steps (to slow them down, for instance) and the bench may wrap the adapters (an
+ * instant builder, a store that counts writes), and get the very same worker otherwise.
  */
-export async function startWorker(env: WorkerEnv, logger: Logger, options: { steps?: readonly Step[] } = {}): Promise<RunningWorker> {
+export async function startWorker(
+  env: WorkerEnv,
+  logger: Logger,
+  options: { steps?: readonly Step[]; adapters?: (created: WorkerAdapters) => WorkerAdapters } = {},
+): Promise<RunningWorker> {
   const workerId = `${hostname()}-${process.pid}`;
-  const { adapters, processes, isolation, traversable } = await createWorkerAdapters(env, logger);
+  const wiring = await createWorkerAdapters(env, logger);
+  const { processes, isolation, traversable } = wiring;
+  const adapters = options.adapters?.(wiring.adapters) ?? wiring.adapters;
   const reaped = processes?.reapLeftovers() ?? [];
   if (reaped.length > 0) {
     logger.warn({ reaped: reaped.map((group) => ({ pid: group.pid, deploymentId: group.deploymentId, purpose: group.purpose })) }, 'killed processes a previous worker left running');

@@ -1,0 +1,155 @@
+/** Process, HTTP and statistics helpers of `npm run bench`. */
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import type { Dirent } from 'node:fs';
+import { request } from 'node:http';
+import { createServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+
+export const root = fileURLToPath(new URL('../..', import.meta.url));
+export const TOKEN = 'bench-token-0123456789abcdef';
+export const HEADERS = { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' };
+
+/** The V8 flags `npm start` and the images run the services with (see scripts/start.ts). */
+export { SERVICE_NODE_FLAGS } from '../node-flags.ts';
+
+export async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+export function quantile(values: readonly number[], q: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? Number.NaN;
+}
+
+export interface Service {
+  readonly name: string;
+  readonly child: ChildProcess;
+  /** Last lines of its output, for the error when it dies. */
+  readonly output: string[];
+  stop(): Promise<void>;
+  /** Resident set size in MB, from /proc (Linux); NaN where unavailable. */
+  rssMb(): number;
+}
+
+/** Starts `node <flags> <entry>` with `env` added; output is kept (last 50 lines) and not printed. */
+export function startService(name: string, entry: string, env: Record<string, string>, nodeFlags: readonly string[] = []): Service {
+  const child = spawn(process.execPath, [...nodeFlags, entry], { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const output: string[] = [];
+  const keep = (chunk: Buffer) => {
+    output.push(...chunk.toString('utf8').split('\n').filter((line) => line !== ''));
+    output.splice(0, Math.max(0, output.length - 50));
+  };
+  child.stdout?.on('data', keep);
+  child.stderr?.on('data', keep);
+  return {
+    name,
+    child,
+    output,
+    async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.kill('SIGTERM');
+      if ((await Promise.race([exited, sleep(20_000, 'timeout')])) === 'timeout') child.kill('SIGKILL');
+    },
+    rssMb() {
+      try {
+        const status = readFileSync(`/proc/${child.pid}/status`, 'utf8');
+        const kb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1]);
+        return kb / 1024;
+      } catch {
+        return Number.NaN;
+      }
+    },
+  };
+}
+
+/** Waits until `url` answers 200, or fails with the service's last output. */
+export async function waitReady(service: Service, url: string, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (service.child.exitCode !== null) break;
+    const status = await fetch(url).then((response) => response.status, () => 0);
+    if (status === 200) return;
+    await sleep(50);
+  }
+  throw new Error(`${service.name} did not become ready at ${url}:\n${service.output.slice(-15).join('\n')}`);
+}
+
+/** One GET through the local router with the app's Host header; the status code, 0 when nothing answers. */
+export function getViaRouter(url: string): Promise<number> {
+  const parsed = new URL(url);
+  return new Promise((resolve) => {
+    const req = request({ host: '127.0.0.1', port: Number(parsed.port), path: parsed.pathname, headers: { host: parsed.host } }, (response) => {
+      response.resume();
+      resolve(response.statusCode ?? 0);
+    });
+    req.on('error', () => resolve(0));
+    req.end();
+  });
+}
+
+export interface StatusBody {
+  deploymentId: string;
+  status: string;
+  url: string | null;
+  createdAt: string;
+  startedAt: string | null;
+  finishedAt: string | null;
+  error: string | null;
+  source?: { storedBytes?: number; storedFiles?: number };
+}
+
+export class ApiClient {
+  readonly base: string;
+  constructor(base: string) {
+    this.base = base;
+  }
+
+  async post(body: unknown): Promise<string> {
+    const response = await fetch(`${this.base}/deploy`, { method: 'POST', headers: HEADERS, body: JSON.stringify(body) });
+    const answer = (await response.json()) as { deploymentId?: string; error?: { message: string } };
+    if (response.status !== 202 || answer.deploymentId === undefined) throw new Error(`POST /deploy answered ${response.status}: ${JSON.stringify(answer)}`);
+    return answer.deploymentId;
+  }
+
+  async status(id: string): Promise<StatusBody> {
+    return (await (await fetch(`${this.base}/deploy/${id}/status`, { headers: HEADERS })).json()) as StatusBody;
+  }
+
+  /** Polls (every `everyMs`) until the deployment is terminal. */
+  async settle(id: string, everyMs = 5, timeoutMs = 300_000): Promise<StatusBody> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const current = await this.status(id);
+      if (['completed', 'failed', 'cancelled'].includes(current.status)) return current;
+      if (Date.now() > deadline) throw new Error(`deployment ${id} still ${current.status} after ${timeoutMs} ms`);
+      await sleep(everyMs);
+    }
+  }
+}
+
+/** Bytes in regular files under a directory; 0 when it does not exist. */
+export function duBytes(dir: string): number {
+  let total = 0;
+  let entries: Dirent[];
+  try {
+    entries = readdirSync(dir, { withFileTypes: true });
+  } catch {
+    return 0;
+  }
+  for (const entry of entries) {
+    const full = join(dir, entry.name);
+    if (entry.isDirectory()) total += duBytes(full);
+    else if (entry.isFile()) total += statSync(full, { throwIfNoEntry: false })?.size ?? 0;
+  }
+  return total;
+}
