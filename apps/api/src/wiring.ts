@@ -1,23 +1,30 @@
 import type { ApiAdapters, Logger, Telemetry } from '@zepid/core';
 import { chooseProviders, closeInReverse, startInOrder } from '@zepid/core';
-import { AppInsightsTelemetry, AzureServices } from '@zepid/azure';
 import { createLocalAdapters, FileSecretStore, localPaths, LogTelemetry } from '@zepid/local';
 import type { ApiEnv } from './env.ts';
 
-/** The one place where the API picks its adapters, from validated config. */
+/**
+ * The one place where the API picks its adapters, from validated config. The Azure SDKs are loaded
+ * only when something is configured to use them: on the embedded defaults they would cost ~100 MB
+ * of RSS and a slower start for nothing (see BENCHMARKS.md).
+ */
 export async function createApiAdapters(env: ApiEnv, logger: Logger): Promise<ApiAdapters> {
   const providers = chooseProviders(env);
-  if (providers.data === 'local') return { ...createLocalAdapters(env.DATA_DIR, logger), telemetry: telemetryFor(env.APPLICATIONINSIGHTS_CONNECTION_STRING, logger) };
+  if (providers.data === 'local') {
+    return { ...createLocalAdapters(env.DATA_DIR, logger), telemetry: await telemetryFor(env.APPLICATIONINSIGHTS_CONNECTION_STRING, logger) };
+  }
+  const { AzureServices } = await import('@zepid/azure');
   const azure = await AzureServices.connect(env, logger);
   return azure.dataAdapters({
     secrets: providers.secrets === 'azure' ? azure.secrets() : new FileSecretStore(localPaths(env.DATA_DIR).secrets),
-    telemetry: telemetryFor(azure.env.APPLICATIONINSIGHTS_CONNECTION_STRING, logger),
+    telemetry: await telemetryFor(azure.env.APPLICATIONINSIGHTS_CONNECTION_STRING, logger),
   });
 }
 
 /** Application Insights when a connection string is configured (also in local mode), else log lines. */
-function telemetryFor(connectionString: string | undefined, logger: Logger): Telemetry {
+async function telemetryFor(connectionString: string | undefined, logger: Logger): Promise<Telemetry> {
   if (connectionString === undefined) return new LogTelemetry(logger);
+  const { AppInsightsTelemetry } = await import('@zepid/azure');
   return new AppInsightsTelemetry({ connectionString, cloudRoleName: 'zepid-api', logger });
 }
 

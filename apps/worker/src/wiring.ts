@@ -1,7 +1,6 @@
 import { join } from 'node:path';
 import type { ApiAdapters, Builder, Logger, Runtime, SecretStore, Telemetry, WorkerAdapters } from '@zepid/core';
 import { chooseProviders, closeInReverse, startInOrder } from '@zepid/core';
-import { AppInsightsTelemetry, AzureServices } from '@zepid/azure';
 import type { Isolation } from '@zepid/local';
 import {
   createLocalAdapters,
@@ -32,17 +31,18 @@ export interface WorkerWiring {
  */
 export async function createWorkerAdapters(env: WorkerEnv, logger: Logger): Promise<WorkerWiring> {
   const providers = chooseProviders(env);
-  const azure = providers.data === 'azure' ? await AzureServices.connect(env, logger) : null;
+  // The Azure SDKs load only when something is configured to use them (~100 MB of RSS otherwise).
+  const azure = providers.data === 'azure' ? await (await import('@zepid/azure')).AzureServices.connect(env, logger) : null;
   let base: ApiAdapters;
   if (azure === null) {
     base = {
       ...createLocalAdapters(env.DATA_DIR, logger, { lockDurationMs: env.QUEUE_LOCK_DURATION_MS }),
-      telemetry: telemetryFor(env.APPLICATIONINSIGHTS_CONNECTION_STRING, logger),
+      telemetry: await telemetryFor(env.APPLICATIONINSIGHTS_CONNECTION_STRING, logger),
     };
   } else {
     base = azure.dataAdapters({
       secrets: providers.secrets === 'azure' ? azure.secrets() : new FileSecretStore(localPaths(env.DATA_DIR).secrets),
-      telemetry: telemetryFor(azure.env.APPLICATIONINSIGHTS_CONNECTION_STRING, logger),
+      telemetry: await telemetryFor(azure.env.APPLICATIONINSIGHTS_CONNECTION_STRING, logger),
     });
   }
 
@@ -59,8 +59,9 @@ export async function createWorkerAdapters(env: WorkerEnv, logger: Logger): Prom
 }
 
 /** Application Insights when a connection string is configured (also in local mode), else log lines. */
-function telemetryFor(connectionString: string | undefined, logger: Logger): Telemetry {
+async function telemetryFor(connectionString: string | undefined, logger: Logger): Promise<Telemetry> {
   if (connectionString === undefined) return new LogTelemetry(logger);
+  const { AppInsightsTelemetry } = await import('@zepid/azure');
   return new AppInsightsTelemetry({ connectionString, cloudRoleName: 'zepid-worker', logger });
 }
 
