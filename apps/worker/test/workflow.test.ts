@@ -39,6 +39,28 @@ describe('worker workflow', () => {
     expect(log.some((line) => line.startsWith('build: building'))).toBe(true);
   });
 
+  it('writes the record 7 times for an uninterrupted deployment: each step start carries the previous step\'s completion', async () => {
+    h = await createWorkerHarness();
+    const replaced: string[] = [];
+    const replace = h.adapters.store.replace.bind(h.adapters.store);
+    h.adapters.store.replace = (next) => {
+      replaced.push(`${next.status}:${next.currentStep ?? '-'}`);
+      return replace(next);
+    };
+    h.consumer().start();
+    const record = await h.submit();
+    const done = await runToEnd(record);
+    expect(done.status).toBe('completed');
+    // attempt + validate start; five "previous done, next started"; cleanup done + completed.
+    expect(replaced).toEqual([...STEPS.map((step) => `in_progress:${step}`), `completed:${done.currentStep ?? '-'}`]);
+    // The merged writes lose nothing: every step has its own start, finish and output.
+    for (const step of STEPS) {
+      expect(done.steps[step].startedAt).not.toBeNull();
+      expect(done.steps[step].finishedAt).not.toBeNull();
+    }
+    expect(done.steps.build.output.image).toBe(`img-${record.id}`);
+  });
+
   for (const step of ['sandbox', 'build', 'deploy'] as const) {
     it(`cancels during ${step}, undoing what was created in reverse order`, async () => {
       h = await createWorkerHarness();

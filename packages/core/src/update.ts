@@ -11,15 +11,19 @@ export const systemClock: Clock = () => new Date();
  * Read, decide, write conditionally on the etag; on a concurrent write, read again and decide again.
  * `decide` sees the current record and returns the events to apply, or null to leave it as it is.
  * Every status change of a deployment goes through here and the state machine.
+ *
+ * `known`: a record the caller wrote itself a moment ago (the worker, step after step). The first try
+ * decides on it without reading; a stale etag makes the write fail, and the loop reads and decides again.
  */
 export async function updateDeployment(
   store: DeploymentStore,
   ref: DeploymentRef,
   decide: (current: DeploymentRecord) => DeploymentEvent[] | null,
   clock: Clock = systemClock,
+  known?: DeploymentRecord,
 ): Promise<DeploymentRecord> {
   for (let attempt = 1; ; attempt += 1) {
-    const current = await store.get(ref);
+    const current = attempt === 1 && known !== undefined ? known : await store.get(ref);
     if (current === null) throw new DeployError('NOT_FOUND', `Deployment ${ref.deploymentId} not found`);
     const events = decide(current);
     if (events === null || events.length === 0) return current;
