@@ -7,6 +7,7 @@ import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { SERVICE_NODE_FLAGS } from './node-flags.ts';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const apps = [
@@ -25,7 +26,7 @@ function shutdown(signal: NodeJS.Signals, code: number): void {
 }
 
 for (const app of apps) {
-  const child = spawn(process.execPath, [app.entry], { cwd: root, env: process.env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...SERVICE_NODE_FLAGS, app.entry], { cwd: root, env: process.env, stdio: ['ignore', 'pipe', 'pipe'] });
   children.push(child);
   for (const stream of [child.stdout, child.stderr]) {
     const out = stream === child.stderr ? process.stderr : process.stdout;
