@@ -1,6 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
+import type { StatementSync } from 'node:sqlite';
 import { DeployError } from '@zepid/core';
 
 /**
@@ -71,6 +72,7 @@ export class SqliteDatabase {
     if (this.db !== null) return;
     if (this.path !== ':memory:') mkdirSync(dirname(this.path), { recursive: true });
     const db = new DatabaseSync(this.path);
+    memoizePrepare(db);
     db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;');
     this.db = db;
     this.transaction(() => {
@@ -107,6 +109,26 @@ export class SqliteDatabase {
       throw error;
     }
   }
+}
+
+/**
+ * node:sqlite compiles a statement on every `prepare()`; the adapters prepare their few fixed SQL
+ * texts per call, so the connection keeps each compiled statement for reuse (statements are
+ * synchronous and used one at a time, so sharing one is safe). A hot status read spent ~40% of its
+ * time compiling before this (BENCHMARKS.md).
+ */
+function memoizePrepare(db: DatabaseSync): void {
+  const compile = db.prepare.bind(db);
+  const statements = new Map<string, StatementSync>();
+  db.prepare = (sql: string) => {
+    let statement = statements.get(sql);
+    if (statement === undefined) {
+      statement = compile(sql);
+      // The adapters' SQL texts are a fixed few; the cap only guards against a future caller's dynamic SQL.
+      if (statements.size < 256) statements.set(sql, statement);
+    }
+    return statement;
+  };
 }
 
 /** Runs a synchronous SQLite call as the ports' promise, with SQLite's failures mapped (below). */
