@@ -33,6 +33,9 @@ const outFile = outIndex >= 0 && args[outIndex + 1] !== undefined ? args[outInde
 const SIZES = smoke
   ? { staticRuns: 2, redeployRuns: 1, httpSeconds: 1, pickup: 20, pickupEveryMs: 10, throughput: 40, inFlight: 10, inFlightBuildMs: 1500 }
   : { staticRuns: 15, redeployRuns: 3, httpSeconds: 10, pickup: 1000, pickupEveryMs: 10, throughput: 2000, inFlight: 50, inFlightBuildMs: 3000 };
+// For profiling one phase: BENCH_SIZES='{"throughput":1000}' and BENCH_PHASES=instant (or real,http).
+Object.assign(SIZES, JSON.parse(process.env.BENCH_SIZES ?? '{}') as Partial<typeof SIZES>);
+const PHASES = new Set((process.env.BENCH_PHASES ?? 'real,http,instant').split(','));
 
 interface Figure {
   id: string;
@@ -347,12 +350,14 @@ function table(): string {
 const startedAt = new Date();
 let services: Services | null = null;
 try {
-  const real = await phaseRealServices();
-  services = real.services;
-  await phaseHttp(real.services, real.probeId);
-  await stopServices(real.services);
-  services = null;
-  await phaseInstantWorker();
+  if (PHASES.has('real') || PHASES.has('http')) {
+    const real = await phaseRealServices();
+    services = real.services;
+    if (PHASES.has('http')) await phaseHttp(real.services, real.probeId);
+    await stopServices(real.services);
+    services = null;
+  }
+  if (PHASES.has('instant')) await phaseInstantWorker();
 } finally {
   if (services !== null) await stopServices(services);
 }
