@@ -196,6 +196,26 @@ describe('Azure mode, end to end', () => {
     }
   }, 90_000);
 
+  it('reuses the image of an identical earlier deployment: no build container group, the same digest pinned', async () => {
+    arm.aci.scenario = {};
+    const env = { envVariables: { API_KEY: 'same-value-both-times' } };
+    const first = await settle(await deploy('twice', env));
+    expect(first.status, first.logs.join('\n')).toBe('completed');
+    const id = await deploy('twice', env);
+    const second = await settle(id);
+    expect(second.status, second.logs.join('\n')).toBe('completed');
+    expect(second.logs.join('\n')).toContain('reusing the image built by dep_');
+    expect(second.image).toBe(first.image);
+    const digest = first.image?.split('@')[1] ?? '';
+    expect(digest).toMatch(/^sha256:[0-9a-f]{64}$/);
+    // The registry was asked for that manifest by digest; no kaniko group was ever created.
+    expect(arm.requests.some((request) => request.method === 'HEAD' && request.path.endsWith(`/manifests/${digest}`) && request.status === 200)).toBe(true);
+    expect(arm.requests.filter((request) => request.path.includes(`build-${id.slice(4)}`) && request.method === 'PUT')).toEqual([]);
+    const app = arm.apps.app(second.url?.match(/^https:\/\/([^.]+)\./)?.[1] ?? '');
+    expect(app?.template.containers?.[0]?.image).toBe(first.image?.replace(/:dep_[^@]+@/, '@'));
+    expect(arm.invalidRequests()).toEqual([]);
+  }, 90_000);
+
   it('cancels a running build: cancelled, and its container group is deleted', async () => {
     arm.aci.scenario = { runForever: true };
     const id = await deploy('slow');

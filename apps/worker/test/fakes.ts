@@ -15,6 +15,8 @@ async function work(behaviour: Behaviour, signal: AbortSignal): Promise<void> {
 /** A builder that records calls and does what each test tells it, honouring the job's signal. */
 export class FakeBuilder implements Builder {
   readonly estimatedDuration = 'instant';
+  /** Tests change it to play a new builder version. */
+  identity = 'fake-builder 1';
   readonly calls: string[] = [];
   sandboxes = new Set<string>();
   images = new Set<string>();
@@ -54,6 +56,11 @@ export class FakeBuilder implements Builder {
     } finally {
       this.active.delete(job.deploymentId);
     }
+  }
+
+  imageExists(image: BuiltImage): Promise<boolean> {
+    this.calls.push(`imageExists ${image.image}`);
+    return Promise.resolve(this.images.has(image.image.replace(/^img-/, '')));
   }
 
   deleteSandbox(deploymentId: string): Promise<void> {

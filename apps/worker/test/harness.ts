@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
-import type { DeploymentRecord, WorkerAdapters } from '@zepid/core';
+import type { DeploymentRecord, DeploymentSpec, WorkerAdapters } from '@zepid/core';
 import { appName, encodeSourceBundle, jobFor, newDeploymentId, newDeploymentRecord, sourceDigest, systemClock } from '@zepid/core';
 import { createLocalAdapters } from '@zepid/local';
 import { Consumer } from '../src/consumer.ts';
@@ -19,7 +19,7 @@ export interface WorkerHarness {
   workflow: Workflow;
   consumer: (concurrency?: number) => Consumer;
   /** Records a deployment with a static site source and queues its job, as the API would. */
-  submit(options?: { projectId?: string; files?: Record<string, string>; env?: Record<string, string> }): Promise<DeploymentRecord>;
+  submit(options?: { projectId?: string; files?: Record<string, string>; env?: Record<string, string>; spec?: Partial<DeploymentSpec> }): Promise<DeploymentRecord>;
   get(record: DeploymentRecord): Promise<DeploymentRecord>;
   close(): Promise<void>;
 }
@@ -79,7 +79,16 @@ export async function createWorkerHarness(
           projectName: null,
           environment: 'development',
           appName: appName('org_w', projectId, 'development'),
-          spec: { customDomain: null, containerSize: null, envVariableNames: Object.keys(env), buildCommand: null, startCommand: null, port: null, historyMessageCount: 0 },
+          spec: {
+            customDomain: null,
+            containerSize: null,
+            envVariableNames: Object.keys(env),
+            buildCommand: null,
+            startCommand: null,
+            port: null,
+            historyMessageCount: 0,
+            ...submitOptions.spec,
+          },
           source: { digest: sourceDigest(files), fileCount: files.length, bytes: 1 },
           idempotency: null,
         },

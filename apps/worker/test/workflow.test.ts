@@ -293,8 +293,9 @@ describe('worker consumer', () => {
     h.consumer(2).start();
     const records: DeploymentRecord[] = [];
     // A project's jobs back to back: a queue that let a second one through would run them together.
+    // Each source differs, so every deployment builds (an identical one would reuse the first build).
     for (const projectId of ['a', 'b', 'c']) {
-      for (let i = 0; i < 3; i += 1) records.push(await h.submit({ projectId }));
+      for (let i = 0; i < 3; i += 1) records.push(await h.submit({ projectId, files: { 'index.html': `<h1>${projectId} ${i}</h1>` } }));
     }
     const done = await Promise.all(records.map((record) => eventually(() => h.get(record), terminal, 30_000)));
     expect(done.map((record) => record.status)).toEqual(records.map(() => 'completed'));

@@ -355,6 +355,34 @@ describe('AciKanikoBuilder', () => {
     await adapter.deleteImage(job.deploymentId, built.image);
   });
 
+  it('tells whether an earlier build\'s image is still in the registry, by digest, for build reuse', async () => {
+    const adapter = builder();
+    const { job, controller } = buildJob();
+    const repository = imageRepository(job.appName);
+    await adapter.createSandbox(job);
+    const built = await adapter.build(job);
+    const digest = built.digest ?? '';
+    expect(digest).toMatch(/^sha256:/);
+    expect(adapter.identity).toBe(`aci-kaniko ${KANIKO_IMAGE} ${sim.registry}`);
+    expect(await adapter.imageExists(built, controller.signal)).toBe(true);
+    // Untagged (as a compensated build leaves it), the image is still there by digest, as in ACR.
+    await adapter.deleteImage(job.deploymentId, built.image);
+    expect(await adapter.imageExists(built, controller.signal)).toBe(true);
+    sim.acr.deleteManifest(repository, digest);
+    expect(await adapter.imageExists(built, controller.signal)).toBe(false);
+    // An image of another registry is never one this builder can vouch for: no request is made.
+    expect(await adapter.imageExists({ image: `other.azurecr.io/${repository}:${job.deploymentId}`, digest }, controller.signal)).toBe(false);
+    const lookups = sim.requests.filter((request) => request.path.startsWith('/v2/'));
+    expect(lookups.map((request) => `${request.method} ${request.path} ${request.status}`)).toEqual([
+      `HEAD /v2/${repository}/manifests/${digest} 200`,
+      `HEAD /v2/${repository}/manifests/${digest} 200`,
+      `HEAD /v2/${repository}/manifests/${digest} 404`,
+    ]);
+    // A registry that cannot answer is an error (the worker then builds), not a "no".
+    sim.injectFault({ method: 'HEAD', path: /^\/v2\//, status: 503, code: 'ServiceUnavailable' });
+    expect((await rejection(adapter.imageExists(built, controller.signal))).code).toBe('DEPENDENCY_UNAVAILABLE');
+  });
+
   it('reports healthy when ARM answers', async () => {
     await expect(builder().health()).resolves.toMatchObject({ status: 'healthy' });
   });

@@ -187,6 +187,51 @@ export function storeContract(name: string, createHarness: () => Promise<StoreHa
       expect(await store.get({ orgId, deploymentId: running.id })).not.toBeNull();
     });
 
+    it('finds the newest completed deployment of a project with a build key, in any environment (build reuse)', async () => {
+      const orgId = unique('org');
+      const projectId = unique('proj');
+      const key = `sha256:${'a'.repeat(64)}`;
+      const base = Date.parse('2026-02-01T00:00:00Z');
+      // Validate records the key on a running deployment; the store must pick it up on replace.
+      const run = async (
+        at: number,
+        outcome: 'completed' | 'failed' | 'in_progress',
+        options: { buildKey?: string; projectId?: string; orgId?: string; environment?: 'development' | 'production' } = {},
+      ) => {
+        const when = new Date(base + at * 1000);
+        const owner = { orgId: options.orgId ?? orgId, projectId: options.projectId ?? projectId, environment: options.environment ?? 'development' };
+        let record = await store.create(makeRecord(owner, when), { maxActivePerOrg: 100 });
+        record = apply(record, { type: 'attempt_started' }, when);
+        record = apply(record, { type: 'step_started', step: 'validate' }, when);
+        record = apply(record, { type: 'step_completed', step: 'validate', output: { kind: 'static', buildKey: options.buildKey ?? key } }, when);
+        record = await store.replace(record);
+        if (outcome === 'in_progress') return record;
+        if (outcome === 'failed') {
+          return store.replace(apply(record, { type: 'failed', error: { code: 'DEPLOY_UNHEALTHY', message: 'x', step: 'deploy' } }, when));
+        }
+        for (const step of STEPS.slice(1)) {
+          record = apply(record, { type: 'step_started', step }, when);
+          record = apply(record, { type: 'step_completed', step, output: step === 'build' ? { image: `img-${record.id}` } : {} }, when);
+        }
+        return store.replace(apply(record, { type: 'completed', result: { image: `img-${record.id}`, revision: 'r', url: 'u' } }, when));
+      };
+      await run(0, 'completed');
+      const newest = await run(1, 'completed', { environment: 'production' });
+      await run(2, 'failed');
+      await run(3, 'in_progress');
+      await run(4, 'completed', { buildKey: `sha256:${'b'.repeat(64)}` });
+      await run(5, 'completed', { projectId: unique('proj') });
+      await run(6, 'completed', { orgId: unique('org') });
+
+      const found = await store.latestCompletedWithBuildKey(orgId, projectId, key);
+      expect(found?.id).toBe(newest.id);
+      // The indexed copy of the key stays inside the adapter: the record reads back as stored.
+      expect(found).toEqual(await store.get({ orgId, deploymentId: newest.id }));
+      expect(found?.steps.build.output.image).toBe(`img-${newest.id}`);
+      expect(await store.latestCompletedWithBuildKey(orgId, projectId, `sha256:${'c'.repeat(64)}`)).toBeNull();
+      expect(await store.latestCompletedWithBuildKey(unique('org'), projectId, key)).toBeNull();
+    });
+
     it('finds queued deployments whose job was never confirmed published (outbox)', async () => {
       const orgId = unique('org');
       const past = new Date(Date.now() - 60_000);

@@ -1,5 +1,6 @@
 import type { SourceFile } from '@zepid/core';
 import { decodeSourceBundle, DeployError, planBuild, sourceDigest } from '@zepid/core';
+import { buildKey, findReusableBuild, reuseOutput } from './build-reuse.ts';
 import type { Step, StepContext } from './step.ts';
 
 export async function loadSource(context: StepContext): Promise<SourceFile[]> {
@@ -27,6 +28,9 @@ export const validateStep: Step = {
       if (missing.length > 0) throw new DeployError('SOURCE_INVALID', `Env variables missing from the secret store: ${missing.join(', ')}`);
       log(`env variables: ${record.spec.envVariableNames.join(', ')} (values in the secret store)`);
     }
-    return { kind: plan.kind, plan: JSON.stringify(plan) };
+    // Decided here, before sync and sandbox spend anything on a build that is not needed.
+    const key = buildKey({ sourceDigest: record.source.digest, plan, envVariableNames: record.spec.envVariableNames, builder: adapters.builder.identity });
+    const reused = await findReusableBuild(context, key);
+    return { kind: plan.kind, plan: JSON.stringify(plan), ...reuseOutput(key, reused) };
   },
 };

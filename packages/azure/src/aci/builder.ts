@@ -90,6 +90,7 @@ export function splitImage(image: string): { repository: string; tag: string | n
  */
 export class AciKanikoBuilder implements Builder {
   readonly estimatedDuration: string;
+  readonly identity: string;
   private readonly options: AciKanikoBuilderOptions;
   private readonly client: ContainerInstanceManagementClient;
   private readonly acr: AcrTokenExchange;
@@ -98,6 +99,10 @@ export class AciKanikoBuilder implements Builder {
   constructor(options: AciKanikoBuilderOptions) {
     this.options = options;
     this.estimatedDuration = options.estimatedDuration ?? '3-8 minutes';
+    // Besides source and plan, a build depends on the kaniko image, and a reused image must be in
+    // this registry. Base images (FROM) are not in the key: a reused image keeps the base it was
+    // built on, where a rebuild might pull a newer one.
+    this.identity = `aci-kaniko ${options.kanikoImage} ${options.registry}`;
     const endpoint = (options.armEndpoint ?? 'https://management.azure.com').replace(/\/+$/, '');
     this.client = new ContainerInstanceManagementClient(options.credential, options.subscriptionId, {
       endpoint,
@@ -263,6 +268,15 @@ export class AciKanikoBuilder implements Builder {
 
   async deleteSandbox(deploymentId: string): Promise<void> {
     await this.deleteGroup(sandboxName(deploymentId));
+  }
+
+  /** By digest when kaniko reported one (what the revision pins), else by tag; only images in this builder's registry. */
+  async imageExists(image: BuiltImage, signal: AbortSignal): Promise<boolean> {
+    const { repository, tag } = splitImage(image.image);
+    const prefix = `${this.options.registry}/`;
+    const reference = image.digest ?? tag;
+    if (!repository.startsWith(prefix) || reference === null) return false;
+    return this.acr.manifestExists(repository.slice(prefix.length), reference, AbortSignal.any([signal, this.closing.signal]));
   }
 
   async deleteImage(_deploymentId: string, image: string): Promise<void> {

@@ -13,6 +13,14 @@ export const ACR_REFRESH_TOKEN_USERNAME = '00000000-0000-0000-0000-000000000000'
 /** Entra scope whose tokens ACR accepts for the exchange; the ARM audience works for every registry. */
 export const ACR_EXCHANGE_SCOPE = 'https://management.azure.com/.default';
 
+/** Manifest kinds kaniko pushes (single image or index, Docker or OCI); a registry answers 404 for a kind not accepted. */
+const MANIFEST_MEDIA_TYPES = [
+  'application/vnd.oci.image.manifest.v1+json',
+  'application/vnd.oci.image.index.v1+json',
+  'application/vnd.docker.distribution.manifest.v2+json',
+  'application/vnd.docker.distribution.manifest.list.v2+json',
+].join(', ');
+
 export interface RegistryCredential {
   username: string;
   password: string;
@@ -72,6 +80,27 @@ export class AcrTokenExchange {
     await response.body?.cancel();
     if (response.status === 404 || response.ok) return;
     throw registryError(response.status, 'removing the image tag');
+  }
+
+  /**
+   * Whether the registry still holds the manifest `reference` (a digest, or a tag) of `repository`:
+   * `HEAD /v2/<repo>/manifests/<reference>` with a pull token. An untagged image is still there by
+   * digest until something deletes its manifest (a retention policy, a purge).
+   */
+  async manifestExists(repository: string, reference: string, signal?: AbortSignal): Promise<boolean> {
+    // Both forms are URL-safe as they are; anything else is not an image reference of ours.
+    if (!/^(sha256:[a-f0-9]{64}|[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})$/.test(reference)) return false;
+    const token = await this.accessToken(`repository:${repository}:pull`, signal);
+    const response = await this.call(
+      `/v2/${repository}/manifests/${reference}`,
+      { method: 'HEAD', headers: { authorization: `Bearer ${token}`, accept: MANIFEST_MEDIA_TYPES } },
+      'looking up an image',
+      signal,
+    );
+    await response.body?.cancel();
+    if (response.ok) return true;
+    if (response.status === 404) return false;
+    throw registryError(response.status, 'looking up an image');
   }
 
   private service(): string {

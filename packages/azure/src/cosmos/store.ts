@@ -119,6 +119,11 @@ interface SystemProperties {
 type DeploymentDocument = Omit<DeploymentRecord, 'etag'> & {
   type: 'deployment';
   uniqueKey: string;
+  /**
+   * Build reuse: `steps.validate.output.buildKey` copied to the top level, because `/steps/*` is not
+   * indexed (and a query filtering on an excluded path is refused). Absent until validate records one.
+   */
+  buildKey?: string;
   ttl?: number;
 };
 
@@ -175,7 +180,7 @@ function decodeCursor(cursor: string, scope: string): string {
 }
 
 function toRecord(resource: DeploymentDocument & SystemProperties): DeploymentRecord {
-  const { _rid, _self, _etag, _ts, _attachments, type: _type, uniqueKey: _uniqueKey, ttl: _ttl, ...record } = resource;
+  const { _rid, _self, _etag, _ts, _attachments, type: _type, uniqueKey: _uniqueKey, buildKey: _buildKey, ttl: _ttl, ...record } = resource;
   if (_etag === undefined) throw new DeployError('INTERNAL_ERROR', `Cosmos DB returned deployment ${resource.id} without an etag`);
   return { ...record, etag: _etag };
 }
@@ -295,6 +300,8 @@ export class CosmosDeploymentStore implements DeploymentStore {
       type: 'deployment',
       uniqueKey: record.idempotency === null ? `id:${record.id}` : `idempotency:${record.idempotency.key}`,
     };
+    const buildKey = record.steps.validate.output.buildKey;
+    if (typeof buildKey === 'string') document.buildKey = buildKey;
     if (this.options.retentionDays !== null && (record.status === 'failed' || record.status === 'cancelled')) {
       document.ttl = Math.round(this.options.retentionDays * DAY_SECONDS);
     }
@@ -507,6 +514,17 @@ export class CosmosDeploymentStore implements DeploymentStore {
       { orgId, appName },
       orgId,
       'find the live deployment',
+    );
+    return latest ?? null;
+  }
+
+  async latestCompletedWithBuildKey(orgId: string, projectId: string, buildKey: string): Promise<DeploymentRecord | null> {
+    const [latest] = await this.queryRecords(
+      `SELECT TOP 1 * FROM c WHERE c.orgId = @orgId AND c.type = 'deployment' AND c.projectId = @projectId AND c.buildKey = @buildKey
+       AND c.status = 'completed' ORDER BY c.finishedAt DESC`,
+      { orgId, projectId, buildKey },
+      orgId,
+      'find a build to reuse',
     );
     return latest ?? null;
   }

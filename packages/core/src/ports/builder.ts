@@ -35,12 +35,27 @@ export interface BuiltImage {
 export interface Builder extends Lifecycle, HealthReporting {
   /** Typical wall time of a build, for the API's `estimatedDuration`. */
   readonly estimatedDuration: string;
+  /**
+   * What, besides the source and the build plan, decides the image a build produces: the builder's
+   * version and toolchain (local: builder version and Node; Azure: kaniko image and registry). It is
+   * part of the build key, so a change of builder never reuses an image the old one built. Not secret.
+   */
+  readonly identity: string;
+  /**
+   * Build reuse: whether an image an earlier deployment built is still there to run (local: its
+   * directory; Azure: its manifest in ACR, by digest). A cheap check, made before a build is skipped.
+   * A failure to tell throws; the caller then builds.
+   */
+  imageExists(image: BuiltImage, signal: AbortSignal): Promise<boolean>;
   /** sandbox step: creates (or finds) the isolated place the build runs; returns what it created. */
   createSandbox(job: BuildJob): Promise<Record<string, string>>;
   /** build step: runs the build to its end and returns the image. A non-zero exit is BUILD_FAILED. */
   build(job: BuildJob): Promise<BuiltImage>;
   /** Removes the sandbox; no error when it is already gone. */
   deleteSandbox(deploymentId: string): Promise<void>;
-  /** Compensation of the build step: removes the image when the builder can. */
+  /**
+   * Compensation of the build step: removes the image when the builder can. Never called for an
+   * image reused from an earlier deployment: that one belongs to the deployment that built it.
+   */
   deleteImage(deploymentId: string, image: string): Promise<void>;
 }

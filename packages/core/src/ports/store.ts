@@ -55,6 +55,13 @@ export interface DeploymentStore extends Lifecycle, HealthReporting {
   /** The newest completed deployment of an app: its revision is the one serving traffic. */
   latestCompleted(orgId: string, appName: string): Promise<DeploymentRecord | null>;
   /**
+   * Build reuse: the newest completed deployment of the project (any environment) whose validate
+   * step recorded `buildKey` (`steps.validate.output.buildKey`, a sha256 over the source digest, the
+   * build plan, the env variable names and the builder's identity). Adapters keep the key indexed
+   * beside the record on every create and replace.
+   */
+  latestCompletedWithBuildKey(orgId: string, projectId: string, buildKey: string): Promise<DeploymentRecord | null>;
+  /**
    * Outbox: queued deployments whose current job may not have reached the queue (publishedAt null)
    * and that were last written before `before`. All orgs.
    */

@@ -140,11 +140,17 @@ export class LocalRuntime implements Runtime {
     this.state[spec.appName] = { live: record, previous };
     await this.saveState();
     if (previous !== null) await this.stop(previous.revision);
-    // Keep the live and the previous image (for rollback); older ones go.
-    if (dropped !== null && dropped.revision !== previous?.revision && dropped.revision !== revision) {
+    // Keep the live and the previous image (for rollback); older ones go, unless a revision still
+    // uses them: a reused build shares one image between deployments, and across environments.
+    if (dropped !== null && dropped.revision !== previous?.revision && dropped.revision !== revision && !this.imageInUse(dropped.image)) {
       await rm(dropped.image, { recursive: true, force: true });
     }
     return { revision, url, previousRevision: previous?.revision ?? null, dnsRecords: [] };
+  }
+
+  /** Whether the live or previous revision of any app runs from `image`. */
+  private imageInUse(image: string): boolean {
+    return Object.values(this.state).some((app) => app.live.image === image || app.previous?.image === image);
   }
 
   async rollback(target: { deploymentId: string; appName: string; revision: string; previousRevision: string | null }, log: LogSink): Promise<void> {

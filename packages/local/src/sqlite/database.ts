@@ -54,6 +54,11 @@ const MIGRATIONS: string[] = [
    CREATE INDEX jobs_ready ON jobs (state, visible_at, seq);
    CREATE INDEX jobs_by_session ON jobs (session_id, state, seq);
    CREATE INDEX jobs_settled ON jobs (settled_at) WHERE state = 'done';`,
+  // Build reuse: the key the validate step records (steps.validate.output.buildKey), kept beside the
+  // record by every insert and replace. Records written before carry no key and are never reused.
+  `ALTER TABLE deployments ADD COLUMN build_key TEXT;
+   CREATE INDEX deployments_by_build_key ON deployments (org_id, project_id, build_key, finished_at DESC)
+     WHERE build_key IS NOT NULL AND status = 'completed';`,
 ];
 
 export class SqliteDatabase {

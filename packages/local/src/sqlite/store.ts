@@ -24,6 +24,11 @@ function toRecord(row: Row): DeploymentRecord {
   return { ...(JSON.parse(row.doc) as DeploymentRecord), etag: row.etag };
 }
 
+function buildKeyOf(record: DeploymentRecord): string | null {
+  const key = record.steps.validate.output.buildKey;
+  return typeof key === 'string' ? key : null;
+}
+
 function columns(record: DeploymentRecord, etag: string) {
   const { etag: _old, ...doc } = record;
   return {
@@ -38,6 +43,7 @@ function columns(record: DeploymentRecord, etag: string) {
     finished_at: record.finishedAt,
     published_at: record.publishedAt,
     idempotency_key: record.idempotency?.key ?? null,
+    build_key: buildKeyOf(record),
     etag,
     doc: JSON.stringify(doc),
   };
@@ -72,9 +78,9 @@ export function insertDeployment(db: SqliteDatabase, record: DeploymentRecord, o
     connection
       .prepare(
         `INSERT INTO deployments (id, org_id, project_id, app_name, status, created_at, updated_at, attempt_started_at, finished_at,
-           published_at, idempotency_key, etag, doc)
+           published_at, idempotency_key, build_key, etag, doc)
          VALUES (:id, :org_id, :project_id, :app_name, :status, :created_at, :updated_at, :attempt_started_at, :finished_at,
-           :published_at, :idempotency_key, :etag, :doc)`,
+           :published_at, :idempotency_key, :build_key, :etag, :doc)`,
       )
       .run(columns(record, etag));
   } catch (error) {
@@ -93,7 +99,7 @@ export function replaceDeployment(db: SqliteDatabase, record: DeploymentRecord):
   const result = db.connection
     .prepare(
       `UPDATE deployments SET status = :status, updated_at = :updated_at, attempt_started_at = :attempt_started_at,
-         finished_at = :finished_at, published_at = :published_at, etag = :etag, doc = :doc
+         finished_at = :finished_at, published_at = :published_at, build_key = :build_key, etag = :etag, doc = :doc
        WHERE id = :id AND org_id = :org_id AND etag = :expected`,
     )
     .run({
@@ -102,6 +108,7 @@ export function replaceDeployment(db: SqliteDatabase, record: DeploymentRecord):
       attempt_started_at: values.attempt_started_at,
       finished_at: values.finished_at,
       published_at: values.published_at,
+      build_key: values.build_key,
       etag,
       doc: values.doc,
       id: record.id,
@@ -239,6 +246,18 @@ export class SqliteDeploymentStore implements DeploymentStore {
           `SELECT doc, etag FROM deployments WHERE org_id = ? AND app_name = ? AND status = 'completed' ORDER BY finished_at DESC LIMIT 1`,
         )
         .get(orgId, appName) as Row | undefined;
+      return row === undefined ? null : toRecord(row);
+    });
+  }
+
+  latestCompletedWithBuildKey(orgId: string, projectId: string, buildKey: string): Promise<DeploymentRecord | null> {
+    return runSqlite(() => {
+      const row = this.db.connection
+        .prepare(
+          `SELECT doc, etag FROM deployments WHERE org_id = ? AND project_id = ? AND build_key = ? AND status = 'completed'
+           ORDER BY finished_at DESC LIMIT 1`,
+        )
+        .get(orgId, projectId, buildKey) as Row | undefined;
       return row === undefined ? null : toRecord(row);
     });
   }

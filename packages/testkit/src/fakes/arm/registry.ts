@@ -5,11 +5,15 @@ import type { ArmRequest, ArmResponse } from './http.ts';
 
 /** Audiences ACR accepts for the token exchange. */
 const EXCHANGE_SCOPES = new Set(['https://management.azure.com/.default', 'https://containerregistry.azure.net/.default']);
+const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
+const DOCKER_MANIFEST = 'application/vnd.docker.distribution.manifest.v2+json';
 
 /**
  * The part of Azure Container Registry the service talks to: the OAuth exchange of an Entra token
- * for a refresh token (admin user disabled), refresh → access tokens, tag deletion, and the images
- * the fake kaniko pushes (so a build's digest and a later untag agree).
+ * for a refresh token (admin user disabled), refresh → access tokens, tag deletion, manifest lookups
+ * (`HEAD /v2/<repo>/manifests/<digest or tag>`), and the images the fake kaniko pushes (so a build's
+ * digest and a later untag agree). As in ACR, untagging leaves the manifest pullable by digest; only
+ * `deleteManifest` (a retention policy or purge) removes it.
  */
 export class RegistrySimulation {
   /** Login server, `127.0.0.1:<port>`. */
@@ -18,6 +22,7 @@ export class RegistrySimulation {
   readonly refreshTokens = new Set<string>();
   private readonly accessTokens = new Map<string, string>();
   private readonly tags = new Map<string, Map<string, string>>();
+  private readonly manifests = new Map<string, Set<string>>();
   private readonly credential: FakeTokenCredential;
 
   constructor(loginServer: string, credential: FakeTokenCredential) {
@@ -33,6 +38,15 @@ export class RegistrySimulation {
       this.tags.set(repository, repo);
     }
     repo.set(tag, digest);
+    const manifests = this.manifests.get(repository) ?? new Set<string>();
+    manifests.add(digest);
+    this.manifests.set(repository, manifests);
+  }
+
+  /** Removes an image and every tag on it, as ACR's retention policy or `az acr repository delete` would. */
+  deleteManifest(repository: string, digest: string): void {
+    this.manifests.get(repository)?.delete(digest);
+    for (const [tag, tagged] of this.tags.get(repository) ?? []) if (tagged === digest) this.tags.get(repository)?.delete(tag);
   }
 
   /** Digest of `<repository>:<tag>`, or undefined. */
@@ -40,9 +54,9 @@ export class RegistrySimulation {
     return this.tags.get(repository)?.get(tag);
   }
 
-  /** Whether `repository` holds an image with `digest` under any tag. */
+  /** Whether `repository` holds an image with `digest`, tagged or not. */
   hasDigest(repository: string, digest: string): boolean {
-    return [...(this.tags.get(repository)?.values() ?? [])].includes(digest);
+    return this.manifests.get(repository)?.has(digest) ?? false;
   }
 
   /** Every token the registry issued; tests check none leaks. */
@@ -64,6 +78,10 @@ export class RegistrySimulation {
     if (request.method === 'POST' && path === '/oauth2/token') return this.token(request);
     const untag = /^\/acr\/v1\/(.+)\/_tags\/([^/]+)$/.exec(path);
     if (request.method === 'DELETE' && untag !== null) return this.untag(request, untag[1] ?? '', decodeURIComponent(untag[2] ?? ''));
+    const manifest = /^\/v2\/(.+)\/manifests\/([^/]+)$/.exec(path);
+    if ((request.method === 'HEAD' || request.method === 'GET') && manifest !== null) {
+      return this.manifest(request, manifest[1] ?? '', decodeURIComponent(manifest[2] ?? ''));
+    }
     return null;
   }
 
@@ -95,12 +113,29 @@ export class RegistrySimulation {
     return { status: 200, body: { access_token: accessToken } };
   }
 
-  private untag(request: ArmRequest, repository: string, tag: string): ArmResponse {
+  /** The access token of the request must have been issued for `repository:<repo>:<action>`. */
+  private authorize(request: ArmRequest, repository: string, action: 'pull' | 'delete'): void {
     const bearer = /^Bearer (.+)$/.exec(request.headers.authorization ?? '')?.[1];
     const scope = bearer === undefined ? undefined : this.accessTokens.get(bearer);
-    if (scope === undefined || !scope.split(' ').includes(`repository:${repository}:delete`)) {
-      throw new ArmHttpError(401, 'UNAUTHORIZED', `authentication required for repository:${repository}:delete`);
+    if (scope === undefined || !scope.split(' ').includes(`repository:${repository}:${action}`)) {
+      throw new ArmHttpError(401, 'UNAUTHORIZED', `authentication required for repository:${repository}:${action}`);
     }
+  }
+
+  private manifest(request: ArmRequest, repository: string, reference: string): ArmResponse {
+    this.authorize(request, repository, 'pull');
+    const accepted = request.headers.accept ?? '';
+    if (!accepted.includes(OCI_MANIFEST) && !accepted.includes(DOCKER_MANIFEST)) {
+      // A registry falls back to a schema 1 conversion or 404 for clients that accept neither.
+      throw new ArmHttpError(404, 'MANIFEST_UNKNOWN', `no manifest in a media type the client accepts (${accepted || 'none'})`);
+    }
+    const digest = reference.startsWith('sha256:') ? reference : this.digestOf(repository, reference);
+    if (digest === undefined || !this.hasDigest(repository, digest)) throw new ArmHttpError(404, 'MANIFEST_UNKNOWN', `manifest unknown: ${repository}@${reference}`);
+    return { status: 200, headers: { 'docker-content-digest': digest, 'content-type': DOCKER_MANIFEST } };
+  }
+
+  private untag(request: ArmRequest, repository: string, tag: string): ArmResponse {
+    this.authorize(request, repository, 'delete');
     const repo = this.tags.get(repository);
     if (repo?.delete(tag) !== true) throw new ArmHttpError(404, 'TAG_UNKNOWN', `tag ${tag} is not in repository ${repository}`);
     return { status: 202 };

@@ -1,0 +1,81 @@
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Service } from './support.ts';
+import { freePort, getApp, startService, waitFor } from './support.ts';
+
+const root = fileURLToPath(new URL('../..', import.meta.url));
+
+interface Status {
+  status: string;
+  url: string | null;
+  image: string | null;
+}
+
+/**
+ * Build reuse with the real processes: the static sample deployed twice reuses the first build (and
+ * the second revision serves from it), and a changed file builds again.
+ */
+describe('end to end: build reuse on the embedded defaults', () => {
+  let dataDir: string;
+  let service: Service;
+  let api: string;
+  let token: string;
+
+  const request = (path: string, init: RequestInit = {}) =>
+    fetch(`${api}${path}`, { ...init, headers: { authorization: `Bearer ${token}`, ...(init.body === undefined ? {} : { 'content-type': 'application/json' }) } });
+  const deployAndSettle = async (body: unknown): Promise<{ id: string; status: Status; log: string }> => {
+    const created = await request('/deploy', { method: 'POST', body: JSON.stringify(body) });
+    expect(created.status).toBe(202);
+    const { deploymentId: id } = (await created.json()) as { deploymentId: string };
+    let status: Status | null = null;
+    await waitFor(`deployment ${id} to finish`, async () => {
+      status = (await (await request(`/deploy/${id}/status`)).json()) as Status;
+      return ['completed', 'failed', 'cancelled'].includes(status.status);
+    }, 60_000);
+    const log = await (await request(`/deploy/${id}/logs`, { headers: { accept: 'text/plain' } })).text();
+    return { id, status: status as unknown as Status, log };
+  };
+
+  beforeAll(async () => {
+    dataDir = await mkdtemp(join(tmpdir(), 'zepid-e2e-reuse-'));
+    const [apiPort, routerPort] = [await freePort(), await freePort()];
+    api = `http://127.0.0.1:${apiPort}`;
+    service = startService(root, { DATA_DIR: dataDir, PORT: String(apiPort), LOCAL_ROUTER_PORT: String(routerPort), LOG_LEVEL: 'warn', DEPLOY_API_TOKENS: '' });
+    await waitFor('the dev token to be printed', () => /export TOKEN=(\S+)/.test(service.output()));
+    token = /export TOKEN=(\S+)/.exec(service.output())?.[1] ?? '';
+    await waitFor('a worker heartbeat', async () => (await fetch(`${api}/health/detailed`).catch(() => null))?.status === 200);
+  }, 60_000);
+
+  afterAll(async () => {
+    await service.stop();
+    await rm(dataDir, { recursive: true, force: true, maxRetries: 3 });
+  });
+
+  it('reuses the first build for the same static sample, serves it, and builds again for a changed file', async () => {
+    const sample = JSON.parse(await readFile(join(root, 'examples', 'static-site.json'), 'utf8')) as { files: { path: string; content: string }[] };
+    const first = await deployAndSettle(sample);
+    expect(first.status.status, first.log).toBe('completed');
+    expect(first.log).not.toContain('reusing the image');
+
+    const second = await deployAndSettle(sample);
+    expect(second.status.status, second.log).toBe('completed');
+    expect(second.log).toContain(`reusing the image built by ${first.id} (same source sha256:`);
+    expect(second.log).not.toMatch(/sandbox ready|build context: \d+ files/);
+    expect(second.status.image).toBe(first.status.image);
+    expect(second.status.url).toBe(first.status.url);
+    // The new revision runs from the first build's image.
+    expect((await getApp(second.status.url ?? '')).body).toContain('Hello from Zepid Deploy');
+
+    const files = sample.files.map((file) => (file.path === 'index.html' ? { ...file, content: file.content.replace('Hello from Zepid Deploy', 'Changed') } : file));
+    const third = await deployAndSettle({ ...sample, files });
+    expect(third.status.status, third.log).toBe('completed');
+    expect(third.log).not.toContain('reusing the image');
+    expect(third.status.image).not.toBe(first.status.image);
+    expect((await getApp(third.status.url ?? '')).body).toContain('Changed');
+    // The first build's image stays: the previous revision (the reuse) runs from it, for rollback.
+    expect(await readFile(join(first.status.image ?? '', 'index.html'), 'utf8')).toContain('Hello from Zepid Deploy');
+  }, 120_000);
+});
