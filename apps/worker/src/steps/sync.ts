@@ -1,9 +1,6 @@
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import * as tar from 'tar';
 import { generateDockerfile } from '@zepid/core';
 import { reusedBuildOf } from './build-reuse.ts';
+import { packArchive } from './context-archive.ts';
 import type { Step, StepContext } from './step.ts';
 import { planOf } from './step.ts';
 import { loadSource } from './validate.ts';
@@ -35,27 +32,13 @@ export async function packContext(context: StepContext): Promise<{ contextUri: s
   const { record, adapters, log } = context;
   const files = await loadSource(context);
   const plan = planOf(record);
-  const dir = await mkdtemp(join(tmpdir(), 'zepid-context-'));
-  try {
-    for (const file of files) {
-      const path = join(dir, file.path);
-      await mkdir(dirname(path), { recursive: true });
-      await writeFile(path, file.data);
-    }
-    const paths = files.map((file) => file.path);
-    if (plan.kind !== 'dockerfile' && !paths.includes('Dockerfile')) {
-      await writeFile(join(dir, 'Dockerfile'), generateDockerfile(plan));
-      paths.push('Dockerfile');
-      log('generated a Dockerfile for the build');
-    }
-    const chunks: Buffer[] = [];
-    const stream = tar.c({ cwd: dir, gzip: true, portable: true, noDirRecurse: true }, paths.sort());
-    for await (const chunk of stream) chunks.push(chunk);
-    const archive = Buffer.concat(chunks);
-    const { uri } = await adapters.artifacts.putContext(record.id, archive);
-    log(`build context: ${paths.length} files, ${archive.length} bytes`);
-    return { contextUri: uri, contextBytes: archive.length };
-  } finally {
-    await rm(dir, { recursive: true, force: true });
+  const entries: { path: string; data: Buffer }[] = [...files];
+  if (plan.kind !== 'dockerfile' && !files.some((file) => file.path === 'Dockerfile')) {
+    entries.push({ path: 'Dockerfile', data: Buffer.from(generateDockerfile(plan)) });
+    log('generated a Dockerfile for the build');
   }
+  const archive = packArchive(entries);
+  const { uri } = await adapters.artifacts.putContext(record.id, archive);
+  log(`build context: ${entries.length} files, ${archive.length} bytes`);
+  return { contextUri: uri, contextBytes: archive.length };
 }
