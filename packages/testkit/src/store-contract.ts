@@ -110,6 +110,17 @@ export function storeContract(name: string, createHarness: () => Promise<StoreHa
       await store.create(makeRecord({ orgId }), { maxActivePerOrg: 2 });
       expect(await store.countActive(orgId)).toBe(2);
       expect(await store.countByStatus(orgId)).toEqual({ queued: 2, in_progress: 0, completed: 0, failed: 1, cancelled: 0 });
+      // starting keeps the count; a retry counts again; deleting an active one frees its slot
+      const failed = await store.get({ orgId, deploymentId: first.id });
+      const running = (await store.listRecent(orgId, 10)).find((record) => record.status === 'queued');
+      if (failed === null || running === undefined) throw new Error('records vanished');
+      await store.replace(apply(running, { type: 'attempt_started' }, new Date()));
+      expect(await store.countActive(orgId)).toBe(2);
+      await store.delete({ orgId, deploymentId: running.id });
+      expect(await store.countActive(orgId)).toBe(1);
+      await store.replace(apply(failed, { type: 'retried' }, new Date()));
+      expect(await store.countActive(orgId)).toBe(2);
+      expect(await codeOf(store.create(makeRecord({ orgId }), { maxActivePerOrg: 2 }))).toBe('QUOTA_EXCEEDED');
     });
 
     it('lists a project newest first, in pages, without gaps or repeats', async () => {

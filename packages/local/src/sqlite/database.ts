@@ -59,6 +59,26 @@ const MIGRATIONS: string[] = [
   `ALTER TABLE deployments ADD COLUMN build_key TEXT;
    CREATE INDEX deployments_by_build_key ON deployments (org_id, project_id, build_key, finished_at DESC)
      WHERE build_key IS NOT NULL AND status = 'completed';`,
+  // Queued + in-progress deployments per org, kept by triggers in the writing transaction: the quota
+  // check on every POST /deploy reads one row instead of counting the org's queue (which made
+  // intake slower the longer the queue grew; BENCHMARKS.md).
+  `CREATE TABLE active_counts (org_id TEXT PRIMARY KEY, n INTEGER NOT NULL);
+   INSERT INTO active_counts (org_id, n)
+     SELECT org_id, COUNT(*) FROM deployments WHERE status IN ('queued', 'in_progress') GROUP BY org_id;
+   CREATE TRIGGER active_on_insert AFTER INSERT ON deployments WHEN NEW.status IN ('queued', 'in_progress')
+   BEGIN
+     INSERT INTO active_counts (org_id, n) VALUES (NEW.org_id, 1) ON CONFLICT (org_id) DO UPDATE SET n = n + 1;
+   END;
+   CREATE TRIGGER active_on_delete AFTER DELETE ON deployments WHEN OLD.status IN ('queued', 'in_progress')
+   BEGIN
+     UPDATE active_counts SET n = n - 1 WHERE org_id = OLD.org_id;
+   END;
+   CREATE TRIGGER active_on_update AFTER UPDATE OF status ON deployments
+     WHEN (OLD.status IN ('queued', 'in_progress')) != (NEW.status IN ('queued', 'in_progress'))
+   BEGIN
+     INSERT INTO active_counts (org_id, n) VALUES (NEW.org_id, CASE WHEN NEW.status IN ('queued', 'in_progress') THEN 1 ELSE -1 END)
+       ON CONFLICT (org_id) DO UPDATE SET n = n + excluded.n;
+   END;`,
 ];
 
 export class SqliteDatabase {

@@ -9,7 +9,7 @@ import type {
   Page,
   WorkerHeartbeat,
 } from '@zepid/core';
-import { ACTIVE_STATUSES, DEPLOYMENT_STATUSES, DeployError, probe, quotaExceeded } from '@zepid/core';
+import { DEPLOYMENT_STATUSES, DeployError, probe, quotaExceeded } from '@zepid/core';
 import type { SqliteDatabase } from './database.ts';
 import { runSqlite } from './database.ts';
 
@@ -63,15 +63,18 @@ function decodeCursor(cursor: string): [string, string] {
   throw new DeployError('VALIDATION_ERROR', 'cursor is not one this service returned', { details: [{ field: 'cursor', message: 'is invalid' }] });
 }
 
+/** Queued plus in-progress deployments of an org: one row kept by triggers (migration 3). */
+function activeCount(db: SqliteDatabase, orgId: string): number {
+  return (db.connection.prepare('SELECT n FROM active_counts WHERE org_id = ?').get(orgId) as { n: number } | undefined)?.n ?? 0;
+}
+
 /**
  * Inserts a record inside the caller's transaction after checking the org's active limit; the check
  * and the insert are atomic because the transaction holds SQLite's write lock.
  */
 export function insertDeployment(db: SqliteDatabase, record: DeploymentRecord, options: CreateOptions): DeploymentRecord {
   const connection = db.connection;
-  const active = connection
-    .prepare(`SELECT COUNT(*) AS n FROM deployments WHERE org_id = ? AND status IN (${ACTIVE_STATUSES.map(() => '?').join(', ')})`)
-    .get(record.orgId, ...ACTIVE_STATUSES) as { n: number };
+  const active = { n: activeCount(db, record.orgId) };
   if (active.n >= options.maxActivePerOrg) throw quotaExceeded(active.n, options.maxActivePerOrg);
   const etag = newEtag();
   try {
@@ -220,14 +223,7 @@ export class SqliteDeploymentStore implements DeploymentStore {
   }
 
   countActive(orgId: string): Promise<number> {
-    return runSqlite(
-      () =>
-        (
-          this.db.connection
-            .prepare(`SELECT COUNT(*) AS n FROM deployments WHERE org_id = ? AND status IN ('queued', 'in_progress')`)
-            .get(orgId) as { n: number }
-        ).n,
-    );
+    return runSqlite(() => activeCount(this.db, orgId));
   }
 
   listFinishedBefore(orgId: string | null, before: Date, limit: number): Promise<DeploymentRecord[]> {
