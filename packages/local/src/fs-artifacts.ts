@@ -1,4 +1,5 @@
-import { appendFile, mkdir, open, readFile, rm, stat, writeFile, rename } from 'node:fs/promises';
+import { appendFile, mkdir, readFile, rm, stat, writeFile, rename } from 'node:fs/promises';
+import { closeSync, fstatSync, openSync, readSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ArtifactStore, DependencyHealth } from '@zepid/core';
 import { DEPLOYMENT_ID_PATTERN, probe } from '@zepid/core';
@@ -13,8 +14,12 @@ function isMissing(error: unknown): boolean {
 }
 
 /** Artifacts as files under `<DATA_DIR>/artifacts/{sources,contexts,logs}/<deploymentId>.*`. */
+/** Log tails kept for status reads (oldest dropped first). */
+const TAIL_CACHE_ENTRIES = 512;
+
 export class FsArtifactStore implements ArtifactStore {
   private readonly root: string;
+  private readonly tails = new Map<string, { size: number; mtimeMs: number; maxBytes: number; text: string }>();
 
   constructor(root: string) {
     this.root = root;
@@ -84,25 +89,43 @@ export class FsArtifactStore implements ArtifactStore {
     return (await this.readOrNull(this.path('log', deploymentId)))?.toString('utf8') ?? '';
   }
 
-  async readLogTail(deploymentId: string, maxBytes: number): Promise<string> {
-    let handle;
+  /**
+   * Every GET status reads this, so it is the hot path of the API: synchronous calls on a small local
+   * file (one stat when the log has not grown since the last read, from a bounded cache) instead of
+   * four thread-pool round trips per request (BENCHMARKS.md).
+   */
+  readLogTail(deploymentId: string, maxBytes: number): Promise<string> {
     try {
-      handle = await open(this.path('log', deploymentId), 'r');
+      return Promise.resolve(this.readLogTailSync(deploymentId, maxBytes));
     } catch (error) {
-      if (isMissing(error)) return '';
-      throw error;
+      return Promise.reject(error as Error);
     }
+  }
+
+  private readLogTailSync(deploymentId: string, maxBytes: number): string {
+    const path = this.path('log', deploymentId);
+    const stats = statSync(path, { throwIfNoEntry: false });
+    if (stats === undefined) return '';
+    const cached = this.tails.get(path);
+    if (cached !== undefined && cached.size === stats.size && cached.mtimeMs === stats.mtimeMs && cached.maxBytes === maxBytes) return cached.text;
+    const fd = openSync(path, 'r');
+    let text: string;
     try {
-      const { size } = await handle.stat();
+      const size = fstatSync(fd).size;
       const length = Math.min(size, maxBytes);
       const buffer = Buffer.alloc(length);
-      await handle.read(buffer, 0, length, size - length);
-      const text = buffer.toString('utf8');
+      readSync(fd, buffer, 0, length, size - length);
+      text = buffer.toString('utf8');
       // Start at a line boundary unless the whole file was read.
-      return length < size ? text.slice(text.indexOf('\n') + 1) : text;
+      if (length < size) text = text.slice(text.indexOf('\n') + 1);
+      if (size !== stats.size) return text; // it grew in between: answer, but do not cache
     } finally {
-      await handle.close();
+      closeSync(fd);
     }
+    if (this.tails.size >= TAIL_CACHE_ENTRIES) this.tails.delete(this.tails.keys().next().value ?? '');
+    this.tails.delete(path);
+    this.tails.set(path, { size: stats.size, mtimeMs: stats.mtimeMs, maxBytes, text });
+    return text;
   }
 
   async deleteAll(deploymentId: string): Promise<number> {

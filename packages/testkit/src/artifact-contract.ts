@@ -44,6 +44,12 @@ export function artifactContract(name: string, createHarness: () => Promise<Arti
       expect(tail.length).toBeLessThanOrEqual(40);
       expect(tail.startsWith('{"n":')).toBe(true);
       expect(tail.endsWith('{"n":49}\n')).toBe(true);
+      // a tail read again after the log grew shows the new lines (nothing stale is kept)
+      await artifacts.appendLog(id, '{"n":50}\n');
+      expect((await artifacts.readLogTail(id, 40)).endsWith('{"n":50}\n')).toBe(true);
+      expect((await artifacts.readLogTail(id, 40)).endsWith('{"n":50}\n')).toBe(true);
+      await artifacts.deleteAll(id);
+      expect(await artifacts.readLogTail(id, 40)).toBe('');
     });
 
     it('deletes everything of a deployment and says how much there was', async () => {
