@@ -1,18 +1,24 @@
-import type { ApiAdapters, Clock, DeployRequest, DeploymentRecord, Logger } from '@zepid/core';
+import type { ApiAdapters, Clock, DeployRequest, DeploymentRecord, Logger, ManifestFile } from '@zepid/core';
 import {
   DeployError,
   apply,
   quotaExceeded,
   appName,
-  encodeSourceBundle,
+  encodeSourceManifest,
   isTerminal,
   jobFor,
+  LIMITS,
+  mapLimit,
   newDeploymentId,
   newDeploymentRecord,
   sha256Hex,
+  sourceBytesProblem,
   sourceDigest,
   updateDeployment,
 } from '@zepid/core';
+
+/** Object uploads in flight for one request. */
+const OBJECT_WRITES = 8;
 
 export interface DeploymentServiceOptions {
   maxActivePerOrg: number;
@@ -23,7 +29,7 @@ export interface DeploymentServiceOptions {
 /**
  * What the API does with deployments: record and queue them, cancel and retry them. It never builds
  * or deploys: the worker does. Source and secrets are stored before the record, so a record never
- * points at nothing; if recording fails they are removed again.
+ * points at nothing; if recording fails they are removed again (file objects stay for the sweep).
  */
 export class DeploymentService {
   private readonly adapters: ApiAdapters;
@@ -56,6 +62,7 @@ export class DeploymentService {
     if (active >= this.options.maxActivePerOrg) throw quotaExceeded(active, this.options.maxActivePerOrg);
 
     const id = newDeploymentId();
+    const source = await this.storeFiles(request);
     const record = newDeploymentRecord(
       {
         id,
@@ -75,22 +82,24 @@ export class DeploymentService {
           historyMessageCount: request.historyMessages.length,
         },
         source: {
-          digest: sourceDigest(request.files),
-          fileCount: request.files.length,
-          bytes: request.files.reduce((sum, file) => sum + file.data.length, 0),
+          digest: sourceDigest(source.files),
+          fileCount: source.files.length,
+          bytes: source.files.reduce((sum, file) => sum + file.size, 0),
+          storedFiles: source.storedFiles,
+          storedBytes: source.storedBytes,
         },
         idempotency: idempotency === null || requestHash === null ? null : { key: idempotency.key, requestHash },
       },
       this.options.clock(),
     );
 
-    await artifacts.putSource(id, encodeSourceBundle({ files: request.files, historyMessages: request.historyMessages }));
+    await artifacts.putSource({ orgId: request.orgId, deploymentId: id }, encodeSourceManifest({ files: source.files, historyMessages: request.historyMessages }));
     await secrets.put(id, request.envVariables);
     try {
       const created = await intake.submit(record, jobFor(record, traceparent), { maxActivePerOrg: this.options.maxActivePerOrg });
       return { record: created, replayed: false };
     } catch (error) {
-      await this.discard(id);
+      await this.discard(request.orgId, id);
       // Two requests with one Idempotency-Key raced: the loser answers with the winner's deployment.
       if (error instanceof DeployError && error.code === 'CONFLICT' && idempotency !== null && requestHash !== null) {
         const winner = await store.findByIdempotencyKey(request.orgId, idempotency.key);
@@ -98,6 +107,35 @@ export class DeploymentService {
       }
       throw error;
     }
+  }
+
+  /**
+   * Stores the contents the org does not have yet, once per distinct content, and returns the manifest
+   * entries. One look-up covers every file: it finds the files given by sha256 alone (their sizes count
+   * toward the limits) and the sent ones already stored (not uploaded again). Files given by sha256 that
+   * the org does not have are a SOURCE_FILES_MISSING listing them all, before anything is written.
+   */
+  private async storeFiles(request: DeployRequest): Promise<{ files: ManifestFile[]; storedFiles: number; storedBytes: number }> {
+    const { artifacts } = this.adapters;
+    const found = await artifacts.findObjects(request.orgId, request.files.map((file) => file.sha256));
+    const files = request.files.map((file) => ({ path: file.path, sha256: file.sha256, size: file.data?.length ?? found.get(file.sha256) ?? 0 }));
+    const total = files.reduce((sum, file) => sum + file.size, 0);
+    if (total > LIMITS.sourceBytes) {
+      throw new DeployError('VALIDATION_ERROR', 'Invalid body: files', { details: [{ field: 'files', message: sourceBytesProblem(total) }] });
+    }
+    const missing = request.files.filter((file) => file.data === null && !found.has(file.sha256));
+    if (missing.length > 0) {
+      throw new DeployError('SOURCE_FILES_MISSING', `${missing.length} files given by sha256 alone are not stored for this organization; send them with content`, {
+        details: { missing: missing.map((file) => ({ path: file.path, sha256: file.sha256 })) },
+      });
+    }
+    const fresh = new Map<string, Buffer>();
+    for (const file of request.files) if (file.data !== null && !found.has(file.sha256)) fresh.set(file.sha256, file.data);
+    const written = await mapLimit([...fresh], OBJECT_WRITES, async ([digest, data]) =>
+      (await artifacts.putObject(request.orgId, digest, data)) ? data.length : null,
+    );
+    const stored = written.filter((bytes) => bytes !== null);
+    return { files, storedFiles: stored.length, storedBytes: stored.reduce((sum, bytes) => sum + bytes, 0) };
   }
 
   private replay(earlier: DeploymentRecord, requestHash: string): DeploymentRecord {
@@ -109,8 +147,8 @@ export class DeploymentService {
     return earlier;
   }
 
-  private async discard(id: string): Promise<void> {
-    await Promise.allSettled([this.adapters.artifacts.deleteAll(id), this.adapters.secrets.delete(id)]).then((results) => {
+  private async discard(orgId: string, id: string): Promise<void> {
+    await Promise.allSettled([this.adapters.artifacts.deleteAll({ orgId, deploymentId: id }), this.adapters.secrets.delete(id)]).then((results) => {
       for (const result of results) {
         if (result.status === 'rejected') this.options.logger.warn({ err: result.reason as unknown, deploymentId: id }, 'could not discard source or secrets');
       }

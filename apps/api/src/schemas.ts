@@ -11,7 +11,11 @@ export const ErrorBody = Type.Object(
     success: Type.Literal(false),
     error: Type.String({ description: 'Stable error code, e.g. VALIDATION_ERROR, NOT_FOUND, QUOTA_EXCEEDED.' }),
     message: Type.String(),
-    details: Type.Optional(Type.Unknown({ description: 'For VALIDATION_ERROR: [{field, message}], one per violation.' })),
+    details: Type.Optional(
+      Type.Unknown({
+        description: 'For VALIDATION_ERROR: [{field, message}], one per violation. For SOURCE_FILES_MISSING: {missing: [{path, sha256}]}, every file to send again with content.',
+      }),
+    ),
     timestamp: Type.String({ format: 'date-time' }),
   },
   { $id: 'ErrorBody', description: 'Every 4xx/5xx answer.' },
@@ -54,6 +58,19 @@ export const DnsRecordView = Type.Object({
   value: Type.String(),
 });
 
+export const SourceView = Type.Object(
+  {
+    digest: Type.String({ description: '`sha256:` + hex over the sorted (path, file sha256) pairs: identical sources share it.' }),
+    fileCount: Type.Integer(),
+    bytes: Type.Integer({ description: 'All files together.' }),
+    storedFiles: Type.Integer({
+      description: 'Files whose content this deployment newly stored (a content shared by several paths counts once); 0 when the organization had every one already.',
+    }),
+    storedBytes: Type.Integer({ description: 'Bytes this deployment newly stored; 0 for a redeploy of unchanged files.' }),
+  },
+  { description: 'The deployment\'s source. Each file content is stored once per organization.' },
+);
+
 export const StatusView = Type.Object({
   deploymentId: Type.String(),
   projectId: Type.String(),
@@ -63,6 +80,7 @@ export const StatusView = Type.Object({
   progress: Type.Integer({ minimum: 0, maximum: 100 }),
   attempt: Type.Integer({ minimum: 1 }),
   cancelRequested: Type.Boolean(),
+  source: SourceView,
   steps: Type.Object(Object.fromEntries(STEPS.map((step) => [step, StepView])) as Record<(typeof STEPS)[number], typeof StepView>),
   logs: Type.Array(Type.String(), { description: `The last ${LIMITS.statusLogLines} log lines.` }),
   error: Nullable(Type.String()),
@@ -86,6 +104,7 @@ export const DeploymentSummary = Type.Object({
   currentStep: Nullable(literals(STEPS)),
   progress: Type.Integer(),
   attempt: Type.Integer(),
+  source: SourceView,
   url: Nullable(Type.String()),
   error: Nullable(Type.String()),
   errorCode: Nullable(Type.String()),

@@ -48,6 +48,14 @@ export function summaryView(record: DeploymentRecord): DeploymentSummary {
     currentStep: record.currentStep,
     progress: record.progress,
     attempt: record.attempt,
+    source: {
+      digest: record.source.digest,
+      fileCount: record.source.fileCount,
+      bytes: record.source.bytes,
+      // Records from before content-addressed source have no counts: each stored its whole source.
+      storedFiles: record.source.storedFiles ?? record.source.fileCount,
+      storedBytes: record.source.storedBytes ?? record.source.bytes,
+    },
     url: record.result.url,
     error: record.error?.message ?? null,
     errorCode: record.error?.code ?? null,

@@ -1,12 +1,15 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { checkSourcePath, DOMAIN_PATTERN, ENV_NAME_PATTERN, ID_PATTERN, isAllowedContainerSize, LIMITS } from '@zepid/core';
+import { checkSourcePath, DOMAIN_PATTERN, ENV_NAME_PATTERN, FILE_DIGEST_PATTERN, ID_PATTERN, isAllowedContainerSize, LIMITS } from '@zepid/core';
 import type { Harness } from './harness.ts';
 import { auth, createHarness, staticBody } from './harness.ts';
 
 const ID = new RegExp(ID_PATTERN);
 const DOMAIN = new RegExp(DOMAIN_PATTERN);
 const ENV_NAME = new RegExp(ENV_NAME_PATTERN);
+const DIGEST = new RegExp(FILE_DIGEST_PATTERN);
+/** Well-formed SHA-256 hex that no test ever stored (the chance of a collision is nil). */
+const hexDigest = fc.stringMatching(/^[0-9a-f]{64}$/);
 
 /** Strings attackers and broken clients send: control characters, look-alikes, traversal, huge. */
 const nasty = fc.oneof(
@@ -41,6 +44,14 @@ const badDeployBody: fc.Arbitrary<unknown> = fc.oneof(
   badPath.map((path) => staticBody({ files: [{ path, content: 'x' }] })),
   fc.oneof(wrongType, fc.constant([]), fc.string()).map((files) => staticBody({ files })),
   fc.string({ maxLength: 30 }).filter((s) => /[^A-Za-z0-9+/=]/.test(s)).map((content) => staticBody({ files: [{ path: 'a.bin', content, encoding: 'base64' }] })),
+  // Files by sha256: malformed digests, digests nobody stored (SOURCE_FILES_MISSING), content that does not match, neither.
+  fc.oneof(nasty, wrongType, hexDigest.map((digest) => digest.toUpperCase()), hexDigest.map((digest) => `sha256:${digest}`), hexDigest.map((digest) => digest.slice(1)))
+    .filter((sha256) => typeof sha256 !== 'string' || !DIGEST.test(sha256))
+    .map((sha256) => staticBody({ files: [{ path: 'a.txt', sha256 }] })),
+  fc.uniqueArray(hexDigest, { minLength: 1, maxLength: 5 }).map((digests) => staticBody({ files: digests.map((sha256, i) => ({ path: `f${i}.txt`, sha256 })) })),
+  fc.tuple(fc.string({ maxLength: 40 }), hexDigest).map(([content, sha256]) => staticBody({ files: [{ path: 'a.txt', content, sha256 }, { path: 'b.txt', content: 'ok' }] })),
+  fc.constant(staticBody({ files: [{ path: 'a.txt' }] })),
+  fc.tuple(badPath, hexDigest).map(([path, sha256]) => staticBody({ files: [{ path, sha256 }] })),
   fc.oneof(fc.integer({ min: 65536 }), fc.integer({ max: 0 }), fc.double({ min: 1.1, max: 100, noInteger: true }), fc.string()).map((port) => staticBody({ port })),
   fc.oneof(fc.string({ maxLength: 5 }).map((s) => `build\n${s}`), fc.string({ minLength: LIMITS.commandLength + 1, maxLength: LIMITS.commandLength + 50 }), wrongType).map((buildCommand) => staticBody({ buildCommand })),
   fc.string({ minLength: 1, maxLength: 12 }).filter((key) => !['projectId', 'organizationId', 'orgId', 'userId', 'projectName', 'environment', 'customDomain', 'containerSize', 'envVariables', 'buildCommand', 'startCommand', 'port', 'files', 'initFiles', 'historyMessages', '__proto__', 'constructor'].includes(key)).map((key) => staticBody({ [key]: 1 })),

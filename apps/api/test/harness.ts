@@ -1,6 +1,6 @@
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { pino } from 'pino';
 import type { ApiAdapters, Clock } from '@zepid/core';
@@ -24,6 +24,7 @@ export interface Harness {
   dataDir: string;
   /** Moves the API's clock (cleanup cutoffs). */
   advance(ms: number): void;
+  /** Every artifact file, relative to the artifacts directory: `manifests/<org key>/<id>.json.gz`, `objects/<org key>/<sha256>`, … */
   artifactFiles(): Promise<string[]>;
   close(): Promise<void>;
 }
@@ -61,9 +62,8 @@ export async function createHarness(options: { maxActivePerOrg?: number; rateLim
       offset += ms;
     },
     artifactFiles: async () => {
-      const files: string[] = [];
-      for (const kind of ['sources', 'contexts', 'logs']) files.push(...(await readdir(join(dataDir, 'artifacts', kind))));
-      return files;
+      const entries = await readdir(join(dataDir, 'artifacts'), { recursive: true, withFileTypes: true });
+      return entries.filter((entry) => entry.isFile()).map((entry) => relative(join(dataDir, 'artifacts'), join(entry.parentPath, entry.name))).sort();
     },
     close: async () => {
       await app.close();

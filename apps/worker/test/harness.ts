@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
 import type { DeploymentRecord, DeploymentSpec, WorkerAdapters } from '@zepid/core';
-import { appName, encodeSourceBundle, jobFor, newDeploymentId, newDeploymentRecord, sourceDigest, systemClock } from '@zepid/core';
+import { appName, encodeSourceManifest, jobFor, newDeploymentId, newDeploymentRecord, sha256Hex, sourceDigest, systemClock } from '@zepid/core';
 import { createLocalAdapters } from '@zepid/local';
 import { Consumer } from '../src/consumer.ts';
 import { steps } from '../src/steps/index.ts';
@@ -68,7 +68,10 @@ export async function createWorkerHarness(
     async submit(submitOptions = {}) {
       const id = newDeploymentId();
       const projectId = submitOptions.projectId ?? 'site';
-      const files = Object.entries(submitOptions.files ?? { 'index.html': '<h1>hi</h1>' }).map(([path, content]) => ({ path, data: Buffer.from(content) }));
+      const files = Object.entries(submitOptions.files ?? { 'index.html': '<h1>hi</h1>' }).map(([path, content]) => {
+        const data = Buffer.from(content);
+        return { path, data, sha256: sha256Hex(data), size: data.length };
+      });
       const env = submitOptions.env ?? {};
       const record = newDeploymentRecord(
         {
@@ -89,12 +92,14 @@ export async function createWorkerHarness(
             historyMessageCount: 0,
             ...submitOptions.spec,
           },
-          source: { digest: sourceDigest(files), fileCount: files.length, bytes: 1 },
+          source: { digest: sourceDigest(files), fileCount: files.length, bytes: 1, storedFiles: files.length, storedBytes: 1 },
           idempotency: null,
         },
         new Date(),
       );
-      await base.artifacts.putSource(id, encodeSourceBundle({ files, historyMessages: [] }));
+      for (const file of files) await base.artifacts.putObject('org_w', file.sha256, file.data);
+      const manifest = files.map(({ path, sha256, size }) => ({ path, sha256, size }));
+      await base.artifacts.putSource({ orgId: 'org_w', deploymentId: id }, encodeSourceManifest({ files: manifest, historyMessages: [] }));
       await base.secrets.put(id, env);
       return base.intake.submit(record, jobFor(record, null), { maxActivePerOrg: 1000 });
     },

@@ -14,7 +14,7 @@ const MiB = 1024 * 1024;
 
 artifactContract('Blob Storage (Azurite, shared key)', async () => {
   const azurite = await startAzuriteBlob();
-  const artifacts = new BlobArtifactStore({ connectionString: azurite.connectionString, containers, createIfMissing: true });
+  const artifacts = new BlobArtifactStore({ connectionString: azurite.connectionString, containers, createIfMissing: true, objectTouchAfterMs: 0 });
   await artifacts.start();
   return {
     artifacts,
@@ -27,7 +27,7 @@ artifactContract('Blob Storage (Azurite, shared key)', async () => {
 
 artifactContract('Blob Storage (Azurite, Entra token)', async () => {
   const azurite = await startAzuriteBlob();
-  const artifacts = new BlobArtifactStore({ accountUrl: azurite.accountUrl, credential: azurite.credential, containers, createIfMissing: true });
+  const artifacts = new BlobArtifactStore({ accountUrl: azurite.accountUrl, credential: azurite.credential, containers, createIfMissing: true, objectTouchAfterMs: 0 });
   await artifacts.start();
   return {
     artifacts,
@@ -106,8 +106,8 @@ describe('BlobArtifactStore on Azurite', () => {
     expect(tail).toBe('{"line":6}\n{"line":7}\n');
     expect(await artifacts.readLogTail(id, 10_000)).toBe(all);
 
-    await artifacts.putSource(id, Buffer.from('s'));
-    expect(await artifacts.deleteAll(id)).toBe(2);
+    await artifacts.putSource({ orgId: 'org_1', deploymentId: id }, Buffer.from('s'));
+    expect(await artifacts.deleteAll({ orgId: 'org_1', deploymentId: id })).toBe(2);
     expect(await artifacts.readLog(id)).toBe('');
     expect(await logs.getBlobClient(`${id}.2.ndjson`).exists()).toBe(false);
   });
@@ -154,8 +154,10 @@ describe('BlobArtifactStore on Azurite', () => {
     expect((lost as DeployError).code).toBe('DEPENDENCY_UNAVAILABLE');
   });
 
-  it('rejects names that are not deployment ids before touching storage', async () => {
-    await expect(artifacts.getSource('../sources/x')).rejects.toThrow(/not a deployment id/);
+  it('rejects names that are not deployment ids or digests before touching storage', async () => {
+    await expect(artifacts.getSource({ orgId: 'org_1', deploymentId: '../sources/x' })).rejects.toThrow(/not a deployment id/);
+    await expect(artifacts.getObject('org_1', '../manifests/x')).rejects.toThrow(/not a sha256 digest/);
+    await expect(artifacts.findObjects('org_1', ['A'.repeat(64)])).rejects.toThrow(/not a sha256 digest/);
   });
 });
 

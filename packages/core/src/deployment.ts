@@ -29,10 +29,13 @@ export interface DeploymentSpec {
 }
 
 export interface SourceSummary {
-  /** sha256 over the files' paths and contents. */
+  /** sha256 over the sorted (path, file sha256) pairs: identical trees share it (see source.ts). */
   digest: string;
   fileCount: number;
   bytes: number;
+  /** Objects this deployment newly stored (content the org did not have yet; one per distinct content), and their bytes. */
+  storedFiles: number;
+  storedBytes: number;
 }
 
 export interface DeploymentResult {

@@ -7,6 +7,8 @@ export const ERROR_CODES = {
   // request errors (API)
   VALIDATION_ERROR: 400,
   INVALID_JSON: 400,
+  /** Files given by sha256 alone that the organization has not stored; details list them. */
+  SOURCE_FILES_MISSING: 400,
   UNAUTHORIZED: 401,
   FORBIDDEN: 403,
   NOT_FOUND: 404,

@@ -12,6 +12,7 @@ export * from './ids.ts';
 export * from './naming.ts';
 export * from './request.ts';
 export * from './source.ts';
+export * from './concurrency.ts';
 export * from './build-plan.ts';
 export * from './logs.ts';
 export * from './config.ts';

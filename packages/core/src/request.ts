@@ -3,6 +3,7 @@ import type { Static } from 'typebox';
 import type { ContainerSize } from './deployment.ts';
 import type { Environment } from './glossary.ts';
 import { ENVIRONMENTS } from './glossary.ts';
+import { sha256Hex } from './ids.ts';
 import {
   DOMAIN_PATTERN,
   ENV_NAME_PATTERN,
@@ -11,7 +12,7 @@ import {
   LIMITS,
   RESERVED_ENV_NAMES,
 } from './limits.ts';
-import { checkSourcePath } from './source.ts';
+import { checkSourcePath, FILE_DIGEST_PATTERN } from './source.ts';
 
 /**
  * The body of `POST /deploy` (and its v2 alias `POST /api/deploy`). One schema gives validation,
@@ -37,21 +38,33 @@ export const FileEntrySchema = Type.Object(
       description:
         'Relative path with `/` separators: no leading `/`, no drive letter, no `.` or `..` segment, no `\\`, no control characters.',
     }),
-    content: Type.String({
-      // base64 of the largest file; the decoded size is checked separately.
-      maxLength: Math.ceil(LIMITS.fileBytes / 3) * 4,
-      description: `File content, at most ${LIMITS.fileBytes} bytes once decoded.`,
-    }),
+    content: Type.Optional(
+      Type.String({
+        // base64 of the largest file; the decoded size is checked separately.
+        maxLength: Math.ceil(LIMITS.fileBytes / 3) * 4,
+        description: `File content, at most ${LIMITS.fileBytes} bytes once decoded. Optional when \`sha256\` is given.`,
+      }),
+    ),
+    sha256: Type.Optional(
+      Type.String({
+        pattern: FILE_DIGEST_PATTERN,
+        description:
+          'SHA-256 of the (decoded) content, 64 lowercase hex. Without `content`, the file is taken from what the organization ' +
+          'stored before (any earlier deployment with the same content); when the organization does not have it, the request is a ' +
+          '400 `SOURCE_FILES_MISSING` listing every missing `{path, sha256}`, and nothing is stored or queued. With `content`, ' +
+          'the content must hash to it. Such files count toward the file count and size limits like sent ones.',
+      }),
+    ),
     encoding: Type.Optional(
       Type.Union([Type.Literal('utf8'), Type.Literal('base64')], { default: 'utf8', description: 'Encoding of `content`.' }),
     ),
   },
-  { additionalProperties: false },
+  { additionalProperties: false, description: 'One file: `content`, `sha256`, or both.' },
 );
 
 const Files = Type.Array(FileEntrySchema, {
   maxItems: LIMITS.files,
-  description: `The project's files, at most ${LIMITS.files}, ${LIMITS.sourceBytes} bytes in all once decoded.`,
+  description: `The project's files, at most ${LIMITS.files}, ${LIMITS.sourceBytes} bytes in all once decoded (files given by \`sha256\` alone included).`,
 });
 
 export const ContainerSizeSchema = Type.Object(
@@ -118,6 +131,13 @@ export interface SourceFile {
   data: Buffer;
 }
 
+/** A file of a request: its digest, and its content unless the client referred to a stored object. */
+export interface RequestFile {
+  path: string;
+  sha256: string;
+  data: Buffer | null;
+}
+
 /** A validated request, with aliases resolved and file contents decoded. */
 export interface DeployRequest {
   projectId: string;
@@ -131,8 +151,14 @@ export interface DeployRequest {
   buildCommand: string | null;
   startCommand: string | null;
   port: number | null;
-  files: SourceFile[];
+  /** Content sizes are checked; files given by digest alone are checked against the limits once found. */
+  files: RequestFile[];
   historyMessages: { role: string; content: string }[];
+}
+
+/** The message for sources over LIMITS.sourceBytes; also used once files given by digest are found. */
+export function sourceBytesProblem(total: number): string {
+  return `files total ${total} bytes; the limit is ${LIMITS.sourceBytes}`;
 }
 
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
@@ -157,7 +183,7 @@ export function checkDeployRequest(body: DeployRequestBody): { request: DeployRe
   const entries = body.files ?? body.initFiles ?? [];
   if (entries.length === 0) errors.push({ field: 'files', message: 'at least one file is required' });
 
-  const files: SourceFile[] = [];
+  const files: RequestFile[] = [];
   const seen = new Set<string>();
   let total = 0;
   entries.forEach((entry, index) => {
@@ -166,6 +192,11 @@ export function checkDeployRequest(body: DeployRequestBody): { request: DeployRe
     if (pathProblem !== null) errors.push({ field: `${field}/path`, message: pathProblem });
     if (seen.has(entry.path)) errors.push({ field: `${field}/path`, message: 'duplicate path' });
     seen.add(entry.path);
+    if (entry.content === undefined) {
+      if (entry.sha256 === undefined) errors.push({ field, message: 'needs content or sha256' });
+      else files.push({ path: entry.path, sha256: entry.sha256, data: null });
+      return;
+    }
     let data: Buffer;
     if (entry.encoding === 'base64') {
       if (!BASE64.test(entry.content)) {
@@ -180,10 +211,14 @@ export function checkDeployRequest(body: DeployRequestBody): { request: DeployRe
       errors.push({ field: `${field}/content`, message: `is ${data.length} bytes; the limit is ${LIMITS.fileBytes}` });
     }
     total += data.length;
-    files.push({ path: entry.path, data });
+    const sha256 = sha256Hex(data);
+    if (entry.sha256 !== undefined && entry.sha256 !== sha256) {
+      errors.push({ field: `${field}/sha256`, message: `does not match the content, whose sha256 is ${sha256}` });
+    }
+    files.push({ path: entry.path, sha256, data });
   });
   if (total > LIMITS.sourceBytes) {
-    errors.push({ field: fileField, message: `files total ${total} bytes; the limit is ${LIMITS.sourceBytes}` });
+    errors.push({ field: fileField, message: sourceBytesProblem(total) });
   }
 
   let containerSize: ContainerSize | null = null;

@@ -1,12 +1,18 @@
 import { createHash } from 'node:crypto';
 import { gunzipSync, gzipSync } from 'node:zlib';
+import { mapLimit } from './concurrency.ts';
+import { DeployError } from './errors.ts';
+import { sha256Hex } from './ids.ts';
 import { LIMITS } from './limits.ts';
-import type { SourceFile } from './request.ts';
+import type { ArtifactStore } from './ports/artifacts.ts';
 
 /**
- * The source of a deployment: its files (and the chat history it was made from), stored by the API
- * in the artifact store and read by the worker's sync step. Paths are checked here once for every
- * consumer: the request validator, and again by whatever unpacks files onto a disk (zip-slip).
+ * The source of a deployment, content-addressed: each file is an object of its organization named by
+ * the SHA-256 of its content, stored once however many deployments use it; a deployment's source is a
+ * manifest (path → digest and size, plus the chat history it was made from). The API writes both, the
+ * worker's validate and sync steps read them, retention cleanup sweeps objects no manifest names.
+ * Paths are checked here once for every consumer: the request validator, and again by whatever
+ * unpacks files onto a disk (zip-slip).
  */
 
 // eslint-disable-next-line no-control-regex
@@ -30,45 +36,113 @@ export function checkSourcePath(path: string): string | null {
   return null;
 }
 
-export interface SourceBundle {
-  files: SourceFile[];
+/** A file's content digest: lowercase SHA-256 hex, no prefix. */
+export const FILE_DIGEST_PATTERN = '^[0-9a-f]{64}$';
+const FILE_DIGEST = new RegExp(FILE_DIGEST_PATTERN);
+
+/**
+ * When unreferenced objects go. An object no manifest names is deleted by the sweep only once it has
+ * been unused for `graceMs`; a deployment being submitted refreshes the objects it references
+ * (`findObjects`) when their last use is older than `touchAfterMs`, and the delete is conditional on
+ * the object not having been used since the sweep listed it. So a submission never loses an object
+ * between checking it and writing its manifest.
+ */
+export const OBJECT_RETENTION = {
+  graceMs: 24 * 60 * 60 * 1000,
+  touchAfterMs: 60 * 60 * 1000,
+} as const;
+
+export interface ManifestFile {
+  path: string;
+  /** SHA-256 hex of the content: the name of the org's object holding it. */
+  sha256: string;
+  size: number;
+}
+
+export interface SourceManifest {
+  files: ManifestFile[];
   historyMessages: { role: string; content: string }[];
 }
 
-/** sha256 over the sorted paths and contents: two uploads of the same tree share a digest. */
-export function sourceDigest(files: readonly SourceFile[]): string {
+/**
+ * The source digest: sha256 over the sorted (path, file digest) pairs, so identical trees share it
+ * and it can be computed from a manifest without reading any content.
+ */
+export function sourceDigest(files: readonly Pick<ManifestFile, 'path' | 'sha256'>[]): string {
   const hash = createHash('sha256');
   const sorted = [...files].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
-  for (const file of sorted) {
-    hash.update(`${file.path}\u0000${file.data.length}\u0000`);
-    hash.update(file.data);
-  }
+  // Paths never contain NUL (checkSourcePath), so the pairs cannot run into each other.
+  for (const file of sorted) hash.update(`${file.path}\u0000${file.sha256}\u0000`);
   return `sha256:${hash.digest('hex')}`;
 }
 
-interface StoredBundle {
-  version: 1;
-  files: { path: string; content: string }[];
+interface StoredManifest {
+  version: 2;
+  files: ManifestFile[];
   historyMessages: { role: string; content: string }[];
 }
 
-export function encodeSourceBundle(bundle: SourceBundle): Buffer {
-  const stored: StoredBundle = {
-    version: 1,
-    files: bundle.files.map((file) => ({ path: file.path, content: file.data.toString('base64') })),
-    historyMessages: bundle.historyMessages,
-  };
+export function encodeSourceManifest(manifest: SourceManifest): Buffer {
+  const stored: StoredManifest = { version: 2, files: manifest.files, historyMessages: manifest.historyMessages };
   return gzipSync(JSON.stringify(stored));
 }
 
-/** Decodes a stored bundle and checks every path again: a bundle is input too. */
-export function decodeSourceBundle(data: Buffer): SourceBundle {
-  const stored = JSON.parse(gunzipSync(data).toString('utf8')) as StoredBundle;
-  if (stored.version !== 1 || !Array.isArray(stored.files)) throw new Error('unknown source bundle format');
+/** Decodes a stored manifest and checks every entry again: a manifest is input too. */
+export function decodeSourceManifest(data: Buffer): SourceManifest {
+  const stored = JSON.parse(gunzipSync(data).toString('utf8')) as StoredManifest;
+  if (stored.version !== 2 || !Array.isArray(stored.files)) throw new Error('unknown source manifest format');
   const files = stored.files.map((file) => {
     const problem = checkSourcePath(file.path);
     if (problem !== null) throw new Error(`source path ${JSON.stringify(file.path)} ${problem}`);
-    return { path: file.path, data: Buffer.from(file.content, 'base64') };
+    if (!FILE_DIGEST.test(file.sha256) || !Number.isSafeInteger(file.size) || file.size < 0) {
+      throw new Error(`source file ${JSON.stringify(file.path)} has no valid digest or size`);
+    }
+    return { path: file.path, sha256: file.sha256, size: file.size };
   });
-  return { files, historyMessages: stored.historyMessages ?? [] };
+  return { files, historyMessages: Array.isArray(stored.historyMessages) ? stored.historyMessages : [] };
+}
+
+/** How an org is named in object and manifest paths: fixed length, lowercase, safe on any file system. */
+export function orgStorageKey(orgId: string): string {
+  return sha256Hex(orgId).slice(0, 32);
+}
+
+/** Returns `data` if it hashes to `digest`; a stored object that does not is corrupt. */
+export function checkObject(digest: string, data: Buffer): Buffer {
+  const actual = sha256Hex(data);
+  if (actual !== digest) {
+    throw new DeployError('SOURCE_INVALID', `Stored object ${digest} is corrupt: its ${data.length} bytes hash to ${actual}`);
+  }
+  return data;
+}
+
+/** Manifest reads in flight during a sweep. */
+const SWEEP_READS = 8;
+
+/**
+ * Mark and sweep for one org: deletes objects that no stored manifest of the org names and that were
+ * last used before `now - OBJECT_RETENTION.graceMs`. Reads manifests only when there is a candidate.
+ * A manifest that cannot be read stops the sweep (throws) rather than risk deleting what it names.
+ */
+export async function sweepObjects(artifacts: ArtifactStore, orgId: string, now: Date): Promise<{ objects: number; bytes: number }> {
+  const unusedBefore = now.getTime() - OBJECT_RETENTION.graceMs;
+  const candidates = [];
+  for await (const object of artifacts.listObjects(orgId)) if (object.lastUsed.getTime() < unusedBefore) candidates.push(object);
+  const removed = { objects: 0, bytes: 0 };
+  if (candidates.length === 0) return removed;
+  const referenced = new Set<string>();
+  await mapLimit(await artifacts.listSources(orgId), SWEEP_READS, async (deploymentId) => {
+    const manifest = await artifacts.getSource({ orgId, deploymentId });
+    // Deleted since listed: whatever it named is referenced by nothing new.
+    if (manifest === null) return;
+    for (const file of decodeSourceManifest(manifest).files) referenced.add(file.sha256);
+  });
+  for (const object of candidates) {
+    if (referenced.has(object.digest)) continue;
+    if (await artifacts.deleteObject(orgId, object.digest, object.version)) {
+      removed.objects += 1;
+      removed.bytes += object.size;
+    }
+  }
+  return removed;
 }

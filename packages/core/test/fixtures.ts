@@ -21,7 +21,7 @@ export function sampleRecord(overrides: Partial<DeploymentRecord> = {}): Deploym
         port: null,
         historyMessageCount: 0,
       },
-      source: { digest: 'sha256:00', fileCount: 1, bytes: 10 },
+      source: { digest: 'sha256:00', fileCount: 1, bytes: 10, storedFiles: 1, storedBytes: 10 },
       idempotency: null,
     },
     new Date('2026-01-01T00:00:00Z'),

@@ -7,8 +7,8 @@ import {
   chooseProviders,
   ConfigError,
   DEPLOYMENT_ID_PATTERN,
-  decodeSourceBundle,
-  encodeSourceBundle,
+  decodeSourceManifest,
+  encodeSourceManifest,
   generateDockerfile,
   isAllowedContainerSize,
   newDeploymentId,
@@ -16,6 +16,7 @@ import {
   planBuild,
   projectKey,
   SecretMasker,
+  sha256Hex,
   sourceDigest,
 } from '../src/index.ts';
 
@@ -89,14 +90,26 @@ describe('source paths', () => {
     expect(checkSourcePath(path)).toContain(why);
   });
 
-  it('round-trips a bundle and refuses a tampered one', () => {
-    const files = [{ path: 'index.html', data: Buffer.from('<h1>hi</h1>') }];
-    const bundle = encodeSourceBundle({ files, historyMessages: [{ role: 'user', content: 'make a site' }] });
-    const decoded = decodeSourceBundle(bundle);
-    expect(decoded.files[0]?.data.toString()).toBe('<h1>hi</h1>');
+  it('round-trips a manifest and refuses a tampered one', () => {
+    const files = [{ path: 'index.html', sha256: sha256Hex('<h1>hi</h1>'), size: 11 }];
+    const manifest = encodeSourceManifest({ files, historyMessages: [{ role: 'user', content: 'make a site' }] });
+    const decoded = decodeSourceManifest(manifest);
+    expect(decoded).toEqual({ files, historyMessages: [{ role: 'user', content: 'make a site' }] });
     expect(sourceDigest(decoded.files)).toBe(sourceDigest(files));
-    const evil = encodeSourceBundle({ files: [{ path: '../../etc/cron.d/x', data: Buffer.from('') }], historyMessages: [] });
-    expect(() => decodeSourceBundle(evil)).toThrow(/".." segment/);
+    const evil = encodeSourceManifest({ files: [{ path: '../../etc/cron.d/x', sha256: sha256Hex(''), size: 0 }], historyMessages: [] });
+    expect(() => decodeSourceManifest(evil)).toThrow(/".." segment/);
+    const badDigest = encodeSourceManifest({ files: [{ path: 'a', sha256: '../x', size: 0 }], historyMessages: [] });
+    expect(() => decodeSourceManifest(badDigest)).toThrow(/digest/);
+  });
+
+  it('gives identical trees one source digest, whatever the order, and any change another', () => {
+    const a = { path: 'a.txt', sha256: sha256Hex('a'), size: 1 };
+    const b = { path: 'b/c.txt', sha256: sha256Hex('b'), size: 1 };
+    expect(sourceDigest([a, b])).toBe(sourceDigest([b, a]));
+    expect(sourceDigest([a, b])).toMatch(/^sha256:[0-9a-f]{64}$/);
+    expect(sourceDigest([a, { ...b, sha256: sha256Hex('c') }])).not.toBe(sourceDigest([a, b]));
+    expect(sourceDigest([a, { ...b, path: 'b/d.txt' }])).not.toBe(sourceDigest([a, b]));
+    expect(sourceDigest([a])).not.toBe(sourceDigest([a, b]));
   });
 });
 
@@ -106,7 +119,19 @@ describe('deploy request checks', () => {
   it('resolves v1 aliases and defaults', () => {
     const result = checkDeployRequest({ projectId: 'p', userId: 'u', orgId: 'o', initFiles: [{ path: 'index.html', content: 'aGk=', encoding: 'base64' }] });
     expect('request' in result && result.request).toMatchObject({ orgId: 'o', environment: 'development', customDomain: null });
-    expect('request' in result && result.request.files[0]?.data.toString()).toBe('hi');
+    expect('request' in result && result.request.files[0]?.data?.toString()).toBe('hi');
+    expect('request' in result && result.request.files[0]?.sha256).toBe(sha256Hex('hi'));
+  });
+
+  it('takes a file by sha256 alone, checks a sha256 given with content, and needs one of them', () => {
+    const digest = sha256Hex('hi');
+    const referenced = checkDeployRequest({ ...base, files: [{ path: 'index.html', sha256: digest }] });
+    expect('request' in referenced && referenced.request.files).toEqual([{ path: 'index.html', sha256: digest, data: null }]);
+    const both = checkDeployRequest({ ...base, files: [{ path: 'a', content: 'hi', sha256: digest }, { path: 'b', content: 'ho', sha256: digest }, { path: 'c' }] });
+    expect('errors' in both && both.errors).toEqual([
+      { field: 'files/1/sha256', message: `does not match the content, whose sha256 is ${sha256Hex('ho')}` },
+      { field: 'files/2', message: 'needs content or sha256' },
+    ]);
   });
 
   it('names the field of each problem', () => {

@@ -1,32 +1,47 @@
-import { appendFile, mkdir, readFile, rm, stat, writeFile, rename } from 'node:fs/promises';
+import { randomUUID } from 'node:crypto';
 import { closeSync, fstatSync, openSync, readSync, statSync } from 'node:fs';
-import { join } from 'node:path';
-import type { ArtifactStore, DependencyHealth } from '@zepid/core';
-import { DEPLOYMENT_ID_PATTERN, probe } from '@zepid/core';
+import { appendFile, mkdir, open, readdir, readFile, rm, stat, utimes, writeFile, rename } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import type { ArtifactStore, DependencyHealth, DeploymentRef, StoredObject } from '@zepid/core';
+import { checkObject, DEPLOYMENT_ID_PATTERN, FILE_DIGEST_PATTERN, OBJECT_RETENTION, orgStorageKey, probe } from '@zepid/core';
 
 const ID = new RegExp(DEPLOYMENT_ID_PATTERN);
-const KINDS = { source: 'sources', context: 'contexts', log: 'logs' } as const;
-const EXTENSIONS = { source: '.json.gz', context: '.tar.gz', log: '.ndjson' } as const;
-type Kind = keyof typeof KINDS;
+const DIGEST = new RegExp(FILE_DIGEST_PATTERN);
+const DIRS = { manifest: 'manifests', object: 'objects', context: 'contexts', log: 'logs' } as const;
+const EXTENSIONS = { context: '.tar.gz', log: '.ndjson' } as const;
+const MANIFEST = '.json.gz';
+type Kind = keyof typeof EXTENSIONS;
 
 function isMissing(error: unknown): boolean {
   return (error as NodeJS.ErrnoException).code === 'ENOENT';
 }
 
-/** Artifacts as files under `<DATA_DIR>/artifacts/{sources,contexts,logs}/<deploymentId>.*`. */
 /** Log tails kept for status reads (oldest dropped first). */
 const TAIL_CACHE_ENTRIES = 512;
 
+/**
+ * Artifacts as files under `<DATA_DIR>/artifacts/`:
+ *
+ *   manifests/<org key>/<deploymentId>.json.gz   a deployment's source manifest
+ *   objects/<org key>/<sha256>                    one file's content, once per org
+ *   contexts/<deploymentId>.tar.gz, logs/<deploymentId>.ndjson
+ *
+ * The org key is a hash of the org id (core's orgStorageKey): same length for every org, and no two
+ * orgs share a directory on a case-insensitive file system. An object's mtime is its last use.
+ */
 export class FsArtifactStore implements ArtifactStore {
   private readonly root: string;
+  private readonly touchAfterMs: number;
   private readonly tails = new Map<string, { size: number; mtimeMs: number; maxBytes: number; text: string }>();
 
-  constructor(root: string) {
+  /** `objectTouchAfterMs`: how stale a found object's last use must be to be refreshed; tests lower it. */
+  constructor(root: string, options: { objectTouchAfterMs?: number } = {}) {
     this.root = root;
+    this.touchAfterMs = options.objectTouchAfterMs ?? OBJECT_RETENTION.touchAfterMs;
   }
 
   async start(): Promise<void> {
-    await Promise.all(Object.values(KINDS).map((dir) => mkdir(join(this.root, dir), { recursive: true })));
+    await Promise.all(Object.values(DIRS).map((dir) => mkdir(join(this.root, dir), { recursive: true })));
   }
 
   close(): Promise<void> {
@@ -40,13 +55,31 @@ export class FsArtifactStore implements ArtifactStore {
   private path(kind: Kind, deploymentId: string): string {
     // Ids come from our own records, but a file name is still no place to trust input.
     if (!ID.test(deploymentId)) throw new Error(`not a deployment id: ${JSON.stringify(deploymentId)}`);
-    return join(this.root, KINDS[kind], `${deploymentId}${EXTENSIONS[kind]}`);
+    return join(this.root, DIRS[kind], `${deploymentId}${EXTENSIONS[kind]}`);
+  }
+
+  private manifestPath(ref: DeploymentRef): string {
+    if (!ID.test(ref.deploymentId)) throw new Error(`not a deployment id: ${JSON.stringify(ref.deploymentId)}`);
+    return join(this.root, DIRS.manifest, orgStorageKey(ref.orgId), `${ref.deploymentId}${MANIFEST}`);
+  }
+
+  private objectPath(orgId: string, digest: string): string {
+    if (!DIGEST.test(digest)) throw new Error(`not a sha256 digest: ${JSON.stringify(digest)}`);
+    return join(this.root, DIRS.object, orgStorageKey(orgId), digest);
   }
 
   /** Write to a temporary name, then rename: a reader never sees half a file. */
   private async writeAtomic(path: string, data: Buffer): Promise<void> {
-    const temporary = `${path}.${process.pid}.tmp`;
-    await writeFile(temporary, data, { mode: 0o600 });
+    // A unique temporary name: two requests of this process may write the same object at once.
+    const temporary = `${path}.${randomUUID()}.tmp`;
+    try {
+      await writeFile(temporary, data, { mode: 0o600 });
+    } catch (error) {
+      if (!isMissing(error)) throw error;
+      // First file of this org: create its directory.
+      await mkdir(dirname(path), { recursive: true });
+      await writeFile(temporary, data, { mode: 0o600 });
+    }
     await rename(temporary, path);
   }
 
@@ -59,12 +92,96 @@ export class FsArtifactStore implements ArtifactStore {
     }
   }
 
-  putSource(deploymentId: string, bundle: Buffer): Promise<void> {
-    return this.writeAtomic(this.path('source', deploymentId), bundle);
+  putSource(ref: DeploymentRef, manifest: Buffer): Promise<void> {
+    return this.writeAtomic(this.manifestPath(ref), manifest);
   }
 
-  getSource(deploymentId: string): Promise<Buffer | null> {
-    return this.readOrNull(this.path('source', deploymentId));
+  getSource(ref: DeploymentRef): Promise<Buffer | null> {
+    return this.readOrNull(this.manifestPath(ref));
+  }
+
+  async listSources(orgId: string): Promise<string[]> {
+    const names = await this.listDir(join(this.root, DIRS.manifest, orgStorageKey(orgId)));
+    return names.filter((name) => name.endsWith(MANIFEST)).map((name) => name.slice(0, -MANIFEST.length)).filter((id) => ID.test(id));
+  }
+
+  private async listDir(dir: string): Promise<string[]> {
+    try {
+      return await readdir(dir);
+    } catch (error) {
+      if (isMissing(error)) return [];
+      throw error;
+    }
+  }
+
+  async findObjects(orgId: string, digests: readonly string[]): Promise<Map<string, number>> {
+    const found = new Map<string, number>();
+    const now = Date.now();
+    for (const digest of new Set(digests)) {
+      const path = this.objectPath(orgId, digest);
+      try {
+        const info = await stat(path);
+        if (now - info.mtimeMs >= this.touchAfterMs) {
+          // Always later than before, so the version a sweep listed changes even within one millisecond.
+          const at = new Date(Math.max(now, Math.ceil(info.mtimeMs) + 1));
+          await utimes(path, at, at);
+        }
+        found.set(digest, info.size);
+      } catch (error) {
+        if (!isMissing(error)) throw error;
+      }
+    }
+    return found;
+  }
+
+  async putObject(orgId: string, digest: string, data: Buffer): Promise<boolean> {
+    const path = this.objectPath(orgId, digest);
+    if ((await this.findObjects(orgId, [digest])).has(digest)) return false;
+    await this.writeAtomic(path, data);
+    return true;
+  }
+
+  async getObject(orgId: string, digest: string): Promise<Buffer | null> {
+    const data = await this.readOrNull(this.objectPath(orgId, digest));
+    return data === null ? null : checkObject(digest, data);
+  }
+
+  async *listObjects(orgId: string): AsyncIterable<StoredObject> {
+    const dir = join(this.root, DIRS.object, orgStorageKey(orgId));
+    for (const name of await this.listDir(dir)) {
+      // Temporary files of writes in flight (or of a crash) are not objects.
+      if (!DIGEST.test(name)) continue;
+      try {
+        const info = await stat(join(dir, name));
+        yield { digest: name, size: info.size, lastUsed: info.mtime, version: String(info.mtimeMs) };
+      } catch (error) {
+        if (!isMissing(error)) throw error;
+      }
+    }
+  }
+
+  /**
+   * Moves the object aside first (atomic), then looks at its mtime: a use that refreshed it before the
+   * move is seen and the object is put back; a use after the move finds it missing, never deleted later.
+   */
+  async deleteObject(orgId: string, digest: string, version: string): Promise<boolean> {
+    const path = this.objectPath(orgId, digest);
+    const aside = `${path}.${randomUUID()}.deleting`;
+    try {
+      await rename(path, aside);
+    } catch (error) {
+      if (isMissing(error)) return false;
+      throw error;
+    }
+    if (String((await stat(aside)).mtimeMs) !== version) {
+      // Used since listed: put it back as used now (the move may have replaced a copy a request just wrote).
+      await rename(aside, path);
+      const now = new Date();
+      await utimes(path, now, now);
+      return false;
+    }
+    await rm(aside, { force: true });
+    return true;
   }
 
   async putContext(deploymentId: string, archive: Buffer): Promise<{ uri: string }> {
@@ -128,10 +245,9 @@ export class FsArtifactStore implements ArtifactStore {
     return text;
   }
 
-  async deleteAll(deploymentId: string): Promise<number> {
+  async deleteAll(ref: DeploymentRef): Promise<number> {
     let deleted = 0;
-    for (const kind of Object.keys(KINDS) as Kind[]) {
-      const path = this.path(kind, deploymentId);
+    for (const path of [this.manifestPath(ref), this.path('context', ref.deploymentId), this.path('log', ref.deploymentId)]) {
       try {
         await rm(path);
         deleted += 1;

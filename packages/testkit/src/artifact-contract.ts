@@ -1,10 +1,22 @@
-import type { ArtifactStore, SecretStore } from '@zepid/core';
-import { newDeploymentId } from '@zepid/core';
+import type { ArtifactStore, SecretStore, StoredObject } from '@zepid/core';
+import { encodeSourceManifest, newDeploymentId, OBJECT_RETENTION, sha256Hex, sweepObjects } from '@zepid/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 export interface ArtifactHarness {
+  /** Built with `objectTouchAfterMs: 0`, so every `findObjects` counts as a use that changes an object's version. */
   artifacts: ArtifactStore;
   dispose(): Promise<void>;
+}
+
+let orgCounter = 0;
+/** A fresh org per test: object listings start empty. */
+const newOrg = () => `org-contract-${process.pid}-${(orgCounter += 1)}`;
+const content = (text: string) => ({ data: Buffer.from(text), digest: sha256Hex(text) });
+
+async function listed(artifacts: ArtifactStore, orgId: string): Promise<StoredObject[]> {
+  const objects: StoredObject[] = [];
+  for await (const object of artifacts.listObjects(orgId)) objects.push(object);
+  return objects.sort((a, b) => (a.digest < b.digest ? -1 : 1));
 }
 
 export function artifactContract(name: string, createHarness: () => Promise<ArtifactHarness>): void {
@@ -19,12 +31,17 @@ export function artifactContract(name: string, createHarness: () => Promise<Arti
       await harness.dispose();
     });
 
-    it('stores and returns sources and contexts; missing ones read as null', async () => {
+    it('stores and returns source manifests per org, and contexts; missing ones read as null', async () => {
       const id = newDeploymentId();
-      expect(await artifacts.getSource(id)).toBeNull();
+      const [orgId, otherOrg] = [newOrg(), newOrg()];
+      expect(await artifacts.getSource({ orgId, deploymentId: id })).toBeNull();
+      expect(await artifacts.listSources(orgId)).toEqual([]);
       const bytes = Buffer.from([0, 1, 2, 250, 255]);
-      await artifacts.putSource(id, bytes);
-      expect(await artifacts.getSource(id)).toEqual(bytes);
+      await artifacts.putSource({ orgId, deploymentId: id }, bytes);
+      expect(await artifacts.getSource({ orgId, deploymentId: id })).toEqual(bytes);
+      expect(await artifacts.listSources(orgId)).toEqual([id]);
+      expect(await artifacts.getSource({ orgId: otherOrg, deploymentId: id })).toBeNull();
+      expect(await artifacts.listSources(otherOrg)).toEqual([]);
       const { uri } = await artifacts.putContext(id, Buffer.from('tar.gz bytes'));
       expect(uri).toContain(id);
       expect((await artifacts.getContext(id))?.toString()).toBe('tar.gz bytes');
@@ -48,19 +65,94 @@ export function artifactContract(name: string, createHarness: () => Promise<Arti
       await artifacts.appendLog(id, '{"n":50}\n');
       expect((await artifacts.readLogTail(id, 40)).endsWith('{"n":50}\n')).toBe(true);
       expect((await artifacts.readLogTail(id, 40)).endsWith('{"n":50}\n')).toBe(true);
-      await artifacts.deleteAll(id);
+      await artifacts.deleteAll({ orgId: newOrg(), deploymentId: id });
       expect(await artifacts.readLogTail(id, 40)).toBe('');
     });
 
-    it('deletes everything of a deployment and says how much there was', async () => {
+    it('stores each object once per org, finds only its own org\'s, and reads them back', async () => {
+      const [orgId, otherOrg] = [newOrg(), newOrg()];
+      const a = content('alpha');
+      const b = content('bravo!');
+      expect(await artifacts.findObjects(orgId, [a.digest, b.digest])).toEqual(new Map());
+      expect(await artifacts.putObject(orgId, a.digest, a.data)).toBe(true);
+      expect(await artifacts.putObject(orgId, a.digest, a.data)).toBe(false);
+      expect(await artifacts.findObjects(orgId, [a.digest, b.digest, a.digest])).toEqual(new Map([[a.digest, 5]]));
+      expect(await artifacts.getObject(orgId, a.digest)).toEqual(a.data);
+      expect(await artifacts.getObject(orgId, b.digest)).toBeNull();
+      // Another org cannot read it, nor learn that it exists; its own copy is a separate object.
+      expect(await artifacts.findObjects(otherOrg, [a.digest])).toEqual(new Map());
+      expect(await artifacts.getObject(otherOrg, a.digest)).toBeNull();
+      expect(await artifacts.putObject(otherOrg, a.digest, a.data)).toBe(true);
+      expect((await listed(artifacts, orgId)).map((object) => object.digest)).toEqual([a.digest]);
+    });
+
+    it('stores concurrent writes of one new object once', async () => {
+      const orgId = newOrg();
+      const a = content('written by two requests at once');
+      const results = await Promise.all([artifacts.putObject(orgId, a.digest, a.data), artifacts.putObject(orgId, a.digest, a.data)]);
+      expect(results.filter(Boolean).length).toBeGreaterThanOrEqual(1);
+      expect(await artifacts.getObject(orgId, a.digest)).toEqual(a.data);
+      expect(await listed(artifacts, orgId)).toHaveLength(1);
+    });
+
+    it('refuses to return an object whose bytes do not match its digest (SOURCE_INVALID)', async () => {
+      const orgId = newOrg();
+      // putObject trusts the caller's digest; a wrong one stands in for bytes altered in storage.
+      const digest = sha256Hex('what was meant');
+      await artifacts.putObject(orgId, digest, Buffer.from('what is there'));
+      await expect(artifacts.getObject(orgId, digest)).rejects.toMatchObject({ code: 'SOURCE_INVALID' });
+    });
+
+    it('deletes a listed object only if it was not used since it was listed', async () => {
+      const orgId = newOrg();
+      const a = content('used after the listing');
+      const b = content('left alone');
+      await artifacts.putObject(orgId, a.digest, a.data);
+      await artifacts.putObject(orgId, b.digest, b.data);
+      const before = await listed(artifacts, orgId);
+      expect(before).toHaveLength(2);
+      expect(before).toEqual(expect.arrayContaining([expect.objectContaining({ digest: a.digest, size: a.data.length }), expect.objectContaining({ digest: b.digest, size: b.data.length })]));
+      await artifacts.findObjects(orgId, [a.digest]);
+      const versionOf = (digest: string) => before.find((object) => object.digest === digest)?.version ?? '';
+      expect(await artifacts.deleteObject(orgId, a.digest, versionOf(a.digest))).toBe(false);
+      expect(await artifacts.getObject(orgId, a.digest)).toEqual(a.data);
+      expect(await artifacts.deleteObject(orgId, b.digest, versionOf(b.digest))).toBe(true);
+      expect(await artifacts.getObject(orgId, b.digest)).toBeNull();
+      expect(await artifacts.deleteObject(orgId, b.digest, versionOf(b.digest))).toBe(false);
+    });
+
+    it('sweeps unreferenced objects once unused past the grace period, keeping referenced ones and other orgs\'', async () => {
+      const [orgId, otherOrg] = [newOrg(), newOrg()];
+      const kept = content('named by a manifest');
+      const garbage = content('named by nothing');
+      for (const object of [kept, garbage]) await artifacts.putObject(orgId, object.digest, object.data);
+      await artifacts.putObject(otherOrg, garbage.digest, garbage.data);
+      const manifest = encodeSourceManifest({ files: [{ path: 'index.html', sha256: kept.digest, size: kept.data.length }], historyMessages: [] });
+      await artifacts.putSource({ orgId, deploymentId: newDeploymentId() }, manifest);
+
+      // Recently used: kept, referenced or not.
+      expect(await sweepObjects(artifacts, orgId, new Date())).toEqual({ objects: 0, bytes: 0 });
+      const later = new Date(Date.now() + OBJECT_RETENTION.graceMs + 60_000);
+      expect(await sweepObjects(artifacts, orgId, later)).toEqual({ objects: 1, bytes: garbage.data.length });
+      expect(await artifacts.getObject(orgId, garbage.digest)).toBeNull();
+      expect(await artifacts.getObject(orgId, kept.digest)).toEqual(kept.data);
+      expect(await artifacts.getObject(otherOrg, garbage.digest)).toEqual(garbage.data);
+    });
+
+    it('deletes everything of a deployment but its objects, and says how much there was', async () => {
       const id = newDeploymentId();
-      await artifacts.putSource(id, Buffer.from('s'));
+      const ref = { orgId: newOrg(), deploymentId: id };
+      const a = content('kept for other deployments');
+      await artifacts.putObject(ref.orgId, a.digest, a.data);
+      await artifacts.putSource(ref, Buffer.from('s'));
       await artifacts.putContext(id, Buffer.from('c'));
       await artifacts.appendLog(id, 'x\n');
-      expect(await artifacts.deleteAll(id)).toBe(3);
-      expect(await artifacts.getSource(id)).toBeNull();
+      expect(await artifacts.deleteAll(ref)).toBe(3);
+      expect(await artifacts.getSource(ref)).toBeNull();
+      expect(await artifacts.listSources(ref.orgId)).toEqual([]);
       expect(await artifacts.readLog(id)).toBe('');
-      expect(await artifacts.deleteAll(id)).toBe(0);
+      expect(await artifacts.getObject(ref.orgId, a.digest)).toEqual(a.data);
+      expect(await artifacts.deleteAll(ref)).toBe(0);
     });
 
     it('reports itself healthy', async () => {

@@ -27,7 +27,7 @@ export function makeRecord(
         port: null,
         historyMessageCount: 0,
       },
-      source: { digest: 'sha256:test', fileCount: 1, bytes: 1 },
+      source: { digest: 'sha256:test', fileCount: 1, bytes: 1, storedFiles: 1, storedBytes: 1 },
       idempotency: null,
     },
     createdAt,

@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import Type from 'typebox';
-import { DEPLOYMENT_STATUSES, LIMITS, SERVICE_NAME, SERVICE_VERSION } from '@zepid/core';
+import { DEPLOYMENT_STATUSES, LIMITS, OBJECT_RETENTION, SERVICE_NAME, SERVICE_VERSION } from '@zepid/core';
 import { cleanupFinished } from '../cleanup.ts';
 import type { AppContext } from '../context.ts';
 import { DeploymentSummary, errorResponses } from '../schemas.ts';
@@ -97,7 +97,9 @@ export const statusRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = 
       schema: {
         tags: ['status'],
         summary: 'Remove records, logs, sources and secrets of your finished deployments older than the retention',
-        description: 'The deployment serving each app\'s traffic is kept whatever its age. At most 500 deployments per call; `more` says whether to call again.',
+        description:
+          'The deployment serving each app\'s traffic is kept whatever its age. At most 500 deployments per call; `more` says whether to call again. ' +
+          `Then stored files (objects) that no remaining deployment uses and that no deployment referenced for ${OBJECT_RETENTION.graceMs / 3_600_000} hours are deleted (\`removed.objects\`, \`removed.objectBytes\`).`,
         security,
         body: Type.Object(
           {
@@ -111,7 +113,7 @@ export const statusRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = 
             success: Type.Literal(true),
             dryRun: Type.Boolean(),
             cutoff: Type.String(),
-            removed: Type.Object({ deployments: Type.Integer(), artifacts: Type.Integer(), secrets: Type.Integer() }),
+            removed: Type.Object({ deployments: Type.Integer(), artifacts: Type.Integer(), secrets: Type.Integer(), objects: Type.Integer(), objectBytes: Type.Integer() }),
             deploymentIds: Type.Array(Type.String()),
             kept: Type.Array(Type.Object({ deploymentId: Type.String(), reason: Type.String() })),
             more: Type.Boolean(),
@@ -123,8 +125,9 @@ export const statusRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = 
     },
     async (request) => {
       const days = request.body.olderThanDays ?? context.retentionDays;
-      const cutoff = new Date(context.clock().getTime() - days * 86_400_000);
-      const report = await cleanupFinished(adapters, request.orgId, cutoff, request.body.dryRun ?? false);
+      const now = context.clock();
+      const cutoff = new Date(now.getTime() - days * 86_400_000);
+      const report = await cleanupFinished(adapters, request.orgId, cutoff, request.body.dryRun ?? false, now);
       request.log.info({ removed: report.removed, cutoff }, 'cleanup finished');
       return { success: true as const, dryRun: request.body.dryRun ?? false, cutoff: cutoff.toISOString(), ...report, timestamp: new Date().toISOString() };
     },

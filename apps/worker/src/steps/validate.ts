@@ -1,16 +1,39 @@
 import type { SourceFile } from '@zepid/core';
-import { decodeSourceBundle, DeployError, planBuild, sourceDigest } from '@zepid/core';
+import { decodeSourceManifest, DeployError, isDeployError, mapLimit, planBuild, sourceDigest } from '@zepid/core';
 import { buildKey, findReusableBuild, reuseOutput } from './build-reuse.ts';
 import type { Step, StepContext } from './step.ts';
 
+/** Object reads in flight while loading a source. */
+const OBJECT_READS = 8;
+
+/** The deployment's files, from its manifest and the org's objects; anything missing or altered is SOURCE_INVALID. */
 export async function loadSource(context: StepContext): Promise<SourceFile[]> {
-  const stored = await context.adapters.artifacts.getSource(context.record.id);
+  const { orgId, id: deploymentId } = context.record;
+  const { artifacts } = context.adapters;
+  const stored = await artifacts.getSource({ orgId, deploymentId });
   if (stored === null) throw new DeployError('SOURCE_INVALID', 'The source of this deployment is no longer stored');
-  const files = decodeSourceBundle(stored).files;
-  if (sourceDigest(files) !== context.record.source.digest) {
+  let manifest;
+  try {
+    manifest = decodeSourceManifest(stored);
+  } catch (error) {
+    throw new DeployError('SOURCE_INVALID', `The stored source manifest is unreadable: ${error instanceof Error ? error.message : String(error)}`);
+  }
+  if (sourceDigest(manifest.files) !== context.record.source.digest) {
     throw new DeployError('SOURCE_INVALID', 'The stored source does not match the digest recorded at upload');
   }
-  return files;
+  return mapLimit(manifest.files, OBJECT_READS, async (file) => {
+    let data;
+    try {
+      data = await artifacts.getObject(orgId, file.sha256);
+    } catch (error) {
+      if (isDeployError(error) && error.code === 'SOURCE_INVALID') {
+        throw new DeployError('SOURCE_INVALID', `The stored content of ${file.path} is corrupt (it no longer hashes to sha256 ${file.sha256})`, { cause: error });
+      }
+      throw error;
+    }
+    if (data === null) throw new DeployError('SOURCE_INVALID', `The content of ${file.path} (sha256 ${file.sha256}) is no longer stored`);
+    return { path: file.path, data };
+  });
 }
 
 /** Step 1: the source is there and intact, the project is something we can run, secrets are in place. */

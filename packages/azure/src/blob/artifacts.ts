@@ -1,16 +1,23 @@
 import type { ContainerClient, StoragePipelineOptions } from '@azure/storage-blob';
 import { BlobServiceClient } from '@azure/storage-blob';
 import type { TokenCredential } from '@azure/identity';
-import type { ArtifactStore, DependencyHealth } from '@zepid/core';
-import { DEPLOYMENT_ID_PATTERN, DeployError, probe } from '@zepid/core';
+import type { ArtifactStore, DependencyHealth, DeploymentRef, StoredObject } from '@zepid/core';
+import { checkObject, DEPLOYMENT_ID_PATTERN, DeployError, FILE_DIGEST_PATTERN, mapLimit, OBJECT_RETENTION, orgStorageKey, probe } from '@zepid/core';
 import { storageCode, storageStatus, toArtifactError } from './errors.ts';
 
 /**
- * Artifact store on Azure Blob Storage: three containers, one blob per deployment and kind.
+ * Artifact store on Azure Blob Storage: three containers.
  *
- *   sources/<id>.json.gz    block blob, the uploaded files
+ *   sources/manifests/<org key>/<id>.json.gz   block blob, a deployment's source manifest
+ *   sources/objects/<org key>/<sha256>         block blob, one file's content, once per org
  *   contexts/<id>.tar.gz    block blob, the build context; its URL is kaniko's `--context`
  *   logs/<id>.ndjson        append blob, the deployment's log (and <id>.<n>.ndjson, see below)
+ *
+ * The org key is a hash of the org id (core's orgStorageKey). An object's Last-Modified is its last
+ * use: `findObjects` sets metadata on one last used over an hour ago, which moves Last-Modified and the
+ * ETag, and the sweep deletes with If-Match on the ETag it listed, so an object used meanwhile stays.
+ * Objects are created with If-None-Match: *, so two requests storing the same file upload it once
+ * between them and both learn whether they wrote it.
  *
  * Logs are append blobs, so a line is written once and never rewritten. Their limits shape the code:
  * - A block holds at most 4 MiB: a larger append is cut into 4 MiB blocks, at chunk boundaries where
@@ -38,14 +45,19 @@ export type BlobArtifactStoreOptions = BlobConnectionOptions & {
   createIfMissing: boolean;
   /** Blocks per log blob before it is sealed and the next begins: Azure's limit unless a test lowers it. */
   maxBlocksPerLogBlob?: number;
+  /** How stale a found object's last use must be to be refreshed: OBJECT_RETENTION.touchAfterMs unless a test lowers it. */
+  objectTouchAfterMs?: number;
 };
 
 const ID = new RegExp(DEPLOYMENT_ID_PATTERN);
+const DIGEST = new RegExp(FILE_DIGEST_PATTERN);
+/** Object lookups in flight for one request: a 2,000-file deployment is ~125 round trips deep. */
+const LOOKUPS = 16;
 const MAX_BLOCK_BYTES = 4 * 1024 * 1024;
 const MAX_BLOCKS_PER_BLOB = 50_000;
 /** Deployments whose log rolled over, remembered so appends skip the sealed segments. */
 const SEGMENT_HINTS = 1000;
-const CONTENT_TYPES = { source: 'application/gzip', context: 'application/gzip', log: 'application/x-ndjson; charset=utf-8' };
+const CONTENT_TYPES = { source: 'application/gzip', object: 'application/octet-stream', context: 'application/gzip', log: 'application/x-ndjson; charset=utf-8' };
 /** The SDK's default first retry waits 4 s and a try has no time limit; an API request cannot wait that long. */
 const PIPELINE: StoragePipelineOptions = {
   retryOptions: { maxTries: 3, retryDelayInMs: 500, maxRetryDelayInMs: 5000, tryTimeoutInMs: 60_000 },
@@ -66,6 +78,24 @@ interface Segment {
 function checkId(deploymentId: string): void {
   // Ids come from our own records, but a blob name is still no place to trust input.
   if (!ID.test(deploymentId)) throw new DeployError('VALIDATION_ERROR', `not a deployment id: ${JSON.stringify(deploymentId)}`);
+}
+
+function manifestName(ref: DeploymentRef): string {
+  checkId(ref.deploymentId);
+  return `${manifestPrefix(ref.orgId)}${ref.deploymentId}.json.gz`;
+}
+
+function manifestPrefix(orgId: string): string {
+  return `manifests/${orgStorageKey(orgId)}/`;
+}
+
+function objectPrefix(orgId: string): string {
+  return `objects/${orgStorageKey(orgId)}/`;
+}
+
+function objectName(orgId: string, digest: string): string {
+  if (!DIGEST.test(digest)) throw new DeployError('VALIDATION_ERROR', `not a sha256 digest: ${JSON.stringify(digest)}`);
+  return `${objectPrefix(orgId)}${digest}`;
 }
 
 function logBlobName(deploymentId: string, index: number): string {
@@ -115,6 +145,7 @@ async function readStream(stream: NodeJS.ReadableStream | undefined): Promise<Bu
 export class BlobArtifactStore implements ArtifactStore {
   private readonly options: BlobArtifactStoreOptions;
   private readonly maxBlocks: number;
+  private readonly touchAfterMs: number;
   private service: BlobServiceClient | null = null;
   /** Appends waiting behind the one in flight, per deployment. */
   private readonly appendQueues = new Map<string, PendingAppend[]>();
@@ -128,6 +159,7 @@ export class BlobArtifactStore implements ArtifactStore {
     }
     this.options = options;
     this.maxBlocks = maxBlocks;
+    this.touchAfterMs = options.objectTouchAfterMs ?? OBJECT_RETENTION.touchAfterMs;
   }
 
   async start(): Promise<void> {
@@ -182,6 +214,18 @@ export class BlobArtifactStore implements ArtifactStore {
     return blob.url;
   }
 
+  private async list(kind: 'sources', prefix: string): Promise<{ name: string; size: number; lastModified: Date; etag: string }[]> {
+    const items = [];
+    try {
+      for await (const item of this.container(kind).listBlobsFlat({ prefix })) {
+        items.push({ name: item.name.slice(prefix.length), size: item.properties.contentLength ?? 0, lastModified: item.properties.lastModified, etag: item.properties.etag });
+      }
+    } catch (error) {
+      throw toArtifactError(error, `list ${kind}/${prefix}`);
+    }
+    return items;
+  }
+
   private async download(kind: 'sources' | 'contexts' | 'logs', name: string, range?: { offset: number; count: number }): Promise<Buffer | null> {
     try {
       const response = await this.container(kind).getBlobClient(name).download(range?.offset, range?.count);
@@ -200,14 +244,73 @@ export class BlobArtifactStore implements ArtifactStore {
     }
   }
 
-  async putSource(deploymentId: string, bundle: Buffer): Promise<void> {
-    checkId(deploymentId);
-    await this.upload('sources', `${deploymentId}.json.gz`, bundle, CONTENT_TYPES.source);
+  async putSource(ref: DeploymentRef, manifest: Buffer): Promise<void> {
+    await this.upload('sources', manifestName(ref), manifest, CONTENT_TYPES.source);
   }
 
-  async getSource(deploymentId: string): Promise<Buffer | null> {
-    checkId(deploymentId);
-    return this.download('sources', `${deploymentId}.json.gz`);
+  async getSource(ref: DeploymentRef): Promise<Buffer | null> {
+    return this.download('sources', manifestName(ref));
+  }
+
+  async listSources(orgId: string): Promise<string[]> {
+    const names = (await this.list('sources', manifestPrefix(orgId))).map((item) => item.name);
+    return names.filter((name) => name.endsWith('.json.gz')).map((name) => name.slice(0, -'.json.gz'.length)).filter((id) => ID.test(id));
+  }
+
+  async findObjects(orgId: string, digests: readonly string[]): Promise<Map<string, number>> {
+    const names = [...new Set(digests)].map((digest) => ({ digest, name: objectName(orgId, digest) }));
+    const sources = this.container('sources');
+    const found = new Map<string, number>();
+    await mapLimit(names, LOOKUPS, async ({ digest, name }) => {
+      const blob = sources.getBlobClient(name);
+      try {
+        const properties = await blob.getProperties();
+        const lastUsed = properties.lastModified?.getTime() ?? 0;
+        if (Date.now() - lastUsed >= this.touchAfterMs) await blob.setMetadata({ lastused: new Date().toISOString() });
+        found.set(digest, properties.contentLength ?? 0);
+      } catch (error) {
+        // Deleted between the two calls counts as absent, like a 404 on the first.
+        if (storageStatus(error) === 404) return;
+        throw toArtifactError(error, `look up sources/${name}`);
+      }
+    });
+    return found;
+  }
+
+  async putObject(orgId: string, digest: string, data: Buffer): Promise<boolean> {
+    const name = objectName(orgId, digest);
+    try {
+      await this.container('sources')
+        .getBlockBlobClient(name)
+        .uploadData(data, { blobHTTPHeaders: { blobContentType: CONTENT_TYPES.object }, conditions: { ifNoneMatch: '*' } });
+      return true;
+    } catch (error) {
+      if (storageStatus(error) === 409 || storageCode(error) === 'BlobAlreadyExists') return false;
+      throw toArtifactError(error, `store sources/${name}`);
+    }
+  }
+
+  async getObject(orgId: string, digest: string): Promise<Buffer | null> {
+    const data = await this.download('sources', objectName(orgId, digest));
+    return data === null ? null : checkObject(digest, data);
+  }
+
+  async *listObjects(orgId: string): AsyncIterable<StoredObject> {
+    for (const item of await this.list('sources', objectPrefix(orgId))) {
+      if (DIGEST.test(item.name)) yield { digest: item.name, size: item.size, lastUsed: item.lastModified, version: item.etag };
+    }
+  }
+
+  async deleteObject(orgId: string, digest: string, version: string): Promise<boolean> {
+    const name = objectName(orgId, digest);
+    try {
+      await this.container('sources').getBlobClient(name).delete({ conditions: { ifMatch: version } });
+      return true;
+    } catch (error) {
+      // 412: used (metadata set) since it was listed. 404: gone already.
+      if (storageStatus(error) === 412 || storageStatus(error) === 404) return false;
+      throw toArtifactError(error, `delete sources/${name}`);
+    }
   }
 
   /** The URI is the blob's URL, `https://<account>.blob.core.windows.net/<container>/<id>.tar.gz`, as kaniko wants it. */
@@ -356,10 +459,11 @@ export class BlobArtifactStore implements ArtifactStore {
     return wanted < total ? text.slice(text.indexOf('\n') + 1) : text;
   }
 
-  async deleteAll(deploymentId: string): Promise<number> {
+  async deleteAll(ref: DeploymentRef): Promise<number> {
+    const { deploymentId } = ref;
     checkId(deploymentId);
     let deleted = 0;
-    if (await this.remove('sources', `${deploymentId}.json.gz`)) deleted += 1;
+    if (await this.remove('sources', manifestName(ref))) deleted += 1;
     if (await this.remove('contexts', `${deploymentId}.tar.gz`)) deleted += 1;
     const segments = await this.logSegments(deploymentId);
     for (const segment of segments) await this.remove('logs', segment.name);

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { TokenCredential } from '@azure/identity';
 import { SecretClient } from '@azure/keyvault-secrets';
 import type { DependencyHealth, SecretStore } from '@zepid/core';
-import { DEPLOYMENT_ID_PATTERN, DeployError, ENV_NAME_PATTERN, probe } from '@zepid/core';
+import { DEPLOYMENT_ID_PATTERN, DeployError, ENV_NAME_PATTERN, mapLimit, probe } from '@zepid/core';
 import { toVaultError, vaultCode, vaultStatus } from './errors.ts';
 
 /**
@@ -69,20 +69,6 @@ export function secretNameFor(deploymentId: string, envName: string): string {
 
 function indexNameFor(deploymentId: string): string {
   return `${prefixOf(deploymentId)}index`;
-}
-
-async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const results: R[] = new Array<R>(items.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const index = next;
-      next += 1;
-      results[index] = await fn(items[index] as T);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return results;
 }
 
 export class KeyVaultSecretStore implements SecretStore {

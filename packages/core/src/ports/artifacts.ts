@@ -1,12 +1,48 @@
 import type { HealthReporting, Lifecycle } from './lifecycle.ts';
+import type { DeploymentRef } from './store.ts';
+
+/** One stored file object as a listing sees it. */
+export interface StoredObject {
+  /** SHA-256 hex of the content: the object's name. */
+  digest: string;
+  size: number;
+  /** When the object was stored or last referenced by a new deployment (refreshed at most hourly). */
+  lastUsed: Date;
+  /** Opaque; changes whenever `lastUsed` does, so a delete can be conditional on "not used since listed". */
+  version: string;
+}
 
 /**
- * Artifact store: a deployment's source bundle, build context and log, keyed by deployment id.
- * Leaves out: containers, blob clients, file handles. Missing artifacts read as null / empty.
+ * Artifact store: a deployment's source, build context and log.
+ *
+ * Source is content-addressed per organization: each file is an object named by its SHA-256
+ * (stored once per org however many deployments use it), and a deployment's source is a manifest
+ * (paths → digests, see core's source.ts) under the deployment. Objects of one org are invisible to
+ * every other org: no read, no existence answer. Contexts and logs are keyed by deployment id alone.
+ *
+ * Leaves out: containers, blob clients, file handles, how an org is named in paths. Missing artifacts
+ * read as null / empty.
  */
 export interface ArtifactStore extends Lifecycle, HealthReporting {
-  putSource(deploymentId: string, bundle: Buffer): Promise<void>;
-  getSource(deploymentId: string): Promise<Buffer | null>;
+  putSource(ref: DeploymentRef, manifest: Buffer): Promise<void>;
+  getSource(ref: DeploymentRef): Promise<Buffer | null>;
+  /** Ids of the org's deployments that have a manifest stored. */
+  listSources(orgId: string): Promise<string[]>;
+  /**
+   * Size of each of `digests` the org has stored; absent ones are left out. A found object counts as
+   * used now: its `lastUsed` is refreshed when older than an hour, so a sweep running meanwhile keeps it.
+   */
+  findObjects(orgId: string, digests: readonly string[]): Promise<Map<string, number>>;
+  /**
+   * Stores `data` as the org's object `digest` (its SHA-256 hex, which the caller computed) unless the
+   * org has it already. Returns true when bytes were written, false when the object was there.
+   */
+  putObject(orgId: string, digest: string, data: Buffer): Promise<boolean>;
+  /** The object's bytes, checked against its digest (SOURCE_INVALID when they differ); null when absent. */
+  getObject(orgId: string, digest: string): Promise<Buffer | null>;
+  listObjects(orgId: string): AsyncIterable<StoredObject>;
+  /** Deletes the object only if it is still at `version` (not used since listed); true when deleted. */
+  deleteObject(orgId: string, digest: string, version: string): Promise<boolean>;
   /** Stores the build context (tar.gz) and returns where a builder reads it (blob URL or file path). */
   putContext(deploymentId: string, archive: Buffer): Promise<{ uri: string }>;
   getContext(deploymentId: string): Promise<Buffer | null>;
@@ -16,6 +52,6 @@ export interface ArtifactStore extends Lifecycle, HealthReporting {
   readLog(deploymentId: string): Promise<string>;
   /** The last `maxBytes` of the log, starting at a line boundary. */
   readLogTail(deploymentId: string, maxBytes: number): Promise<string>;
-  /** Removes source, context and log; returns how many artifacts existed. */
-  deleteAll(deploymentId: string): Promise<number>;
+  /** Removes the manifest, context and log (objects stay for `sweepObjects`); returns how many existed. */
+  deleteAll(ref: DeploymentRef): Promise<number>;
 }
