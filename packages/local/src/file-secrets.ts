@@ -1,5 +1,5 @@
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
-import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { link, mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { DependencyHealth, SecretStore } from '@zepid/core';
 import { DEPLOYMENT_ID_PATTERN, probe } from '@zepid/core';
@@ -27,12 +27,19 @@ export class FileSecretStore implements SecretStore {
       this.key = await readFile(keyPath);
     } catch {
       const key = randomBytes(32);
+      // Two processes starting at once (npm start) must agree on one key, and neither may read a
+      // half-written one: the key is written under a private name and linked into place, which fails
+      // if the other process linked first; then theirs is read.
+      const temporary = `${keyPath}.${process.pid}.${randomBytes(4).toString('hex')}`;
+      await writeFile(temporary, key, { mode: 0o600, flag: 'wx' });
       try {
-        // 'wx': two processes starting at once must not both write a key.
-        await writeFile(keyPath, key, { mode: 0o600, flag: 'wx' });
+        await link(temporary, keyPath);
         this.key = key;
-      } catch {
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
         this.key = await readFile(keyPath);
+      } finally {
+        await rm(temporary, { force: true });
       }
     }
     if (this.key.length !== 32) throw new Error(`${keyPath} is not a 32-byte key`);
