@@ -98,7 +98,9 @@ export class SqliteDatabase {
     if (this.path !== ':memory:') mkdirSync(dirname(this.path), { recursive: true });
     const db = new DatabaseSync(this.path);
     memoizePrepare(db);
-    db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;');
+    // busy_timeout first: switching a new file to WAL takes an exclusive lock, and the API and the
+    // worker start at once (npm start); without it one of them failed with "database is locked".
+    db.exec('PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;');
     this.db = db;
     this.transaction(() => {
       const row = db.prepare('PRAGMA user_version').get() as { user_version: number };
