@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import { closeSync, fstatSync, openSync, readSync, statSync } from 'node:fs';
-import { appendFile, mkdir, open, readdir, readFile, rm, stat, utimes, writeFile, rename } from 'node:fs/promises';
+import { closeSync, fstatSync, mkdirSync, openSync, readFileSync, readSync, renameSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { appendFile, mkdir, readdir, rm, stat, utimes, rename } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { ArtifactStore, DependencyHealth, DeploymentRef, StoredObject } from '@zepid/core';
 import { checkObject, DEPLOYMENT_ID_PATTERN, FILE_DIGEST_PATTERN, OBJECT_RETENTION, orgStorageKey, probe } from '@zepid/core';
@@ -11,6 +11,15 @@ const DIRS = { manifest: 'manifests', object: 'objects', context: 'contexts', lo
 const EXTENSIONS = { context: '.tar.gz', log: '.ndjson' } as const;
 const MANIFEST = '.json.gz';
 type Kind = keyof typeof EXTENSIONS;
+
+/** A synchronous file call as the port's promise (its error as the rejection). */
+function settle<T>(fn: () => T): Promise<T> {
+  try {
+    return Promise.resolve(fn());
+  } catch (error) {
+    return Promise.reject(error instanceof Error ? error : new Error(String(error)));
+  }
+}
 
 function isMissing(error: unknown): boolean {
   return (error as NodeJS.ErrnoException).code === 'ENOENT';
@@ -68,28 +77,36 @@ export class FsArtifactStore implements ArtifactStore {
     return join(this.root, DIRS.object, orgStorageKey(orgId), digest);
   }
 
-  /** Write to a temporary name, then rename: a reader never sees half a file. */
-  private async writeAtomic(path: string, data: Buffer): Promise<void> {
-    // A unique temporary name: two requests of this process may write the same object at once.
-    const temporary = `${path}.${randomUUID()}.tmp`;
-    try {
-      await writeFile(temporary, data, { mode: 0o600 });
-    } catch (error) {
-      if (!isMissing(error)) throw error;
-      // First file of this org: create its directory.
-      await mkdir(dirname(path), { recursive: true });
-      await writeFile(temporary, data, { mode: 0o600 });
-    }
-    await rename(temporary, path);
+  /**
+   * Write to a temporary name, then rename: a reader never sees half a file. Synchronous, like the
+   * SQLite calls beside it: on a local disk, four thread-pool round trips per file cost the API more
+   * than the writes themselves (POST /deploy throughput, BENCHMARKS.md).
+   */
+  private writeAtomic(path: string, data: Buffer): Promise<void> {
+    return settle(() => {
+      // A unique temporary name: two requests of this process may write the same object at once.
+      const temporary = `${path}.${randomUUID()}.tmp`;
+      try {
+        writeFileSync(temporary, data, { mode: 0o600 });
+      } catch (error) {
+        if (!isMissing(error)) throw error;
+        // First file of this org: create its directory.
+        mkdirSync(dirname(path), { recursive: true });
+        writeFileSync(temporary, data, { mode: 0o600 });
+      }
+      renameSync(temporary, path);
+    });
   }
 
-  private async readOrNull(path: string): Promise<Buffer | null> {
-    try {
-      return await readFile(path);
-    } catch (error) {
-      if (isMissing(error)) return null;
-      throw error;
-    }
+  private readOrNull(path: string): Promise<Buffer | null> {
+    return settle(() => {
+      try {
+        return readFileSync(path);
+      } catch (error) {
+        if (isMissing(error)) return null;
+        throw error;
+      }
+    });
   }
 
   putSource(ref: DeploymentRef, manifest: Buffer): Promise<void> {
@@ -114,24 +131,28 @@ export class FsArtifactStore implements ArtifactStore {
     }
   }
 
-  async findObjects(orgId: string, digests: readonly string[]): Promise<Map<string, number>> {
-    const found = new Map<string, number>();
-    const now = Date.now();
-    for (const digest of new Set(digests)) {
-      const path = this.objectPath(orgId, digest);
-      try {
-        const info = await stat(path);
+  findObjects(orgId: string, digests: readonly string[]): Promise<Map<string, number>> {
+    return settle(() => {
+      const found = new Map<string, number>();
+      const now = Date.now();
+      for (const digest of new Set(digests)) {
+        const path = this.objectPath(orgId, digest);
+        const info = statSync(path, { throwIfNoEntry: false });
+        if (info === undefined) continue;
         if (now - info.mtimeMs >= this.touchAfterMs) {
           // Always later than before, so the version a sweep listed changes even within one millisecond.
           const at = new Date(Math.max(now, Math.ceil(info.mtimeMs) + 1));
-          await utimes(path, at, at);
+          try {
+            utimesSync(path, at, at);
+          } catch (error) {
+            if (!isMissing(error)) throw error;
+            continue; // swept in between: missing after all
+          }
         }
         found.set(digest, info.size);
-      } catch (error) {
-        if (!isMissing(error)) throw error;
       }
-    }
-    return found;
+      return found;
+    });
   }
 
   async putObject(orgId: string, digest: string, data: Buffer): Promise<boolean> {
@@ -215,7 +236,7 @@ export class FsArtifactStore implements ArtifactStore {
     try {
       return Promise.resolve(this.readLogTailSync(deploymentId, maxBytes));
     } catch (error) {
-      return Promise.reject(error as Error);
+      return Promise.reject(error instanceof Error ? error : new Error(String(error)));
     }
   }
 
