@@ -33,7 +33,7 @@ export function createLocalAdapters(dataDir: string, logger: Logger, queueOption
     store: new SqliteDeploymentStore(db),
     queue: new SqliteJobQueue(db, queueOptions),
     intake: new SqliteIntake(db),
-    artifacts: new FsArtifactStore(paths.artifacts),
+    artifacts: new FsArtifactStore(paths.artifacts, db),
     secrets: new FileSecretStore(paths.secrets),
     telemetry: new LogTelemetry(logger),
   };

@@ -3,13 +3,14 @@ import { closeSync, fstatSync, mkdirSync, openSync, readFileSync, readSync, rena
 import { appendFile, mkdir, readdir, rm, stat, utimes, rename } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { ArtifactStore, DependencyHealth, DeploymentRef, StoredObject } from '@zepid/core';
+import type { SqliteDatabase } from './sqlite/database.ts';
+import { runSqlite } from './sqlite/database.ts';
 import { checkObject, DEPLOYMENT_ID_PATTERN, FILE_DIGEST_PATTERN, OBJECT_RETENTION, orgStorageKey, probe } from '@zepid/core';
 
 const ID = new RegExp(DEPLOYMENT_ID_PATTERN);
 const DIGEST = new RegExp(FILE_DIGEST_PATTERN);
-const DIRS = { manifest: 'manifests', object: 'objects', context: 'contexts', log: 'logs' } as const;
+const DIRS = { object: 'objects', context: 'contexts', log: 'logs' } as const;
 const EXTENSIONS = { context: '.tar.gz', log: '.ndjson' } as const;
-const MANIFEST = '.json.gz';
 type Kind = keyof typeof EXTENSIONS;
 
 /** A synchronous file call as the port's promise (its error as the rejection). */
@@ -31,9 +32,11 @@ const TAIL_CACHE_ENTRIES = 512;
 /**
  * Artifacts as files under `<DATA_DIR>/artifacts/`:
  *
- *   manifests/<org key>/<deploymentId>.json.gz   a deployment's source manifest
  *   objects/<org key>/<sha256>                    one file's content, once per org
  *   contexts/<deploymentId>.tar.gz, logs/<deploymentId>.ndjson
+ *
+ * and source manifests (paths → digests, a few hundred bytes) in the `manifests` table of the
+ * embedded database, keyed by org key and deployment id.
  *
  * The org key is a hash of the org id (core's orgStorageKey): same length for every org, and no two
  * orgs share a directory on a case-insensitive file system. An object's mtime is its last use.
@@ -41,19 +44,23 @@ const TAIL_CACHE_ENTRIES = 512;
 export class FsArtifactStore implements ArtifactStore {
   private readonly root: string;
   private readonly touchAfterMs: number;
+  private readonly db: SqliteDatabase;
   private readonly tails = new Map<string, { size: number; mtimeMs: number; maxBytes: number; text: string }>();
 
   /** `objectTouchAfterMs`: how stale a found object's last use must be to be refreshed; tests lower it. */
-  constructor(root: string, options: { objectTouchAfterMs?: number } = {}) {
+  constructor(root: string, db: SqliteDatabase, options: { objectTouchAfterMs?: number } = {}) {
     this.root = root;
+    this.db = db;
     this.touchAfterMs = options.objectTouchAfterMs ?? OBJECT_RETENTION.touchAfterMs;
   }
 
   async start(): Promise<void> {
+    this.db.open();
     await Promise.all(Object.values(DIRS).map((dir) => mkdir(join(this.root, dir), { recursive: true })));
   }
 
   close(): Promise<void> {
+    this.db.close();
     return Promise.resolve();
   }
 
@@ -67,9 +74,9 @@ export class FsArtifactStore implements ArtifactStore {
     return join(this.root, DIRS[kind], `${deploymentId}${EXTENSIONS[kind]}`);
   }
 
-  private manifestPath(ref: DeploymentRef): string {
+  private checkRef(ref: DeploymentRef): DeploymentRef {
     if (!ID.test(ref.deploymentId)) throw new Error(`not a deployment id: ${JSON.stringify(ref.deploymentId)}`);
-    return join(this.root, DIRS.manifest, orgStorageKey(ref.orgId), `${ref.deploymentId}${MANIFEST}`);
+    return ref;
   }
 
   private objectPath(orgId: string, digest: string): string {
@@ -110,16 +117,30 @@ export class FsArtifactStore implements ArtifactStore {
   }
 
   putSource(ref: DeploymentRef, manifest: Buffer): Promise<void> {
-    return this.writeAtomic(this.manifestPath(ref), manifest);
+    const { orgId, deploymentId } = this.checkRef(ref);
+    return runSqlite(() => {
+      this.db.connection
+        .prepare('INSERT INTO manifests (org_key, deployment_id, data) VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET data = excluded.data')
+        .run(orgStorageKey(orgId), deploymentId, manifest);
+    });
   }
 
   getSource(ref: DeploymentRef): Promise<Buffer | null> {
-    return this.readOrNull(this.manifestPath(ref));
+    const { orgId, deploymentId } = this.checkRef(ref);
+    return runSqlite(() => {
+      const row = this.db.connection.prepare('SELECT data FROM manifests WHERE org_key = ? AND deployment_id = ?').get(orgStorageKey(orgId), deploymentId) as
+        | { data: Uint8Array }
+        | undefined;
+      return row === undefined ? null : Buffer.from(row.data);
+    });
   }
 
-  async listSources(orgId: string): Promise<string[]> {
-    const names = await this.listDir(join(this.root, DIRS.manifest, orgStorageKey(orgId)));
-    return names.filter((name) => name.endsWith(MANIFEST)).map((name) => name.slice(0, -MANIFEST.length)).filter((id) => ID.test(id));
+  listSources(orgId: string): Promise<string[]> {
+    return runSqlite(() =>
+      (this.db.connection.prepare('SELECT deployment_id FROM manifests WHERE org_key = ? ORDER BY deployment_id').all(orgStorageKey(orgId)) as { deployment_id: string }[]).map(
+        (row) => row.deployment_id,
+      ),
+    );
   }
 
   private async listDir(dir: string): Promise<string[]> {
@@ -267,8 +288,11 @@ export class FsArtifactStore implements ArtifactStore {
   }
 
   async deleteAll(ref: DeploymentRef): Promise<number> {
-    let deleted = 0;
-    for (const path of [this.manifestPath(ref), this.path('context', ref.deploymentId), this.path('log', ref.deploymentId)]) {
+    const { orgId, deploymentId } = this.checkRef(ref);
+    let deleted = await runSqlite(
+      () => Number(this.db.connection.prepare('DELETE FROM manifests WHERE org_key = ? AND deployment_id = ?').run(orgStorageKey(orgId), deploymentId).changes),
+    );
+    for (const path of [this.path('context', deploymentId), this.path('log', deploymentId)]) {
       try {
         await rm(path);
         deleted += 1;
@@ -278,4 +302,5 @@ export class FsArtifactStore implements ArtifactStore {
     }
     return deleted;
   }
+
 }

@@ -37,7 +37,7 @@ queueContract('SQLite', async (options) => {
 
 artifactContract('files', async () => {
   const { dir, remove } = await tempDir();
-  const artifacts = new FsArtifactStore(dir, { objectTouchAfterMs: 0 });
+  const artifacts = new FsArtifactStore(dir, new SqliteDatabase(join(dir, 'manifests.db')), { objectTouchAfterMs: 0 });
   await artifacts.start();
   return { artifacts, dispose: remove };
 });

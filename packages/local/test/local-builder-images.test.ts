@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { silentLogger } from '@zepid/core';
-import { FileSecretStore, FsArtifactStore, LocalBuilder, ProcessRegistry, resolveIsolation } from '../src/index.ts';
+import { FileSecretStore, FsArtifactStore, LocalBuilder, ProcessRegistry, resolveIsolation, SqliteDatabase } from '../src/index.ts';
 
 describe('LocalBuilder, for build reuse', () => {
   let dir: string;
@@ -15,7 +15,7 @@ describe('LocalBuilder, for build reuse', () => {
       workDir: join(dir, 'work'),
       imagesDir: join(dir, 'images'),
       npmCache: join(dir, 'npm-cache'),
-      artifacts: new FsArtifactStore(join(dir, 'artifacts')),
+      artifacts: new FsArtifactStore(join(dir, 'artifacts'), new SqliteDatabase(join(dir, 'zepid.db'))),
       secrets: new FileSecretStore(join(dir, 'secrets')),
       registry: new ProcessRegistry(join(dir, 'processes.json')),
       logger: silentLogger,

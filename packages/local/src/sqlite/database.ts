@@ -79,6 +79,14 @@ const MIGRATIONS: string[] = [
      INSERT INTO active_counts (org_id, n) VALUES (NEW.org_id, CASE WHEN NEW.status IN ('queued', 'in_progress') THEN 1 ELSE -1 END)
        ON CONFLICT (org_id) DO UPDATE SET n = n + excluded.n;
    END;`,
+  // Source manifests (small: paths and digests) beside the records instead of one file each: creating
+  // and renaming a file per POST /deploy cost ~0.7 ms of system time, an insert ~0.02 ms (BENCHMARKS.md).
+  `CREATE TABLE manifests (
+     org_key TEXT NOT NULL,
+     deployment_id TEXT NOT NULL,
+     data BLOB NOT NULL,
+     PRIMARY KEY (org_key, deployment_id)
+   ) WITHOUT ROWID;`,
 ];
 
 export class SqliteDatabase {
