@@ -78,15 +78,17 @@ async function startServices(options: { worker: 'real' | 'instant'; workerEnv?: 
   const common = {
     DATA_DIR: dataDir,
     DEPLOY_API_TOKENS: `local:${TOKEN}`,
-    LOG_LEVEL: 'warn',
+    // The default level: the API writes its access log, as it does for users (to a file here).
+    LOG_LEVEL: 'info',
     LOCAL_ROUTER_PORT: String(routerPort),
   };
-  const api = startService('api', 'apps/api/src/server.ts', { ...common, PORT: String(apiPort), MAX_ACTIVE_DEPLOYMENTS_PER_ORG: '1000000', RATE_LIMIT_PER_MINUTE: '1000000' }, SERVICE_NODE_FLAGS);
+  const api = startService('api', 'apps/api/src/server.ts', { ...common, PORT: String(apiPort), MAX_ACTIVE_DEPLOYMENTS_PER_ORG: '1000000', RATE_LIMIT_PER_MINUTE: '1000000' }, SERVICE_NODE_FLAGS, dataDir);
   const worker = startService(
     'worker',
     options.worker === 'real' ? 'apps/worker/src/main.ts' : 'scripts/bench/instant-worker.ts',
     { ...common, HEALTH_PORT: String(healthPort), ...options.workerEnv },
     SERVICE_NODE_FLAGS,
+    dataDir,
   );
   await waitReady(api, `http://127.0.0.1:${apiPort}/health/ready`);
   await waitReady(worker, `http://127.0.0.1:${healthPort}/health/ready`);
@@ -183,7 +185,7 @@ async function phaseHttp(services: Services, probeId: string): Promise<void> {
     PORT: String(barePort),
     POST_RESPONSE_BYTES: String(postResponseBytes),
     GET_RESPONSE_BYTES: String(statusResponseBytes),
-  }, SERVICE_NODE_FLAGS);
+  }, SERVICE_NODE_FLAGS, services.dataDir);
   try {
     for (let i = 0; i < 200 && (await fetch(`http://127.0.0.1:${barePort}/bare`).then((r) => r.status, () => 0)) !== 200; i += 1) await sleep(50);
     const bareGet = await load(`http://127.0.0.1:${barePort}/bare`, 'GET');
@@ -286,8 +288,9 @@ async function phaseInstantWorker(): Promise<void> {
       const worker = startService(
         'worker',
         'scripts/bench/instant-worker.ts',
-        { DATA_DIR: services.dataDir, LOG_LEVEL: 'warn', LOCAL_ROUTER_PORT: String(services.routerPort), HEALTH_PORT: String(healthPort), MAX_CONCURRENT_DEPLOYMENTS: String(concurrency), BENCH_STATS_FILE: statsFile },
+        { DATA_DIR: services.dataDir, LOG_LEVEL: 'info', LOCAL_ROUTER_PORT: String(services.routerPort), HEALTH_PORT: String(healthPort), MAX_CONCURRENT_DEPLOYMENTS: String(concurrency), BENCH_STATS_FILE: statsFile },
         SERVICE_NODE_FLAGS,
+        services.dataDir,
       );
       services.worker = worker;
       const records = await waitAllTerminal(services.dataDir, SIZES.throughput, 300_000);

@@ -1,7 +1,7 @@
 /** Process, HTTP and statistics helpers of `npm run bench`. */
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { closeSync, openSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import type { Dirent } from 'node:fs';
 import { request } from 'node:http';
 import { createServer } from 'node:net';
@@ -34,26 +34,31 @@ export interface Service {
   readonly name: string;
   readonly child: ChildProcess;
   /** Last lines of its output, for the error when it dies. */
-  readonly output: string[];
+  readonly output: readonly string[];
   stop(): Promise<void>;
   /** Resident set size in MB, from /proc (Linux); NaN where unavailable. */
   rssMb(): number;
 }
 
-/** Starts `node <flags> <entry>` with `env` added; output is kept (last 50 lines) and not printed. */
-export function startService(name: string, entry: string, env: Record<string, string>, nodeFlags: readonly string[] = []): Service {
-  const child = spawn(process.execPath, [...nodeFlags, entry], { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  const output: string[] = [];
-  const keep = (chunk: Buffer) => {
-    output.push(...chunk.toString('utf8').split('\n').filter((line) => line !== ''));
-    output.splice(0, Math.max(0, output.length - 50));
-  };
-  child.stdout?.on('data', keep);
-  child.stderr?.on('data', keep);
+/**
+ * Starts `node <flags> <entry>` with `env` added. Its output goes to `<logDir>/<name>.log` (a file,
+ * not a pipe: reading a busy service's access log would take CPU from the load generator).
+ */
+export function startService(name: string, entry: string, env: Record<string, string>, nodeFlags: readonly string[], logDir: string): Service {
+  const logFile = join(logDir, `${name}-${Date.now()}.log`);
+  const fd = openSync(logFile, 'a');
+  const child = spawn(process.execPath, [...nodeFlags, entry], { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', fd, fd] });
+  closeSync(fd);
   return {
     name,
     child,
-    output,
+    get output() {
+      try {
+        return readFileSync(logFile, 'utf8').split('\n').slice(-50);
+      } catch {
+        return [];
+      }
+    },
     async stop() {
       if (child.exitCode !== null || child.signalCode !== null) return;
       const exited = new Promise((resolve) => child.once('exit', resolve));

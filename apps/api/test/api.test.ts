@@ -241,6 +241,25 @@ describe('API', () => {
       expect(status.json()).toMatchObject({ logs: ['2026-01-01T00:00:00.000Z [build] compiling'] });
     });
 
+    it('keeps the last log lines of a deployment that ended a while ago, until its record changes (retry)', async () => {
+      const id = idOf(await deploy());
+      const line = (message: string) => `${JSON.stringify({ timestamp: '2026-01-01T00:00:00.000Z', step: 'build', level: 'info', message })}\n`;
+      const logsOf = async () => ((await h.app.inject({ url: `/deploy/${id}/status`, headers: auth('org_456') })).json() as { logs: string[] }).logs;
+      await h.adapters.artifacts.appendLog(id, line('first'));
+      const queued = await h.adapters.store.get({ orgId: 'org_456', deploymentId: id });
+      if (queued === null) throw new Error('no record');
+      // Failed a minute ago: its log is final.
+      const failed = await h.adapters.store.replace({
+        ...apply(queued, { type: 'failed', error: { code: 'BUILD_FAILED', message: 'x', step: 'build' } }, new Date(Date.now() - 60_000)),
+      });
+      expect(await logsOf()).toEqual(['2026-01-01T00:00:00.000Z [build] first']);
+      await h.adapters.artifacts.appendLog(id, line('late'));
+      expect(await logsOf()).toEqual(['2026-01-01T00:00:00.000Z [build] first']);
+      // A retry writes the record: the log is read again.
+      await h.adapters.store.replace(apply(failed, { type: 'retried' }, new Date()));
+      expect(await logsOf()).toEqual(['2026-01-01T00:00:00.000Z [build] first', '2026-01-01T00:00:00.000Z [build] late']);
+    });
+
     it('cancels a queued deployment at once; a second cancel is 409', async () => {
       const id = idOf(await deploy());
       const cancelled = await h.app.inject({ method: 'POST', url: `/deploy/${id}/cancel`, headers: auth('org_456') });

@@ -37,6 +37,10 @@ const deploySchema = (summary: string, deprecated = false) => ({
   response: { 202: AcceptedBody, ...errorResponses(400, 401, 403, 409, 413, 415, 429, 503) },
 });
 
+/** How long after a deployment ends its log is taken as final (the worker's last flush is within 250 ms). */
+const FINAL_LOG_AFTER_MS = 10_000;
+const FINAL_LOG_ENTRIES = 1000;
+
 /** Deployment endpoints. Every handler sees only the org of the token (`request.orgId`). */
 export const deployRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = async (app, { context }) => {
   const { service, adapters } = context;
@@ -48,10 +52,23 @@ export const deployRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = 
     return record;
   };
 
+  /**
+   * Status is what clients poll. A deployment that ended more than FINAL_LOG_AFTER_MS ago has its
+   * whole log written (the worker flushes on finishing), so its formatted last lines are kept,
+   * keyed by the record's etag (a retry changes it): no log read for finished deployments. Running
+   * ones read the tail every time (a stat when it has not grown).
+   */
+  const finalLines = new Map<string, { etag: string; lines: string[] }>();
   const status = async (orgId: string, id: string) => {
     const record = await load(orgId, id);
+    const known = finalLines.get(id);
+    if (known !== undefined && known.etag === record.etag) return statusView(record, known.lines);
     const tail = await adapters.artifacts.readLogTail(id, LIMITS.statusLogLines * 512);
     const lines = parseLogLines(tail).slice(-LIMITS.statusLogLines).map(formatLogLine);
+    if (record.finishedAt !== null && Date.now() - Date.parse(record.finishedAt) > FINAL_LOG_AFTER_MS) {
+      if (finalLines.size >= FINAL_LOG_ENTRIES) finalLines.delete(finalLines.keys().next().value ?? '');
+      finalLines.set(id, { etag: record.etag, lines });
+    }
     return statusView(record, lines);
   };
 
