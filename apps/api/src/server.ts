@@ -4,7 +4,7 @@
  */
 import { pino } from 'pino';
 import { ConfigError, LOG_REDACT_PATHS, systemClock } from '@zepid/core';
-import { localPaths } from '@zepid/local';
+import { localPaths } from '@zepid/local/data';
 import { buildApp } from './app.ts';
 import { loadOrCreateDevToken, TokenRegistry } from './auth.ts';
 import type { TokenVerifier } from './auth.ts';

@@ -1,6 +1,6 @@
 import type { ApiAdapters, Logger, Telemetry } from '@zepid/core';
 import { chooseProviders, closeInReverse, startInOrder } from '@zepid/core';
-import { createLocalAdapters, FileSecretStore, localPaths, LogTelemetry } from '@zepid/local';
+import { createLocalAdapters, FileSecretStore, localPaths, LogTelemetry } from '@zepid/local/data';
 import type { ApiEnv } from './env.ts';
 
 /**
