@@ -118,7 +118,7 @@ export class FsArtifactStore implements ArtifactStore {
 
   putSource(ref: DeploymentRef, manifest: Buffer): Promise<void> {
     const { orgId, deploymentId } = this.checkRef(ref);
-    return runSqlite(() => {
+    return this.db.batch(() => {
       this.db.connection
         .prepare('INSERT INTO manifests (org_key, deployment_id, data) VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET data = excluded.data')
         .run(orgStorageKey(orgId), deploymentId, manifest);

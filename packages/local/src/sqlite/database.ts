@@ -131,6 +131,54 @@ export class SqliteDatabase {
     return this.db;
   }
 
+  private queued: { fn: () => unknown; resolve: (value: unknown) => void; reject: (error: Error) => void }[] = [];
+
+  /**
+   * Group commit: `fn` runs in a write transaction shared with every other `batch` call made in the
+   * same turn of the event loop, each inside its own savepoint (one that throws is rolled back
+   * alone and only its caller sees the error). The promise settles after the COMMIT, so a caller
+   * still answers only once its write is durable, but fifty concurrent POST /deploy pay for one
+   * commit instead of fifty: on these machines a commit's system calls cost more than the inserts
+   * (BENCHMARKS.md).
+   */
+  batch<T>(fn: () => T): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.queued.push({ fn, resolve: resolve as (value: unknown) => void, reject });
+      if (this.queued.length === 1) setImmediate(() => this.flushBatch());
+    });
+  }
+
+  private flushBatch(): void {
+    const batch = this.queued;
+    this.queued = [];
+    const outcomes: ({ ok: true; value: unknown } | { ok: false; error: Error })[] = [];
+    try {
+      this.transaction(() => {
+        const db = this.connection;
+        for (const item of batch) {
+          db.exec('SAVEPOINT batch_item');
+          try {
+            outcomes.push({ ok: true, value: item.fn() });
+            db.exec('RELEASE batch_item');
+          } catch (error) {
+            db.exec('ROLLBACK TO batch_item');
+            db.exec('RELEASE batch_item');
+            outcomes.push({ ok: false, error: sqliteError(error) });
+          }
+        }
+      });
+    } catch (error) {
+      const failure = sqliteError(error);
+      for (const item of batch) item.reject(failure);
+      return;
+    }
+    batch.forEach((item, index) => {
+      const outcome = outcomes[index];
+      if (outcome?.ok === true) item.resolve(outcome.value);
+      else item.reject(outcome?.error ?? new Error('batched write lost its outcome'));
+    });
+  }
+
   /** Runs `fn` in a write transaction (BEGIN IMMEDIATE: the write lock is taken up front, so no upgrade deadlock). */
   transaction<T>(fn: () => T): T {
     const db = this.connection;

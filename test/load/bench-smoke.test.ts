@@ -1,0 +1,70 @@
+import { spawn } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, describe, expect, it } from 'vitest';
+
+const root = fileURLToPath(new URL('../..', import.meta.url));
+
+/** Every figure the full bench reports (issue 6); the smoke run must produce each one. */
+const FIGURES = [
+  'rss_api_idle',
+  'rss_worker_idle',
+  'static_to_url_p50',
+  'static_to_url_p95',
+  'redeploy_ratio_static',
+  'redeploy_stored_bytes_static',
+  'redeploy_ratio_node',
+  'redeploy_stored_bytes_node',
+  'post_rps_ratio',
+  'status_rps_ratio',
+  'post_rps',
+  'status_rps',
+  'post_latency_p50',
+  'post_latency_p99',
+  'status_latency_p50',
+  'status_latency_p99',
+  'pickup_p50',
+  'pickup_p99',
+  'throughput_c5',
+  'store_writes_per_deployment',
+  'queue_ops_per_deployment',
+  'throughput_c50',
+  'rss_api_inflight',
+  'rss_worker_inflight',
+];
+
+/**
+ * `npm run bench -- --smoke`: the whole bench with tiny counts, so it never rots. It checks that the
+ * bench runs from this checkout and reports every figure as a number — not the figures' values:
+ * speed targets live in the bench, not in tests (these machines are shared and noisy). Two facts
+ * that do not depend on speed are checked: an unchanged redeploy stores 0 source bytes again, and
+ * a deployment costs the store the writes BENCHMARKS.md explains.
+ */
+describe('npm run bench -- --smoke', () => {
+  let dir = '';
+  afterAll(async () => {
+    if (dir !== '') await rm(dir, { recursive: true, force: true });
+  });
+
+  it('runs every phase and writes a JSON result with every figure', async () => {
+    dir = await mkdtemp(join(tmpdir(), 'zepid-bench-smoke-'));
+    const out = join(dir, 'result.json');
+    const child = spawn(process.execPath, ['scripts/bench.ts', '--smoke', '--out', out], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+    expect(code, output).toBe(0);
+    const result = JSON.parse(await readFile(out, 'utf8')) as { smoke: boolean; figures: { id: string; value: number; target: string | null; met: boolean | null }[] };
+    expect(result.smoke).toBe(true);
+    expect(result.figures.map((figure) => figure.id).sort()).toEqual([...FIGURES].sort());
+    for (const figure of result.figures) expect(Number.isFinite(figure.value), `${figure.id} = ${figure.value}`).toBe(true);
+    const value = (id: string) => result.figures.find((figure) => figure.id === id)?.value;
+    expect(value('redeploy_stored_bytes_static')).toBe(0);
+    expect(value('redeploy_stored_bytes_node')).toBe(0);
+    expect(value('store_writes_per_deployment')).toBe(8);
+    expect(output).toContain('| figure');
+  }, 180_000);
+});
