@@ -8,6 +8,11 @@ export const cleanupStep: Step = {
   name: 'cleanup',
   async invoke(context) {
     const { adapters, record, log } = context;
+    // A reused build made no sandbox and no context (in Azure, that spares an ARM DELETE).
+    if (typeof record.steps.build.output.reusedFrom === 'string') {
+      log('nothing to remove: the build was reused');
+      return { leftovers: 0 };
+    }
     const problems: string[] = [];
     await adapters.builder.deleteSandbox(record.id).catch((error: unknown) => problems.push(`sandbox: ${String(error)}`));
     await adapters.artifacts.deleteContext(record.id).catch((error: unknown) => problems.push(`build context: ${String(error)}`));
