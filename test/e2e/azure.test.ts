@@ -187,7 +187,8 @@ describe('Azure mode, end to end', () => {
     const appName = first.url?.match(/^https:\/\/([^.]+)\./)?.[1] ?? '';
     arm.apps.revisionOutcome = { kind: 'unhealthy' };
     try {
-      const second = await settle(await deploy('steady'));
+      // Another source: an identical one would keep the serving revision and start nothing.
+      const second = await settle(await deploy('steady', { files: [{ path: 'index.html', content: '<h1>steady, v2</h1>' }] }));
       expect(second).toMatchObject({ status: 'failed', errorCode: 'DEPLOY_UNHEALTHY' });
       const traffic = arm.apps.app(appName)?.configuration.ingress?.traffic ?? [];
       expect(traffic).toEqual([expect.objectContaining({ revisionName: first.revision, weight: 100 })]);
@@ -196,11 +197,12 @@ describe('Azure mode, end to end', () => {
     }
   }, 90_000);
 
-  it('reuses the image of an identical earlier deployment: no build container group, the same digest pinned', async () => {
+  it('reuses the image of an identical earlier deployment and keeps its revision: no build container group, no new revision', async () => {
     arm.aci.scenario = {};
     const env = { envVariables: { API_KEY: 'same-value-both-times' } };
     const first = await settle(await deploy('twice', env));
     expect(first.status, first.logs.join('\n')).toBe('completed');
+    const mark = arm.requests.length;
     const id = await deploy('twice', env);
     const second = await settle(id);
     expect(second.status, second.logs.join('\n')).toBe('completed');
@@ -211,8 +213,14 @@ describe('Azure mode, end to end', () => {
     // The registry was asked for that manifest by digest; no kaniko group was ever created.
     expect(arm.requests.some((request) => request.method === 'HEAD' && request.path.endsWith(`/manifests/${digest}`) && request.status === 200)).toBe(true);
     expect(arm.requests.filter((request) => request.path.includes(`build-${id.slice(4)}`) && request.method === 'PUT')).toEqual([]);
-    const app = arm.apps.app(second.url?.match(/^https:\/\/([^.]+)\./)?.[1] ?? '');
+    const appName = second.url?.match(/^https:\/\/([^.]+)\./)?.[1] ?? '';
+    const app = arm.apps.app(appName);
     expect(app?.template.containers?.[0]?.image).toBe(first.image?.replace(/:dep_[^@]+@/, '@'));
+    // The revision serving, healthy, the same template: kept, as Container Apps keeps an unchanged template.
+    expect(second.revision).toBe(first.revision);
+    expect(second.logs.join('\n')).toContain(`revision ${first.revision ?? ''} already serves this image with the same settings and env values`);
+    expect(arm.requests.slice(mark).filter((request) => request.path.includes(`/containerApps/${appName}`) && request.method !== 'GET')).toEqual([]);
+    expect(arm.apps.traffic(appName)).toEqual({ [first.revision ?? '']: 100 });
     expect(arm.invalidRequests()).toEqual([]);
   }, 90_000);
 

@@ -12,11 +12,18 @@ interface Status {
   status: string;
   url: string | null;
   image: string | null;
+  revision: string | null;
+}
+
+/** The app processes the worker started, by deployment, from its process registry. */
+async function revisionProcesses(dataDir: string): Promise<{ pid: number; deploymentId: string }[]> {
+  const groups = JSON.parse(await readFile(join(dataDir, 'processes.json'), 'utf8')) as { pid: number; deploymentId: string; purpose: string }[];
+  return groups.filter((group) => group.purpose === 'revision').map(({ pid, deploymentId }) => ({ pid, deploymentId }));
 }
 
 /**
- * Build reuse with the real processes: the static sample deployed twice reuses the first build (and
- * the second revision serves from it), and a changed file builds again.
+ * Build reuse with the real processes: the static sample deployed twice reuses the first build and
+ * keeps the first revision (same process, nothing restarted), and a changed file builds again.
  */
 describe('end to end: build reuse on the embedded defaults', () => {
   let dataDir: string;
@@ -54,11 +61,13 @@ describe('end to end: build reuse on the embedded defaults', () => {
     await rm(dataDir, { recursive: true, force: true, maxRetries: 3 });
   });
 
-  it('reuses the first build for the same static sample, serves it, and builds again for a changed file', async () => {
+  it('reuses the first build and keeps its revision for the same static sample, and builds again for a changed file', async () => {
     const sample = JSON.parse(await readFile(join(root, 'examples', 'static-site.json'), 'utf8')) as { files: { path: string; content: string }[] };
     const first = await deployAndSettle(sample);
     expect(first.status.status, first.log).toBe('completed');
     expect(first.log).not.toContain('reusing the image');
+    const firstProcesses = await revisionProcesses(dataDir);
+    expect(firstProcesses.map((group) => group.deploymentId)).toEqual([first.id]);
 
     const second = await deployAndSettle(sample);
     expect(second.status.status, second.log).toBe('completed');
@@ -66,7 +75,10 @@ describe('end to end: build reuse on the embedded defaults', () => {
     expect(second.log).not.toMatch(/sandbox ready|build context: \d+ files/);
     expect(second.status.image).toBe(first.status.image);
     expect(second.status.url).toBe(first.status.url);
-    // The new revision runs from the first build's image.
+    // Nothing restarted: the first revision, the same process, still serves.
+    expect(second.status.revision).toBe(first.status.revision);
+    expect(second.log).toContain(`revision ${first.status.revision ?? ''} already serves this image with the same settings and env values: traffic stays on it; nothing restarted`);
+    expect(await revisionProcesses(dataDir)).toEqual(firstProcesses);
     expect((await getApp(second.status.url ?? '')).body).toContain('Hello from Zepid Deploy');
 
     const files = sample.files.map((file) => (file.path === 'index.html' ? { ...file, content: file.content.replace('Hello from Zepid Deploy', 'Changed') } : file));
@@ -75,7 +87,8 @@ describe('end to end: build reuse on the embedded defaults', () => {
     expect(third.log).not.toContain('reusing the image');
     expect(third.status.image).not.toBe(first.status.image);
     expect((await getApp(third.status.url ?? '')).body).toContain('Changed');
-    // The first build's image stays: the previous revision (the reuse) runs from it, for rollback.
+    expect(third.status.revision).not.toBe(first.status.revision);
+    // The first build's image stays: the previous revision (the first one, kept) runs from it, for rollback.
     expect(await readFile(join(first.status.image ?? '', 'index.html'), 'utf8')).toContain('Hello from Zepid Deploy');
   }, 120_000);
 });

@@ -1,13 +1,21 @@
-import type { ApiAdapters } from '@zepid/core';
+import type { ApiAdapters, DeploymentRecord } from '@zepid/core';
 import { sweepObjects } from '@zepid/core';
 
 const BATCH = 500;
 
+/** The newest completed deployment of an app, and the revision serving its traffic. */
+interface LiveDeployment {
+  id: string;
+  revision: string | null;
+}
+
 /**
  * Retention: removes finished deployments of one org older than `cutoff` with their artifacts and
- * secrets, except the newest completed deployment of each app (its revision serves traffic and its
- * secrets are referenced by the running app). Then sweeps the org's file objects that no remaining
- * manifest names and that nothing used for OBJECT_RETENTION.graceMs (core's source.ts).
+ * secrets, except the newest completed deployment of each app (its revision serves traffic) and every
+ * completed deployment with that same revision: an identical redeploy keeps the serving revision, which
+ * still runs with the env values (locally, the secrets; in Azure, the Key Vault references) of the
+ * deployment that started it. Then sweeps the org's file objects that no remaining manifest names and
+ * that nothing used for OBJECT_RETENTION.graceMs (core's source.ts).
  */
 export async function cleanupFinished(adapters: ApiAdapters, orgId: string, cutoff: Date, dryRun: boolean, now: Date) {
   const candidates = await adapters.store.listFinishedBefore(orgId, cutoff, BATCH + 1);
@@ -15,12 +23,16 @@ export async function cleanupFinished(adapters: ApiAdapters, orgId: string, cuto
   const removed = { deployments: 0, artifacts: 0, secrets: 0, objects: 0, objectBytes: 0 };
   const deploymentIds: string[] = [];
   const kept: { deploymentId: string; reason: string }[] = [];
-  const live = new Map<string, string | null>();
+  const live = new Map<string, LiveDeployment | null>();
 
   for (const record of batch) {
-    if (!live.has(record.appName)) live.set(record.appName, (await adapters.store.latestCompleted(orgId, record.appName))?.id ?? null);
-    if (live.get(record.appName) === record.id) {
-      kept.push({ deploymentId: record.id, reason: 'serves the app\'s traffic' });
+    if (!live.has(record.appName)) {
+      const latest = await adapters.store.latestCompleted(orgId, record.appName);
+      live.set(record.appName, latest === null ? null : { id: latest.id, revision: latest.result.revision });
+    }
+    const reason = keepReason(record, live.get(record.appName) ?? null);
+    if (reason !== null) {
+      kept.push({ deploymentId: record.id, reason });
       continue;
     }
     deploymentIds.push(record.id);
@@ -39,4 +51,14 @@ export async function cleanupFinished(adapters: ApiAdapters, orgId: string, cuto
     removed.objectBytes = swept.bytes;
   }
   return { removed, deploymentIds, kept, more: candidates.length > BATCH };
+}
+
+/** Why retention keeps `record`, or null to remove it. */
+function keepReason(record: DeploymentRecord, live: LiveDeployment | null): string | null {
+  if (live === null) return null;
+  if (live.id === record.id) return 'serves the app\'s traffic';
+  if (live.revision !== null && record.status === 'completed' && record.result.revision === live.revision) {
+    return `its revision ${live.revision} still serves the app's traffic (kept by ${live.id})`;
+  }
+  return null;
 }

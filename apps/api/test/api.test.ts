@@ -412,6 +412,47 @@ describe('API', () => {
         await cleanup.close();
       }
     });
+
+    it('POST /status/cleanup keeps every completed deployment whose revision serves the app (an identical redeploy kept it)', async () => {
+      const cleanup = await createHarness();
+      try {
+        const projectId = 'kept';
+        const complete = async (revision: string, finishedAt: Date) => {
+          const id = idOf(await cleanup.app.inject({ method: 'POST', url: '/deploy', headers: auth('org_456'), payload: staticBody({ projectId, envVariables: { K: 'value-1234' } }) }));
+          let record = await cleanup.adapters.store.get({ orgId: 'org_456', deploymentId: id });
+          if (record === null) throw new Error('missing');
+          record = apply(record, { type: 'attempt_started' }, finishedAt);
+          for (const step of STEPS) {
+            record = apply(record, { type: 'step_started', step }, finishedAt);
+            record = apply(record, { type: 'step_completed', step, output: {} }, finishedAt);
+          }
+          await cleanup.adapters.store.replace(apply(record, { type: 'completed', result: { image: 'img@sha256:1', revision, url: 'u' } }, finishedAt));
+          return id;
+        };
+        const start = Date.now();
+        const replaced = await complete('app--old', new Date(start));
+        // `started` started revision app--a (its process or Key Vault references use its secrets);
+        // `keptOnce` and `live` were identical redeploys that kept it.
+        const started = await complete('app--a', new Date(start + 1000));
+        const keptOnce = await complete('app--a', new Date(start + 2000));
+        const live = await complete('app--a', new Date(start + 3000));
+
+        cleanup.advance(8 * 86_400_000);
+        const response = await cleanup.app.inject({ method: 'POST', url: '/status/cleanup', headers: auth('org_456') });
+        expect(response.statusCode).toBe(200);
+        const body = response.json<{ deploymentIds: string[]; kept: { deploymentId: string; reason: string }[] }>();
+        expect(body.deploymentIds).toEqual([replaced]);
+        expect(body.kept).toEqual([
+          { deploymentId: started, reason: `its revision app--a still serves the app's traffic (kept by ${live})` },
+          { deploymentId: keptOnce, reason: `its revision app--a still serves the app's traffic (kept by ${live})` },
+          { deploymentId: live, reason: 'serves the app\'s traffic' },
+        ]);
+        expect(await cleanup.adapters.secrets.get(started)).toEqual({ K: 'value-1234' });
+        expect(await cleanup.adapters.secrets.get(replaced)).toEqual({});
+      } finally {
+        await cleanup.close();
+      }
+    });
   });
 });
 

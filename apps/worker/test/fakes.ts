@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { BuildJob, BuiltImage, Builder, DependencyHealth, LogSink, RevisionInfo, RevisionSpec, Runtime } from '@zepid/core';
+import type { BuildJob, BuiltImage, Builder, DependencyHealth, LogSink, RevisionInfo, RevisionSpec, Runtime, ServingTarget } from '@zepid/core';
 import type { DeployError } from '@zepid/core';
 
 type Behaviour = 'ok' | 'hang' | { fail: DeployError } | { delayMs: number };
@@ -80,6 +80,8 @@ export class FakeBuilder implements Builder {
 export class FakeRuntime implements Runtime {
   readonly calls: string[] = [];
   readonly live = new Map<string, string>();
+  /** Revisions that crashed: still live (the traffic is on them) but not serving. */
+  readonly crashed = new Set<string>();
   behaviour: Behaviour = 'ok';
 
   start(): Promise<void> {
@@ -99,6 +101,11 @@ export class FakeRuntime implements Runtime {
     const previousRevision = this.live.get(spec.appName) ?? null;
     this.live.set(spec.appName, revision);
     return { revision, url: `https://${spec.appName}.example`, previousRevision, dnsRecords: [] };
+  }
+
+  isServing(target: ServingTarget): Promise<boolean> {
+    this.calls.push(`isServing ${target.revision}`);
+    return Promise.resolve(this.live.get(target.appName) === target.revision && !this.crashed.has(target.revision));
   }
 
   rollback(target: { appName: string; revision: string; previousRevision: string | null }, _log: LogSink): Promise<void> {

@@ -91,7 +91,8 @@ describe('worker workflow', () => {
       h.consumer().start();
       const first = await runToEnd(await h.submit());
       const live = [...h.runtime.live.values()];
-      const record = await h.submit();
+      // Another source: a new build and a new revision to undo (reuse.test.ts cancels a kept one).
+      const record = await h.submit({ files: { 'index.html': '<h1>v2</h1>' } });
       await eventually(() => h.get(record), (current) => current.steps[step].status === 'in_progress');
       await requestCancel(record);
       const done = await runToEnd(record);
@@ -123,7 +124,7 @@ describe('worker workflow', () => {
     // cancel lands while the second deployment's cleanup… is emulated by a hanging build of a third step
     h.builder.behaviour.build = { delayMs: 50 };
     h.runtime.behaviour = { delayMs: 400 };
-    const second = await h.submit();
+    const second = await h.submit({ files: { 'index.html': '<h1>v2</h1>' } });
     await eventually(() => h.get(second), (current) => current.steps.deploy.status === 'in_progress');
     await requestCancel(second);
     expect((await runToEnd(second)).status).toBe('cancelled');

@@ -1,4 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
+import { ContainerAppsAPIClient } from '@azure/arm-appcontainers';
+import type { TrafficWeight } from '@azure/arm-appcontainers';
 import type { Environment, RevisionSpec } from '@zepid/core';
 import { DeployError, appName, newDeploymentId, revisionSuffix } from '@zepid/core';
 import { trustTestCertificate } from '@zepid/testkit';
@@ -315,6 +317,72 @@ describe('ContainerAppsRuntime', () => {
     expect(error.code).toBe('CANCELLED');
     expect(sim.apps.traffic(second.spec.appName)).toEqual({ [a]: 100 });
     expect(sim.apps.revision(second.spec.appName, revisionName(second.spec.appName, second.spec.deploymentId))?.active).toBe(false);
+  });
+
+  describe('isServing (an identical redeploy keeps such a revision)', () => {
+    const serving = (adapter: ContainerAppsRuntime, app: string, revision: string, customDomain: string | null = null) =>
+      adapter.isServing({ appName: app, revision, customDomain }, AbortSignal.timeout(10_000));
+    const armClient = () => new ContainerAppsAPIClient(sim.credential, sim.subscriptionId, { endpoint: sim.url, retryOptions: { maxRetries: 0 } });
+    const setTraffic = (app: string, traffic: TrafficWeight[]) =>
+      armClient().containerApps.update(sim.resourceGroup, app, { location: sim.location, configuration: { ingress: { traffic } } }, { updateIntervalInMs: 5 });
+
+    it('is true for the revision with all the traffic, provisioned, running and healthy, and reads only', async () => {
+      const adapter = runtime();
+      const { spec: first } = spec();
+      const a = (await adapter.deploy(first)).revision;
+      const mark = sim.requests.length;
+      expect(await serving(adapter, first.appName, a)).toBe(true);
+      expect(sim.requests.slice(mark).every((request) => request.method === 'GET')).toBe(true);
+      // Traffic given to the latest ready revision counts when that is this one.
+      await setTraffic(first.appName, [{ latestRevision: true, weight: 100 }]);
+      expect(await serving(adapter, first.appName, a)).toBe(true);
+
+      const b = (await adapter.deploy(spec().spec)).revision;
+      expect(await serving(adapter, first.appName, b)).toBe(true);
+      // Active and healthy, kept for rollback, but without traffic.
+      expect(sim.apps.revision(first.appName, a)).toMatchObject({ active: true, healthState: 'Healthy', trafficWeight: 0 });
+      expect(await serving(adapter, first.appName, a)).toBe(false);
+      // A split is not "all the traffic".
+      await setTraffic(first.appName, [{ revisionName: a, weight: 50 }, { revisionName: b, weight: 50 }]);
+      expect(await serving(adapter, first.appName, b)).toBe(false);
+      expect(await serving(adapter, 'no-such-app', b)).toBe(false);
+      expect(await serving(adapter, first.appName, `${first.appName}--gone`)).toBe(false);
+    });
+
+    it('is false for a revision with all the traffic that is not running healthy', async () => {
+      const adapter = runtime({ healthTimeoutMs: 300 });
+      await adapter.deploy(spec().spec);
+      sim.apps.revisionOutcome = { kind: 'unhealthy' };
+      const { spec: broken } = spec();
+      await rejection(adapter.deploy(broken));
+      const revision = revisionName(broken.appName, broken.deploymentId);
+      // Started again and given the traffic by hand (as a crash after the switch would leave it).
+      await armClient().containerAppsRevisions.activateRevision(sim.resourceGroup, broken.appName, revision);
+      await setTraffic(broken.appName, [{ revisionName: revision, weight: 100 }]);
+      expect(sim.apps.traffic(broken.appName)).toEqual({ [revision]: 100 });
+      expect(await serving(adapter, broken.appName, revision)).toBe(false);
+      expect(sim.apps.revision(broken.appName, revision)).toMatchObject({ active: true, healthState: 'Unhealthy' });
+    });
+
+    it('with a custom domain, is true only once the domain is bound with a certificate', async () => {
+      const adapter = runtime();
+      const { spec: first } = spec({ customDomain: 'shop.example.com' });
+      const a = (await adapter.deploy(first)).revision;
+      expect(await serving(adapter, first.appName, a)).toBe(true);
+      expect(await serving(adapter, first.appName, a, 'shop.example.com')).toBe(false);
+      sim.apps.addDomainRecords('shop.example.com', first.appName);
+      const b = (await adapter.deploy(spec({ customDomain: 'shop.example.com' }).spec)).revision;
+      expect(await serving(adapter, first.appName, b, 'Shop.Example.com')).toBe(true);
+    });
+
+    it('throws a DeployError when ARM cannot answer, so the deploy step starts a new revision', async () => {
+      const adapter = runtime();
+      const { spec: first } = spec();
+      const a = (await adapter.deploy(first)).revision;
+      sim.injectFault({ method: 'GET', path: /\/revisions\//, status: 503, code: 'ServiceUnavailable' });
+      const error = await rejection(serving(adapter, first.appName, a));
+      expect(error.retryable).toBe(true);
+    });
   });
 
   it('asks only for ARM tokens and reports healthy', async () => {

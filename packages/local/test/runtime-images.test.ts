@@ -3,37 +3,55 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { BuildPlan } from '@zepid/core';
+import type { BuildPlan, RevisionSpec } from '@zepid/core';
 import { newDeploymentId, silentLogger } from '@zepid/core';
 import { FileSecretStore, LocalRouter, LocalRuntime, ProcessRegistry, resolveIsolation } from '../src/index.ts';
 
 const STATIC_PLAN: BuildPlan = { kind: 'static', install: null, build: null, start: null, port: 8080 };
 
-/**
- * Build reuse lets deployments share one image directory, also across an org's environments: the
- * runtime may remove the image of a revision it drops only when no live or previous revision of any
- * app still runs from it.
- */
-describe('LocalRuntime image directories', () => {
+async function startRuntime(dir: string): Promise<LocalRuntime> {
+  const secrets = new FileSecretStore(join(dir, 'secrets'));
+  await secrets.start();
+  const runtime = new LocalRuntime({
+    statePath: join(dir, 'runtime.json'),
+    revisionsDir: join(dir, 'revisions'),
+    npmCache: join(dir, 'npm-cache'),
+    router: new LocalRouter({ host: '127.0.0.1', port: 0 }),
+    secrets,
+    registry: new ProcessRegistry(join(dir, 'processes.json')),
+    logger: silentLogger,
+    readyTimeoutMs: 15_000,
+    isolation: resolveIsolation('none', { uid: 65534, gid: 65534 }),
+  });
+  await runtime.start();
+  return runtime;
+}
+
+function revisionSpec(appName: string, imagePath: string): RevisionSpec {
+  return {
+    deploymentId: newDeploymentId(),
+    orgId: 'org_r',
+    projectId: 'site',
+    appName,
+    environment: appName.endsWith('production') ? 'production' : 'development',
+    image: imagePath,
+    imageDigest: null,
+    plan: STATIC_PLAN,
+    containerSize: null,
+    customDomain: null,
+    envVariableNames: [],
+    signal: AbortSignal.timeout(30_000),
+    log: () => undefined,
+  };
+}
+
+describe('LocalRuntime', () => {
   let dir: string;
   let runtime: LocalRuntime;
 
   beforeEach(async () => {
     dir = await mkdtemp(join(tmpdir(), 'zepid-runtime-'));
-    const secrets = new FileSecretStore(join(dir, 'secrets'));
-    await secrets.start();
-    runtime = new LocalRuntime({
-      statePath: join(dir, 'runtime.json'),
-      revisionsDir: join(dir, 'revisions'),
-      npmCache: join(dir, 'npm-cache'),
-      router: new LocalRouter({ host: '127.0.0.1', port: 0 }),
-      secrets,
-      registry: new ProcessRegistry(join(dir, 'processes.json')),
-      logger: silentLogger,
-      readyTimeoutMs: 15_000,
-      isolation: resolveIsolation('none', { uid: 65534, gid: 65534 }),
-    });
-    await runtime.start();
+    runtime = await startRuntime(dir);
   });
 
   afterEach(async () => {
@@ -49,23 +67,12 @@ describe('LocalRuntime image directories', () => {
   }
 
   async function deploy(appName: string, imagePath: string): Promise<void> {
-    await runtime.deploy({
-      deploymentId: newDeploymentId(),
-      orgId: 'org_r',
-      projectId: 'site',
-      appName,
-      environment: appName.endsWith('production') ? 'production' : 'development',
-      image: imagePath,
-      imageDigest: null,
-      plan: STATIC_PLAN,
-      containerSize: null,
-      customDomain: null,
-      envVariableNames: [],
-      signal: AbortSignal.timeout(30_000),
-      log: () => undefined,
-    });
+    await runtime.deploy(revisionSpec(appName, imagePath));
   }
 
+  // Build reuse lets deployments share one image directory, also across an org's environments: the
+  // runtime may remove the image of a revision it drops only when no live or previous revision of any
+  // app still runs from it.
   it('keeps an image a live or previous revision of any app still runs from, and removes it once none does', async () => {
     const [first, second, third] = [await image('first'), await image('second'), await image('third')];
     await deploy('site-production', second);
@@ -82,4 +89,43 @@ describe('LocalRuntime image directories', () => {
     expect(existsSync(second)).toBe(true);
     expect(existsSync(third)).toBe(true);
   }, 60_000);
+
+  /** What the deploy step asks before keeping a revision for an identical redeploy. */
+  const serving = (appName: string, revision: string) => runtime.isServing({ appName, revision, customDomain: null }, AbortSignal.timeout(10_000));
+
+  it('is true for the live revision while its process runs and answers, false for another or a dead one', async () => {
+    const path = await image('site');
+    const first = await runtime.deploy(revisionSpec('site-development', path));
+    expect(await serving('site-development', first.revision)).toBe(true);
+    expect(await serving('site-production', first.revision)).toBe(false);
+
+    const second = await runtime.deploy(revisionSpec('site-development', path));
+    expect(await serving('site-development', second.revision)).toBe(true);
+    // The previous revision is stopped once the new one has the traffic.
+    expect(await serving('site-development', first.revision)).toBe(false);
+
+    // The live revision's process hangs (it runs, but answers nothing), then dies: still live in
+    // the runtime's state, but not serving.
+    const run = runtime.runningRevisions().find((candidate) => candidate.revision === second.revision);
+    if (run === undefined) throw new Error('the live revision is not running');
+    process.kill(-run.pid, 'SIGSTOP');
+    expect(await serving('site-development', second.revision)).toBe(false);
+    process.kill(-run.pid, 'SIGCONT');
+    expect(await serving('site-development', second.revision)).toBe(true);
+    process.kill(-run.pid, 'SIGKILL');
+    await waitUntil(async () => !(await serving('site-development', second.revision)));
+
+    // Rolled back to nothing: stopped.
+    const third = await runtime.deploy(revisionSpec('site-development', path));
+    await runtime.rollback({ deploymentId: 'dep_x', appName: 'site-development', revision: third.revision, previousRevision: null }, () => undefined);
+    expect(await serving('site-development', third.revision)).toBe(false);
+  }, 60_000);
 });
+
+async function waitUntil(condition: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  const started = Date.now();
+  while (!(await condition())) {
+    if (Date.now() - started > timeoutMs) throw new Error(`condition not reached within ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}

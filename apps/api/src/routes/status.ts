@@ -98,7 +98,8 @@ export const statusRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = 
         tags: ['status'],
         summary: 'Remove records, logs, sources and secrets of your finished deployments older than the retention',
         description:
-          'The deployment serving each app\'s traffic is kept whatever its age. At most 500 deployments per call; `more` says whether to call again. ' +
+          'The deployment serving each app\'s traffic is kept whatever its age, and so is every completed deployment of the same revision ' +
+          '(an identical redeploy keeps the revision an earlier deployment started, which runs with that deployment\'s env values). At most 500 deployments per call; `more` says whether to call again. ' +
           `Then stored files (objects) that no remaining deployment uses and that no deployment referenced for ${OBJECT_RETENTION.graceMs / 3_600_000} hours are deleted (\`removed.objects\`, \`removed.objectBytes\`).`,
         security,
         body: Type.Object(

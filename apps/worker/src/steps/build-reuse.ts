@@ -76,8 +76,11 @@ export async function findReusableBuild(context: StepContext, key: string): Prom
   return { builtBy, image };
 }
 
-/** Null when every env variable has the candidate's value; else why not (names only). */
-async function differentEnvValues(context: StepContext, candidate: DeploymentRecord): Promise<string | null> {
+/**
+ * Null when every env variable has the candidate's value; else why not (names only). The deploy
+ * step asks it too, of the deployment whose revision it would keep.
+ */
+export async function differentEnvValues(context: StepContext, candidate: DeploymentRecord): Promise<string | null> {
   const names = context.record.spec.envVariableNames;
   if (names.length === 0) return null;
   const { secrets } = context.adapters;

@@ -1,10 +1,18 @@
-import type { Step } from './step.ts';
+import type { DeploymentRecord } from '@zepid/core';
+import { asDeployError } from '@zepid/core';
+import { differentEnvValues, reusedBuildOf } from './build-reuse.ts';
+import type { Step, StepContext, StepOutput } from './step.ts';
 import { planOf } from './step.ts';
 
-/** Step 5: a new revision, started and healthy before it gets the traffic. */
+/**
+ * Step 5: a new revision, started and healthy before it gets the traffic; or, for an identical
+ * redeploy, the revision that already serves it, kept as it is.
+ */
 export const deployStep: Step = {
   name: 'deploy',
   async invoke(context) {
+    const kept = await keepServingRevision(context);
+    if (kept !== null) return kept;
     const { record, adapters, log, signal } = context;
     const built = record.steps.build.output;
     const info = await adapters.runtime.deploy({
@@ -28,11 +36,17 @@ export const deployStep: Step = {
       revision: info.revision,
       url: info.url,
       previousRevision: info.previousRevision,
+      kept: false,
       dnsRecords: info.dnsRecords.length === 0 ? null : JSON.stringify(info.dnsRecords),
     };
   },
   async compensate(context, output) {
     if (typeof output.revision !== 'string') return;
+    // A kept revision served before this deployment and belongs to the one that started it.
+    if (output.kept === true) {
+      context.log(`revision ${output.revision} stays live: it served before this deployment, which started nothing`);
+      return;
+    }
     await context.adapters.runtime.rollback(
       {
         deploymentId: context.record.id,
@@ -44,3 +58,75 @@ export const deployStep: Step = {
     );
   },
 };
+
+/**
+ * Keeping the serving revision, as Container Apps creates no revision for an unchanged template. Only
+ * when build reuse was decided (so the image is an earlier one) and the app's live deployment runs
+ * that very image, with the same revision settings and env values, and the runtime confirms the
+ * revision serves right now: a dead or unhealthy one is replaced, so a redeploy still restarts.
+ * Returns the step output when kept; null to start a new revision, having logged why.
+ */
+async function keepServingRevision(context: StepContext): Promise<StepOutput | null> {
+  const { record, adapters, log, signal } = context;
+  if (reusedBuildOf(record) === null) return null;
+  const live = await adapters.store.latestCompleted(record.orgId, record.appName);
+  const revision = live?.result.revision ?? null;
+  const url = live?.result.url ?? null;
+  const notKeeping = (why: string) => {
+    log(`cannot keep the live revision${revision === null ? '' : ` ${revision}`}: ${why}; starting a new revision`);
+    return null;
+  };
+  if (live === null || live.id === record.id || revision === null || url === null) return notKeeping(`${record.appName} has none`);
+  const image = recordedImage(record.steps.build.output);
+  if (live.result.image !== image) return notKeeping(`it runs another image (${live.result.image ?? 'none'})`);
+  const setting = differentRevisionSetting(record, live);
+  if (setting !== null) return notKeeping(`it was started with another ${setting}`);
+  // Compared through the secret store, never logged or stored: the revision runs with the live deployment's values.
+  const values = await differentEnvValues(context, live);
+  if (values !== null) return notKeeping(values);
+  let serving: boolean;
+  try {
+    serving = await adapters.runtime.isServing({ appName: record.appName, revision, customDomain: record.spec.customDomain }, signal);
+  } catch (error) {
+    if (signal.aborted) throw error;
+    return notKeeping(`could not check that it serves (${asDeployError(error).message})`);
+  }
+  if (!serving) {
+    const domain = record.spec.customDomain === null ? '' : `, or ${record.spec.customDomain} is not bound yet`;
+    return notKeeping(`it does not serve right now (stopped, unhealthy or without the traffic${domain})`);
+  }
+  log(`revision ${revision} already serves this image with the same settings and env values: traffic stays on it; nothing restarted`);
+  return { revision, url, previousRevision: null, kept: true, dnsRecords: null };
+}
+
+/** The image in the form the workflow records as `result.image`: `image@digest` when pinned. */
+function recordedImage(built: StepOutput): string | null {
+  if (typeof built.image !== 'string') return null;
+  return typeof built.digest === 'string' ? `${built.image}@${built.digest}` : built.image;
+}
+
+/** What the runtime puts into a revision besides the image and env values, by name in the log. */
+function revisionSettings(record: DeploymentRecord): Record<string, unknown> {
+  const plan = planOf(record);
+  const size = record.spec.containerSize;
+  return {
+    'project kind': plan.kind,
+    'start command': plan.start,
+    port: plan.port,
+    'container size': size === null ? null : { cpu: size.cpu, memory: size.memory },
+    'custom domain': record.spec.customDomain?.toLowerCase() ?? null,
+    'set of env variable names': [...record.spec.envVariableNames].sort(),
+  };
+}
+
+/** The first revision setting of `record` that the live deployment's revision was not started with; null when all match. */
+function differentRevisionSetting(record: DeploymentRecord, live: DeploymentRecord): string | null {
+  const ours = revisionSettings(record);
+  let theirs: Record<string, unknown>;
+  try {
+    theirs = revisionSettings(live);
+  } catch {
+    return 'build plan (none is recorded)';
+  }
+  return Object.keys(ours).find((name) => JSON.stringify(ours[name]) !== JSON.stringify(theirs[name])) ?? null;
+}

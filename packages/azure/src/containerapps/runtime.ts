@@ -1,7 +1,7 @@
 import { ContainerAppsAPIClient } from '@azure/arm-appcontainers';
 import type { ContainerApp, CustomDomain, EnvironmentVar, ManagedCertificate, Revision, Secret, TrafficWeight } from '@azure/arm-appcontainers';
 import type { TokenCredential } from '@azure/identity';
-import type { DependencyHealth, DnsRecord, Environment, LogSink, RevisionInfo, RevisionSpec, Runtime, SecretStore } from '@zepid/core';
+import type { DependencyHealth, DnsRecord, Environment, LogSink, RevisionInfo, RevisionSpec, Runtime, SecretStore, ServingTarget } from '@zepid/core';
 import { DeployError, probe, revisionSuffix, sha256Hex } from '@zepid/core';
 import { armError, armFailure, isNotFound, isTransient } from '../aci/arm-errors.ts';
 import { splitImage } from '../aci/builder.ts';
@@ -169,6 +169,28 @@ export class ContainerAppsRuntime implements Runtime {
     return { revision, url, previousRevision, dnsRecords };
   }
 
+  /**
+   * All the app's traffic is on the revision (by name, or as the latest ready revision), the revision
+   * is active, provisioned, running and healthy (what a new revision must reach before it gets the
+   * traffic), and a custom domain, when given, is bound with a certificate. Reads only.
+   */
+  async isServing(target: ServingTarget, signal: AbortSignal): Promise<boolean> {
+    const abortSignal = AbortSignal.any([signal, this.closing.signal]);
+    this.throwIfStopped(signal);
+    const app = await this.findApp(target.appName, abortSignal);
+    if (app === null || !servesAllTraffic(app, target.revision)) return false;
+    const domain = target.customDomain?.toLowerCase();
+    if (domain !== undefined && !boundWithCertificate(app.configuration?.ingress?.customDomains?.find((binding) => binding.name.toLowerCase() === domain))) return false;
+    let revision: Revision;
+    try {
+      revision = await this.client.containerAppsRevisions.getRevision(this.options.resourceGroup, target.appName, target.revision, { abortSignal });
+    } catch (error) {
+      if (isNotFound(error)) return false;
+      throw appError(error, 'reading the serving revision');
+    }
+    return revision.active !== false && isHealthy(revision);
+  }
+
   async rollback(target: { deploymentId: string; appName: string; revision: string; previousRevision: string | null }, log: LogSink): Promise<void> {
     const app = await this.findApp(target.appName, this.closing.signal);
     if (app === null) {
@@ -272,7 +294,7 @@ export class ContainerAppsRuntime implements Runtime {
           spec.log(`Revision ${revision}: provisioning ${last.provisioningState ?? 'unknown'}, running ${last.runningState ?? 'unknown'}, health ${last.healthState ?? 'unknown'}`);
           reported = state;
         }
-        if (last.provisioningState === 'Provisioned' && last.healthState === 'Healthy' && RUNNING_STATES.has(last.runningState ?? '')) return { kind: 'healthy' };
+        if (isHealthy(last)) return { kind: 'healthy' };
         if (last.provisioningState === 'Failed' || last.runningState === 'Failed') return { kind: 'unhealthy', revision: last, timedOut: false };
       }
       if (Date.now() >= deadline) return { kind: 'unhealthy', revision: last, timedOut: true };
@@ -284,7 +306,7 @@ export class ContainerAppsRuntime implements Runtime {
   private async customDomain(spec: RevisionSpec, domain: string, app: ContainerApp, fqdn: string, signal: AbortSignal): Promise<{ bound: boolean; dnsRecords: DnsRecord[] }> {
     const bindings = app.configuration?.ingress?.customDomains ?? [];
     const current = bindings.find((binding) => binding.name.toLowerCase() === domain);
-    if (current?.bindingType === 'SniEnabled' && current.certificateId !== undefined) return { bound: true, dnsRecords: [] };
+    if (boundWithCertificate(current)) return { bound: true, dnsRecords: [] };
 
     let records: DnsRecord[];
     try {
@@ -460,6 +482,22 @@ function servingRevisionBefore(app: ContainerApp, newRevision: string): string |
   if (best === null) return null;
   if (best.name === newRevision) return app.tags?.[PREVIOUS_REVISION_TAG] ?? null;
   return best.name;
+}
+
+/** What a revision must show before it gets traffic, and to be kept by an identical redeploy. */
+function isHealthy(revision: Revision): boolean {
+  return revision.provisioningState === 'Provisioned' && revision.healthState === 'Healthy' && RUNNING_STATES.has(revision.runningState ?? '');
+}
+
+/** All traffic on the revision: named with weight 100, or `latestRevision` at 100 while it is the latest ready one. */
+function servesAllTraffic(app: ContainerApp, revision: string): boolean {
+  if (servesAll(app, revision)) return true;
+  const traffic = app.configuration?.ingress?.traffic ?? [];
+  return traffic.length === 1 && traffic[0]?.latestRevision === true && traffic[0].weight === 100 && app.latestReadyRevisionName === revision;
+}
+
+function boundWithCertificate(binding: CustomDomain | undefined): boolean {
+  return binding?.bindingType === 'SniEnabled' && binding.certificateId !== undefined;
 }
 
 function servesAll(app: ContainerApp, revision: string): boolean {

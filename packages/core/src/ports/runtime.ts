@@ -36,6 +36,14 @@ export interface RevisionInfo {
   dnsRecords: DnsRecord[];
 }
 
+/** A revision the deploy step would keep for an identical redeploy, and the domain it must serve. */
+export interface ServingTarget {
+  appName: string;
+  revision: string;
+  /** When set, the revision counts as serving only if this domain is bound to the app (Azure; locally domains are not served). */
+  customDomain: string | null;
+}
+
 /**
  * Runtime: the deploy step. Starts a new revision of `<project>-<environment>`, waits until it is
  * healthy, then moves all traffic to it; if it never gets healthy, traffic stays where it was and
@@ -44,6 +52,14 @@ export interface RevisionInfo {
  */
 export interface Runtime extends Lifecycle, HealthReporting {
   deploy(spec: RevisionSpec): Promise<RevisionInfo>;
+  /**
+   * Whether `revision` serves the app right now: it has all the traffic and is up (local: the app's
+   * live revision, its process running and answering HTTP; Azure: the traffic on it, provisioned,
+   * running and healthy). The deploy step keeps such a revision for an identical redeploy instead of
+   * starting a new one; a dead or unhealthy one is replaced. Changes nothing. An error means "not
+   * sure": the deploy step starts a new revision.
+   */
+  isServing(target: ServingTarget, signal: AbortSignal): Promise<boolean>;
   /** Compensation: traffic back to `previousRevision` (or none), and `revision` stopped. Idempotent. */
   rollback(target: { deploymentId: string; appName: string; revision: string; previousRevision: string | null }, log: LogSink): Promise<void>;
 }

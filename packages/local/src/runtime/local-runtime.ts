@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import type { BuildPlan, DependencyHealth, Logger, LogSink, RevisionInfo, RevisionSpec, Runtime, SecretStore } from '@zepid/core';
+import type { BuildPlan, DependencyHealth, Logger, LogSink, RevisionInfo, RevisionSpec, Runtime, SecretStore, ServingTarget } from '@zepid/core';
 import { DeployError, probe, revisionSuffix, STATIC_ROOTS } from '@zepid/core';
 import { sandboxEnv } from '../builder/sandbox-env.ts';
 import type { Isolation } from '../builder/isolation.ts';
@@ -146,6 +146,18 @@ export class LocalRuntime implements Runtime {
       await rm(dropped.image, { recursive: true, force: true });
     }
     return { revision, url, previousRevision: previous?.revision ?? null, dnsRecords: [] };
+  }
+
+  /**
+   * The app's live revision, with its process running, routed to and answering HTTP. A custom domain
+   * plays no part: local mode never serves one.
+   */
+  async isServing(target: ServingTarget, signal: AbortSignal): Promise<boolean> {
+    const run = this.running.get(target.revision);
+    if (this.state[target.appName]?.live.revision !== target.revision || run === undefined) return false;
+    if (this.options.router.target(target.appName) !== run.port) return false;
+    if (signal.aborted) throw signal.reason instanceof Error ? signal.reason : new DeployError('CANCELLED', 'Deploy stopped');
+    return answers(run.port);
   }
 
   /** Whether the live or previous revision of any app runs from `image`. */
