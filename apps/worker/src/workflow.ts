@@ -1,6 +1,7 @@
 import type { Clock, DeploymentEvent, DeploymentRecord, DeploymentRef, JobMessage, Logger, StepName, WorkerAdapters } from '@zepid/core';
 import { asDeployError, backoffMs, DeployError, firstUnfinishedStep, isTerminal, STEPS, updateDeployment } from '@zepid/core';
 import { DeploymentLog } from './deployment-log.ts';
+import { recordedImage } from './steps/deploy.ts';
 import type { Step, StepContext, StepOutput, WorkerSettings } from './steps/step.ts';
 
 /** What the consumer does with the message once a run ends. */
@@ -159,7 +160,7 @@ export class Workflow {
       const completed: DeploymentEvent = {
         type: 'completed',
         result: {
-          image: typeof built.digest === 'string' && typeof built.image === 'string' ? `${built.image}@${built.digest}` : (built.image as string | null) ?? null,
+          image: recordedImage(built),
           revision: (deployed.revision as string | null) ?? null,
           url: (deployed.url as string | null) ?? null,
         },

@@ -99,8 +99,8 @@ async function keepServingRevision(context: StepContext): Promise<StepOutput | n
   return { revision, url, previousRevision: null, kept: true, dnsRecords: null };
 }
 
-/** The image in the form the workflow records as `result.image`: `image@digest` when pinned. */
-function recordedImage(built: StepOutput): string | null {
+/** The image as a completed record names it (`result.image`): pinned by digest when there is one. */
+export function recordedImage(built: StepOutput): string | null {
   if (typeof built.image !== 'string') return null;
   return typeof built.digest === 'string' ? `${built.image}@${built.digest}` : built.image;
 }
