@@ -244,7 +244,7 @@ describe('API', () => {
     it('keeps the last log lines of a deployment that ended a while ago, until its record changes (retry)', async () => {
       const id = idOf(await deploy());
       const line = (message: string) => `${JSON.stringify({ timestamp: '2026-01-01T00:00:00.000Z', step: 'build', level: 'info', message })}\n`;
-      const logsOf = async () => ((await h.app.inject({ url: `/deploy/${id}/status`, headers: auth('org_456') })).json() as { logs: string[] }).logs;
+      const logsOf = async () => ((await h.app.inject({ url: `/deploy/${id}/status`, headers: auth('org_456') })).json<{ logs: string[] }>()).logs;
       await h.adapters.artifacts.appendLog(id, line('first'));
       const queued = await h.adapters.store.get({ orgId: 'org_456', deploymentId: id });
       if (queued === null) throw new Error('no record');
