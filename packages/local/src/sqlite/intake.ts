@@ -2,6 +2,7 @@ import type { CreateOptions, DeploymentIntake, DeploymentRecord, JobMessage } fr
 import { apply, publishOptionsFor, quotaExceeded } from '@zepid/core';
 import type { SqliteDatabase } from './database.ts';
 import { runSqlite } from './database.ts';
+import { Doorbell } from './doorbell.ts';
 import { insertJob } from './queue.ts';
 import { insertDeployment, replaceDeployment } from './store.ts';
 
@@ -11,15 +12,21 @@ import { insertDeployment, replaceDeployment } from './store.ts';
  */
 export class SqliteIntake implements DeploymentIntake {
   private readonly db: SqliteDatabase;
+  private readonly doorbell: Doorbell;
   private readonly now: () => Date;
 
-  constructor(db: SqliteDatabase, now: () => Date = () => new Date()) {
+  /** `doorbell`: the queue's (see createLocalAdapters); by default the file beside the database. */
+  constructor(db: SqliteDatabase, doorbell: Doorbell = Doorbell.beside(db.path), now: () => Date = () => new Date()) {
     this.db = db;
+    this.doorbell = doorbell;
     this.now = now;
   }
 
   private write(fn: () => DeploymentRecord): Promise<DeploymentRecord> {
-    return runSqlite(() => this.db.transaction(fn));
+    const written = runSqlite(() => this.db.transaction(fn));
+    // After the commit: the worker learns of the job now instead of on its next look.
+    this.doorbell.ring();
+    return written;
   }
 
   submit(record: DeploymentRecord, job: JobMessage, options: CreateOptions): Promise<DeploymentRecord> {
