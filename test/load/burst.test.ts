@@ -47,7 +47,7 @@ describe('load: a burst of 5,000 deployments', () => {
   beforeAll(async () => {
     dataDir = await mkdtemp(join(tmpdir(), 'zepid-load-'));
     const logger = pino({ level: 'silent' });
-    const base = createLocalAdapters(dataDir, logger, { pollIntervalMs: 5 });
+    const base = createLocalAdapters(dataDir, logger);
     const build = builder.build.bind(builder);
     // Watches every build: exactly once per deployment, one per project at a time, at most CONCURRENCY.
     builder.build = async (job: BuildJob) => {

@@ -41,7 +41,7 @@ export async function createWorkerHarness(
 ): Promise<WorkerHarness> {
   const dataDir = await mkdtemp(join(tmpdir(), 'zepid-worker-'));
   const logger = pino({ level: 'silent' });
-  const base = createLocalAdapters(dataDir, logger, { maxDeliveryCount: options.maxDeliveryCount ?? 5, lockDurationMs: options.lockDurationMs ?? 30_000, pollIntervalMs: 10 });
+  const base = createLocalAdapters(dataDir, logger, { maxDeliveryCount: options.maxDeliveryCount ?? 5, lockDurationMs: options.lockDurationMs ?? 30_000 });
   const builder = new FakeBuilder();
   const runtime = new FakeRuntime();
   const adapters: WorkerAdapters = { ...base, builder, runtime };

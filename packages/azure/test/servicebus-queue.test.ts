@@ -22,13 +22,28 @@ async function expectNothingOpenAt(fake: FakeServiceBus): Promise<void> {
 }
 
 queueContract('Service Bus (AMQP fake)', async (options) => {
-  const fake = await startFakeServiceBus({ queues: [{ name: QUEUE, ...options }] });
-  // A short session long-poll keeps the suite quick: close() waits for at most one poll in flight.
-  const queue = new ServiceBusJobQueue({ connectionString: fake.connectionString(), queueName: QUEUE, sessionWaitMs: 1000, ...options });
-  await queue.start();
+  const { notificationOnly, ...settings } = options;
+  const fake = await startFakeServiceBus({ queues: [{ name: QUEUE, ...settings }] });
+  // Notification only: each accept waits at the broker for a minute (about the service's most), so a
+  // receiver learns of a job when the broker answers its waiting accept, not by asking again. Otherwise
+  // a short long-poll keeps the suite quick: close() waits for at most one accept in flight.
+  const sessionWaitMs = notificationOnly ? 60_000 : 1000;
+  const open = async () => {
+    const queue = new ServiceBusJobQueue({ connectionString: fake.connectionString(), queueName: QUEUE, sessionWaitMs, ...settings });
+    await queue.start();
+    return queue;
+  };
+  const queue = await open();
+  const peers: ServiceBusJobQueue[] = [];
   return {
     queue,
+    openPeer: async () => {
+      const peer = await open();
+      peers.push(peer);
+      return peer;
+    },
     dispose: async () => {
+      for (const peer of peers) await peer.close();
       await queue.close();
       // close() ends every link and session it opened, including accepts still waiting at the broker.
       await expectNothingOpenAt(fake);

@@ -4,6 +4,7 @@ import { FileSecretStore } from './file-secrets.ts';
 import { FsArtifactStore } from './fs-artifacts.ts';
 import { LogTelemetry } from './log-telemetry.ts';
 import { SqliteDatabase } from './sqlite/database.ts';
+import { Doorbell } from './sqlite/doorbell.ts';
 import { SqliteIntake } from './sqlite/intake.ts';
 import type { SqliteQueueOptions } from './sqlite/queue.ts';
 import { SqliteJobQueue } from './sqlite/queue.ts';
@@ -29,10 +30,12 @@ export function localPaths(dataDir: string) {
 export function createLocalAdapters(dataDir: string, logger: Logger, queueOptions: Partial<SqliteQueueOptions> = {}): ApiAdapters {
   const paths = localPaths(dataDir);
   const db = new SqliteDatabase(paths.database);
+  // One doorbell for the queue and the intake: a job submitted in this process wakes a receiver here directly.
+  const doorbell = Doorbell.beside(paths.database);
   return {
     store: new SqliteDeploymentStore(db),
-    queue: new SqliteJobQueue(db, queueOptions),
-    intake: new SqliteIntake(db),
+    queue: new SqliteJobQueue(db, { doorbell, ...queueOptions }),
+    intake: new SqliteIntake(db, doorbell),
     artifacts: new FsArtifactStore(paths.artifacts, db),
     secrets: new FileSecretStore(paths.secrets),
     telemetry: new LogTelemetry(logger),

@@ -22,13 +22,27 @@ storeContract('SQLite', async () => {
   };
 });
 
-queueContract('SQLite', async (options) => {
+queueContract('SQLite', async ({ notificationOnly: _always, ...options }) => {
   const { dir, remove } = await tempDir();
-  const queue = new SqliteJobQueue(new SqliteDatabase(join(dir, 'zepid.db')), options);
-  await queue.start();
+  // Notification only, in every test: no polling to fall back on; receivers learn of jobs from the
+  // doorbell and their exact sleep until the next scheduled job or expiring lock, or not at all.
+  const open = async () => {
+    const queue = new SqliteJobQueue(new SqliteDatabase(join(dir, 'zepid.db')), { ...options, fallbackPollMs: 600_000 });
+    await queue.start();
+    return queue;
+  };
+  const queue = await open();
+  const peers: SqliteJobQueue[] = [];
   return {
     queue,
+    // Its own database connection and doorbell: it reaches the receiver only through the file, as another process does.
+    openPeer: async () => {
+      const peer = await open();
+      peers.push(peer);
+      return peer;
+    },
     dispose: async () => {
+      for (const peer of peers) await peer.close();
       await queue.close();
       await remove();
     },

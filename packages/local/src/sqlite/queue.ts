@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { DeadLetteredJob, DependencyHealth, JobMessage, JobQueue, PublishOptions, QueueCounts, QueuedJob } from '@zepid/core';
 import { DeployError, probe } from '@zepid/core';
 import type { SqliteDatabase } from './database.ts';
 import { runSqlite } from './database.ts';
+import { Doorbell } from './doorbell.ts';
 
 export interface SqliteQueueOptions {
   /** How long a received job stays locked without renewal (Service Bus default: 60 s). */
@@ -12,8 +12,14 @@ export interface SqliteQueueOptions {
   maxDeliveryCount: number;
   /** How long a message id is remembered after completion, so a re-publish is dropped. */
   duplicateDetectionWindowMs: number;
-  /** How often `receive` looks for a job while waiting; short, so a job starts within ~100 ms. */
-  pollIntervalMs: number;
+  /**
+   * A waiting `receive` is woken by the doorbell (see doorbell.ts) when a job becomes deliverable, and
+   * sleeps exactly until the next scheduled job or expiring lock; it also looks this often in case a
+   * ring from another process was missed (filesystems where watching a file is unreliable).
+   */
+  fallbackPollMs: number;
+  /** Rung after every change that can make a job deliverable; default: the file beside the database. */
+  doorbell?: Doorbell;
   now?: () => number;
 }
 
@@ -21,7 +27,7 @@ export const DEFAULT_QUEUE_OPTIONS: SqliteQueueOptions = {
   lockDurationMs: 60_000,
   maxDeliveryCount: 10,
   duplicateDetectionWindowMs: 24 * 3600_000,
-  pollIntervalMs: 25,
+  fallbackPollMs: 1000,
 };
 
 interface JobRow {
@@ -60,6 +66,11 @@ export function insertJob(db: SqliteDatabase, body: unknown, options: PublishOpt
 /**
  * The embedded job queue: a SQLite table with Service Bus semantics (see the JobQueue port).
  * A session (project) with a locked job delivers nothing else until that job is settled.
+ *
+ * Receiving does not poll: every change that can make a job deliverable (publish, the intake's
+ * submit, complete and dead-letter, which free the session's next job, abandon) rings the doorbell
+ * after its commit, and a waiting receiver otherwise sleeps until the next scheduled job or expiring
+ * lock, or the slow fallback poll.
  */
 export class SqliteJobQueue implements JobQueue {
   readonly lockDurationMs: number;
@@ -67,6 +78,9 @@ export class SqliteJobQueue implements JobQueue {
   private readonly db: SqliteDatabase;
   private readonly options: SqliteQueueOptions;
   private readonly now: () => number;
+  private readonly doorbell: Doorbell;
+  /** Aborted by close(): ends every waiting receive. */
+  private closing = new AbortController();
 
   constructor(db: SqliteDatabase, options: Partial<SqliteQueueOptions> = {}) {
     this.db = db;
@@ -74,16 +88,29 @@ export class SqliteJobQueue implements JobQueue {
     this.lockDurationMs = this.options.lockDurationMs;
     this.maxDeliveryCount = this.options.maxDeliveryCount;
     this.now = this.options.now ?? Date.now;
+    this.doorbell = this.options.doorbell ?? Doorbell.beside(db.path);
   }
 
   start(): Promise<void> {
     this.db.open();
+    if (this.closing.signal.aborted) this.closing = new AbortController();
     return Promise.resolve();
   }
 
   close(): Promise<void> {
+    this.closing.abort();
+    this.doorbell.close();
     this.db.close();
     return Promise.resolve();
+  }
+
+  /** Runs a write and rings the doorbell once it has committed (also when it failed: nothing is lost by a spare look). */
+  private write<T>(fn: () => T): Promise<T> {
+    try {
+      return runSqlite(fn);
+    } finally {
+      this.doorbell.ring();
+    }
   }
 
   health(): Promise<DependencyHealth> {
@@ -91,7 +118,7 @@ export class SqliteJobQueue implements JobQueue {
   }
 
   publish(body: JobMessage, options: PublishOptions): Promise<void> {
-    return runSqlite(() => {
+    return this.write(() => {
       this.db.transaction(() => {
         this.forgetSettled();
         insertJob(this.db, body, options, this.now());
@@ -100,22 +127,42 @@ export class SqliteJobQueue implements JobQueue {
   }
 
   async receive(options: { waitMs: number; signal?: AbortSignal }): Promise<QueuedJob | null> {
+    const signal = options.signal === undefined ? this.closing.signal : AbortSignal.any([this.closing.signal, options.signal]);
     const deadline = this.now() + options.waitMs;
     for (;;) {
+      if (this.closing.signal.aborted) return null;
+      // Read before looking: a ring that comes while we look makes the wait below return at once.
+      const seen = this.doorbell.rung;
       const job = await runSqlite(() => this.tryReceive());
       if (job !== null) return job;
-      if (options.signal?.aborted === true || this.now() >= deadline) return null;
-      try {
-        await sleep(Math.min(this.options.pollIntervalMs, Math.max(1, deadline - this.now())), undefined, { signal: options.signal });
-      } catch {
-        return null;
-      }
+      const now = this.now();
+      if (signal.aborted || now >= deadline) return null;
+      const due = await runSqlite(() => this.nextChangeAt(now));
+      const wakeAt = Math.min(deadline, now + this.options.fallbackPollMs, due ?? Number.POSITIVE_INFINITY);
+      await this.doorbell.wait(seen, Math.max(1, wakeAt - now), signal);
     }
   }
 
+  /**
+   * When the table changes by itself: the next scheduled job becomes visible, or the next lock expires
+   * (its job comes back, and its session's other jobs are unblocked). Null when nothing is pending.
+   */
+  private nextChangeAt(now: number): number | null {
+    const row = this.db.connection
+      .prepare(
+        `SELECT MIN(t) AS at FROM (
+           SELECT MIN(visible_at) AS t FROM jobs WHERE state = 'active' AND visible_at > :now
+           UNION ALL
+           SELECT MIN(locked_until) AS t FROM jobs WHERE state = 'active' AND locked_until > :now)`,
+      )
+      .get({ now }) as { at: number | null } | undefined;
+    return row?.at ?? null;
+  }
+
   private tryReceive(): LocalJob | null {
-    // An idle receiver polls every few milliseconds: look without the write lock first, so polling
-    // never queues behind (or in front of) the API's writes when there is nothing to deliver.
+    // A waiting receiver looks at every ring, and most rings have nothing for it (another receiver took
+    // the job, or the session is busy): look without the write lock first, so these looks never queue
+    // behind (or in front of) the API's writes when there is nothing to deliver.
     const candidate = this.db.connection
       .prepare(`SELECT 1 FROM jobs WHERE state = 'active' AND visible_at <= :now AND (locked_until IS NULL OR locked_until <= :now) LIMIT 1`)
       .get({ now: this.now() });
@@ -197,7 +244,8 @@ export class SqliteJobQueue implements JobQueue {
   }
 
   complete(job: QueuedJob): Promise<void> {
-    return runSqlite(() =>
+    // Frees the session: its next job becomes deliverable.
+    return this.write(() =>
       this.db.transaction(() =>
         this.settle(job, `UPDATE jobs SET state = 'done', lock_token = NULL, locked_until = NULL, settled_at = ?`, this.now()),
       ),
@@ -205,7 +253,8 @@ export class SqliteJobQueue implements JobQueue {
   }
 
   abandon(job: QueuedJob, options: { delayMs?: number } = {}): Promise<void> {
-    return runSqlite(() =>
+    // Rung also with a delay: waiting receivers learn the new visible time and sleep until it.
+    return this.write(() =>
       this.db.transaction(() => {
         if (job.deliveryCount >= this.maxDeliveryCount) {
           this.settle(
@@ -223,7 +272,7 @@ export class SqliteJobQueue implements JobQueue {
   }
 
   deadLetter(job: QueuedJob, reason: { reason: string; description: string }): Promise<void> {
-    return runSqlite(() =>
+    return this.write(() =>
       this.db.transaction(() =>
         this.settle(
           job,
