@@ -68,6 +68,46 @@ describe('fake Service Bus (driven by the real SDK)', () => {
     expect(dead).toMatchObject({ messageId: 'm-1', deadLetterReason: 'MaxDeliveryCountExceeded', deadLetterSource: 'jobs' });
   });
 
+  it('answers a waiting accept as soon as a session can be locked, not when the client asks again', async () => {
+    // Each accept may wait 30 s and the fake's periodic sweep is off: only the change itself can answer it.
+    const fake = await startFakeServiceBus({ queues: [{ name: 'jobs', lockDurationMs: 30_000, maxDeliveryCount: 3 }], sweepIntervalMs: 600_000 });
+    const client = new ServiceBusClient(fake.connectionString(), { retryOptions: { maxRetries: 0, timeoutInMs: 30_000 } });
+    cleanups.push(() => fake.stop(), () => client.close());
+    const sender = client.createSender('jobs');
+    /** An accept that is waiting at the broker (wrapped: awaiting this must not await the accept). */
+    const waitingAccept = async () => {
+      const accept = nextSession(client);
+      for (let i = 0; i < 200 && fake.stats().waitingAccepts === 0; i += 1) await sleep(10);
+      expect(fake.stats().waitingAccepts).toBe(1);
+      return { accept };
+    };
+    const takeAndComplete = async (receiver: ServiceBusSessionReceiver) => {
+      const [message] = await receiver.receiveMessages(1, { maxWaitTimeInMs: 2000 });
+      await receiver.completeMessage(message!);
+      await receiver.close();
+      return message!.body as unknown;
+    };
+
+    // A message arrives.
+    let { accept } = await waitingAccept();
+    await sender.sendMessages({ body: 1, messageId: 'w-1', sessionId: 'project-w' });
+    const first = await accept;
+    expect(first.sessionId).toBe('project-w');
+    // The session's next message waits for the session to be released.
+    await sender.sendMessages({ body: 2, messageId: 'w-2', sessionId: 'project-w' });
+    ({ accept } = await waitingAccept());
+    expect(await takeAndComplete(first)).toBe(1);
+    const second = await accept;
+    expect(second.sessionId).toBe('project-w');
+    expect(await takeAndComplete(second)).toBe(2);
+    // A scheduled message is due.
+    ({ accept } = await waitingAccept());
+    await sender.scheduleMessages({ body: 3, messageId: 'w-3', sessionId: 'project-x' }, new Date(Date.now() + 500));
+    const third = await accept;
+    expect(third.sessionId).toBe('project-x');
+    expect(await takeAndComplete(third)).toBe(3);
+  });
+
   it('detaches a session receiver whose lock expired and redelivers its message', async () => {
     const { client, sender } = await start({ lockDurationMs: 500 });
     await sender.sendMessages({ body: 'x', messageId: 'm-2', sessionId: 'project-b' });

@@ -73,7 +73,8 @@ export type ServiceBusJobQueueOptions = ServiceBusConnectionOptions & {
   operationTimeoutMs?: number;
   /**
    * How long the broker holds one wait for a session (a long poll) before the receiver asks again.
-   * The SDK cannot cancel such a wait, so this also bounds how long `close()` waits for one. Default 5 s.
+   * A job that arrives meanwhile answers the wait at once, so this is no pickup delay. The SDK cannot
+   * cancel such a wait, so this also bounds how long `close()` waits for one. Default 5 s.
    */
   sessionWaitMs?: number;
 };

@@ -12,7 +12,9 @@ import { SESSION_CANNOT_BE_LOCKED, SESSION_LOCK_LOST } from './entity.ts';
  *   entity without a claim are refused like the service refuses them.
  * - A receiver link with the `com.microsoft:session-filter` source filter accepts a session: the
  *   attach is answered only when a session can be locked (long poll, up to the `com.microsoft:timeout`
- *   link property), with the session id in the filter and `com.microsoft:locked-until-utc`.
+ *   link property), with the session id in the filter and `com.microsoft:locked-until-utc`. A waiting
+ *   attach is answered as soon as a session can be locked (a message arrives, a session is released,
+ *   a scheduled message is due), not only when the client asks again.
  * - Deliveries carry x-opt-sequence-number, x-opt-enqueued-time, x-opt-locked-until, the lock token
  *   as delivery tag and the header delivery-count (Service Bus count - 1); dispositions complete,
  *   abandon (modified) and dead-letter (rejected with com.microsoft:dead-letter).
@@ -103,6 +105,8 @@ export class AmqpBroker {
   private readonly pending: PendingAccept[] = [];
   private readonly delivered = new WeakMap<Delivery, DeliveredMessage>();
   private readonly sweeper: NodeJS.Timeout;
+  /** One-off sweeps at the times scheduled messages are due (see sweepAt). */
+  private readonly dueTimers = new Set<NodeJS.Timeout>();
 
   constructor(queues: Map<string, QueueEntity>, policy: CredentialPolicy, sweepIntervalMs: number) {
     this.queues = queues;
@@ -149,6 +153,8 @@ export class AmqpBroker {
 
   stop(): void {
     clearInterval(this.sweeper);
+    for (const timer of this.dueTimers) clearTimeout(timer);
+    this.dueTimers.clear();
     for (const connection of [...this.connections.keys()]) this.onConnectionGone(connection);
   }
 
@@ -453,7 +459,7 @@ export class AmqpBroker {
       return;
     }
     const scheduledFor = message.message_annotations?.['x-opt-scheduled-enqueue-time'];
-    queue.enqueue(message, Date.now(), scheduledFor instanceof Date ? scheduledFor.getTime() : null);
+    this.sweepAt(queue.enqueue(message, Date.now(), scheduledFor instanceof Date ? scheduledFor.getTime() : null));
     delivery.accept();
     this.changed(queue);
   }
@@ -501,6 +507,7 @@ export class AmqpBroker {
           if (refused !== null) return failure(400, refused);
           const scheduledFor = message.message_annotations?.['x-opt-scheduled-enqueue-time'];
           const stored = queue.enqueue(message, now, scheduledFor instanceof Date ? scheduledFor.getTime() : null);
+          this.sweepAt(stored);
           // A duplicate is dropped silently; the caller still gets a sequence number, as for a send.
           sequenceNumbers.push(rhea.types.wrap_long(stored?.sequenceNumber ?? 0));
         }
@@ -524,6 +531,20 @@ export class AmqpBroker {
   }
 
   // ---- time ------------------------------------------------------------------------------------------
+
+  /**
+   * A scheduled message becomes available at its time, as on the service, not at the next periodic
+   * sweep: a session wait already pending is answered then.
+   */
+  private sweepAt(message: StoredMessage | null): void {
+    if (message?.scheduledFor == null) return;
+    const timer = setTimeout(() => {
+      this.dueTimers.delete(timer);
+      this.sweep();
+    }, Math.max(0, message.scheduledFor - Date.now()));
+    timer.unref();
+    this.dueTimers.add(timer);
+  }
 
   private sweep(): void {
     const now = Date.now();

@@ -30,7 +30,7 @@ export interface FakeServiceBusOptions {
   /** Bearer tokens a TokenCredential may present; none by default. */
   acceptedTokens?: readonly string[];
   queues?: readonly Partial<QueueSettings>[];
-  /** How often time-based transitions (schedules, lock expiry, long-poll timeouts) are checked. */
+  /** How often time-based transitions (lock expiry, long-poll timeouts) are checked; scheduled messages are due at their time. */
   sweepIntervalMs?: number;
 }
 
@@ -114,6 +114,9 @@ export async function startFakeServiceBus(options: FakeServiceBusOptions = {}): 
   const sockets = new Set<Socket>();
 
   const server = createServer((socket) => {
+    // Frames are small and often answer one another: with Nagle's algorithm a reply waits for the
+    // client's delayed ACK (about 40 ms on loopback), a lag the service does not have.
+    socket.setNoDelay(true);
     sockets.add(socket);
     socket.once('close', () => sockets.delete(socket));
     socket.on('error', () => socket.destroy());
