@@ -14,6 +14,8 @@
  *   3. real API + the real worker with an instant builder and runtime (scripts/bench/instant-worker.ts):
  *      queue pickup over 1,000 paced deployments; deployments completed per second at concurrency 5
  *      and 50 with the store writes they took; RSS of both with 50 deployments in flight.
+ *   4. each queue alone: publish → a waiting receiver has the job, embedded (two processes) and the
+ *      Service Bus adapter over the AMQP protocol fake (scripts/bench/queue-pickup.ts).
  * BENCHMARKS.md explains each figure, its target and what limits it.
  */
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -22,6 +24,7 @@ import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { setTimeout as sleep } from 'node:timers/promises';
 import autocannon from 'autocannon';
+import { measureEmbeddedQueuePickup, measureServiceBusQueuePickup } from './bench/queue-pickup.ts';
 import type { Service } from './bench/support.ts';
 import { ApiClient, duBytes, freePort, getViaRouter, HEADERS, quantile, root, SERVICE_NODE_FLAGS, startService, TOKEN, waitReady } from './bench/support.ts';
 
@@ -31,11 +34,11 @@ const outIndex = args.indexOf('--out');
 const outFile = outIndex >= 0 && args[outIndex + 1] !== undefined ? args[outIndex + 1]! : join(root, 'bench-results.json');
 
 const SIZES = smoke
-  ? { staticRuns: 2, redeployRuns: 1, httpSeconds: 1, httpRounds: 1, pickup: 20, pickupEveryMs: 10, throughput: 40, inFlight: 10, inFlightBuildMs: 1500 }
-  : { staticRuns: 15, redeployRuns: 3, httpSeconds: 5, httpRounds: 3, pickup: 1000, pickupEveryMs: 10, throughput: 2000, inFlight: 50, inFlightBuildMs: 3000 };
+  ? { staticRuns: 2, redeployRuns: 1, httpSeconds: 1, httpRounds: 1, queueJobs: 20, pickup: 20, pickupEveryMs: 10, throughput: 40, inFlight: 10, inFlightBuildMs: 1500 }
+  : { staticRuns: 15, redeployRuns: 3, httpSeconds: 5, httpRounds: 3, queueJobs: 1000, pickup: 1000, pickupEveryMs: 10, throughput: 2000, inFlight: 50, inFlightBuildMs: 3000 };
 // For profiling one phase: BENCH_SIZES='{"throughput":1000}' and BENCH_PHASES=instant (or real,http).
 Object.assign(SIZES, JSON.parse(process.env.BENCH_SIZES ?? '{}') as Partial<typeof SIZES>);
-const PHASES = new Set((process.env.BENCH_PHASES ?? 'real,http,instant').split(','));
+const PHASES = new Set((process.env.BENCH_PHASES ?? 'real,http,instant,queue').split(','));
 
 interface Figure {
   id: string;
@@ -361,6 +364,19 @@ async function phaseInstantWorker(): Promise<void> {
   }
 }
 
+/** Publish → a waiting receiver has the job, on each queue alone (scripts/bench/queue-pickup.ts). */
+async function phaseQueues(): Promise<void> {
+  progress(`phase 4: queue pickup, ${SIZES.queueJobs} jobs one at a time, embedded and Service Bus (protocol fake)`);
+  const embedded = await measureEmbeddedQueuePickup({ jobs: SIZES.queueJobs });
+  const serviceBus = await measureServiceBusQueuePickup({ jobs: SIZES.queueJobs });
+  raw.queuePickup = { embedded, serviceBus };
+  const ms = (value: number) => round(value, 2);
+  figure('queue_pickup_embedded_p50', 'embedded queue, publish (other process) → waiting receiver has it, p50', ms(embedded.p50Ms), 'ms');
+  figure('queue_pickup_embedded_p99', 'embedded queue, publish → receiver, p99', ms(embedded.p99Ms), 'ms');
+  figure('queue_pickup_servicebus_p50', 'Service Bus adapter over the AMQP fake, publish → receiver, p50', ms(serviceBus.p50Ms), 'ms');
+  figure('queue_pickup_servicebus_p99', 'Service Bus adapter over the AMQP fake, publish → receiver, p99', ms(serviceBus.p99Ms), 'ms');
+}
+
 function table(): string {
   const rows = figures.map((f) => [f.label, `${f.value}${f.unit === 'ratio' || f.unit === '' ? '' : ` ${f.unit}`}`, f.target ?? 'report', f.met === null ? '' : f.met ? 'yes' : 'NO']);
   const header = ['figure', 'value', 'target', 'met'];
@@ -380,6 +396,7 @@ try {
     services = null;
   }
   if (PHASES.has('instant')) await phaseInstantWorker();
+  if (PHASES.has('queue')) await phaseQueues();
 } finally {
   if (services !== null) await stopServices(services);
 }

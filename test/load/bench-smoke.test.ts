@@ -35,6 +35,10 @@ const FIGURES = [
   'throughput_c50',
   'rss_api_inflight',
   'rss_worker_inflight',
+  'queue_pickup_embedded_p50',
+  'queue_pickup_embedded_p99',
+  'queue_pickup_servicebus_p50',
+  'queue_pickup_servicebus_p99',
 ];
 
 /**
