@@ -1,5 +1,6 @@
 import dockerfileUtils from 'dockerfile-utils';
 import { describe, expect, it } from 'vitest';
+import { SERVICE_NODE_FLAGS } from '../../scripts/node-flags.ts';
 import { readRepoFile, repoFileExists } from './repo-files.ts';
 
 // No Docker engine here: the Dockerfile is linted with dockerfile-utils (every optional rule turned
@@ -72,7 +73,11 @@ describe('Dockerfile', () => {
     const own = all.find((s) => s.name === target)?.lines ?? [];
     expect(own.some((line) => /^HEALTHCHECK .*CMD \["node", "-e", "fetch\(/.test(line))).toBe(true);
     const cmd = own.find((line) => line.startsWith('CMD '));
-    const entry = /^CMD \["node", "([^"]+)"\]$/.exec(cmd ?? '')?.[1];
+    const argv = JSON.parse(cmd?.slice('CMD '.length) ?? '[]') as string[];
+    const entry = argv.at(-1);
+    expect(argv[0]).toBe('node');
+    // The images run the services with the V8 flags `npm start` uses (scripts/node-flags.ts).
+    expect(argv.slice(1, -1)).toEqual([...SERVICE_NODE_FLAGS]);
     expect(entry).toBe(target === 'api' ? 'apps/api/src/server.ts' : 'apps/worker/src/main.ts');
     expect(repoFileExists(entry ?? '')).toBe(true);
   });
