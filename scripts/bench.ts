@@ -149,9 +149,10 @@ async function phaseRealServices(): Promise<{ services: Services; probeId: strin
     for (let run = 0; run < SIZES.redeployRuns; run += 1) {
       const body = variant(sample, `bench-redeploy-${name}-${run}`, `redeploy ${name} ${run} ${Date.now()}`);
       const first = await deployToUrl(services, body);
-      const before = duBytes(join(services.dataDir, 'artifacts'));
+      // The stored files themselves, on disk: nothing may be added by an unchanged redeploy.
+      const before = duBytes(join(services.dataDir, 'artifacts', 'objects'));
       const again = await deployToUrl(services, body);
-      const after = duBytes(join(services.dataDir, 'artifacts'));
+      const after = duBytes(join(services.dataDir, 'artifacts', 'objects'));
       ratios.push(again.ms / first.ms);
       restored.push(again.storedBytes ?? Number.NaN);
       pairs.push({ firstMs: round(first.ms), redeployMs: round(again.ms), redeployStoredBytes: again.storedBytes, objectBytesDelta: after - before });

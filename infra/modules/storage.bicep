@@ -1,6 +1,8 @@
-// Blob Storage: `sources` (the files of each deployment, written by the API), `contexts` (build
-// contexts kaniko reads) and `logs` (append blobs, one per deployment). A lifecycle policy deletes
-// old contexts, sources and logs so the account does not grow forever.
+// Blob Storage: `sources` (each file once per org under `objects/`, and a manifest per deployment
+// under `manifests/`, written by the API), `contexts` (build contexts kaniko reads) and `logs` (append
+// blobs, one per deployment). A lifecycle policy deletes old contexts, sources and logs so the
+// account does not grow forever; an object still in use is refreshed (its last modification moves)
+// at most hourly whenever a deployment references it, so the policy only reaches unused ones.
 
 import { roleGrant } from '../types.bicep'
 
@@ -20,7 +22,7 @@ param contextRetentionDays int
 
 @minValue(1)
 @maxValue(3650)
-@description('Days after which sources are deleted: a retry of an older deployment then fails with a clear error instead of rebuilding.')
+@description('Days after a source blob was last modified (objects: last used) when it is deleted: a retry of an older deployment then fails with a clear error instead of rebuilding.')
 param sourceRetentionDays int
 
 @minValue(1)

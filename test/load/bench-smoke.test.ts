@@ -63,13 +63,21 @@ describe('npm run bench -- --smoke', () => {
     child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
     const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
     expect(code, output).toBe(0);
-    const result = JSON.parse(await readFile(out, 'utf8')) as { smoke: boolean; figures: { id: string; value: number; target: string | null; met: boolean | null }[] };
+    const result = JSON.parse(await readFile(out, 'utf8')) as {
+      smoke: boolean;
+      figures: { id: string; value: number; target: string | null; met: boolean | null }[];
+      raw: Record<string, { objectBytesDelta: number }[] | undefined>;
+    };
     expect(result.smoke).toBe(true);
     expect(result.figures.map((figure) => figure.id).sort()).toEqual([...FIGURES].sort());
     for (const figure of result.figures) expect(Number.isFinite(figure.value), `${figure.id} = ${figure.value}`).toBe(true);
     const value = (id: string) => result.figures.find((figure) => figure.id === id)?.value;
     expect(value('redeploy_stored_bytes_static')).toBe(0);
     expect(value('redeploy_stored_bytes_node')).toBe(0);
+    // ...and on disk: the object store did not grow by a byte.
+    for (const sample of ['redeploy_static', 'redeploy_node']) {
+      for (const pair of result.raw[sample] ?? []) expect(pair.objectBytesDelta).toBe(0);
+    }
     expect(value('store_writes_per_deployment')).toBe(8);
     expect(output).toContain('| figure');
   }, 180_000);
