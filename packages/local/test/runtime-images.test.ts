@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -88,6 +88,16 @@ describe('LocalRuntime', () => {
     // The dropped development revision ran from an image production still serves.
     expect(existsSync(second)).toBe(true);
     expect(existsSync(third)).toBe(true);
+  }, 60_000);
+
+  it('deploys several apps at once, and its state file (read at the next start) has every one of them', async () => {
+    const apps = ['a', 'b', 'c', 'd'].map((name) => `site-${name}-development`);
+    const paths = await Promise.all(apps.map((app) => image(app)));
+    // Saves of concurrent deploys are queued one after another (they once shared a temporary file and a
+    // rename found it gone: seen in the crash test); whatever the timing, none may be lost.
+    await Promise.all(apps.map((app, i) => deploy(app, paths[i]!)));
+    const state = JSON.parse(await readFile(join(dir, 'runtime.json'), 'utf8')) as Record<string, unknown>;
+    expect(Object.keys(state).sort()).toEqual([...apps].sort());
   }, 60_000);
 
   /** What the deploy step asks before keeping a revision for an identical redeploy. */

@@ -80,6 +80,7 @@ export class LocalRuntime implements Runtime {
   private readonly options: LocalRuntimeOptions;
   private state: Record<string, AppState> = {};
   private readonly running = new Map<string, Running>();
+  private saving: Promise<void> = Promise.resolve();
 
   constructor(options: LocalRuntimeOptions) {
     this.options = options;
@@ -251,10 +252,20 @@ export class LocalRuntime implements Runtime {
     this.options.registry.remove(run.group.pid);
   }
 
-  private async saveState(): Promise<void> {
-    await mkdir(dirname(this.options.statePath), { recursive: true });
-    await writeFile(`${this.options.statePath}.tmp`, JSON.stringify(this.state, null, 2));
-    await rename(`${this.options.statePath}.tmp`, this.options.statePath);
+  /**
+   * Writes the state file, one write at a time: two apps deploying at once used to share one
+   * temporary name, and the second rename found it gone (ENOENT). Each write takes the state as it
+   * is when its turn comes, so the last one on disk is the newest.
+   */
+  private saveState(): Promise<void> {
+    const write = this.saving.then(async () => {
+      await mkdir(dirname(this.options.statePath), { recursive: true });
+      const temporary = `${this.options.statePath}.${process.pid}.tmp`;
+      await writeFile(temporary, JSON.stringify(this.state, null, 2));
+      await rename(temporary, this.options.statePath);
+    });
+    this.saving = write.catch(() => undefined);
+    return write;
   }
 }
 

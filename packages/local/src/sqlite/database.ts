@@ -106,9 +106,24 @@ export class SqliteDatabase {
     if (this.path !== ':memory:') mkdirSync(dirname(this.path), { recursive: true });
     const db = new DatabaseSync(this.path);
     memoizePrepare(db);
-    // busy_timeout first: switching a new file to WAL takes an exclusive lock, and the API and the
-    // worker start at once (npm start); without it one of them failed with "database is locked".
-    db.exec('PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;');
+    db.exec('PRAGMA busy_timeout = 10000;');
+    // Switching a new file to WAL needs an exclusive lock, and SQLite answers "database is locked"
+    // at once, without its busy handler, when the other process (npm start starts the API and the
+    // worker together) is opening the same new file: wait a little and try again; the mode is kept
+    // in the file, so the second process usually finds it set.
+    for (let attempt = 1; ; attempt += 1) {
+      try {
+        db.exec('PRAGMA journal_mode = WAL;');
+        break;
+      } catch (error) {
+        if (attempt >= 200 || !/locked|busy/i.test(String(error))) {
+          db.close();
+          throw error;
+        }
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 25);
+      }
+    }
+    db.exec('PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;');
     this.db = db;
     this.transaction(() => {
       const row = db.prepare('PRAGMA user_version').get() as { user_version: number };
