@@ -2,7 +2,7 @@
  * `npm run bench`: the speed and memory figures of issue 6, measured in one run on this machine.
  * These machines are shared and noisy: compare ratios within a run, not absolute numbers across runs.
  *
- *   npm run bench                      full run (~3 minutes), table on stdout, JSON in bench-results.json
+ *   npm run bench                      full run (~2.5 minutes), table on stdout, JSON in bench-results.json
  *   npm run bench -- --smoke           tiny counts (~40 s): proves the bench still runs (npm test does this)
  *   npm run bench -- --out <file>      where the JSON goes
  *
