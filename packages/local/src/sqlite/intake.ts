@@ -3,7 +3,7 @@ import { apply, publishOptionsFor, quotaExceeded } from '@zepid/core';
 import type { SqliteDatabase } from './database.ts';
 import { Doorbell } from './doorbell.ts';
 import { insertJob } from './queue.ts';
-import { insertDeployment, replaceDeployment } from './store.ts';
+import { activeCount, insertDeployment, replaceDeployment } from './store.ts';
 
 /**
  * Local intake: the record and its job are written in one SQLite transaction, so a deployment is
@@ -43,11 +43,8 @@ export class SqliteIntake implements DeploymentIntake {
 
   resubmit(record: DeploymentRecord, job: JobMessage, options: CreateOptions): Promise<DeploymentRecord> {
     return this.write(() => {
-      const active = (
-        this.db.connection
-          .prepare(`SELECT COUNT(*) AS n FROM deployments WHERE org_id = ? AND status IN ('queued', 'in_progress') AND id != ?`)
-          .get(record.orgId, record.id) as { n: number }
-      ).n;
+      // The stored record is still failed or cancelled here, so it is not among the active ones.
+      const active = activeCount(this.db, record.orgId);
       if (active >= options.maxActivePerOrg) throw quotaExceeded(active, options.maxActivePerOrg);
       const stored = replaceDeployment(this.db, apply(record, { type: 'published' }, this.now()));
       insertJob(this.db, job, publishOptionsFor(job, record.projectId), Date.now());

@@ -64,7 +64,7 @@ function decodeCursor(cursor: string): [string, string] {
 }
 
 /** Queued plus in-progress deployments of an org: one row kept by triggers (migration 3). */
-function activeCount(db: SqliteDatabase, orgId: string): number {
+export function activeCount(db: SqliteDatabase, orgId: string): number {
   return (db.connection.prepare('SELECT n FROM active_counts WHERE org_id = ?').get(orgId) as { n: number } | undefined)?.n ?? 0;
 }
 
