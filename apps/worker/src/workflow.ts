@@ -167,6 +167,8 @@ export class Workflow {
       };
       try {
         const events = [...carried, completed];
+        // Whoever sees the deployment completed finds every step's lines in its log.
+        await log.flush();
         record = await this.update(ref, job.attempt, () => events, record);
         carried = [];
       } catch (error) {
@@ -229,6 +231,7 @@ export class Workflow {
         if (step !== undefined) record = await this.update(ref, record.attempt, () => [{ type: 'step_cancelled', step }]);
         log.write(step ?? null, 'cancel requested: removing what this deployment created', 'warn');
         record = await this.compensate(record, log);
+        await log.flush();
         record = await this.update(ref, record.attempt, () => [{ type: 'cancelled' }]);
         log.write(null, 'deployment cancelled');
         telemetry.event('DeploymentCancelled', { ...this.properties(record), step: step ?? '' });
@@ -262,6 +265,8 @@ export class Workflow {
     }
     log.write(step, `${error.code}: ${error.message}`, 'error');
     record = await this.compensate(record, log);
+    // The error and what compensation did are in the log before the deployment shows as failed.
+    await log.flush();
     record = await this.update(ref, record.attempt, () => [{ type: 'failed', error: { code: error.code, message: error.message, step } }]);
     this.options.adapters.telemetry.event('DeploymentFailed', { ...this.properties(record), errorCode: error.code, step: step ?? '' });
     this.options.logger.info({ deploymentId: record.id, code: error.code, step }, 'deployment failed');

@@ -61,6 +61,33 @@ describe('worker workflow', () => {
     expect(done.steps.build.output.image).toBe(`img-${record.id}`);
   });
 
+  it('has every step\'s lines in the log when the record turns completed, failed or cancelled', async () => {
+    h = await createWorkerHarness();
+    // What a client reading the log finds at the moment the record says it ended.
+    const atEnd = new Map<string, string[]>();
+    const replace = h.adapters.store.replace.bind(h.adapters.store);
+    h.adapters.store.replace = async (next) => {
+      if (terminal(next)) atEnd.set(next.id, parseLogLines(await h.adapters.artifacts.readLog(next.id)).map((line) => `${line.step ?? '-'}: ${line.message}`));
+      return replace(next);
+    };
+    h.consumer().start();
+    const completed = await runToEnd(await h.submit());
+    expect(completed.status).toBe('completed');
+    expect(atEnd.get(completed.id)?.some((line) => line.startsWith('build: building'))).toBe(true);
+
+    h.builder.behaviour.build = { fail: new DeployError('BUILD_FAILED', 'npm run build exited with code 1') };
+    const failed = await runToEnd(await h.submit({ projectId: 'broken' }));
+    expect(failed.status).toBe('failed');
+    expect(atEnd.get(failed.id)).toContain('build: BUILD_FAILED: npm run build exited with code 1');
+
+    h.builder.behaviour.build = 'hang';
+    const running = await h.submit({ projectId: 'slow' });
+    await eventually(() => h.get(running), (current) => current.steps.build.status === 'in_progress');
+    await requestCancel(running);
+    expect((await runToEnd(running)).status).toBe('cancelled');
+    expect(atEnd.get(running.id)).toContain('build: cancel requested: removing what this deployment created');
+  });
+
   for (const step of ['sandbox', 'build', 'deploy'] as const) {
     it(`cancels during ${step}, undoing what was created in reverse order`, async () => {
       h = await createWorkerHarness();
