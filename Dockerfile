@@ -3,8 +3,11 @@
 # One image recipe, two targets:
 #   docker build --target api    -t zepid-deploy-api .
 #   docker build --target worker -t zepid-deploy-worker .
-# No build step: Node 24 runs the TypeScript sources directly (type stripping), so the image holds
-# the sources and production dependencies only.
+# No compiler and no output tree: Node 24 runs the TypeScript sources (type stripping), so the image
+# holds the sources and production dependencies. One RUN strips the types ahead of time into
+# node_modules/.cache/zepid-js (scripts/precompiled.mjs, Node's own stripper, lines kept), and the
+# services load that with --import=./scripts/precompiled-loader.mjs: they then never load the
+# stripper themselves (~25 MB of RSS each; BENCHMARKS.md).
 #
 # PID 1 is tini (from Debian): it forwards SIGTERM to node and reaps orphaned processes. The apps
 # handle SIGTERM themselves (stop taking work, finish or hand back what is in flight, exit), but the
@@ -41,8 +44,10 @@ FROM base AS runtime
 COPY --from=deps /app/ ./
 COPY packages/ ./packages/
 COPY apps/ ./apps/
+COPY scripts/precompiled.mjs scripts/precompiled-loader.mjs ./scripts/
 # DATA_DIR defaults to ./.data: scratch space the unprivileged user must be able to write.
-RUN mkdir -p /app/.data && chown node:node /app/.data
+RUN node scripts/precompiled.mjs \
+    && mkdir -p /app/.data && chown node:node /app/.data
 USER node
 ENTRYPOINT ["/usr/bin/tini", "--"]
 
@@ -53,12 +58,13 @@ EXPOSE 3010
 # No curl in slim images: node's own fetch probes the liveness endpoint.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.PORT || 3010) + '/health/live').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
-# V8 flags as in scripts/node-flags.ts (a small young generation keeps RSS in budget; see BENCHMARKS.md).
-CMD ["node", "--max-semi-space-size=1", "apps/api/src/server.ts"]
+# Node flags as in scripts/node-flags.ts (a small young generation and the precompiled sources keep
+# RSS in budget; see BENCHMARKS.md).
+CMD ["node", "--max-semi-space-size=1", "--import=./scripts/precompiled-loader.mjs", "apps/api/src/server.ts"]
 
 FROM runtime AS worker
 # The worker has no API; with HEALTH_PORT set it answers /health/live and /health/ready there.
 ENV HEALTH_PORT=8080
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.HEALTH_PORT || 8080) + '/health/live').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
-CMD ["node", "--max-semi-space-size=1", "apps/worker/src/main.ts"]
+CMD ["node", "--max-semi-space-size=1", "--import=./scripts/precompiled-loader.mjs", "apps/worker/src/main.ts"]

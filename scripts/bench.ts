@@ -6,7 +6,8 @@
  *   npm run bench -- --smoke           tiny counts (~40 s): proves the bench still runs (npm test does this)
  *   npm run bench -- --out <file>      where the JSON goes
  *
- * Phases, each on fresh processes started the way `npm start` starts them (same Node, same flags):
+ * Phases, each on fresh processes started the way `npm start` starts them (same Node, same flags,
+ * sources precompiled first):
  *   1. real API + real worker (embedded defaults): idle RSS; static sample POST → URL answering;
  *      first deploy vs redeploy of unchanged source (static and Node samples), bytes stored again.
  *   2. HTTP load (autocannon, 50 connections, 3 rounds of 5 s per route) on the API of phase 1, worker stopped,
@@ -26,6 +27,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import autocannon from 'autocannon';
 import { measureEmbeddedQueuePickup, measureServiceBusQueuePickup } from './bench/queue-pickup.ts';
 import type { Service } from './bench/support.ts';
+import { precompile } from './precompiled.mjs';
 import { ApiClient, duBytes, freePort, getViaRouter, HEADERS, quantile, root, SERVICE_NODE_FLAGS, startService, TOKEN, waitReady } from './bench/support.ts';
 
 const args = process.argv.slice(2);
@@ -387,6 +389,9 @@ function table(): string {
 }
 
 const startedAt = new Date();
+// As `npm start` does before starting the services (scripts/precompiled.mjs).
+const precompiled = precompile({ root });
+progress(`precompiled ${precompiled.compiled} modules (${precompiled.reused} unchanged)`);
 let services: Services | null = null;
 try {
   if (PHASES.has('real') || PHASES.has('http')) {

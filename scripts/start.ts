@@ -8,12 +8,20 @@ import type { ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { SERVICE_NODE_FLAGS } from './node-flags.ts';
+import { precompile } from './precompiled.mjs';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const apps = [
   { name: 'api', entry: 'apps/api/src/server.ts' },
   { name: 'worker', entry: 'apps/worker/src/main.ts' },
 ];
+
+try {
+  precompile({ root });
+} catch (error) {
+  // Only memory is at stake: the services strip their TypeScript themselves then.
+  process.stderr.write(`[start] could not precompile the sources (${error instanceof Error ? error.message : String(error)}); the services strip them at run time\n`);
+}
 
 const children: ChildProcess[] = [];
 let exiting = false;

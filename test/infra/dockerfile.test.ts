@@ -80,6 +80,14 @@ describe('Dockerfile', () => {
     expect(argv.slice(1, -1)).toEqual([...SERVICE_NODE_FLAGS]);
     expect(entry).toBe(target === 'api' ? 'apps/api/src/server.ts' : 'apps/worker/src/main.ts');
     expect(repoFileExists(entry ?? '')).toBe(true);
+    // The loader the flags name is copied in, and the sources are precompiled after they are.
+    const loader = SERVICE_NODE_FLAGS.find((flag) => flag.startsWith('--import='))?.slice('--import=./'.length) ?? '';
+    const copies = lines.filter((line) => line.startsWith('COPY '));
+    expect(copies.some((line) => line.split(/\s+/).includes(loader) && line.includes('scripts/precompiled.mjs'))).toBe(true);
+    const runtime = all.find((s) => s.name === 'runtime')?.lines ?? [];
+    const precompileAt = runtime.findIndex((line) => /^RUN node scripts\/precompiled\.mjs\b/.test(line));
+    expect(precompileAt).toBeGreaterThan(runtime.findIndex((line) => line.startsWith('COPY apps/')));
+    expect(precompileAt).toBeGreaterThan(runtime.findIndex((line) => line.startsWith('COPY packages/')));
   });
 
   it('.dockerignore keeps dependencies, git history and local secrets out of the build context', () => {
