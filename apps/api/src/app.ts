@@ -4,7 +4,7 @@ import rateLimit from '@fastify/rate-limit';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import AjvModule from 'ajv';
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply } from 'fastify';
-import Fastify from 'fastify';
+import Fastify, { LogController } from 'fastify';
 import { DeployError, LIMITS, SERVICE_NAME, SERVICE_VERSION, sha256Hex } from '@zepid/core';
 import type { AppContext } from './context.ts';
 import { errorBody, registerErrorHandling } from './errors.ts';
@@ -32,11 +32,10 @@ export async function buildApp(context: AppContext, logger: FastifyBaseLogger): 
     loggerInstance: logger,
     bodyLimit: LIMITS.bodyBytes,
     requestIdHeader: 'x-request-id',
-    requestIdLogLabel: 'requestId',
+    // One access-log line per request (below) instead of Fastify's two.
+    logController: new LogController({ requestIdLogLabel: 'requestId', disableRequestLogging: true }),
     return503OnClosing: true,
     trustProxy: true,
-    // One access-log line per request (below) instead of Fastify's two.
-    disableRequestLogging: true,
     // Errors raised before routing (a URL that does not decode, a malformed header) get the same shape as the rest.
     frameworkErrors: (error, _request, reply) => {
       void (reply as FastifyReply).code(400).send(errorBody('BAD_REQUEST', error.code === 'FST_ERR_BAD_URL' ? 'The URL is not valid (bad percent-encoding)' : error.message));

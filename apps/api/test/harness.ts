@@ -2,6 +2,7 @@ import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
 import { pino } from 'pino';
 import type { ApiAdapters, Clock } from '@zepid/core';
 import { createLocalAdapters } from '@zepid/local';
@@ -29,9 +30,9 @@ export interface Harness {
   close(): Promise<void>;
 }
 
-export async function createHarness(options: { maxActivePerOrg?: number; rateLimitPerMinute?: number } = {}): Promise<Harness> {
+export async function createHarness(options: { maxActivePerOrg?: number; rateLimitPerMinute?: number; logger?: Logger } = {}): Promise<Harness> {
   const dataDir = await mkdtemp(join(tmpdir(), 'zepid-api-'));
-  const logger = pino({ level: 'silent' });
+  const logger = options.logger ?? pino({ level: 'silent' });
   const adapters = createLocalAdapters(dataDir, logger);
   await startAll(adapters);
   let offset = 0;
