@@ -28,6 +28,7 @@ interface Status {
   url: string | null;
   image: string | null;
   revision: string | null;
+  reuse: { buildFrom: string | null; revisionKept: boolean };
   error: string | null;
   errorCode: string | null;
   logs: string[];
@@ -200,13 +201,16 @@ describe('Azure mode, end to end', () => {
   it('reuses the image of an identical earlier deployment and keeps its revision: no build container group, no new revision', async () => {
     arm.aci.scenario = {};
     const env = { envVariables: { API_KEY: 'same-value-both-times' } };
-    const first = await settle(await deploy('twice', env));
+    const firstId = await deploy('twice', env);
+    const first = await settle(firstId);
     expect(first.status, first.logs.join('\n')).toBe('completed');
+    expect(first.reuse).toEqual({ buildFrom: null, revisionKept: false });
     const mark = arm.requests.length;
     const id = await deploy('twice', env);
     const second = await settle(id);
     expect(second.status, second.logs.join('\n')).toBe('completed');
     expect(second.logs.join('\n')).toContain('reusing the image built by dep_');
+    expect(second.reuse).toEqual({ buildFrom: firstId, revisionKept: true });
     expect(second.image).toBe(first.image);
     const digest = first.image?.split('@')[1] ?? '';
     expect(digest).toMatch(/^sha256:[0-9a-f]{64}$/);

@@ -13,6 +13,7 @@ interface Status {
   url: string | null;
   image: string | null;
   revision: string | null;
+  reuse: { buildFrom: string | null; revisionKept: boolean };
 }
 
 /** The app processes the worker started, by deployment, from its process registry. */
@@ -66,6 +67,7 @@ describe('end to end: build reuse on the embedded defaults', () => {
     const first = await deployAndSettle(sample);
     expect(first.status.status, first.log).toBe('completed');
     expect(first.log).not.toContain('reusing the image');
+    expect(first.status.reuse).toEqual({ buildFrom: null, revisionKept: false });
     const firstProcesses = await revisionProcesses(dataDir);
     expect(firstProcesses.map((group) => group.deploymentId)).toEqual([first.id]);
 
@@ -73,6 +75,7 @@ describe('end to end: build reuse on the embedded defaults', () => {
     expect(second.status.status, second.log).toBe('completed');
     expect(second.log).toContain(`reusing the image built by ${first.id} (same source sha256:`);
     expect(second.log).not.toMatch(/sandbox ready|build context: \d+ files/);
+    expect(second.status.reuse).toEqual({ buildFrom: first.id, revisionKept: true });
     expect(second.status.image).toBe(first.status.image);
     expect(second.status.url).toBe(first.status.url);
     // Nothing restarted: the first revision, the same process, still serves.
@@ -85,6 +88,7 @@ describe('end to end: build reuse on the embedded defaults', () => {
     const third = await deployAndSettle({ ...sample, files });
     expect(third.status.status, third.log).toBe('completed');
     expect(third.log).not.toContain('reusing the image');
+    expect(third.status.reuse).toEqual({ buildFrom: null, revisionKept: false });
     expect(third.status.image).not.toBe(first.status.image);
     expect((await getApp(third.status.url ?? '')).body).toContain('Changed');
     expect(third.status.revision).not.toBe(first.status.revision);

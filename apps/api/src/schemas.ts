@@ -71,6 +71,20 @@ export const SourceView = Type.Object(
   { description: 'The deployment\'s source. Each file content is stored once per organization.' },
 );
 
+export const ReuseView = Type.Object(
+  {
+    buildFrom: Nullable(
+      Type.String({
+        description: 'The deployment that built the image this one runs: its build step reused that image instead of building (same source digest, build settings and env values). Null when it built its own, or has not finished its build step.',
+      }),
+    ),
+    revisionKept: Type.Boolean({
+      description: 'true when the revision already serving that image with the same settings and env values was kept: no new revision, nothing restarted.',
+    }),
+  },
+  { description: 'What this deployment took over from an identical earlier one instead of doing again.' },
+);
+
 export const StatusView = Type.Object({
   deploymentId: Type.String(),
   projectId: Type.String(),
@@ -88,6 +102,7 @@ export const StatusView = Type.Object({
   url: Nullable(Type.String()),
   image: Nullable(Type.String()),
   revision: Nullable(Type.String()),
+  reuse: ReuseView,
   dnsRecords: Type.Array(DnsRecordView, { description: 'DNS records to add before the custom domain can be bound.' }),
   createdAt: Type.String(),
   startedAt: Nullable(Type.String()),

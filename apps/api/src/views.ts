@@ -22,6 +22,10 @@ export function statusView(record: DeploymentRecord, logs: string[]): StatusView
     logs,
     image: record.result.image,
     revision: record.result.revision,
+    reuse: {
+      buildFrom: record.steps.build.status === 'completed' && typeof record.steps.build.output.reusedFrom === 'string' ? record.steps.build.output.reusedFrom : null,
+      revisionKept: record.steps.deploy.status === 'completed' && record.steps.deploy.output.kept === true,
+    },
     dnsRecords: dnsRecordsOf(record),
     startedAt: record.startedAt,
     timestamp: record.updatedAt,
