@@ -1,7 +1,7 @@
 import { inspect } from 'node:util';
 import type { BuildJob } from '@zepid/core';
-import { DeployError, appName, newDeploymentId, sandboxName } from '@zepid/core';
-import { trustTestCertificate } from '@zepid/testkit';
+import { appName, newDeploymentId, sandboxName } from '@zepid/core';
+import { rejection, trustTestCertificate } from '@zepid/testkit';
 import { startArmSimulator } from '@zepid/testkit/fakes/arm/index.ts';
 import type { ArmSimulator } from '@zepid/testkit/fakes/arm/index.ts';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -85,16 +85,6 @@ function buildJob(options: { onLine?: (line: LoggedLine, lines: LoggedLine[]) =>
     },
   };
   return { job, lines, controller };
-}
-
-async function rejection(promise: Promise<unknown>): Promise<DeployError> {
-  try {
-    await promise;
-  } catch (error) {
-    expect(error).toBeInstanceOf(DeployError);
-    return error as DeployError;
-  }
-  throw new Error('expected the call to fail');
 }
 
 /** Every secret the run handed out: the storage key, registry tokens, Entra tokens. */

@@ -6,15 +6,16 @@ import { artifactContract } from '@zepid/testkit';
 import type { AzuriteBlob } from '@zepid/testkit/emulators/azurite.ts';
 import { startAzuriteBlob } from '@zepid/testkit/emulators/azurite.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { BlobArtifactStoreOptions } from '../src/blob/artifacts.ts';
+import type { BlobArtifactStoreOptions, BlobConnectionOptions } from '../src/blob/artifacts.ts';
 import { BlobArtifactStore, packBlocks } from '../src/blob/artifacts.ts';
 
 const containers = { sources: 'sources', contexts: 'contexts', logs: 'logs' };
 const MiB = 1024 * 1024;
 
-artifactContract('Blob Storage (Azurite, shared key)', async () => {
+/** The contract on a fresh Azurite, the store signed in the way `auth` picks. */
+const onAzurite = (auth: (azurite: AzuriteBlob) => BlobConnectionOptions) => async () => {
   const azurite = await startAzuriteBlob();
-  const artifacts = new BlobArtifactStore({ connectionString: azurite.connectionString, containers, createIfMissing: true, objectTouchAfterMs: 0 });
+  const artifacts = new BlobArtifactStore({ ...auth(azurite), containers, createIfMissing: true, objectTouchAfterMs: 0 });
   await artifacts.start();
   return {
     artifacts,
@@ -23,20 +24,10 @@ artifactContract('Blob Storage (Azurite, shared key)', async () => {
       await azurite.stop();
     },
   };
-});
+};
 
-artifactContract('Blob Storage (Azurite, Entra token)', async () => {
-  const azurite = await startAzuriteBlob();
-  const artifacts = new BlobArtifactStore({ accountUrl: azurite.accountUrl, credential: azurite.credential, containers, createIfMissing: true, objectTouchAfterMs: 0 });
-  await artifacts.start();
-  return {
-    artifacts,
-    dispose: async () => {
-      await artifacts.close();
-      await azurite.stop();
-    },
-  };
-});
+artifactContract('Blob Storage (Azurite, shared key)', onAzurite((azurite) => ({ connectionString: azurite.connectionString })));
+artifactContract('Blob Storage (Azurite, Entra token)', onAzurite((azurite) => ({ accountUrl: azurite.accountUrl, credential: azurite.credential })));
 
 describe('BlobArtifactStore on Azurite', () => {
   let azurite: AzuriteBlob;

@@ -2,8 +2,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import { ContainerAppsAPIClient } from '@azure/arm-appcontainers';
 import type { TrafficWeight } from '@azure/arm-appcontainers';
 import type { Environment, RevisionSpec } from '@zepid/core';
-import { DeployError, appName, newDeploymentId, revisionSuffix } from '@zepid/core';
-import { trustTestCertificate } from '@zepid/testkit';
+import { appName, newDeploymentId, revisionSuffix } from '@zepid/core';
+import { rejection, trustTestCertificate } from '@zepid/testkit';
 import { startArmSimulator } from '@zepid/testkit/fakes/arm/index.ts';
 import type { ArmSimulator, WireContainerApp } from '@zepid/testkit/fakes/arm/index.ts';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -98,16 +98,6 @@ function spec(
     lines,
     controller,
   };
-}
-
-async function rejection(promise: Promise<unknown>): Promise<DeployError> {
-  try {
-    await promise;
-  } catch (error) {
-    expect(error).toBeInstanceOf(DeployError);
-    return error as DeployError;
-  }
-  throw new Error('expected the call to fail');
 }
 
 describe('ContainerAppsRuntime', () => {

@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { TokenCredential } from '@azure/identity';
 import type { JobMessage, JobQueue, QueuedJob } from '@zepid/core';
 import { DeployError, newDeploymentId } from '@zepid/core';
-import { queueContract, trustTestCertificate } from '@zepid/testkit';
+import { queueContract, queueHarnessOf, trustTestCertificate } from '@zepid/testkit';
 import type { FakeServiceBus } from '@zepid/testkit/fakes/servicebus/index.ts';
 import { startFakeServiceBus } from '@zepid/testkit/fakes/servicebus/index.ts';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -33,23 +33,11 @@ queueContract('Service Bus (AMQP fake)', async (options) => {
     await queue.start();
     return queue;
   };
-  const queue = await open();
-  const peers: ServiceBusJobQueue[] = [];
-  return {
-    queue,
-    openPeer: async () => {
-      const peer = await open();
-      peers.push(peer);
-      return peer;
-    },
-    dispose: async () => {
-      for (const peer of peers) await peer.close();
-      await queue.close();
-      // close() ends every link and session it opened, including accepts still waiting at the broker.
-      await expectNothingOpenAt(fake);
-      await fake.stop();
-    },
-  };
+  return queueHarnessOf(open, async () => {
+    // close() ends every link and session it opened, including accepts still waiting at the broker.
+    await expectNothingOpenAt(fake);
+    await fake.stop();
+  });
 });
 
 const job = (attempt = 1): JobMessage => ({ deploymentId: newDeploymentId(), orgId: 'org_sb', attempt, traceparent: null });

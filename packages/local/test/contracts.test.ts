@@ -1,7 +1,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { artifactContract, queueContract, secretContract, storeContract } from '@zepid/testkit';
+import { artifactContract, queueContract, queueHarnessOf, secretContract, storeContract } from '@zepid/testkit';
 import { FileSecretStore, FsArtifactStore, SqliteDatabase, SqliteDeploymentStore, SqliteJobQueue } from '../src/index.ts';
 
 async function tempDir() {
@@ -26,27 +26,14 @@ queueContract('SQLite', async ({ notificationOnly: _always, ...options }) => {
   const { dir, remove } = await tempDir();
   // Notification only, in every test: no polling to fall back on; receivers learn of jobs from the
   // doorbell and their exact sleep until the next scheduled job or expiring lock, or not at all.
+  // Each client has its own database connection and doorbell: a peer reaches the receiver only through
+  // the file, as another process does.
   const open = async () => {
     const queue = new SqliteJobQueue(new SqliteDatabase(join(dir, 'zepid.db')), { ...options, fallbackPollMs: 600_000 });
     await queue.start();
     return queue;
   };
-  const queue = await open();
-  const peers: SqliteJobQueue[] = [];
-  return {
-    queue,
-    // Its own database connection and doorbell: it reaches the receiver only through the file, as another process does.
-    openPeer: async () => {
-      const peer = await open();
-      peers.push(peer);
-      return peer;
-    },
-    dispose: async () => {
-      for (const peer of peers) await peer.close();
-      await queue.close();
-      await remove();
-    },
-  };
+  return queueHarnessOf(open, remove);
 });
 
 artifactContract('files', async () => {

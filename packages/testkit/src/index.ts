@@ -1,4 +1,5 @@
 /** Contract suites every adapter of a port must pass, and test helpers shared by the packages. */
+export * from './assertions.ts';
 export * from './records.ts';
 export * from './store-contract.ts';
 export * from './queue-contract.ts';

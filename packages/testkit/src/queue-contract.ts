@@ -14,6 +14,29 @@ export interface QueueHarness {
   dispose(): Promise<void>;
 }
 
+/**
+ * A harness from a way to open (and start) one more client of the same queue: the first is `queue`,
+ * the others peers; `dispose` closes peers, then the queue, then runs `afterClose` (stop the broker,
+ * remove files).
+ */
+export async function queueHarnessOf(open: () => Promise<JobQueue>, afterClose: () => Promise<void>): Promise<QueueHarness> {
+  const queue = await open();
+  const peers: JobQueue[] = [];
+  return {
+    queue,
+    openPeer: async () => {
+      const peer = await open();
+      peers.push(peer);
+      return peer;
+    },
+    dispose: async () => {
+      for (const peer of peers) await peer.close();
+      await queue.close();
+      await afterClose();
+    },
+  };
+}
+
 /** How long the wake-up tests give a waiting receiver to be woken (far longer than it should take, far shorter than its own wait). */
 export const WAKE_WAIT_MS = 30_000;
 
