@@ -1,4 +1,4 @@
-import type { Clock, DeploymentEvent, DeploymentRecord, DeploymentRef, JobMessage, Logger, StepName, WorkerAdapters } from '@zepid/core';
+import type { Clock, DeploymentDimension, DeploymentEvent, DeploymentRecord, DeploymentRef, JobMessage, Logger, StepName, WorkerAdapters } from '@zepid/core';
 import { asDeployError, backoffMs, DeployError, firstUnfinishedStep, isTerminal, STEPS, updateDeployment } from '@zepid/core';
 import { DeploymentLog } from './deployment-log.ts';
 import { recordedImage } from './steps/deploy.ts';
@@ -196,7 +196,7 @@ export class Workflow {
     }
   }
 
-  private properties(record: DeploymentRecord): Record<string, string> {
+  private properties(record: DeploymentRecord): Record<DeploymentDimension, string> {
     return { deploymentId: record.id, orgId: record.orgId, projectId: record.projectId, environment: record.environment };
   }
 

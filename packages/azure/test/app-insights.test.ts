@@ -152,7 +152,7 @@ describe('AppInsightsTelemetry (in process, against the TLS ingestion fake)', ()
     const { fake: ingestion, telemetry: adapter } = await start();
     const app = Fastify();
     app.get('/deploy/:id/status', async () => {
-      adapter.event('DeploymentQueued', { deploymentId: 'dep_bbbbbbbbbbbbbbbbbbbbbbbbbb' });
+      adapter.event('DeploymentQueued', { deploymentId: 'dep_bbbbbbbbbbbbbbbbbbbbbbbbbb', orgId: 'org_1', projectId: 'site', environment: 'development' });
       return { traceparent: adapter.currentTraceparent() };
     });
     app.get('/health/live', async () => ({ status: 'ok' }));
@@ -219,7 +219,7 @@ describe('AppInsightsTelemetry (in process, against the TLS ingestion fake)', ()
     fake = await startFakeAppInsights();
     fake.stall(true);
     const { telemetry: adapter } = await start({ closeTimeoutMs: 300 });
-    adapter.event('DeploymentCancelled', { deploymentId: 'dep_cccccccccccccccccccccccccc', step: 'build' });
+    adapter.event('DeploymentCancelled', { deploymentId: 'dep_cccccccccccccccccccccccccc', orgId: 'org_1', projectId: 'site', environment: 'development', step: 'build' });
     await adapter.close();
     expect(fake.requests.length).toBeGreaterThan(0);
     expect(fake.envelopes).toEqual([]);

@@ -24,7 +24,7 @@ export type * from './ports/artifacts.ts';
 export type * from './ports/secrets.ts';
 export type * from './ports/builder.ts';
 export type * from './ports/runtime.ts';
-export type * from './ports/telemetry.ts';
+export * from './ports/telemetry.ts';
 export type * from './ports/intake.ts';
 export type * from './ports/adapters.ts';
 export type { Logger, LogFn } from './ports/logger.ts';

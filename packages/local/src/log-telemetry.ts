@@ -1,4 +1,4 @@
-import type { DeploymentEventName, Logger, MetricName, Telemetry } from '@zepid/core';
+import type { DeploymentEventName, Logger, MetricName, Telemetry, TelemetryProperties } from '@zepid/core';
 
 /** Local telemetry: deployment events and metrics as structured log lines. No tracing. */
 export class LogTelemetry implements Telemetry {
@@ -16,11 +16,11 @@ export class LogTelemetry implements Telemetry {
     return Promise.resolve();
   }
 
-  event(name: DeploymentEventName, properties: Record<string, string>): void {
+  event<N extends DeploymentEventName>(name: N, properties: TelemetryProperties<N>): void {
     this.logger.info({ event: name, ...properties }, name);
   }
 
-  metric(name: MetricName, valueMs: number, properties: Record<string, string>): void {
+  metric<N extends MetricName>(name: N, valueMs: number, properties: TelemetryProperties<N>): void {
     this.logger.debug({ metric: name, valueMs: Math.round(valueMs), ...properties }, name);
   }
 

@@ -10,8 +10,8 @@ import { logs } from '@opentelemetry/api-logs';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import type { AzureMonitorOpenTelemetryOptions } from 'applicationinsights';
 import { flushAzureMonitor, shutdownAzureMonitor, useAzureMonitor } from 'applicationinsights';
-import type { DeploymentEventName, Logger, MetricName, Telemetry } from '@zepid/core';
-import { SERVICE_VERSION } from '@zepid/core';
+import type { DeploymentEventName, Logger, MetricName, Telemetry, TelemetryProperties } from '@zepid/core';
+import { SERVICE_VERSION, TELEMETRY_METRICS } from '@zepid/core';
 import { onFastifyRoute } from './route-names.ts';
 import { formatTraceparent, parseTraceparent } from './traceparent.ts';
 
@@ -44,7 +44,7 @@ export const DEFAULT_IGNORED_PATHS: readonly string[] = ['/health/live', '/healt
 const CUSTOM_EVENT_NAME = 'microsoft.custom_event.name';
 /** Log-record and span attribute the exporter turns into the `ai.operation.name` tag (and keeps out of customDimensions). */
 const OPERATION_NAME = 'ai.operation.name';
-const METRIC_NAMES: readonly MetricName[] = ['DeploymentDuration', 'StepDuration', 'QueueWait'];
+const METRIC_NAMES = Object.keys(TELEMETRY_METRICS) as MetricName[];
 const METRIC_DESCRIPTIONS: Record<MetricName, string> = {
   DeploymentDuration: 'Time from the start of an attempt to its completion.',
   StepDuration: 'Time one step of a deployment took (dimension: step).',
@@ -179,7 +179,7 @@ export class AppInsightsTelemetry implements Telemetry {
     AppInsightsTelemetry.active = null;
   }
 
-  event(name: DeploymentEventName, properties: Record<string, string>): void {
+  event<N extends DeploymentEventName>(name: N, properties: TelemetryProperties<N>): void {
     if (this.eventLogger === null) return;
     const span = trace.getActiveSpan();
     const operationName = span === undefined ? undefined : this.operationNames.get(span);
@@ -193,7 +193,7 @@ export class AppInsightsTelemetry implements Telemetry {
     });
   }
 
-  metric(name: MetricName, valueMs: number, properties: Record<string, string>): void {
+  metric<N extends MetricName>(name: N, valueMs: number, properties: TelemetryProperties<N>): void {
     if (!Number.isFinite(valueMs)) return;
     this.histograms.get(name)?.record(Math.max(0, valueMs), properties);
   }

@@ -1,19 +1,55 @@
 import type { Lifecycle } from './lifecycle.ts';
 
-export type DeploymentEventName = 'DeploymentQueued' | 'DeploymentCompleted' | 'DeploymentFailed' | 'DeploymentCancelled';
+/**
+ * The customDimensions every deployment event and metric carries. Required on every call, so the
+ * dashboard's Environment filter and its joins on deploymentId hold for whatever the code sends.
+ */
+export const DEPLOYMENT_DIMENSIONS = ['deploymentId', 'orgId', 'projectId', 'environment'] as const;
+export type DeploymentDimension = (typeof DEPLOYMENT_DIMENSIONS)[number];
 
-export type MetricName =
-  | 'DeploymentDuration'
-  | 'StepDuration'
-  | 'QueueWait';
+/**
+ * Every customEvents name the code sends, with the dimensions it may add to DEPLOYMENT_DIMENSIONS.
+ * The workbook and the alerts in infra/ query only these names and keys
+ * (test/infra/telemetry-queries.test.ts reads this table): a name or key added here is what a new
+ * tile may use; one removed here fails that test while a query still reads it.
+ */
+export const TELEMETRY_EVENTS = {
+  DeploymentQueued: [],
+  DeploymentCompleted: ['url'],
+  DeploymentFailed: ['errorCode', 'step'],
+  DeploymentCancelled: ['step'],
+} as const satisfies Record<string, readonly string[]>;
+
+/** Every customMetrics name the code sends (milliseconds), with the dimensions it adds. */
+export const TELEMETRY_METRICS = {
+  /** From the start of an attempt to its completion: completed deployments only. */
+  DeploymentDuration: [],
+  /** One step that finished its work: failed, cancelled and timed-out steps send nothing. */
+  StepDuration: ['step'],
+  /** From queued to the first attempt starting. */
+  QueueWait: [],
+} as const satisfies Record<string, readonly string[]>;
+
+export type DeploymentEventName = keyof typeof TELEMETRY_EVENTS;
+export type MetricName = keyof typeof TELEMETRY_METRICS;
+
+type ExtraDimension<N extends DeploymentEventName | MetricName> = N extends DeploymentEventName
+  ? (typeof TELEMETRY_EVENTS)[N][number]
+  : N extends MetricName
+    ? (typeof TELEMETRY_METRICS)[N][number]
+    : never;
+
+/** What one event or metric sends: the deployment's dimensions, plus those of its name (each optional). */
+export type TelemetryProperties<N extends DeploymentEventName | MetricName> = Record<DeploymentDimension, string> &
+  Partial<Record<ExtraDimension<N>, string>>;
 
 /**
  * Telemetry: Application Insights in Azure, structured logs locally. Properties are ids and codes,
  * never secret values. Leaves out: SDK clients, spans, envelopes.
  */
 export interface Telemetry extends Lifecycle {
-  event(name: DeploymentEventName, properties: Record<string, string>): void;
-  metric(name: MetricName, valueMs: number, properties: Record<string, string>): void;
+  event<N extends DeploymentEventName>(name: N, properties: TelemetryProperties<N>): void;
+  metric<N extends MetricName>(name: N, valueMs: number, properties: TelemetryProperties<N>): void;
   /** W3C traceparent of the operation in progress, to carry on a queue message; null when not tracing. */
   currentTraceparent(): string | null;
   /** Runs `fn` as an operation continuing `traceparent`, so API and worker share one operation id. */
