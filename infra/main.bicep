@@ -217,17 +217,20 @@ param rateLimitPerMinute int = 600
 @description('RETENTION_DAYS: default age for POST /status/cleanup.')
 param retentionDays int = 7
 
-@description('E-mail address alerts are sent to; empty: alerts fire in the portal only.')
+@description('E-mail address every alert is sent to; empty: alerts fire in the portal only.')
 param alertEmail string = ''
+
+@description('E-mail address that pages the on-call (e.g. a paging service\'s e-mail integration) for production deployment failures and API 5xx; empty: those go to alertEmail only.')
+param pageEmail string = ''
 
 @minValue(1)
 @maxValue(100)
-@description('Failure-rate alert threshold: percentage of deployments finished in an hour that failed.')
+@description('Deployment failure alerts (one per environment): percentage of the deployments finished in an hour that failed, above which they fire.')
 param failureRateThresholdPercent int = 20
 
 @minValue(1)
-@description('Finished deployments an hour needs before the failure-rate alert may fire.')
-param failureRateMinimumDeployments int = 5
+@description('Deployment failure alerts: failed deployments of one environment an hour needed before they may fire (2: an outage at two deployments an hour fires).')
+param failureMinimumCount int = 2
 
 @minValue(1)
 @description('API 5xx alert threshold: 5xx responses in 5 minutes.')
@@ -601,7 +604,8 @@ module workbook 'modules/workbook.bicep' = {
     tags: allTags
     displayName: 'Zepid Deploy (${environmentName})'
     appInsightsId: monitoring.outputs.appInsightsId
-    workspaceId: monitoring.outputs.workspaceId
+    serviceBusNamespaceId: serviceBus.outputs.id
+    queueName: serviceBus.outputs.queueName
   }
 }
 
@@ -616,9 +620,10 @@ module alerts 'modules/alerts.bicep' = {
     appInsightsId: monitoring.outputs.appInsightsId
     apiAppId: apiApp.outputs.id
     failureRatePercent: failureRateThresholdPercent
-    failureRateMinimumDeployments: failureRateMinimumDeployments
+    failureMinimumCount: failureMinimumCount
     api5xxThreshold: api5xxThreshold
     alertEmail: alertEmail
+    pageEmail: pageEmail
   }
 }
 

@@ -1,6 +1,7 @@
 // Log Analytics workspace and the workspace-based Application Insights component: the apps send
 // telemetry to Application Insights, the Container Apps environment sends console logs to the workspace,
-// and Service Bus sends its metrics there so the workbook can chart the dead-letter count.
+// and Service Bus the metrics its diagnostic setting can export (not the dead-letter count: the
+// workbook and the alert read that from Azure Monitor metrics).
 
 @description('Name of the Log Analytics workspace.')
 param workspaceName string

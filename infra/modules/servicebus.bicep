@@ -32,7 +32,7 @@ param duplicateDetectionWindow string = 'PT10M'
 @description('ISO 8601 time a job may wait in the queue before it is dead-lettered.')
 param messageTimeToLive string = 'P1D'
 
-@description('Resource id of the Log Analytics workspace that receives the namespace metrics (the workbook charts the dead-letter count from them).')
+@description('Resource id of the Log Analytics workspace that receives the namespace metrics diagnostic settings can export (AzureMetrics, for ad hoc queries; no tile or alert reads them).')
 param workspaceId string
 
 @description('Roles granted on the queue (not the namespace): the identities touch nothing else.')
@@ -81,6 +81,11 @@ resource assignments 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
   }
 ]
 
+// Diagnostic settings export only the metrics Microsoft marks "DS Export: Yes" (message and request
+// counts such as IncomingMessages, CompleteMessage, AbandonMessage), and without their dimensions, so
+// AzureMetrics cannot tell deployment-queue from any other entity. DeadletteredMessages, ActiveMessages,
+// Messages and Size are "No": the dead-letter tile and alert read the platform metric itself.
+// https://learn.microsoft.com/azure/azure-monitor/reference/supported-metrics/microsoft-servicebus-namespaces-metrics
 resource diagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
   name: 'to-log-analytics'
   scope: namespace

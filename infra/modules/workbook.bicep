@@ -1,6 +1,9 @@
-// The "Zepid Deploy" Application Insights workbook: deployments per hour, success rate, step
-// durations, failures by error code, queue wait and the dead-letter count. The layout lives in
-// infra/workbooks/deployments.workbook.json so it can be edited in the portal and pasted back.
+// The "Zepid Deploy" Application Insights workbook. The layout lives in
+// infra/workbooks/deployments.workbook.json so it can be edited in the portal and pasted back; what
+// each tile shows is in docs/operations.md ("Dashboard"). The tiles on Application Insights read the
+// events and metrics of packages/core/src/ports/telemetry.ts; the dead-letter tile reads the Service
+// Bus namespace's platform metric DeadletteredMessages directly (Azure Monitor metrics, not Log
+// Analytics: diagnostic settings do not export that metric, and drop dimensions from those they do).
 
 @description('Region of the workbook.')
 param location string
@@ -14,13 +17,20 @@ param displayName string
 @description('Resource id of the Application Insights component (the workbook\'s home and the source of customEvents and customMetrics).')
 param appInsightsId string
 
-@description('Resource id of the Log Analytics workspace holding the Service Bus metrics (AzureMetrics).')
-param workspaceId string
+@description('Resource id of the Service Bus namespace whose DeadletteredMessages metric the dead-letter tile charts.')
+param serviceBusNamespaceId string
+
+@description('Name of the job queue: the dead-letter tile filters the metric\'s EntityName dimension to it.')
+param queueName string
 
 var serialized = replace(
-  replace(loadTextContent('../workbooks/deployments.workbook.json'), '__APP_INSIGHTS_ID__', appInsightsId),
-  '__WORKSPACE_ID__',
-  workspaceId
+  replace(
+    replace(loadTextContent('../workbooks/deployments.workbook.json'), '__APP_INSIGHTS_ID__', appInsightsId),
+    '__SERVICE_BUS_NAMESPACE_ID__',
+    serviceBusNamespaceId
+  ),
+  '__QUEUE_NAME__',
+  queueName
 )
 
 resource workbook 'Microsoft.Insights/workbooks@2023-06-01' = {

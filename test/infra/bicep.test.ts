@@ -202,14 +202,7 @@ describe('Bicep content the code depends on', () => {
     expect(stripComments(source('infra/modules/cosmos.bicep'))).toMatch(/disableLocalAuth:\s*true/);
     expect(stripComments(source('infra/modules/servicebus.bicep'))).toMatch(/disableLocalAuth:\s*true/);
   });
-
-  it('the workbook is valid JSON with every panel the brief asks for', () => {
-    const workbook = JSON.parse(readRepoFile('infra/workbooks/deployments.workbook.json')) as { items: { name: string; content: { query?: string } }[] };
-    const names = workbook.items.map((item) => item.name);
-    for (const panel of ['deployments-per-hour', 'success-rate', 'step-duration', 'failures-by-error-code', 'queue-wait', 'dead-letter-count']) expect(names).toContain(panel);
-    const queries = workbook.items.map((item) => item.content.query ?? '').join('\n');
-    for (const name of ['DeploymentQueued', 'DeploymentCompleted', 'DeploymentFailed', 'StepDuration', 'QueueWait', 'DeadletteredMessages']) expect(queries).toContain(name);
-  });
+  // The workbook and the alert queries: telemetry-queries.test.ts.
 });
 
 describe('azure.yaml (azd)', () => {
