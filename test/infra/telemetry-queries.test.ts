@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { DEPLOYMENT_DIMENSIONS, ENVIRONMENTS, ERROR_CODES, STEPS, TELEMETRY_EVENTS, TELEMETRY_METRICS } from '../../packages/core/src/index.ts';
+import { DEPLOYMENT_DIMENSIONS, ENVIRONMENTS, ERROR_CODES, STEP_OUTCOMES, STEPS, TELEMETRY_EVENTS, TELEMETRY_METRICS } from '../../packages/core/src/index.ts';
 import { balancedBlock, stripComments } from './bicep-source.ts';
 import { readRepoFile } from './repo-files.ts';
 import type { KqlStatement, PlatformMetricUse, WorkbookItem } from './telemetry-queries.ts';
@@ -85,6 +85,10 @@ function telemetryProblems(statement: KqlStatement): string[] {
   }
   for (const step of comparedWith(statement.text, 'Step')) if (!(STEPS as readonly string[]).includes(step)) problems.push(`no step ${step}`);
   for (const code of comparedWith(statement.text, 'ErrorCode')) if (!(code in ERROR_CODES)) problems.push(`no error code ${code}`);
+  // An empty outcome is a row sent before StepDuration had one.
+  for (const outcome of comparedWith(statement.text, 'Outcome')) {
+    if (outcome !== '' && !(STEP_OUTCOMES as readonly string[]).includes(outcome)) problems.push(`no step outcome ${outcome}`);
+  }
   return problems;
 }
 
@@ -104,7 +108,7 @@ describe('the query reader (self-check)', () => {
         '| where name in ("DeploymentCompleted", "DeploymentExploded")',
         ENVIRONMENT_FILTER,
         '| extend a = tostring(customDimensions.url), b = customDimensions["colour"]',
-        '| where Step == "compile" and ErrorCode in ("TIMEOUT", "SLOW")',
+        '| where Step == "compile" and ErrorCode in ("TIMEOUT", "SLOW") and Outcome != "aborted"',
       ].join('\n'),
     );
     expect(queued).toMatchObject({ table: 'customEvents', names: ['DeploymentQueued'], appliesEnvironmentFilter: false });
@@ -116,6 +120,7 @@ describe('the query reader (self-check)', () => {
       'customDimensions.colour is not sent with DeploymentCompleted, DeploymentExploded',
       'no step compile',
       'no error code SLOW',
+      'no step outcome aborted',
     ]);
   });
 

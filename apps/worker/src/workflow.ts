@@ -1,4 +1,4 @@
-import type { Clock, DeploymentDimension, DeploymentEvent, DeploymentRecord, DeploymentRef, JobMessage, Logger, StepName, WorkerAdapters } from '@zepid/core';
+import type { Clock, DeploymentDimension, DeploymentEvent, DeploymentRecord, DeploymentRef, JobMessage, Logger, StepName, StepOutcome, WorkerAdapters } from '@zepid/core';
 import { asDeployError, backoffMs, DeployError, firstUnfinishedStep, isTerminal, STEPS, updateDeployment } from '@zepid/core';
 import { DeploymentLog } from './deployment-log.ts';
 import { recordedImage } from './steps/deploy.ts';
@@ -22,6 +22,21 @@ class RunStopped extends Error {
   constructor(reason: StopReason, message: string) {
     super(message);
     this.reason = reason;
+  }
+}
+
+/** StepDuration's outcome of a step that threw: stopped by a cancel, the timeout or the worker, or failed on its own. */
+function stepOutcome(stopped: RunStopped | null): StepOutcome {
+  switch (stopped?.reason) {
+    case undefined:
+      return 'failed';
+    case 'cancel':
+      return 'cancelled';
+    case 'timeout':
+      return 'timed out';
+    case 'shutdown':
+    case 'lost':
+      return 'interrupted';
   }
 }
 
@@ -145,13 +160,17 @@ export class Workflow {
         try {
           output = await implementation.invoke({ record, adapters, signal: controller.signal, log: stepLog, settings });
         } catch (error) {
-          if (controller.signal.aborted) return await this.finishStopped(record, controller.signal.reason as RunStopped, log, step);
+          // Failed and stopped steps are timed too: the dashboard's step durations would otherwise hide
+          // the slow ones that end in a timeout.
+          const stopped = controller.signal.aborted ? (controller.signal.reason as RunStopped) : null;
+          adapters.telemetry.metric('StepDuration', performance.now() - began, { ...this.properties(record), step, outcome: stepOutcome(stopped) });
+          if (stopped !== null) return await this.finishStopped(record, stopped, log, step);
           return await this.finishFailed(record, step, asDeployError(error), delivery, log);
         }
         // Written with the next step's start (or the deployment's completion): `record` stays the
         // stored version, and the next step sees this output in the record that write returns.
         carried = [{ type: 'step_completed', step, output }];
-        adapters.telemetry.metric('StepDuration', performance.now() - began, { ...this.properties(record), step });
+        adapters.telemetry.metric('StepDuration', performance.now() - began, { ...this.properties(record), step, outcome: 'completed' satisfies StepOutcome });
       }
 
       if (controller.signal.aborted) return await this.finishStopped(await flush(), controller.signal.reason as RunStopped, log);

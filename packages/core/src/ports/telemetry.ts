@@ -20,12 +20,20 @@ export const TELEMETRY_EVENTS = {
   DeploymentCancelled: ['step'],
 } as const satisfies Record<string, readonly string[]>;
 
+/**
+ * How one run of a step ended (StepDuration's `outcome`): `failed` when it threw (a transient error
+ * the worker retries included), `interrupted` when the worker stopped or lost the deployment (the
+ * step runs again on another delivery).
+ */
+export const STEP_OUTCOMES = ['completed', 'failed', 'cancelled', 'timed out', 'interrupted'] as const;
+export type StepOutcome = (typeof STEP_OUTCOMES)[number];
+
 /** Every customMetrics name the code sends (milliseconds), with the dimensions it adds. */
 export const TELEMETRY_METRICS = {
   /** From the start of an attempt to its completion: completed deployments only. */
   DeploymentDuration: [],
-  /** One step that finished its work: failed, cancelled and timed-out steps send nothing. */
-  StepDuration: ['step'],
+  /** One run of one step, however it ended (`outcome`, one of STEP_OUTCOMES). */
+  StepDuration: ['step', 'outcome'],
   /** From queued to the first attempt starting. */
   QueueWait: [],
 } as const satisfies Record<string, readonly string[]>;
