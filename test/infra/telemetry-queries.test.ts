@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { DEPLOYMENT_DIMENSIONS, ENVIRONMENTS, ERROR_CODES, STEP_OUTCOMES, STEPS, TELEMETRY_EVENTS, TELEMETRY_METRICS } from '../../packages/core/src/index.ts';
 import { balancedBlock, stripComments } from './bicep-source.ts';
+import { kqlDiagnostics } from './kql-analyzer.ts';
 import { readRepoFile } from './repo-files.ts';
 import type { KqlStatement, PlatformMetricUse, WorkbookItem } from './telemetry-queries.ts';
 import {
@@ -248,5 +249,31 @@ describe('alerts read what the code sends and fire per environment', () => {
     // Two deployments an hour, both failing: minimum met and 100 % is above the threshold.
     expect(minimum).toBeLessThanOrEqual(2);
     expect(percent).toBeLessThan(100);
+  });
+});
+
+describe('every query compiles against the Application Insights tables (Kusto.Language)', () => {
+  it('the analyzer reports syntax errors and unknown columns (self-check)', () => {
+    expect(kqlDiagnostics('customEvents | where name == "DeploymentQueued" | take 1')).toEqual([]);
+    expect(kqlDiagnostics('customMetrics | summarize max(valueMaximum)')).toEqual([expect.stringContaining('"valueMaximum"')]);
+    expect(kqlDiagnostics('customEvents | extend a = round(1.0, 1')).toEqual([expect.stringContaining('KS005')]);
+  });
+
+  // {Environment} as the workbook expands it: '*' for "all", quoted and comma-separated otherwise.
+  const selections = ["'*'", ENVIRONMENTS.map((environment) => `'${environment}'`).join(',')];
+  it.each(kqlTiles().map((item) => [item.name, item.content.query ?? '']))('workbook tile %s', (_name, query) => {
+    for (const selection of selections) expect(kqlDiagnostics(query.replaceAll('{Environment}', selection))).toEqual([]);
+  });
+
+  it('the log alert queries, with their placeholders replaced as alerts.bicep does', () => {
+    const minimum = /param failureMinimumCount int = (\d+)/.exec(readRepoFile('infra/main.bicep'))?.[1] ?? '';
+    expect(minimum).not.toBe('');
+    for (const query of alertQueries()) {
+      for (const environment of ENVIRONMENTS) {
+        const expanded = query.replaceAll('__ENVIRONMENT__', environment).replaceAll('__MINIMUM_FAILED__', minimum);
+        expect(expanded).not.toMatch(/__\w+__/);
+        expect(kqlDiagnostics(expanded)).toEqual([]);
+      }
+    }
   });
 });
