@@ -3,7 +3,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['**/node_modules/**', '.data/**', '.ci/.node/**', 'coverage/**', 'examples/**/*.js'] },
+  { ignores: ['**/node_modules/**', '.data/**', '.ci/.node/**', 'coverage/**', 'apps/cli/dist/**', 'examples/**/*.js'] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {

@@ -8,6 +8,7 @@ import Fastify, { LogController } from 'fastify';
 import { DeployError, LIMITS, SERVICE_NAME, SERVICE_VERSION, sha256Hex } from '@zepid/core';
 import type { AppContext } from './context.ts';
 import { errorBody, registerErrorHandling } from './errors.ts';
+import { dashboardRoutes } from './routes/dashboard.ts';
 import { deployRoutes } from './routes/deploy.ts';
 import { healthRoutes } from './routes/health.ts';
 import { rootRoutes } from './routes/root.ts';
@@ -108,6 +109,7 @@ export async function buildApp(context: AppContext, logger: FastifyBaseLogger): 
 
   await app.register(rootRoutes, { context, endpoints: () => [...endpoints, 'GET /docs', 'GET /openapi.json'] });
   await app.register(healthRoutes, { context });
+  await app.register(dashboardRoutes);
 
   // Everything below needs a token of the org whose deployments it touches.
   await app.register(async (scope) => {

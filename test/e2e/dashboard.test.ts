@@ -1,0 +1,150 @@
+import { spawn } from 'node:child_process';
+import { cp, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Browser, Page } from 'playwright-core';
+import { chromium } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Service } from './support.ts';
+import { freePort, getApp, startService, waitFor } from './support.ts';
+
+const root = fileURLToPath(new URL('../..', import.meta.url));
+/** Screenshots of each page, kept as CI artifacts (ci.yml uploads the folder). */
+const shots = join(root, 'test-artifacts', 'dashboard');
+
+/** Debian's Chromium, as root on a machine without a network: the flags of the machine's notes. */
+const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic'];
+
+describe('dashboard in headless Chromium against npm start', () => {
+  let dataDir: string;
+  let work: string;
+  let service: Service;
+  let token: string;
+  let api: string;
+  let browser: Browser;
+  let page: Page;
+  const consoleErrors: string[] = [];
+  const pageErrors: string[] = [];
+
+  const zepid = (args: string[]): Promise<{ code: number; stdout: string; stderr: string }> =>
+    new Promise((resolve, reject) => {
+      const child = spawn(process.execPath, [join(root, 'apps', 'cli', 'bin', 'zepid.js'), ...args], {
+        env: { PATH: process.env.PATH ?? '', HOME: work, CI: 'true', ZEPID_API_URL: api, ZEPID_TOKEN: token },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+      child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+      child.on('error', reject);
+      child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+    });
+
+  beforeAll(async () => {
+    dataDir = await mkdtemp(join(tmpdir(), 'zepid-e2e-dashboard-'));
+    work = await mkdtemp(join(tmpdir(), 'zepid-dashboard-work-'));
+    await mkdir(shots, { recursive: true });
+    const [apiPort, routerPort] = [await freePort(), await freePort()];
+    api = `http://127.0.0.1:${apiPort}`;
+    service = startService(root, { DATA_DIR: dataDir, PORT: String(apiPort), LOCAL_ROUTER_PORT: String(routerPort), LOG_LEVEL: 'warn', DEPLOY_API_TOKENS: '' });
+    await waitFor('the dev token to be printed', () => /export TOKEN=(\S+)/.test(service.output()));
+    token = /export TOKEN=(\S+)/.exec(service.output())?.[1] ?? '';
+    await waitFor('a worker heartbeat', async () => (await fetch(`${api}/health/detailed`).catch(() => null))?.status === 200);
+    browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: CHROMIUM_ARGS });
+    page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+    page.on('console', (message) => {
+      if (message.type() === 'error') consoleErrors.push(message.text());
+    });
+    page.on('pageerror', (error) => pageErrors.push(error.message));
+  }, 90_000);
+
+  afterAll(async () => {
+    await browser?.close();
+    await service.stop();
+    await rm(dataDir, { recursive: true, force: true, maxRetries: 3 });
+    await rm(work, { recursive: true, force: true, maxRetries: 3 });
+  });
+
+  it('is served with a policy that allows its own files and same-origin calls only', async () => {
+    const response = await fetch(`${api}/dashboard`);
+    expect(response.status).toBe(200);
+    expect(response.headers.get('content-type')).toBe('text/html; charset=utf-8');
+    const csp = response.headers.get('content-security-policy') ?? '';
+    expect(csp).toContain("default-src 'none'");
+    expect(csp).toContain("script-src 'self'");
+    expect(csp).toContain("connect-src 'self'");
+    expect(csp).toContain("frame-ancestors 'none'");
+    expect(csp).not.toContain('unsafe');
+    let bytes = 0;
+    for (const file of ['dashboard', 'dashboard/app.js', 'dashboard/style.css']) bytes += (await (await fetch(`${api}/${file}`)).arrayBuffer()).byteLength;
+    console.log(`dashboard size: ${bytes} bytes in 3 files, uncompressed`);
+  });
+
+  it('signs in with a typed token, then shows a deployment made by the CLI go from queued to completed without reloading', async () => {
+    await page.goto(`${api}/dashboard`);
+    await page.getByLabel('API token').waitFor();
+    await page.screenshot({ path: join(shots, '1-sign-in.png') });
+    await page.getByLabel('API token').fill('zpd_wrong');
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByRole('alert').filter({ hasText: 'refused' }).waitFor();
+
+    await page.getByLabel('API token').fill(token);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByText('Organization local').waitFor();
+
+    const site = join(work, 'static-site');
+    await cp(join(root, 'examples', 'static-site'), site, { recursive: true });
+    const deployed = await zepid(['deploy', site, '--detach']);
+    expect(deployed.code, deployed.stderr).toBe(0);
+    const id = deployed.stdout.trim();
+
+    const row = page.locator(`#deployments tr[data-id="${id}"]`);
+    await row.waitFor({ timeout: 15_000 });
+    await row.locator('td.status', { hasText: 'completed' }).waitFor({ timeout: 30_000 });
+    const appRow = page.locator('#apps tbody tr', { hasText: 'static-site' });
+    const url = await appRow.getByRole('link').getAttribute('href');
+    expect(url).toMatch(/^http:\/\/static-site-[a-z0-9]{6}-development\.localhost:\d+\/$/);
+    expect((await getApp(url ?? '')).body).toContain('Hello from Zepid Deploy');
+    await page.screenshot({ path: join(shots, '2-apps-and-deployments.png'), fullPage: true });
+  });
+
+  it('opens a deployment with its steps and log, and cancels a running one', async () => {
+    const slow = join(work, 'slow');
+    await mkdir(slow, { recursive: true });
+    await writeFile(join(slow, 'package.json'), JSON.stringify({ name: 'dashboard-slow', scripts: { build: 'echo compiling; sleep 30', start: 'node -e 0' } }));
+    const deployed = await zepid(['deploy', slow, '--detach']);
+    expect(deployed.code, deployed.stderr).toBe(0);
+    const id = deployed.stdout.trim();
+
+    await page.getByRole('button', { name: new RegExp(`^Open ${id}`) }).click({ timeout: 15_000 });
+    const detail = page.locator('#detail');
+    await detail.getByRole('heading', { name: new RegExp(id) }).waitFor();
+    await page.locator('#log', { hasText: 'compiling' }).waitFor({ timeout: 30_000 });
+    await page.screenshot({ path: join(shots, '3-deployment-log.png'), fullPage: true });
+
+    await detail.getByRole('button', { name: 'Cancel' }).click();
+    await page.locator('#detail-summary .status', { hasText: 'cancelled' }).waitFor({ timeout: 30_000 });
+    await page.locator(`#deployments tr[data-id="${id}"] td.status`, { hasText: 'cancelled' }).waitFor({ timeout: 15_000 });
+    expect(await detail.getByRole('button', { name: 'Retry' }).isEnabled()).toBe(true);
+  });
+
+  it('keeps the session on reload, signs in from #token= without keeping it in the address, and fits a phone-sized window', async () => {
+    await page.reload();
+    await page.getByText('Organization local').waitFor();
+
+    const phone = await browser.newPage({ viewport: { width: 375, height: 740 } });
+    await phone.goto(`${api}/dashboard#token=${token}`);
+    await phone.getByText('Organization local').waitFor();
+    expect(new URL(phone.url()).hash).toBe('');
+    await phone.locator('#deployments tbody tr').first().waitFor();
+    // Wide tables scroll inside their own box; the page itself never scrolls sideways.
+    expect(await phone.evaluate('document.documentElement.scrollWidth')).toBeLessThanOrEqual(375);
+    await phone.screenshot({ path: join(shots, '4-phone.png'), fullPage: true });
+    await phone.close();
+    // Nothing the page did was refused by its own Content-Security-Policy, and no script error. (Failed
+    // loads are expected: the wrong token typed on purpose, and endpoints an older service lacks.)
+    expect(consoleErrors.filter((text) => /Content Security Policy|Refused/i.test(text))).toEqual([]);
+    expect(pageErrors).toEqual([]);
+  });
+});
