@@ -201,6 +201,35 @@ describe('zepid CLI against npm start', () => {
     expect(followed.stderr).toContain(`✗ ${result.deploymentId} cancelled`);
   });
 
+  it('in a CI job: writes the step outputs, and --cancel-on-abort cancels the deployment when the job is stopped', async () => {
+    const outputs = join(work, 'github-output');
+    await writeFile(outputs, '');
+    const site = join(work, 'static-site');
+    const run = await zepid(['deploy', site], { GITHUB_OUTPUT: outputs });
+    expect(run.code, run.stderr).toBe(0);
+    const written = await readFile(outputs, 'utf8');
+    expect(written).toMatch(/^deployment-id=dep_[a-z2-7]{26}\nurl=http:\/\/static-site-[a-z0-9]{6}-development\.localhost:\d+\/\n$/);
+
+    const slow = join(work, 'slow-abort');
+    await mkdir(slow, { recursive: true });
+    await writeFile(join(slow, 'package.json'), JSON.stringify({ name: 'cli-slow-abort', scripts: { build: 'sleep 30', start: 'node -e 0' } }));
+    const child = spawn(process.execPath, [bin, 'deploy', slow, '--cancel-on-abort', '--json'], {
+      env: { PATH: process.env.PATH ?? '', HOME: work, CI: 'true', ZEPID_API_URL: apiUrl, ZEPID_TOKEN: token },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+    await waitFor('the build to start', () => stdout.includes('"currentStep":"build"'), 30_000);
+    const id = (JSON.parse(stdout.split('\n')[0] ?? '{}') as { deploymentId: string }).deploymentId;
+    child.kill('SIGTERM');
+    expect(await exited).toBe(143);
+    const status = await zepid(['status', id, '--json']);
+    const settled = async () => (JSON.parse((await zepid(['status', id, '--json'])).stdout) as { status: string }).status;
+    expect(['in_progress', 'cancelled']).toContain((JSON.parse(status.stdout) as { status: string }).status);
+    await waitFor(`${id} to end cancelled`, async () => (await settled()) === 'cancelled', 30_000);
+  });
+
   it('login keeps the API URL and token in a file only its owner can read, and later commands use it', async () => {
     const login = await zepid(['login', '--api', apiUrl, '--token', token], { ZEPID_API_URL: '', ZEPID_TOKEN: '' });
     expect(login.code, login.stderr).toBe(0);

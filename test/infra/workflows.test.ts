@@ -90,6 +90,7 @@ describe('GitHub workflows', () => {
     expect(Object.keys(reusable.on)).toEqual(['workflow_call']);
     const call = reusable.on.workflow_call as { secrets: Record<string, { required: boolean }> };
     expect(call.secrets['zepid-token']?.required).toBe(true);
-    expect(readRepoFile('.github/workflows/zepid-deploy.yml')).toContain('node .zepid-tool/scripts/deploy-from-ci.mjs');
+    expect(readRepoFile('.github/workflows/zepid-deploy.yml')).toContain('node .zepid-tool/apps/cli/bin/zepid.js deploy');
+    expect(readRepoFile('.github/workflows/zepid-deploy.yml')).toContain('--cancel-on-abort');
   });
 });

@@ -34,7 +34,7 @@ const COMMANDS: Record<string, Command> = {
     positionals: [0, 0],
   },
   deploy: {
-    usage: 'zepid deploy [dir] [--project ID] [--env ENVIRONMENT] [--env-var KEY=VALUE]… [--detach] [--json] [--timeout 15m] [--quiet]',
+    usage: 'zepid deploy [dir] [--project ID] [--env ENVIRONMENT] [--env-var KEY=VALUE]… [--detach] [--json] [--timeout 15m] [--quiet] [--cancel-on-abort]',
     summary:
       'deploy a folder (default .): honours .gitignore and .zepidignore, never sends node_modules, .git or build outputs; sends files by sha256 and uploads only what the service has not stored; follows the six steps and prints the URL',
     options: {
@@ -45,6 +45,7 @@ const COMMANDS: Record<string, Command> = {
       detach: { type: 'boolean', default: false },
       timeout: { type: 'string', default: '15m' },
       quiet: { type: 'boolean', short: 'q', default: false },
+      'cancel-on-abort': { type: 'boolean', default: false },
     },
     positionals: [0, 1],
   },
@@ -177,6 +178,8 @@ export async function main(argv: readonly string[], deps: MainDeps = { io: proce
           json,
           timeoutMs: parseDuration(flag('timeout') ?? '15m'),
           logs: values.quiet !== true,
+          cancelOnAbort: values['cancel-on-abort'] === true,
+          githubOutput: deps.env.GITHUB_OUTPUT || undefined,
         });
       case 'ls':
         return await ls(api, io, json);

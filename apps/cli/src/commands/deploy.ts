@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { appendFile } from 'node:fs/promises';
 import type { ApiClient, DeploymentStatus } from '../api.ts';
 import { ApiError, EXIT, UsageError } from '../errors.ts';
 import type { SourceFile } from '../files.ts';
@@ -18,6 +19,10 @@ export interface DeployOptions {
   /** Milliseconds to follow before giving up with exit 124 (the deployment goes on). */
   timeoutMs: number;
   logs: boolean;
+  /** SIGINT/SIGTERM while following cancels the deployment (a CI job cancelled or timed out), instead of leaving it running. */
+  cancelOnAbort: boolean;
+  /** GitHub Actions' step-output file (GITHUB_OUTPUT): deployment-id and url are appended to it. */
+  githubOutput?: string;
 }
 
 interface FileEntry {
@@ -90,18 +95,43 @@ export async function deploy(api: ApiClient, io: Io, options: DeployOptions): Pr
   if (options.json) io.stdout.write(`${JSON.stringify({ type: 'accepted', ...summary })}\n`);
   else reporter.print(`deploying ${projectId}: ${files.length} files, ${uploaded === 0 ? 'no file content uploaded (all stored before)' : `${uploaded} bytes of file content uploaded`} → ${accepted.deploymentId}`);
 
+  if (options.githubOutput) await appendFile(options.githubOutput, `deployment-id=${accepted.deploymentId}\n`);
   if (options.detach) {
     if (!options.json) io.stdout.write(`${accepted.deploymentId}\n`);
     return EXIT.ok;
   }
 
+  const stopOnSignal = options.cancelOnAbort ? cancelOnSignal(api, io, accepted.deploymentId) : () => undefined;
   let result: { status: DeploymentStatus; timedOut: boolean };
   try {
     result = await follow(api, accepted.deploymentId, (event) => reporter.event(event), Date.now() + options.timeoutMs);
   } finally {
+    stopOnSignal();
     reporter.stop();
   }
+  if (options.githubOutput && result.status.url) await appendFile(options.githubOutput, `url=${result.status.url}\n`);
   return finish(io, options.json, result.status, result.timedOut);
+}
+
+/**
+ * Until the returned function is called, SIGINT or SIGTERM cancels the deployment and ends the CLI
+ * with 130/143. What a CI runner sends when a job is cancelled or runs out of time.
+ */
+function cancelOnSignal(api: ApiClient, io: Io, id: string): () => void {
+  const handlers = (['SIGINT', 'SIGTERM'] as const).map((signal) => {
+    const handler = (): void => {
+      io.stderr.write(`${signal}: cancelling ${id}\n`);
+      api
+        .request('POST', `/deploy/${encodeURIComponent(id)}/cancel`)
+        .catch((error: unknown) => io.stderr.write(`could not cancel ${id}: ${(error as Error).message}\n`))
+        .finally(() => process.exit(signal === 'SIGINT' ? 130 : 143));
+    };
+    process.once(signal, handler);
+    return [signal, handler] as const;
+  });
+  return () => {
+    for (const [signal, handler] of handlers) process.off(signal, handler);
+  };
 }
 
 /** The last word of `deploy` and `logs -f`: the URL on success, the error otherwise, and the exit code. */
