@@ -88,6 +88,7 @@ function spec(
       containerSize: options.containerSize ?? null,
       customDomain: options.customDomain ?? null,
       envVariableNames: options.envVariableNames ?? [],
+      attempt: 1,
       signal: controller.signal,
       log: (message, level = 'info') => {
         const line = { message, level };
@@ -372,6 +373,116 @@ describe('ContainerAppsRuntime', () => {
       sim.injectFault({ method: 'GET', path: /\/revisions\//, status: 503, code: 'ServiceUnavailable' });
       const error = await rejection(serving(adapter, first.appName, a));
       expect(error.retryable).toBe(true);
+    });
+  });
+
+  describe('as Azure behaves', () => {
+    it('finding 2: a development revision (minReplicas 0) that activates and scales to zero is live, and stays kept', async () => {
+      const adapter = runtime();
+      const first = spec({ environment: 'development' });
+      const info = await adapter.deploy(first.spec);
+      expect(sim.apps.revision(first.spec.appName, info.revision)).toMatchObject({ active: true, runningState: 'ScaledToZero', trafficWeight: 100 });
+      expect(sim.apps.traffic(first.spec.appName)).toEqual({ [info.revision]: 100 });
+      expect(first.lines.map((line) => line.message).join('\n')).toContain('scaled to zero');
+      expect(await adapter.isServing({ appName: first.spec.appName, revision: info.revision, customDomain: null }, AbortSignal.timeout(10_000))).toBe(true);
+      // The next development deploy replaces it the same way.
+      const second = await adapter.deploy(spec({ environment: 'development' }).spec);
+      expect(second.previousRevision).toBe(info.revision);
+      expect(sim.apps.traffic(first.spec.appName)).toEqual({ [second.revision]: 100 });
+    });
+
+    it('finding 4: the PUT is submitted and the revision polled; an image that cannot be pulled fails IMAGE_PULL_FAILED and is deactivated', async () => {
+      const adapter = runtime();
+      const a = (await adapter.deploy(spec().spec)).revision;
+      const { spec: broken } = spec();
+      const error = await rejection(adapter.deploy({ ...broken, imageDigest: `sha256:${'0'.repeat(64)}` }));
+      expect(error.code).toBe('IMAGE_PULL_FAILED');
+      expect(error.message).toContain('manifest unknown');
+      expect(sim.apps.traffic(broken.appName)).toEqual({ [a]: 100 });
+      expect(sim.apps.revision(broken.appName, revisionName(broken.appName, broken.deploymentId))?.active).toBe(false);
+    });
+
+    it('finding 4: a revision that never gets healthy fails DEPLOY_UNHEALTHY within the health timeout, not when ARM gives up', async () => {
+      const adapter = runtime({ healthTimeoutMs: 500 });
+      await adapter.deploy(spec().spec);
+      sim.apps.revisionOutcome = { kind: 'unhealthy' };
+      sim.apps.operationExpiresAfterPolls = 100_000;
+      const { spec: second } = spec();
+      const started = Date.now();
+      const error = await rejection(adapter.deploy(second));
+      expect(error.code).toBe('DEPLOY_UNHEALTHY');
+      expect(Date.now() - started).toBeLessThan(5_000);
+      expect(sim.apps.revision(second.appName, revisionName(second.appName, second.deploymentId))?.active).toBe(false);
+    });
+
+    it('finding 7: a retry after an unhealthy attempt starts a new revision (suffix per attempt) and goes live', async () => {
+      const adapter = runtime({ healthTimeoutMs: 500 });
+      await adapter.deploy(spec().spec);
+      sim.apps.revisionOutcome = { kind: 'unhealthy' };
+      const { spec: second } = spec();
+      await rejection(adapter.deploy(second));
+      sim.apps.revisionOutcome = { kind: 'healthy', pollsUntilHealthy: 1 };
+      const retried = await adapter.deploy({ ...second, attempt: 2 });
+      expect(retried.revision).toBe(revisionName(second.appName, second.deploymentId, 2));
+      expect(retried.revision).not.toBe(revisionName(second.appName, second.deploymentId));
+      expect(sim.apps.traffic(second.appName)).toEqual({ [retried.revision]: 100 });
+    });
+
+    it('finding 6: after a failed deploy, the next one keeps the Key Vault references the serving revision uses', async () => {
+      const adapter = runtime({ healthTimeoutMs: 500 });
+      const { spec: first } = spec({ envVariableNames: ['DATABASE_URL'] });
+      const a = (await adapter.deploy(first)).revision;
+      sim.apps.revisionOutcome = { kind: 'unhealthy' };
+      await rejection(adapter.deploy(spec({ envVariableNames: ['OTHER'] }).spec));
+      sim.apps.revisionOutcome = { kind: 'healthy', pollsUntilHealthy: 1 };
+      // The serving revision (a) stays active while the new one starts: its secrets must stay.
+      const { spec: third } = spec({ envVariableNames: ['API_KEY'] });
+      const info = await adapter.deploy(third);
+      expect(info.previousRevision).toBe(a);
+      const names = sim.apps.app(first.appName)?.configuration.secrets?.map((secret) => secret.name) ?? [];
+      expect(names).toContain(secretName(first.deploymentId, 'DATABASE_URL'));
+      expect(names).toContain(secretName(third.deploymentId, 'API_KEY'));
+    });
+
+    it('finding 3: an apex domain gets an A record and HTTP validation, and is bound', async () => {
+      const { spec: first } = spec({ customDomain: 'example.org' });
+      sim.apps.addDomainRecords('example.org', first.appName, { apex: true });
+      const info = await runtime().deploy(first);
+      expect(info.url).toBe('https://example.org');
+      const certificate = sim.requests.find((request) => request.method === 'PUT' && request.path.includes('/managedCertificates/'));
+      expect((certificate?.body as { properties?: { domainControlValidation?: string } }).properties?.domainControlValidation).toBe('HTTP');
+    });
+
+    it('finding 5: a certificate still Pending at the step deadline leaves the domain for the next deployment; the deploy completes in time', async () => {
+      sim.apps.certificateOutcome = 'pending';
+      const { spec: first, lines, controller } = spec({ customDomain: 'shop.example.com' });
+      sim.apps.addDomainRecords('shop.example.com', first.appName);
+      const stop = setTimeout(() => controller.abort(new Error('the test gave up')), 5_000);
+      try {
+        const info = await runtime({ certificateTimeoutMs: 60_000 }).deploy({ ...first, deadline: Date.now() + 1_500 });
+        expect(info.url).toBe(`https://${first.appName}.${sim.apps.environment.defaultDomain}`);
+        expect(lines.some((line) => line.level === 'warn' && line.message.includes('still being issued'))).toBe(true);
+        expect(sim.apps.traffic(first.appName)).toEqual({ [info.revision]: 100 });
+      } finally {
+        clearTimeout(stop);
+      }
+    });
+
+    it('finding 5: stopped after the traffic moved (certificate pending), the deploy moves the traffic back before it fails', async () => {
+      const adapter = runtime();
+      const a = (await adapter.deploy(spec({ customDomain: 'shop.example.com' }).spec)).revision;
+      sim.apps.certificateOutcome = 'pending';
+      const second = spec({
+        customDomain: 'shop.example.com',
+        onLine: (line) => {
+          if (line.message.includes('Requesting a managed certificate')) setTimeout(() => second.controller.abort(), 50);
+        },
+      });
+      sim.apps.addDomainRecords('shop.example.com', second.spec.appName);
+      const error = await rejection(adapter.deploy(second.spec));
+      expect(error.code).toBe('CANCELLED');
+      expect(sim.apps.traffic(second.spec.appName)).toEqual({ [a]: 100 });
+      expect(sim.apps.revision(second.spec.appName, revisionName(second.spec.appName, second.spec.deploymentId))?.active).toBe(false);
     });
   });
 
