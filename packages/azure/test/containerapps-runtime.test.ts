@@ -1,9 +1,14 @@
 import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { request as httpsRequest } from 'node:https';
+import { resolve } from 'node:path';
 import { ContainerAppsAPIClient } from '@azure/arm-appcontainers';
 import type { TrafficWeight } from '@azure/arm-appcontainers';
 import type { Environment, RevisionSpec } from '@zepid/core';
 import { appName, newDeploymentId, revisionSuffix } from '@zepid/core';
-import { rejection, trustTestCertificate } from '@zepid/testkit';
+import { rejection, testCertificate, trustTestCertificate } from '@zepid/testkit';
+import { CONTAINER_APPS_SPEC_ALLOWANCES } from '@zepid/testkit/fakes/arm/server.ts';
+import { CONTAINER_APPS_SPECS, REST_SPEC_FILES, SHARED_REST_SPECS, VENDORED_REST_SPECS, loadSwaggerValidator } from '@zepid/testkit/fakes/arm/swagger-validator.ts';
 import { startArmSimulator } from '@zepid/testkit/fakes/arm/index.ts';
 import type { ArmSimulator, WireContainerApp } from '@zepid/testkit/fakes/arm/index.ts';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -483,6 +488,61 @@ describe('ContainerAppsRuntime', () => {
       expect(error.code).toBe('CANCELLED');
       expect(sim.apps.traffic(second.spec.appName)).toEqual({ [a]: 100 });
       expect(sim.apps.revision(second.spec.appName, revisionName(second.spec.appName, second.spec.deploymentId))?.active).toBe(false);
+    });
+  });
+
+  describe('request bodies against the official Microsoft.App 2025-07-01 spec', () => {
+    /** A raw ARM call: the SDK's serializers drop what its models do not know, ARM's front door sees everything. */
+    const raw = async (method: string, path: string, body: unknown): Promise<{ status: number; text: string }> => {
+      const token = await sim.credential.getToken('https://management.azure.com/.default');
+      const url = new URL(`${path}?api-version=2026-07-01`, sim.url);
+      return new Promise((done, fail) => {
+        const outgoing = httpsRequest(url, { method, ca: testCertificate().cert, headers: { authorization: `Bearer ${token?.token ?? ''}`, 'content-type': 'application/json' } }, (incoming) => {
+          let text = '';
+          incoming.setEncoding('utf8');
+          incoming.on('data', (chunk: string) => (text += chunk));
+          incoming.on('end', () => done({ status: incoming.statusCode ?? 0, text }));
+        });
+        outgoing.on('error', fail);
+        outgoing.end(JSON.stringify(body));
+      });
+    };
+
+    it('validates with the unmodified spec files; the vendored copies are byte-identical to ../shared', () => {
+      for (const file of REST_SPEC_FILES) {
+        const vendored = resolve(VENDORED_REST_SPECS, file);
+        if (existsSync(resolve(SHARED_REST_SPECS, file))) expect(readFileSync(vendored, 'utf8'), file).toBe(readFileSync(resolve(SHARED_REST_SPECS, file), 'utf8'));
+        expect(existsSync(vendored), file).toBe(true);
+      }
+      expect(CONTAINER_APPS_SPECS.every((file) => file.endsWith('.json') && existsSync(file))).toBe(true);
+    });
+
+    it('needs no allowance: every property the runtime sends is in 2025-07-01', () => {
+      // Each deploy above is checked (afterEach: no request was refused as malformed); an allowance
+      // would have to be named here with its reason. The SDK calls 2026-07-01, but the runtime uses no
+      // property newer than 2025-07-01.
+      expect(CONTAINER_APPS_SPEC_ALLOWANCES).toEqual([]);
+    });
+
+    it('refuses, as ARM does, an app or certificate body with a misspelt or unknown property, a wrong type or enum', async () => {
+      const { spec: first } = spec();
+      await runtime().deploy(first);
+      const app = `/subscriptions/${sim.subscriptionId}/resourceGroups/${sim.resourceGroup}/providers/Microsoft.App/containerApps/${first.appName}`;
+      const patch = await raw('PATCH', app, { location: sim.location, properties: { configuration: { ingress: { trafic: [] } } } });
+      expect(patch.status).toBe(400);
+      expect(patch.text).toContain("additional properties 'trafic'");
+      const put = await raw('PUT', app, { location: sim.location, properties: { environmentId: sim.apps.environment.id, template: { containers: [{ name: 'app', image: 'x', resources: { cpu: '2' } }] } } });
+      expect(put.status).toBe(400);
+      expect(put.text).toContain('/properties/template/containers/0/resources/cpu must be number');
+      const certificate = await raw('PUT', `${sim.apps.environment.id}/managedCertificates/mc-x`, { location: sim.location, properties: { subjectName: 'x.example.com', domainControlValidation: 'DNS' } });
+      expect(certificate.status).toBe(400);
+      expect(certificate.text).toContain('domainControlValidation must be equal to one of the allowed values');
+      // Those three were malformed on purpose: not what afterEach looks for.
+      sim.requests.splice(0, sim.requests.length, ...sim.requests.filter((request) => request.status !== 400));
+      const validator = loadSwaggerValidator(CONTAINER_APPS_SPECS);
+      expect(validator.validate('ContainerApp', { location: 'westeurope', properties: { configuration: { activeRevisionsMode: 'Several' } } })).toEqual([
+        '/properties/configuration/activeRevisionsMode must be equal to one of the allowed values',
+      ]);
     });
   });
 

@@ -16,6 +16,7 @@ import { ArmHttpError, mergePatch } from './http.ts';
 import type { ArmRequest, ArmResponse } from './http.ts';
 import type { OperationProgress, Operations } from './lro.ts';
 import type { RegistrySimulation } from './registry.ts';
+import type { SwaggerBodyValidator } from './swagger-validator.ts';
 
 export const APPS_API_VERSION = '2026-07-01';
 
@@ -34,6 +35,17 @@ interface WireResource<P> {
 }
 export type WireContainerApp = WireResource<ContainerAppProperties>;
 type WireManagedCertificate = WireResource<ManagedCertificateProperties>;
+
+/**
+ * A property the SDK sends (api-version 2026-07-01) that the 2025-07-01 spec lacks: accepted only
+ * when a test names it here with its reason. `path` is the JSON pointer of the object holding it.
+ */
+export interface SpecAllowance {
+  definition: 'ContainerApp' | 'ManagedCertificate';
+  path: string;
+  property: string;
+  reason: string;
+}
 
 /** How a new revision behaves. */
 export type RevisionOutcome =
@@ -125,15 +137,21 @@ export class ContainerAppsSimulation {
   private readonly context: { base: () => string; subscriptionId: string; location: string; lroPolls: number };
   private readonly operations: Operations;
   private readonly registry: RegistrySimulation;
+  private readonly validator: SwaggerBodyValidator;
+  private readonly allowances: readonly SpecAllowance[];
 
   constructor(
     context: { base: () => string; subscriptionId: string; location: string; lroPolls: number; resourceGroup: string },
     operations: Operations,
     registry: RegistrySimulation,
+    validator: SwaggerBodyValidator,
+    allowances: readonly SpecAllowance[] = [],
   ) {
     this.context = context;
     this.operations = operations;
     this.registry = registry;
+    this.validator = validator;
+    this.allowances = allowances;
     const name = 'zepid-apps';
     this.environment = {
       name,
@@ -249,7 +267,21 @@ export class ContainerAppsSimulation {
     return app;
   }
 
+  /**
+   * The body against Microsoft.App 2025-07-01 (the official spec, as ARM's front door checks it):
+   * unknown properties, wrong types and enums are a 400, except what a test allowed by name.
+   */
+  private checkBody(definition: SpecAllowance['definition'], body: unknown): void {
+    const problems = this.validator.validate(definition, body).filter(
+      (problem) => !this.allowances.some((allowed) => allowed.definition === definition && problem === `${allowed.path === '' ? '(body)' : allowed.path} must NOT have additional properties '${allowed.property}'`),
+    );
+    if (problems.length > 0) {
+      throw new ArmHttpError(400, 'InvalidRequestContent', `The request content was invalid and could not be deserialized: ${problems.join('; ')}`, problems);
+    }
+  }
+
   private put(request: ArmRequest, resourceGroup: string, name: string): ArmResponse {
+    this.checkBody('ContainerApp', request.body);
     const body = request.body as WireContainerApp;
     const existing = this.apps.get(name);
     this.refuseWhileWriting(existing);
@@ -303,6 +335,7 @@ export class ContainerAppsSimulation {
   }
 
   private patch(request: ArmRequest, resourceGroup: string, name: string): ArmResponse {
+    this.checkBody('ContainerApp', request.body);
     const existing = this.find(resourceGroup, name);
     this.refuseWhileWriting(existing);
     const current: WireContainerApp = {
@@ -476,6 +509,7 @@ export class ContainerAppsSimulation {
       return { status: 200, body: this.certificateView(certificate) };
     }
     if (request.method !== 'PUT') throw new ArmHttpError(405, 'MethodNotAllowed', `${request.method} is not supported on a managed certificate`);
+    this.checkBody('ManagedCertificate', request.body);
     const body = request.body as WireManagedCertificate | undefined;
     if (body?.location === undefined) throw new ArmHttpError(400, 'LocationRequired', 'The location property is required for this definition.');
     checkTags(body.tags);
