@@ -11,7 +11,7 @@ import type { AciKanikoBuilderOptions } from '../src/aci/builder.ts';
 import { storageKeyFromArm } from '../src/aci/storage-key.ts';
 import { BuildLogFollower, DIGEST_MARKER, LOG_WINDOW_BYTES } from '../src/aci/build-log.ts';
 
-const KANIKO_IMAGE = 'ghcr.io/osscontainertools/kaniko:v1.28.4-debug';
+const KANIKO_IMAGE = 'ghcr.io/osscontainertools/kaniko:v1.28.3-debug';
 
 interface LoggedLine {
   message: string;
