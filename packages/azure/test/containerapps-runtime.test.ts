@@ -158,7 +158,7 @@ describe('ContainerAppsRuntime', () => {
 
   it('keeps traffic on the previous revision, stops the new one and fails DEPLOY_UNHEALTHY when it never gets healthy', async () => {
     const adapter = runtime({ healthTimeoutMs: 300 });
-    const a = (await adapter.deploy(spec().spec)).revision;
+    const a = (await runtime().deploy(spec().spec)).revision;
     sim.apps.revisionOutcome = { kind: 'unhealthy' };
     const { spec: second } = spec();
     const error = await rejection(adapter.deploy(second));
@@ -347,7 +347,7 @@ describe('ContainerAppsRuntime', () => {
 
     it('is false for a revision with all the traffic that is not running healthy', async () => {
       const adapter = runtime({ healthTimeoutMs: 300 });
-      await adapter.deploy(spec().spec);
+      await runtime().deploy(spec().spec);
       sim.apps.revisionOutcome = { kind: 'unhealthy' };
       const { spec: broken } = spec();
       await rejection(adapter.deploy(broken));
@@ -409,7 +409,7 @@ describe('ContainerAppsRuntime', () => {
 
     it('finding 4: a revision that never gets healthy fails DEPLOY_UNHEALTHY within the health timeout, not when ARM gives up', async () => {
       const adapter = runtime({ healthTimeoutMs: 500 });
-      await adapter.deploy(spec().spec);
+      await runtime().deploy(spec().spec);
       sim.apps.revisionOutcome = { kind: 'unhealthy' };
       sim.apps.operationExpiresAfterPolls = 100_000;
       const { spec: second } = spec();
@@ -422,27 +422,45 @@ describe('ContainerAppsRuntime', () => {
 
     it('finding 7: a retry after an unhealthy attempt starts a new revision (suffix per attempt) and goes live', async () => {
       const adapter = runtime({ healthTimeoutMs: 500 });
-      await adapter.deploy(spec().spec);
+      await runtime().deploy(spec().spec);
       sim.apps.revisionOutcome = { kind: 'unhealthy' };
       const { spec: second } = spec();
       await rejection(adapter.deploy(second));
       sim.apps.revisionOutcome = { kind: 'healthy', pollsUntilHealthy: 1 };
-      const retried = await adapter.deploy({ ...second, attempt: 2 });
+      const retried = await runtime().deploy({ ...second, attempt: 2 });
       expect(retried.revision).toBe(revisionName(second.appName, second.deploymentId, 2));
       expect(retried.revision).not.toBe(revisionName(second.appName, second.deploymentId));
       expect(sim.apps.traffic(second.appName)).toEqual({ [retried.revision]: 100 });
     });
 
+    it('finding 7: the same attempt run again after its revision was stopped activates it again instead of waiting on it', async () => {
+      const adapter = runtime({ healthTimeoutMs: 5_000 });
+      const a = (await adapter.deploy(spec().spec)).revision;
+      sim.apps.revisionOutcome = { kind: 'healthy', pollsUntilHealthy: 3 };
+      const second = spec({
+        onLine: (line) => {
+          if (line.message.includes('provisioning Provisioned')) second.controller.abort();
+        },
+      });
+      await rejection(adapter.deploy(second.spec));
+      const b = revisionName(second.spec.appName, second.spec.deploymentId);
+      expect(sim.apps.revision(second.spec.appName, b)?.active).toBe(false);
+      const again = await adapter.deploy({ ...second.spec, signal: new AbortController().signal });
+      expect(again.revision).toBe(b);
+      expect(again.previousRevision).toBe(a);
+      expect(sim.apps.traffic(second.spec.appName)).toEqual({ [b]: 100 });
+    });
+
     it('finding 6: after a failed deploy, the next one keeps the Key Vault references the serving revision uses', async () => {
       const adapter = runtime({ healthTimeoutMs: 500 });
       const { spec: first } = spec({ envVariableNames: ['DATABASE_URL'] });
-      const a = (await adapter.deploy(first)).revision;
+      const a = (await runtime().deploy(first)).revision;
       sim.apps.revisionOutcome = { kind: 'unhealthy' };
       await rejection(adapter.deploy(spec({ envVariableNames: ['OTHER'] }).spec));
       sim.apps.revisionOutcome = { kind: 'healthy', pollsUntilHealthy: 1 };
       // The serving revision (a) stays active while the new one starts: its secrets must stay.
       const { spec: third } = spec({ envVariableNames: ['API_KEY'] });
-      const info = await adapter.deploy(third);
+      const info = await runtime().deploy(third);
       expect(info.previousRevision).toBe(a);
       const names = sim.apps.app(first.appName)?.configuration.secrets?.map((secret) => secret.name) ?? [];
       expect(names).toContain(secretName(first.deploymentId, 'DATABASE_URL'));

@@ -333,6 +333,7 @@ export class ContainerAppsRuntime implements Runtime {
     let last: Revision | null = null;
     let reported = '';
     let operationError: string | undefined;
+    let reactivated = false;
     for (;;) {
       if (signal.aborted) return { kind: 'stopped' };
       if (!operation.isDone && operationError === undefined) {
@@ -359,6 +360,18 @@ export class ContainerAppsRuntime implements Runtime {
           reported = state;
         }
         if (last.provisioningState === 'Failed' || last.runningState === 'Failed') return { kind: 'unhealthy', revision: last, operationError, timedOut: false };
+        // This attempt's revision, stopped by a run of it that was cut short: the same template makes
+        // no new revision, so it is started again rather than waited on.
+        if (last.active === false && !reactivated) {
+          reactivated = true;
+          spec.log(`Revision ${revision} exists but is inactive; activating it again`);
+          try {
+            await this.client.containerAppsRevisions.activateRevision(this.options.resourceGroup, spec.appName, revision, { abortSignal: signal });
+          } catch (error) {
+            if (signal.aborted) return { kind: 'stopped' };
+            throw appError(error, 'activating the revision again');
+          }
+        }
         // Ready, and ARM done with the write (it refuses the traffic switch while the PUT still runs).
         if (isReady(last) && operation.isDone) return { kind: 'ready', revision: last, app: operation.result ?? null };
       }
