@@ -199,8 +199,8 @@ param buildContainerCpu string = '2'
 @description('BUILD_CONTAINER_MEMORY: GB of memory of each ACI build container.')
 param buildContainerMemory string = '4'
 
-@description('KANIKO_IMAGE: kaniko executor image (the maintained fork; the original repository is archived). Pin a digest in production.')
-param kanikoImage string = 'ghcr.io/osscontainertools/kaniko:v1.28.4-debug'
+@description('KANIKO_IMAGE: kaniko executor image (the maintained fork; the original repository is archived). v1.28.3 is its newest release tag seen; pin its digest in production (docs/operations.md).')
+param kanikoImage string = 'ghcr.io/osscontainertools/kaniko:v1.28.3-debug'
 
 @minValue(1)
 @maxValue(1000)
@@ -288,7 +288,10 @@ var cosmosContainers = [
   }
 ]
 
-// Runs until the first real image is pushed (azd deploy, or deploy.yml's second step).
+// Runs until the first real image is pushed (azd deploy, or deploy.yml's second step). It listens on
+// port 80 and has no health endpoints: an app on it gets target port 80 and no probes (the modules'
+// `placeholder`), or its first revision never becomes ready and the provisioning ends
+// "ContainerAppOperationError ... Operation expired" (Azure-Samples/tutor PR #70).
 var placeholderImage = 'mcr.microsoft.com/azuredocs/containerapps-helloworld:latest'
 // AZURE_ARM_ENDPOINT of this cloud, without the trailing slash the SDKs would double.
 var resourceManager = environment().resourceManager
@@ -498,6 +501,18 @@ module workerTargetRbac 'modules/worker-target-rbac.bicep' = {
   }
 }
 
+// Long-running operations report at subscription scope (.../providers/Microsoft.App/locations/<region>/
+// containerappOperationStatuses/<id>): a role on a resource group does not cover them
+// (microsoft/azure-container-apps#215).
+module workerOperationsRbac 'modules/worker-operations-rbac.bicep' = {
+  name: 'worker-operations-rbac'
+  scope: subscription()
+  params: {
+    workerPrincipalId: identities.outputs.worker.principalId
+    installation: resourceGroup().id
+  }
+}
+
 module workerSharedRbac 'modules/worker-shared-rbac.bicep' = {
   name: 'worker-shared-rbac'
   params: {
@@ -522,6 +537,10 @@ module workerExistingImage 'modules/existing-image.bicep' = {
     exists: workerExists
   }
 }
+
+// An existing app may still run the placeholder (its image was never pushed): it keeps its placeholder settings.
+var apiImageToRun = !empty(apiImage) ? apiImage : (apiExists && !empty(apiExistingImage.outputs.image) ? apiExistingImage.outputs.image : placeholderImage)
+var workerImageToRun = !empty(workerImage) ? workerImage : (workerExists && !empty(workerExistingImage.outputs.image) ? workerExistingImage.outputs.image : placeholderImage)
 
 var azure = {
   subscriptionId: subscription().subscriptionId
@@ -552,7 +571,8 @@ module apiApp 'modules/api-app.bicep' = {
     location: location
     tags: allTags
     environmentId: containerAppsEnvironment.outputs.id
-    image: !empty(apiImage) ? apiImage : (apiExists ? apiExistingImage.outputs.image : placeholderImage)
+    image: apiImageToRun
+    placeholder: apiImageToRun == placeholderImage
     identity: identities.outputs.api
     azure: azure
     appInsightsConnectionString: monitoring.outputs.appInsightsConnectionString
@@ -576,7 +596,8 @@ module workerApp 'modules/worker-app.bicep' = {
     location: location
     tags: allTags
     environmentId: containerAppsEnvironment.outputs.id
-    image: !empty(workerImage) ? workerImage : (workerExists ? workerExistingImage.outputs.image : placeholderImage)
+    image: workerImageToRun
+    placeholder: workerImageToRun == placeholderImage
     identity: identities.outputs.worker
     azure: azure
     serviceBusNamespaceName: serviceBus.outputs.name

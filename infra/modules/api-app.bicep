@@ -19,6 +19,9 @@ param environmentId string
 @description('Image to run.')
 param image string
 
+@description('Whether the image is the public placeholder of a first provisioning (port 80, no health endpoints): ingress then targets port 80 and the app has no probes, so its first revision becomes ready.')
+param placeholder bool = false
+
 @description('The API identity: pulls the image, reads its tokens from Key Vault, and is AZURE_CLIENT_ID.')
 param identity identityRef
 
@@ -66,6 +69,8 @@ param retentionDays int
 
 // The port the API listens on (PORT) and the probes and ingress use.
 var port = 3010
+// The placeholder (containerapps-helloworld) listens on 80 and answers no /health path.
+var ingressPort = placeholder ? 80 : port
 
 resource app 'Microsoft.App/containerApps@2025-01-01' = {
   name: name
@@ -87,7 +92,7 @@ resource app 'Microsoft.App/containerApps@2025-01-01' = {
       maxInactiveRevisions: 20
       ingress: {
         external: true
-        targetPort: port
+        targetPort: ingressPort
         transport: 'auto'
         allowInsecure: false
         traffic: [
@@ -165,7 +170,7 @@ resource app 'Microsoft.App/containerApps@2025-01-01' = {
             { name: 'BUILD_CONTAINER_MEMORY', value: azure.buildContainerMemory }
             { name: 'KANIKO_IMAGE', value: azure.kanikoImage }
           ]
-          probes: [
+          probes: placeholder ? [] : [
             {
               // Startup gives adapters time to connect before liveness may restart the replica.
               type: 'Startup'

@@ -19,6 +19,9 @@ param environmentId string
 @description('Image to run.')
 param image string
 
+@description('Whether the image is the public placeholder of a first provisioning (no health endpoints on HEALTH_PORT): the app then has no probes, so its first revision becomes ready.')
+param placeholder bool = false
+
 @description('The worker identity: pulls the image, authenticates the scale rule, and is AZURE_CLIENT_ID.')
 param identity identityRef
 
@@ -154,7 +157,7 @@ resource app 'Microsoft.App/containerApps@2025-01-01' = {
             { name: 'BUILD_CONTAINER_MEMORY', value: azure.buildContainerMemory }
             { name: 'KANIKO_IMAGE', value: azure.kanikoImage }
           ]
-          probes: [
+          probes: placeholder ? [] : [
             {
               type: 'Startup'
               httpGet: {

@@ -196,6 +196,40 @@ describe('Bicep content the code depends on', () => {
     ]);
   });
 
+  it('the worker may read the status of the operations it starts, at subscription scope (microsoft/azure-container-apps#215)', () => {
+    const actionsOf = (file: string) => [...stripComments(source(file)).matchAll(/^\s*'(Microsoft\.[^']+)'\s*$/gm)].map((match) => match[1]).sort();
+    const file = 'infra/modules/worker-operations-rbac.bicep';
+    expect(stripComments(source(file))).toMatch(/targetScope = 'subscription'/);
+    expect(actionsOf(file)).toEqual([
+      'Microsoft.App/locations/containerappOperationResults/read',
+      'Microsoft.App/locations/containerappOperationStatuses/read',
+      'Microsoft.App/locations/managedCertificateOperationStatuses/read',
+      'Microsoft.ContainerInstance/locations/operations/read',
+    ]);
+    const main = stripComments(source('infra/main.bicep'));
+    const use = balancedBlock(main, main.indexOf("module workerOperationsRbac 'modules/worker-operations-rbac.bicep'"));
+    expect(use).toMatch(/scope:\s*subscription\(\)/);
+  });
+
+  it('first provisioning: an app on the placeholder image gets its port (80) and no probes, so its first revision becomes ready', () => {
+    const main = stripComments(source('infra/main.bicep'));
+    expect(main).toMatch(/var placeholderImage = 'mcr\.microsoft\.com\/azuredocs\/containerapps-helloworld:latest'/);
+    for (const [module, image] of [['apiApp', 'apiImageToRun'], ['workerApp', 'workerImageToRun']] as const) {
+      const use = balancedBlock(main, main.indexOf(`module ${module} `));
+      expect(use).toMatch(new RegExp(`image:\\s*${image}\\b`));
+      expect(use).toMatch(new RegExp(`placeholder:\\s*${image} == placeholderImage`));
+    }
+    // An app that exists but never got its image keeps the placeholder settings too.
+    expect(main).toMatch(/var apiImageToRun = !empty\(apiImage\) \? apiImage : \(apiExists && !empty\(apiExistingImage\.outputs\.image\)/);
+    expect(api()).toMatch(/var ingressPort = placeholder \? 80 : port/);
+    expect(api()).toMatch(/targetPort:\s*ingressPort/);
+    expect(api()).toMatch(/probes:\s*placeholder \? \[\] : \[/);
+    expect(worker()).toMatch(/probes:\s*placeholder \? \[\] : \[/);
+    // With the real image, the probes and the ingress keep the ports the apps listen on.
+    expect(api()).toMatch(/var port = 3010/);
+    expect(worker()).toMatch(/var healthPort = 8080/);
+  });
+
   it('keys stay off where identities suffice', () => {
     expect(stripComments(source('infra/modules/registry.bicep'))).toMatch(/adminUserEnabled:\s*false/);
     expect(stripComments(source('infra/modules/keyvault.bicep'))).toMatch(/enableRbacAuthorization:\s*true/);

@@ -79,6 +79,8 @@ export class FakeBuilder implements Builder {
 /** A runtime that keeps "live revision per app" in memory. */
 export class FakeRuntime implements Runtime {
   readonly calls: string[] = [];
+  /** What each deploy was asked for (attempt, deadline…). */
+  readonly specs: RevisionSpec[] = [];
   readonly live = new Map<string, string>();
   /** Revisions that crashed: still live (the traffic is on them) but not serving. */
   readonly crashed = new Set<string>();
@@ -96,6 +98,7 @@ export class FakeRuntime implements Runtime {
 
   async deploy(spec: RevisionSpec): Promise<RevisionInfo> {
     this.calls.push(`deploy ${spec.deploymentId}`);
+    this.specs.push(spec);
     await work(this.behaviour, spec.signal);
     const revision = `${spec.appName}--${spec.deploymentId.slice(4, 10)}`;
     const previousRevision = this.live.get(spec.appName) ?? null;

@@ -179,6 +179,17 @@ describe('worker workflow', () => {
     expect(h.builder.images.size).toBe(0);
   });
 
+  it('gives the runtime the attempt and a deadline inside the attempt\'s timeout, so waits end before the step is stopped', async () => {
+    h = await createWorkerHarness({ deploymentTimeoutMs: 60_000 });
+    h.consumer().start();
+    const done = await runToEnd(await h.submit());
+    expect(done.status).toBe('completed');
+    const spec = h.runtime.specs.at(-1);
+    expect(spec?.attempt).toBe(1);
+    // The attempt's timeout less a reserve (a tenth, at most 15 s) to record the output.
+    expect(spec?.deadline).toBe(Date.parse(done.attemptStartedAt ?? '') + 60_000 - 6_000);
+  });
+
   it('fails at once on a permanent error, with its code, and undoes the earlier steps', async () => {
     h = await createWorkerHarness();
     h.builder.behaviour.build = { fail: new DeployError('BUILD_FAILED', 'npm run build exited with code 1') };

@@ -61,7 +61,10 @@ export const azureEnv = {
   APPLICATIONINSIGHTS_CONNECTION_STRING: optional('Application Insights connection string; telemetry is off without it.'),
   BUILD_CONTAINER_CPU: Type.Number({ minimum: 0.5, maximum: 4, default: 2, description: 'vCPU of each ACI build container.' }),
   BUILD_CONTAINER_MEMORY: Type.Number({ minimum: 1, maximum: 16, default: 4, description: 'Memory in GB of each ACI build container.' }),
-  KANIKO_IMAGE: Type.String({ default: 'ghcr.io/osscontainertools/kaniko:v1.28.4-debug', description: 'Kaniko executor image the builder runs.' }),
+  // v1.28.3 is the newest release of the maintained fork seen (osscontainertools/kaniko tags; its
+  // images.yaml publishes :v<version>-debug on ghcr.io). No digest is pinned here: none could be read
+  // from the registry where this was written; production pins one (docs/operations.md).
+  KANIKO_IMAGE: Type.String({ default: 'ghcr.io/osscontainertools/kaniko:v1.28.3-debug', description: 'Kaniko executor image the builder runs; pin a digest in production.' }),
 };
 
 const azureEnvSchema = Type.Object(azureEnv);

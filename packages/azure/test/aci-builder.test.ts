@@ -9,8 +9,9 @@ import { ACR_REFRESH_TOKEN_USERNAME } from '../src/acr/token-exchange.ts';
 import { AciKanikoBuilder, imageRepository } from '../src/aci/builder.ts';
 import type { AciKanikoBuilderOptions } from '../src/aci/builder.ts';
 import { storageKeyFromArm } from '../src/aci/storage-key.ts';
+import { BuildLogFollower, DIGEST_MARKER, LOG_WINDOW_BYTES } from '../src/aci/build-log.ts';
 
-const KANIKO_IMAGE = 'ghcr.io/osscontainertools/kaniko:v1.28.4-debug';
+const KANIKO_IMAGE = 'ghcr.io/osscontainertools/kaniko:v1.28.3-debug';
 
 interface LoggedLine {
   message: string;
@@ -165,6 +166,24 @@ describe('AciKanikoBuilder', () => {
     expect(sim.credential.requestedScopes.every((scopes) => scopes.length === 1 && scopes[0] === 'https://management.azure.com/.default')).toBe(true);
     expectNoSecret(JSON.stringify(sim.requests));
     expectNoSecret(JSON.stringify(lines));
+  });
+
+  it('follows a log longer than the 4 MB ACI returns: every line once, in order, and the digest line at the end', async () => {
+    // 60,000 lines of 100 bytes (6 MB), 12,000 a poll: the window's front moves from the third read on.
+    const logLines = Array.from({ length: 60_000 }, (_, index) => `INFO[${String(index).padStart(5, '0')}] ${'x'.repeat(87)}`);
+    sim.aci.scenario = { logLines, linesPerPoll: 12_000 };
+    const adapter = builder();
+    const { job, lines } = buildJob();
+    await adapter.createSandbox(job);
+    const before = lines.length;
+    const built = await adapter.build(job);
+    const output = sim.aci.output(sandboxName(job.deploymentId));
+    expect(Math.max(...sim.aci.logReads(sandboxName(job.deploymentId)))).toBeLessThanOrEqual(4 * 1024 * 1024);
+    expect(output.join('\n').length).toBeGreaterThan(5 * 1024 * 1024);
+    expect(built.digest).toBe(sim.acr.digestOf(imageRepository(job.appName), job.deploymentId));
+    const copied = lines.slice(before).map((line) => line.message);
+    expect(copied.slice(0, -1)).toEqual(output.slice(0, -1));
+    expect(copied.filter((line) => line.includes('earlier lines are missing'))).toEqual([]);
   });
 
   it('finds the group of an earlier attempt instead of creating a twin', async () => {
@@ -377,3 +396,27 @@ describe('AciKanikoBuilder', () => {
     await expect(builder().health()).resolves.toMatchObject({ status: 'healthy' });
   });
 });
+
+describe('BuildLogFollower in a moving 4 MB window', () => {
+  const windowOf = (lines: string[]) => {
+    const text = lines.map((line) => `${line}\n`).join('');
+    return text.length > LOG_WINDOW_BYTES ? text.slice(text.length - LOG_WINDOW_BYTES) : text;
+  };
+  const long = (count: number, from = 0) => Array.from({ length: count }, (_, index) => `line ${String(from + index).padStart(6, '0')} ${'y'.repeat(90)}`);
+
+  it('says when more than the window was written between two reads, and still finds the digest in the last one', () => {
+    const copied: { message: string; level: string }[] = [];
+    const follower = new BuildLogFollower((message, level = 'info') => copied.push({ message, level }));
+    const first = long(10_000);
+    follower.accept(windowOf(first), false);
+    const all = [...first, ...long(60_000, 10_000), `${DIGEST_MARKER}sha256:${'a'.repeat(64)}`];
+    follower.accept(windowOf(all), true);
+    expect(follower.digest).toBe(`sha256:${'a'.repeat(64)}`);
+    expect(copied.filter((line) => line.level === 'warn' && line.message.includes('earlier lines are missing'))).toHaveLength(1);
+    // Nothing copied twice, and the end of the log arrived in order.
+    const messages = copied.map((line) => line.message);
+    expect(new Set(messages).size).toBe(messages.length);
+    expect(messages.at(-1)).toBe(all.at(-2));
+  });
+});
+

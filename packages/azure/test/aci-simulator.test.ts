@@ -22,7 +22,7 @@ describe('ARM simulator: Microsoft.ContainerInstance bodies', () => {
         {
           name: 'kaniko',
           properties: {
-            image: 'ghcr.io/osscontainertools/kaniko:v1.28.4-debug',
+            image: 'ghcr.io/osscontainertools/kaniko:v1.28.3-debug',
             command: ['/kaniko/executor'],
             resources: { requests: { cpu: 2, memoryInGB: 4 } },
             environmentVariables: [{ name: 'AZURE_STORAGE_ACCESS_KEY', secureValue: 'storage-key-value' }],

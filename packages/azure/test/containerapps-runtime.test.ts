@@ -1,9 +1,14 @@
 import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { request as httpsRequest } from 'node:https';
+import { resolve } from 'node:path';
 import { ContainerAppsAPIClient } from '@azure/arm-appcontainers';
 import type { TrafficWeight } from '@azure/arm-appcontainers';
 import type { Environment, RevisionSpec } from '@zepid/core';
 import { appName, newDeploymentId, revisionSuffix } from '@zepid/core';
-import { rejection, trustTestCertificate } from '@zepid/testkit';
+import { rejection, testCertificate, trustTestCertificate } from '@zepid/testkit';
+import { CONTAINER_APPS_SPEC_ALLOWANCES } from '@zepid/testkit/fakes/arm/server.ts';
+import { CONTAINER_APPS_SPECS, REST_SPEC_FILES, SHARED_REST_SPECS, VENDORED_REST_SPECS, loadSwaggerValidator } from '@zepid/testkit/fakes/arm/swagger-validator.ts';
 import { startArmSimulator } from '@zepid/testkit/fakes/arm/index.ts';
 import type { ArmSimulator, WireContainerApp } from '@zepid/testkit/fakes/arm/index.ts';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -88,6 +93,7 @@ function spec(
       containerSize: options.containerSize ?? null,
       customDomain: options.customDomain ?? null,
       envVariableNames: options.envVariableNames ?? [],
+      attempt: 1,
       signal: controller.signal,
       log: (message, level = 'info') => {
         const line = { message, level };
@@ -152,7 +158,7 @@ describe('ContainerAppsRuntime', () => {
 
   it('keeps traffic on the previous revision, stops the new one and fails DEPLOY_UNHEALTHY when it never gets healthy', async () => {
     const adapter = runtime({ healthTimeoutMs: 300 });
-    const a = (await adapter.deploy(spec().spec)).revision;
+    const a = (await runtime().deploy(spec().spec)).revision;
     sim.apps.revisionOutcome = { kind: 'unhealthy' };
     const { spec: second } = spec();
     const error = await rejection(adapter.deploy(second));
@@ -341,7 +347,7 @@ describe('ContainerAppsRuntime', () => {
 
     it('is false for a revision with all the traffic that is not running healthy', async () => {
       const adapter = runtime({ healthTimeoutMs: 300 });
-      await adapter.deploy(spec().spec);
+      await runtime().deploy(spec().spec);
       sim.apps.revisionOutcome = { kind: 'unhealthy' };
       const { spec: broken } = spec();
       await rejection(adapter.deploy(broken));
@@ -372,6 +378,189 @@ describe('ContainerAppsRuntime', () => {
       sim.injectFault({ method: 'GET', path: /\/revisions\//, status: 503, code: 'ServiceUnavailable' });
       const error = await rejection(serving(adapter, first.appName, a));
       expect(error.retryable).toBe(true);
+    });
+  });
+
+  describe('as Azure behaves', () => {
+    it('finding 2: a development revision (minReplicas 0) that activates and scales to zero is live, and stays kept', async () => {
+      const adapter = runtime();
+      const first = spec({ environment: 'development' });
+      const info = await adapter.deploy(first.spec);
+      expect(sim.apps.revision(first.spec.appName, info.revision)).toMatchObject({ active: true, runningState: 'ScaledToZero', trafficWeight: 100 });
+      expect(sim.apps.traffic(first.spec.appName)).toEqual({ [info.revision]: 100 });
+      expect(first.lines.map((line) => line.message).join('\n')).toContain('scaled to zero');
+      expect(await adapter.isServing({ appName: first.spec.appName, revision: info.revision, customDomain: null }, AbortSignal.timeout(10_000))).toBe(true);
+      // The next development deploy replaces it the same way.
+      const second = await adapter.deploy(spec({ environment: 'development' }).spec);
+      expect(second.previousRevision).toBe(info.revision);
+      expect(sim.apps.traffic(first.spec.appName)).toEqual({ [second.revision]: 100 });
+    });
+
+    it('finding 4: the PUT is submitted and the revision polled; an image that cannot be pulled fails IMAGE_PULL_FAILED and is deactivated', async () => {
+      const adapter = runtime();
+      const a = (await adapter.deploy(spec().spec)).revision;
+      const { spec: broken } = spec();
+      const error = await rejection(adapter.deploy({ ...broken, imageDigest: `sha256:${'0'.repeat(64)}` }));
+      expect(error.code).toBe('IMAGE_PULL_FAILED');
+      expect(error.message).toContain('manifest unknown');
+      expect(sim.apps.traffic(broken.appName)).toEqual({ [a]: 100 });
+      expect(sim.apps.revision(broken.appName, revisionName(broken.appName, broken.deploymentId))?.active).toBe(false);
+    });
+
+    it('finding 4: a revision that never gets healthy fails DEPLOY_UNHEALTHY within the health timeout, not when ARM gives up', async () => {
+      const adapter = runtime({ healthTimeoutMs: 500 });
+      await runtime().deploy(spec().spec);
+      sim.apps.revisionOutcome = { kind: 'unhealthy' };
+      sim.apps.operationExpiresAfterPolls = 100_000;
+      const { spec: second } = spec();
+      const started = Date.now();
+      const error = await rejection(adapter.deploy(second));
+      expect(error.code).toBe('DEPLOY_UNHEALTHY');
+      expect(Date.now() - started).toBeLessThan(5_000);
+      expect(sim.apps.revision(second.appName, revisionName(second.appName, second.deploymentId))?.active).toBe(false);
+    });
+
+    it('finding 7: a retry after an unhealthy attempt starts a new revision (suffix per attempt) and goes live', async () => {
+      const adapter = runtime({ healthTimeoutMs: 500 });
+      await runtime().deploy(spec().spec);
+      sim.apps.revisionOutcome = { kind: 'unhealthy' };
+      const { spec: second } = spec();
+      await rejection(adapter.deploy(second));
+      sim.apps.revisionOutcome = { kind: 'healthy', pollsUntilHealthy: 1 };
+      const retried = await runtime().deploy({ ...second, attempt: 2 });
+      expect(retried.revision).toBe(revisionName(second.appName, second.deploymentId, 2));
+      expect(retried.revision).not.toBe(revisionName(second.appName, second.deploymentId));
+      expect(sim.apps.traffic(second.appName)).toEqual({ [retried.revision]: 100 });
+    });
+
+    it('finding 7: the same attempt run again after its revision was stopped activates it again instead of waiting on it', async () => {
+      const adapter = runtime({ healthTimeoutMs: 5_000 });
+      const a = (await adapter.deploy(spec().spec)).revision;
+      sim.apps.revisionOutcome = { kind: 'healthy', pollsUntilHealthy: 3 };
+      const second = spec({
+        onLine: (line) => {
+          if (line.message.includes('provisioning Provisioned')) second.controller.abort();
+        },
+      });
+      await rejection(adapter.deploy(second.spec));
+      const b = revisionName(second.spec.appName, second.spec.deploymentId);
+      expect(sim.apps.revision(second.spec.appName, b)?.active).toBe(false);
+      const again = await adapter.deploy({ ...second.spec, signal: new AbortController().signal });
+      expect(again.revision).toBe(b);
+      expect(again.previousRevision).toBe(a);
+      expect(sim.apps.traffic(second.spec.appName)).toEqual({ [b]: 100 });
+    });
+
+    it('finding 6: after a failed deploy, the next one keeps the Key Vault references the serving revision uses', async () => {
+      const adapter = runtime({ healthTimeoutMs: 500 });
+      const { spec: first } = spec({ envVariableNames: ['DATABASE_URL'] });
+      const a = (await runtime().deploy(first)).revision;
+      sim.apps.revisionOutcome = { kind: 'unhealthy' };
+      await rejection(adapter.deploy(spec({ envVariableNames: ['OTHER'] }).spec));
+      sim.apps.revisionOutcome = { kind: 'healthy', pollsUntilHealthy: 1 };
+      // The serving revision (a) stays active while the new one starts: its secrets must stay.
+      const { spec: third } = spec({ envVariableNames: ['API_KEY'] });
+      const info = await runtime().deploy(third);
+      expect(info.previousRevision).toBe(a);
+      const names = sim.apps.app(first.appName)?.configuration.secrets?.map((secret) => secret.name) ?? [];
+      expect(names).toContain(secretName(first.deploymentId, 'DATABASE_URL'));
+      expect(names).toContain(secretName(third.deploymentId, 'API_KEY'));
+    });
+
+    it('finding 3: an apex domain gets an A record and HTTP validation, and is bound', async () => {
+      const { spec: first } = spec({ customDomain: 'example.org' });
+      sim.apps.addDomainRecords('example.org', first.appName, { apex: true });
+      const info = await runtime().deploy(first);
+      expect(info.url).toBe('https://example.org');
+      const certificate = sim.requests.find((request) => request.method === 'PUT' && request.path.includes('/managedCertificates/'));
+      expect((certificate?.body as { properties?: { domainControlValidation?: string } }).properties?.domainControlValidation).toBe('HTTP');
+    });
+
+    it('finding 5: a certificate still Pending at the step deadline leaves the domain for the next deployment; the deploy completes in time', async () => {
+      sim.apps.certificateOutcome = 'pending';
+      const { spec: first, lines, controller } = spec({ customDomain: 'shop.example.com' });
+      sim.apps.addDomainRecords('shop.example.com', first.appName);
+      const stop = setTimeout(() => controller.abort(new Error('the test gave up')), 5_000);
+      try {
+        const info = await runtime({ certificateTimeoutMs: 60_000 }).deploy({ ...first, deadline: Date.now() + 1_500 });
+        expect(info.url).toBe(`https://${first.appName}.${sim.apps.environment.defaultDomain}`);
+        expect(lines.some((line) => line.level === 'warn' && line.message.includes('still being issued'))).toBe(true);
+        expect(sim.apps.traffic(first.appName)).toEqual({ [info.revision]: 100 });
+      } finally {
+        clearTimeout(stop);
+      }
+    });
+
+    it('finding 5: stopped after the traffic moved (certificate pending), the deploy moves the traffic back before it fails', async () => {
+      const adapter = runtime();
+      const a = (await adapter.deploy(spec({ customDomain: 'shop.example.com' }).spec)).revision;
+      sim.apps.certificateOutcome = 'pending';
+      const second = spec({
+        customDomain: 'shop.example.com',
+        onLine: (line) => {
+          if (line.message.includes('Requesting a managed certificate')) setTimeout(() => second.controller.abort(), 50);
+        },
+      });
+      sim.apps.addDomainRecords('shop.example.com', second.spec.appName);
+      const error = await rejection(adapter.deploy(second.spec));
+      expect(error.code).toBe('CANCELLED');
+      expect(sim.apps.traffic(second.spec.appName)).toEqual({ [a]: 100 });
+      expect(sim.apps.revision(second.spec.appName, revisionName(second.spec.appName, second.spec.deploymentId))?.active).toBe(false);
+    });
+  });
+
+  describe('request bodies against the official Microsoft.App 2025-07-01 spec', () => {
+    /** A raw ARM call: the SDK's serializers drop what its models do not know, ARM's front door sees everything. */
+    const raw = async (method: string, path: string, body: unknown): Promise<{ status: number; text: string }> => {
+      const token = await sim.credential.getToken('https://management.azure.com/.default');
+      const url = new URL(`${path}?api-version=2026-07-01`, sim.url);
+      return new Promise((done, fail) => {
+        const outgoing = httpsRequest(url, { method, ca: testCertificate().cert, headers: { authorization: `Bearer ${token?.token ?? ''}`, 'content-type': 'application/json' } }, (incoming) => {
+          let text = '';
+          incoming.setEncoding('utf8');
+          incoming.on('data', (chunk: string) => (text += chunk));
+          incoming.on('end', () => done({ status: incoming.statusCode ?? 0, text }));
+        });
+        outgoing.on('error', fail);
+        outgoing.end(JSON.stringify(body));
+      });
+    };
+
+    it('validates with the unmodified spec files; the vendored copies are byte-identical to ../shared', () => {
+      for (const file of REST_SPEC_FILES) {
+        const vendored = resolve(VENDORED_REST_SPECS, file);
+        if (existsSync(resolve(SHARED_REST_SPECS, file))) expect(readFileSync(vendored, 'utf8'), file).toBe(readFileSync(resolve(SHARED_REST_SPECS, file), 'utf8'));
+        expect(existsSync(vendored), file).toBe(true);
+      }
+      expect(CONTAINER_APPS_SPECS.every((file) => file.endsWith('.json') && existsSync(file))).toBe(true);
+    });
+
+    it('needs no allowance: every property the runtime sends is in 2025-07-01', () => {
+      // Each deploy above is checked (afterEach: no request was refused as malformed); an allowance
+      // would have to be named here with its reason. The SDK calls 2026-07-01, but the runtime uses no
+      // property newer than 2025-07-01.
+      expect(CONTAINER_APPS_SPEC_ALLOWANCES).toEqual([]);
+    });
+
+    it('refuses, as ARM does, an app or certificate body with a misspelt or unknown property, a wrong type or enum', async () => {
+      const { spec: first } = spec();
+      await runtime().deploy(first);
+      const app = `/subscriptions/${sim.subscriptionId}/resourceGroups/${sim.resourceGroup}/providers/Microsoft.App/containerApps/${first.appName}`;
+      const patch = await raw('PATCH', app, { location: sim.location, properties: { configuration: { ingress: { trafic: [] } } } });
+      expect(patch.status).toBe(400);
+      expect(patch.text).toContain("additional properties 'trafic'");
+      const put = await raw('PUT', app, { location: sim.location, properties: { environmentId: sim.apps.environment.id, template: { containers: [{ name: 'app', image: 'x', resources: { cpu: '2' } }] } } });
+      expect(put.status).toBe(400);
+      expect(put.text).toContain('/properties/template/containers/0/resources/cpu must be number');
+      const certificate = await raw('PUT', `${sim.apps.environment.id}/managedCertificates/mc-x`, { location: sim.location, properties: { subjectName: 'x.example.com', domainControlValidation: 'DNS' } });
+      expect(certificate.status).toBe(400);
+      expect(certificate.text).toContain('domainControlValidation must be equal to one of the allowed values');
+      // Those three were malformed on purpose: not what afterEach looks for.
+      sim.requests.splice(0, sim.requests.length, ...sim.requests.filter((request) => request.status !== 400));
+      const validator = loadSwaggerValidator(CONTAINER_APPS_SPECS);
+      expect(validator.validate('ContainerApp', { location: 'westeurope', properties: { configuration: { activeRevisionsMode: 'Several' } } })).toEqual([
+        '/properties/configuration/activeRevisionsMode must be equal to one of the allowed values',
+      ]);
     });
   });
 

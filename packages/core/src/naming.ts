@@ -31,9 +31,15 @@ export function appName(orgId: string, projectId: string, environment: Environme
   return `${slug(projectId, budget)}-${hash}-${environment}`;
 }
 
-/** Revision suffix from the deployment id: Container Apps wants lowercase alphanumerics and `-`. */
-export function revisionSuffix(deploymentId: string): string {
-  return `d${sha256Hex(deploymentId).slice(0, 10)}`;
+/**
+ * Revision suffix from the deployment id and attempt: Container Apps wants lowercase alphanumerics
+ * and `-`. A retry is a new attempt with its own suffix, since an identical template (same suffix,
+ * same image) makes Container Apps create no new revision: the retry would wait on the revision the
+ * failed attempt stopped. Attempt 1 keeps the plain form.
+ */
+export function revisionSuffix(deploymentId: string, attempt = 1): string {
+  const base = `d${sha256Hex(deploymentId).slice(0, 10)}`;
+  return attempt <= 1 ? base : `${base}-a${attempt}`;
 }
 
 /** Name of the builder container group (ACI) or work dir of a deployment: `build-<id>`. */

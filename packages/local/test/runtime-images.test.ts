@@ -40,6 +40,7 @@ function revisionSpec(appName: string, imagePath: string): RevisionSpec {
     containerSize: null,
     customDomain: null,
     envVariableNames: [],
+    attempt: 1,
     signal: AbortSignal.timeout(30_000),
     log: () => undefined,
   };

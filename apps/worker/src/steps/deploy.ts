@@ -27,6 +27,8 @@ export const deployStep: Step = {
       containerSize: record.spec.containerSize,
       customDomain: record.spec.customDomain,
       envVariableNames: record.spec.envVariableNames,
+      attempt: record.attempt,
+      deadline: stepDeadline(record, context.settings.deploymentTimeoutMs),
       signal,
       log,
     });
@@ -97,6 +99,17 @@ async function keepServingRevision(context: StepContext): Promise<StepOutput | n
   }
   log(`revision ${revision} already serves this image with the same settings and env values: traffic stays on it; nothing restarted`);
   return { revision, url, previousRevision: null, kept: true, dnsRecords: null };
+}
+
+/**
+ * When the deploy step must be done: the attempt's timeout, less a reserve (a tenth, at most 15 s) for
+ * the step to record its output and for compensation to find it, so waits for health or for a
+ * certificate end before the timeout stops the step with nothing recorded.
+ */
+export function stepDeadline(record: DeploymentRecord, deploymentTimeoutMs: number): number | undefined {
+  const started = Date.parse(record.attemptStartedAt ?? '');
+  if (Number.isNaN(started)) return undefined;
+  return started + deploymentTimeoutMs - Math.min(15_000, Math.floor(deploymentTimeoutMs / 10));
 }
 
 /** The image as a completed record names it (`result.image`): pinned by digest when there is one. */

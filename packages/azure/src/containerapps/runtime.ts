@@ -1,5 +1,5 @@
 import { ContainerAppsAPIClient } from '@azure/arm-appcontainers';
-import type { ContainerApp, CustomDomain, EnvironmentVar, ManagedCertificate, Revision, Secret, TrafficWeight } from '@azure/arm-appcontainers';
+import type { ContainerApp, CustomDomain, CustomHostnameAnalysisResult, EnvironmentVar, ManagedCertificate, Revision, Secret, TrafficWeight } from '@azure/arm-appcontainers';
 import type { TokenCredential } from '@azure/identity';
 import type { DependencyHealth, DnsRecord, Environment, LogSink, RevisionInfo, RevisionSpec, Runtime, SecretStore, ServingTarget } from '@zepid/core';
 import { DeployError, probe, revisionSuffix, sha256Hex } from '@zepid/core';
@@ -48,6 +48,16 @@ export const APP_CONTAINER = 'app';
 /** App tag remembering the revision that served before the current deployment, for a redelivered deploy step. */
 const PREVIOUS_REVISION_TAG = 'previousRevision';
 const RUNNING_STATES = new Set(['Running', 'RunningAtMaxScale']);
+/**
+ * A revision that may scale to zero (minReplicas 0, development) reports `Activating` while its
+ * first replica starts and then `ScaledToZero`, never `Running`: that is a successful deployment
+ * (DESIGN.md "Facts for the Azure side"; microsoft/vscode-azurecontainerapps PR #1088).
+ */
+const SCALED_TO_ZERO = 'ScaledToZero';
+/** A scaled-to-zero revision starting a replica for a request: still the revision that serves. */
+const ACTIVATING = 'Activating';
+/** ARM's answer to a write while the app's previous write still runs (microsoft/azure-container-apps#175). */
+const LOCK_CONFLICT = 'ContainerAppLockConflict';
 
 interface EnvironmentRef {
   resourceGroup: string;
@@ -60,9 +70,9 @@ export function parseEnvironmentId(environmentId: string): EnvironmentRef {
   return { resourceGroup: match[1], name: match[2] };
 }
 
-/** `<app>--<suffix>`: how Container Apps names the revision of a template with that suffix. */
-export function revisionName(appName: string, deploymentId: string): string {
-  return `${appName}--${revisionSuffix(deploymentId)}`;
+/** `<app>--<suffix>`: how Container Apps names the revision of a template with that suffix; one per attempt. */
+export function revisionName(appName: string, deploymentId: string, attempt = 1): string {
+  return `${appName}--${revisionSuffix(deploymentId, attempt)}`;
 }
 
 /** Container Apps secret names are lowercase `[a-z0-9-]`; one per deployment and env variable, so revisions keep their own. */
@@ -109,62 +119,82 @@ export class ContainerAppsRuntime implements Runtime {
 
   async deploy(spec: RevisionSpec): Promise<RevisionInfo> {
     const signal = AbortSignal.any([spec.signal, this.closing.signal]);
-    const revision = revisionName(spec.appName, spec.deploymentId);
-    const rg = this.options.resourceGroup;
+    const revision = revisionName(spec.appName, spec.deploymentId, spec.attempt);
     this.throwIfStopped(spec.signal);
 
     const existing = await this.findApp(spec.appName, signal);
     const previousRevision = existing === null ? null : servingRevisionBefore(existing, revision);
     const references = spec.envVariableNames.length === 0 ? {} : await this.options.secrets.references(spec.deploymentId, spec.envVariableNames);
-    const body = this.appBody(spec, existing, previousRevision, references);
+    const inUse = existing === null ? new Set<string>() : await this.secretsInUse(spec.appName, existing, spec.log, signal);
+    const body = this.appBody(spec, revision, existing, previousRevision, references, inUse);
     spec.log(
       existing === null
         ? `Creating container app ${spec.appName} with revision ${revision}`
-        : `Updating container app ${spec.appName}: new revision ${revision}${previousRevision === null ? '' : `, traffic stays on ${previousRevision} until it is healthy`}`,
+        : `Updating container app ${spec.appName}: new revision ${revision}${previousRevision === null ? '' : `, traffic stays on ${previousRevision} until it is ready`}`,
     );
 
-    let app: ContainerApp;
+    // Submitted only: ARM ends the PUT's operation once the revision has provisioned, or minutes later
+    // with ContainerAppOperationError for an image that cannot start or be pulled. The revision is
+    // polled here instead, within this step's deadline, so a bad one fails as what it is and is stopped.
+    const healthDeadline = this.deadline(spec, this.healthTimeout());
+    let operation: AppOperation;
     try {
-      app = await this.client.containerApps.createOrUpdate(rg, spec.appName, body, { updateIntervalInMs: this.lroInterval(), abortSignal: signal });
+      ({ operation } = await this.submit(spec.appName, body, healthDeadline.at, signal));
     } catch (error) {
       if (signal.aborted) throw await this.stopped(spec, revision);
       throw appError(error, 'creating the revision');
     }
 
-    const outcome = await this.waitHealthy(spec, revision, signal);
+    const outcome = await this.waitReady(spec, revision, operation, healthDeadline.at, signal);
     if (outcome.kind === 'stopped') throw await this.stopped(spec, revision);
     if (outcome.kind === 'unhealthy') {
       await this.deactivate(spec.appName, revision, spec.log);
       const state = outcome.revision;
       const detail = [state?.provisioningState, state?.runningState, state?.healthState].filter(Boolean).join('/');
-      const reason = state?.provisioningError ? `: ${state.provisioningError}` : '';
-      const pull = /pull|manifest unknown|unauthorized/i.test(state?.provisioningError ?? '');
+      const problem = state?.provisioningError ?? outcome.operationError;
+      const reason = problem === undefined ? '' : `: ${problem}`;
+      const pull = /pull|manifest unknown|unauthorized/i.test(problem ?? '');
+      const cutByDeadline = outcome.timedOut && healthDeadline.byStep;
+      const within = outcome.timedOut ? ` within ${Math.round((healthDeadline.at - healthDeadline.from) / 1000)} s` : '';
       throw new DeployError(
-        pull ? 'IMAGE_PULL_FAILED' : 'DEPLOY_UNHEALTHY',
-        `Revision ${revision} did not become healthy${outcome.timedOut ? ` within ${Math.round(this.healthTimeout() / 1000)} s` : ''} (${detail || 'no status'})${reason}; traffic stays on ${previousRevision ?? 'no revision'}`,
+        pull ? 'IMAGE_PULL_FAILED' : cutByDeadline ? 'TIMEOUT' : 'DEPLOY_UNHEALTHY',
+        `Revision ${revision} did not become ready${within}${cutByDeadline ? ' (the deployment timeout)' : ''} (${detail || 'no status'})${reason}; traffic stays on ${previousRevision ?? 'no revision'}`,
         { details: { revision, previousRevision, provisioningState: state?.provisioningState, runningState: state?.runningState, healthState: state?.healthState } },
       );
     }
+    if (outcome.revision.runningState === SCALED_TO_ZERO) {
+      spec.log(`Revision ${revision} is provisioned and scaled to zero (minReplicas 0): its first replica started and stopped again; it starts on the next request`);
+    }
 
-    if (!servesAll(app, revision)) {
-      spec.log(`Revision ${revision} is healthy; moving all traffic to it`);
+    let app = outcome.app ?? existing;
+    if (app === null || !servesAll(app, revision)) {
+      spec.log(`Revision ${revision} is ready; moving all traffic to it`);
       try {
         app = await this.setTraffic(spec.appName, [{ revisionName: revision, weight: 100 }], signal);
       } catch (error) {
-        if (signal.aborted) throw await this.stopped(spec, revision);
+        if (signal.aborted) throw await this.stoppedAfterSwitch(spec, revision, previousRevision);
         throw appError(error, 'moving traffic to the new revision');
       }
     }
+    // From here the new revision takes the traffic: a stop moves it back before the step fails, as
+    // the step records nothing for compensation to undo until it returns.
     await this.deactivateOlder(spec.appName, new Set([revision, ...(previousRevision === null ? [] : [previousRevision])]), spec.log);
 
     const fqdn = app.configuration?.ingress?.fqdn ?? app.latestRevisionFqdn ?? `${spec.appName}`;
     let url = `https://${fqdn}`;
     let dnsRecords: DnsRecord[] = [];
     if (spec.customDomain !== null) {
-      const domain = await this.customDomain(spec, spec.customDomain.toLowerCase(), app, fqdn, signal);
+      let domain: { bound: boolean; dnsRecords: DnsRecord[] };
+      try {
+        domain = await this.customDomain(spec, spec.customDomain.toLowerCase(), app, fqdn, signal);
+      } catch (error) {
+        if (signal.aborted) throw await this.stoppedAfterSwitch(spec, revision, previousRevision);
+        throw error;
+      }
       if (domain.bound) url = `https://${spec.customDomain.toLowerCase()}`;
       dnsRecords = domain.dnsRecords;
     }
+    if (signal.aborted) throw await this.stoppedAfterSwitch(spec, revision, previousRevision);
     spec.log(`Revision ${revision} serves ${url}`);
     return { revision, url, previousRevision, dnsRecords };
   }
@@ -188,7 +218,8 @@ export class ContainerAppsRuntime implements Runtime {
       if (isNotFound(error)) return false;
       throw appError(error, 'reading the serving revision');
     }
-    return revision.active !== false && isHealthy(revision);
+    // A scaled-to-zero revision with the traffic serves: it starts a replica on the next request.
+    return revision.active !== false && (isReady(revision) || (revision.provisioningState === 'Provisioned' && revision.runningState === ACTIVATING && revision.healthState !== 'Unhealthy'));
   }
 
   async rollback(target: { deploymentId: string; appName: string; revision: string; previousRevision: string | null }, log: LogSink): Promise<void> {
@@ -214,7 +245,14 @@ export class ContainerAppsRuntime implements Runtime {
     await this.deactivate(target.appName, target.revision, log);
   }
 
-  private appBody(spec: RevisionSpec, existing: ContainerApp | null, previousRevision: string | null, references: Record<string, string>): ContainerApp {
+  private appBody(
+    spec: RevisionSpec,
+    revision: string,
+    existing: ContainerApp | null,
+    previousRevision: string | null,
+    references: Record<string, string>,
+    inUse: ReadonlySet<string>,
+  ): ContainerApp {
     const scale = scaleFor(spec.environment, spec.containerSize, this.options.scale);
     const identity = this.options.appsIdentityId;
     const secrets: Secret[] = [];
@@ -226,15 +264,21 @@ export class ContainerAppsRuntime implements Runtime {
       secrets.push({ name: secret, keyVaultUrl, identity });
       env.push({ name, secretRef: secret });
     }
-    // Secrets are app-wide: keep the ones the revision serving now refers to, so it keeps running
-    // and a rollback to it still finds its values. Older deployments' secrets are dropped.
-    const stillUsed = new Set((existing?.template?.containers ?? []).flatMap((container) => container.env ?? []).map((variable) => variable.secretRef));
+    // Secrets are app-wide: keep every one an active revision refers to (ARM refuses to remove those,
+    // and the serving revision and the one kept for rollback need their values). Only secrets no
+    // active revision uses are dropped.
     for (const secret of existing?.configuration?.secrets ?? []) {
-      if (secret.name !== undefined && stillUsed.has(secret.name) && !secrets.some((own) => own.name === secret.name)) {
-        secrets.push({ name: secret.name, keyVaultUrl: secret.keyVaultUrl, identity: secret.identity });
+      if (secret.name !== undefined && inUse.has(secret.name) && !secrets.some((own) => own.name === secret.name)) {
+        secrets.push({ name: secret.name, ...(secret.keyVaultUrl === undefined ? {} : { keyVaultUrl: secret.keyVaultUrl }), ...(secret.identity === undefined ? {} : { identity: secret.identity }) });
       }
     }
-    const traffic: TrafficWeight[] = previousRevision === null ? [{ latestRevision: true, weight: 100 }] : [{ revisionName: previousRevision, weight: 100 }];
+    // A deploy step run again after the switch keeps the traffic where it is.
+    const traffic: TrafficWeight[] =
+      existing !== null && servesAll(existing, revision)
+        ? [{ revisionName: revision, weight: 100 }]
+        : previousRevision === null
+          ? [{ latestRevision: true, weight: 100 }]
+          : [{ revisionName: previousRevision, weight: 100 }];
     const image = spec.imageDigest === null ? spec.image : `${splitImage(spec.image).repository}@${spec.imageDigest}`;
     if (spec.imageDigest === null) spec.log(`The image has no digest; the revision runs the tag ${spec.image}`, 'warn');
     const tags: Record<string, string> = { deploymentId: spec.deploymentId, projectId: spec.projectId, orgId: spec.orgId };
@@ -259,7 +303,7 @@ export class ContainerAppsRuntime implements Runtime {
         secrets,
       },
       template: {
-        revisionSuffix: revisionSuffix(spec.deploymentId),
+        revisionSuffix: revisionSuffix(spec.deploymentId, spec.attempt),
         containers: [{ name: APP_CONTAINER, image, env, resources: { cpu: scale.cpu, memory: scale.memory } }],
         scale: {
           minReplicas: scale.minReplicas,
@@ -270,17 +314,38 @@ export class ContainerAppsRuntime implements Runtime {
     };
   }
 
-  private async waitHealthy(
+  /**
+   * Polls the new revision (and the PUT's operation) until the revision is ready and the operation
+   * has ended, the revision fails, or the deadline passes.
+   */
+  private async waitReady(
     spec: RevisionSpec,
     revision: string,
+    operation: AppOperation,
+    deadline: number,
     signal: AbortSignal,
-  ): Promise<{ kind: 'healthy' } | { kind: 'stopped' } | { kind: 'unhealthy'; revision: Revision | null; timedOut: boolean }> {
-    const deadline = Date.now() + this.healthTimeout();
+  ): Promise<
+    | { kind: 'ready'; revision: Revision; app: ContainerApp | null }
+    | { kind: 'stopped' }
+    | { kind: 'unhealthy'; revision: Revision | null; operationError: string | undefined; timedOut: boolean }
+  > {
     const backoff = new Backoff(this.options.pollIntervalMs ?? 3000, this.options.maxPollIntervalMs ?? 15_000);
     let last: Revision | null = null;
     let reported = '';
+    let operationError: string | undefined;
+    let reactivated = false;
     for (;;) {
       if (signal.aborted) return { kind: 'stopped' };
+      if (!operation.isDone && operationError === undefined) {
+        try {
+          await operation.poll({ abortSignal: signal });
+        } catch (error) {
+          if (signal.aborted) return { kind: 'stopped' };
+          const failure = armFailure(error);
+          // A lost poll is worth another; a failed operation is the revision's failure, read below.
+          if (!isTransient(failure)) operationError = `${failure.code ?? 'error'}: ${failure.message}`;
+        }
+      }
       try {
         last = await this.client.containerAppsRevisions.getRevision(this.options.resourceGroup, spec.appName, revision, { abortSignal: signal });
       } catch (error) {
@@ -294,12 +359,72 @@ export class ContainerAppsRuntime implements Runtime {
           spec.log(`Revision ${revision}: provisioning ${last.provisioningState ?? 'unknown'}, running ${last.runningState ?? 'unknown'}, health ${last.healthState ?? 'unknown'}`);
           reported = state;
         }
-        if (isHealthy(last)) return { kind: 'healthy' };
-        if (last.provisioningState === 'Failed' || last.runningState === 'Failed') return { kind: 'unhealthy', revision: last, timedOut: false };
+        if (last.provisioningState === 'Failed' || last.runningState === 'Failed') return { kind: 'unhealthy', revision: last, operationError, timedOut: false };
+        // This attempt's revision, stopped by a run of it that was cut short: the same template makes
+        // no new revision, so it is started again rather than waited on.
+        if (last.active === false && !reactivated) {
+          reactivated = true;
+          spec.log(`Revision ${revision} exists but is inactive; activating it again`);
+          try {
+            await this.client.containerAppsRevisions.activateRevision(this.options.resourceGroup, spec.appName, revision, { abortSignal: signal });
+          } catch (error) {
+            if (signal.aborted) return { kind: 'stopped' };
+            throw appError(error, 'activating the revision again');
+          }
+        }
+        // Ready, and ARM done with the write (it refuses the traffic switch while the PUT still runs).
+        if (isReady(last) && operation.isDone) return { kind: 'ready', revision: last, app: operation.result ?? null };
       }
-      if (Date.now() >= deadline) return { kind: 'unhealthy', revision: last, timedOut: true };
+      if (operationError !== undefined) return { kind: 'unhealthy', revision: last, operationError, timedOut: false };
+      if (Date.now() >= deadline) return { kind: 'unhealthy', revision: last, operationError, timedOut: true };
       await pause(Math.min(backoff.next(), Math.max(1, deadline - Date.now())), signal);
     }
+  }
+
+  /**
+   * Sends the PUT and returns once ARM accepted it. A write still running on the app (an earlier
+   * deploy's, or one stopped midway) is answered 409 ContainerAppLockConflict: tried again until the deadline.
+   */
+  private async submit(appName: string, body: ContainerApp, deadline: number, signal: AbortSignal): Promise<{ operation: AppOperation }> {
+    const backoff = new Backoff(this.options.pollIntervalMs ?? 3000, this.options.maxPollIntervalMs ?? 15_000);
+    for (;;) {
+      const poller = this.client.containerApps.createOrUpdate(this.options.resourceGroup, appName, body, { updateIntervalInMs: this.lroInterval(), abortSignal: signal });
+      try {
+        await poller.submitted();
+        // Wrapped: the poller is a thenable, and an async function's result would wait for it to end.
+        return { operation: poller };
+      } catch (error) {
+        if (signal.aborted || armFailure(error).code !== LOCK_CONFLICT || Date.now() >= deadline) throw error;
+      }
+      await pause(Math.min(backoff.next(), Math.max(1, deadline - Date.now())), signal);
+    }
+  }
+
+  /**
+   * The secrets any active revision of the app refers to: they stay in the next PUT. When the
+   * revisions cannot be listed, every secret the app has is kept rather than risk removing one in use.
+   */
+  private async secretsInUse(appName: string, app: ContainerApp, log: LogSink, signal: AbortSignal): Promise<Set<string>> {
+    const used = new Set<string>();
+    try {
+      for await (const revision of this.client.containerAppsRevisions.listRevisions(this.options.resourceGroup, appName, { abortSignal: signal })) {
+        if (revision.active === false) continue;
+        for (const container of revision.template?.containers ?? []) for (const variable of container.env ?? []) if (variable.secretRef !== undefined) used.add(variable.secretRef);
+      }
+    } catch (error) {
+      if (signal.aborted) throw abortError(signal, 'the deploy step');
+      log(`Could not list the revisions of ${appName} (${armFailure(error).message}); keeping all its secrets`, 'warn');
+      for (const secret of app.configuration?.secrets ?? []) if (secret.name !== undefined) used.add(secret.name);
+    }
+    return used;
+  }
+
+  /** The end of a wait: the runtime's own limit, or earlier when the step's deadline says so. */
+  private deadline(spec: RevisionSpec, limitMs: number): { from: number; at: number; byStep: boolean } {
+    const from = Date.now();
+    const own = from + limitMs;
+    if (spec.deadline !== undefined && spec.deadline < own) return { from, at: Math.max(from, spec.deadline), byStep: true };
+    return { from, at: own, byStep: false };
   }
 
   /** Binds the domain when Azure sees the DNS records, else returns the records to add; never fails the deployment. */
@@ -323,7 +448,7 @@ export class ContainerAppsRuntime implements Runtime {
         spec.log(`Adding custom domain ${domain} to ${spec.appName}`);
         await this.setCustomDomains(spec.appName, [...bindings, { name: domain, bindingType: 'Disabled' }], signal);
       }
-      const certificate = await this.managedCertificate(spec, domain, signal);
+      const certificate = await this.managedCertificate(spec, domain, validationFor(domain, analysis), signal);
       if (certificate === null) return { bound: false, dnsRecords: [] };
       await this.setCustomDomains(
         spec.appName,
@@ -339,8 +464,12 @@ export class ContainerAppsRuntime implements Runtime {
     }
   }
 
-  /** The certificate's id once issued; null when issuance takes longer than allowed (the next deployment binds it). */
-  private async managedCertificate(spec: RevisionSpec, domain: string, signal: AbortSignal): Promise<string | null> {
+  /**
+   * The certificate's id once issued; null when issuance takes longer than allowed (the next
+   * deployment binds it). The create is only submitted: its operation lasts while the certificate is
+   * `Pending` (validation takes minutes); the certificate is read until the step's deadline.
+   */
+  private async managedCertificate(spec: RevisionSpec, domain: string, validation: 'CNAME' | 'HTTP', signal: AbortSignal): Promise<string | null> {
     const name = managedCertificateName(domain);
     const { resourceGroup, name: environment } = this.environment;
     let certificate: ManagedCertificate | null = null;
@@ -349,19 +478,21 @@ export class ContainerAppsRuntime implements Runtime {
     } catch (error) {
       if (!isNotFound(error)) throw error;
     }
+    const deadline = this.deadline(spec, this.options.certificateTimeoutMs ?? 5 * 60_000).at;
     if (certificate === null || certificate.properties?.provisioningState === 'Failed') {
-      spec.log(`Requesting a managed certificate for ${domain}`);
-      certificate = await this.client.managedCertificates.createOrUpdate(resourceGroup, environment, name, {
+      spec.log(`Requesting a managed certificate for ${domain} (${validation} validation)`);
+      const poller = this.client.managedCertificates.createOrUpdate(resourceGroup, environment, name, {
         managedCertificateEnvelope: {
           location: this.options.location,
           tags: { deploymentId: spec.deploymentId, projectId: spec.projectId, orgId: spec.orgId },
-          properties: { subjectName: domain, domainControlValidation: 'CNAME' },
+          properties: { subjectName: domain, domainControlValidation: validation },
         },
         updateIntervalInMs: this.lroInterval(),
         abortSignal: signal,
       });
+      await poller.submitted();
+      certificate = await this.client.managedCertificates.get(resourceGroup, environment, name, { abortSignal: signal });
     }
-    const deadline = Date.now() + (this.options.certificateTimeoutMs ?? 5 * 60_000);
     const backoff = new Backoff(this.options.pollIntervalMs ?? 3000, this.options.maxPollIntervalMs ?? 15_000);
     for (;;) {
       const state = certificate.properties?.provisioningState;
@@ -374,7 +505,7 @@ export class ContainerAppsRuntime implements Runtime {
         spec.log(`The managed certificate for ${domain} is still being issued; the next deployment binds it`, 'warn');
         return null;
       }
-      await pause(backoff.next(), signal);
+      await pause(Math.min(backoff.next(), Math.max(1, deadline - Date.now())), signal);
       if (signal.aborted) throw abortError(spec.signal, 'the custom domain binding');
       certificate = await this.client.managedCertificates.get(resourceGroup, environment, name, { abortSignal: signal });
     }
@@ -454,6 +585,27 @@ export class ContainerAppsRuntime implements Runtime {
     return new DeployError('DEPENDENCY_UNAVAILABLE', 'The worker is shutting down during the deploy step', { retryable: true });
   }
 
+  /**
+   * A deploy stopped after the traffic moved to the new revision: the traffic goes back to the
+   * revision before (which stayed active) before the new one is stopped, so a deployment never ends
+   * failed or cancelled while its revision serves.
+   */
+  private async stoppedAfterSwitch(spec: RevisionSpec, revision: string, previousRevision: string | null): Promise<DeployError> {
+    if (spec.signal.aborted) {
+      if (previousRevision === null) {
+        spec.log(`Revision ${revision} keeps the traffic: there is no revision before it to move it back to`, 'warn');
+      } else {
+        try {
+          await this.setTraffic(spec.appName, [{ revisionName: previousRevision, weight: 100 }], AbortSignal.timeout(this.healthTimeout()));
+          spec.log(`Moved all traffic back to revision ${previousRevision}`);
+        } catch (error) {
+          spec.log(`Could not move the traffic back to revision ${previousRevision}: ${armFailure(error).message}`, 'warn');
+        }
+      }
+    }
+    return this.stopped(spec, revision);
+  }
+
   private throwIfStopped(signal: AbortSignal): void {
     if (signal.aborted) throw abortError(signal, 'the deploy step');
     if (this.closing.signal.aborted) throw new DeployError('DEPENDENCY_UNAVAILABLE', 'The worker is shutting down', { retryable: true });
@@ -484,9 +636,26 @@ function servingRevisionBefore(app: ContainerApp, newRevision: string): string |
   return best.name;
 }
 
-/** What a revision must show before it gets traffic, and to be kept by an identical redeploy. */
-function isHealthy(revision: Revision): boolean {
-  return revision.provisioningState === 'Provisioned' && revision.healthState === 'Healthy' && RUNNING_STATES.has(revision.runningState ?? '');
+/**
+ * What a revision must show before it gets traffic, and to be kept by an identical redeploy:
+ * provisioned and running healthy, or (minReplicas 0) activated and scaled to zero.
+ */
+function isReady(revision: Revision): boolean {
+  if (revision.provisioningState !== 'Provisioned') return false;
+  if (revision.runningState === SCALED_TO_ZERO) return revision.healthState !== 'Unhealthy';
+  return revision.healthState === 'Healthy' && RUNNING_STATES.has(revision.runningState ?? '');
+}
+
+/**
+ * How Azure validates a managed certificate: an apex domain cannot have a CNAME, so it is validated
+ * over HTTP through its A record; a subdomain by its CNAME (MicrosoftDocs azure-docs
+ * articles/container-apps/custom-domains-managed-certificates.md). Azure's analysis of the DNS decides
+ * (it knows `shop.co.uk` from `example.co.uk`); counting labels is the fallback.
+ */
+export function validationFor(domain: string, analysis: Pick<CustomHostnameAnalysisResult, 'cNameRecords' | 'aRecords'>): 'CNAME' | 'HTTP' {
+  if ((analysis.cNameRecords ?? []).length > 0) return 'CNAME';
+  if ((analysis.aRecords ?? []).length > 0) return 'HTTP';
+  return domain.split('.').length === 2 ? 'HTTP' : 'CNAME';
 }
 
 /** All traffic on the revision: named with weight 100, or `latestRevision` at 100 while it is the latest ready one. */
@@ -503,6 +672,13 @@ function boundWithCertificate(binding: CustomDomain | undefined): boolean {
 function servesAll(app: ContainerApp, revision: string): boolean {
   const traffic = app.configuration?.ingress?.traffic ?? [];
   return traffic.length === 1 && traffic[0]?.revisionName === revision && traffic[0].weight === 100;
+}
+
+/** The PUT as submitted: polled alongside the revision, never awaited to its end. */
+interface AppOperation {
+  readonly isDone: boolean;
+  readonly result: ContainerApp | undefined;
+  poll(options?: { abortSignal?: AbortSignal }): Promise<unknown>;
 }
 
 /** ARM refusing the app (a bad template, a missing role) means the revision cannot start: START_FAILED. */

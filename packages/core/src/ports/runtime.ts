@@ -17,6 +17,13 @@ export interface RevisionSpec {
   customDomain: string | null;
   /** Values come from the secret store (locally) or as Key Vault references (Azure), never from here. */
   envVariableNames: readonly string[];
+  /** The attempt deploying; a retry starts its own revision (Azure: a revision suffix per attempt). */
+  attempt: number;
+  /**
+   * When the step must have returned (epoch ms), so it records what it did before the attempt's
+   * timeout stops it: waits for health and for a certificate end by then. Unset: the runtime's own limits.
+   */
+  deadline?: number | undefined;
   signal: AbortSignal;
   log: LogSink;
 }

@@ -92,6 +92,13 @@ export class AciSimulation {
   scenario: BuildScenario = {};
   /** Names of groups deleted, in order. */
   readonly deleted: string[] = [];
+  /**
+   * `listLogs` returns at most the last 4 MB of a container's output, cut at a byte, not at a line
+   * (DESIGN.md "Facts for the Azure side"; lawrencegripper/azbrowse PR #109: "without [tail] we get
+   * the full logs up to 4MB"; Azure/azure-sdk-for-java#30152: the log content "just gives me the last
+   * part of the log"). Whether 4 MB means 4,000,000 or 4 MiB bytes is not documented: 4 MiB here.
+   */
+  logWindowBytes = 4 * 1024 * 1024;
   private readonly groups = new Map<string, Group>();
   private readonly context: { base: () => string; subscriptionId: string; location: string; lroPolls: number };
   private readonly operations: Operations;
@@ -249,6 +256,8 @@ export class AciSimulation {
     let content = group.run.output.slice(0, group.printed).map((line) => `${line}\n`).join('');
     const next = group.run.output[group.printed];
     if (group.scenario.partialLines && group.state === 'Running' && next !== undefined) content += next.slice(0, Math.ceil(next.length / 2));
+    const bytes = Buffer.from(content, 'utf8');
+    if (bytes.length > this.logWindowBytes) content = bytes.subarray(bytes.length - this.logWindowBytes).toString('utf8');
     group.logReads.push(content.length);
     return { status: 200, body: { content } };
   }

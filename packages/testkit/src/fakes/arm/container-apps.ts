@@ -14,8 +14,9 @@ import type {
 } from '@azure/arm-appcontainers';
 import { ArmHttpError, mergePatch } from './http.ts';
 import type { ArmRequest, ArmResponse } from './http.ts';
-import type { Operations } from './lro.ts';
+import type { OperationProgress, Operations } from './lro.ts';
 import type { RegistrySimulation } from './registry.ts';
+import type { SwaggerBodyValidator } from './swagger-validator.ts';
 
 export const APPS_API_VERSION = '2026-07-01';
 
@@ -34,6 +35,17 @@ interface WireResource<P> {
 }
 export type WireContainerApp = WireResource<ContainerAppProperties>;
 type WireManagedCertificate = WireResource<ManagedCertificateProperties>;
+
+/**
+ * A property the SDK sends (api-version 2026-07-01) that the 2025-07-01 spec lacks: accepted only
+ * when a test names it here with its reason. `path` is the JSON pointer of the object holding it.
+ */
+export interface SpecAllowance {
+  definition: 'ContainerApp' | 'ManagedCertificate';
+  path: string;
+  property: string;
+  reason: string;
+}
 
 /** How a new revision behaves. */
 export type RevisionOutcome =
@@ -54,6 +66,8 @@ interface RevisionState {
   active: boolean;
   outcome: RevisionOutcome;
   polls: number;
+  /** 0: the revision scales to zero once activated (development apps). */
+  minReplicas: number;
   provisioningState: string;
   runningState: string;
   healthState: string;
@@ -72,6 +86,8 @@ interface AppState {
   provisioningState: 'InProgress' | 'Succeeded';
   revisions: Map<string, RevisionState>;
   latestRevisionName: string | undefined;
+  /** The last write's long-running operation; ARM refuses another write while it runs. */
+  operationId: string | undefined;
 }
 
 interface CertificateState {
@@ -82,6 +98,7 @@ interface CertificateState {
   domainControlValidation: string;
   provisioningState: 'Pending' | 'Succeeded' | 'Failed';
   polls: number;
+  error: string | undefined;
 }
 
 /** One change of the traffic split, with the health of every revision at that moment. */
@@ -105,6 +122,12 @@ export class ContainerAppsSimulation {
   revisionOutcome: RevisionOutcome = { kind: 'healthy', pollsUntilHealthy: 2 };
   /** `issued` after a few polls, `pending` forever, or `failed`. */
   certificateOutcome: 'issued' | 'pending' | 'failed' = 'issued';
+  /**
+   * Polls after which a PUT still waiting on its revision ends `Failed` with "Operation expired"
+   * (what ARM answers for a revision that never becomes ready: Azure-Samples/tutor PR #70,
+   * microsoft/azure-container-apps#395).
+   */
+  operationExpiresAfterPolls = 60;
   /** DNS as Azure sees it, by host name; see `addDomainRecords`. */
   readonly dns = new Map<string, DnsEntry>();
   readonly trafficChanges: TrafficChange[] = [];
@@ -114,15 +137,21 @@ export class ContainerAppsSimulation {
   private readonly context: { base: () => string; subscriptionId: string; location: string; lroPolls: number };
   private readonly operations: Operations;
   private readonly registry: RegistrySimulation;
+  private readonly validator: SwaggerBodyValidator;
+  private readonly allowances: readonly SpecAllowance[];
 
   constructor(
     context: { base: () => string; subscriptionId: string; location: string; lroPolls: number; resourceGroup: string },
     operations: Operations,
     registry: RegistrySimulation,
+    validator: SwaggerBodyValidator,
+    allowances: readonly SpecAllowance[] = [],
   ) {
     this.context = context;
     this.operations = operations;
     this.registry = registry;
+    this.validator = validator;
+    this.allowances = allowances;
     const name = 'zepid-apps';
     this.environment = {
       name,
@@ -218,9 +247,12 @@ export class ContainerAppsSimulation {
         }
         target.active = false;
         target.runningState = 'Stopped';
+        // A PUT still waiting on this revision ends now (failed), rather than whenever it is next polled.
+        if (state.operationId !== undefined) this.operations.inProgress(state.operationId);
       } else {
         target.active = true;
         target.polls = 0;
+        target.runningState = 'Processing';
       }
       return { status: 200 };
     }
@@ -235,10 +267,25 @@ export class ContainerAppsSimulation {
     return app;
   }
 
+  /**
+   * The body against Microsoft.App 2025-07-01 (the official spec, as ARM's front door checks it):
+   * unknown properties, wrong types and enums are a 400, except what a test allowed by name.
+   */
+  private checkBody(definition: SpecAllowance['definition'], body: unknown): void {
+    const problems = this.validator.validate(definition, body).filter(
+      (problem) => !this.allowances.some((allowed) => allowed.definition === definition && problem === `${allowed.path === '' ? '(body)' : allowed.path} must NOT have additional properties '${allowed.property}'`),
+    );
+    if (problems.length > 0) {
+      throw new ArmHttpError(400, 'InvalidRequestContent', `The request content was invalid and could not be deserialized: ${problems.join('; ')}`, problems);
+    }
+  }
+
   private put(request: ArmRequest, resourceGroup: string, name: string): ArmResponse {
+    this.checkBody('ContainerApp', request.body);
     const body = request.body as WireContainerApp;
     const existing = this.apps.get(name);
-    const state = this.apply(resourceGroup, name, body, existing);
+    this.refuseWhileWriting(existing);
+    const { state, newRevision } = this.apply(resourceGroup, name, body, existing);
     const operation = this.operations.start({
       base: this.context.base(),
       statusPath: `/subscriptions/${this.context.subscriptionId}/providers/Microsoft.App/locations/${this.context.location}/containerappOperationStatuses/{id}`,
@@ -247,12 +294,50 @@ export class ContainerAppsSimulation {
       complete: () => {
         state.provisioningState = 'Succeeded';
       },
+      progress: () => this.revisionProgress(state, newRevision),
     });
+    state.operationId = operation.id;
     return { status: existing === undefined ? 201 : 200, body: this.view(state), headers: operation.headers };
   }
 
+  /**
+   * The PUT's operation ends only once the revision it created is provisioned and ready (running, or
+   * activated and scaled to zero), and fails when the revision fails; a template that makes no new
+   * revision ends at once. DESIGN.md "Facts for the Azure side" (checked 2026-12-06); the failure is
+   * `ContainerAppOperationError` as in Azure-Samples/tutor PR #70. Each look at it is time passing
+   * for the revision too.
+   */
+  private revisionProgress(state: AppState, newRevision: string | undefined): OperationProgress {
+    if (newRevision === undefined) return 'Succeeded';
+    const revision = state.revisions.get(newRevision);
+    if (revision === undefined) return 'Succeeded';
+    this.advance(state, revision);
+    const failed = (details: string): OperationProgress => ({
+      code: 'ContainerAppOperationError',
+      message: `Failed to provision revision for container app '${state.name}'. Error details: ${details}`,
+    });
+    if (revision.provisioningState === 'Failed') return failed(revision.provisioningError ?? 'the revision failed');
+    if (!revision.active) return failed(`The revision '${revision.name}' was deactivated before it became ready.`);
+    if (isReady(revision)) return 'Succeeded';
+    if (revision.polls >= this.operationExpiresAfterPolls) return failed('Operation expired');
+    return 'InProgress';
+  }
+
+  /**
+   * A write while the app's last write still runs is refused: 409 `ContainerAppLockConflict`
+   * ("Cannot modify container App '…' because another modification is in progress",
+   * microsoft/azure-container-apps#175).
+   */
+  private refuseWhileWriting(app: AppState | undefined): void {
+    if (app?.operationId !== undefined && this.operations.inProgress(app.operationId)) {
+      throw new ArmHttpError(409, 'ContainerAppLockConflict', `Cannot modify container App '${app.name}' because another modification is in progress. Please retry the operation.`);
+    }
+  }
+
   private patch(request: ArmRequest, resourceGroup: string, name: string): ArmResponse {
+    this.checkBody('ContainerApp', request.body);
     const existing = this.find(resourceGroup, name);
+    this.refuseWhileWriting(existing);
     const current: WireContainerApp = {
       location: existing.location,
       ...(existing.tags === undefined ? {} : { tags: existing.tags }),
@@ -260,7 +345,7 @@ export class ContainerAppsSimulation {
       properties: { environmentId: existing.environmentId, configuration: existing.configuration, template: existing.template },
     };
     const merged = mergePatch(current, request.body) as WireContainerApp;
-    const state = this.apply(resourceGroup, name, merged, existing);
+    const { state, newRevision } = this.apply(resourceGroup, name, merged, existing);
     const operation = this.operations.start({
       base: this.context.base(),
       resultPath: `/subscriptions/${this.context.subscriptionId}/providers/Microsoft.App/locations/${this.context.location}/containerappOperationResults/{id}`,
@@ -270,12 +355,14 @@ export class ContainerAppsSimulation {
         state.provisioningState = 'Succeeded';
       },
       result: () => this.view(state),
+      progress: () => this.revisionProgress(state, newRevision),
     });
+    state.operationId = operation.id;
     return { status: 202, headers: operation.headers };
   }
 
   /** Checks a full app body like ARM does and stores it; a changed template makes a new revision. */
-  private apply(resourceGroup: string, name: string, body: WireContainerApp, existing: AppState | undefined): AppState {
+  private apply(resourceGroup: string, name: string, body: WireContainerApp, existing: AppState | undefined): { state: AppState; newRevision: string | undefined } {
     if (existing !== undefined && existing.resourceGroup !== resourceGroup) throw new ArmHttpError(409, 'Conflict', `An app named ${name} exists in another resource group`);
     if (typeof body !== 'object' || body === null) throw new ArmHttpError(400, 'InvalidRequestContent', 'The request body must be a JSON object.');
     if (typeof body.location !== 'string' || body.location === '') throw new ArmHttpError(400, 'LocationRequired', 'The location property is required for this definition.');
@@ -303,6 +390,7 @@ export class ContainerAppsSimulation {
     }
     const revisions = existing?.revisions ?? new Map<string, RevisionState>();
     checkConfiguration(configuration, identities, revisions, newRevision);
+    checkSecretsInUse(configuration, revisions);
     checkTemplate(template, configuration);
     for (const domain of configuration.ingress?.customDomains ?? []) this.checkDomain(domain, name);
 
@@ -318,6 +406,7 @@ export class ContainerAppsSimulation {
       provisioningState: 'InProgress',
       revisions,
       latestRevisionName: undefined,
+      operationId: undefined,
     };
     const before = this.weights(state);
     state.location = body.location;
@@ -335,6 +424,7 @@ export class ContainerAppsSimulation {
         active: true,
         outcome: this.pullOutcome(template, configuration) ?? this.revisionOutcome,
         polls: 0,
+        minReplicas: template.scale?.minReplicas ?? 0,
         provisioningState: 'Provisioning',
         runningState: 'Processing',
         healthState: 'None',
@@ -350,7 +440,7 @@ export class ContainerAppsSimulation {
     if (!isDeepStrictEqual(before, after)) {
       this.trafficChanges.push({ app: name, weights: after, health: Object.fromEntries([...state.revisions.values()].map((revision) => [revision.name, revision.healthState])) });
     }
-    return state;
+    return { state, newRevision };
   }
 
   /** A revision whose image the registry does not have (or may not give) fails to pull. */
@@ -415,14 +505,11 @@ export class ContainerAppsSimulation {
     if (request.method === 'GET') {
       const certificate = this.certificates.get(name);
       if (certificate === undefined) throw new ArmHttpError(404, 'ResourceNotFound', `The managed certificate '${name}' was not found.`);
-      certificate.polls += 1;
-      if (certificate.provisioningState === 'Pending' && certificate.polls >= 2) {
-        if (this.certificateOutcome === 'issued') certificate.provisioningState = 'Succeeded';
-        if (this.certificateOutcome === 'failed') certificate.provisioningState = 'Failed';
-      }
+      this.advanceCertificate(certificate);
       return { status: 200, body: this.certificateView(certificate) };
     }
     if (request.method !== 'PUT') throw new ArmHttpError(405, 'MethodNotAllowed', `${request.method} is not supported on a managed certificate`);
+    this.checkBody('ManagedCertificate', request.body);
     const body = request.body as WireManagedCertificate | undefined;
     if (body?.location === undefined) throw new ArmHttpError(400, 'LocationRequired', 'The location property is required for this definition.');
     checkTags(body.tags);
@@ -435,7 +522,7 @@ export class ContainerAppsSimulation {
       throw new ArmHttpError(400, 'RequireCustomHostnameInEnvironment', `Creating a managed certificate requires hostname '${subjectName}' added to a container app in the environment.`);
     }
     if (!this.verified(subjectName, owner.name)) throw new ArmHttpError(400, 'InvalidCustomHostNameValidation', `The DNS records of ${subjectName} are not in place.`);
-    const certificate: CertificateState = { name, location: body.location, tags: body.tags, subjectName, domainControlValidation: validation, provisioningState: 'Pending', polls: 0 };
+    const certificate: CertificateState = { name, location: body.location, tags: body.tags, subjectName, domainControlValidation: validation, provisioningState: 'Pending', polls: 0, error: undefined };
     this.certificates.set(name, certificate);
     const operation = this.operations.start({
       base: this.context.base(),
@@ -443,8 +530,45 @@ export class ContainerAppsSimulation {
       apiVersion: APPS_API_VERSION,
       polls: this.context.lroPolls,
       complete: () => undefined,
+      // The create's operation lasts as long as the certificate is `Pending` (domain validation and
+      // issuance take minutes: articles/container-apps/custom-domains-managed-certificates.md).
+      progress: () => {
+        this.advanceCertificate(certificate);
+        if (certificate.provisioningState === 'Pending') return 'InProgress';
+        if (certificate.provisioningState === 'Failed') return { code: 'ManagedCertificateValidationFailed', message: certificate.error ?? 'Domain validation failed' };
+        return 'Succeeded';
+      },
     });
     return { status: 201, body: this.certificateView(certificate), headers: operation.headers };
+  }
+
+  /**
+   * A certificate stays `Pending` for a few polls (forever with `certificateOutcome: 'pending'`).
+   * CNAME validation needs a CNAME record, which an apex domain cannot have: an apex domain (here, a
+   * host whose DNS has an A record and no CNAME) needs `HTTP` validation, a subdomain `CNAME`
+   * (MicrosoftDocs azure-docs articles/container-apps/custom-domains-managed-certificates.md;
+   * microsoft/azure-container-apps#607: "Each domain type requires a different DNS record type and
+   * validation method"), so CNAME validation of an apex domain ends `Failed`.
+   */
+  private advanceCertificate(certificate: CertificateState): void {
+    certificate.polls += 1;
+    if (certificate.provisioningState !== 'Pending' || certificate.polls < 2) return;
+    const entry = this.dns.get(certificate.subjectName);
+    if (certificate.domainControlValidation === 'CNAME' && entry?.cname === undefined) {
+      certificate.provisioningState = 'Failed';
+      certificate.error = `CNAME validation of ${certificate.subjectName} failed: it has no CNAME record (an apex domain needs HTTP validation and an A record).`;
+      return;
+    }
+    if (certificate.domainControlValidation === 'HTTP' && entry?.a !== this.environment.staticIp && entry?.cname === undefined) {
+      certificate.provisioningState = 'Failed';
+      certificate.error = `HTTP validation of ${certificate.subjectName} failed: it does not resolve to the environment.`;
+      return;
+    }
+    if (this.certificateOutcome === 'issued') certificate.provisioningState = 'Succeeded';
+    if (this.certificateOutcome === 'failed') {
+      certificate.provisioningState = 'Failed';
+      certificate.error = 'Domain validation failed';
+    }
   }
 
   /** One revision poll's worth of time. */
@@ -461,15 +585,21 @@ export class ContainerAppsSimulation {
       return;
     }
     revision.provisioningState = 'Provisioned';
+    // A revision that may scale to zero reports `Activating` while its first replica starts, then
+    // `ScaledToZero` with no replica left, never `Running` (DESIGN.md "Facts for the Azure side";
+    // microsoft/vscode-azurecontainerapps PR #1088 treats ScaledToZero as a successful deployment).
+    // The spec's RevisionRunningState enum (2025-07-01) lacks both values; it is modelAsString.
+    if (revision.minReplicas === 0 && revision.runningState === 'Processing') revision.runningState = 'Activating';
     if (outcome.kind === 'unhealthy') {
       revision.runningState = 'Degraded';
       revision.healthState = 'Unhealthy';
       return;
     }
-    if (revision.polls >= 1 + (outcome.pollsUntilHealthy ?? 2)) {
+    if (revision.polls >= 1 + (outcome.pollsUntilHealthy ?? 2) && !isReady(revision)) {
       const before = this.weights(app);
-      revision.runningState = 'Running';
-      revision.healthState = 'Healthy';
+      // No replica, nothing probed: health None (assumed; the sources name only the running state).
+      revision.runningState = revision.minReplicas === 0 ? 'ScaledToZero' : 'Running';
+      revision.healthState = revision.minReplicas === 0 ? 'None' : 'Healthy';
       const after = this.weights(app);
       if (!isDeepStrictEqual(before, after)) {
         this.trafficChanges.push({ app: app.name, weights: after, health: Object.fromEntries([...app.revisions.values()].map((candidate) => [candidate.name, candidate.healthState])) });
@@ -489,7 +619,7 @@ export class ContainerAppsSimulation {
   }
 
   private latestReady(app: AppState): string | undefined {
-    const ready = [...app.revisions.values()].filter((revision) => revision.active && revision.healthState === 'Healthy');
+    const ready = [...app.revisions.values()].filter((revision) => revision.active && isReady(revision));
     return ready.at(-1)?.name;
   }
 
@@ -532,7 +662,7 @@ export class ContainerAppsSimulation {
       fqdn: `${revision.name}.${this.environment.defaultDomain}`,
       template: revision.template,
       active: revision.active,
-      replicas: revision.active && revision.runningState === 'Running' ? 1 : 0,
+      replicas: revision.active && revision.runningState === 'Running' ? Math.max(1, revision.minReplicas) : 0,
       trafficWeight: this.weights(app)[revision.name] ?? 0,
       ...(revision.provisioningError === undefined ? {} : { provisioningError: revision.provisioningError }),
       healthState: revision.healthState,
@@ -575,7 +705,7 @@ export class ContainerAppsSimulation {
         provisioningState: certificate.provisioningState,
         subjectName: certificate.subjectName,
         domainControlValidation: certificate.domainControlValidation,
-        ...(certificate.provisioningState === 'Failed' ? { error: 'Domain validation failed' } : {}),
+        ...(certificate.provisioningState === 'Failed' ? { error: certificate.error ?? 'Domain validation failed' } : {}),
       },
     };
   }
@@ -700,6 +830,35 @@ function checkTemplate(template: Template, configuration: Configuration): void {
         throw new ArmHttpError(400, 'ContainerAppInvalidScaleRule', `HTTP scale rule '${rule.name}' needs metadata.concurrentRequests as a number string.`);
       }
     }
+  }
+}
+
+/** Provisioned and either running healthy or activated and scaled to zero: what lets the PUT's operation end. */
+function isReady(revision: RevisionState): boolean {
+  if (revision.provisioningState !== 'Provisioned') return false;
+  return (revision.runningState === 'Running' && revision.healthState === 'Healthy') || revision.runningState === 'ScaledToZero';
+}
+
+/**
+ * A secret an active revision refers to cannot be removed: in Multiple mode ARM answers 400 (the
+ * LRO timing out instead was microsoft/azure-container-apps#395, since fixed: hashicorp/
+ * terraform-provider-azurerm PR #22493 "The Azure API will still return a 400 error if you attempt to
+ * delete a secret that is currently in use"; microsoft/vscode-azurecontainerapps#1098: blocked in
+ * Multiple mode, depends on whether the referencing revision is active). The code is the one of
+ * microsoft/azure-container-apps#654 (`ContainerAppSecretInvalid`).
+ */
+function checkSecretsInUse(configuration: Configuration, revisions: ReadonlyMap<string, RevisionState>): void {
+  const kept = new Set((configuration.secrets ?? []).map((secret) => secret.name));
+  const missing = new Set<string>();
+  for (const revision of revisions.values()) {
+    if (!revision.active) continue;
+    for (const container of revision.template.containers ?? []) {
+      for (const variable of container.env ?? []) if (variable.secretRef !== undefined && !kept.has(variable.secretRef)) missing.add(variable.secretRef);
+    }
+  }
+  if (missing.size > 0) {
+    const names = [...missing].join(', ');
+    throw new ArmHttpError(400, 'ContainerAppSecretInvalid', `Invalid Request: Container app secret(s) with name(s) '${names}' are referenced by active revisions and cannot be removed; add secrets: ${names}.`);
   }
 }
 

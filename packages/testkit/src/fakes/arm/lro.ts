@@ -14,10 +14,16 @@ interface Operation {
   complete: () => void;
   /** Body of the final Location poll (the resource), or undefined for 204. */
   result: (() => unknown) | undefined;
+  /** When set, decides the outcome once the fixed polls are spent: the operation waits on the resource. */
+  progress: (() => OperationProgress) | undefined;
   startTime: string;
 }
 
+/** What an operation that waits on its resource reports at a poll. */
+export type OperationProgress = 'InProgress' | 'Succeeded' | { code: string; message: string };
+
 export interface StartedOperation {
+  id: string;
   headers: Record<string, string>;
 }
 
@@ -37,6 +43,8 @@ export class Operations {
     complete: () => void;
     error?: { code: string; message: string };
     result?: () => unknown;
+    /** The operation ends only when this says so (e.g. Container Apps' PUT, once the revision provisions). */
+    progress?: () => OperationProgress;
   }): StartedOperation {
     const id = randomUUID();
     this.operations.set(id, {
@@ -46,12 +54,13 @@ export class Operations {
       error: input.error,
       complete: input.complete,
       result: input.result,
+      progress: input.progress,
       startTime: new Date().toISOString(),
     });
     const headers: Record<string, string> = {};
     if (input.statusPath !== undefined) headers['azure-asyncoperation'] = `${input.base}${input.statusPath.replace('{id}', id)}?api-version=${input.apiVersion}`;
     if (input.resultPath !== undefined) headers.location = `${input.base}${input.resultPath.replace('{id}', id)}?api-version=${input.apiVersion}`;
-    return { headers };
+    return { id, headers };
   }
 
   /** GET of the Azure-AsyncOperation URL. */
@@ -81,12 +90,36 @@ export class Operations {
     return body === undefined ? { status: 204 } : { status: 200, body };
   }
 
+  /**
+   * Whether the operation is still running, its resource looked at now (time passes between a
+   * client's requests whether or not it polls): ARM refuses a second write to the resource meanwhile.
+   */
+  inProgress(id: string): boolean {
+    const operation = this.operations.get(id);
+    if (operation === undefined || operation.status !== 'InProgress') return false;
+    if (operation.progress === undefined) return operation.pollsLeft > 0;
+    const saved = operation.pollsLeft;
+    operation.pollsLeft = 0;
+    this.advance(id);
+    operation.pollsLeft = saved;
+    return operation.status === 'InProgress';
+  }
+
   private advance(id: string): Operation | null {
     const operation = this.operations.get(id);
     if (operation === undefined) return null;
     if (operation.status === 'InProgress') {
       if (operation.pollsLeft > 0) {
         operation.pollsLeft -= 1;
+      } else if (operation.progress !== undefined) {
+        const progress = operation.progress();
+        if (progress === 'Succeeded') {
+          operation.status = 'Succeeded';
+          operation.complete();
+        } else if (progress !== 'InProgress') {
+          operation.status = 'Failed';
+          operation.error = progress;
+        }
       } else {
         operation.status = operation.error === undefined ? 'Succeeded' : 'Failed';
         operation.complete();

@@ -4,13 +4,13 @@ import type { AddressInfo } from 'node:net';
 import { testCertificate } from '../../tls.ts';
 import { ACI_API_VERSION, AciSimulation } from './aci.ts';
 import { APPS_API_VERSION, ContainerAppsSimulation } from './container-apps.ts';
-import type { WireContainerApp } from './container-apps.ts';
+import type { SpecAllowance, WireContainerApp } from './container-apps.ts';
 import { FakeTokenCredential } from './credential.ts';
 import { ArmHttpError, readRequest, writeResponse } from './http.ts';
 import type { ArmRequest, ArmResponse } from './http.ts';
 import { Operations } from './lro.ts';
 import { RegistrySimulation } from './registry.ts';
-import { CONTAINER_INSTANCE_SPEC, loadSwaggerValidator } from './swagger-validator.ts';
+import { CONTAINER_APPS_SPECS, CONTAINER_INSTANCE_SPEC, loadSwaggerValidator } from './swagger-validator.ts';
 
 export interface ArmSimulatorOptions {
   subscriptionId?: string;
@@ -20,6 +20,12 @@ export interface ArmSimulatorOptions {
   lroPolls?: number;
   /** The Microsoft.ContainerInstance 2023-05-01 spec request bodies are checked against. */
   specPath?: string;
+  /**
+   * Properties of Container Apps bodies that Microsoft.App 2025-07-01 lacks but are let through,
+   * each with its reason (the SDK calls 2026-07-01, which has no separate spec files). Default:
+   * `CONTAINER_APPS_SPEC_ALLOWANCES`.
+   */
+  appsSpecAllowances?: readonly SpecAllowance[];
   /** The server closes itself after this long, so a forgotten simulator never keeps a test run alive. */
   lifetimeMs?: number;
 }
@@ -72,6 +78,13 @@ export interface ArmSimulator {
 }
 
 const ARM_SCOPE = 'https://management.azure.com/.default';
+
+/**
+ * What the runtime's bodies may carry beyond Microsoft.App 2025-07-01. Empty: every body the runtime
+ * sends validates against the published spec as it is (packages/azure/test/containerapps-runtime.test.ts
+ * checks it stays so).
+ */
+export const CONTAINER_APPS_SPEC_ALLOWANCES: readonly SpecAllowance[] = [];
 const STORAGE_API_VERSION = '2023-05-01';
 /** Answers that mean the client got the protocol wrong (a missing resource is a normal answer). */
 const MALFORMED_CODES = new Set(['UnknownRoute', 'SubscriptionNotFound', 'ResourceGroupNotFound', 'OperationNotFound']);
@@ -79,7 +92,9 @@ const MALFORMED_CODES = new Set(['UnknownRoute', 'SubscriptionNotFound', 'Resour
 /**
  * An HTTPS server (the test certificate, loopback, a free port) speaking the ARM calls of the ACI
  * builder and the Container Apps runtime, plus ACR's token endpoints. ACI bodies are validated against
- * the official spec; Container Apps bodies against the SDK's model types and ARM's rules.
+ * the official Microsoft.ContainerInstance 2023-05-01 spec, Container Apps bodies (app PUT and PATCH,
+ * managed certificate PUT) against Microsoft.App 2025-07-01, both as ARM's front door does (unknown
+ * properties refused), then against ARM's rules.
  */
 export async function startArmSimulator(options: ArmSimulatorOptions = {}): Promise<ArmSimulator> {
   const subscriptionId = options.subscriptionId ?? '00000000-1111-2222-3333-444444444444';
@@ -89,6 +104,7 @@ export async function startArmSimulator(options: ArmSimulatorOptions = {}): Prom
   const storageAccountName = 'zepidcontexts';
   const storageKey = randomBytes(64).toString('base64');
   const validator = loadSwaggerValidator(options.specPath ?? CONTAINER_INSTANCE_SPEC, { secretMaps: ['SecretVolume'] });
+  const appsValidator = loadSwaggerValidator(CONTAINER_APPS_SPECS);
   const credential = new FakeTokenCredential();
   const operations = new Operations();
   const requests: RecordedRequest[] = [];
@@ -171,7 +187,7 @@ export async function startArmSimulator(options: ArmSimulatorOptions = {}): Prom
   const registry = new RegistrySimulation(`127.0.0.1:${port}`, credential);
   const context = { base: () => base, subscriptionId, location, lroPolls, resourceGroup };
   const aci = new AciSimulation(context, operations, registry, validator);
-  const apps = new ContainerAppsSimulation(context, operations, registry);
+  const apps = new ContainerAppsSimulation(context, operations, registry, appsValidator, options.appsSpecAllowances ?? CONTAINER_APPS_SPEC_ALLOWANCES);
   simulations = { registry, aci, apps };
 
   let closed: Promise<void> | null = null;
