@@ -1,6 +1,6 @@
 import { inspect } from 'node:util';
 import type { BuildJob } from '@zepid/core';
-import { appName, newDeploymentId, sandboxName } from '@zepid/core';
+import { alwaysHeld, appName, newDeploymentId, sandboxName } from '@zepid/core';
 import { rejection, trustTestCertificate } from '@zepid/testkit';
 import { startArmSimulator } from '@zepid/testkit/fakes/arm/index.ts';
 import type { ArmSimulator } from '@zepid/testkit/fakes/arm/index.ts';
@@ -78,6 +78,7 @@ function buildJob(options: { onLine?: (line: LoggedLine, lines: LoggedLine[]) =>
     contextUri: options.contextUri ?? `https://${sim.storageAccountName}.blob.core.windows.net/contexts/${deploymentId}.tar.gz`,
     envVariableNames: [],
     signal: controller.signal,
+    fence: alwaysHeld,
     log: (message, level = 'info') => {
       const line = { message, level };
       lines.push(line);

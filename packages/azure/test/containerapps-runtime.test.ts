@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { ContainerAppsAPIClient } from '@azure/arm-appcontainers';
 import type { TrafficWeight } from '@azure/arm-appcontainers';
 import type { Environment, RevisionSpec } from '@zepid/core';
-import { appName, newDeploymentId, revisionSuffix } from '@zepid/core';
+import { alwaysHeld, appName, newDeploymentId, revisionSuffix } from '@zepid/core';
 import { rejection, trustTestCertificate } from '@zepid/testkit';
 import { startArmSimulator } from '@zepid/testkit/fakes/arm/index.ts';
 import type { ArmSimulator, WireContainerApp } from '@zepid/testkit/fakes/arm/index.ts';
@@ -89,6 +89,7 @@ function spec(
       customDomain: options.customDomain ?? null,
       envVariableNames: options.envVariableNames ?? [],
       signal: controller.signal,
+      fence: alwaysHeld,
       log: (message, level = 'info') => {
         const line = { message, level };
         lines.push(line);
@@ -179,7 +180,7 @@ describe('ContainerAppsRuntime', () => {
     const b = (await adapter.deploy(second)).revision;
     expect(sim.apps.traffic(second.appName)).toEqual({ [b]: 100 });
     const logged: string[] = [];
-    const target = { deploymentId: second.deploymentId, appName: second.appName, revision: b, previousRevision: a };
+    const target = { deploymentId: second.deploymentId, appName: second.appName, revision: b, previousRevision: a, fence: alwaysHeld };
     await adapter.rollback(target, (message) => logged.push(message));
     expect(sim.apps.traffic(second.appName)).toEqual({ [a]: 100 });
     expect(sim.apps.revision(second.appName, b)?.active).toBe(false);

@@ -22,6 +22,11 @@ import { STEPS } from './glossary.ts';
  */
 export type DeploymentEvent =
   | { type: 'attempt_started' }
+  /**
+   * Takes the lease without starting a run: the timeout sweeper, before it fails and compensates a
+   * deployment whose worker went silent, so that worker (should it wake) is fenced off too.
+   */
+  | { type: 'lease_taken' }
   | { type: 'step_started'; step: StepName }
   | { type: 'step_completed'; step: StepName; output: StepState['output'] }
   /** A transient error: the step goes back to pending and runs again after a back-off. */
@@ -73,6 +78,11 @@ export function apply(record: DeploymentRecord, event: DeploymentEvent, now: Dat
       // Every delivery that starts a run takes the lease: the write is conditional on the etag read,
       // so of two deliveries racing for the deployment one gets the epoch and the other a conflict.
       // (Records written before leases existed have none: they count as 0.)
+      next.lease = (record.lease ?? 0) + 1;
+      break;
+    }
+    case 'lease_taken': {
+      requireStatus('in_progress');
       next.lease = (record.lease ?? 0) + 1;
       break;
     }

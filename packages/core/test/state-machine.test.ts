@@ -33,6 +33,7 @@ function inStatus(status: DeploymentStatus): DeploymentRecord {
 /** For each event, the statuses it may be applied to, and the status it leads to from each. */
 const table: { event: DeploymentEvent; from: Partial<Record<DeploymentStatus, DeploymentStatus>> }[] = [
   { event: { type: 'attempt_started' }, from: { queued: 'in_progress', in_progress: 'in_progress' } },
+  { event: { type: 'lease_taken' }, from: { in_progress: 'in_progress' } },
   { event: { type: 'step_started', step: 'validate' }, from: { in_progress: 'in_progress' } },
   { event: { type: 'failed', error: { code: 'TIMEOUT', message: 't', step: null } }, from: { queued: 'failed', in_progress: 'failed' } },
   { event: { type: 'cancel_requested' }, from: { queued: 'cancelled', in_progress: 'in_progress' } },
@@ -72,6 +73,8 @@ describe('deployment state machine', () => {
     // a redelivery of the same attempt (lost lock, crash) takes it over again
     const second = apply(first, { type: 'attempt_started' }, now);
     expect(second.lease).toBe(2);
+    // the timeout sweeper takes it without starting a run
+    expect(apply(second, { type: 'lease_taken' }, now).lease).toBe(3);
     // other events leave it alone
     expect(apply(second, { type: 'step_started', step: 'validate' }, now).lease).toBe(2);
     // a record written before leases existed counts as 0

@@ -1,6 +1,6 @@
 import type { Lifecycle } from './lifecycle.ts';
 
-export type DeploymentEventName = 'DeploymentQueued' | 'DeploymentCompleted' | 'DeploymentFailed' | 'DeploymentCancelled';
+export type DeploymentEventName = 'DeploymentQueued' | 'DeploymentCompleted' | 'DeploymentFailed' | 'DeploymentCancelled' | 'DeploymentSuperseded';
 
 export type MetricName =
   | 'DeploymentDuration'
