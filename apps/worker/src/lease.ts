@@ -22,6 +22,8 @@ export class Lease {
   private readonly options: LeaseOptions;
   private epoch: number | null = null;
   private lostWhy: string | null = null;
+  /** The run ended the deployment itself: the record moving on is its own doing, not a takeover. */
+  private released = false;
 
   constructor(options: LeaseOptions) {
     this.options = options;
@@ -30,6 +32,11 @@ export class Lease {
   /** Remembers the epoch this run's takeover wrote. */
   take(record: DeploymentRecord): void {
     this.epoch = record.lease;
+  }
+
+  /** The run wrote the deployment's end; from now on nothing it sees in the record means it lost the lease. */
+  release(): void {
+    this.released = true;
   }
 
   get held(): boolean {
@@ -44,7 +51,7 @@ export class Lease {
 
   /** Marks the lease lost (a takeover seen in the store, or the job's lock lost) and stops the run. */
   lose(why: string): void {
-    if (this.lostWhy !== null) return;
+    if (this.lostWhy !== null || this.released) return;
     this.lostWhy = why;
     this.options.logger.warn(
       { deploymentId: this.options.ref.deploymentId, attempt: this.options.attempt, lease: this.epoch, why },

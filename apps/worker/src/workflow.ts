@@ -70,14 +70,14 @@ export class Workflow {
    * `lease`: once the run holds one, a record with another epoch is not this run's to write: the
    * etag makes the check and the write one atomic step, so a fenced-off run can never write the record.
    */
-  private update(
+  private async update(
     ref: DeploymentRef,
     attempt: number,
     events: (current: DeploymentRecord) => DeploymentEvent[] | null,
     known?: DeploymentRecord,
     lease?: Lease,
   ) {
-    return updateDeployment(
+    const written = await updateDeployment(
       this.options.adapters.store,
       ref,
       (current) => {
@@ -88,6 +88,9 @@ export class Workflow {
       this.options.clock,
       known,
     );
+    // This run ended the deployment: the periodic check must not take that for a takeover.
+    if (isTerminal(written.status)) lease?.release();
+    return written;
   }
 
   async run(job: JobMessage, delivery: Delivery): Promise<Settlement> {
