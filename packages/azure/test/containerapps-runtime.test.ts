@@ -310,6 +310,29 @@ describe('ContainerAppsRuntime', () => {
     expect(sim.apps.revision(second.spec.appName, revisionName(second.spec.appName, second.spec.deploymentId))?.active).toBe(false);
   });
 
+  it('a run that lost its lease while its revision starts sends no further ARM request: the revision is the new owner\'s', async () => {
+    const adapter = runtime();
+    await adapter.deploy(spec().spec);
+    sim.apps.revisionOutcome = { kind: 'healthy', pollsUntilHealthy: 1000 };
+    let held = true;
+    let mark = -1;
+    const second = spec({
+      onLine: (line) => {
+        if (held && line.message.includes('provisioning Provisioned')) {
+          held = false;
+          mark = sim.requests.length;
+          second.controller.abort(Object.assign(new Error('another delivery took the deployment over'), { name: 'LeaseLost' }));
+        }
+      },
+    });
+    second.spec.fence = () => Promise.resolve(held);
+    await rejection(adapter.deploy(second.spec));
+    const revision = revisionName(second.spec.appName, second.spec.deploymentId);
+    // Not deactivated (the new owner is bringing this very revision up), and nothing else sent either.
+    expect(sim.apps.revision(second.spec.appName, revision)?.active).toBe(true);
+    expect(sim.requests.slice(mark)).toEqual([]);
+  });
+
   describe('isServing (an identical redeploy keeps such a revision)', () => {
     const serving = (adapter: ContainerAppsRuntime, app: string, revision: string, customDomain: string | null = null) =>
       adapter.isServing({ appName: app, revision, customDomain }, AbortSignal.timeout(10_000));
