@@ -66,7 +66,7 @@ describe('Azure mode, end to end', () => {
     let last: Status | null = null;
     await waitFor(`${id} to finish`, async () => {
       last = await status(id);
-      return ['completed', 'failed', 'cancelled'].includes(last.status);
+      return ['completed', 'failed', 'cancelled', 'superseded'].includes(last.status);
     }, 60_000).catch((error: unknown) => {
       throw new Error(`${String(error)}\nlast status: ${JSON.stringify(last)}\noutput:\n${output.slice(-4000)}`);
     });

@@ -49,7 +49,7 @@ describe('end to end on the embedded defaults', () => {
       `deployment ${id} to finish`,
       async () => {
         last = (await call<Status>('GET', `/deploy/${id}/status`)).json;
-        return ['completed', 'failed', 'cancelled'].includes(last.status);
+        return ['completed', 'failed', 'cancelled', 'superseded'].includes(last.status);
       },
       timeoutMs,
     );

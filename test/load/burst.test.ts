@@ -153,7 +153,7 @@ describe('load: a burst of 5,000 deployments', () => {
       await new Promise((resolve) => setTimeout(resolve, 250));
       counts = await adapters.store.countByStatus('org_load');
     }
-    expect(counts).toEqual({ queued: 0, in_progress: 0, completed: TOTAL + 1, failed: 0, cancelled: 0 });
+    expect(counts).toEqual({ queued: 0, in_progress: 0, completed: TOTAL + 1, failed: 0, cancelled: 0, superseded: 0 });
     expect(accepted.every((id) => builds.get(id) === 1)).toBe(true);
     expect(overlap).toBe(false);
     expect(maxRunning).toBeLessThanOrEqual(CONCURRENCY);

@@ -6,6 +6,13 @@ import { DEPLOYMENT_ID_PATTERN, DEPLOYMENT_STATUSES, ENVIRONMENTS, ID_PATTERN, L
 
 const literals = <const T extends readonly string[]>(values: T) => Type.Enum(values);
 
+/** A deployment's status, as the status, list and accepted answers carry it. */
+const DeploymentStatusView = Type.Enum(DEPLOYMENT_STATUSES, {
+  description:
+    'queued → in_progress → completed | failed | cancelled | superseded. `superseded`: a deployment of the same app submitted later is already live, ' +
+    'and an app\'s live deployment only moves forward, so this one never took the traffic (errorCode SUPERSEDED names the live one); final, not retryable.',
+});
+
 export const ErrorBody = Type.Object(
   {
     success: Type.Literal(false),
@@ -89,7 +96,7 @@ export const StatusView = Type.Object({
   deploymentId: Type.String(),
   projectId: Type.String(),
   environment: literals(ENVIRONMENTS),
-  status: literals(DEPLOYMENT_STATUSES),
+  status: DeploymentStatusView,
   currentStep: Nullable(literals(STEPS)),
   progress: Type.Integer({ minimum: 0, maximum: 100 }),
   attempt: Type.Integer({ minimum: 1 }),
@@ -115,7 +122,7 @@ export const DeploymentSummary = Type.Object({
   deploymentId: Type.String(),
   projectId: Type.String(),
   environment: literals(ENVIRONMENTS),
-  status: literals(DEPLOYMENT_STATUSES),
+  status: DeploymentStatusView,
   currentStep: Nullable(literals(STEPS)),
   progress: Type.Integer(),
   attempt: Type.Integer(),
@@ -131,7 +138,7 @@ export type DeploymentSummary = Static<typeof DeploymentSummary>;
 export const AcceptedBody = Type.Object({
   success: Type.Literal(true),
   deploymentId: Type.String(),
-  status: literals(DEPLOYMENT_STATUSES),
+  status: DeploymentStatusView,
   attempt: Type.Integer(),
   message: Type.String(),
   timestamp: Type.String(),

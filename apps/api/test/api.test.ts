@@ -110,6 +110,10 @@ describe('API', () => {
       for (const [path, method] of expected) expect(spec.paths[path]?.[method], `${method} ${path}`).toBeDefined();
       expect(spec.paths['/deploy']?.post?.security).toEqual([{ bearerAuth: [] }]);
       expect(spec.paths['/health']?.get?.security).toBeUndefined();
+      // The terminal status superseded is part of the contract, with what it means.
+      const status = JSON.stringify(spec.paths['/deploy/{id}/status']?.get);
+      expect(status).toContain('"superseded"');
+      expect(status).toContain('live deployment only moves forward');
     });
 
     it('GET /docs serves the interactive documentation', async () => {
@@ -338,7 +342,7 @@ describe('API', () => {
       expect(response.json()).toMatchObject({
         service: 'Zepid Deploy v3',
         organizationId: 'org_other',
-        deployments: { queued: 1, in_progress: 0, completed: 0, failed: 0, cancelled: 0 },
+        deployments: { queued: 1, in_progress: 0, completed: 0, failed: 0, cancelled: 0, superseded: 0 },
       });
     });
 

@@ -209,7 +209,7 @@ describe('hostile input', () => {
   it(`sent over 10,000 bad requests and stored nothing`, async () => {
     expect(requests).toBeGreaterThanOrEqual(10_000);
     for (const org of ['org_456', 'org_other']) {
-      expect(await h.adapters.store.countByStatus(org)).toEqual({ queued: 0, in_progress: 0, completed: 0, failed: 0, cancelled: 0 });
+      expect(await h.adapters.store.countByStatus(org)).toEqual({ queued: 0, in_progress: 0, completed: 0, failed: 0, cancelled: 0, superseded: 0 });
     }
     expect(await h.adapters.queue.counts()).toEqual({ active: 0, scheduled: 0, deadLettered: 0 });
     expect(await h.artifactFiles()).toEqual([]);

@@ -106,7 +106,7 @@ describe('request validation and limits', () => {
   });
 
   it('stored nothing for any refused request', async () => {
-    expect(await h.adapters.store.countByStatus('org_456')).toEqual({ queued: 0, in_progress: 0, completed: 0, failed: 0, cancelled: 0 });
+    expect(await h.adapters.store.countByStatus('org_456')).toEqual({ queued: 0, in_progress: 0, completed: 0, failed: 0, cancelled: 0, superseded: 0 });
     expect(await h.adapters.queue.counts()).toEqual({ active: 0, scheduled: 0, deadLettered: 0 });
     expect(await h.artifactFiles()).toEqual([]);
   });

@@ -39,6 +39,15 @@ export class DeploymentLog {
     this.buffer.push(json);
   }
 
+  /**
+   * The run lost its deployment to another delivery: the log is the owner's now. Lines not yet written
+   * and every later one are dropped (the worker's own log says what this run skipped).
+   */
+  silence(): void {
+    this.buffer = [];
+    this.dropped = true;
+  }
+
   /** A sink bound to a step, as the ports' LogSink. */
   sink(step: StepName | null) {
     return (message: string, level: LogLine['level'] = 'info') => this.write(step, message, level);

@@ -23,6 +23,8 @@ export class FakeBuilder implements Builder {
   behaviour: { sandbox: Behaviour; build: Behaviour } = { sandbox: 'ok', build: 'ok' };
   /** Lines the build prints, as a real build's output would be. */
   output: string[] = ['building…'];
+  /** The last job build() was given (its fence, for the lease tests). */
+  lastJob: BuildJob | null = null;
   /** Which deployments are inside build() right now, to check per-project serialisation. */
   readonly active = new Set<string>();
   maxActive = 0;
@@ -46,6 +48,7 @@ export class FakeBuilder implements Builder {
 
   async build(job: BuildJob): Promise<BuiltImage> {
     this.calls.push(`build ${job.deploymentId}`);
+    this.lastJob = job;
     this.active.add(job.deploymentId);
     this.maxActive = Math.max(this.maxActive, this.active.size);
     try {
@@ -100,6 +103,8 @@ export class FakeRuntime implements Runtime {
     this.calls.push(`deploy ${spec.deploymentId}`);
     this.specs.push(spec);
     await work(this.behaviour, spec.signal);
+    // As the real runtimes do: traffic moves only while the run holds its lease.
+    if (!(await spec.fence(`switching traffic to ${spec.deploymentId}`))) throw spec.signal.reason;
     const revision = `${spec.appName}--${spec.deploymentId.slice(4, 10)}`;
     const previousRevision = this.live.get(spec.appName) ?? null;
     this.live.set(spec.appName, revision);

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { DeploymentRecord } from '@zepid/core';
-import { apply, DeployError, jobFor, parseLogLines, updateDeployment } from '@zepid/core';
+import { alwaysHeld, apply, DeployError, jobFor, parseLogLines, updateDeployment } from '@zepid/core';
 import { deployStep } from '../src/steps/deploy.ts';
 import type { WorkerHarness } from './harness.ts';
 import { createWorkerHarness, eventually } from './harness.ts';
@@ -236,6 +236,7 @@ describe('build reuse', () => {
         signal: new AbortController().signal,
         log: (message) => lines.push(message),
         settings: { deploymentTimeoutMs: 60_000 },
+        fence: alwaysHeld,
       });
       expect(output).toMatchObject({ kept: false, previousRevision: first.result.revision });
       expect(deploys()).toContain(`deploy ${other.id}`);

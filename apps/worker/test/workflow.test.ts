@@ -212,7 +212,8 @@ describe('worker workflow', () => {
     const deferred = await eventually(() => h.get(record), (current) => current.steps.build.status === 'pending' && current.steps.build.error !== null);
     expect(deferred.steps.build.error).toContain('registry throttled');
     expect(deferred.status).toBe('in_progress');
-    expect((await h.adapters.queue.counts()).scheduled).toBe(1);
+    // The record's write comes a moment before the job is abandoned with its delay.
+    await eventually(() => h.adapters.queue.counts(), (counts) => counts.scheduled === 1);
     h.builder.behaviour.build = 'ok';
     const done = await runToEnd(record);
     expect(done.status).toBe('completed');

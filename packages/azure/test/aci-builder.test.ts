@@ -1,6 +1,6 @@
 import { inspect } from 'node:util';
 import type { BuildJob } from '@zepid/core';
-import { appName, newDeploymentId, sandboxName } from '@zepid/core';
+import { alwaysHeld, appName, newDeploymentId, sandboxName } from '@zepid/core';
 import { rejection, trustTestCertificate } from '@zepid/testkit';
 import { startArmSimulator } from '@zepid/testkit/fakes/arm/index.ts';
 import type { ArmSimulator } from '@zepid/testkit/fakes/arm/index.ts';
@@ -79,6 +79,7 @@ function buildJob(options: { onLine?: (line: LoggedLine, lines: LoggedLine[]) =>
     contextUri: options.contextUri ?? `https://${sim.storageAccountName}.blob.core.windows.net/contexts/${deploymentId}.tar.gz`,
     envVariableNames: [],
     signal: controller.signal,
+    fence: alwaysHeld,
     log: (message, level = 'info') => {
       const line = { message, level };
       lines.push(line);
@@ -277,6 +278,56 @@ describe('AciKanikoBuilder', () => {
     expect(error.code).toBe('CANCELLED');
     expect(sim.aci.names()).toEqual([]);
     expect(sim.aci.deleted).toEqual([sandboxName(job.deploymentId)]);
+  });
+
+  it('a run that lost its lease sends no further ARM request and leaves the group to the new owner', async () => {
+    sim.aci.scenario = { runForever: true, linesPerPoll: 1 };
+    const adapter = builder();
+    let held = true;
+    const skipped: string[] = [];
+    let mark = -1;
+    const { job, controller } = buildJob({
+      onLine: (_line, lines) => {
+        if (lines.filter((line) => line.message.startsWith('INFO[')).length === 3 && held) {
+          // Another delivery took the deployment over; the workflow aborts the run with LeaseLost.
+          held = false;
+          mark = sim.requests.length;
+          controller.abort(Object.assign(new Error('another delivery took the deployment over'), { name: 'LeaseLost' }));
+        }
+      },
+    });
+    job.fence = (action) => {
+      if (!held) skipped.push(action);
+      return Promise.resolve(held);
+    };
+    await adapter.createSandbox(job);
+    await rejection(adapter.build(job));
+    expect(sim.requests.slice(mark)).toEqual([]);
+    expect(sim.aci.names()).toEqual([sandboxName(job.deploymentId)]);
+    expect(sim.aci.deleted).toEqual([]);
+    expect(skipped).toContain(`deleting build container group ${sandboxName(job.deploymentId)}`);
+  });
+
+  it('creates the group again when it is deleted under the running build (a late DELETE of an earlier owner), more than once', async () => {
+    sim.aci.scenario = { logLines: Array.from({ length: 12 }, (_, i) => `INFO[00${String(i).padStart(2, '0')}] step ${i}`), linesPerPoll: 1 };
+    const adapter = builder();
+    // The earlier owner of the deployment, fenced off but too late for one request each time.
+    const earlierOwner = builder();
+    const deletes: Promise<void>[] = [];
+    let steps = 0;
+    const { job, lines } = buildJob({
+      onLine: (line) => {
+        // Twice: after the 3rd and the 7th build line seen (a recreated group prints its log again).
+        if (line.message.startsWith('INFO[') && [3, 7].includes(++steps)) deletes.push(earlierOwner.deleteSandbox(job.deploymentId));
+      },
+    });
+    await adapter.createSandbox(job);
+    const image = await adapter.build(job);
+    await Promise.all(deletes);
+    expect(image.digest).toMatch(/^sha256:/);
+    const name = sandboxName(job.deploymentId);
+    expect(sim.aci.deleted.filter((deleted) => deleted === name)).toHaveLength(2);
+    expect(lines.filter((line) => line.message.includes('was deleted under the running build'))).toHaveLength(2);
   });
 
   it('throws TIMEOUT for a deployment timeout and BUILD_TIMEOUT for its own limit, deleting the group both times', async () => {

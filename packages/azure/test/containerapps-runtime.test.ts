@@ -5,7 +5,7 @@ import { resolve } from 'node:path';
 import { ContainerAppsAPIClient } from '@azure/arm-appcontainers';
 import type { TrafficWeight } from '@azure/arm-appcontainers';
 import type { Environment, RevisionSpec } from '@zepid/core';
-import { appName, newDeploymentId, revisionSuffix } from '@zepid/core';
+import { alwaysHeld, appName, newDeploymentId, revisionSuffix } from '@zepid/core';
 import { rejection, testCertificate, trustTestCertificate } from '@zepid/testkit';
 import { CONTAINER_APPS_SPEC_ALLOWANCES } from '@zepid/testkit/fakes/arm/server.ts';
 import { CONTAINER_APPS_SPECS, REST_SPEC_FILES, SHARED_REST_SPECS, VENDORED_REST_SPECS, loadSwaggerValidator } from '@zepid/testkit/fakes/arm/swagger-validator.ts';
@@ -95,6 +95,7 @@ function spec(
       envVariableNames: options.envVariableNames ?? [],
       attempt: 1,
       signal: controller.signal,
+      fence: alwaysHeld,
       log: (message, level = 'info') => {
         const line = { message, level };
         lines.push(line);
@@ -185,7 +186,7 @@ describe('ContainerAppsRuntime', () => {
     const b = (await adapter.deploy(second)).revision;
     expect(sim.apps.traffic(second.appName)).toEqual({ [b]: 100 });
     const logged: string[] = [];
-    const target = { deploymentId: second.deploymentId, appName: second.appName, revision: b, previousRevision: a };
+    const target = { deploymentId: second.deploymentId, appName: second.appName, revision: b, previousRevision: a, fence: alwaysHeld };
     await adapter.rollback(target, (message) => logged.push(message));
     expect(sim.apps.traffic(second.appName)).toEqual({ [a]: 100 });
     expect(sim.apps.revision(second.appName, b)?.active).toBe(false);
@@ -313,6 +314,29 @@ describe('ContainerAppsRuntime', () => {
     expect(error.code).toBe('CANCELLED');
     expect(sim.apps.traffic(second.spec.appName)).toEqual({ [a]: 100 });
     expect(sim.apps.revision(second.spec.appName, revisionName(second.spec.appName, second.spec.deploymentId))?.active).toBe(false);
+  });
+
+  it('a run that lost its lease while its revision starts sends no further ARM request: the revision is the new owner\'s', async () => {
+    const adapter = runtime();
+    await adapter.deploy(spec().spec);
+    sim.apps.revisionOutcome = { kind: 'healthy', pollsUntilHealthy: 1000 };
+    let held = true;
+    let mark = -1;
+    const second = spec({
+      onLine: (line) => {
+        if (held && line.message.includes('provisioning Provisioned')) {
+          held = false;
+          mark = sim.requests.length;
+          second.controller.abort(Object.assign(new Error('another delivery took the deployment over'), { name: 'LeaseLost' }));
+        }
+      },
+    });
+    second.spec.fence = () => Promise.resolve(held);
+    await rejection(adapter.deploy(second.spec));
+    const revision = revisionName(second.spec.appName, second.spec.deploymentId);
+    // Not deactivated (the new owner is bringing this very revision up), and nothing else sent either.
+    expect(sim.apps.revision(second.spec.appName, revision)?.active).toBe(true);
+    expect(sim.requests.slice(mark)).toEqual([]);
   });
 
   describe('isServing (an identical redeploy keeps such a revision)', () => {

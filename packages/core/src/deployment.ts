@@ -67,6 +67,13 @@ export interface DeploymentRecord {
   steps: Record<StepName, StepState>;
   /** 1 for the first run; a retry is attempt + 1. */
   attempt: number;
+  /**
+   * Lease epoch: bumped by the conditional write with which a delivery starts running the deployment
+   * (`attempt_started`). The run remembers the epoch it wrote and, before any side effect another
+   * delivery could rely on, confirms the record still carries it; a run that finds a newer epoch lost
+   * the deployment to another delivery and makes no further side effect. 0 until the first run.
+   */
+  lease: number;
   /** Set by a cancel while the worker runs the deployment; the worker stops and compensates. */
   cancelRequested: boolean;
   result: DeploymentResult;
@@ -124,6 +131,7 @@ export function newDeploymentRecord(input: NewDeployment, now: Date): Deployment
     progress: 0,
     steps: emptySteps(),
     attempt: 1,
+    lease: 0,
     cancelRequested: false,
     result: { image: null, revision: null, url: null },
     error: null,

@@ -38,6 +38,8 @@ export const ERROR_CODES = {
   IMAGE_PULL_FAILED: 502,
   NOT_IMPLEMENTED: 501,
   RETRIES_EXHAUSTED: 502,
+  /** A newer deployment of the same app is live: this one never takes the traffic (ends `superseded`). */
+  SUPERSEDED: 409,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -12,16 +12,24 @@
  * - revision: one running version of a project's app (a Container Apps revision; locally a process).
  * - app: where a project's revisions run for one environment (`<project>-<environment>`).
  * - job / message: what the API puts on the queue to ask the worker to run an attempt.
+ * - live deployment: the deployment whose revision takes an app's traffic now. It only moves forward:
+ *   a deployment older than the app's live one never takes the traffic; it ends `superseded`.
+ * - lease: a delivery's hold on a deployment, an epoch in the record (`lease`) bumped by the etag write
+ *   that starts the delivery's run. A run that finds the epoch moved on makes no further side effect.
  */
 
 export const STEPS = ['validate', 'sync', 'sandbox', 'build', 'deploy', 'cleanup'] as const;
 export type StepName = (typeof STEPS)[number];
 
-export const DEPLOYMENT_STATUSES = ['queued', 'in_progress', 'completed', 'failed', 'cancelled'] as const;
+/**
+ * `superseded`: the deployment was not put live because a newer deployment of the same app already is
+ * (the live deployment only moves forward); what it built was removed.
+ */
+export const DEPLOYMENT_STATUSES = ['queued', 'in_progress', 'completed', 'failed', 'cancelled', 'superseded'] as const;
 export type DeploymentStatus = (typeof DEPLOYMENT_STATUSES)[number];
 
 /** Statuses from which a deployment never moves again on its own. */
-export const TERMINAL_STATUSES: readonly DeploymentStatus[] = ['completed', 'failed', 'cancelled'];
+export const TERMINAL_STATUSES: readonly DeploymentStatus[] = ['completed', 'failed', 'cancelled', 'superseded'];
 /** Statuses that count against an org's active-deployment limit. */
 export const ACTIVE_STATUSES: readonly DeploymentStatus[] = ['queued', 'in_progress'];
 

@@ -17,6 +17,8 @@ export * from './build-plan.ts';
 export * from './logs.ts';
 export * from './config.ts';
 export * from './update.ts';
+export * from './live-order.ts';
+export * from './lease.ts';
 export * from './outbox.ts';
 export type * from './ports/store.ts';
 export type * from './ports/queue.ts';

@@ -10,13 +10,23 @@ import { STEPS } from './glossary.ts';
  * is pure: it returns a new record and leaves the store write, conditional on the etag, to the caller.
  *
  *   queued ──attempt_started──▶ in_progress ──completed──▶ completed
- *     │                            │  ▲ (redelivery resumes)
+ *     │                            │  ▲ (redelivery resumes: attempt_started again, lease + 1)
  *     ├─cancel_requested─▶ cancelled ◀─cancelled─┤
- *     └─failed─▶ failed ◀────────failed──────────┘
+ *     ├─failed─▶ failed ◀────────failed──────────┤
+ *     └─superseded─▶ superseded ◀─superseded─────┘
  *   failed | cancelled ──retried──▶ queued (attempt + 1)
+ *
+ * `superseded` is final: a newer deployment of the app is live, and the live deployment only moves
+ * forward, so a retry could only be superseded again. Putting an older deployment live on purpose is
+ * a rollback (its own event, not this path).
  */
 export type DeploymentEvent =
   | { type: 'attempt_started' }
+  /**
+   * Takes the lease without starting a run: the timeout sweeper, before it fails and compensates a
+   * deployment whose worker went silent, so that worker (should it wake) is fenced off too.
+   */
+  | { type: 'lease_taken' }
   | { type: 'step_started'; step: StepName }
   | { type: 'step_completed'; step: StepName; output: StepState['output'] }
   /** A transient error: the step goes back to pending and runs again after a back-off. */
@@ -27,6 +37,8 @@ export type DeploymentEvent =
   | { type: 'step_rolled_back'; step: StepName }
   | { type: 'completed'; result: DeploymentResult }
   | { type: 'failed'; error: DeploymentErrorInfo }
+  /** A newer deployment of the same app is live; `error.code` is SUPERSEDED and names it. */
+  | { type: 'superseded'; error: DeploymentErrorInfo }
   | { type: 'cancel_requested' }
   | { type: 'cancelled' }
   | { type: 'retried' }
@@ -63,6 +75,15 @@ export function apply(record: DeploymentRecord, event: DeploymentEvent, now: Dat
       next.startedAt = record.startedAt ?? at;
       // A redelivered attempt keeps its start: the timeout counts from the first delivery.
       next.attemptStartedAt = record.status === 'queued' ? at : (record.attemptStartedAt ?? at);
+      // Every delivery that starts a run takes the lease: the write is conditional on the etag read,
+      // so of two deliveries racing for the deployment one gets the epoch and the other a conflict.
+      // (Records written before leases existed have none: they count as 0.)
+      next.lease = (record.lease ?? 0) + 1;
+      break;
+    }
+    case 'lease_taken': {
+      requireStatus('in_progress');
+      next.lease = (record.lease ?? 0) + 1;
       break;
     }
     case 'step_started': {
@@ -122,6 +143,14 @@ export function apply(record: DeploymentRecord, event: DeploymentEvent, now: Dat
     case 'failed': {
       requireStatus('queued', 'in_progress');
       next.status = 'failed';
+      next.error = { ...event.error };
+      next.currentStep = event.error.step;
+      next.finishedAt = at;
+      break;
+    }
+    case 'superseded': {
+      requireStatus('queued', 'in_progress');
+      next.status = 'superseded';
       next.error = { ...event.error };
       next.currentStep = event.error.step;
       next.finishedAt = at;

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { DeploymentEvent, DeploymentRecord, DeploymentStatus } from '../src/index.ts';
-import { apply, DeployError, DEPLOYMENT_STATUSES, STEPS } from '../src/index.ts';
+import { apply, DeployError, DEPLOYMENT_STATUSES, isOlderDeployment, STEPS, supersededBy } from '../src/index.ts';
 import { sampleRecord } from './fixtures.ts';
 
 const now = new Date('2026-01-01T00:01:00Z');
@@ -25,16 +25,21 @@ function inStatus(status: DeploymentStatus): DeploymentRecord {
       return apply(record, { type: 'failed', error: { code: 'BUILD_FAILED', message: 'exit 1', step: 'build' } }, now);
     case 'cancelled':
       return apply(record, { type: 'cancel_requested' }, now);
+    case 'superseded':
+      return apply(record, { type: 'superseded', error: { code: 'SUPERSEDED', message: 'dep_x is newer', step: null } }, now);
   }
 }
 
 /** For each event, the statuses it may be applied to, and the status it leads to from each. */
 const table: { event: DeploymentEvent; from: Partial<Record<DeploymentStatus, DeploymentStatus>> }[] = [
   { event: { type: 'attempt_started' }, from: { queued: 'in_progress', in_progress: 'in_progress' } },
+  { event: { type: 'lease_taken' }, from: { in_progress: 'in_progress' } },
   { event: { type: 'step_started', step: 'validate' }, from: { in_progress: 'in_progress' } },
   { event: { type: 'failed', error: { code: 'TIMEOUT', message: 't', step: null } }, from: { queued: 'failed', in_progress: 'failed' } },
   { event: { type: 'cancel_requested' }, from: { queued: 'cancelled', in_progress: 'in_progress' } },
   { event: { type: 'cancelled' }, from: { queued: 'cancelled', in_progress: 'cancelled' } },
+  { event: { type: 'superseded', error: { code: 'SUPERSEDED', message: 's', step: 'deploy' } }, from: { queued: 'superseded', in_progress: 'superseded' } },
+  // superseded is final: a retry could only be superseded again (rollback is its own path).
   { event: { type: 'retried' }, from: { failed: 'queued', cancelled: 'queued' } },
   { event: { type: 'published' }, from: { queued: 'queued', in_progress: 'in_progress' } },
 ];
@@ -59,6 +64,23 @@ describe('deployment state machine', () => {
       }
     }
   }
+
+  it('bumps the lease with every attempt_started: each delivery that starts a run takes the deployment over', () => {
+    const queued = inStatus('queued');
+    expect(queued.lease).toBe(0);
+    const first = apply(queued, { type: 'attempt_started' }, now);
+    expect(first.lease).toBe(1);
+    // a redelivery of the same attempt (lost lock, crash) takes it over again
+    const second = apply(first, { type: 'attempt_started' }, now);
+    expect(second.lease).toBe(2);
+    // the timeout sweeper takes it without starting a run
+    expect(apply(second, { type: 'lease_taken' }, now).lease).toBe(3);
+    // other events leave it alone
+    expect(apply(second, { type: 'step_started', step: 'validate' }, now).lease).toBe(2);
+    // a record written before leases existed counts as 0
+    const { lease: _lease, ...legacy } = queued;
+    expect(apply(legacy as DeploymentRecord, { type: 'attempt_started' }, now).lease).toBe(1);
+  });
 
   it('completed needs every step completed', () => {
     const r = inStatus('in_progress');
@@ -161,5 +183,28 @@ describe('deployment state machine', () => {
     const copy = structuredClone(r);
     apply(r, { type: 'step_started', step: 'validate' }, now);
     expect(r).toEqual(copy);
+  });
+});
+
+describe('live deployment order', () => {
+  const at = (iso: string, id: string): DeploymentRecord => ({ ...sampleRecord(), createdAt: iso, id });
+  const older = at('2026-01-01T00:00:00.000Z', 'dep_bbbbbbbbbbbbbbbbbbbbbbbbbb');
+  const newer = at('2026-01-01T00:00:01.000Z', 'dep_aaaaaaaaaaaaaaaaaaaaaaaaaa');
+
+  it('supersedes a deployment submitted before the live one, whenever it finishes', () => {
+    expect(supersededBy(older, newer)?.id).toBe(newer.id);
+    expect(supersededBy(newer, older)).toBeNull();
+    expect(supersededBy(older, null)).toBeNull();
+    expect(supersededBy(older, older)).toBeNull();
+  });
+
+  it('breaks a tie of submission times by id, so the order is total', () => {
+    const twin = { ...older, id: 'dep_cccccccccccccccccccccccccc' };
+    expect(isOlderDeployment(older, twin)).toBe(true);
+    expect(isOlderDeployment(twin, older)).toBe(false);
+  });
+
+  it('lets an explicit rollback through (the hook rollback will use)', () => {
+    expect(supersededBy(older, newer, { explicitRollback: true })).toBeNull();
   });
 });

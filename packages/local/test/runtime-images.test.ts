@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { BuildPlan, RevisionSpec } from '@zepid/core';
-import { newDeploymentId, silentLogger } from '@zepid/core';
+import { alwaysHeld, newDeploymentId, silentLogger } from '@zepid/core';
 import { FileSecretStore, LocalRouter, LocalRuntime, ProcessRegistry, resolveIsolation } from '../src/index.ts';
 
 const STATIC_PLAN: BuildPlan = { kind: 'static', install: null, build: null, start: null, port: 8080 };
@@ -42,6 +42,7 @@ function revisionSpec(appName: string, imagePath: string): RevisionSpec {
     envVariableNames: [],
     attempt: 1,
     signal: AbortSignal.timeout(30_000),
+    fence: alwaysHeld,
     log: () => undefined,
   };
 }
@@ -128,7 +129,7 @@ describe('LocalRuntime', () => {
 
     // Rolled back to nothing: stopped.
     const third = await runtime.deploy(revisionSpec('site-development', path));
-    await runtime.rollback({ deploymentId: 'dep_x', appName: 'site-development', revision: third.revision, previousRevision: null }, () => undefined);
+    await runtime.rollback({ deploymentId: 'dep_x', appName: 'site-development', revision: third.revision, previousRevision: null, fence: alwaysHeld }, () => undefined);
     expect(await serving('site-development', third.revision)).toBe(false);
   }, 60_000);
 });

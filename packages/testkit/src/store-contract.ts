@@ -97,6 +97,34 @@ export function storeContract(name: string, createHarness: () => Promise<StoreHa
       expect(STEPS.map((step) => final?.steps[step].status)).toEqual(STEPS.map(() => 'completed'));
     });
 
+    it('keeps the lease epoch: a takeover is a conditional write, one of two racing deliveries gets it, and the loser can tell', async () => {
+      const created = await store.create(makeRecord({ orgId: unique('org') }), { maxActivePerOrg: 10 });
+      const ref = { orgId: created.orgId, deploymentId: created.id };
+      const first = await store.replace(apply(created, { type: 'attempt_started' }, new Date()));
+      expect(first.lease).toBe(1);
+      // Two deliveries of the same attempt read the record and take it over at once: one epoch each
+      // would mean two owners. Exactly one write lands; the other is a conflict.
+      const takeovers = await Promise.allSettled([
+        store.replace(apply(first, { type: 'attempt_started' }, new Date())),
+        store.replace(apply(first, { type: 'attempt_started' }, new Date())),
+      ]);
+      expect(takeovers.filter((result) => result.status === 'fulfilled')).toHaveLength(1);
+      expect(((takeovers.find((result) => result.status === 'rejected') as PromiseRejectedResult).reason as DeployError).code).toBe('CONCURRENT_UPDATE');
+      const stored = await store.get(ref);
+      expect(stored?.lease).toBe(2);
+      // The first owner's next write, made with the record it last wrote, is refused: it is fenced.
+      expect(await codeOf(store.replace(apply(first, { type: 'step_started', step: 'validate' }, new Date())))).toBe('CONCURRENT_UPDATE');
+      // A superseded deployment is finished: counted as such, listed for retention, never live.
+      const superseded = await store.replace(
+        apply(stored ?? first, { type: 'superseded', error: { code: 'SUPERSEDED', message: 'a newer one is live', step: 'deploy' } }, new Date(Date.now() - 1000)),
+      );
+      expect(superseded.lease).toBe(2);
+      expect((await store.countByStatus(ref.orgId)).superseded).toBe(1);
+      expect(await store.countActive(ref.orgId)).toBe(0);
+      expect((await store.listFinishedBefore(ref.orgId, new Date(Date.now() + 1000), 10)).map((record) => record.id)).toEqual([created.id]);
+      expect(await store.latestCompleted(ref.orgId, created.appName)).toBeNull();
+    });
+
     it('enforces the active-deployment limit per org, counting only queued and in-progress ones', async () => {
       const orgId = unique('org');
       const first = await store.create(makeRecord({ orgId }), { maxActivePerOrg: 2 });
@@ -109,7 +137,7 @@ export function storeContract(name: string, createHarness: () => Promise<StoreHa
       await store.replace(apply(first, { type: 'failed', error: { code: 'BUILD_FAILED', message: 'x', step: 'build' } }, new Date()));
       await store.create(makeRecord({ orgId }), { maxActivePerOrg: 2 });
       expect(await store.countActive(orgId)).toBe(2);
-      expect(await store.countByStatus(orgId)).toEqual({ queued: 2, in_progress: 0, completed: 0, failed: 1, cancelled: 0 });
+      expect(await store.countByStatus(orgId)).toEqual({ queued: 2, in_progress: 0, completed: 0, failed: 1, cancelled: 0, superseded: 0 });
       // starting keeps the count; a retry counts again; deleting an active one frees its slot
       const failed = await store.get({ orgId, deploymentId: first.id });
       const running = (await store.listRecent(orgId, 10)).find((record) => record.status === 'queued');

@@ -1,3 +1,4 @@
+import { DeployError } from '@zepid/core';
 import type { Step } from './step.ts';
 
 /**
@@ -13,6 +14,9 @@ export const cleanupStep: Step = {
       log('nothing to remove: the build was reused');
       return { leftovers: 0 };
     }
+    // The sandbox and the context are named after the deployment: a run fenced off must not remove
+    // them under the delivery that owns the deployment now (it cleans up itself).
+    if (!(await context.fence('removing the sandbox and the build context'))) throw new DeployError('CANCELLED', 'This run lost its lease');
     const problems: string[] = [];
     await adapters.builder.deleteSandbox(record.id).catch((error: unknown) => problems.push(`sandbox: ${String(error)}`));
     await adapters.artifacts.deleteContext(record.id).catch((error: unknown) => problems.push(`build context: ${String(error)}`));

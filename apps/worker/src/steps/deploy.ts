@@ -1,5 +1,5 @@
 import type { DeploymentRecord } from '@zepid/core';
-import { asDeployError } from '@zepid/core';
+import { asDeployError, DeployError, supersededBy } from '@zepid/core';
 import { differentEnvValues, reusedBuildOf } from './build-reuse.ts';
 import type { Step, StepContext, StepOutput } from './step.ts';
 import { planOf } from './step.ts';
@@ -11,9 +11,10 @@ import { planOf } from './step.ts';
 export const deployStep: Step = {
   name: 'deploy',
   async invoke(context) {
+    await refuseOlderThanLive(context);
     const kept = await keepServingRevision(context);
     if (kept !== null) return kept;
-    const { record, adapters, log, signal } = context;
+    const { record, adapters, log, signal, fence } = context;
     const built = record.steps.build.output;
     const info = await adapters.runtime.deploy({
       deploymentId: record.id,
@@ -31,6 +32,7 @@ export const deployStep: Step = {
       deadline: stepDeadline(record, context.settings.deploymentTimeoutMs),
       signal,
       log,
+      fence,
     });
     log(`revision ${info.revision} is live at ${info.url}`);
     for (const dns of info.dnsRecords) log(`add DNS record ${dns.type} ${dns.name} → ${dns.value} to serve ${record.spec.customDomain ?? ''}`, 'warn');
@@ -55,11 +57,30 @@ export const deployStep: Step = {
         appName: context.record.appName,
         revision: output.revision,
         previousRevision: typeof output.previousRevision === 'string' ? output.previousRevision : null,
+        fence: context.fence,
       },
       context.log,
     );
   },
 };
+
+/**
+ * The live deployment only moves forward: traffic never goes to a deployment submitted before the
+ * app's live one (an older deployment's retry that finishes late), which ends SUPERSEDED instead.
+ * Checked here, right before traffic would move; the queue's sessions run one deployment of a project
+ * at a time, so the live one cannot change between this read and the switch (short of a takeover,
+ * which the lease fences off). Rollback, once it exists, passes `explicitRollback`.
+ */
+async function refuseOlderThanLive(context: StepContext): Promise<void> {
+  const { record, adapters } = context;
+  const live = supersededBy(record, await adapters.store.latestCompleted(record.orgId, record.appName), { explicitRollback: false });
+  if (live === null) return;
+  throw new DeployError(
+    'SUPERSEDED',
+    `${live.id}, submitted after this deployment, is already live on ${record.appName}; an app's live deployment only moves forward, so traffic stays on ${live.result.revision ?? 'it'}`,
+    { details: { liveDeploymentId: live.id } },
+  );
+}
 
 /**
  * Keeping the serving revision, as Container Apps creates no revision for an unchanged template. Only

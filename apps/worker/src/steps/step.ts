@@ -1,4 +1,4 @@
-import type { BuildJob, BuildPlan, DeploymentRecord, LogSink, StepName, StepState, WorkerAdapters } from '@zepid/core';
+import type { BuildJob, BuildPlan, DeploymentRecord, LeaseCheck, LogSink, StepName, StepState, WorkerAdapters } from '@zepid/core';
 import { DeployError } from '@zepid/core';
 
 export type StepOutput = StepState['output'];
@@ -11,10 +11,12 @@ export interface WorkerSettings {
 export interface StepContext {
   record: DeploymentRecord;
   adapters: WorkerAdapters;
-  /** Aborted on cancel, timeout or worker shutdown; `signal.reason` says which. */
+  /** Aborted on cancel, timeout, worker shutdown or a lost lease; `signal.reason` says which. */
   signal: AbortSignal;
   log: LogSink;
   settings: WorkerSettings;
+  /** Asked before any side effect another delivery could rely on; false: stop, touch nothing (lease.ts). */
+  fence: LeaseCheck;
 }
 
 /**
@@ -48,5 +50,6 @@ export function buildJobOf(context: StepContext): BuildJob {
     envVariableNames: record.spec.envVariableNames,
     signal: context.signal,
     log: context.log,
+    fence: context.fence,
   };
 }

@@ -7,6 +7,7 @@ import { AcrTokenExchange, dockerConfigJson } from '../acr/token-exchange.ts';
 import type { RegistryCredential } from '../acr/token-exchange.ts';
 import { armError, armFailure, isNotFound, isTransient } from './arm-errors.ts';
 import { BuildLogFollower, DIGEST_MARKER } from './build-log.ts';
+import { LeaseFence } from '../lease-fence.ts';
 import { Backoff, abortError, pause } from './polling.ts';
 import type { StorageAccessKeyProvider } from './storage-key.ts';
 
@@ -56,6 +57,8 @@ export interface AciKanikoBuilderOptions {
 }
 
 export const KANIKO_CONTAINER = 'kaniko';
+/** Deletions of a followed group (late actions of a fenced-off delivery) a build survives. */
+const LATE_DELETES_TOLERATED = 2;
 const DIGEST_FILE = '/kaniko/digest';
 const DOCKER_CONFIG_VOLUME = 'docker-config';
 /**
@@ -95,6 +98,7 @@ export class AciKanikoBuilder implements Builder {
   private readonly client: ContainerInstanceManagementClient;
   private readonly acr: AcrTokenExchange;
   private readonly closing = new AbortController();
+  private readonly fence = new LeaseFence();
 
   constructor(options: AciKanikoBuilderOptions) {
     this.options = options;
@@ -108,6 +112,7 @@ export class AciKanikoBuilder implements Builder {
       endpoint,
       $host: endpoint,
       credentialScopes: options.armScope ?? 'https://management.azure.com/.default',
+      additionalPolicies: [{ policy: this.fence.policy, position: 'perRetry' }],
       ...(options.maxRetries === undefined ? {} : { retryOptions: { maxRetries: options.maxRetries } }),
     });
     this.acr = new AcrTokenExchange({ loginServer: options.registry, credential: options.credential, tenantId: options.tenantId });
@@ -131,10 +136,21 @@ export class AciKanikoBuilder implements Builder {
     });
   }
 
-  async createSandbox(job: BuildJob): Promise<Record<string, string>> {
+  /** Every ARM request of the job is fenced by its lease (lease-fence.ts). */
+  createSandbox(job: BuildJob): Promise<Record<string, string>> {
+    return this.fence.run(job.fence, () => this.sandbox(job));
+  }
+
+  build(job: BuildJob): Promise<BuiltImage> {
+    return this.fence.run(job.fence, () => this.follow(job));
+  }
+
+  private async sandbox(job: BuildJob): Promise<Record<string, string>> {
     const name = sandboxName(job.deploymentId);
     const signal = AbortSignal.any([job.signal, this.closing.signal]);
     this.throwIfStopped(job.signal, 'the sandbox step');
+    // Also before the registry token exchange, which is not an ARM request.
+    if (!(await job.fence(`creating build container group ${name}`))) throw abortError(job.signal, 'the sandbox step');
     const existing = await this.findGroup(name, signal);
     if (existing !== null) {
       const state = kanikoContainer(existing)?.instanceView?.currentState;
@@ -163,7 +179,7 @@ export class AciKanikoBuilder implements Builder {
       created = await poller.pollUntilDone({ abortSignal: signal });
     } catch (error) {
       if (job.signal.aborted) {
-        await this.discard(name, job.log);
+        await this.discard(name, job);
         throw abortError(job.signal, 'the sandbox step');
       }
       if (this.closing.signal.aborted) throw shuttingDown();
@@ -176,7 +192,7 @@ export class AciKanikoBuilder implements Builder {
     return this.sandboxRecord(name, created);
   }
 
-  async build(job: BuildJob): Promise<BuiltImage> {
+  private async follow(job: BuildJob): Promise<BuiltImage> {
     const name = sandboxName(job.deploymentId);
     const signal = AbortSignal.any([job.signal, this.closing.signal]);
     const timeoutMs = this.options.buildTimeoutMs ?? 30 * 60_000;
@@ -185,12 +201,15 @@ export class AciKanikoBuilder implements Builder {
     const image = `${this.options.registry}/${imageRepository(job.appName)}:${job.deploymentId}`;
     let deadline = Date.now() + timeoutMs;
     let recreated = false;
+    // The group was read in this run: a 404 after that means it was deleted under the running build.
+    let seen = false;
+    let deletedUnderUs = 0;
     let transientFailures = 0;
     let logFailures = 0;
 
     for (;;) {
       if (job.signal.aborted) {
-        await this.discard(name, job.log);
+        await this.discard(name, job);
         throw abortError(job.signal, 'the build');
       }
       if (this.closing.signal.aborted) throw shuttingDown();
@@ -199,13 +218,23 @@ export class AciKanikoBuilder implements Builder {
       try {
         group = await this.client.containerGroups.get(this.options.resourceGroup, name, { abortSignal: signal });
         transientFailures = 0;
+        seen = true;
       } catch (error) {
         if (signal.aborted) continue;
+        if (isNotFound(error) && seen && ++deletedUnderUs <= LATE_DELETES_TOLERATED) {
+          // A late DELETE from an earlier owner of this deployment that stalled between its lease
+          // check and the request (the fencing window, lease-fence.ts): not this build's failure, and
+          // not counted against the one-time path below. The build starts again in a new group.
+          job.log(`Build container group ${name} was deleted under the running build (a late action of an earlier delivery?); creating it again`, 'warn');
+          seen = false;
+          await this.sandbox(job);
+          continue;
+        }
         if (isNotFound(error) && !recreated) {
           // A redelivered job after the group was removed (by hand, or a lost create): make it again.
           job.log(`Build container group ${name} is missing; creating it`, 'warn');
           recreated = true;
-          await this.createSandbox(job);
+          await this.sandbox(job);
           continue;
         }
         if (isTransient(armFailure(error)) && ++transientFailures <= (this.options.transientFailureLimit ?? 5)) {
@@ -249,7 +278,7 @@ export class AciKanikoBuilder implements Builder {
 
       const pull = state?.state === 'Running' ? null : pullFailure(container);
       if (pull !== null && pull.count >= (this.options.imagePullAttempts ?? 3)) {
-        await this.discard(name, job.log);
+        await this.discard(name, job);
         throw new DeployError('IMAGE_PULL_FAILED', `The build container could not pull the kaniko image ${this.options.kanikoImage}: ${pull.message}`, {
           retryable: true,
           details: { image: this.options.kanikoImage, attempts: pull.count },
@@ -259,7 +288,7 @@ export class AciKanikoBuilder implements Builder {
         throw new DeployError('SANDBOX_FAILED', `The build container group ${name} failed${eventSummary(group)}`);
       }
       if (Date.now() >= deadline) {
-        await this.discard(name, job.log);
+        await this.discard(name, job);
         throw new DeployError('BUILD_TIMEOUT', `The build did not finish within ${Math.round(timeoutMs / 1000)} s`, { details: { logTail: follower.lastLines() } });
       }
       await pause(backoff.next(), signal);
@@ -376,8 +405,14 @@ export class AciKanikoBuilder implements Builder {
     }
   }
 
-  /** Deletes the group of a stopped build; a failure is logged, not thrown, so the stop reason wins. */
-  private async discard(name: string, log: LogSink): Promise<void> {
+  /**
+   * Deletes the group of a stopped build; a failure is logged, not thrown, so the stop reason wins.
+   * Not when the run lost its lease (or lock): the group, named after the deployment, is the one the
+   * owning delivery follows; deleting it would restart that build from scratch.
+   */
+  private async discard(name: string, job: Pick<BuildJob, 'fence' | 'log'>): Promise<void> {
+    const log: LogSink = job.log;
+    if (!(await job.fence(`deleting build container group ${name}`).catch(() => false))) return;
     try {
       await this.deleteGroup(name);
       log(`Deleted build container group ${name}`);

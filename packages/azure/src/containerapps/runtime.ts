@@ -1,11 +1,12 @@
 import { ContainerAppsAPIClient } from '@azure/arm-appcontainers';
 import type { ContainerApp, CustomDomain, CustomHostnameAnalysisResult, EnvironmentVar, ManagedCertificate, Revision, Secret, TrafficWeight } from '@azure/arm-appcontainers';
 import type { TokenCredential } from '@azure/identity';
-import type { DependencyHealth, DnsRecord, Environment, LogSink, RevisionInfo, RevisionSpec, Runtime, SecretStore, ServingTarget } from '@zepid/core';
-import { DeployError, probe, revisionSuffix, sha256Hex } from '@zepid/core';
+import type { DependencyHealth, DnsRecord, Environment, LogSink, RevisionInfo, RevisionSpec, RollbackTarget, Runtime, SecretStore, ServingTarget } from '@zepid/core';
+import { DeployError, isLeaseLost, probe, revisionSuffix, sha256Hex } from '@zepid/core';
 import { armError, armFailure, isNotFound, isTransient } from '../aci/arm-errors.ts';
 import { splitImage } from '../aci/builder.ts';
 import { Backoff, abortError, pause } from '../aci/polling.ts';
+import { LeaseFence } from '../lease-fence.ts';
 import { customDomainRecords, managedCertificateName } from './custom-domain.ts';
 import { HTTP_CONCURRENT_REQUESTS, scaleFor } from './scale.ts';
 import type { ScaleProfile } from './scale.ts';
@@ -92,6 +93,7 @@ export class ContainerAppsRuntime implements Runtime {
   private readonly client: ContainerAppsAPIClient;
   private readonly environment: EnvironmentRef;
   private readonly closing = new AbortController();
+  private readonly fence = new LeaseFence();
 
   constructor(options: ContainerAppsRuntimeOptions) {
     this.options = options;
@@ -99,6 +101,7 @@ export class ContainerAppsRuntime implements Runtime {
     this.client = new ContainerAppsAPIClient(options.credential, options.subscriptionId, {
       endpoint: (options.armEndpoint ?? 'https://management.azure.com').replace(/\/+$/, ''),
       credentials: { scopes: [options.armScope ?? 'https://management.azure.com/.default'] },
+      additionalPolicies: [{ policy: this.fence.policy, position: 'perRetry' }],
       ...(options.maxRetries === undefined ? {} : { retryOptions: { maxRetries: options.maxRetries } }),
     });
   }
@@ -117,7 +120,16 @@ export class ContainerAppsRuntime implements Runtime {
     return probe(() => this.client.managedEnvironments.get(this.environment.resourceGroup, this.environment.name));
   }
 
-  async deploy(spec: RevisionSpec): Promise<RevisionInfo> {
+  /**
+   * Every ARM request of the deployment is fenced by its lease (lease-fence.ts): a run that lost its
+   * deployment to another delivery, whose revision has the very same name, never moves its traffic or
+   * deactivates it.
+   */
+  deploy(spec: RevisionSpec): Promise<RevisionInfo> {
+    return this.fence.run(spec.fence, () => this.startRevision(spec));
+  }
+
+  private async startRevision(spec: RevisionSpec): Promise<RevisionInfo> {
     const signal = AbortSignal.any([spec.signal, this.closing.signal]);
     const revision = revisionName(spec.appName, spec.deploymentId, spec.attempt);
     this.throwIfStopped(spec.signal);
@@ -222,7 +234,11 @@ export class ContainerAppsRuntime implements Runtime {
     return revision.active !== false && (isReady(revision) || (revision.provisioningState === 'Provisioned' && revision.runningState === ACTIVATING && revision.healthState !== 'Unhealthy'));
   }
 
-  async rollback(target: { deploymentId: string; appName: string; revision: string; previousRevision: string | null }, log: LogSink): Promise<void> {
+  rollback(target: RollbackTarget, log: LogSink): Promise<void> {
+    return this.fence.run(target.fence, () => this.rollBack(target, log));
+  }
+
+  private async rollBack(target: RollbackTarget, log: LogSink): Promise<void> {
     const app = await this.findApp(target.appName, this.closing.signal);
     if (app === null) {
       log(`Container app ${target.appName} does not exist; nothing to roll back`);
@@ -576,10 +592,16 @@ export class ContainerAppsRuntime implements Runtime {
     }
   }
 
-  /** A deploy stopped by its signal: the new revision gets no traffic and is stopped. */
+  /**
+   * A deploy stopped by its signal: the new revision gets no traffic and is stopped — unless the run
+   * lost its lease (or lock): the revision is named after the deployment, so it is the one the owning
+   * delivery is bringing up, and deactivating it would take the app down under that delivery.
+   */
   private async stopped(spec: RevisionSpec, revision: string): Promise<DeployError> {
     if (spec.signal.aborted) {
-      await this.deactivate(spec.appName, revision, spec.log);
+      if (!isLeaseLost(spec.signal.reason) && (await spec.fence(`deactivating revision ${revision}`).catch(() => false))) {
+        await this.deactivate(spec.appName, revision, spec.log);
+      }
       return abortError(spec.signal, 'the deploy step');
     }
     return new DeployError('DEPENDENCY_UNAVAILABLE', 'The worker is shutting down during the deploy step', { retryable: true });

@@ -34,7 +34,7 @@ import { cosmosStatus, toStoreError } from './errors.ts';
  *   and their `ttl` of one day forgets workers that stopped beating, as the SQLite store does.
  *
  * Retention: the container runs with `defaultTtl: -1` (TTL on, nothing expires unless it says so).
- * Failed and cancelled records carry `ttl = retentionDays` and so disappear that long after their
+ * Failed, cancelled and superseded records carry `ttl = retentionDays` and so disappear that long after their
  * last write. A completed record is written without a `ttl`: the newest completed deployment of an
  * app is the one serving traffic (cleanup keeps it, rollback needs it), so it only receives a `ttl`
  * once a newer deployment of the same app completes. A retried record (failed → queued) is written
@@ -302,7 +302,7 @@ export class CosmosDeploymentStore implements DeploymentStore {
     };
     const buildKey = record.steps.validate.output.buildKey;
     if (typeof buildKey === 'string') document.buildKey = buildKey;
-    if (this.options.retentionDays !== null && (record.status === 'failed' || record.status === 'cancelled')) {
+    if (this.options.retentionDays !== null && (record.status === 'failed' || record.status === 'cancelled' || record.status === 'superseded')) {
       document.ttl = Math.round(this.options.retentionDays * DAY_SECONDS);
     }
     return document;

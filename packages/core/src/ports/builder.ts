@@ -1,4 +1,5 @@
 import type { BuildPlan } from '../build-plan.ts';
+import type { LeaseCheck } from '../lease.ts';
 import type { HealthReporting, Lifecycle } from './lifecycle.ts';
 
 /** Where a step writes progress lines for the deployment's log. Secret values are masked by the sink. */
@@ -14,8 +15,15 @@ export interface BuildJob {
   contextUri: string;
   /** Names of the deployment's env variables (the builder reads values from the secret store if it passes them). */
   envVariableNames: readonly string[];
+  /** Aborted on cancel, timeout, shutdown or a lost lease (`isLeaseLost(signal.reason)`). */
   signal: AbortSignal;
   log: LogSink;
+  /**
+   * Asked before every side effect on the sandbox (create, delete, and in Azure every ARM request made
+   * for the job): false means another delivery owns the deployment now, so do nothing more — in
+   * particular do not delete the sandbox on the way out (see lease.ts).
+   */
+  fence: LeaseCheck;
 }
 
 export interface BuiltImage {

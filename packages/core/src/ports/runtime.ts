@@ -1,6 +1,7 @@
 import type { BuildPlan } from '../build-plan.ts';
 import type { ContainerSize } from '../deployment.ts';
 import type { Environment } from '../glossary.ts';
+import type { LeaseCheck } from '../lease.ts';
 import type { LogSink } from './builder.ts';
 import type { HealthReporting, Lifecycle } from './lifecycle.ts';
 
@@ -24,8 +25,15 @@ export interface RevisionSpec {
    * timeout stops it: waits for health and for a certificate end by then. Unset: the runtime's own limits.
    */
   deadline?: number | undefined;
+  /** Aborted on cancel, timeout, shutdown or a lost lease (`isLeaseLost(signal.reason)`). */
   signal: AbortSignal;
   log: LogSink;
+  /**
+   * Asked before every side effect (creating the revision, moving traffic, stopping or deactivating a
+   * revision, and in Azure every ARM request made for the deployment): false means another delivery
+   * owns the deployment now — its revision may be the very one this call would stop — so do nothing more.
+   */
+  fence: LeaseCheck;
 }
 
 export interface DnsRecord {
@@ -51,6 +59,14 @@ export interface ServingTarget {
   customDomain: string | null;
 }
 
+export interface RollbackTarget {
+  deploymentId: string;
+  appName: string;
+  revision: string;
+  previousRevision: string | null;
+  fence: LeaseCheck;
+}
+
 /**
  * Runtime: the deploy step. Starts a new revision of `<project>-<environment>`, waits until it is
  * healthy, then moves all traffic to it; if it never gets healthy, traffic stays where it was and
@@ -67,6 +83,6 @@ export interface Runtime extends Lifecycle, HealthReporting {
    * sure": the deploy step starts a new revision.
    */
   isServing(target: ServingTarget, signal: AbortSignal): Promise<boolean>;
-  /** Compensation: traffic back to `previousRevision` (or none), and `revision` stopped. Idempotent. */
-  rollback(target: { deploymentId: string; appName: string; revision: string; previousRevision: string | null }, log: LogSink): Promise<void>;
+  /** Compensation: traffic back to `previousRevision` (or none), and `revision` stopped. Idempotent. `fence` as in RevisionSpec. */
+  rollback(target: RollbackTarget, log: LogSink): Promise<void>;
 }

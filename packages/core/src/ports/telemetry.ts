@@ -18,6 +18,8 @@ export const TELEMETRY_EVENTS = {
   DeploymentCompleted: ['url'],
   DeploymentFailed: ['errorCode', 'step'],
   DeploymentCancelled: ['step'],
+  /** A deployment older than its app's live one, ended without moving traffic (the step it reached). */
+  DeploymentSuperseded: ['step'],
 } as const satisfies Record<string, readonly string[]>;
 
 /**

@@ -72,6 +72,8 @@ export class LocalBuilder implements Builder {
 
   async createSandbox(job: BuildJob): Promise<Record<string, string>> {
     const dir = this.sandboxDir(job.deploymentId);
+    // The work dir is named after the deployment: a run that lost its lease would wipe the owner's.
+    if (!(await job.fence(`recreating the work dir ${dir}`))) throw stoppedError(job);
     // Idempotent: a redelivered job starts from a clean sandbox rather than a half-built one.
     await this.deleteSandbox(job.deploymentId);
     const archive = await this.options.artifacts.getContext(job.deploymentId);
@@ -113,6 +115,7 @@ export class LocalBuilder implements Builder {
       job.log(`$ ${command}`);
       await this.run(job, label, command, source, env);
     }
+    if (!(await job.fence(`moving the built work dir to the image ${image}`))) throw stoppedError(job);
     await rm(image, { recursive: true, force: true });
     await rename(source, image);
     job.log(`image: ${image}`);
@@ -144,7 +147,13 @@ export class LocalBuilder implements Builder {
     this.options.registry.add({ pid: group.pid, startTime: group.startTime, deploymentId: job.deploymentId, purpose: 'build' });
     const timeout = AbortSignal.timeout(this.options.buildTimeoutMs);
     const stop = AbortSignal.any([job.signal, timeout]);
-    const onStop = () => void stopGroup(group, 2000);
+    // A run that lost its lease leaves the build processes alone: they are the owner's to stop (its
+    // createSandbox does, through the process registry), and the wait below ends when they exit.
+    const onStop = () => {
+      void (async () => {
+        if (await job.fence(`stopping the ${label} processes`).catch(() => true)) await stopGroup(group, 2000);
+      })();
+    };
     stop.addEventListener('abort', onStop, { once: true });
     try {
       const exit = await group.exited;
@@ -223,4 +232,9 @@ export async function extractContext(archive: Buffer, target: string): Promise<v
   if (refused.length > 0) {
     throw new DeployError('SOURCE_INVALID', `The build context has entries that would escape the sandbox: ${refused.slice(0, 5).join(', ')}`);
   }
+}
+
+/** What a step stopped by its signal throws: the workflow reads the reason from the signal itself. */
+function stoppedError(job: BuildJob): Error {
+  return job.signal.reason instanceof Error ? job.signal.reason : new DeployError('CANCELLED', 'Build stopped');
 }

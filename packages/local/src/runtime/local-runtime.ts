@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import type { BuildPlan, DependencyHealth, Logger, LogSink, RevisionInfo, RevisionSpec, Runtime, SecretStore, ServingTarget } from '@zepid/core';
+import type { BuildPlan, DependencyHealth, LeaseCheck, Logger, LogSink, RevisionInfo, RevisionSpec, RollbackTarget, Runtime, SecretStore, ServingTarget } from '@zepid/core';
 import { DeployError, probe, revisionSuffix, STATIC_ROOTS } from '@zepid/core';
 import { sandboxEnv } from '../builder/sandbox-env.ts';
 import type { Isolation } from '../builder/isolation.ts';
@@ -132,7 +132,10 @@ export class LocalRuntime implements Runtime {
       return { revision, url, previousRevision: current.previous?.revision ?? null, dnsRecords: [] };
     }
     const record: RevisionRecord = { revision, deploymentId: spec.deploymentId, image: spec.image, plan: { kind: spec.plan.kind, start: spec.plan.start } };
-    const port = await this.launch(spec.appName, record, spec.log, spec.signal);
+    // Revisions are named after the deployment: a run that lost its lease would restart the owner's.
+    if (!(await spec.fence(`starting revision ${revision}`))) throw stopped(spec.signal);
+    const port = await this.launch(spec.appName, record, spec.log, spec.signal, spec.fence);
+    if (!(await spec.fence(`switching the traffic of ${spec.appName} to ${revision}`))) throw stopped(spec.signal);
     spec.log(`revision ${revision} answers on port ${port}; switching traffic`);
 
     const previous = current?.live.revision === revision ? current.previous : (current?.live ?? null);
@@ -166,7 +169,8 @@ export class LocalRuntime implements Runtime {
     return Object.values(this.state).some((app) => app.live.image === image || app.previous?.image === image);
   }
 
-  async rollback(target: { deploymentId: string; appName: string; revision: string; previousRevision: string | null }, log: LogSink): Promise<void> {
+  async rollback(target: RollbackTarget, log: LogSink): Promise<void> {
+    if (!(await target.fence(`rolling ${target.appName} back from ${target.revision}`))) return;
     const appState = this.state[target.appName];
     if (appState?.live.revision === target.revision) {
       const previous = appState.previous;
@@ -185,7 +189,7 @@ export class LocalRuntime implements Runtime {
     await this.stop(target.revision);
   }
 
-  private async launch(app: string, record: RevisionRecord, log: LogSink, signal: AbortSignal): Promise<number> {
+  private async launch(app: string, record: RevisionRecord, log: LogSink, signal: AbortSignal, fence?: LeaseCheck): Promise<number> {
     await this.stop(record.revision);
     const port = await freePort();
     const home = join(this.options.revisionsDir, record.revision, 'home');
@@ -232,8 +236,12 @@ export class LocalRuntime implements Runtime {
         throw new DeployError('START_FAILED', `The app exited before answering HTTP on its PORT. Last lines:\n${output.join('\n')}`);
       }
       if (deadline.aborted) {
-        await this.stop(record.revision);
-        if (signal.aborted) throw signal.reason instanceof Error ? signal.reason : new DeployError('CANCELLED', 'Deploy stopped');
+        // Only the process this launch started, and not when the run lost its lease: by then the
+        // owning delivery may run this very revision (same name), started after this one.
+        if (this.running.get(record.revision)?.group === group && (fence === undefined || (await fence(`stopping revision ${record.revision}`).catch(() => true)))) {
+          await this.stop(record.revision);
+        }
+        if (signal.aborted) throw stopped(signal);
         throw new DeployError(
           'DEPLOY_UNHEALTHY',
           `The app did not answer HTTP on PORT ${port} within ${Math.round(this.options.readyTimeoutMs / 1000)} s. Last lines:\n${output.join('\n')}`,
@@ -275,4 +283,8 @@ function staticRoot(image: string): string {
     if (existsSync(join(image, candidate, 'index.html'))) return join(image, candidate);
   }
   return image;
+}
+
+function stopped(signal: AbortSignal): Error {
+  return signal.reason instanceof Error ? signal.reason : new DeployError('CANCELLED', 'Deploy stopped');
 }

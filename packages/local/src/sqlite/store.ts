@@ -229,7 +229,7 @@ export class SqliteDeploymentStore implements DeploymentStore {
   listFinishedBefore(orgId: string | null, before: Date, limit: number): Promise<DeploymentRecord[]> {
     return runSqlite(() => {
       const sql = `SELECT doc, etag FROM deployments WHERE finished_at IS NOT NULL AND finished_at < ? ${orgId === null ? '' : 'AND org_id = ?'}
-                   AND status IN ('completed', 'failed', 'cancelled') ORDER BY finished_at LIMIT ?`;
+                   AND status IN ('completed', 'failed', 'cancelled', 'superseded') ORDER BY finished_at LIMIT ?`;
       const params = orgId === null ? [before.toISOString(), limit] : [before.toISOString(), orgId, limit];
       return (this.db.connection.prepare(sql).all(...params) as unknown as Row[]).map(toRecord);
     });

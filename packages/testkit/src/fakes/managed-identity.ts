@@ -20,7 +20,7 @@ export interface ManagedIdentityEndpoint {
  * decides which token each resource gets (e.g. one the ARM simulator or the Key Vault fake accepts).
  * Plain HTTP like the real endpoint, which is local to the container.
  */
-export async function startManagedIdentityEndpoint(issue: (resource: string) => Promise<string>): Promise<ManagedIdentityEndpoint> {
+export async function startManagedIdentityEndpoint(issue: (resource: string, clientId: string | null) => Promise<string>): Promise<ManagedIdentityEndpoint> {
   const header = randomBytes(16).toString('hex');
   const requests: ManagedIdentityEndpoint['requests'] = [];
   const server: Server = createServer((request, response) => {
@@ -31,8 +31,9 @@ export async function startManagedIdentityEndpoint(issue: (resource: string) => 
         response.writeHead(400, { 'content-type': 'application/json' }).end(JSON.stringify({ error: 'invalid_request' }));
         return;
       }
-      requests.push({ resource, clientId: url.searchParams.get('client_id') });
-      const token = await issue(resource);
+      const clientId = url.searchParams.get('client_id');
+      requests.push({ resource, clientId });
+      const token = await issue(resource, clientId);
       response.writeHead(200, { 'content-type': 'application/json' }).end(
         JSON.stringify({ access_token: token, expires_on: String(Math.floor(Date.now() / 1000) + 3600), resource, token_type: 'Bearer' }),
       );

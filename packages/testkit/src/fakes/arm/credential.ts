@@ -10,6 +10,7 @@ export class FakeTokenCredential implements TokenCredential {
   /** Scopes of every getToken call, in order. */
   readonly requestedScopes: string[][] = [];
   private readonly issued = new Map<string, string>();
+  private readonly labels = new Map<string, string>();
 
   getToken(scopes: string | string[], _options?: GetTokenOptions): Promise<AccessToken | null> {
     const list = Array.isArray(scopes) ? [...scopes] : [scopes];
@@ -22,6 +23,18 @@ export class FakeTokenCredential implements TokenCredential {
   /** The scope a token was issued for, or undefined for a token this credential never issued. */
   scopeOf(token: string): string | undefined {
     return this.issued.get(token);
+  }
+
+  /**
+   * Names who holds a token (e.g. the client id of the worker it was issued to through the
+   * managed-identity endpoint), so recorded requests say which process sent them.
+   */
+  label(token: string, caller: string): void {
+    this.labels.set(token, caller);
+  }
+
+  labelOf(token: string): string | undefined {
+    return this.labels.get(token);
   }
 
   /** Every token issued so far: tests check none of them leaks into logs or errors. */

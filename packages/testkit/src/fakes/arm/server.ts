@@ -40,11 +40,17 @@ export interface RecordedRequest {
   error?: { code: string; message: string };
   /** The error answer was asked for by the test (scenario or injected fault). */
   scenario?: boolean;
+  /** Who sent it: the label the test gave the bearer token (FakeTokenCredential.label), if any. */
+  caller?: string;
+  /** When it arrived (ms since the epoch). */
+  at: number;
 }
 
 export interface FaultSpec {
   method?: string;
   path: RegExp;
+  /** Only requests whose raw body matches (e.g. one deployment's revision suffix in an app PUT). */
+  body?: RegExp;
   status: number;
   code: string;
   message?: string;
@@ -116,7 +122,13 @@ export async function startArmSimulator(options: ArmSimulatorOptions = {}): Prom
   const route = (request: ArmRequest): ArmResponse => {
     if (simulations === null) throw new ArmHttpError(503, 'NotReady', 'the simulator is starting');
     const { registry, aci, apps } = simulations;
-    const fault = faults.find((candidate) => candidate.left > 0 && (candidate.method ?? request.method) === request.method && candidate.path.test(request.url.pathname));
+    const fault = faults.find(
+      (candidate) =>
+        candidate.left > 0 &&
+        (candidate.method ?? request.method) === request.method &&
+        candidate.path.test(request.url.pathname) &&
+        (candidate.body === undefined || candidate.body.test(request.rawBody)),
+    );
     if (fault !== undefined) {
       fault.left -= 1;
       throw new ArmHttpError(fault.status, fault.code, fault.message ?? `Injected ${fault.status}`, [], true);
@@ -174,7 +186,10 @@ export async function startArmSimulator(options: ArmSimulatorOptions = {}): Prom
         answer = error instanceof ArmHttpError ? error.toResponse() : new ArmHttpError(500, 'InternalServerError', (error as Error).message).toResponse();
         scenario = error instanceof ArmHttpError && error.scenario;
       }
-      if (request !== undefined) requests.push({ ...record(request, answer, validator), ...(scenario ? { scenario } : {}) });
+      if (request !== undefined) {
+        const caller = credential.labelOf(/^Bearer (.+)$/.exec(request.headers.authorization ?? '')?.[1] ?? '');
+        requests.push({ ...record(request, answer, validator), ...(scenario ? { scenario } : {}), ...(caller === undefined ? {} : { caller }) });
+      }
       writeResponse(outgoing, answer);
     })();
   });
@@ -249,6 +264,7 @@ function record(request: ArmRequest, answer: ArmResponse, validator: ReturnType<
     path: request.url.pathname,
     apiVersion: request.url.searchParams.get('api-version'),
     status: answer.status,
+    at: Date.now(),
   };
   const error = (answer.body as { error?: { code?: unknown; message?: unknown } } | undefined)?.error;
   if (answer.status >= 400 && error !== undefined) entry.error = { code: String(error.code), message: String(error.message) };
