@@ -98,7 +98,7 @@ const MiB = 1024 * 1024;
 
 /** Output lines that mean a command ran into one of the limits (Node, npm, glibc and sh wording). */
 const LIMIT_SIGNS: { limit: keyof ResourceLimits; pattern: RegExp }[] = [
-  { limit: 'memoryMb', pattern: /out of memory|allocation failed|cannot allocate memory|ENOMEM|bad_alloc|mmap.*failed/i },
+  { limit: 'memoryMb', pattern: /out of memory|allocation failed|failed to allocate|cannot allocate memory|ENOMEM|bad_alloc|mmap.*failed/i },
   { limit: 'processes', pattern: /EAGAIN|resource temporarily unavailable|fork: retry|cannot fork|pthread_create/i },
   { limit: 'openFiles', pattern: /EMFILE|too many open files/i },
 ];
