@@ -175,6 +175,25 @@ describe.runIf(isRoot)('local tenants are isolated from each other (uid isolatio
     expect(log).not.toContain(SECRET);
   });
 
+  it("another environment of org A's project runs the reused image as its own uid, through the project's group", async () => {
+    const aDevUid = (JSON.parse((await getApp(`${aUrl}probe`)).body) as Found).uid;
+    const status = await deployAndSettle('orgA', {
+      projectId: 'curious',
+      environment: 'production',
+      envVariables: { NODE: join(nodeDir, 'node'), B_PIDS: bPids.join(',') },
+      buildCommand: `"$NODE" probe.mjs build "$B_PIDS" '${needle}'`,
+      startCommand: '"$NODE" probe.mjs serve',
+      files: [await probeFile()],
+    });
+    expect(status.status, status.logs.join('\n')).toBe('completed');
+    expect(status.logs.join('\n')).toContain('reusing the image built by');
+    const production = JSON.parse((await getApp(`${status.url ?? ''}probe`)).body) as Found;
+    expect(production.uid).not.toBe(aDevUid);
+    expect(production.verdict).toMatch(/^found nothing of any other tenant/);
+    // found.json was written by the development build, in an image only the project's group may read.
+    expect((JSON.parse((await getApp(`${status.url ?? ''}found`)).body) as Found).uid).toBe(aDevUid);
+  });
+
   it('a build allocating beyond the memory limit fails with a message naming it, and the other apps keep answering', async () => {
     const status = await deployAndSettle('orgA', {
       projectId: 'hungry',
