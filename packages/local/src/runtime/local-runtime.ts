@@ -196,6 +196,11 @@ export class LocalRuntime implements Runtime {
   }
 
   private async launch(app: string, record: RevisionRecord, log: LogSink, signal: AbortSignal): Promise<number> {
+    // A state file written before per-app uids has no owner for the revision, and its image belongs to
+    // the single sandbox user of then: refuse to start it rather than guess whose uid it should get.
+    if (typeof (record as Partial<RevisionRecord>).orgId !== 'string') {
+      throw new DeployError('START_FAILED', `${record.revision} was deployed before each app had a uid of its own; deploy ${app} again`);
+    }
     await this.stop(record.revision);
     const port = await freePort();
     const tenant = await this.options.isolation.tenant({ orgId: record.orgId, projectId: record.projectId, appName: app });
