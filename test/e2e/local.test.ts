@@ -181,8 +181,9 @@ describe('end to end on the embedded defaults', () => {
     // The service's own environment never reaches user code.
     expect(log).not.toMatch(/\bDEPLOY_API_TOKENS\b|\bDATA_DIR\b|\bLOCAL_ROUTER_PORT\b/);
     if (process.getuid?.() === 0) {
-      // CI runs as root: uid isolation is on (LOCAL_BUILD_ISOLATION=auto).
-      expect(log).toContain('uid=65534');
+      // CI runs as root: uid isolation is on (LOCAL_BUILD_ISOLATION=auto), with the app's own uid
+      // from the default LOCAL_UID_RANGE.
+      expect(log).toMatch(/uid=10000\d{5}\b/);
       expect(log.split("\n").filter((line) => /\[build\] (READ |LISTED|WROTE)/.test(line))).toEqual([]);
       expect(log).toContain('denied listing');
       expect(log).toContain('denied write');

@@ -32,6 +32,11 @@ export class TokenRegistry implements TokenVerifier {
     return this.entries.length;
   }
 
+  /** The organizations that hold a token (each once). */
+  get orgs(): string[] {
+    return [...new Set(this.entries.map((entry) => entry.orgId))];
+  }
+
   /** Parses DEPLOY_API_TOKENS: `orgId:token,orgId:token`. The plain tokens are dropped after hashing. */
   static fromSetting(value: string): TokenRegistry {
     const entries: { orgId: string; sha256: string }[] = [];

@@ -17,6 +17,14 @@ const apiEnv = {
   ),
   MAX_ACTIVE_DEPLOYMENTS_PER_ORG: positiveInt(3, 1_000_000, 'Queued plus in-progress deployments an org may have; more is a 429.'),
   RATE_LIMIT_PER_MINUTE: positiveInt(600, 1_000_000, 'Requests per token per minute; more is a 429.'),
+  LOCAL_BUILD_ISOLATION: Type.Enum(['auto', 'uid', 'none'], {
+    default: 'auto',
+    description: 'As the worker\'s: read here to refuse several organizations when local builds cannot be isolated.',
+  }),
+  LOCAL_SINGLE_TENANT: Type.Boolean({
+    default: true,
+    description: 'Local mode without uid isolation: refuse more than one organization in DEPLOY_API_TOKENS. false: accept them on purpose, unisolated.',
+  }),
   RETENTION_DAYS: positiveInt(7, 3650, 'POST /status/cleanup removes finished deployments older than this by default.'),
 };
 

@@ -4,22 +4,41 @@
  */
 import { pino } from 'pino';
 import { ConfigError, LOG_REDACT_PATHS, systemClock } from '@zepid/core';
-import { localPaths } from '@zepid/local/data';
+import { canSwitchUsers, localPaths } from '@zepid/local/data';
 import { buildApp } from './app.ts';
 import { loadOrCreateDevToken, TokenRegistry } from './auth.ts';
-import type { TokenVerifier } from './auth.ts';
 import { DeploymentService } from './deployments.ts';
 import type { ApiEnv } from './env.ts';
 import { loadApiEnv } from './env.ts';
 import { closeAll, createApiAdapters, startAll } from './wiring.ts';
 
-async function loadTokens(env: ApiEnv): Promise<{ tokens: TokenVerifier; newToken: string | null }> {
+async function loadTokens(env: ApiEnv): Promise<{ tokens: TokenRegistry; newToken: string | null }> {
   if (env.DEPLOY_API_TOKENS !== undefined) return { tokens: TokenRegistry.fromSetting(env.DEPLOY_API_TOKENS), newToken: null };
   if (env.DEPLOY_MODE !== 'local') {
     throw new ConfigError([{ variable: 'DEPLOY_API_TOKENS', message: 'is required in azure mode (orgId:token pairs, e.g. from Key Vault)' }]);
   }
   const { registry, newToken } = await loadOrCreateDevToken(localPaths(env.DATA_DIR).tokens);
   return { tokens: registry, newToken };
+}
+
+/**
+ * Local builds and apps of several organizations on one machine are kept apart only by uid isolation
+ * (a uid per app; the worker must be root). Without it every tenant's code runs as one user and can
+ * read the others' environment through /proc, so several organizations are refused unless the
+ * operator says on purpose that they need no isolation (README, "Local mode and its limits"). The
+ * API runs beside the worker in local mode (`npm start`), as the same user: what it can do, the
+ * worker can.
+ */
+function checkTenancy(env: ApiEnv, orgs: readonly string[]): void {
+  if (env.DEPLOY_MODE !== 'local' || orgs.length <= 1 || !env.LOCAL_SINGLE_TENANT) return;
+  if (env.LOCAL_BUILD_ISOLATION !== 'none' && canSwitchUsers()) return;
+  const why = env.LOCAL_BUILD_ISOLATION === 'none' ? 'LOCAL_BUILD_ISOLATION=none' : 'the service does not run as root with setpriv and prlimit';
+  throw new ConfigError([
+    {
+      variable: 'LOCAL_SINGLE_TENANT',
+      message: `DEPLOY_API_TOKENS names ${orgs.length} organizations, but local builds and apps cannot be isolated from each other (${why}): each could read the others' env variables. Keep one organization, run as root, or set LOCAL_SINGLE_TENANT=false if they trust each other`,
+    },
+  ]);
 }
 
 async function main(): Promise<void> {
@@ -37,10 +56,11 @@ async function main(): Promise<void> {
   process.umask(0o077);
   const logger = pino({ level: env.LOG_LEVEL, base: { service: 'api' }, redact: { paths: LOG_REDACT_PATHS, censor: '[redacted]' } });
 
-  let tokens: TokenVerifier;
+  let tokens: TokenRegistry;
   let newToken: string | null;
   try {
     ({ tokens, newToken } = await loadTokens(env));
+    checkTenancy(env, tokens.orgs);
   } catch (error) {
     if (error instanceof ConfigError) {
       console.error(`api: ${error.message}`);

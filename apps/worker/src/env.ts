@@ -19,9 +19,16 @@ const workerEnv = {
   RUNTIME_PROVIDER: Type.Optional(Type.Enum(['local', 'azure'], { description: 'Runtime of the deploy step; default: DEPLOY_MODE.' })),
   LOCAL_BUILD_ISOLATION: Type.Enum(['auto', 'uid', 'none'], {
     default: 'auto',
-    description: 'Local mode: run build and start commands as LOCAL_BUILD_USER (uid; needs root), or as the worker\'s user (none). auto: uid when root.',
+    description: 'Local mode: run each app\'s build and start commands as its own uid from LOCAL_UID_RANGE (uid; needs root), or as the worker\'s user (none). auto: uid when root.',
   }),
-  LOCAL_BUILD_USER: Type.String({ pattern: '^[0-9]+:[0-9]+$', default: '65534:65534', description: 'uid:gid user commands run as under uid isolation.' }),
+  LOCAL_UID_RANGE: Type.String({
+    pattern: '^[0-9]+-[0-9]+$',
+    default: '1000000000-1000099999',
+    description: 'uid isolation: the reserved uids and gids (first-last) given one per app and one per project; no /etc/passwd entries needed.',
+  }),
+  LOCAL_LIMIT_MEMORY_MB: Type.Integer({ minimum: 256, maximum: 1_048_576, default: 4096, description: 'Local builds and apps: address space per process in MiB (RLIMIT_AS; Node needs about 1.5 GiB of it).' }),
+  LOCAL_LIMIT_PROCESSES: Type.Integer({ minimum: 16, maximum: 1_000_000, default: 512, description: 'Local builds and apps: processes and threads per app (RLIMIT_NPROC of its uid; uid isolation only).' }),
+  LOCAL_LIMIT_OPEN_FILES: Type.Integer({ minimum: 64, maximum: 1_048_576, default: 4096, description: 'Local builds and apps: open files per process (RLIMIT_NOFILE).' }),
   HEALTH_PORT: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535, description: 'If set, the worker answers /health/live and /health/ready on this port.' })),
 };
 

@@ -10,8 +10,11 @@ import {
   LocalRuntime,
   localPaths,
   LogTelemetry,
+  parseIdRange,
   ProcessRegistry,
   resolveIsolation,
+  SqliteDatabase,
+  TenantIds,
 } from '@zepid/local';
 import type { WorkerEnv } from './env.ts';
 
@@ -69,8 +72,12 @@ async function telemetryFor(connectionString: string | undefined, logger: Logger
 function localWorkload(env: WorkerEnv, logger: Logger, artifacts: ApiAdapters['artifacts'], secrets: SecretStore) {
   const paths = localPaths(env.DATA_DIR);
   const processes = new ProcessRegistry(join(env.DATA_DIR, 'processes.json'));
-  const [uid, gid] = env.LOCAL_BUILD_USER.split(':').map(Number) as [number, number];
-  const isolation = resolveIsolation(env.LOCAL_BUILD_ISOLATION, { uid, gid });
+  // Its own connection to the embedded database, opened on first use: only uid isolation needs it.
+  const ids = env.LOCAL_BUILD_ISOLATION === 'none' ? null : new TenantIds(new SqliteDatabase(paths.database), parseIdRange(env.LOCAL_UID_RANGE));
+  const isolation = resolveIsolation(env.LOCAL_BUILD_ISOLATION, {
+    ids,
+    limits: { memoryMb: env.LOCAL_LIMIT_MEMORY_MB, processes: env.LOCAL_LIMIT_PROCESSES, openFiles: env.LOCAL_LIMIT_OPEN_FILES },
+  });
   const revisionsDir = join(env.DATA_DIR, 'revisions');
   const builder: Builder = new LocalBuilder({
     workDir: paths.work,
@@ -98,7 +105,7 @@ function localWorkload(env: WorkerEnv, logger: Logger, artifacts: ApiAdapters['a
     workload: { builder, runtime },
     processes,
     isolation,
-    traversable: [env.DATA_DIR, paths.work, paths.images, revisionsDir, join(env.DATA_DIR, 'cache')],
+    traversable: [env.DATA_DIR, paths.work, paths.images, revisionsDir, join(env.DATA_DIR, 'cache'), paths.npmCache],
   };
 }
 

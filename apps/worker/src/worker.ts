@@ -37,7 +37,12 @@ export async function startWorker(
   await startAll(adapters);
   if (isolation !== null) {
     await isolation.traversable(traversable);
-    logger.info({ isolation: isolation.mode }, isolation.mode === 'uid' ? `build and start commands run as ${env.LOCAL_BUILD_USER}` : "build and start commands run as the worker's own user");
+    logger.info(
+      { isolation: isolation.mode, privateProc: isolation.privateProc, limits: isolation.limits },
+      isolation.mode === 'uid'
+        ? `each app's build and start commands run as its own uid from ${env.LOCAL_UID_RANGE}${isolation.privateProc ? ', with a /proc showing only its own processes' : ''}`
+        : "build and start commands run as the worker's own user: no isolation between tenants",
+    );
   }
 
   const settings = { deploymentTimeoutMs: env.DEPLOYMENT_TIMEOUT_MS };
@@ -84,6 +89,7 @@ export async function startWorker(
       await maintenance.stop();
       health?.close();
       await closeAll(adapters);
+      isolation?.close();
     },
   };
 }

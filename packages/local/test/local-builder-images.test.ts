@@ -20,7 +20,7 @@ describe('LocalBuilder, for build reuse', () => {
       registry: new ProcessRegistry(join(dir, 'processes.json')),
       logger: silentLogger,
       buildTimeoutMs: 10_000,
-      isolation: resolveIsolation('none', { uid: 65534, gid: 65534 }),
+      isolation: resolveIsolation('none', { ids: null, limits: { memoryMb: 4096, processes: 512, openFiles: 4096 } }),
     });
     await builder.start();
   });

@@ -21,7 +21,7 @@ async function startRuntime(dir: string): Promise<LocalRuntime> {
     registry: new ProcessRegistry(join(dir, 'processes.json')),
     logger: silentLogger,
     readyTimeoutMs: 15_000,
-    isolation: resolveIsolation('none', { uid: 65534, gid: 65534 }),
+    isolation: resolveIsolation('none', { ids: null, limits: { memoryMb: 4096, processes: 512, openFiles: 4096 } }),
   });
   await runtime.start();
   return runtime;

@@ -7,7 +7,7 @@ import type { ArtifactStore, BuildJob, BuiltImage, Builder, DependencyHealth, Lo
 import { checkSourcePath, DeployError, probe, sandboxName } from '@zepid/core';
 import { spawnGroup, stopGroup } from '../process/process-group.ts';
 import type { ProcessRegistry } from '../process/registry.ts';
-import type { Isolation } from './isolation.ts';
+import type { Isolation, Tenant } from './isolation.ts';
 import { sandboxEnv } from './sandbox-env.ts';
 
 export interface LocalBuilderOptions {
@@ -50,8 +50,8 @@ export class LocalBuilder implements Builder {
   async start(): Promise<void> {
     await mkdir(this.options.workDir, { recursive: true });
     await mkdir(this.options.imagesDir, { recursive: true });
+    // Each app gets its own cache below it (Tenant.privateDir): a shared one would let one tenant plant packages for another.
     await mkdir(this.options.npmCache, { recursive: true });
-    await this.options.isolation.handOver(this.options.npmCache);
   }
 
   close(): Promise<void> {
@@ -84,8 +84,9 @@ export class LocalBuilder implements Builder {
     await extractContext(archive, source);
     const dockerfile = join(source, 'Dockerfile');
     if ((await readFile(dockerfile, 'utf8').catch(() => '')).startsWith(GENERATED_DOCKERFILE)) await rm(dockerfile);
-    await this.options.isolation.handOver(dir);
-    job.log(`sandbox ready: ${dir}${this.options.isolation.mode === 'uid' ? ' (commands run as an unprivileged user)' : ''}`);
+    const tenant = await this.options.isolation.tenant(job);
+    await tenant.handOver(dir);
+    job.log(`sandbox ready: ${dir}${tenant.uid === null ? '' : ` (commands run as uid ${tenant.uid}, this app's own)`}`);
     return { sandbox: dir };
   }
 
@@ -105,25 +106,28 @@ export class LocalBuilder implements Builder {
         'This project only has a Dockerfile; local mode builds static sites and Node projects (Dockerfile builds run with kaniko in azure mode)',
       );
     }
+    const tenant = await this.options.isolation.tenant(job);
     const variables = await this.options.secrets.get(job.deploymentId);
-    const env = sandboxEnv({ home: join(dir, 'home'), npmCache: this.options.npmCache, variables, extra: { NODE_ENV: 'development' } });
+    const npmCache = await tenant.privateDir(this.options.npmCache);
+    const env = sandboxEnv({ home: join(dir, 'home'), npmCache, variables, extra: { NODE_ENV: 'development' } });
     for (const [label, command] of [
       ['install', job.plan.install],
       ['build', job.plan.build],
     ] as const) {
       if (command === null) continue;
       job.log(`$ ${command}`);
-      await this.run(job, label, command, source, env);
+      await this.run(job, label, command, source, env, tenant);
     }
     if (!(await job.fence(`moving the built work dir to the image ${image}`))) throw stoppedError(job);
     await rm(image, { recursive: true, force: true });
     await rename(source, image);
+    await tenant.shareImage(image);
     job.log(`image: ${image}`);
     return { image, digest: null };
   }
 
   /** Runs one command to its end; a non-zero exit is BUILD_FAILED with the output's tail. */
-  private async run(job: BuildJob, label: string, command: string, cwd: string, env: Record<string, string>): Promise<void> {
+  private async run(job: BuildJob, label: string, command: string, cwd: string, env: Record<string, string>, tenant: Tenant): Promise<void> {
     const limit = this.options.maxOutputBytes ?? 2 * 1024 * 1024;
     let written = 0;
     let truncated = false;
@@ -131,7 +135,7 @@ export class LocalBuilder implements Builder {
     const group = spawnGroup(command, {
       cwd,
       env,
-      wrap: this.options.isolation.wrap,
+      wrap: tenant.wrap,
       onLine: (line, stream) => {
         tail.push(line);
         if (tail.length > OUTPUT_TAIL_LINES) tail.shift();
@@ -163,7 +167,8 @@ export class LocalBuilder implements Builder {
       }
       if (exit.code !== 0) {
         const how = exit.code === null ? `was killed by ${exit.signal ?? 'a signal'}` : `exited with code ${exit.code}`;
-        throw new DeployError('BUILD_FAILED', `${label} (${command}) ${how}. Last lines:\n${tail.join('\n')}`, {
+        const hit = this.options.isolation.limitHit(tail);
+        throw new DeployError('BUILD_FAILED', `${label} (${command}) ${how}${hit === null ? '' : `: ${hit}`}. Last lines:\n${tail.join('\n')}`, {
           details: { exitCode: exit.code, step: label },
         });
       }

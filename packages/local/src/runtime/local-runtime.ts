@@ -33,6 +33,9 @@ export interface LocalRuntimeOptions {
 interface RevisionRecord {
   revision: string;
   deploymentId: string;
+  /** Whose app it is: decides the uid it runs as (isolation.ts). */
+  orgId: string;
+  projectId: string;
   image: string;
   plan: Pick<BuildPlan, 'kind' | 'start'>;
 }
@@ -131,7 +134,14 @@ export class LocalRuntime implements Runtime {
     if (current?.live.revision === revision && this.running.has(revision)) {
       return { revision, url, previousRevision: current.previous?.revision ?? null, dnsRecords: [] };
     }
-    const record: RevisionRecord = { revision, deploymentId: spec.deploymentId, image: spec.image, plan: { kind: spec.plan.kind, start: spec.plan.start } };
+    const record: RevisionRecord = {
+      revision,
+      deploymentId: spec.deploymentId,
+      orgId: spec.orgId,
+      projectId: spec.projectId,
+      image: spec.image,
+      plan: { kind: spec.plan.kind, start: spec.plan.start },
+    };
     // Revisions are named after the deployment: a run that lost its lease would restart the owner's.
     if (!(await spec.fence(`starting revision ${revision}`))) throw stopped(spec.signal);
     const port = await this.launch(spec.appName, record, spec.log, spec.signal, spec.fence);
@@ -190,20 +200,31 @@ export class LocalRuntime implements Runtime {
   }
 
   private async launch(app: string, record: RevisionRecord, log: LogSink, signal: AbortSignal, fence?: LeaseCheck): Promise<number> {
+    // A state file written before per-app uids has no owner for the revision, and its image belongs to
+    // the single sandbox user of then: refuse to start it rather than guess whose uid it should get.
+    if (typeof (record as Partial<RevisionRecord>).orgId !== 'string') {
+      throw new DeployError('START_FAILED', `${record.revision} was deployed before each app had a uid of its own; deploy ${app} again`);
+    }
     await this.stop(record.revision);
     const port = await freePort();
-    const home = join(this.options.revisionsDir, record.revision, 'home');
+    const tenant = await this.options.isolation.tenant({ orgId: record.orgId, projectId: record.projectId, appName: app });
+    // A fresh HOME at every start, like a container's filesystem: root only ever hands over a tree
+    // it has just made, never one the tenant wrote into.
+    const dir = join(this.options.revisionsDir, record.revision);
+    await rm(dir, { recursive: true, force: true });
+    const home = join(dir, 'home');
     await mkdir(home, { recursive: true });
-    await this.options.isolation.handOver(home);
+    await tenant.handOver(dir);
     const variables = await this.options.secrets.get(record.deploymentId);
-    const env = sandboxEnv({ home, npmCache: this.options.npmCache, variables, extra: { PORT: String(port), NODE_ENV: 'production' } });
+    const npmCache = await tenant.privateDir(this.options.npmCache);
+    const env = sandboxEnv({ home, npmCache, variables, extra: { PORT: String(port), NODE_ENV: 'production' } });
     const command = record.plan.start ?? `${JSON.stringify(process.execPath)} ${JSON.stringify(STATIC_SERVER)} ${JSON.stringify(staticRoot(record.image))}`;
     const output: string[] = [];
     let logged = 0;
     const group = spawnGroup(command, {
       cwd: record.image,
       env,
-      wrap: this.options.isolation.wrap,
+      wrap: tenant.wrap,
       onLine: (line) => {
         output.push(line);
         if (output.length > 20) output.shift();
@@ -233,7 +254,8 @@ export class LocalRuntime implements Runtime {
     const started = performance.now();
     while (!(await answers(port))) {
       if (exited) {
-        throw new DeployError('START_FAILED', `The app exited before answering HTTP on its PORT. Last lines:\n${output.join('\n')}`);
+        const hit = this.options.isolation.limitHit(output);
+        throw new DeployError('START_FAILED', `The app exited before answering HTTP on its PORT${hit === null ? '' : `: ${hit}`}. Last lines:\n${output.join('\n')}`);
       }
       if (deadline.aborted) {
         // Only the process this launch started, and not when the run lost its lease: by then the

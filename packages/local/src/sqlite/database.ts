@@ -87,6 +87,12 @@ const MIGRATIONS: string[] = [
      data BLOB NOT NULL,
      PRIMARY KEY (org_key, deployment_id)
    ) WITHOUT ROWID;`,
+  // Local isolation: the uid of each app and the gid of each project, allocated once from a reserved
+  // range (builder/tenant-ids.ts), so a restart, a rollback or a redeploy runs under the same ids.
+  `CREATE TABLE tenant_ids (
+     key TEXT PRIMARY KEY,
+     id INTEGER NOT NULL UNIQUE
+   ) WITHOUT ROWID;`,
 ];
 
 export class SqliteDatabase {

@@ -1,0 +1,80 @@
+import { DeployError } from '@zepid/core';
+import type { SqliteDatabase } from '../sqlite/database.ts';
+
+/** A reserved range of numeric ids, inclusive; no /etc/passwd entry is needed for any of them. */
+export interface IdRange {
+  first: number;
+  last: number;
+}
+
+/** Parses `first-last` (LOCAL_UID_RANGE). */
+export function parseIdRange(setting: string): IdRange {
+  const match = /^(\d+)-(\d+)$/.exec(setting.trim());
+  const first = Number(match?.[1]);
+  const last = Number(match?.[2]);
+  // 0 is root and 2^32-1 is (uid_t)-1, "no change" to setresuid: neither may ever be handed out.
+  if (match === null || !(first >= 1 && first <= last && last < 2 ** 32 - 1)) {
+    throw new Error(`invalid id range "${setting}": expected first-last with 1 <= first <= last < 4294967295`);
+  }
+  return { first, last };
+}
+
+/**
+ * Numeric ids kept in the embedded database: each key (an app, a project) gets one id from the range
+ * the first time it is asked for, and the same id ever after (worker restarts included). Keys share
+ * one sequence, so an app's uid never equals another project's gid. An id is handed out again only
+ * after `release` (see README: nothing in local mode deletes an app, so nothing releases yet).
+ */
+export class TenantIds {
+  private readonly db: SqliteDatabase;
+  private readonly range: IdRange;
+  private opened = false;
+
+  constructor(db: SqliteDatabase, range: IdRange) {
+    this.db = db;
+    this.range = range;
+  }
+
+  /** The id of `key`, allocated on first use (lowest free id of the range). */
+  idOf(key: string): number {
+    this.open();
+    return this.db.transaction(() => {
+      const db = this.db.connection;
+      const existing = db.prepare('SELECT id FROM tenant_ids WHERE key = ?').get(key) as { id: number } | undefined;
+      if (existing !== undefined) return existing.id;
+      const { first, last } = this.range;
+      // The lowest id of the range nobody holds: `first` itself, or one above a held id.
+      const free = db
+        .prepare(
+          `SELECT candidate FROM (
+             SELECT ? AS candidate
+             UNION ALL SELECT id + 1 FROM tenant_ids WHERE id >= ? AND id < ?
+           ) WHERE candidate NOT IN (SELECT id FROM tenant_ids) ORDER BY candidate LIMIT 1`,
+        )
+        .get(first, first, last) as { candidate: number } | undefined;
+      if (free === undefined) {
+        throw new DeployError('DEPENDENCY_UNAVAILABLE', `Every id of LOCAL_UID_RANGE (${first}-${last}) is in use: widen the range`);
+      }
+      db.prepare('INSERT INTO tenant_ids (key, id) VALUES (?, ?)').run(key, free.candidate);
+      return free.candidate;
+    });
+  }
+
+  /** Frees the id of `key`: the caller makes sure no process and no file of that id remains. */
+  release(key: string): void {
+    this.open();
+    this.db.transaction(() => this.db.connection.prepare('DELETE FROM tenant_ids WHERE key = ?').run(key));
+  }
+
+  close(): void {
+    if (!this.opened) return;
+    this.opened = false;
+    this.db.close();
+  }
+
+  private open(): void {
+    if (this.opened) return;
+    this.db.open();
+    this.opened = true;
+  }
+}
