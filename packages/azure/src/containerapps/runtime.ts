@@ -507,7 +507,8 @@ export class ContainerAppsRuntime implements Runtime {
         abortSignal: signal,
       });
       await poller.submitted();
-      certificate = await this.client.managedCertificates.get(resourceGroup, environment, name, { abortSignal: signal });
+      // Just created: until ARM lists it, it is as good as Pending.
+      certificate = { location: this.options.location, properties: { provisioningState: 'Pending' } };
     }
     const backoff = new Backoff(this.options.pollIntervalMs ?? 3000, this.options.maxPollIntervalMs ?? 15_000);
     for (;;) {
@@ -523,7 +524,11 @@ export class ContainerAppsRuntime implements Runtime {
       }
       await pause(Math.min(backoff.next(), Math.max(1, deadline - Date.now())), signal);
       if (signal.aborted) throw abortError(spec.signal, 'the custom domain binding');
-      certificate = await this.client.managedCertificates.get(resourceGroup, environment, name, { abortSignal: signal });
+      try {
+        certificate = await this.client.managedCertificates.get(resourceGroup, environment, name, { abortSignal: signal });
+      } catch (error) {
+        if (!isNotFound(error)) throw error;
+      }
     }
   }
 

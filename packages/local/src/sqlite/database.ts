@@ -93,6 +93,10 @@ const MIGRATIONS: string[] = [
      key TEXT PRIMARY KEY,
      id INTEGER NOT NULL UNIQUE
    ) WITHOUT ROWID;`,
+  // The app's live deployment (latestCompleted): every delivery and every deploy step reads it to keep
+  // an app's live deployment moving forward only. Without this index the read scanned all of an
+  // org's completed deployments: quadratic over a burst (test/load/burst.test.ts ran out of time).
+  `CREATE INDEX deployments_live ON deployments (org_id, app_name, finished_at DESC) WHERE status = 'completed';`,
 ];
 
 export class SqliteDatabase {
