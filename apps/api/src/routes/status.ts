@@ -59,7 +59,7 @@ export const statusRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = 
       },
     },
     async (request) => ({
-      deployments: (await adapters.store.listRecent(request.orgId, request.query.limit ?? LIMITS.defaultPageSize)).map(summaryView),
+      deployments: (await adapters.store.listRecent(request.orgId, request.query.limit ?? LIMITS.defaultPageSize)).map((record) => summaryView(record)),
       timestamp: new Date().toISOString(),
     }),
   );
