@@ -11,8 +11,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
  */
 export default function setup(): () => Promise<void> {
   const runDir = mkdtempSync(join(tmpdir(), 'zepid-test-run-'));
-  // Builds and apps run as nobody when the tests run as root: they must traverse to their sandbox.
-  chmodSync(runDir, 0o755);
+  // Like /tmp (sticky, world-writable): builds and apps run as nobody when the tests run as root,
+  // and some tests hand them a file to write here.
+  chmodSync(runDir, 0o1777);
   process.env.TMPDIR = runDir;
 
   return async () => {
