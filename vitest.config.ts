@@ -8,6 +8,8 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 60_000,
     pool: 'forks',
+    // One temporary directory per run; at the end, no process may still run from it.
+    globalSetup: ['test/global-setup.ts'],
     reporters: ['default'],
     projects: [
       {

@@ -52,7 +52,10 @@ describe('worker killed during every step', () => {
   const headers = { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' };
   const status = async (id: string) => (await (await fetch(`${apiUrl}/deploy/${id}/status`, { headers })).json()) as Status;
   const deploy = async (projectId: string, text: string) => {
-    const body = { projectId, organizationId: 'org_crash', userId: 'u', files: [{ path: 'index.html', content: `<p>${text}</p>` }] };
+    // An app process, not a static site (the router serves those itself): the end checks that exactly
+    // one process per project runs, and none leaked.
+    const server = `require('node:http').createServer((q, r) => r.end(${JSON.stringify(`<p>${text}</p>`)})).listen(Number(process.env.PORT), '127.0.0.1');`;
+    const body = { projectId, organizationId: 'org_crash', userId: 'u', startCommand: 'node server.js', files: [{ path: 'server.js', content: server }] };
     const response = await fetch(`${apiUrl}/deploy`, { method: 'POST', headers, body: JSON.stringify(body) });
     return ((await response.json()) as { deploymentId: string }).deploymentId;
   };

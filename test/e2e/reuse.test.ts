@@ -68,8 +68,9 @@ describe('end to end: build reuse on the embedded defaults', () => {
     expect(first.status.status, first.log).toBe('completed');
     expect(first.log).not.toContain('reusing the image');
     expect(first.status.reuse).toEqual({ buildFrom: null, revisionKept: false });
+    // A static site is no process: the router serves its files itself.
     const firstProcesses = await revisionProcesses(dataDir);
-    expect(firstProcesses.map((group) => group.deploymentId)).toEqual([first.id]);
+    expect(firstProcesses).toEqual([]);
 
     const second = await deployAndSettle(sample);
     expect(second.status.status, second.log).toBe('completed');

@@ -7,7 +7,7 @@ import type { FastifyBaseLogger, FastifyInstance, FastifyReply } from 'fastify';
 import Fastify, { LogController } from 'fastify';
 import { DeployError, LIMITS, SERVICE_NAME, SERVICE_VERSION, sha256Hex } from '@zepid/core';
 import type { AppContext } from './context.ts';
-import { errorBody, registerErrorHandling } from './errors.ts';
+import { answerClientError, errorBody, registerErrorHandling } from './errors.ts';
 import { dashboardRoutes } from './routes/dashboard.ts';
 import { deployRoutes } from './routes/deploy.ts';
 import { healthRoutes } from './routes/health.ts';
@@ -38,6 +38,8 @@ export async function buildApp(context: AppContext, logger: FastifyBaseLogger): 
     return503OnClosing: true,
     trustProxy: true,
     // Errors raised before routing (a URL that does not decode, a malformed header) get the same shape as the rest.
+    // …and so do those Node's HTTP parser raises before Fastify sees a request (431, 400, 408).
+    clientErrorHandler: answerClientError,
     frameworkErrors: (error, _request, reply) => {
       void (reply as FastifyReply).code(400).send(errorBody('BAD_REQUEST', error.code === 'FST_ERR_BAD_URL' ? 'The URL is not valid (bad percent-encoding)' : error.message));
     },

@@ -36,14 +36,14 @@ export async function cleanupFinished(adapters: ApiAdapters, orgId: string, cuto
       continue;
     }
     deploymentIds.push(record.id);
+    // A dry run counts what it would remove where the record says so (deployments, secrets); the
+    // artifact files are counted only by deleting them.
+    removed.deployments += 1;
+    removed.secrets += record.spec.envVariableNames.length;
     if (dryRun) continue;
     removed.artifacts += await adapters.artifacts.deleteAll({ orgId, deploymentId: record.id });
-    if (record.spec.envVariableNames.length > 0) {
-      await adapters.secrets.delete(record.id);
-      removed.secrets += record.spec.envVariableNames.length;
-    }
+    if (record.spec.envVariableNames.length > 0) await adapters.secrets.delete(record.id);
     await adapters.store.delete({ orgId, deploymentId: record.id });
-    removed.deployments += 1;
   }
   if (!dryRun) {
     const swept = await sweepObjects(adapters.artifacts, orgId, now);

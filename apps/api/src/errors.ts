@@ -1,3 +1,5 @@
+import { STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { ErrorCode } from '@zepid/core';
 import { DeployError, ERROR_CODES } from '@zepid/core';
@@ -93,5 +95,31 @@ export function registerErrorHandling(app: FastifyInstance): void {
 
   app.setNotFoundHandler((request, reply) =>
     reply.code(404).send(errorBody('NOT_FOUND', `No route ${request.method} ${request.url.split('?')[0] ?? ''}`)),
+  );
+}
+
+/** What Node's HTTP parser refuses before Fastify sees a request, and how it is answered. */
+const CLIENT_ERRORS: Record<string, { status: number; code: string; message: string }> = {
+  HPE_HEADER_OVERFLOW: { status: 431, code: 'HEADERS_TOO_LARGE', message: 'The request line and headers are larger than the server accepts (16 KiB)' },
+  ERR_HTTP_REQUEST_TIMEOUT: { status: 408, code: 'REQUEST_TIMEOUT', message: 'The request was not received in time' },
+  ERR_HTTP_HEADERS_TIMEOUT: { status: 408, code: 'REQUEST_TIMEOUT', message: 'The request headers were not received in time' },
+};
+
+/**
+ * Fastify's `clientErrorHandler`: an oversized header or URL (431), a malformed request (400) or a
+ * slow one (408) gets the documented error shape too, instead of Fastify's own body. The connection
+ * is closed after the answer, as Node does: what follows on it cannot be parsed.
+ */
+export function answerClientError(error: Error & { code?: string }, socket: Socket): void {
+  if (error.code === 'ECONNRESET' || socket.destroyed) return;
+  if (!socket.writable) {
+    socket.destroy(error);
+    return;
+  }
+  const known = error.code === undefined ? undefined : CLIENT_ERRORS[error.code];
+  const answer = known ?? { status: 400, code: 'BAD_REQUEST', message: 'The request is not valid HTTP' };
+  const body = JSON.stringify(errorBody(answer.code, answer.message));
+  socket.end(
+    `HTTP/1.1 ${answer.status} ${STATUS_CODES[answer.status] ?? ''}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
   );
 }

@@ -98,7 +98,7 @@ export const StatusView = Type.Object({
   environment: literals(ENVIRONMENTS),
   status: DeploymentStatusView,
   currentStep: Nullable(literals(STEPS)),
-  progress: Type.Integer({ minimum: 0, maximum: 100 }),
+  progress: Type.Integer({ minimum: 0, maximum: 100, description: 'Completed steps by weight; the running step counts by its time against what it took lately (never reaching its full share).' }),
   attempt: Type.Integer({ minimum: 1 }),
   cancelRequested: Type.Boolean(),
   source: SourceView,
@@ -142,7 +142,7 @@ export const AcceptedBody = Type.Object({
   attempt: Type.Integer(),
   message: Type.String(),
   timestamp: Type.String(),
-  estimatedDuration: Type.String(),
+  estimatedDuration: Type.String({ description: 'What the organization\'s last completed deployments took (e.g. "4 s to 40 s (last 12 completed deployments)"); a fixed text before any completed.' }),
   statusUrl: Type.String(),
 });
 

@@ -79,7 +79,8 @@ async function main(): Promise<void> {
       tokens,
       mode: env.DEPLOY_MODE,
       startedAt: Date.now(),
-      estimatedDuration: env.DEPLOY_MODE === 'azure' ? '3-10 minutes' : 'under a minute for static sites, 1-3 minutes with npm install',
+      // Until an organization has completed deployments to go by (then: what they took, estimates.ts).
+      estimatedDuration: env.DEPLOY_MODE === 'azure' ? '3-10 minutes' : 'a few seconds for static sites, under a minute for most npm builds',
       retentionDays: env.RETENTION_DAYS,
       rateLimitPerMinute: env.RATE_LIMIT_PER_MINUTE,
       workerStaleMs: 30_000,

@@ -1,9 +1,9 @@
-import type { DeploymentRecord, DnsRecord } from '@zepid/core';
-import { STEPS } from '@zepid/core';
+import type { DeploymentRecord, DnsRecord, StepName } from '@zepid/core';
+import { progressAt, STEPS } from '@zepid/core';
 import type { DeploymentSummary, StatusView } from './schemas.ts';
 
 /** The deployment as clients see it: the v1 status shape plus v3 fields; never env values or internals. */
-export function statusView(record: DeploymentRecord, logs: string[]): StatusView {
+export function statusView(record: DeploymentRecord, logs: string[], stepMs: Partial<Record<StepName, number>> = {}): StatusView {
   const steps = {} as StatusView['steps'];
   for (const step of STEPS) {
     const state = record.steps[step];
@@ -16,7 +16,7 @@ export function statusView(record: DeploymentRecord, logs: string[]): StatusView
     };
   }
   return {
-    ...summaryView(record),
+    ...summaryView(record, stepMs),
     cancelRequested: record.cancelRequested,
     steps,
     logs,
@@ -42,15 +42,18 @@ function dnsRecordsOf(record: DeploymentRecord): DnsRecord[] {
   }
 }
 
-/** The fields a list shows of each deployment; the status view adds steps, logs and the rest. */
-export function summaryView(record: DeploymentRecord): DeploymentSummary {
+/**
+ * The fields a list shows of each deployment; the status view adds steps, logs and the rest. While it
+ * runs, progress moves with the running step's time against `stepMs` (what steps took lately).
+ */
+export function summaryView(record: DeploymentRecord, stepMs: Partial<Record<StepName, number>> = {}): DeploymentSummary {
   return {
     deploymentId: record.id,
     projectId: record.projectId,
     environment: record.environment,
     status: record.status,
     currentStep: record.currentStep,
-    progress: record.progress,
+    progress: record.status === 'in_progress' ? progressAt(record.steps, new Date(), stepMs) : record.progress,
     attempt: record.attempt,
     source: {
       digest: record.source.digest,

@@ -396,7 +396,9 @@ describe('API', () => {
 
         cleanup.advance(8 * 86_400_000);
         const dry = await cleanup.app.inject({ method: 'POST', url: '/status/cleanup', headers: auth('org_456'), payload: { dryRun: true } });
-        expect(dry.json()).toMatchObject({ dryRun: true, deploymentIds: [cancelledId], removed: { deployments: 0 } });
+        // The count matches the ids listed (it said 0 while listing them), secrets included; nothing is removed.
+        expect(dry.json()).toMatchObject({ dryRun: true, deploymentIds: [cancelledId], removed: { deployments: 1, secrets: 1, artifacts: 0, objects: 0 } });
+        expect((await cleanup.app.inject({ url: `/deploy/${cancelledId}/status`, headers: auth('org_456') })).statusCode).toBe(200);
         const response = await cleanup.app.inject({ method: 'POST', url: '/status/cleanup', headers: auth('org_456') });
         expect(response.statusCode).toBe(200);
         expect(response.json()).toMatchObject({

@@ -1,5 +1,6 @@
 import type { DeploymentSpec } from './deployment.ts';
 import { DeployError } from './errors.ts';
+import { staticImageStage } from './static-site.ts';
 
 /**
  * How a source becomes an image: detected once from the files, used by the local builder (which runs
@@ -88,13 +89,10 @@ export function generateDockerfile(plan: BuildPlan): string {
     );
     return `${lines.join('\n')}\n`;
   }
-  // Static: copy the first site root that exists into an unprivileged nginx listening on the port.
+  // Static: copy the first site root that exists; nginx serves it as the router does (static-site.ts).
   lines.push(
     `RUN mkdir /site && for d in ${STATIC_ROOTS.join(' ')}; do if [ -f "$d/index.html" ]; then cp -r "$d"/. /site/ && break; fi; done && rm -f /site/Dockerfile`,
-    'FROM nginxinc/nginx-unprivileged:stable-alpine',
-    `RUN sed -i 's/listen  *8080;/listen ${plan.port};/' /etc/nginx/conf.d/default.conf`,
-    'COPY --from=build /site /usr/share/nginx/html',
-    `EXPOSE ${plan.port}`,
+    ...staticImageStage({ from: 'build', siteDir: '/site', port: plan.port }),
   );
   return `${lines.join('\n')}\n`;
 }

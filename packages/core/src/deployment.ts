@@ -163,6 +163,30 @@ export function progressOf(steps: Record<StepName, StepState>): number {
   return Math.min(100, Math.round(done));
 }
 
+/** What a step usually takes when no recent deployment says otherwise (local builds of small apps). */
+export const DEFAULT_STEP_MS: Record<StepName, number> = { validate: 500, sync: 1_000, sandbox: 1_000, build: 20_000, deploy: 3_000, cleanup: 500 };
+
+/**
+ * Progress as of `now`: completed steps count fully, the running one by the time it has run against
+ * what that step usually takes (`expectedMs`, e.g. the median of recent deployments), up to 95% of
+ * its weight — so a long build moves instead of standing at one number. Never lower than a read a
+ * moment before: the running step's share only grows, and stays below what its completion adds.
+ */
+export function progressAt(steps: Record<StepName, StepState>, now: Date, expectedMs: Partial<Record<StepName, number>> = {}): number {
+  let done = 0;
+  for (const step of STEPS) {
+    const state = steps[step];
+    if (state.status === 'completed') done += STEP_WEIGHTS[step];
+    else if (state.status === 'in_progress' && state.startedAt !== null) {
+      const expected = Math.max(1, expectedMs[step] ?? DEFAULT_STEP_MS[step]);
+      const elapsed = Math.max(0, now.getTime() - Date.parse(state.startedAt));
+      // 1 - e^(-t/T): about 63% of the weight at the usual duration, approaching (never passing) 95%.
+      done += STEP_WEIGHTS[step] * Math.min(0.95, 1 - Math.exp(-elapsed / expected));
+    }
+  }
+  return Math.min(100, Math.floor(done));
+}
+
 /** The first step that is not completed: where an attempt (re)starts. Null when all are done. */
 export function firstUnfinishedStep(steps: Record<StepName, StepState>): StepName | null {
   return STEPS.find((step) => steps[step].status !== 'completed') ?? null;

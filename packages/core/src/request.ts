@@ -108,7 +108,7 @@ export const DeployRequestSchema = Type.Object(
       }),
     ),
     buildCommand: Type.Optional(Command('Build command; the `build` script of package.json when absent.')),
-    startCommand: Type.Optional(Command('Start command; the `start` script, or a static server, when absent.')),
+    startCommand: Type.Optional(Command('Start command; the `start` script when absent, else the project is a static site served from its build output.')),
     port: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535, description: 'Port the app listens on (given to it as PORT).' })),
     files: Type.Optional(Files),
     initFiles: Type.Optional(Files),

@@ -198,7 +198,7 @@ describe('build plans', () => {
     expect(dockerfile).toContain('RUN npm install --no-audit --no-fund');
     expect(dockerfile).toContain('ENV PORT=3000');
     expect(dockerfile).toContain('CMD ["sh", "-c", "npm start"]');
-    expect(generateDockerfile(planBuild(files({ 'index.html': '' }), spec))).toContain('nginx-unprivileged');
+    expect(generateDockerfile(planBuild(files({ 'index.html': '' }), spec))).toContain('brotli_static on;');
   });
 });
 

@@ -20,14 +20,17 @@ async function startRuntime(dir: string): Promise<LocalRuntime> {
     secrets,
     registry: new ProcessRegistry(join(dir, 'processes.json')),
     logger: silentLogger,
-    readyTimeoutMs: 15_000,
+    // Short: one test waits it out on purpose (an app answering 500 never becomes healthy).
+    readyTimeoutMs: 4_000,
     isolation: resolveIsolation('none', { ids: null, limits: { memoryMb: 4096, processes: 512, openFiles: 4096 } }),
   });
   await runtime.start();
   return runtime;
 }
 
-function revisionSpec(appName: string, imagePath: string): RevisionSpec {
+const NODE_PLAN: BuildPlan = { kind: 'node', install: null, build: null, start: 'node server.mjs', port: 8080 };
+
+function revisionSpec(appName: string, imagePath: string, plan: BuildPlan = STATIC_PLAN): RevisionSpec {
   return {
     deploymentId: newDeploymentId(),
     orgId: 'org_r',
@@ -36,7 +39,7 @@ function revisionSpec(appName: string, imagePath: string): RevisionSpec {
     environment: appName.endsWith('production') ? 'production' : 'development',
     image: imagePath,
     imageDigest: null,
-    plan: STATIC_PLAN,
+    plan,
     containerSize: null,
     customDomain: null,
     envVariableNames: [],
@@ -105,32 +108,68 @@ describe('LocalRuntime', () => {
   /** What the deploy step asks before keeping a revision for an identical redeploy. */
   const serving = (appName: string, revision: string) => runtime.isServing({ appName, revision, customDomain: null }, AbortSignal.timeout(10_000));
 
-  it('is true for the live revision while its process runs and answers, false for another or a dead one', async () => {
+  it('is true for the live static revision (served by the router, no process), false for another one', async () => {
     const path = await image('site');
     const first = await runtime.deploy(revisionSpec('site-development', path));
     expect(await serving('site-development', first.revision)).toBe(true);
     expect(await serving('site-production', first.revision)).toBe(false);
+    // No process per static site: the router answers it.
+    expect(runtime.runningRevisions()).toEqual([{ app: 'site-development', revision: first.revision, pid: null, port: null }]);
 
     const second = await runtime.deploy(revisionSpec('site-development', path));
     expect(await serving('site-development', second.revision)).toBe(true);
     // The previous revision is stopped once the new one has the traffic.
     expect(await serving('site-development', first.revision)).toBe(false);
-
-    // The live revision's process hangs (it runs, but answers nothing), then dies: still live in
-    // the runtime's state, but not serving.
-    const run = runtime.runningRevisions().find((candidate) => candidate.revision === second.revision);
-    if (run === undefined) throw new Error('the live revision is not running');
-    process.kill(-run.pid, 'SIGSTOP');
-    expect(await serving('site-development', second.revision)).toBe(false);
-    process.kill(-run.pid, 'SIGCONT');
-    expect(await serving('site-development', second.revision)).toBe(true);
-    process.kill(-run.pid, 'SIGKILL');
-    await waitUntil(async () => !(await serving('site-development', second.revision)));
+    expect(runtime.runningRevisions().map((run) => run.revision)).toEqual([second.revision]);
 
     // Rolled back to nothing: stopped.
-    const third = await runtime.deploy(revisionSpec('site-development', path));
-    await runtime.rollback({ deploymentId: 'dep_x', appName: 'site-development', revision: third.revision, previousRevision: null, fence: alwaysHeld }, () => undefined);
-    expect(await serving('site-development', third.revision)).toBe(false);
+    await runtime.rollback({ deploymentId: 'dep_x', appName: 'site-development', revision: second.revision, previousRevision: null, fence: alwaysHeld }, () => undefined);
+    expect(await serving('site-development', second.revision)).toBe(false);
+  }, 60_000);
+
+  it('refuses a static revision whose / does not answer 200 (no index.html at the root), and keeps the live one', async () => {
+    const good = await image('good');
+    const live = await runtime.deploy(revisionSpec('site-development', good));
+    const bare = join(dir, 'images', 'bare');
+    await mkdir(join(bare, 'src'), { recursive: true });
+    await writeFile(join(bare, 'package.json'), '{}');
+    await writeFile(join(bare, 'src', 'app.html'), '<p>source</p>');
+    await expect(runtime.deploy(revisionSpec('site-development', bare))).rejects.toMatchObject({ code: 'DEPLOY_UNHEALTHY' });
+    expect(await serving('site-development', live.revision)).toBe(true);
+  }, 60_000);
+
+  /** An app image: a server answering `status` at every path. */
+  async function appImage(name: string, status: number): Promise<string> {
+    const path = join(dir, 'images', name);
+    await mkdir(path, { recursive: true });
+    await writeFile(
+      join(path, 'server.mjs'),
+      `import { createServer } from 'node:http';\ncreateServer((q, r) => r.writeHead(${status}).end('${name}')).listen(Number(process.env.PORT), '127.0.0.1');\n`,
+    );
+    return path;
+  }
+
+  it('takes an app answering below 500 at / as healthy (its own 404 included), and never one answering 500', async () => {
+    const notFound = await runtime.deploy(revisionSpec('api-development', await appImage('not-found', 404), NODE_PLAN));
+    expect(await serving('api-development', notFound.revision)).toBe(true);
+    await expect(runtime.deploy(revisionSpec('api-development', await appImage('broken', 500), NODE_PLAN))).rejects.toMatchObject({ code: 'DEPLOY_UNHEALTHY' });
+    expect(await serving('api-development', notFound.revision)).toBe(true);
+  }, 60_000);
+
+  it('is true for the live app revision while its process runs and answers, false once it hangs or dies', async () => {
+    const path = await appImage('app', 200);
+    const live = await runtime.deploy(revisionSpec('app-development', path, NODE_PLAN));
+    expect(await serving('app-development', live.revision)).toBe(true);
+    // The live revision's process hangs (it runs, but answers nothing), then dies: still live in
+    // the runtime's state, but not serving.
+    const pid = runtime.runningRevisions().find((candidate) => candidate.revision === live.revision)?.pid;
+    if (pid === undefined || pid === null) throw new Error('the live revision has no process');
+    process.kill(-pid, 'SIGSTOP');
+    expect(await serving('app-development', live.revision)).toBe(false);
+    process.kill(-pid, 'SIGCONT');
+    expect(await serving('app-development', live.revision)).toBe(true);
+    process.kill(-pid, 'SIGKILL');
+    await waitUntil(async () => !(await serving('app-development', live.revision)));
   }, 60_000);
 });
 

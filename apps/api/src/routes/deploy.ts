@@ -14,6 +14,7 @@ import {
   ProjectParams,
   StatusView,
 } from '../schemas.ts';
+import { RecentTimesCache } from '../estimates.ts';
 import { statusView, summaryView } from '../views.ts';
 
 const IdempotencyHeaders = Type.Object({
@@ -59,8 +60,14 @@ export const deployRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = 
    * ones read the tail every time (a stat when it has not grown).
    */
   const finalLines = new Map<string, { etag: string; lines: string[] }>();
+  const recent = new RecentTimesCache(adapters.store);
   const status = async (orgId: string, id: string) => {
     const record = await load(orgId, id);
+    if (record.status === 'in_progress') {
+      const { stepMs } = await recent.forOrg(orgId).catch(() => ({ stepMs: {} }));
+      const tail = await adapters.artifacts.readLogTail(id, LIMITS.statusLogLines * 512);
+      return statusView(record, parseLogLines(tail).slice(-LIMITS.statusLogLines).map(formatLogLine), stepMs);
+    }
     const known = finalLines.get(id);
     if (known !== undefined && known.etag === record.etag) return statusView(record, known.lines);
     const tail = await adapters.artifacts.readLogTail(id, LIMITS.statusLogLines * 512);
@@ -72,14 +79,16 @@ export const deployRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = 
     return statusView(record, lines);
   };
 
-  const accepted = (record: DeploymentRecord, message: string) => ({
+  // What deployments of the organization took lately; the configured text until some completed.
+  const estimatedDuration = async (orgId: string) => (await recent.forOrg(orgId).catch(() => ({ summary: null }))).summary ?? context.estimatedDuration;
+  const accepted = async (record: DeploymentRecord, message: string) => ({
     success: true as const,
     deploymentId: record.id,
     status: record.status,
     attempt: record.attempt,
     message,
     timestamp: new Date().toISOString(),
-    estimatedDuration: context.estimatedDuration,
+    estimatedDuration: await estimatedDuration(record.orgId),
     statusUrl: `/deploy/${record.id}/status`,
   });
 
@@ -114,7 +123,7 @@ export const deployRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = 
       } else {
         void reply.header('idempotent-replayed', 'true');
       }
-      return reply.code(202).send(accepted(record, replayed ? 'Deployment already queued for this Idempotency-Key' : 'Deployment queued successfully'));
+      return reply.code(202).send(await accepted(record, replayed ? 'Deployment already queued for this Idempotency-Key' : 'Deployment queued successfully'));
     });
   }
 
@@ -191,7 +200,7 @@ export const deployRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = 
         adapters.telemetry.event('DeploymentCancelled', { deploymentId: record.id, orgId: record.orgId, projectId: record.projectId, environment: record.environment });
       }
       const message = record.status === 'cancelled' ? 'Deployment cancelled' : 'Cancellation requested; the worker is stopping the deployment';
-      return reply.code(202).send(accepted(record, message));
+      return reply.code(202).send(await accepted(record, message));
     },
   );
 
@@ -209,7 +218,7 @@ export const deployRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = 
     },
     async (request, reply) => {
       const record = await service.retry(request.orgId, request.params.id, adapters.telemetry.currentTraceparent());
-      return reply.code(202).send(accepted(record, `Attempt ${record.attempt} queued`));
+      return reply.code(202).send(await accepted(record, `Attempt ${record.attempt} queued`));
     },
   );
 
@@ -233,7 +242,7 @@ export const deployRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = 
         limit: request.query.limit ?? LIMITS.defaultPageSize,
         cursor: request.query.cursor ?? null,
       });
-      return { projectId: request.params.projectId, deployments: page.items.map(summaryView), nextCursor: page.nextCursor };
+      return { projectId: request.params.projectId, deployments: page.items.map((record) => summaryView(record)), nextCursor: page.nextCursor };
     },
   );
 };

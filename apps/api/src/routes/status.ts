@@ -59,7 +59,7 @@ export const statusRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = 
       },
     },
     async (request) => ({
-      deployments: (await adapters.store.listRecent(request.orgId, request.query.limit ?? LIMITS.defaultPageSize)).map(summaryView),
+      deployments: (await adapters.store.listRecent(request.orgId, request.query.limit ?? LIMITS.defaultPageSize)).map((record) => summaryView(record)),
       timestamp: new Date().toISOString(),
     }),
   );
@@ -105,7 +105,12 @@ export const statusRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = 
         body: Type.Object(
           {
             olderThanDays: Type.Optional(Type.Integer({ minimum: 0, maximum: 3650, description: 'Defaults to RETENTION_DAYS.' })),
-            dryRun: Type.Optional(Type.Boolean({ description: 'Report what would be removed, remove nothing.' })),
+            dryRun: Type.Optional(
+              Type.Boolean({
+                description:
+                  'Report what would be removed, remove nothing: `deploymentIds`, `removed.deployments` and `removed.secrets` as a real run would; `removed.artifacts`, `objects` and `objectBytes` are counted only when removed (0 in a dry run).',
+              }),
+            ),
           },
           { additionalProperties: false, description: 'Optional; an empty body uses the defaults.' },
         ),

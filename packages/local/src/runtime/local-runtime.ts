@@ -5,17 +5,15 @@ import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
 import type { BuildPlan, DependencyHealth, LeaseCheck, Logger, LogSink, RevisionInfo, RevisionSpec, RollbackTarget, Runtime, SecretStore, ServingTarget } from '@zepid/core';
-import { DeployError, probe, revisionSuffix, STATIC_ROOTS } from '@zepid/core';
+import { DeployError, probe, revisionSuffix } from '@zepid/core';
 import { sandboxEnv } from '../builder/sandbox-env.ts';
 import type { Isolation } from '../builder/isolation.ts';
 import type { SpawnedGroup } from '../process/process-group.ts';
 import { spawnGroup, stopGroup } from '../process/process-group.ts';
 import type { ProcessRegistry } from '../process/registry.ts';
-import type { LocalRouter } from './router.ts';
-
-const STATIC_SERVER = join(dirname(fileURLToPath(import.meta.url)), 'static-server.ts');
+import type { LocalRouter, RouteTarget } from './router.ts';
+import { StaticSite } from './static-site.ts';
 
 export interface LocalRuntimeOptions {
   statePath: string;
@@ -46,11 +44,8 @@ interface AppState {
   previous: RevisionRecord | null;
 }
 
-interface Running {
-  group: SpawnedGroup;
-  port: number;
-  app: string;
-}
+/** A running revision: an app's process group, or a static site the router serves itself. */
+type Running = { app: string; group: SpawnedGroup; port: number } | { app: string; site: StaticSite; cacheDir: string };
 
 async function freePort(): Promise<number> {
   const server = createServer();
@@ -60,7 +55,7 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-/** One HTTP GET; true when anything below 500 answers. */
+/** One HTTP GET of `/`; true when anything below 500 answers (an app's own 404 at `/` is its business). */
 function answers(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const request = httpRequest({ host: '127.0.0.1', port, path: '/', method: 'GET', timeout: 1000 }, (response) => {
@@ -74,9 +69,10 @@ function answers(port: number): Promise<boolean> {
 }
 
 /**
- * Local runtime: each revision is a process group listening on a free port (given as PORT), behind
- * the local router. A new revision gets traffic only once it answers HTTP; then the previous one is
- * stopped. State (live and previous revision per app) is kept in a file so a worker restart starts
+ * Local runtime: each revision of an app is a process group listening on a free port (given as PORT),
+ * behind the local router; a static site's revision is its output, served by the router itself. A
+ * new revision gets traffic only once it is healthy (an app: HTTP below 500 at `/`; a static site:
+ * `/` answers 200); then the previous one is stopped. State (live and previous revision per app) is kept in a file so a worker restart starts
  * each app's live revision again.
  */
 export class LocalRuntime implements Runtime {
@@ -101,9 +97,9 @@ export class LocalRuntime implements Runtime {
     await Promise.all(
       Object.entries(this.state).map(async ([app, appState]) => {
         try {
-          const port = await this.launch(app, appState.live, () => undefined, AbortSignal.timeout(this.options.readyTimeoutMs));
-          this.options.router.set(app, port);
-          this.options.logger.info({ app, revision: appState.live.revision, port }, 'revision restarted');
+          const target = await this.launch(app, appState.live, () => undefined, AbortSignal.timeout(this.options.readyTimeoutMs));
+          this.options.router.set(app, target);
+          this.options.logger.info({ app, revision: appState.live.revision, ...('port' in target ? { port: target.port } : { static: true }) }, 'revision restarted');
         } catch (error) {
           this.options.logger.error({ err: error, app, revision: appState.live.revision }, 'could not restart revision');
         }
@@ -120,9 +116,9 @@ export class LocalRuntime implements Runtime {
     return probe(() => Promise.resolve(this.options.router.listeningPort));
   }
 
-  /** Names of running revisions, per app (for tests and diagnostics). */
-  runningRevisions(): { app: string; revision: string; pid: number; port: number }[] {
-    return [...this.running].map(([revision, run]) => ({ app: run.app, revision, pid: run.group.pid, port: run.port }));
+  /** Running revisions, per app (for tests and diagnostics); a static site has no process (pid null). */
+  runningRevisions(): { app: string; revision: string; pid: number | null; port: number | null }[] {
+    return [...this.running].map(([revision, run]) => ({ app: run.app, revision, pid: 'group' in run ? run.group.pid : null, port: 'port' in run ? run.port : null }));
   }
 
   async deploy(spec: RevisionSpec): Promise<RevisionInfo> {
@@ -144,13 +140,17 @@ export class LocalRuntime implements Runtime {
     };
     // Revisions are named after the deployment: a run that lost its lease would restart the owner's.
     if (!(await spec.fence(`starting revision ${revision}`))) throw stopped(spec.signal);
-    const port = await this.launch(spec.appName, record, spec.log, spec.signal, spec.fence);
+    const target = await this.launch(spec.appName, record, spec.log, spec.signal, spec.fence);
     if (!(await spec.fence(`switching the traffic of ${spec.appName} to ${revision}`))) throw stopped(spec.signal);
-    spec.log(`revision ${revision} answers on port ${port}; switching traffic`);
+    spec.log(
+      'port' in target
+        ? `revision ${revision} answers on port ${target.port}; switching traffic`
+        : `revision ${revision}: ${target.site.fileCount} files served by the router, / answers 200; switching traffic`,
+    );
 
     const previous = current?.live.revision === revision ? current.previous : (current?.live ?? null);
     const dropped = current?.previous ?? null;
-    this.options.router.set(spec.appName, port);
+    this.options.router.set(spec.appName, target);
     this.state[spec.appName] = { live: record, previous };
     await this.saveState();
     if (previous !== null) await this.stop(previous.revision);
@@ -169,8 +169,10 @@ export class LocalRuntime implements Runtime {
   async isServing(target: ServingTarget, signal: AbortSignal): Promise<boolean> {
     const run = this.running.get(target.revision);
     if (this.state[target.appName]?.live.revision !== target.revision || run === undefined) return false;
-    if (this.options.router.target(target.appName) !== run.port) return false;
+    const routed = this.options.router.target(target.appName);
     if (signal.aborted) throw signal.reason instanceof Error ? signal.reason : new DeployError('CANCELLED', 'Deploy stopped');
+    if ('site' in run) return routed !== undefined && 'site' in routed && routed.site === run.site && siteIsHealthy(run.site);
+    if (routed === undefined || !('port' in routed) || routed.port !== run.port) return false;
     return answers(run.port);
   }
 
@@ -185,8 +187,8 @@ export class LocalRuntime implements Runtime {
     if (appState?.live.revision === target.revision) {
       const previous = appState.previous;
       if (previous !== null && previous.revision === target.previousRevision && existsSync(previous.image)) {
-        const port = await this.launch(target.appName, previous, log, AbortSignal.timeout(this.options.readyTimeoutMs));
-        this.options.router.set(target.appName, port);
+        const routeTarget = await this.launch(target.appName, previous, log, AbortSignal.timeout(this.options.readyTimeoutMs));
+        this.options.router.set(target.appName, routeTarget);
         this.state[target.appName] = { live: previous, previous: null };
         log(`traffic back on ${previous.revision}`);
       } else {
@@ -199,13 +201,14 @@ export class LocalRuntime implements Runtime {
     await this.stop(target.revision);
   }
 
-  private async launch(app: string, record: RevisionRecord, log: LogSink, signal: AbortSignal, fence?: LeaseCheck): Promise<number> {
+  private async launch(app: string, record: RevisionRecord, log: LogSink, signal: AbortSignal, fence?: LeaseCheck): Promise<RouteTarget> {
     // A state file written before per-app uids has no owner for the revision, and its image belongs to
     // the single sandbox user of then: refuse to start it rather than guess whose uid it should get.
     if (typeof (record as Partial<RevisionRecord>).orgId !== 'string') {
       throw new DeployError('START_FAILED', `${record.revision} was deployed before each app had a uid of its own; deploy ${app} again`);
     }
     await this.stop(record.revision);
+    if (record.plan.start === null) return this.openStatic(app, record, log);
     const port = await freePort();
     const tenant = await this.options.isolation.tenant({ orgId: record.orgId, projectId: record.projectId, appName: app });
     // A fresh HOME at every start, like a container's filesystem: root only ever hands over a tree
@@ -218,7 +221,7 @@ export class LocalRuntime implements Runtime {
     const variables = await this.options.secrets.get(record.deploymentId);
     const npmCache = await tenant.privateDir(this.options.npmCache);
     const env = sandboxEnv({ home, npmCache, variables, extra: { PORT: String(port), NODE_ENV: 'production' } });
-    const command = record.plan.start ?? `${JSON.stringify(process.execPath)} ${JSON.stringify(STATIC_SERVER)} ${JSON.stringify(staticRoot(record.image))}`;
+    const command = record.plan.start;
     const output: string[] = [];
     let logged = 0;
     const group = spawnGroup(command, {
@@ -242,7 +245,8 @@ export class LocalRuntime implements Runtime {
       () => {
         exited = true;
         this.options.registry.remove(group.pid);
-        if (this.running.get(record.revision)?.group === group) this.running.delete(record.revision);
+        const current = this.running.get(record.revision);
+        if (current !== undefined && 'group' in current && current.group === group) this.running.delete(record.revision);
       },
       () => {
         exited = true;
@@ -260,7 +264,8 @@ export class LocalRuntime implements Runtime {
       if (deadline.aborted) {
         // Only the process this launch started, and not when the run lost its lease: by then the
         // owning delivery may run this very revision (same name), started after this one.
-        if (this.running.get(record.revision)?.group === group && (fence === undefined || (await fence(`stopping revision ${record.revision}`).catch(() => true)))) {
+        const running = this.running.get(record.revision);
+        if (running !== undefined && 'group' in running && running.group === group && (fence === undefined || (await fence(`stopping revision ${record.revision}`).catch(() => true)))) {
           await this.stop(record.revision);
         }
         if (signal.aborted) throw stopped(signal);
@@ -271,13 +276,43 @@ export class LocalRuntime implements Runtime {
       }
       await sleep(performance.now() - started < 2000 ? 10 : 100);
     }
-    return port;
+    return { port };
+  }
+
+  /**
+   * A static revision: its output, walked and precompressed once, served by the router. Healthy
+   * only when `/` answers 200: a site without an index.html (e.g. a server framework's project
+   * mistaken for a static one) must not go live answering 404s.
+   */
+  private async openStatic(app: string, record: RevisionRecord, log: LogSink): Promise<RouteTarget> {
+    const root = staticRoot(record.image);
+    const cacheDir = join(this.options.revisionsDir, record.revision, 'compressed');
+    let site: StaticSite;
+    try {
+      site = await StaticSite.open(root, cacheDir);
+    } catch (error) {
+      throw new DeployError('START_FAILED', `Could not read the static site's files: ${(error as Error).message}`);
+    }
+    if (!siteIsHealthy(site)) {
+      await rm(cacheDir, { recursive: true, force: true });
+      throw new DeployError(
+        'DEPLOY_UNHEALTHY',
+        `The static site does not answer / with 200: its output has no index.html at its root (${site.fileCount} files). Build the site into its output directory, or give a startCommand to run a server.`,
+      );
+    }
+    this.running.set(record.revision, { app, site, cacheDir });
+    log(`static site: ${site.fileCount} files; gzip and brotli copies made`);
+    return { site };
   }
 
   private async stop(revision: string): Promise<void> {
     const run = this.running.get(revision);
     if (run === undefined) return;
     this.running.delete(revision);
+    if ('site' in run) {
+      await rm(run.cacheDir, { recursive: true, force: true });
+      return;
+    }
     await stopGroup(run.group, 3000);
     this.options.registry.remove(run.group.pid);
   }
@@ -299,9 +334,18 @@ export class LocalRuntime implements Runtime {
   }
 }
 
-/** The first conventional output directory holding an index.html, else the image root. */
+function siteIsHealthy(site: StaticSite): boolean {
+  return site.answer('GET', '/', {}).status === 200;
+}
+
+/**
+ * Where a static image's site is. A static image is its build output (index.html at its root), but
+ * images stored by earlier builders hold the whole project with the output in a conventional
+ * directory; those come first so a project's source index.html (Vite's) is never served.
+ */
+const LEGACY_OUTPUT_DIRS = ['dist', 'build', 'out', 'public'];
 function staticRoot(image: string): string {
-  for (const candidate of STATIC_ROOTS) {
+  for (const candidate of LEGACY_OUTPUT_DIRS) {
     if (existsSync(join(image, candidate, 'index.html'))) return join(image, candidate);
   }
   return image;

@@ -1,14 +1,19 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { createServer, request as httpRequest } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { StaticSite } from './static-site.ts';
+
+/** Where an app's traffic goes: an app process's port, or a static site the router serves itself. */
+export type RouteTarget = { port: number } | { site: StaticSite };
 
 /**
  * The local router: serves each app at `http://<app>.localhost:<port>/` (by Host header) and at
  * `http://127.0.0.1:<port>/apps/<app>/` for clients that do not resolve *.localhost (the prefix is
- * stripped, so only relative links work there).
+ * stripped, so only relative links work there). App processes are proxied to; static sites are
+ * answered in process (a process per static site cost ~78 MB each).
  */
 export class LocalRouter {
-  private readonly routes = new Map<string, number>();
+  private readonly routes = new Map<string, RouteTarget>();
   private server: Server | null = null;
   private readonly host: string;
   private readonly port: number;
@@ -22,15 +27,15 @@ export class LocalRouter {
     return (this.server?.address() as AddressInfo | null)?.port ?? this.port;
   }
 
-  set(app: string, port: number): void {
-    this.routes.set(app, port);
+  set(app: string, target: RouteTarget): void {
+    this.routes.set(app, target);
   }
 
   remove(app: string): void {
     this.routes.delete(app);
   }
 
-  target(app: string): number | undefined {
+  target(app: string): RouteTarget | undefined {
     return this.routes.get(app);
   }
 
@@ -71,14 +76,18 @@ export class LocalRouter {
 
   private handle(request: IncomingMessage, response: ServerResponse): void {
     const route = this.resolve(request);
-    const port = route === null ? undefined : this.routes.get(route.app);
-    if (route === null || port === undefined) {
+    const target = route === null ? undefined : this.routes.get(route.app);
+    if (route === null || target === undefined) {
       response.writeHead(404, { 'content-type': 'text/plain; charset=utf-8' });
       response.end(route === null ? 'Zepid Deploy local router: use http://<app>.localhost:<port>/ or /apps/<app>/\n' : `No app named ${route.app} is running here\n`);
       return;
     }
+    if ('site' in target) {
+      target.site.serve(request, response, route.path);
+      return;
+    }
     const upstream = httpRequest(
-      { host: '127.0.0.1', port, method: request.method, path: route.path, headers: { ...request.headers, 'x-forwarded-host': request.headers.host ?? '' } },
+      { host: '127.0.0.1', port: target.port, method: request.method, path: route.path, headers: { ...request.headers, 'x-forwarded-host': request.headers.host ?? '' } },
       (answer) => {
         response.writeHead(answer.statusCode ?? 502, answer.headers);
         answer.pipe(response);

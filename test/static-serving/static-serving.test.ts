@@ -1,0 +1,197 @@
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import dockerfileUtils from 'dockerfile-utils';
+import { DEBIAN_BROTLI_STATIC_MODULE, generateDockerfile, IMMUTABLE_CACHE_CONTROL, nginxConfig } from '@zepid/core';
+import { LocalRouter } from '../../packages/local/src/index.ts';
+import { StaticSite } from '../../packages/local/src/runtime/static-site.ts';
+import type { Answer, RunningNginx } from './site.ts';
+import { BODY, fetchRaw, nginxAvailable, startNginx, writeSite } from './site.ts';
+
+/**
+ * One table of cases, run against the local router and against Debian's nginx with the generated
+ * image's configuration: a static site answers the same locally and in Azure.
+ */
+interface Case {
+  name: string;
+  site: 'spa' | 'with404';
+  path: string;
+  method?: string;
+  headers?: Record<string, string>;
+  /** Sends If-None-Match with the ETag a first identical request got. */
+  conditional?: boolean;
+  status: number;
+  type?: string;
+  cache?: string;
+  encoding?: 'gzip' | 'br' | undefined;
+  vary?: string | undefined;
+  body?: string;
+  /** For answers whose body is not a file's (errors): only that it does not leak this. */
+  bodyExcludes?: string;
+}
+
+const HTML = 'text/html; charset=utf-8';
+const JS = 'text/javascript; charset=utf-8';
+const REVALIDATE = 'no-cache';
+const ACCEPT = { 'accept-encoding': 'gzip, deflate, br' };
+
+const BROTLI_ONLY = { 'accept-encoding': 'br' };
+
+const CASES: Case[] = [
+  { name: 'root', site: 'spa', path: '/', status: 200, type: HTML, cache: REVALIDATE, body: BODY.index },
+  { name: 'root, brotli when both are accepted', site: 'spa', path: '/', headers: ACCEPT, status: 200, type: HTML, cache: REVALIDATE, encoding: 'br', vary: 'Accept-Encoding', body: BODY.index },
+  { name: 'root, gzip', site: 'spa', path: '/', headers: { 'accept-encoding': 'gzip' }, status: 200, type: HTML, encoding: 'gzip', vary: 'Accept-Encoding', body: BODY.index },
+  { name: '/about finds about.html', site: 'spa', path: '/about', status: 200, type: HTML, cache: REVALIDATE, body: BODY.about },
+  { name: '/about.html itself', site: 'spa', path: '/about.html', status: 200, type: HTML, body: BODY.about },
+  { name: '/docs finds docs/index.html', site: 'spa', path: '/docs', status: 200, type: HTML, body: BODY.docs },
+  { name: '/docs/ finds docs/index.html', site: 'spa', path: '/docs/', status: 200, type: HTML, body: BODY.docs },
+  { name: 'a client route (SPA fallback)', site: 'spa', path: '/users/42/settings?tab=1', status: 200, type: HTML, cache: REVALIDATE, body: BODY.index },
+  { name: 'a client route, compressed', site: 'spa', path: '/users/42', headers: ACCEPT, status: 200, type: HTML, encoding: 'br', body: BODY.index },
+  { name: 'fingerprinted script (Vite)', site: 'spa', path: '/assets/index-B9Ndfhfh.js', status: 200, type: JS, cache: IMMUTABLE_CACHE_CONTROL, body: BODY.script },
+  { name: 'fingerprinted script, brotli', site: 'spa', path: '/assets/index-B9Ndfhfh.js', headers: ACCEPT, status: 200, type: JS, cache: IMMUTABLE_CACHE_CONTROL, encoding: 'br', vary: 'Accept-Encoding', body: BODY.script },
+  { name: 'fingerprinted script, brotli only', site: 'spa', path: '/assets/index-B9Ndfhfh.js', headers: BROTLI_ONLY, status: 200, type: JS, encoding: 'br', vary: 'Accept-Encoding', body: BODY.script },
+  { name: 'client route, brotli only', site: 'spa', path: '/users/42', headers: BROTLI_ONLY, status: 200, type: HTML, encoding: 'br', body: BODY.index },
+  { name: 'fingerprinted script, refused encodings', site: 'spa', path: '/assets/index-B9Ndfhfh.js', headers: { 'accept-encoding': 'identity' }, status: 200, type: JS, encoding: undefined, body: BODY.script },
+  { name: 'fingerprinted script, gzip only', site: 'spa', path: '/assets/index-B9Ndfhfh.js', headers: { 'accept-encoding': 'gzip' }, status: 200, type: JS, encoding: 'gzip', body: BODY.script },
+  { name: 'fingerprinted stylesheet (webpack)', site: 'spa', path: '/assets/main.8f4c2a1b.css', status: 200, type: 'text/css; charset=utf-8', cache: IMMUTABLE_CACHE_CONTROL, body: BODY.style },
+  { name: 'a missing fingerprinted asset is the SPA page, not cached for a year', site: 'spa', path: '/assets/index-Zz9old00.js', status: 200, type: HTML, cache: REVALIDATE, body: BODY.index },
+  { name: 'small text is not compressed', site: 'spa', path: '/robots.txt', headers: ACCEPT, status: 200, type: 'text/plain; charset=utf-8', cache: REVALIDATE, encoding: undefined, body: BODY.robots },
+  { name: 'image type, not fingerprinted', site: 'spa', path: '/logo.png', headers: ACCEPT, status: 200, type: 'image/png', cache: REVALIDATE, encoding: undefined },
+  { name: 'no extension', site: 'spa', path: '/data', status: 200, type: 'application/octet-stream', body: BODY.data },
+  { name: 'HEAD', site: 'spa', path: '/', method: 'HEAD', status: 200, type: HTML, cache: REVALIDATE, body: '' },
+  { name: 'POST is refused', site: 'spa', path: '/', method: 'POST', status: 405 },
+  { name: 'ETag revalidation', site: 'spa', path: '/', conditional: true, status: 304, cache: REVALIDATE, body: '' },
+  { name: 'ETag revalidation of the brotli copy', site: 'spa', path: '/assets/index-B9Ndfhfh.js', headers: ACCEPT, conditional: true, status: 304, cache: IMMUTABLE_CACHE_CONTROL, body: '' },
+  { name: 'a dotfile does not exist', site: 'spa', path: '/.env', status: 200, type: HTML, body: BODY.index },
+  { name: 'a dot directory does not exist', site: 'spa', path: '/.well-known/secret.txt', status: 200, type: HTML, body: BODY.index },
+  { name: 'an encoded dotfile does not exist', site: 'spa', path: '/%2eenv', status: 200, type: HTML, body: BODY.index },
+  { name: 'a symlink out of the root is not followed', site: 'spa', path: '/passwd', status: 200, type: HTML, body: BODY.index },
+  { name: 'a symlink inside the root is not followed either', site: 'spa', path: '/alias.html', status: 200, type: HTML, body: BODY.index },
+  { name: '.. inside the root resolves', site: 'spa', path: '/assets/../about', status: 200, type: HTML, body: BODY.about },
+  { name: '.. above the root is refused', site: 'spa', path: '/../outside-secret.txt', status: 400, bodyExcludes: 'SECRET' },
+  { name: 'encoded .. above the root is refused', site: 'spa', path: '/%2e%2e/%2e%2e/etc/passwd', status: 400, bodyExcludes: 'root:' },
+  { name: 'with 404.html: unknown path', site: 'with404', path: '/nope', status: 404, type: HTML, cache: REVALIDATE, body: BODY.notFound },
+  { name: 'with 404.html: unknown path, compressed', site: 'with404', path: '/nope/deeper', headers: ACCEPT, status: 404, type: HTML, encoding: 'br', body: BODY.notFound },
+  { name: 'with 404.html: a dotfile', site: 'with404', path: '/.env', status: 404, type: HTML, body: BODY.notFound },
+  { name: 'with 404.html: root still answers', site: 'with404', path: '/', status: 200, type: HTML, body: BODY.index },
+  { name: 'with 404.html: /about', site: 'with404', path: '/about', status: 200, type: HTML, body: BODY.about },
+];
+
+type Target = (site: Case['site'], path: string, options: { method?: string; headers?: Record<string, string> }) => Promise<Answer>;
+
+async function ask(target: Target, row: Case): Promise<Answer> {
+  const headers = { ...row.headers };
+  if (row.conditional === true) {
+    const first = await target(row.site, row.path, { headers });
+    const etag = first.headers.etag;
+    if (etag === undefined) throw new Error(`${row.name}: no ETag to revalidate with`);
+    headers['if-none-match'] = etag;
+  }
+  return target(row.site, row.path, { ...(row.method === undefined ? {} : { method: row.method }), headers });
+}
+
+function check(row: Case, answer: Answer): void {
+  const got: Partial<Record<keyof Case, unknown>> = { status: answer.status };
+  const want: Partial<Record<keyof Case, unknown>> = { status: row.status };
+  if (row.type !== undefined) [got.type, want.type] = [answer.headers['content-type'], row.type];
+  if (row.cache !== undefined) [got.cache, want.cache] = [answer.headers['cache-control'], row.cache];
+  if ('encoding' in row) [got.encoding, want.encoding] = [answer.headers['content-encoding'], row.encoding];
+  if ('vary' in row) [got.vary, want.vary] = [answer.headers.vary, row.vary];
+  if (row.body !== undefined) [got.body, want.body] = [answer.body, row.body];
+  expect(got, row.name).toEqual(want);
+  if (row.bodyExcludes !== undefined) expect(answer.body, row.name).not.toContain(row.bodyExcludes);
+  // Every answer with a file has an ETag (revalidation depends on it).
+  if (answer.status === 200 || answer.status === 304) expect(answer.headers.etag, row.name).toMatch(/^"[^"]+"$/);
+}
+
+let dir: string;
+const sites: Record<Case['site'], string> = { spa: '', with404: '' };
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'zepid-static-'));
+  // nginx's workers run as nobody when the tests run as root: they must reach the sites.
+  await chmod(dir, 0o755);
+  sites.spa = join(dir, 'spa');
+  sites.with404 = join(dir, 'with404');
+  await writeSite(sites.spa, { with404: false });
+  await writeSite(sites.with404, { with404: true });
+});
+
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('static sites through the local router', () => {
+  let router: LocalRouter;
+  const target: Target = (site, path, options) => fetchRaw(router.listeningPort, path, { ...options, host: `${site}.localhost` });
+
+  beforeAll(async () => {
+    router = new LocalRouter({ host: '127.0.0.1', port: 0 });
+    await router.start();
+    for (const site of ['spa', 'with404'] as const) router.set(site, { site: await StaticSite.open(sites[site], join(dir, `cache-${site}`)) });
+  });
+
+  afterAll(async () => {
+    await router.close();
+  });
+
+  it.each(CASES)('$name: $path', async (row) => {
+    check(row, await ask(target, row));
+  });
+});
+
+// CI installs nginx (.ci/run) and requires this half; elsewhere it runs when nginx is installed.
+const nginxRequired = process.env.ZEPID_TEST_NGINX === 'required';
+describe.runIf(nginxRequired || nginxAvailable())("static sites through Debian's nginx with the generated configuration", () => {
+  const servers: Partial<Record<Case['site'], RunningNginx>> = {};
+  const target: Target = (site, path, options) => {
+    const server = servers[site];
+    if (server === undefined) throw new Error(`nginx for ${site} did not start`);
+    return fetchRaw(server.port, path, options);
+  };
+
+  beforeAll(async () => {
+    if (!nginxAvailable()) throw new Error('nginx, libnginx-mod-http-brotli-static and brotli are required: apt-get install nginx libnginx-mod-http-brotli-static brotli');
+    for (const site of ['spa', 'with404'] as const) servers[site] = await startNginx(sites[site], join(dir, `nginx-${site}`));
+  });
+
+  afterAll(async () => {
+    await Promise.all(Object.values(servers).map((server) => server.stop()));
+  });
+
+  it.each(CASES)('$name: $path', async (row) => {
+    check(row, await ask(target, row));
+  });
+});
+
+describe('the generated image of a static site', () => {
+  const dockerfile = generateDockerfile({ kind: 'static', install: null, build: null, start: null, port: 8080 });
+
+  it('writes exactly the nginx configuration the table runs (the RUN line, evaluated by sh)', () => {
+    const logical = dockerfile.replace(/\\\n/g, ' ');
+    const run = logical.split('\n').find((line) => line.includes('> /etc/zepid/nginx.conf'));
+    const printf = run?.slice(run.indexOf('printf'), run.indexOf('> /etc/zepid/nginx.conf'));
+    if (printf === undefined) throw new Error(`no RUN writing the nginx configuration in:\n${dockerfile}`);
+    const written = spawnSync('sh', ['-c', printf], { encoding: 'utf8' });
+    expect(written.status).toBe(0);
+    expect(written.stdout).toBe(nginxConfig({ root: '/site', port: 8080, runDir: '/tmp/nginx', modules: [DEBIAN_BROTLI_STATIC_MODULE] }));
+    expect(dockerfile).toContain('FROM debian:bookworm-slim');
+    expect(dockerfile).toContain('USER nobody');
+  });
+
+  it('passes dockerfile-utils with its optional rules as errors', () => {
+    const ERROR = 2;
+    const problems = dockerfileUtils.validate(dockerfile, {
+      deprecatedMaintainer: ERROR,
+      directiveCasing: ERROR,
+      emptyContinuationLine: ERROR,
+      instructionCasing: ERROR,
+      instructionCmdMultiple: ERROR,
+      instructionJSONInSingleQuotes: ERROR,
+      instructionWorkdirRelative: ERROR,
+    });
+    expect(problems.map((problem) => problem.message)).toEqual([]);
+  });
+});
