@@ -18,6 +18,7 @@ const NOT_IN_BICEP: Record<string, string> = {
   QUEUE_LOCK_DURATION_MS: 'the SQLite queue\'s lock; the Service Bus lock duration is a queue property (infra/modules/servicebus.bicep)',
   LOCAL_BUILD_ISOLATION: 'the local builder\'s sandboxing; in Azure every build runs in its own ACI container group',
   LOCAL_BUILD_USER: 'the local builder\'s uid, as LOCAL_BUILD_ISOLATION',
+  BUILD_ENV_PASSTHROUGH: 'the local builder\'s environment; in Azure kaniko builds in its own container group',
   AZURE_SERVICE_BUS_CONNECTION_STRING: 'emulator only: in Azure the apps use managed identity and AZURE_SERVICE_BUS_NAMESPACE (local auth is off)',
   AZURE_STORAGE_CONNECTION_STRING: 'emulator only: in Azure the apps use managed identity and AZURE_STORAGE_ACCOUNT_URL',
   AZURE_COSMOS_CONNECTION_STRING: 'emulator only: in Azure the apps use managed identity and AZURE_COSMOS_ENDPOINT (local auth is off)',

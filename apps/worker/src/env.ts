@@ -3,6 +3,7 @@ import type { Static, TObject } from 'typebox';
 // The subpath, not the package: loading every Azure SDK just to read config would cost ~100 MB of RSS in local mode.
 import { azureEnv } from '@zepid/azure/env';
 import { commonEnv, parseEnv, positiveInt } from '@zepid/core';
+import { BUILD_ENV_DEFAULT_PASSTHROUGH } from '@zepid/local/build-env';
 
 /** The worker's configuration: parsed once in main.ts; nothing else reads process.env. */
 const workerEnv = {
@@ -22,12 +23,27 @@ const workerEnv = {
     description: 'Local mode: run build and start commands as LOCAL_BUILD_USER (uid; needs root), or as the worker\'s user (none). auto: uid when root.',
   }),
   LOCAL_BUILD_USER: Type.String({ pattern: '^[0-9]+:[0-9]+$', default: '65534:65534', description: 'uid:gid user commands run as under uid isolation.' }),
+  BUILD_ENV_PASSTHROUGH: Type.String({
+    default: '',
+    pattern: '^([A-Za-z_][A-Za-z0-9_]*)?(,[A-Za-z_][A-Za-z0-9_]*)*$',
+    description: `Local builds: names of further variables of the worker's environment that builds get (comma-separated), besides ${BUILD_ENV_DEFAULT_PASSTHROUGH.filter((name) => name === name.toUpperCase() || name.startsWith('npm_')).join(', ')}.`,
+  }),
   HEALTH_PORT: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535, description: 'If set, the worker answers /health/live and /health/ready on this port.' })),
 };
 
 export const WorkerEnvSchema = Type.Object(workerEnv);
-export type WorkerEnv = Static<TObject<typeof workerEnv>>;
+export type WorkerEnv = Static<TObject<typeof workerEnv>> & {
+  /** The values builds get from the worker's environment: the default pass-through names and BUILD_ENV_PASSTHROUGH's, where set. Never logged. */
+  buildEnvValues?: Readonly<Record<string, string>>;
+};
 
 export function loadWorkerEnv(env: Record<string, string | undefined>): WorkerEnv {
-  return parseEnv(WorkerEnvSchema, env);
+  const parsed = parseEnv(WorkerEnvSchema, env);
+  return { ...parsed, buildEnvValues: buildEnvValues(env, parsed.BUILD_ENV_PASSTHROUGH) };
+}
+
+/** Picks the pass-through variables out of the worker's environment. */
+export function buildEnvValues(env: Record<string, string | undefined>, extraNames: string): Record<string, string> {
+  const names = [...BUILD_ENV_DEFAULT_PASSTHROUGH, ...extraNames.split(',').filter((name) => name !== '')];
+  return Object.fromEntries(names.flatMap((name) => (env[name] === undefined || env[name] === '' ? [] : [[name, env[name]]])));
 }

@@ -12,6 +12,7 @@ import {
   LogTelemetry,
   ProcessRegistry,
   resolveIsolation,
+  toolchainBin,
 } from '@zepid/local';
 import type { WorkerEnv } from './env.ts';
 
@@ -72,6 +73,7 @@ function localWorkload(env: WorkerEnv, logger: Logger, artifacts: ApiAdapters['a
   const [uid, gid] = env.LOCAL_BUILD_USER.split(':').map(Number) as [number, number];
   const isolation = resolveIsolation(env.LOCAL_BUILD_ISOLATION, { uid, gid });
   const revisionsDir = join(env.DATA_DIR, 'revisions');
+  const toolchainDir = join(env.DATA_DIR, 'toolchain');
   const builder: Builder = new LocalBuilder({
     workDir: paths.work,
     imagesDir: paths.images,
@@ -82,6 +84,9 @@ function localWorkload(env: WorkerEnv, logger: Logger, artifacts: ApiAdapters['a
     logger: logger.child({ component: 'builder' }),
     buildTimeoutMs: env.BUILD_TIMEOUT_MS,
     isolation,
+    toolchainDir,
+    toolsDir: join(env.DATA_DIR, 'cache', 'tools'),
+    passthrough: env.buildEnvValues ?? {},
   });
   const runtime: Runtime = new LocalRuntime({
     statePath: join(env.DATA_DIR, 'runtime.json'),
@@ -93,6 +98,7 @@ function localWorkload(env: WorkerEnv, logger: Logger, artifacts: ApiAdapters['a
     logger: logger.child({ component: 'runtime' }),
     readyTimeoutMs: env.REVISION_READY_TIMEOUT_MS,
     isolation,
+    nodeBin: toolchainBin(toolchainDir),
   });
   return {
     workload: { builder, runtime },

@@ -14,6 +14,7 @@ export * from './request.ts';
 export * from './source.ts';
 export * from './concurrency.ts';
 export * from './build-plan.ts';
+export * from './frameworks.ts';
 export * from './logs.ts';
 export * from './config.ts';
 export * from './update.ts';

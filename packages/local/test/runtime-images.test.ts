@@ -1,13 +1,13 @@
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { BuildPlan, RevisionSpec } from '@zepid/core';
 import { newDeploymentId, silentLogger } from '@zepid/core';
 import { FileSecretStore, LocalRouter, LocalRuntime, ProcessRegistry, resolveIsolation } from '../src/index.ts';
 
-const STATIC_PLAN: BuildPlan = { kind: 'static', install: null, build: null, start: null, port: 8080 };
+const STATIC_PLAN: BuildPlan = { kind: 'static', install: null, build: null, start: null, port: 8080, framework: 'static-html', packageManager: null, outputDir: null, outputHint: null, image: 'start' };
 
 async function startRuntime(dir: string): Promise<LocalRuntime> {
   const secrets = new FileSecretStore(join(dir, 'secrets'));
@@ -22,6 +22,7 @@ async function startRuntime(dir: string): Promise<LocalRuntime> {
     logger: silentLogger,
     readyTimeoutMs: 15_000,
     isolation: resolveIsolation('none', { uid: 65534, gid: 65534 }),
+    nodeBin: dirname(process.execPath),
   });
   await runtime.start();
   return runtime;

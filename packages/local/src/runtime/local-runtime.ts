@@ -27,6 +27,8 @@ export interface LocalRuntimeOptions {
   logger: Logger;
   readyTimeoutMs: number;
   isolation: Isolation;
+  /** The worker's Node and npm as user commands reach them (the builder's toolchain): first on an app's PATH. */
+  nodeBin: string;
 }
 
 /** What is needed to start a revision again after a worker restart. */
@@ -192,8 +194,15 @@ export class LocalRuntime implements Runtime {
     await mkdir(home, { recursive: true });
     await this.options.isolation.handOver(home);
     const variables = await this.options.secrets.get(record.deploymentId);
-    const env = sandboxEnv({ home, npmCache: this.options.npmCache, variables, extra: { PORT: String(port), NODE_ENV: 'production' } });
-    const command = record.plan.start ?? `${JSON.stringify(process.execPath)} ${JSON.stringify(STATIC_SERVER)} ${JSON.stringify(staticRoot(record.image))}`;
+    // HOST and HOSTNAME: frameworks that honour them (Nuxt, SvelteKit, Astro, Next standalone) listen on loopback, reachable only through the router.
+    const env = sandboxEnv({
+      home,
+      npmCache: this.options.npmCache,
+      nodeBin: this.options.nodeBin,
+      variables,
+      extra: { PORT: String(port), NODE_ENV: 'production', HOST: '127.0.0.1', HOSTNAME: '127.0.0.1' },
+    });
+    const command = record.plan.start ?? `node ${JSON.stringify(STATIC_SERVER)} ${JSON.stringify(staticRoot(record.image))}`;
     const output: string[] = [];
     let logged = 0;
     const group = spawnGroup(command, {
