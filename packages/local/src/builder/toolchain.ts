@@ -26,9 +26,13 @@ export interface Toolchain {
 /** Variables whose value is a file the build reads. */
 const FILE_VARIABLES = ['NODE_EXTRA_CA_CERTS', 'SSL_CERT_FILE', 'npm_config_cafile', 'NPM_CONFIG_CAFILE'];
 
-/** Whether the sandbox user can run `argv` (exit 0): asks the system rather than re-deriving its permission rules. */
+/**
+ * Whether the sandbox user can run `argv` (exit 0): asks the system rather than re-deriving its
+ * permission rules. Through a shell, as user commands run: setpriv resolves its own argument before
+ * it drops privileges, so `setpriv … /root/x/node` runs where `sh -c /root/x/node` is refused.
+ */
 function sandboxCan(isolation: Isolation, argv: string[]): boolean {
-  const [file, ...args] = isolation.wrap(argv);
+  const [file, ...args] = isolation.wrap(['/bin/sh', '-c', 'exec "$@"', 'sh', ...argv]);
   if (file === undefined) return false;
   const result = spawnSync(file, args, { stdio: 'ignore', timeout: 10_000, env: { PATH: '/usr/bin:/bin' } });
   return result.status === 0;
