@@ -171,6 +171,19 @@ export function installInputs(plan: BuildPlan, paths: readonly string[]): string
   return inputs;
 }
 
+/**
+ * Renames the project's next.config.* to next.config.user.* and writes a next.config.mjs that loads
+ * it (object or function) and sets output: 'standalone'. A next.config.ts is loaded by Node's own
+ * type stripping (Node 24), which handles the usual `import type` + object config.
+ */
+export const NEXT_STANDALONE_WRAPPER = [
+  "import { existsSync, renameSync, writeFileSync } from 'node:fs';",
+  "const ext = ['mjs', 'js', 'cjs', 'ts', 'mts'].find((e) => existsSync('next.config.' + e));",
+  "if (ext) renameSync('next.config.' + ext, 'next.config.user.' + ext);",
+  "const load = ext ? 'import config from \\'./next.config.user.' + ext + '\\';' : 'const config = {};';",
+  "writeFileSync('next.config.mjs', load + '\\nexport default async function (...args) {\\n  const resolved = (typeof config === \\'function\\' ? await config(...args) : config) ?? {};\\n  return { ...resolved, output: \\'standalone\\' };\\n}\\n');",
+].join(' ');
+
 function shellQuote(value: string): string {
   return `'${value.replace(/'/g, `'\\''`)}'`;
 }
@@ -198,7 +211,11 @@ export function generateDockerfile(plan: BuildPlan, paths: readonly string[] = [
     lines.push('COPY . .');
   }
   lines.push('ENV NODE_ENV=production');
-  if (plan.image === 'next-standalone') lines.push('# Next writes .next/standalone (a server with only the files it needs) when asked to', 'ENV NEXT_PRIVATE_STANDALONE=true');
+  if (plan.image === 'next-standalone') {
+    // Next writes .next/standalone (a server with only the files it needs) only when its config says
+    // output: 'standalone', and no environment variable asks for it: wrap the project's config.
+    lines.push(`RUN node --input-type=module -e ${shellQuote(NEXT_STANDALONE_WRAPPER)}`);
+  }
   if (plan.build !== null) lines.push(`RUN sh -c ${shellQuote(plan.build)}`);
   if (plan.outputDir !== null && plan.kind === 'node') {
     lines.push(`RUN test -e ${shellQuote(plan.outputDir)} || { echo ${shellQuote(`BUILD_OUTPUT_MISSING: the build did not write ${plan.outputDir}; ${plan.outputHint ?? ''}`)} >&2; exit 1; }`);

@@ -97,7 +97,7 @@ export function choosePackageManager(files: ReadonlyMap<string, Buffer>, pkg: Pa
         flavour: null,
         lockfile,
         tool: null,
-        reason: `${basis}: npm (the one that comes with the worker's Node)${version === null ? '' : `; packageManager asks for npm ${version}, the worker's npm is used`}`,
+        reason: `${basis}: npm (the worker's own)${version === null ? '' : `; packageManager asks for npm ${version}, the worker's npm is used`}`,
         install: frozen ? 'npm ci' : 'npm install --no-audit --no-fund',
         run: (script) => `npm run ${script}`,
       };
@@ -190,7 +190,8 @@ function fileText(facts: ProjectFacts, names: readonly string[]): string {
 const has = (facts: ProjectFacts, ...names: string[]) => names.some((name) => facts.dependencies.has(name));
 const bin = (name: string) => `./node_modules/.bin/${name}`;
 
-const SVELTE_CONFIGS = ['svelte.config.js', 'svelte.config.mjs', 'svelte.config.ts'];
+// Newer `sv create` templates configure the adapter in vite.config.ts.
+const SVELTE_CONFIGS = ['svelte.config.js', 'svelte.config.mjs', 'svelte.config.ts', 'vite.config.ts', 'vite.config.js', 'vite.config.mjs', 'vite.config.mts'];
 const NEXT_CONFIGS = ['next.config.js', 'next.config.mjs', 'next.config.ts', 'next.config.cjs'];
 const ASTRO_CONFIGS = ['astro.config.mjs', 'astro.config.js', 'astro.config.ts', 'astro.config.mts'];
 const REACT_ROUTER_CONFIGS = ['react-router.config.ts', 'react-router.config.js'];
@@ -242,7 +243,7 @@ const FRAMEWORKS: { detect: (facts: ProjectFacts) => FrameworkPlan | null }[] = 
       if (!has(facts, '@sveltejs/kit')) return null;
       const config = fileText(facts, SVELTE_CONFIGS);
       const uses = (adapter: string) => config.includes(`@sveltejs/adapter-${adapter}`) || (config === '' && has(facts, `@sveltejs/adapter-${adapter}`));
-      const both = 'use @sveltejs/adapter-node (a server: `npm i -D @sveltejs/adapter-node`) or @sveltejs/adapter-static (a static site) in svelte.config.js';
+      const both = 'use @sveltejs/adapter-node (a server: `npm i -D @sveltejs/adapter-node`) or @sveltejs/adapter-static (a static site) in svelte.config.js or vite.config.ts';
       if (uses('node')) {
         return { framework: 'sveltekit', kind: 'node', defaultBuild: `${bin('vite')} build`, outputDir: 'build', start: 'node build', outputHint: `@sveltejs/adapter-node writes build/; ${both}`, image: null };
       }

@@ -1,3 +1,7 @@
+import { execFileSync } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { generateDockerfile, installInputs, planBuild } from '../src/index.ts';
 
@@ -114,10 +118,32 @@ describe('generated Dockerfile', () => {
   it('runs Next from its standalone output', () => {
     const plan = planBuild(files({ 'package.json': { scripts: { build: 'next build', start: 'next start' }, dependencies: { next: '16' } }, 'package-lock.json': '{}' }), spec);
     const dockerfile = generateDockerfile(plan, ['package.json', 'package-lock.json']);
-    expect(dockerfile).toContain('ENV NEXT_PRIVATE_STANDALONE=true');
+    const wrap = dockerfile.split('\n').findIndex((line) => line.startsWith('RUN node --input-type=module -e '));
+    expect(wrap).toBeGreaterThan(dockerfile.split('\n').indexOf('ENV NODE_ENV=production'));
+    expect(wrap).toBeLessThan(dockerfile.split('\n').indexOf("RUN sh -c 'npm run build'"));
     expect(dockerfile).toContain('COPY --from=build --chown=node:node /app/.next/standalone ./');
     expect(dockerfile).toContain('ENV HOSTNAME=0.0.0.0');
     expect(dockerfile).toContain('CMD ["node", "server.js"]');
+  });
+
+  it.each([
+    ['no config', {}, {}],
+    ['an ESM object', { 'next.config.mjs': 'export default { reactStrictMode: true };' }, { reactStrictMode: true }],
+    ['a CommonJS function', { 'next.config.js': 'module.exports = (phase) => ({ env: { PHASE: phase } });' }, { env: { PHASE: 'phase-production-build' } }],
+    ['a typed TypeScript object', { 'next.config.ts': "import type { NextConfig } from 'next';\nconst nextConfig: NextConfig = { poweredByHeader: false };\nexport default nextConfig;\n" }, { poweredByHeader: false }],
+  ])('makes Next write standalone output with %s (the wrapper the Dockerfile runs)', async (_name, configFiles, kept) => {
+    const plan = planBuild(files({ 'package.json': { scripts: { build: 'next build' }, dependencies: { next: '16' } } }), spec);
+    const line = generateDockerfile(plan, ['package.json']).split('\n').find((text) => text.startsWith('RUN node --input-type=module -e ')) ?? '';
+    const dir = await mkdtemp(join(tmpdir(), 'zepid-next-config-'));
+    try {
+      for (const [name, text] of Object.entries(configFiles)) await writeFile(join(dir, name), text);
+      // Shell form, as Docker runs a RUN line: /bin/sh -c '<rest of the line>'.
+      execFileSync('/bin/sh', ['-c', line.slice('RUN '.length)], { cwd: dir, env: { PATH: process.env.PATH ?? '' } });
+      const loaded = execFileSync(process.execPath, ['--input-type=module', '-e', "const c = (await import('./next.config.mjs')).default; console.log(JSON.stringify(await c('phase-production-build', {})));"], { cwd: dir, encoding: 'utf8' });
+      expect(JSON.parse(loaded)).toEqual({ ...kept, output: 'standalone' });
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('runs a server with its start command on the port', () => {
