@@ -1,6 +1,6 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, link, copyFile, mkdir, mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { chmod, link, copyFile, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -158,7 +158,15 @@ describe.runIf(isRoot)('toolchain under uid isolation (root only)', () => {
     const data = join(dir, 'data');
     await mkdir(data);
     await chmod(data, 0o711);
-    const toolchain = await prepareToolchain({ dir: join(data, 'toolchain'), isolation, passthrough: {}, execPath: node });
+    // A private CA kept beside it, as NODE_EXTRA_CA_CERTS often is.
+    const ca = join(dir, 'root-home', 'corp-ca.pem');
+    await writeFile(ca, '-----BEGIN CERTIFICATE-----\nnot a real one\n-----END CERTIFICATE-----\n', { mode: 0o600 });
+    const toolchain = await prepareToolchain({ dir: join(data, 'toolchain'), isolation, passthrough: { NODE_EXTRA_CA_CERTS: ca, HTTPS_PROXY: 'http://proxy:3128' }, execPath: node });
+    expect(asNobody(['/bin/cat', ca]).status).not.toBe(0);
+    const passedCa = toolchain.buildEnv.NODE_EXTRA_CA_CERTS ?? '';
+    expect(passedCa).not.toBe(ca);
+    expect(asNobody(['/bin/cat', passedCa]).stdout).toContain('not a real one');
+    expect(toolchain.buildEnv.HTTPS_PROXY).toBe('http://proxy:3128');
     const ran = asNobody([join(toolchain.bin, 'node'), '--version']);
     expect(ran.stdout.trim()).toBe(process.version);
     expect(toolchain.description).toContain('because the build user cannot reach it');
