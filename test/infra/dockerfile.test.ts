@@ -1,5 +1,6 @@
 import dockerfileUtils from 'dockerfile-utils';
 import { describe, expect, it } from 'vitest';
+import { generateDockerfile, planBuild } from '../../packages/core/src/index.ts';
 import { SERVICE_NODE_FLAGS } from '../../scripts/node-flags.ts';
 import { readRepoFile, repoFileExists } from './repo-files.ts';
 
@@ -93,5 +94,32 @@ describe('Dockerfile', () => {
   it('.dockerignore keeps dependencies, git history and local secrets out of the build context', () => {
     const ignored = readRepoFile('.dockerignore').split('\n').map((line) => line.trim());
     for (const entry of ['**/node_modules', '.git', '.env', '.data']) expect(ignored).toContain(entry);
+  });
+});
+
+describe('generated Dockerfiles (sources without one, built by kaniko in Azure)', () => {
+  const files = (entries: Record<string, unknown>) =>
+    new Map(Object.entries(entries).map(([path, value]) => [path, Buffer.from(typeof value === 'string' ? value : JSON.stringify(value))]));
+  const spec = { buildCommand: null, startCommand: null, port: null };
+  const projects: Record<string, Record<string, unknown>> = {
+    'plain HTML': { 'index.html': '<h1>hi</h1>' },
+    'vite (pnpm)': { 'package.json': { scripts: { build: 'vite build' }, devDependencies: { vite: '7' } }, 'pnpm-lock.yaml': "lockfileVersion: '9.0'" },
+    'next (npm)': { 'package.json': { scripts: { build: 'next build', start: 'next start' }, dependencies: { next: '16' } }, 'package-lock.json': '{}' },
+    'sveltekit adapter-node (yarn berry)': {
+      'package.json': { scripts: { build: 'vite build' }, devDependencies: { '@sveltejs/kit': '2', '@sveltejs/adapter-node': '5' } },
+      'yarn.lock': '__metadata:\n',
+      '.yarnrc.yml': 'nodeLinker: node-modules',
+    },
+    'express (bun)': { 'package.json': { scripts: { start: 'node app.js' }, dependencies: { express: '5' } }, 'bun.lock': '{}' },
+    'unknown static (workspaces)': { 'package.json': { scripts: { build: 'make' } }, 'pnpm-workspace.yaml': 'packages: []', 'pnpm-lock.yaml': '' },
+  };
+
+  it.each(Object.entries(projects))('%s: passes the strict lint, NODE_ENV=production before the build', (_name, entries) => {
+    const source = files(entries);
+    const text = generateDockerfile(planBuild(source, spec), [...source.keys()]);
+    expect(validate(text, STRICT).map((problem) => `${problem.range.start.line + 1}: ${typeof problem.message === 'string' ? problem.message : problem.message.value}`)).toEqual([]);
+    const lines = text.split('\n');
+    const build = lines.findIndex((line) => line.startsWith("RUN sh -c '"));
+    if (build !== -1) expect(lines.findIndex((line) => line === 'ENV NODE_ENV=production')).toBeLessThan(build);
   });
 });

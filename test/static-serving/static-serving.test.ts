@@ -167,7 +167,7 @@ describe.runIf(nginxRequired || nginxAvailable())("static sites through Debian's
 });
 
 describe('the generated image of a static site', () => {
-  const dockerfile = generateDockerfile({ kind: 'static', install: null, build: null, start: null, port: 8080 });
+  const dockerfile = generateDockerfile({ kind: 'static', install: null, build: null, start: null, port: 8080, framework: 'static-html', packageManager: null, outputDir: null, outputHint: null, image: 'start' });
 
   it('writes exactly the nginx configuration the table runs (the RUN line, evaluated by sh)', () => {
     const logical = dockerfile.replace(/\\\n/g, ' ');

@@ -92,6 +92,20 @@ export const ReuseView = Type.Object(
   { description: 'What this deployment took over from an identical earlier one instead of doing again.' },
 );
 
+export const BuildView = Type.Object(
+  {
+    kind: literals(['static', 'node', 'dockerfile'] as const),
+    framework: Type.String({ description: 'What was detected: `vite-react`, `next`, `sveltekit`, `nuxt`, `astro`, `react-router`, `create-react-app`, `express`, `static-html`, `node` (no framework known), `dockerfile`, …' }),
+    packageManager: Nullable(Type.String({ description: '`npm`, or the pinned tool fetched from the npm registry (`pnpm@10.34.9`, `yarn@1.22.22`, `@yarnpkg/cli-dist@4.18.1`, `bun@1.4.5`); null without a package.json.' })),
+    packageManagerReason: Nullable(Type.String({ description: 'Why that manager and version (lockfile, packageManager field, pin).' })),
+    install: Nullable(Type.String({ description: 'Runs with dev dependencies.' })),
+    build: Nullable(Type.String({ description: 'Runs with NODE_ENV=production.' })),
+    start: Nullable(Type.String({ description: 'Null for a static site, which the service serves itself. Runs with NODE_ENV=production.' })),
+    outputDir: Nullable(Type.String({ description: 'Static site: the directory served (`.` for plain HTML). Node app: what the build must write for the start command. Null: the first of dist, build, out, public with an index.html (once built: the one found).' })),
+  },
+  { description: 'The build plan the validate step decided: what was detected and what runs. Null until validate has run.' },
+);
+
 export const StatusView = Type.Object({
   deploymentId: Type.String(),
   projectId: Type.String(),
@@ -110,6 +124,7 @@ export const StatusView = Type.Object({
   image: Nullable(Type.String()),
   revision: Nullable(Type.String()),
   reuse: ReuseView,
+  build: Nullable(BuildView),
   dnsRecords: Type.Array(DnsRecordView, { description: 'DNS records to add before the custom domain can be bound.' }),
   createdAt: Type.String(),
   startedAt: Nullable(Type.String()),

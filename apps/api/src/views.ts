@@ -1,4 +1,4 @@
-import type { DeploymentRecord, DnsRecord, StepName } from '@zepid/core';
+import type { BuildPlan, DeploymentRecord, DnsRecord, StepName } from '@zepid/core';
 import { progressAt, STEPS } from '@zepid/core';
 import type { DeploymentSummary, StatusView } from './schemas.ts';
 
@@ -26,9 +26,35 @@ export function statusView(record: DeploymentRecord, logs: string[], stepMs: Par
       buildFrom: record.steps.build.status === 'completed' && typeof record.steps.build.output.reusedFrom === 'string' ? record.steps.build.output.reusedFrom : null,
       revisionKept: record.steps.deploy.status === 'completed' && record.steps.deploy.output.kept === true,
     },
+    build: buildViewOf(record),
     dnsRecords: dnsRecordsOf(record),
     startedAt: record.startedAt,
     timestamp: record.updatedAt,
+  };
+}
+
+/** The plan validate recorded; the build step's output names the static directory it found when the plan left it open. */
+function buildViewOf(record: DeploymentRecord): StatusView['build'] {
+  const raw = record.steps.validate.output.plan;
+  if (typeof raw !== 'string') return null;
+  let plan: Partial<BuildPlan>;
+  try {
+    plan = JSON.parse(raw) as Partial<BuildPlan>;
+  } catch {
+    return null;
+  }
+  if (plan.kind === undefined) return null;
+  const found = record.steps.build.output.outputDir;
+  return {
+    kind: plan.kind,
+    // Plans recorded before the framework table have no framework.
+    framework: plan.framework ?? (plan.kind === 'dockerfile' ? 'dockerfile' : 'node'),
+    packageManager: plan.packageManager === undefined || plan.packageManager === null ? null : (plan.packageManager.tool ?? plan.packageManager.name),
+    packageManagerReason: plan.packageManager?.reason ?? null,
+    install: plan.install ?? null,
+    build: plan.build ?? null,
+    start: plan.start ?? null,
+    outputDir: typeof found === 'string' ? found : (plan.outputDir ?? null),
   };
 }
 

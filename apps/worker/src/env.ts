@@ -3,6 +3,7 @@ import type { Static, TObject } from 'typebox';
 // The subpath, not the package: loading every Azure SDK just to read config would cost ~100 MB of RSS in local mode.
 import { azureEnv } from '@zepid/azure/env';
 import { commonEnv, parseEnv, positiveInt } from '@zepid/core';
+import { BUILD_ENV_DEFAULT_PASSTHROUGH } from '@zepid/local/build-env';
 
 /** The worker's configuration: parsed once in main.ts; nothing else reads process.env. */
 const workerEnv = {
@@ -29,12 +30,27 @@ const workerEnv = {
   LOCAL_LIMIT_MEMORY_MB: Type.Integer({ minimum: 256, maximum: 1_048_576, default: 4096, description: 'Local builds and apps: address space per process in MiB (RLIMIT_AS; Node needs about 1.5 GiB of it).' }),
   LOCAL_LIMIT_PROCESSES: Type.Integer({ minimum: 16, maximum: 1_000_000, default: 512, description: 'Local builds and apps: processes and threads per app (RLIMIT_NPROC of its uid; uid isolation only).' }),
   LOCAL_LIMIT_OPEN_FILES: Type.Integer({ minimum: 64, maximum: 1_048_576, default: 4096, description: 'Local builds and apps: open files per process (RLIMIT_NOFILE).' }),
+  BUILD_ENV_PASSTHROUGH: Type.String({
+    default: '',
+    pattern: '^([A-Za-z_][A-Za-z0-9_]*)?(,[A-Za-z_][A-Za-z0-9_]*)*$',
+    description: `Local builds: names of further variables of the worker's environment that builds get (comma-separated), besides ${BUILD_ENV_DEFAULT_PASSTHROUGH.filter((name) => name === name.toUpperCase() || name.startsWith('npm_')).join(', ')}.`,
+  }),
   HEALTH_PORT: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535, description: 'If set, the worker answers /health/live and /health/ready on this port.' })),
 };
 
 export const WorkerEnvSchema = Type.Object(workerEnv);
-export type WorkerEnv = Static<TObject<typeof workerEnv>>;
+export type WorkerEnv = Static<TObject<typeof workerEnv>> & {
+  /** The values builds get from the worker's environment: the default pass-through names and BUILD_ENV_PASSTHROUGH's, where set. Never logged. */
+  buildEnvValues?: Readonly<Record<string, string>>;
+};
 
 export function loadWorkerEnv(env: Record<string, string | undefined>): WorkerEnv {
-  return parseEnv(WorkerEnvSchema, env);
+  const parsed = parseEnv(WorkerEnvSchema, env);
+  return { ...parsed, buildEnvValues: buildEnvValues(env, parsed.BUILD_ENV_PASSTHROUGH) };
+}
+
+/** Picks the pass-through variables out of the worker's environment. */
+export function buildEnvValues(env: Record<string, string | undefined>, extraNames: string): Record<string, string> {
+  const names = [...BUILD_ENV_DEFAULT_PASSTHROUGH, ...extraNames.split(',').filter((name) => name !== '')];
+  return Object.fromEntries(names.flatMap((name) => (env[name] === undefined || env[name] === '' ? [] : [[name, env[name]]])));
 }

@@ -15,6 +15,7 @@ import {
   resolveIsolation,
   SqliteDatabase,
   TenantIds,
+  toolchainBin,
 } from '@zepid/local';
 import type { WorkerEnv } from './env.ts';
 
@@ -79,6 +80,7 @@ function localWorkload(env: WorkerEnv, logger: Logger, artifacts: ApiAdapters['a
     limits: { memoryMb: env.LOCAL_LIMIT_MEMORY_MB, processes: env.LOCAL_LIMIT_PROCESSES, openFiles: env.LOCAL_LIMIT_OPEN_FILES },
   });
   const revisionsDir = join(env.DATA_DIR, 'revisions');
+  const toolchainDir = join(env.DATA_DIR, 'toolchain');
   const builder: Builder = new LocalBuilder({
     workDir: paths.work,
     imagesDir: paths.images,
@@ -89,6 +91,9 @@ function localWorkload(env: WorkerEnv, logger: Logger, artifacts: ApiAdapters['a
     logger: logger.child({ component: 'builder' }),
     buildTimeoutMs: env.BUILD_TIMEOUT_MS,
     isolation,
+    toolchainDir,
+    toolsDir: join(env.DATA_DIR, 'cache', 'tools'),
+    passthrough: env.buildEnvValues ?? {},
   });
   const runtime: Runtime = new LocalRuntime({
     statePath: join(env.DATA_DIR, 'runtime.json'),
@@ -100,6 +105,7 @@ function localWorkload(env: WorkerEnv, logger: Logger, artifacts: ApiAdapters['a
     logger: logger.child({ component: 'runtime' }),
     readyTimeoutMs: env.REVISION_READY_TIMEOUT_MS,
     isolation,
+    nodeBin: toolchainBin(toolchainDir),
   });
   return {
     workload: { builder, runtime },

@@ -75,7 +75,7 @@ function buildJob(options: { onLine?: (line: LoggedLine, lines: LoggedLine[]) =>
     orgId: 'org_acme',
     projectId: 'shop-front',
     appName: appName('org_acme', 'shop-front', 'production'),
-    plan: { kind: 'node', install: 'npm ci', build: 'npm run build', start: 'npm start', port: 3000 },
+    plan: { kind: 'node', install: 'npm ci', build: 'npm run build', start: 'npm start', port: 3000, framework: 'node', packageManager: null, outputDir: null, outputHint: null, image: 'start' },
     contextUri: options.contextUri ?? `https://${sim.storageAccountName}.blob.core.windows.net/contexts/${deploymentId}.tar.gz`,
     envVariableNames: [],
     signal: controller.signal,

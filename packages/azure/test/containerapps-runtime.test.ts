@@ -89,7 +89,7 @@ function spec(
       environment,
       image: `${sim.registry}/${imageRepository(app)}:${deploymentId}`,
       imageDigest: digest,
-      plan: { kind: 'node', install: 'npm ci', build: null, start: 'npm start', port: 3000 },
+      plan: { kind: 'node', install: 'npm ci', build: null, start: 'npm start', port: 3000, framework: 'node', packageManager: null, outputDir: null, outputHint: null, image: 'start' },
       containerSize: options.containerSize ?? null,
       customDomain: options.customDomain ?? null,
       envVariableNames: options.envVariableNames ?? [],

@@ -24,6 +24,8 @@ export const ERROR_CODES = {
   // deployment errors (worker; recorded on the deployment, never an HTTP answer)
   SOURCE_INVALID: 422,
   BUILD_FAILED: 422,
+  /** The build ran but left no output where the build plan expects one (details: directories looked at). */
+  BUILD_OUTPUT_MISSING: 422,
   BUILD_TIMEOUT: 422,
   DEPLOY_UNHEALTHY: 422,
   START_FAILED: 422,

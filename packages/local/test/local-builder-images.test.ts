@@ -21,6 +21,9 @@ describe('LocalBuilder, for build reuse', () => {
       logger: silentLogger,
       buildTimeoutMs: 10_000,
       isolation: resolveIsolation('none', { ids: null, limits: { memoryMb: 4096, processes: 512, openFiles: 4096 } }),
+      toolchainDir: join(dir, 'toolchain'),
+      toolsDir: join(dir, 'tools'),
+      passthrough: {},
     });
     await builder.start();
   });
@@ -30,7 +33,7 @@ describe('LocalBuilder, for build reuse', () => {
   });
 
   it('names its version and Node in its identity', () => {
-    expect(builder.identity).toBe(`local-builder/1 node/${process.version}`);
+    expect(builder.identity).toBe(`local-builder/2 node/${process.version}`);
   });
 
   it('finds an image directory it built, and nothing outside its images dir', async () => {

@@ -1,13 +1,13 @@
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { BuildPlan, RevisionSpec } from '@zepid/core';
 import { alwaysHeld, newDeploymentId, silentLogger } from '@zepid/core';
 import { FileSecretStore, LocalRouter, LocalRuntime, ProcessRegistry, resolveIsolation } from '../src/index.ts';
 
-const STATIC_PLAN: BuildPlan = { kind: 'static', install: null, build: null, start: null, port: 8080 };
+const STATIC_PLAN: BuildPlan = { kind: 'static', install: null, build: null, start: null, port: 8080, framework: 'static-html', packageManager: null, outputDir: null, outputHint: null, image: 'start' };
 
 async function startRuntime(dir: string): Promise<LocalRuntime> {
   const secrets = new FileSecretStore(join(dir, 'secrets'));
@@ -23,12 +23,13 @@ async function startRuntime(dir: string): Promise<LocalRuntime> {
     // Short: one test waits it out on purpose (an app answering 500 never becomes healthy).
     readyTimeoutMs: 4_000,
     isolation: resolveIsolation('none', { ids: null, limits: { memoryMb: 4096, processes: 512, openFiles: 4096 } }),
+    nodeBin: dirname(process.execPath),
   });
   await runtime.start();
   return runtime;
 }
 
-const NODE_PLAN: BuildPlan = { kind: 'node', install: null, build: null, start: 'node server.mjs', port: 8080 };
+const NODE_PLAN: BuildPlan = { kind: 'node', install: null, build: null, start: 'node server.mjs', port: 8080, framework: 'node', packageManager: null, outputDir: null, outputHint: null, image: 'start' };
 
 function revisionSpec(appName: string, imagePath: string, plan: BuildPlan = STATIC_PLAN): RevisionSpec {
   return {

@@ -38,7 +38,7 @@ export const buildStep: Step = {
 
 function built(context: StepContext, image: BuiltImage): StepOutput {
   context.log(`built ${describe(image)}`);
-  return { image: image.image, digest: image.digest, reusedFrom: null };
+  return { image: image.image, digest: image.digest, reusedFrom: null, ...(typeof image.outputDir === 'string' ? { outputDir: image.outputDir } : {}) };
 }
 
 function describe(image: BuiltImage): string {

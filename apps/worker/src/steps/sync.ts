@@ -34,7 +34,7 @@ export async function packContext(context: StepContext): Promise<{ contextUri: s
   const plan = planOf(record);
   const entries: { path: string; data: Buffer }[] = [...files];
   if (plan.kind !== 'dockerfile' && !files.some((file) => file.path === 'Dockerfile')) {
-    entries.push({ path: 'Dockerfile', data: Buffer.from(generateDockerfile(plan)) });
+    entries.push({ path: 'Dockerfile', data: Buffer.from(generateDockerfile(plan, files.map((file) => file.path))) });
     log('generated a Dockerfile for the build');
   }
   const archive = packArchive(entries);

@@ -1,5 +1,5 @@
-import type { SourceFile } from '@zepid/core';
-import { decodeSourceManifest, DeployError, isDeployError, mapLimit, planBuild, sourceDigest } from '@zepid/core';
+import type { BuildPlan, SourceFile } from '@zepid/core';
+import { decodeSourceManifest, DeployError, isDeployError, mapLimit, planBuild, sourceDigest, STATIC_OUTPUT_CANDIDATES } from '@zepid/core';
 import { buildKey, findReusableBuild, reuseOutput } from './build-reuse.ts';
 import type { Step, StepContext } from './step.ts';
 
@@ -36,6 +36,17 @@ export async function loadSource(context: StepContext): Promise<SourceFile[]> {
   });
 }
 
+/** One line a user reads to know what will run: what was detected and each command. */
+export function describePlan(plan: BuildPlan): string {
+  const parts = [`project kind: ${plan.kind}`, `framework: ${plan.framework}`];
+  if (plan.packageManager !== null) parts.push(`package manager: ${plan.packageManager.tool ?? plan.packageManager.name}`);
+  if (plan.install !== null) parts.push(`install: ${plan.install}`);
+  if (plan.build !== null) parts.push(`build: ${plan.build}`);
+  if (plan.start !== null) parts.push(`start: ${plan.start}`);
+  if (plan.kind === 'static') parts.push(`output: ${plan.outputDir ?? `first of ${STATIC_OUTPUT_CANDIDATES.join(', ')} with an index.html`}`);
+  return parts.join('; ');
+}
+
 /** Step 1: the source is there and intact, the project is something we can run, secrets are in place. */
 export const validateStep: Step = {
   name: 'validate',
@@ -44,7 +55,8 @@ export const validateStep: Step = {
     log(`validating ${record.source.fileCount} files (${record.source.bytes} bytes) of ${record.projectId} for ${record.environment}`);
     const files = await loadSource(context);
     const plan = planBuild(new Map(files.map((file) => [file.path, file.data])), record.spec);
-    log(`project kind: ${plan.kind}${plan.install === null ? '' : `; install: ${plan.install}`}${plan.build === null ? '' : `; build: ${plan.build}`}`);
+    log(describePlan(plan));
+    if (plan.packageManager !== null) log(`package manager: ${plan.packageManager.reason}`);
     if (record.spec.envVariableNames.length > 0) {
       const stored = Object.keys(await adapters.secrets.get(record.id));
       const missing = record.spec.envVariableNames.filter((name) => !stored.includes(name));

@@ -31,6 +31,8 @@ export interface BuiltImage {
   image: string;
   /** Content digest of what was pushed (`sha256:…`); the runtime pins the revision to it. */
   digest: string | null;
+  /** Where the build left the site or the server it runs (relative to the project), when the builder knows. */
+  outputDir?: string | null;
 }
 
 /**

@@ -73,9 +73,16 @@ export interface Isolation {
   readonly traversable: (paths: readonly string[]) => Promise<void>;
   /** Which limit a failed command's output says it ran into, as a sentence for BUILD_FAILED/START_FAILED; null if none. */
   readonly limitHit: (output: readonly string[]) => string | null;
+  /**
+   * Runs a check as a user that owns nothing here (nobody, no groups): what it can reach, every
+   * tenant's uid can (the toolchain's test that builds and apps reach the worker's Node).
+   */
+  readonly probe: (argv: string[]) => string[];
   readonly close: () => void;
 }
 
+/** The probing identity: nobody and nogroup on Debian, outside LOCAL_UID_RANGE. */
+const NOBODY = 65534;
 const SETPRIV = '/usr/bin/setpriv';
 const PRLIMIT = '/usr/bin/prlimit';
 const UNSHARE = '/usr/bin/unshare';
@@ -148,6 +155,7 @@ export function resolveIsolation(setting: IsolationSetting, options: { ids: Tena
       privateProc: false,
       limits,
       tenant: () => Promise.resolve(shared),
+      probe: (argv) => argv,
       traversable: () => Promise.resolve(),
       limitHit,
       close: () => ids?.close(),
@@ -159,6 +167,7 @@ export function resolveIsolation(setting: IsolationSetting, options: { ids: Tena
     mode: 'uid',
     privateProc,
     limits,
+    probe: (argv) => [SETPRIV, `--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', '--no-new-privs', '--', ...argv],
     tenant: (ref) => {
       // NUL cannot occur in an org, project or environment id, so keys of different apps never meet.
       const uid = ids.idOf(`app\u0000${ref.orgId}\u0000${ref.appName}`);

@@ -25,6 +25,8 @@ export interface LocalRuntimeOptions {
   logger: Logger;
   readyTimeoutMs: number;
   isolation: Isolation;
+  /** The worker's Node and npm as user commands reach them (the builder's toolchain): first on an app's PATH. */
+  nodeBin: string;
 }
 
 /** What is needed to start a revision again after a worker restart. */
@@ -220,7 +222,14 @@ export class LocalRuntime implements Runtime {
     await tenant.handOver(dir);
     const variables = await this.options.secrets.get(record.deploymentId);
     const npmCache = await tenant.privateDir(this.options.npmCache);
-    const env = sandboxEnv({ home, npmCache, variables, extra: { PORT: String(port), NODE_ENV: 'production' } });
+    // HOST and HOSTNAME: frameworks that honour them (Nuxt, SvelteKit, Astro, Next standalone) listen on loopback, reachable only through the router.
+    const env = sandboxEnv({
+      home,
+      npmCache,
+      nodeBin: this.options.nodeBin,
+      variables,
+      extra: { PORT: String(port), NODE_ENV: 'production', HOST: '127.0.0.1', HOSTNAME: '127.0.0.1' },
+    });
     const command = record.plan.start;
     const output: string[] = [];
     let logged = 0;
