@@ -412,6 +412,8 @@ export class AciKanikoBuilder implements Builder {
    */
   private async discard(name: string, job: Pick<BuildJob, 'fence' | 'log'>): Promise<void> {
     const log: LogSink = job.log;
+    // A lease that cannot be read (store down) counts as lost: better a group left for the sandbox
+    // step's compensation or cleanup than one deleted under its owner.
     if (!(await job.fence(`deleting build container group ${name}`).catch(() => false))) return;
     try {
       await this.deleteGroup(name);

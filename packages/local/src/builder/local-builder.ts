@@ -260,6 +260,8 @@ export class LocalBuilder implements Builder {
     // createSandbox does, through the process registry), and the wait below ends when they exit.
     const onStop = () => {
       void (async () => {
+        // A lease that cannot be read: stop them anyway (one worker per data dir, so a leaked build
+        // process is the likelier harm than stopping another delivery's).
         if (await job.fence(`stopping the ${label} processes`).catch(() => true)) await stopGroup(group, 2000);
       })();
     };
