@@ -149,6 +149,7 @@ resource app 'Microsoft.App/containerApps@2025-01-01' = {
             // The storage account lives in this (the service's) resource group, whatever the target group of apps.
             { name: 'AZURE_STORAGE_RESOURCE_GROUP', value: resourceGroup().name }
             { name: 'AZURE_POLL_INTERVAL_MS', value: '2000' }
+            { name: 'AZURE_EVENTS_POLL_MS', value: '1000' }
             { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', secretRef: 'appinsights-connection-string' }
             { name: 'BUILD_CONTAINER_CPU', value: azure.buildContainerCpu }
             { name: 'BUILD_CONTAINER_MEMORY', value: azure.buildContainerMemory }

@@ -9,6 +9,7 @@ import { DeployError, LIMITS, SERVICE_NAME, SERVICE_VERSION, sha256Hex } from '@
 import type { AppContext } from './context.ts';
 import { errorBody, registerErrorHandling } from './errors.ts';
 import { deployRoutes } from './routes/deploy.ts';
+import { eventRoutes } from './routes/events.ts';
 import { healthRoutes } from './routes/health.ts';
 import { rootRoutes } from './routes/root.ts';
 import { statusRoutes } from './routes/status.ts';
@@ -133,6 +134,7 @@ export async function buildApp(context: AppContext, logger: FastifyBaseLogger): 
     });
     await scope.register(deployRoutes, { context });
     await scope.register(statusRoutes, { context });
+    await scope.register(eventRoutes, { context });
   });
 
   return app;

@@ -15,4 +15,6 @@ export interface AppContext {
   /** A worker whose last heartbeat is older than this counts as gone. */
   workerStaleMs: number;
   clock: Clock;
+  /** Open event streams (SSE) one token may hold on this process; default 20. */
+  streamsPerToken?: number;
 }

@@ -17,6 +17,7 @@ const apiEnv = {
   ),
   MAX_ACTIVE_DEPLOYMENTS_PER_ORG: positiveInt(3, 1_000_000, 'Queued plus in-progress deployments an org may have; more is a 429.'),
   RATE_LIMIT_PER_MINUTE: positiveInt(600, 1_000_000, 'Requests per token per minute; more is a 429.'),
+  SSE_MAX_STREAMS_PER_TOKEN: positiveInt(20, 100_000, 'Event streams (SSE) one token may hold open on one API replica; more is a 429.'),
   RETENTION_DAYS: positiveInt(7, 3650, 'POST /status/cleanup removes finished deployments older than this by default.'),
 };
 

@@ -64,6 +64,7 @@ async function main(): Promise<void> {
       rateLimitPerMinute: env.RATE_LIMIT_PER_MINUTE,
       workerStaleMs: 30_000,
       clock: systemClock,
+      streamsPerToken: env.SSE_MAX_STREAMS_PER_TOKEN,
     },
     logger,
   );

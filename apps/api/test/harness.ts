@@ -30,7 +30,9 @@ export interface Harness {
   close(): Promise<void>;
 }
 
-export async function createHarness(options: { maxActivePerOrg?: number; rateLimitPerMinute?: number; logger?: Logger } = {}): Promise<Harness> {
+export async function createHarness(
+  options: { maxActivePerOrg?: number; rateLimitPerMinute?: number; logger?: Logger; streamsPerToken?: number } = {},
+): Promise<Harness> {
   const dataDir = await mkdtemp(join(tmpdir(), 'zepid-api-'));
   const logger = options.logger ?? pino({ level: 'silent' });
   const adapters = createLocalAdapters(dataDir, logger);
@@ -51,6 +53,7 @@ export async function createHarness(options: { maxActivePerOrg?: number; rateLim
       rateLimitPerMinute: options.rateLimitPerMinute ?? 100_000,
       workerStaleMs: 30_000,
       clock,
+      streamsPerToken: options.streamsPerToken,
     },
     logger,
   );

@@ -109,6 +109,7 @@ const inOrder = (adapters: WorkerAdapters) => [
   adapters.artifacts,
   adapters.secrets,
   adapters.telemetry,
+  adapters.changes,
   adapters.builder,
   adapters.runtime,
 ];

@@ -1,3 +1,4 @@
+import { PollingChangeSignal } from './cosmos/polling-changes.ts';
 import type { TokenCredential } from '@azure/identity';
 import type { ApiAdapters, Logger, SecretStore, Telemetry } from '@zepid/core';
 import { ConfigError, OutboxIntake } from '@zepid/core';
@@ -120,7 +121,7 @@ export class AzureServices {
       onPublishFailure: (error, record) =>
         this.logger.warn({ err: error, deploymentId: record.id }, "job not published; the worker's outbox repair will publish it"),
     });
-    return { store, queue, intake, artifacts: this.artifacts(), ...parts };
+    return { store, queue, intake, artifacts: this.artifacts(), changes: new PollingChangeSignal(this.env.AZURE_EVENTS_POLL_MS), ...parts };
   }
 
   secrets(): KeyVaultSecretStore {

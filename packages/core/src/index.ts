@@ -27,6 +27,7 @@ export type * from './ports/runtime.ts';
 export type * from './ports/telemetry.ts';
 export type * from './ports/intake.ts';
 export type * from './ports/adapters.ts';
+export type * from './ports/changes.ts';
 export type { Logger, LogFn } from './ports/logger.ts';
 export { silentLogger } from './ports/logger.ts';
 export type { Lifecycle, DependencyHealth, HealthReporting } from './ports/lifecycle.ts';

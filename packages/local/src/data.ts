@@ -6,3 +6,4 @@
 export { createLocalAdapters, localPaths } from './adapters.ts';
 export { FileSecretStore } from './file-secrets.ts';
 export { LogTelemetry } from './log-telemetry.ts';
+export { FileChangeSignal } from './changes.ts';

@@ -1,5 +1,6 @@
 import type { ArtifactStore } from './artifacts.ts';
 import type { Builder } from './builder.ts';
+import type { ChangeSignal } from './changes.ts';
 import type { DeploymentIntake } from './intake.ts';
 import type { JobQueue } from './queue.ts';
 import type { Runtime } from './runtime.ts';
@@ -15,6 +16,8 @@ export interface ApiAdapters {
   artifacts: ArtifactStore;
   secrets: SecretStore;
   telemetry: Telemetry;
+  /** Wakes readers following a deployment (SSE) when the store or a log changed. */
+  changes: ChangeSignal;
 }
 
 /** What the worker process needs: the API's ports plus the builder and the runtime. */
