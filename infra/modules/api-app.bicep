@@ -130,6 +130,7 @@ resource app 'Microsoft.App/containerApps@2025-01-01' = {
             { name: 'SECRETS_PROVIDER', value: 'azure' }
             { name: 'LOG_LEVEL', value: logLevel }
             { name: 'DEPLOYMENT_TIMEOUT_MS', value: string(deploymentTimeoutMs) }
+            { name: 'WEBHOOK_ALLOW_PRIVATE_NETWORKS', value: 'false' }
             { name: 'PORT', value: string(port) }
             { name: 'HOST', value: '0.0.0.0' }
             { name: 'DEPLOY_API_TOKENS', secretRef: 'deploy-api-tokens' }

@@ -120,6 +120,7 @@ resource app 'Microsoft.App/containerApps@2025-01-01' = {
             { name: 'RUNTIME_PROVIDER', value: 'azure' }
             { name: 'LOG_LEVEL', value: logLevel }
             { name: 'DEPLOYMENT_TIMEOUT_MS', value: string(deploymentTimeoutMs) }
+            { name: 'WEBHOOK_ALLOW_PRIVATE_NETWORKS', value: 'false' }
             { name: 'MAX_CONCURRENT_DEPLOYMENTS', value: string(maxConcurrentDeployments) }
             { name: 'BUILD_TIMEOUT_MS', value: string(buildTimeoutMs) }
             { name: 'REVISION_READY_TIMEOUT_MS', value: string(revisionReadyTimeoutMs) }

@@ -1,4 +1,4 @@
-import type { ApiAdapters, Clock } from '@zepid/core';
+import type { ApiAdapters, Clock, WebhookAddressPolicy } from '@zepid/core';
 import type { TokenVerifier } from './auth.ts';
 import type { DeploymentService } from './deployments.ts';
 
@@ -17,4 +17,6 @@ export interface AppContext {
   clock: Clock;
   /** Open event streams (SSE) one token may hold on this process; default 20. */
   streamsPerToken?: number;
+  /** Where webhooks may point; default: private networks allowed in local mode, https required in azure mode. */
+  webhookPolicy?: WebhookAddressPolicy;
 }

@@ -3,7 +3,7 @@
  * Everything else lives in app.ts (the Fastify app) and wiring.ts (adapters).
  */
 import { pino } from 'pino';
-import { ConfigError, LOG_REDACT_PATHS, systemClock } from '@zepid/core';
+import { ConfigError, LOG_REDACT_PATHS, systemClock, webhookPolicyOf } from '@zepid/core';
 import { localPaths } from '@zepid/local/data';
 import { buildApp } from './app.ts';
 import { loadOrCreateDevToken, TokenRegistry } from './auth.ts';
@@ -65,6 +65,7 @@ async function main(): Promise<void> {
       workerStaleMs: 30_000,
       clock: systemClock,
       streamsPerToken: env.SSE_MAX_STREAMS_PER_TOKEN,
+      webhookPolicy: webhookPolicyOf(env),
     },
     logger,
   );

@@ -4,7 +4,7 @@ import { join, relative } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { pino } from 'pino';
-import type { ApiAdapters, Clock } from '@zepid/core';
+import type { ApiAdapters, Clock, WebhookAddressPolicy } from '@zepid/core';
 import { createLocalAdapters } from '@zepid/local';
 import { buildApp } from '../src/app.ts';
 import { TokenRegistry } from '../src/auth.ts';
@@ -31,7 +31,7 @@ export interface Harness {
 }
 
 export async function createHarness(
-  options: { maxActivePerOrg?: number; rateLimitPerMinute?: number; logger?: Logger; streamsPerToken?: number } = {},
+  options: { maxActivePerOrg?: number; rateLimitPerMinute?: number; logger?: Logger; streamsPerToken?: number; webhookPolicy?: WebhookAddressPolicy } = {},
 ): Promise<Harness> {
   const dataDir = await mkdtemp(join(tmpdir(), 'zepid-api-'));
   const logger = options.logger ?? pino({ level: 'silent' });
@@ -54,6 +54,7 @@ export async function createHarness(
       workerStaleMs: 30_000,
       clock,
       streamsPerToken: options.streamsPerToken,
+      webhookPolicy: options.webhookPolicy,
     },
     logger,
   );

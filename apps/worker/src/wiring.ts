@@ -110,6 +110,7 @@ const inOrder = (adapters: WorkerAdapters) => [
   adapters.secrets,
   adapters.telemetry,
   adapters.changes,
+  adapters.webhooks,
   adapters.builder,
   adapters.runtime,
 ];

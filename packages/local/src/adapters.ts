@@ -10,6 +10,7 @@ import { SqliteIntake } from './sqlite/intake.ts';
 import type { SqliteQueueOptions } from './sqlite/queue.ts';
 import { SqliteJobQueue } from './sqlite/queue.ts';
 import { SqliteDeploymentStore } from './sqlite/store.ts';
+import { SqliteWebhookStore } from './sqlite/webhooks.ts';
 
 /** Where local mode keeps things under DATA_DIR. */
 export function localPaths(dataDir: string) {
@@ -41,6 +42,7 @@ export function createLocalAdapters(dataDir: string, logger: Logger, queueOption
     intake: ringingAfter(new SqliteIntake(db, doorbell), ['submit', 'resubmit'], changes),
     artifacts: ringingAfter(new FsArtifactStore(paths.artifacts, db), ['appendLog'], changes),
     changes,
+    webhooks: new SqliteWebhookStore(db),
     secrets: new FileSecretStore(paths.secrets),
     telemetry: new LogTelemetry(logger),
   };

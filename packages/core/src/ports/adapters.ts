@@ -7,6 +7,7 @@ import type { Runtime } from './runtime.ts';
 import type { SecretStore } from './secrets.ts';
 import type { DeploymentStore } from './store.ts';
 import type { Telemetry } from './telemetry.ts';
+import type { WebhookStore } from './webhooks.ts';
 
 /** What the API process needs. Each app's wiring (one file) builds this from validated config. */
 export interface ApiAdapters {
@@ -18,6 +19,8 @@ export interface ApiAdapters {
   telemetry: Telemetry;
   /** Wakes readers following a deployment (SSE) when the store or a log changed. */
   changes: ChangeSignal;
+  /** Webhook endpoints and deliveries. */
+  webhooks: WebhookStore;
 }
 
 /** What the worker process needs: the API's ports plus the builder and the runtime. */
