@@ -6,3 +6,4 @@ export * from './queue-contract.ts';
 export * from './artifact-contract.ts';
 export * from './tls.ts';
 export * from './sse.ts';
+export * from './webhook-contract.ts';

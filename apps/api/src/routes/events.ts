@@ -80,6 +80,7 @@ export const eventRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = a
     let offset = 0;
     let seq = 0;
     let sentEtag: string | null = null;
+    let sentStatus = '';
     let current: DeploymentRecord | null = record;
     while (channel.open) {
       const seen = adapters.changes.rung;
@@ -89,8 +90,11 @@ export const eventRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = a
         return;
       }
       if (current.etag !== sentEtag) {
-        await channel.send('status', statusEvent(current));
+        // Not every write changes what a client sees (the webhook dispatcher empties the outbox): send changes only.
+        const view = JSON.stringify(statusEvent(current));
+        if (view !== sentStatus) await channel.send('status', JSON.parse(view) as unknown);
         sentEtag = current.etag;
+        sentStatus = view;
       }
       const read = await adapters.artifacts.readLogFrom(ref.deploymentId, offset);
       offset = read.next;
