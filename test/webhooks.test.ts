@@ -5,7 +5,7 @@ import { pino } from 'pino';
 import { Webhook } from 'standardwebhooks';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { DeploymentEvent, Resolver } from '@zepid/core';
-import { updateDeployment } from '@zepid/core';
+import { nextRetryDelayMs, updateDeployment, WEBHOOK_DISABLE_AFTER_MS, WEBHOOK_RETRY_SCHEDULE_MS } from '@zepid/core';
 import { createLocalAdapters } from '@zepid/local';
 import type { Harness } from '../apps/api/test/harness.ts';
 import { auth, createHarness, staticBody } from '../apps/api/test/harness.ts';
@@ -184,6 +184,20 @@ describe('webhooks (Standard Webhooks), API + the worker\'s dispatcher on one da
     expect((JSON.parse(receiver.received.at(-1)?.body ?? '{}') as { type: string }).type).toBe('webhook.test');
   });
 
+  it('disables a webhook whose every attempt failed for 3 days, and says so', async () => {
+    const { id } = await register();
+    const stored = await h.adapters.webhooks.getWebhook('org_456', id);
+    if (stored === null) throw new Error('webhook not stored');
+    await h.adapters.webhooks.replaceWebhook({ ...stored, failingSince: new Date(Date.now() - WEBHOOK_DISABLE_AFTER_MS - 1000).toISOString() });
+    receiver.script = [503];
+    await h.app.inject({ method: 'POST', url: `/webhooks/${id}/test`, headers: auth('org_456') });
+    await drain();
+    expect(receiver.received).toHaveLength(1);
+    const shown = (await h.app.inject({ url: `/webhooks/${id}`, headers: auth('org_456') })).json<{ enabled: boolean; disabledReason: string }>();
+    expect(shown.enabled).toBe(false);
+    expect(shown.disabledReason).toMatch(/^every attempt failed since .* \(3 days\)$/);
+  });
+
   it('a worker killed after the status write, after the fan-out, or mid-send still delivers once restarted', async () => {
     const { secret } = await register({ events: ['deployment.started'] });
     // 1. Killed right after the status write: the event is in the record's outbox, written with it.
@@ -265,5 +279,18 @@ describe('webhooks (Standard Webhooks), API + the worker\'s dispatcher on one da
     }
     expect((await h.app.inject({ method: 'DELETE', url: `/webhooks/${id}`, headers: auth('org_456') })).statusCode).toBe(204);
     expect((await h.app.inject({ url: `/webhooks/${id}`, headers: auth('org_456') })).statusCode).toBe(404);
+  });
+});
+
+describe('webhook retry schedule', () => {
+  it('follows 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h with ±10 % jitter, then gives up; a longer Retry-After wins', () => {
+    expect(WEBHOOK_RETRY_SCHEDULE_MS).toEqual([5_000, 300_000, 1_800_000, 7_200_000, 18_000_000, 36_000_000, 36_000_000]);
+    WEBHOOK_RETRY_SCHEDULE_MS.forEach((base, index) => {
+      expect(nextRetryDelayMs(index + 1, null, () => 0)).toBe(Math.round(base * 0.9));
+      expect(nextRetryDelayMs(index + 1, null, () => 1)).toBe(Math.round(base * 1.1));
+    });
+    expect(nextRetryDelayMs(8, null)).toBeNull();
+    expect(nextRetryDelayMs(1, 120_000, () => 0.5)).toBe(120_000);
+    expect(nextRetryDelayMs(2, 1000, () => 0.5)).toBe(300_000);
   });
 });

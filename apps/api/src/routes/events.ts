@@ -75,6 +75,34 @@ export const eventRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = a
     return release;
   };
 
+  /**
+   * Reads shared by the followers that a change signal wakes together: 1,000 streams of one
+   * deployment make one record read and one log read per signal, not 1,000. Keyed by the signal's
+   * count, so a read that began before a signal is never taken as newer than it; dropped once settled.
+   */
+  const inFlight = new Map<string, { rung: number; read: Promise<unknown> }>();
+  const shared = <T>(key: string, read: () => Promise<T>): Promise<T> => {
+    const rung = adapters.changes.rung;
+    const hit = inFlight.get(key);
+    if (hit !== undefined && hit.rung === rung) return hit.read as Promise<T>;
+    const promise = read();
+    inFlight.set(key, { rung, read: promise });
+    const drop = () => {
+      if (inFlight.get(key)?.read === promise) inFlight.delete(key);
+    };
+    promise.then(drop, drop);
+    return promise;
+  };
+  const views = new WeakMap<DeploymentRecord, string>();
+  const viewOf = (record: DeploymentRecord) => {
+    let view = views.get(record);
+    if (view === undefined) {
+      view = JSON.stringify(statusEvent(record));
+      views.set(record, view);
+    }
+    return view;
+  };
+
   const follow = async (channel: SseChannel, record: DeploymentRecord, after: number): Promise<void> => {
     const ref = { orgId: record.orgId, deploymentId: record.id };
     let offset = 0;
@@ -91,12 +119,13 @@ export const eventRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = a
       }
       if (current.etag !== sentEtag) {
         // Not every write changes what a client sees (the webhook dispatcher empties the outbox): send changes only.
-        const view = JSON.stringify(statusEvent(current));
+        const view = viewOf(current);
         if (view !== sentStatus) await channel.send('status', JSON.parse(view) as unknown);
         sentEtag = current.etag;
         sentStatus = view;
       }
-      const read = await adapters.artifacts.readLogFrom(ref.deploymentId, offset);
+      const from = offset;
+      const read = await shared(`log:${ref.deploymentId}:${from}`, () => adapters.artifacts.readLogFrom(ref.deploymentId, from));
       offset = read.next;
       for (const raw of read.text.split('\n')) {
         if (raw === '') continue;
@@ -122,7 +151,7 @@ export const eventRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = a
       await adapters.changes.wait(seen, waitMs, channel.signal);
       if (!channel.open) return;
       if (channel.heartbeatDueIn() === 0) await channel.heartbeat();
-      current = await adapters.store.get(ref);
+      current = await shared(`record:${ref.orgId}:${ref.deploymentId}`, () => adapters.store.get(ref));
     }
   };
 
