@@ -3,6 +3,8 @@ import Type from 'typebox';
 import type { DeploymentRecord, LogLine } from '@zepid/core';
 import { DeployError, isTerminal } from '@zepid/core';
 import type { AppContext } from '../context.ts';
+import type { DeploymentWatch } from '../deployment-watch.ts';
+import { DeploymentWatches, FALLBACK_POLL_MS } from '../deployment-watch.ts';
 import { SseChannel, StreamQuota } from '../event-stream.ts';
 import { DeploymentIdParams, errorResponses } from '../schemas.ts';
 import { statusView, summaryView } from '../views.ts';
@@ -15,8 +17,6 @@ export const DEFAULT_STREAMS_PER_TOKEN = 20;
  * one more read found nothing new.
  */
 const FINAL_LOG_GRACE_MS = 1000;
-/** Longest wait without a change signal: a missed signal (unreliable file watch) costs at most this. */
-const FALLBACK_POLL_MS = 5000;
 /** How many of the org's newest deployments `GET /events` compares on each change. */
 const ORG_WINDOW = 50;
 const ORG_SNAPSHOT = 20;
@@ -103,7 +103,23 @@ export const eventRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = a
     return view;
   };
 
+  const watches = new DeploymentWatches(adapters);
+  app.addHook('onClose', (_instance, done) => {
+    watches.stopAll();
+    done();
+  });
+
   const follow = async (channel: SseChannel, record: DeploymentRecord, after: number): Promise<void> => {
+    const ref = { orgId: record.orgId, deploymentId: record.id };
+    const { watch, release } = watches.follow(ref);
+    try {
+      await followWith(channel, record, after, watch);
+    } finally {
+      release();
+    }
+  };
+
+  const followWith = async (channel: SseChannel, record: DeploymentRecord, after: number, watch: DeploymentWatch): Promise<void> => {
     const ref = { orgId: record.orgId, deploymentId: record.id };
     let offset = 0;
     let seq = 0;
@@ -111,7 +127,7 @@ export const eventRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = a
     let sentStatus = '';
     let current: DeploymentRecord | null = record;
     while (channel.open) {
-      const seen = adapters.changes.rung;
+      const seen = watch.version;
       if (current === null) {
         // Deleted, or no longer visible to this token's org: the stream ends.
         await channel.send('end', { deploymentId: ref.deploymentId, status: null, reason: 'gone' });
@@ -148,7 +164,7 @@ export const eventRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = a
         }
         waitMs = Math.min(waitMs, Math.max(10, FINAL_LOG_GRACE_MS - settledFor));
       }
-      await adapters.changes.wait(seen, waitMs, channel.signal);
+      await watch.wait(seen, waitMs, channel.signal);
       if (!channel.open) return;
       if (channel.heartbeatDueIn() === 0) await channel.heartbeat();
       current = await shared(`record:${ref.orgId}:${ref.deploymentId}`, () => adapters.store.get(ref));
