@@ -2,6 +2,7 @@ import type { ChangeSignal, Clock, DeploymentRecord, DeploymentStore, Logger, Ou
 import {
   deliveryIdFor,
   isDeployError,
+  isTerminal,
   nextRetryDelayMs,
   systemClock,
   wantsEvent,
@@ -55,6 +56,8 @@ export class WebhookDispatcher {
   private readonly schedule: readonly number[];
   private stopping = new AbortController();
   private running: Promise<void> | null = null;
+  /** Events of running deployments already fanned out by this dispatcher (see fanOut). */
+  private readonly fannedOut = new Set<string>();
 
   constructor(options: DispatcherOptions) {
     this.options = options;
@@ -95,32 +98,44 @@ export class WebhookDispatcher {
 
   async fanOut(): Promise<void> {
     const { store, webhooks } = this.options;
-    for (const record of await store.listWithOutbox(50)) {
-      const events = record.outbox ?? [];
-      const endpoints = await webhooks.listWebhooks(record.orgId);
-      const now = this.clock().toISOString();
-      for (const event of events) {
-        for (const webhook of endpoints) {
-          if (!wantsEvent(webhook, event.type, record.projectId)) continue;
-          await webhooks.createDelivery({
-            id: deliveryIdFor(event.id, webhook.id),
-            orgId: record.orgId,
-            webhookId: webhook.id,
-            eventId: event.id,
-            eventType: event.type,
-            payload: payloadOf(event),
-            status: 'pending',
-            attempts: [],
-            nextAttemptAt: now,
-            lockedUntil: null,
-            createdAt: now,
-            updatedAt: now,
-            etag: '',
-          });
+    const listed = await store.listWithOutbox(50);
+    for (const record of listed) {
+      const events = (record.outbox ?? []).filter((event) => !this.fannedOut.has(event.id));
+      if (events.length > 0) {
+        const endpoints = await webhooks.listWebhooks(record.orgId);
+        const now = this.clock().toISOString();
+        for (const event of events) {
+          for (const webhook of endpoints) {
+            // Only events after the webhook was registered (a fan-out repeated after a restart must not send older ones to a newer webhook).
+            if (!wantsEvent(webhook, event.type, record.projectId) || event.timestamp < webhook.createdAt) continue;
+            await webhooks.createDelivery({
+              id: deliveryIdFor(event.id, webhook.id),
+              orgId: record.orgId,
+              webhookId: webhook.id,
+              eventId: event.id,
+              eventType: event.type,
+              payload: payloadOf(event),
+              status: 'pending',
+              attempts: [],
+              nextAttemptAt: now,
+              lockedUntil: null,
+              createdAt: now,
+              updatedAt: now,
+              etag: '',
+            });
+          }
+          this.fannedOut.add(event.id);
         }
       }
-      await this.clearOutbox(record, new Set(events.map((event) => event.id)));
+      // A running deployment's outbox is emptied once it ends, in one write after the workflow's
+      // last: emptying it at every change would add a store write per status and race the workflow's
+      // own writes. Until then `fannedOut` remembers what was done; after a restart it is empty and
+      // the fan-out runs again, creating nothing twice (delivery ids derive from event + webhook).
+      if (isTerminal(record.status)) await this.clearOutbox(record, new Set((record.outbox ?? []).map((event) => event.id)));
     }
+    // Forget events no longer listed (their record was emptied), so the set stays as small as the outboxes.
+    const listedIds = new Set(listed.flatMap((record) => (record.outbox ?? []).map((event) => event.id)));
+    for (const id of this.fannedOut) if (!listedIds.has(id)) this.fannedOut.delete(id);
   }
 
   private async clearOutbox(record: DeploymentRecord, done: Set<string>): Promise<void> {
