@@ -98,7 +98,7 @@ export class WebhookDispatcher {
 
   async fanOut(): Promise<void> {
     const { store, webhooks } = this.options;
-    const listed = await store.listWithOutbox(50);
+    const listed = await store.listWithOutbox(200);
     for (const record of listed) {
       const events = (record.outbox ?? []).filter((event) => !this.fannedOut.has(event.id));
       if (events.length > 0) {
