@@ -135,11 +135,13 @@ resource app 'Microsoft.App/containerApps@2025-01-01' = {
             { name: 'SECRETS_PROVIDER', value: 'azure' }
             { name: 'LOG_LEVEL', value: logLevel }
             { name: 'DEPLOYMENT_TIMEOUT_MS', value: string(deploymentTimeoutMs) }
+            { name: 'WEBHOOK_ALLOW_PRIVATE_NETWORKS', value: 'false' }
             { name: 'PORT', value: string(port) }
             { name: 'HOST', value: '0.0.0.0' }
             { name: 'DEPLOY_API_TOKENS', secretRef: 'deploy-api-tokens' }
             { name: 'MAX_ACTIVE_DEPLOYMENTS_PER_ORG', value: string(maxActiveDeploymentsPerOrg) }
             { name: 'RATE_LIMIT_PER_MINUTE', value: string(rateLimitPerMinute) }
+            { name: 'SSE_MAX_STREAMS_PER_TOKEN', value: '20' }
             { name: 'RETENTION_DAYS', value: string(retentionDays) }
             { name: 'AZURE_CLIENT_ID', value: identity.clientId }
             { name: 'AZURE_TENANT_ID', value: azure.tenantId }
@@ -165,6 +167,7 @@ resource app 'Microsoft.App/containerApps@2025-01-01' = {
             // The storage account lives in this (the service's) resource group, whatever the target group of apps.
             { name: 'AZURE_STORAGE_RESOURCE_GROUP', value: resourceGroup().name }
             { name: 'AZURE_POLL_INTERVAL_MS', value: '2000' }
+            { name: 'AZURE_EVENTS_POLL_MS', value: '1000' }
             { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', secretRef: 'appinsights-connection-string' }
             { name: 'BUILD_CONTAINER_CPU', value: azure.buildContainerCpu }
             { name: 'BUILD_CONTAINER_MEMORY', value: azure.buildContainerMemory }

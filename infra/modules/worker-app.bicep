@@ -123,6 +123,7 @@ resource app 'Microsoft.App/containerApps@2025-01-01' = {
             { name: 'RUNTIME_PROVIDER', value: 'azure' }
             { name: 'LOG_LEVEL', value: logLevel }
             { name: 'DEPLOYMENT_TIMEOUT_MS', value: string(deploymentTimeoutMs) }
+            { name: 'WEBHOOK_ALLOW_PRIVATE_NETWORKS', value: 'false' }
             { name: 'MAX_CONCURRENT_DEPLOYMENTS', value: string(maxConcurrentDeployments) }
             { name: 'BUILD_TIMEOUT_MS', value: string(buildTimeoutMs) }
             { name: 'REVISION_READY_TIMEOUT_MS', value: string(revisionReadyTimeoutMs) }
@@ -152,6 +153,7 @@ resource app 'Microsoft.App/containerApps@2025-01-01' = {
             // The storage account lives in this (the service's) resource group, whatever the target group of apps.
             { name: 'AZURE_STORAGE_RESOURCE_GROUP', value: resourceGroup().name }
             { name: 'AZURE_POLL_INTERVAL_MS', value: '2000' }
+            { name: 'AZURE_EVENTS_POLL_MS', value: '1000' }
             { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', secretRef: 'appinsights-connection-string' }
             { name: 'BUILD_CONTAINER_CPU', value: azure.buildContainerCpu }
             { name: 'BUILD_CONTAINER_MEMORY', value: azure.buildContainerMemory }

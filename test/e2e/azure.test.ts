@@ -16,7 +16,10 @@ import type { ManagedIdentityEndpoint } from '@zepid/testkit/fakes/managed-ident
 import { startManagedIdentityEndpoint } from '@zepid/testkit/fakes/managed-identity.ts';
 import type { FakeServiceBus } from '@zepid/testkit/fakes/servicebus/index.ts';
 import { startFakeServiceBus } from '@zepid/testkit/fakes/servicebus/index.ts';
-import { trustTestCertificate } from '@zepid/testkit';
+import { createServer as createHttpsServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { Webhook } from 'standardwebhooks';
+import { SseClient, trustTestCertificate } from '@zepid/testkit';
 import { freePort, waitFor } from './support.ts';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
@@ -117,6 +120,9 @@ describe('Azure mode, end to end', () => {
       AZURE_CONTAINER_APPS_ENVIRONMENT_ID: arm.apps.environment.id,
       AZURE_APPS_IDENTITY_ID: `/subscriptions/${arm.subscriptionId}/resourceGroups/${arm.resourceGroup}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id-apps`,
       AZURE_POLL_INTERVAL_MS: '100',
+      AZURE_EVENTS_POLL_MS: '200',
+      // The webhook receiver of this test is on loopback (https, as Azure mode requires).
+      WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'true',
       REVISION_READY_TIMEOUT_MS: '5000',
       APPLICATIONINSIGHTS_CONNECTION_STRING: insights.connectionString,
       // The SDK's own usage reports would go to Microsoft: off, so everything stays on loopback.
@@ -180,6 +186,49 @@ describe('Azure mode, end to end', () => {
     );
     expect(insights.rawBodies()).not.toContain(secret);
   }, 90_000);
+
+  it('streams a deployment over SSE (polling the record and the append blob) and tells a signed webhook it succeeded', async () => {
+    const certificate = trustTestCertificate();
+    const bodies: { headers: Record<string, string>; body: string }[] = [];
+    const receiver = createHttpsServer({ key: certificate.key, cert: certificate.cert }, (request, response) => {
+      let body = '';
+      request.setEncoding('utf8');
+      request.on('data', (chunk: string) => (body += chunk));
+      request.on('end', () => {
+        bodies.push({ headers: request.headers as Record<string, string>, body });
+        response.writeHead(204).end();
+      });
+    });
+    await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
+    try {
+      const hookUrl = `https://127.0.0.1:${(receiver.address() as AddressInfo).port}/hook`;
+      const plain = await fetch(`${apiUrl}/webhooks`, { method: 'POST', headers, body: JSON.stringify({ url: hookUrl.replace('https:', 'http:') }) });
+      expect(plain.status).toBe(400);
+      const registered = await fetch(`${apiUrl}/webhooks`, { method: 'POST', headers, body: JSON.stringify({ url: hookUrl, events: ['deployment.succeeded'] }) });
+      expect(registered.status, await registered.clone().text()).toBe(201);
+      const { secret } = (await registered.json()) as { secret: string };
+
+      arm.aci.scenario = { logLines: ['INFO[0000] Retrieving image manifest node:24-slim', 'INFO[0003] Pushing image'], linesPerPoll: 1 };
+      const id = await deploy('streamed');
+      const client = await SseClient.open(`${apiUrl}/deploy/${id}/events`, { authorization: `Bearer ${TOKEN}` });
+      expect(client.status).toBe(200);
+      const events = await client.until('end', 60_000).catch((error: unknown) => {
+        throw new Error(`${String(error)}\noutput:\n${output.slice(-4000)}`);
+      });
+      expect(JSON.parse(events.at(-1)?.data ?? '{}')).toMatchObject({ status: 'completed', reason: 'terminal' });
+      const lines = events.filter((e) => e.event === 'log').map((e) => JSON.parse(e.data) as { seq: number; message: string });
+      expect(lines.map((line) => line.seq)).toEqual(lines.map((_, i) => i + 1));
+      expect(lines.some((line) => line.message.includes('Pushing image'))).toBe(true);
+      const logs = (await (await fetch(`${apiUrl}/deploy/${id}/logs`, { headers })).json()) as { logs: { message: string }[] };
+      expect(lines.map((line) => line.message)).toEqual(logs.logs.map((line) => line.message));
+
+      await waitFor('the webhook', () => bodies.length > 0, 30_000);
+      const [first] = bodies;
+      expect(new Webhook(secret).verify(first?.body ?? '', first?.headers ?? {})).toMatchObject({ type: 'deployment.succeeded', data: { deploymentId: id, status: 'completed' } });
+    } finally {
+      receiver.close();
+    }
+  });
 
   it('keeps traffic on the live revision when a new one never gets healthy, and fails with DEPLOY_UNHEALTHY', async () => {
     arm.aci.scenario = {};

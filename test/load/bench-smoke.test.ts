@@ -78,7 +78,10 @@ describe('npm run bench -- --smoke', () => {
     for (const sample of ['redeploy_static', 'redeploy_node']) {
       for (const pair of result.raw[sample] ?? []) expect(pair.objectBytesDelta).toBe(0);
     }
-    expect(value('store_writes_per_deployment')).toBe(8);
+    // 8 by the API and the workflow, and 1 by the webhook dispatcher emptying the outbox once the
+    // deployment ended (which may come just after the figure is taken for the last deployments).
+    expect(value('store_writes_per_deployment')).toBeGreaterThanOrEqual(8);
+    expect(value('store_writes_per_deployment')).toBeLessThanOrEqual(9);
     expect(output).toContain('| figure');
   }, 180_000);
 });

@@ -10,9 +10,11 @@ import type { AppContext } from './context.ts';
 import { answerClientError, errorBody, registerErrorHandling } from './errors.ts';
 import { dashboardRoutes } from './routes/dashboard.ts';
 import { deployRoutes } from './routes/deploy.ts';
+import { eventRoutes } from './routes/events.ts';
 import { healthRoutes } from './routes/health.ts';
 import { rootRoutes } from './routes/root.ts';
 import { statusRoutes } from './routes/status.ts';
+import { webhookEventSchemas, webhookRoutes } from './routes/webhooks.ts';
 import { ErrorBody } from './schemas.ts';
 
 declare module 'fastify' {
@@ -77,6 +79,7 @@ export async function buildApp(context: AppContext, logger: FastifyBaseLogger): 
     );
   });
   app.addSchema(ErrorBody);
+  for (const schema of webhookEventSchemas()) app.addSchema(schema);
 
   await app.register(swagger, {
     openapi: {
@@ -92,6 +95,7 @@ export async function buildApp(context: AppContext, logger: FastifyBaseLogger): 
       components: { securitySchemes: { bearerAuth: { type: 'http', scheme: 'bearer' } } },
       tags: [
         { name: 'deployments', description: 'Queue, follow, cancel and retry deployments' },
+        { name: 'webhooks', description: 'Signed notifications of deployment events (Standard Webhooks)' },
         { name: 'status', description: 'Statistics, queue metrics, retention' },
         { name: 'health', description: 'Probes' },
         { name: 'service', description: 'Service information' },
@@ -137,6 +141,8 @@ export async function buildApp(context: AppContext, logger: FastifyBaseLogger): 
     });
     await scope.register(deployRoutes, { context });
     await scope.register(statusRoutes, { context });
+    await scope.register(eventRoutes, { context });
+    await scope.register(webhookRoutes, { context });
   });
 
   return app;

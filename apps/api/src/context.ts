@@ -1,4 +1,4 @@
-import type { ApiAdapters, Clock } from '@zepid/core';
+import type { ApiAdapters, Clock, WebhookAddressPolicy } from '@zepid/core';
 import type { TokenVerifier } from './auth.ts';
 import type { DeploymentService } from './deployments.ts';
 
@@ -15,4 +15,8 @@ export interface AppContext {
   /** A worker whose last heartbeat is older than this counts as gone. */
   workerStaleMs: number;
   clock: Clock;
+  /** Open event streams (SSE) one token may hold on this process; default 20. */
+  streamsPerToken?: number;
+  /** Where webhooks may point; default: private networks allowed in local mode, https required in azure mode. */
+  webhookPolicy?: WebhookAddressPolicy;
 }

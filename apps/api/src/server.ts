@@ -3,7 +3,7 @@
  * Everything else lives in app.ts (the Fastify app) and wiring.ts (adapters).
  */
 import { pino } from 'pino';
-import { ConfigError, LOG_REDACT_PATHS, systemClock } from '@zepid/core';
+import { ConfigError, LOG_REDACT_PATHS, systemClock, webhookPolicyOf } from '@zepid/core';
 import { canSwitchUsers, localPaths } from '@zepid/local/data';
 import { buildApp } from './app.ts';
 import { loadOrCreateDevToken, TokenRegistry } from './auth.ts';
@@ -85,6 +85,8 @@ async function main(): Promise<void> {
       rateLimitPerMinute: env.RATE_LIMIT_PER_MINUTE,
       workerStaleMs: 30_000,
       clock: systemClock,
+      streamsPerToken: env.SSE_MAX_STREAMS_PER_TOKEN,
+      webhookPolicy: webhookPolicyOf(env),
     },
     logger,
   );

@@ -4,7 +4,7 @@ import { join, relative } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { pino } from 'pino';
-import type { ApiAdapters, Clock } from '@zepid/core';
+import type { ApiAdapters, Clock, WebhookAddressPolicy } from '@zepid/core';
 import { createLocalAdapters } from '@zepid/local';
 import { buildApp } from '../src/app.ts';
 import { TokenRegistry } from '../src/auth.ts';
@@ -30,7 +30,9 @@ export interface Harness {
   close(): Promise<void>;
 }
 
-export async function createHarness(options: { maxActivePerOrg?: number; rateLimitPerMinute?: number; logger?: Logger } = {}): Promise<Harness> {
+export async function createHarness(
+  options: { maxActivePerOrg?: number; rateLimitPerMinute?: number; logger?: Logger; streamsPerToken?: number; webhookPolicy?: WebhookAddressPolicy } = {},
+): Promise<Harness> {
   const dataDir = await mkdtemp(join(tmpdir(), 'zepid-api-'));
   const logger = options.logger ?? pino({ level: 'silent' });
   const adapters = createLocalAdapters(dataDir, logger);
@@ -51,6 +53,8 @@ export async function createHarness(options: { maxActivePerOrg?: number; rateLim
       rateLimitPerMinute: options.rateLimitPerMinute ?? 100_000,
       workerStaleMs: 30_000,
       clock,
+      streamsPerToken: options.streamsPerToken,
+      webhookPolicy: options.webhookPolicy,
     },
     logger,
   );

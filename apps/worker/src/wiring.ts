@@ -122,6 +122,8 @@ const inOrder = (adapters: WorkerAdapters) => [
   adapters.artifacts,
   adapters.secrets,
   adapters.telemetry,
+  adapters.changes,
+  adapters.webhooks,
   adapters.builder,
   adapters.runtime,
 ];

@@ -1,13 +1,14 @@
 import { createServer } from 'node:http';
 import { hostname } from 'node:os';
 import type { Logger, WorkerAdapters } from '@zepid/core';
-import { systemClock } from '@zepid/core';
+import { systemClock, webhookPolicyOf } from '@zepid/core';
 import { Consumer } from './consumer.ts';
 import type { WorkerEnv } from './env.ts';
 import { Maintenance } from './maintenance.ts';
 import { steps as defaultSteps } from './steps/index.ts';
 import type { Step } from './steps/step.ts';
 import { closeAll, createWorkerAdapters, startAll } from './wiring.ts';
+import { WebhookDispatcher } from './webhooks/dispatcher.ts';
 import { Workflow } from './workflow.ts';
 
 export interface RunningWorker {
@@ -67,6 +68,16 @@ export async function startWorker(
     deploymentTimeoutMs: env.DEPLOYMENT_TIMEOUT_MS,
   });
 
+  // Webhooks: fans status events out of deployment records' outboxes and sends them, signed.
+  const dispatcher = new WebhookDispatcher({
+    store: adapters.store,
+    webhooks: adapters.webhooks,
+    secrets: adapters.secrets,
+    changes: adapters.changes,
+    logger,
+    policy: webhookPolicyOf(env),
+  });
+
   const health =
     env.HEALTH_PORT === undefined
       ? null
@@ -78,6 +89,7 @@ export async function startWorker(
 
   consumer.start();
   maintenance.start();
+  dispatcher.start();
   logger.info(
     { workerId, mode: env.DEPLOY_MODE, concurrency: env.MAX_CONCURRENT_DEPLOYMENTS, router: env.DEPLOY_MODE === 'local' ? `http://${env.LOCAL_ROUTER_HOST}:${env.LOCAL_ROUTER_PORT}` : undefined },
     'worker started',
@@ -87,6 +99,7 @@ export async function startWorker(
     async stop() {
       await consumer.stop();
       await maintenance.stop();
+      await dispatcher.stop();
       health?.close();
       await closeAll(adapters);
       isolation?.close();

@@ -57,6 +57,12 @@ export const azureEnv = {
   }),
   AZURE_STORAGE_RESOURCE_GROUP: optional('Resource group of the storage account, when it differs from AZURE_RESOURCE_GROUP (to read the key kaniko needs).'),
   AZURE_POLL_INTERVAL_MS: Type.Integer({ minimum: 50, maximum: 60_000, default: 2000, description: 'First wait between polls of ARM operations, build containers and revisions.' }),
+  AZURE_EVENTS_POLL_MS: Type.Integer({
+    minimum: 100,
+    maximum: 60_000,
+    default: 1000,
+    description: 'How often an event stream (SSE) polls the record and the log in Azure mode, where replicas share no change signal.',
+  }),
   SECRETS_PROVIDER: Type.Optional(Type.Enum(['local', 'azure'], { description: 'Where env variable values are kept; default: DEPLOY_MODE.' })),
   APPLICATIONINSIGHTS_CONNECTION_STRING: optional('Application Insights connection string; telemetry is off without it.'),
   BUILD_CONTAINER_CPU: Type.Number({ minimum: 0.5, maximum: 4, default: 2, description: 'vCPU of each ACI build container.' }),

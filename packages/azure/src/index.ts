@@ -4,6 +4,8 @@ export type { AzureEnv } from './env.ts';
 export { createCredential } from './credentials.ts';
 export { CosmosDeploymentStore, DEPLOYMENTS_CONTAINER } from './cosmos/store.ts';
 export type { CosmosStoreOptions, CosmosConnectionOptions } from './cosmos/store.ts';
+export { CosmosWebhookStore } from './cosmos/webhooks.ts';
+export { PollingChangeSignal } from './cosmos/polling-changes.ts';
 export { BlobArtifactStore } from './blob/artifacts.ts';
 export type { BlobArtifactStoreOptions, BlobConnectionOptions } from './blob/artifacts.ts';
 export { KeyVaultSecretStore, secretNameFor, MAX_SECRET_VALUE_BYTES } from './keyvault/secrets.ts';

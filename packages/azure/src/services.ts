@@ -1,3 +1,5 @@
+import { CosmosWebhookStore } from './cosmos/webhooks.ts';
+import { PollingChangeSignal } from './cosmos/polling-changes.ts';
 import type { TokenCredential } from '@azure/identity';
 import type { ApiAdapters, Logger, SecretStore, Telemetry } from '@zepid/core';
 import { ConfigError, OutboxIntake } from '@zepid/core';
@@ -6,6 +8,7 @@ import { storageKeyFromArm, storageKeyFromConnectionString } from './aci/storage
 import { BlobArtifactStore } from './blob/artifacts.ts';
 import { ContainerAppsRuntime } from './containerapps/runtime.ts';
 import { CosmosDeploymentStore, DEPLOYMENTS_CONTAINER } from './cosmos/store.ts';
+import type { CosmosStoreOptions } from './cosmos/store.ts';
 import { createCredential } from './credentials.ts';
 import type { AzureEnv } from './env.ts';
 import { KeyVaultSecretStore } from './keyvault/secrets.ts';
@@ -71,6 +74,15 @@ export class AzureServices {
   }
 
   store(): CosmosDeploymentStore {
+    return new CosmosDeploymentStore(this.cosmosOptions());
+  }
+
+  /** Webhook endpoints and deliveries, in the deployments container. */
+  webhooks(): CosmosWebhookStore {
+    return new CosmosWebhookStore(this.cosmosOptions());
+  }
+
+  private cosmosOptions(): CosmosStoreOptions {
     this.oneOf('AZURE_COSMOS_ENDPOINT', 'AZURE_COSMOS_CONNECTION_STRING');
     const env = this.env;
     const common = {
@@ -81,8 +93,8 @@ export class AzureServices {
       logger: this.logger.child({ adapter: 'cosmos' }),
     };
     return env.AZURE_COSMOS_ENDPOINT !== undefined
-      ? new CosmosDeploymentStore({ ...common, endpoint: env.AZURE_COSMOS_ENDPOINT, credential: this.credential })
-      : new CosmosDeploymentStore({ ...common, connectionString: env.AZURE_COSMOS_CONNECTION_STRING ?? '' });
+      ? { ...common, endpoint: env.AZURE_COSMOS_ENDPOINT, credential: this.credential }
+      : { ...common, connectionString: env.AZURE_COSMOS_CONNECTION_STRING ?? '' };
   }
 
   queue(): ServiceBusJobQueue {
@@ -120,7 +132,7 @@ export class AzureServices {
       onPublishFailure: (error, record) =>
         this.logger.warn({ err: error, deploymentId: record.id }, "job not published; the worker's outbox repair will publish it"),
     });
-    return { store, queue, intake, artifacts: this.artifacts(), ...parts };
+    return { store, queue, intake, artifacts: this.artifacts(), changes: new PollingChangeSignal(this.env.AZURE_EVENTS_POLL_MS), webhooks: this.webhooks(), ...parts };
   }
 
   secrets(): KeyVaultSecretStore {

@@ -5,13 +5,14 @@ import { CosmosClient } from '@azure/cosmos';
 import type { AccessToken, GetTokenOptions, TokenCredential } from '@azure/identity';
 import type { DeploymentRecord } from '@zepid/core';
 import { apply, DeployError, STEPS } from '@zepid/core';
-import { makeRecord, storeContract } from '@zepid/testkit';
+import { makeRecord, storeContract, webhookContract } from '@zepid/testkit';
 import type { CosmosEmulator } from '@zepid/testkit/emulators/cosmos.ts';
 import { startCosmosEmulator } from '@zepid/testkit/emulators/cosmos.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { toStoreError } from '../src/cosmos/errors.ts';
 import type { CosmosStoreOptions } from '../src/cosmos/store.ts';
 import { CosmosDeploymentStore } from '../src/cosmos/store.ts';
+import { CosmosWebhookStore } from '../src/cosmos/webhooks.ts';
 
 const unique = (prefix: string) => `${prefix}_${Math.random().toString(36).slice(2, 10)}`;
 
@@ -46,6 +47,24 @@ storeContract('Cosmos DB (cosmosdb-server)', async () => {
   return {
     store,
     dispose: async () => {
+      await store.close();
+      await emulator.stop();
+    },
+  };
+});
+
+webhookContract('Cosmos DB (cosmosdb-server)', async () => {
+  const emulator = await startCosmosEmulator();
+  const options = { connectionString: emulator.connectionString, databaseId: 'zepid-deploy', containerId: 'deployments', createIfMissing: true, retentionDays: 30 };
+  const store = new CosmosDeploymentStore(options);
+  const webhooks = new CosmosWebhookStore(options);
+  await store.start();
+  await webhooks.start();
+  return {
+    store,
+    webhooks,
+    dispose: async () => {
+      await webhooks.close();
       await store.close();
       await emulator.stop();
     },

@@ -61,7 +61,15 @@ export const commonEnv = {
   DATA_DIR: Type.String({ default: './.data', description: 'Where local mode keeps its database, artifacts and builds.' }),
   LOG_LEVEL: Type.Enum(LOG_LEVELS, { default: 'info' }),
   DEPLOYMENT_TIMEOUT_MS: Type.Integer({ minimum: 1000, maximum: 24 * 3600 * 1000, default: 600_000 }),
+  WEBHOOK_ALLOW_PRIVATE_NETWORKS: Type.Optional(
+    Type.Boolean({ description: 'Webhooks may go to loopback and private addresses; default true in local mode, false in azure mode.' }),
+  ),
 };
+
+/** The webhook address rules of a mode: private networks by WEBHOOK_ALLOW_PRIVATE_NETWORKS (default: local only), https in Azure. */
+export function webhookPolicyOf(env: { DEPLOY_MODE: Provider; WEBHOOK_ALLOW_PRIVATE_NETWORKS?: boolean | undefined }) {
+  return { allowPrivateNetworks: env.WEBHOOK_ALLOW_PRIVATE_NETWORKS ?? env.DEPLOY_MODE === 'local', requireHttps: env.DEPLOY_MODE === 'azure' };
+}
 
 export const positiveInt = (defaultValue: number, maximum: number, description: string) =>
   Type.Integer({ minimum: 1, maximum, default: defaultValue, description });

@@ -1,3 +1,5 @@
+import type { OutboxEvent } from './webhooks.ts';
+import { withStatusEvent } from './webhooks.ts';
 import type { DeploymentStatus, Environment, StepName, StepStatus } from './glossary.ts';
 import { STEPS } from './glossary.ts';
 import type { ErrorCode } from './errors.ts';
@@ -88,6 +90,8 @@ export interface DeploymentRecord {
   startedAt: string | null;
   attemptStartedAt: string | null;
   finishedAt: string | null;
+  /** Webhook events of status changes, written with the change, until the worker's dispatcher fans them out (webhooks.ts). */
+  outbox?: OutboxEvent[];
   /** Opaque version set by the store; every write is conditional on it. */
   etag: string;
 }
@@ -124,7 +128,7 @@ export interface NewDeployment {
 
 export function newDeploymentRecord(input: NewDeployment, now: Date): DeploymentRecord {
   const timestamp = now.toISOString();
-  return {
+  return withStatusEvent(null, {
     ...input,
     status: 'queued',
     currentStep: null,
@@ -142,7 +146,7 @@ export function newDeploymentRecord(input: NewDeployment, now: Date): Deployment
     attemptStartedAt: null,
     finishedAt: null,
     etag: '',
-  };
+  }, timestamp);
 }
 
 export function jobFor(record: DeploymentRecord, traceparent: string | null): JobMessage {

@@ -1,3 +1,4 @@
+import { withStatusEvent } from './webhooks.ts';
 import type { DeploymentErrorInfo, DeploymentRecord, DeploymentResult, StepState } from './deployment.ts';
 import { firstUnfinishedStep, progressOf } from './deployment.ts';
 import { DeployError } from './errors.ts';
@@ -203,5 +204,6 @@ export function apply(record: DeploymentRecord, event: DeploymentEvent, now: Dat
     }
   }
   next.progress = next.status === 'completed' ? 100 : progressOf(next.steps);
-  return next;
+  // A status change carries its webhook event in the same write (the outbox).
+  return withStatusEvent(record, next, at);
 }

@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import type { ApiAdapters, Logger } from '@zepid/core';
+import { FileChangeSignal, ringingAfter } from './changes.ts';
 import { FileSecretStore } from './file-secrets.ts';
 import { FsArtifactStore } from './fs-artifacts.ts';
 import { LogTelemetry } from './log-telemetry.ts';
@@ -9,6 +10,7 @@ import { SqliteIntake } from './sqlite/intake.ts';
 import type { SqliteQueueOptions } from './sqlite/queue.ts';
 import { SqliteJobQueue } from './sqlite/queue.ts';
 import { SqliteDeploymentStore } from './sqlite/store.ts';
+import { SqliteWebhookStore } from './sqlite/webhooks.ts';
 
 /** Where local mode keeps things under DATA_DIR. */
 export function localPaths(dataDir: string) {
@@ -32,11 +34,15 @@ export function createLocalAdapters(dataDir: string, logger: Logger, queueOption
   const db = new SqliteDatabase(paths.database);
   // One doorbell for the queue and the intake: a job submitted in this process wakes a receiver here directly.
   const doorbell = Doorbell.beside(paths.database);
+  // Followers (SSE) in any process on this data dir hear of every record write and log append.
+  const changes = new FileChangeSignal(paths.database);
   return {
-    store: new SqliteDeploymentStore(db),
+    store: ringingAfter(new SqliteDeploymentStore(db), ['create', 'replace', 'delete'], changes),
     queue: new SqliteJobQueue(db, { doorbell, ...queueOptions }),
-    intake: new SqliteIntake(db, doorbell),
-    artifacts: new FsArtifactStore(paths.artifacts, db),
+    intake: ringingAfter(new SqliteIntake(db, doorbell), ['submit', 'resubmit'], changes),
+    artifacts: ringingAfter(new FsArtifactStore(paths.artifacts, db), ['appendLog'], changes),
+    changes,
+    webhooks: new SqliteWebhookStore(db),
     secrets: new FileSecretStore(paths.secrets),
     telemetry: new LogTelemetry(logger),
   };

@@ -8,3 +8,4 @@ export { FileSecretStore } from './file-secrets.ts';
 export { LogTelemetry } from './log-telemetry.ts';
 // How the API tells whether local builds can be isolated (several organizations need it); node built-ins only.
 export { canSwitchUsers } from './builder/isolation.ts';
+export { FileChangeSignal } from './changes.ts';

@@ -248,6 +248,25 @@ export class FsArtifactStore implements ArtifactStore {
     return (await this.readOrNull(this.path('log', deploymentId)))?.toString('utf8') ?? '';
   }
 
+  /** One stat when nothing was appended since `offset`; SSE followers call it on every change signal. */
+  readLogFrom(deploymentId: string, offset: number): Promise<{ text: string; next: number }> {
+    try {
+      const path = this.path('log', deploymentId);
+      const stats = statSync(path, { throwIfNoEntry: false });
+      if (stats === undefined || stats.size <= offset) return Promise.resolve({ text: '', next: offset });
+      const fd = openSync(path, 'r');
+      try {
+        const buffer = Buffer.alloc(fstatSync(fd).size - offset);
+        const read = readSync(fd, buffer, 0, buffer.length, offset);
+        return Promise.resolve(completeLines(buffer.subarray(0, read), offset));
+      } finally {
+        closeSync(fd);
+      }
+    } catch (error) {
+      return Promise.reject(error instanceof Error ? error : new Error(String(error)));
+    }
+  }
+
   /**
    * Every GET status reads this, so it is the hot path of the API: synchronous calls on a small local
    * file (one stat when the log has not grown since the last read, from a bounded cache) instead of
@@ -303,4 +322,10 @@ export class FsArtifactStore implements ArtifactStore {
     return deleted;
   }
 
+}
+
+/** The complete lines of `bytes` (read at `offset`) and the offset after the last one. */
+export function completeLines(bytes: Buffer, offset: number): { text: string; next: number } {
+  const end = bytes.lastIndexOf(0x0a) + 1;
+  return { text: bytes.subarray(0, end).toString('utf8'), next: offset + end };
 }

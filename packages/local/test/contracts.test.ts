@@ -1,8 +1,8 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { artifactContract, queueContract, queueHarnessOf, secretContract, storeContract } from '@zepid/testkit';
-import { FileSecretStore, FsArtifactStore, SqliteDatabase, SqliteDeploymentStore, SqliteJobQueue } from '../src/index.ts';
+import { artifactContract, queueContract, queueHarnessOf, secretContract, storeContract, webhookContract } from '@zepid/testkit';
+import { FileSecretStore, FsArtifactStore, SqliteDatabase, SqliteDeploymentStore, SqliteJobQueue, SqliteWebhookStore } from '../src/index.ts';
 
 async function tempDir() {
   const dir = await mkdtemp(join(tmpdir(), 'zepid-local-'));
@@ -16,6 +16,24 @@ storeContract('SQLite', async () => {
   return {
     store,
     dispose: async () => {
+      await store.close();
+      await remove();
+    },
+  };
+});
+
+webhookContract('SQLite', async () => {
+  const { dir, remove } = await tempDir();
+  const db = new SqliteDatabase(join(dir, 'zepid.db'));
+  const store = new SqliteDeploymentStore(db);
+  const webhooks = new SqliteWebhookStore(db);
+  await store.start();
+  await webhooks.start();
+  return {
+    store,
+    webhooks,
+    dispose: async () => {
+      await webhooks.close();
       await store.close();
       await remove();
     },

@@ -69,6 +69,21 @@ export function artifactContract(name: string, createHarness: () => Promise<Arti
       expect(await artifacts.readLogTail(id, 40)).toBe('');
     });
 
+    it('reads a log from an offset: complete lines only, and the offset to continue from', async () => {
+      const id = newDeploymentId();
+      expect(await artifacts.readLogFrom(id, 0)).toEqual({ text: '', next: 0 });
+      await artifacts.appendLog(id, '{"n":0}\n{"n":1}\n');
+      const first = await artifacts.readLogFrom(id, 0);
+      expect(first).toEqual({ text: '{"n":0}\n{"n":1}\n', next: 16 });
+      expect(await artifacts.readLogFrom(id, first.next)).toEqual({ text: '', next: 16 });
+      // a line not yet ended is left for the next read
+      await artifacts.appendLog(id, '{"n":2}\n{"n":');
+      expect(await artifacts.readLogFrom(id, first.next)).toEqual({ text: '{"n":2}\n', next: 24 });
+      await artifacts.appendLog(id, '3}\n');
+      expect(await artifacts.readLogFrom(id, 24)).toEqual({ text: '{"n":3}\n', next: 32 });
+      await artifacts.deleteAll({ orgId: newOrg(), deploymentId: id });
+    });
+
     it('stores each object once per org, finds only its own org\'s, and reads them back', async () => {
       const [orgId, otherOrg] = [newOrg(), newOrg()];
       const a = content('alpha');

@@ -5,3 +5,5 @@ export * from './store-contract.ts';
 export * from './queue-contract.ts';
 export * from './artifact-contract.ts';
 export * from './tls.ts';
+export * from './sse.ts';
+export * from './webhook-contract.ts';

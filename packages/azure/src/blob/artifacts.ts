@@ -436,6 +436,27 @@ export class BlobArtifactStore implements ArtifactStore {
     return Buffer.concat(parts).toString('utf8');
   }
 
+  /**
+   * A follower's poll: one listing gives every segment's length (the append blob's committed size),
+   * so an unchanged log costs that one call; new bytes come by ranged downloads from `offset`.
+   */
+  async readLogFrom(deploymentId: string, offset: number): Promise<{ text: string; next: number }> {
+    checkId(deploymentId);
+    const parts: Buffer[] = [];
+    let start = 0;
+    for (const segment of await this.logSegments(deploymentId)) {
+      const end = start + segment.size;
+      if (end > offset && segment.size > 0) {
+        const from = Math.max(0, offset - start);
+        parts.push((await this.download('logs', segment.name, { offset: from, count: segment.size - from })) ?? Buffer.alloc(0));
+      }
+      start = end;
+    }
+    const bytes = Buffer.concat(parts);
+    const complete = bytes.lastIndexOf(0x0a) + 1;
+    return { text: bytes.subarray(0, complete).toString('utf8'), next: offset + complete };
+  }
+
   /** Ranged downloads of the last `maxBytes`, across segments when the tail spans two. */
   async readLogTail(deploymentId: string, maxBytes: number): Promise<string> {
     checkId(deploymentId);

@@ -549,6 +549,15 @@ export class CosmosDeploymentStore implements DeploymentStore {
     );
   }
 
+  listWithOutbox(limit: number): Promise<DeploymentRecord[]> {
+    return this.queryRecords(
+      `SELECT TOP @limit * FROM c WHERE c.type = 'deployment' AND IS_ARRAY(c.outbox) AND ARRAY_LENGTH(c.outbox) > 0 ORDER BY c.updatedAt ASC`,
+      { limit },
+      null,
+      'list deployments with webhook events',
+    );
+  }
+
   /** Last writer wins: only the worker itself writes its heartbeat, so no etag is needed. */
   async recordHeartbeat(heartbeat: WorkerHeartbeat): Promise<void> {
     const id = `worker:${encodeURIComponent(heartbeat.workerId)}`;

@@ -50,6 +50,11 @@ export interface ArtifactStore extends Lifecycle, HealthReporting {
   /** Appends NDJSON log lines (each ending in `\n`). */
   appendLog(deploymentId: string, chunk: string): Promise<void>;
   readLog(deploymentId: string): Promise<string>;
+  /**
+   * The complete lines of the log from byte `offset` on (a line still being appended is left for the
+   * next read), and the offset after them. Followers (SSE) call it with the `next` of their last read.
+   */
+  readLogFrom(deploymentId: string, offset: number): Promise<{ text: string; next: number }>;
   /** The last `maxBytes` of the log, starting at a line boundary. */
   readLogTail(deploymentId: string, maxBytes: number): Promise<string>;
   /** Removes the manifest, context and log (objects stay for `sweepObjects`); returns how many existed. */

@@ -71,6 +71,11 @@ export interface DeploymentStore extends Lifecycle, HealthReporting {
    * sweep fails those past their timeout whose job was lost (worker crashed on its last delivery).
    */
   listRunningStartedBefore(before: Date, limit: number): Promise<DeploymentRecord[]>;
+  /**
+   * Webhook outbox: deployments whose `outbox` holds events not yet fanned out into deliveries, all
+   * orgs, least recently written first.
+   */
+  listWithOutbox(limit: number): Promise<DeploymentRecord[]>;
   recordHeartbeat(heartbeat: WorkerHeartbeat): Promise<void>;
   listHeartbeats(): Promise<WorkerHeartbeat[]>;
 }

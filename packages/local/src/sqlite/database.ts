@@ -97,6 +97,29 @@ const MIGRATIONS: string[] = [
   // an app's live deployment moving forward only. Without this index the read scanned all of an
   // org's completed deployments: quadratic over a burst (test/load/burst.test.ts ran out of time).
   `CREATE INDEX deployments_live ON deployments (org_id, app_name, finished_at DESC) WHERE status = 'completed';`,
+  // Webhooks: records whose outbox holds events (indexed by the same expression the dispatcher
+  // queries), the endpoints, and their deliveries.
+  `CREATE INDEX deployments_outbox ON deployments (updated_at) WHERE json_array_length(doc, '$.outbox') > 0;
+   CREATE TABLE webhooks (
+     id TEXT PRIMARY KEY,
+     org_id TEXT NOT NULL,
+     created_at TEXT NOT NULL,
+     etag TEXT NOT NULL,
+     doc TEXT NOT NULL
+   );
+   CREATE INDEX webhooks_by_org ON webhooks (org_id, created_at);
+   CREATE TABLE webhook_deliveries (
+     id TEXT PRIMARY KEY,
+     org_id TEXT NOT NULL,
+     webhook_id TEXT NOT NULL,
+     status TEXT NOT NULL,
+     next_attempt_at TEXT,
+     created_at TEXT NOT NULL,
+     etag TEXT NOT NULL,
+     doc TEXT NOT NULL
+   );
+   CREATE INDEX deliveries_by_webhook ON webhook_deliveries (org_id, webhook_id, created_at DESC);
+   CREATE INDEX deliveries_due ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';`,
 ];
 
 export class SqliteDatabase {

@@ -282,6 +282,16 @@ export class SqliteDeploymentStore implements DeploymentStore {
     );
   }
 
+  listWithOutbox(limit: number): Promise<DeploymentRecord[]> {
+    return runSqlite(() =>
+      (
+        this.db.connection
+          .prepare(`SELECT doc, etag FROM deployments WHERE json_array_length(doc, '$.outbox') > 0 ORDER BY updated_at LIMIT ?`)
+          .all(limit) as unknown as Row[]
+      ).map(toRecord),
+    );
+  }
+
   recordHeartbeat(heartbeat: WorkerHeartbeat): Promise<void> {
     return runSqlite(() => {
       this.db.connection

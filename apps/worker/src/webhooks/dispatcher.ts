@@ -1,0 +1,279 @@
+import type { ChangeSignal, Clock, DeploymentRecord, DeploymentStore, Logger, OutboxEvent, Resolver, SecretStore, WebhookAddressPolicy, WebhookDelivery, WebhookEndpoint, WebhookStore } from '@zepid/core';
+import {
+  deliveryIdFor,
+  isDeployError,
+  isTerminal,
+  nextRetryDelayMs,
+  systemClock,
+  wantsEvent,
+  WEBHOOK_DISABLE_AFTER_MS,
+  WEBHOOK_RETRY_SCHEDULE_MS,
+  WEBHOOK_TIMEOUT_MS,
+  webhookSecretKey,
+} from '@zepid/core';
+import { sendWebhook, signatureHeader } from './sender.ts';
+
+export interface DispatcherOptions {
+  store: DeploymentStore;
+  webhooks: WebhookStore;
+  secrets: SecretStore;
+  changes: ChangeSignal;
+  logger: Logger;
+  policy: WebhookAddressPolicy;
+  clock?: Clock;
+  /** Per attempt; 15 s. */
+  timeoutMs?: number;
+  /** Delays after each failed attempt; the Standard Webhooks schedule (5 s … 10 h) unless a test shortens it. */
+  retryScheduleMs?: readonly number[];
+  /** How long a claimed delivery stays with this dispatcher before another may take it (a crash mid-send). */
+  claimMs?: number;
+  /** Longest sleep between looks when nothing rings. */
+  idleMs?: number;
+  resolve?: Resolver;
+  random?: () => number;
+}
+
+/** Turns an event into the body every attempt sends, byte for byte. */
+function payloadOf(event: OutboxEvent): string {
+  return JSON.stringify({ type: event.type, timestamp: event.timestamp, data: event.data });
+}
+
+/**
+ * The worker's webhook dispatcher. Two stages, both restartable at any point:
+ * 1. fan-out: events in deployment records' outboxes become one delivery per interested webhook
+ *    (ids derived from event + webhook, so a repeat after a crash creates nothing twice), then
+ *    leave the outbox (a conditional write; a conflict is read again);
+ * 2. send: due deliveries are claimed (conditional write of `lockedUntil`), sent, and their result
+ *    written: delivered on 2xx; on 410 the webhook is disabled; otherwise the next attempt is
+ *    scheduled (with jitter, honouring Retry-After) until the schedule ends, and a webhook failing
+ *    for 3 days is disabled with the reason.
+ * A worker killed anywhere leaves an outbox event or a pending (or claimed, expiring) delivery that
+ * the next dispatcher finds.
+ */
+export class WebhookDispatcher {
+  private readonly options: DispatcherOptions;
+  private readonly clock: Clock;
+  private readonly schedule: readonly number[];
+  private stopping = new AbortController();
+  private running: Promise<void> | null = null;
+  /** Events of running deployments already fanned out by this dispatcher (see fanOut). */
+  private readonly fannedOut = new Set<string>();
+
+  constructor(options: DispatcherOptions) {
+    this.options = options;
+    this.clock = options.clock ?? systemClock;
+    this.schedule = options.retryScheduleMs ?? WEBHOOK_RETRY_SCHEDULE_MS;
+  }
+
+  start(): void {
+    if (this.running !== null) return;
+    this.stopping = new AbortController();
+    this.running = this.loop();
+  }
+
+  async stop(): Promise<void> {
+    this.stopping.abort();
+    await this.running;
+    this.running = null;
+  }
+
+  private async loop(): Promise<void> {
+    const { changes, logger } = this.options;
+    while (!this.stopping.signal.aborted) {
+      const seen = changes.rung;
+      try {
+        await this.runOnce();
+      } catch (error) {
+        logger.warn({ err: error }, 'webhook dispatch failed; trying again shortly');
+      }
+      await changes.wait(seen, this.options.idleMs ?? 1000, this.stopping.signal);
+    }
+  }
+
+  /** One pass of both stages; returns how many deliveries were attempted. */
+  async runOnce(): Promise<number> {
+    await this.fanOut();
+    return this.sendDue();
+  }
+
+  async fanOut(): Promise<void> {
+    const { store, webhooks } = this.options;
+    const listed = await store.listWithOutbox(200);
+    for (const record of listed) {
+      const events = (record.outbox ?? []).filter((event) => !this.fannedOut.has(event.id));
+      if (events.length > 0) {
+        const endpoints = await webhooks.listWebhooks(record.orgId);
+        const now = this.clock().toISOString();
+        for (const event of events) {
+          for (const webhook of endpoints) {
+            // Only events after the webhook was registered (a fan-out repeated after a restart must not send older ones to a newer webhook).
+            if (!wantsEvent(webhook, event.type, record.projectId) || event.timestamp < webhook.createdAt) continue;
+            await webhooks.createDelivery({
+              id: deliveryIdFor(event.id, webhook.id),
+              orgId: record.orgId,
+              webhookId: webhook.id,
+              eventId: event.id,
+              eventType: event.type,
+              payload: payloadOf(event),
+              status: 'pending',
+              attempts: [],
+              nextAttemptAt: now,
+              lockedUntil: null,
+              createdAt: now,
+              updatedAt: now,
+              etag: '',
+            });
+          }
+          this.fannedOut.add(event.id);
+        }
+      }
+      // A running deployment's outbox is emptied once it ends, in one write after the workflow's
+      // last: emptying it at every change would add a store write per status and race the workflow's
+      // own writes. Until then `fannedOut` remembers what was done; after a restart it is empty and
+      // the fan-out runs again, creating nothing twice (delivery ids derive from event + webhook).
+      if (isTerminal(record.status)) await this.clearOutbox(record, new Set((record.outbox ?? []).map((event) => event.id)));
+    }
+    // Forget events no longer listed (their record was emptied), so the set stays as small as the outboxes.
+    const listedIds = new Set(listed.flatMap((record) => (record.outbox ?? []).map((event) => event.id)));
+    for (const id of this.fannedOut) if (!listedIds.has(id)) this.fannedOut.delete(id);
+  }
+
+  private async clearOutbox(record: DeploymentRecord, done: Set<string>): Promise<void> {
+    const ref = { orgId: record.orgId, deploymentId: record.id };
+    let current: DeploymentRecord | null = record;
+    for (let attempt = 0; attempt < 10 && current !== null; attempt += 1) {
+      const remaining = (current.outbox ?? []).filter((event) => !done.has(event.id));
+      if (remaining.length === (current.outbox ?? []).length) return;
+      try {
+        await this.options.store.replace({ ...current, outbox: remaining });
+        return;
+      } catch (error) {
+        if (!isDeployError(error) || error.code !== 'CONCURRENT_UPDATE') throw error;
+        current = await this.options.store.get(ref);
+      }
+    }
+  }
+
+  async sendDue(): Promise<number> {
+    const { webhooks } = this.options;
+    const due = await webhooks.listDueDeliveries(this.clock(), 20);
+    let attempted = 0;
+    // Webhooks in parallel (at most 20 deliveries per pass bounds the sockets); one webhook's
+    // deliveries one after another, in the order their events happened.
+    const byWebhook = new Map<string, WebhookDelivery[]>();
+    for (const delivery of due) byWebhook.set(delivery.webhookId, [...(byWebhook.get(delivery.webhookId) ?? []), delivery]);
+    await Promise.all(
+      [...byWebhook.values()].map(async (deliveries) => {
+        for (const delivery of deliveries) {
+          const claimed = await this.claim(delivery);
+          if (claimed === null) continue;
+          attempted += 1;
+          await this.attempt(claimed);
+        }
+      }),
+    );
+    return attempted;
+  }
+
+  private async claim(delivery: WebhookDelivery): Promise<WebhookDelivery | null> {
+    const until = new Date(this.clock().getTime() + (this.options.claimMs ?? 60_000)).toISOString();
+    try {
+      return await this.options.webhooks.replaceDelivery({ ...delivery, lockedUntil: until });
+    } catch (error) {
+      if (isDeployError(error) && (error.code === 'CONCURRENT_UPDATE' || error.code === 'NOT_FOUND')) return null;
+      throw error;
+    }
+  }
+
+  private async secretsOf(webhook: WebhookEndpoint, now: Date): Promise<string[]> {
+    const values = await this.options.secrets.get(webhookSecretKey(webhook.id));
+    const secrets = values.CURRENT === undefined ? [] : [values.CURRENT];
+    const previousValid = webhook.previousSecretExpiresAt !== null && Date.parse(webhook.previousSecretExpiresAt) > now.getTime();
+    if (previousValid && values.PREVIOUS !== undefined) secrets.push(values.PREVIOUS);
+    return secrets;
+  }
+
+  private async attempt(delivery: WebhookDelivery): Promise<void> {
+    const { webhooks, logger } = this.options;
+    const now = this.clock();
+    const webhook = await webhooks.getWebhook(delivery.orgId, delivery.webhookId);
+    if (webhook === null || !webhook.enabled) {
+      const why = webhook === null ? 'the webhook was deleted' : `the webhook is disabled${webhook.disabledReason === null ? '' : `: ${webhook.disabledReason}`}`;
+      await this.settle(delivery, { at: now.toISOString(), statusCode: null, latencyMs: 0, error: why }, 'failed', null);
+      return;
+    }
+    const secrets = await this.secretsOf(webhook, now);
+    if (secrets.length === 0) {
+      await this.settle(delivery, { at: now.toISOString(), statusCode: null, latencyMs: 0, error: 'the webhook has no secret' }, 'failed', null);
+      return;
+    }
+    const headers = {
+      'webhook-id': delivery.id,
+      'webhook-timestamp': String(Math.floor(now.getTime() / 1000)),
+      'webhook-signature': signatureHeader(secrets, delivery.id, now, delivery.payload),
+    };
+    const result = await sendWebhook(webhook.url, headers, delivery.payload, {
+      policy: this.options.policy,
+      timeoutMs: this.options.timeoutMs ?? WEBHOOK_TIMEOUT_MS,
+      ...(this.options.resolve === undefined ? {} : { resolve: this.options.resolve }),
+    });
+    const attempt = { at: now.toISOString(), statusCode: result.statusCode, latencyMs: result.latencyMs, error: result.error };
+    const ok = result.statusCode !== null && result.statusCode >= 200 && result.statusCode < 300;
+    logger.info({ deliveryId: delivery.id, webhookId: webhook.id, statusCode: result.statusCode, latencyMs: result.latencyMs, error: result.error }, 'webhook attempt');
+    if (ok) {
+      await this.settle(delivery, attempt, 'delivered', null);
+      if (webhook.failingSince !== null) await this.updateWebhook(webhook, (current) => ({ ...current, failingSince: null }));
+      return;
+    }
+    if (result.statusCode === 410) {
+      await this.settle(delivery, attempt, 'failed', null);
+      await this.disable(webhook, 'the endpoint answered 410 Gone');
+      return;
+    }
+    const failingSince = webhook.failingSince ?? now.toISOString();
+    if (now.getTime() - Date.parse(failingSince) >= WEBHOOK_DISABLE_AFTER_MS) {
+      await this.settle(delivery, attempt, 'failed', null);
+      await this.disable(webhook, `every attempt failed since ${failingSince} (3 days)`);
+      return;
+    }
+    if (webhook.failingSince === null) await this.updateWebhook(webhook, (current) => ({ ...current, failingSince: current.failingSince ?? failingSince }));
+    const delay = this.retryDelay(delivery.attempts.length + 1, result.retryAfterMs);
+    if (delay === null) await this.settle(delivery, attempt, 'failed', null);
+    else await this.settle(delivery, attempt, 'pending', new Date(now.getTime() + delay).toISOString());
+  }
+
+  private retryDelay(failures: number, retryAfterMs: number | null): number | null {
+    if (this.schedule === WEBHOOK_RETRY_SCHEDULE_MS) return nextRetryDelayMs(failures, retryAfterMs, this.options.random);
+    const base = this.schedule[failures - 1];
+    return base === undefined ? null : Math.max(base, retryAfterMs ?? 0);
+  }
+
+  private async settle(delivery: WebhookDelivery, attempt: WebhookDelivery['attempts'][number], status: WebhookDelivery['status'], nextAttemptAt: string | null): Promise<void> {
+    await this.options.webhooks.replaceDelivery({
+      ...delivery,
+      status,
+      attempts: [...delivery.attempts, attempt],
+      nextAttemptAt,
+      lockedUntil: null,
+      updatedAt: this.clock().toISOString(),
+    });
+  }
+
+  private async disable(webhook: WebhookEndpoint, reason: string): Promise<void> {
+    this.options.logger.warn({ webhookId: webhook.id, orgId: webhook.orgId, reason }, 'webhook disabled');
+    await this.updateWebhook(webhook, (current) => ({ ...current, enabled: false, disabledReason: reason }));
+  }
+
+  private async updateWebhook(webhook: WebhookEndpoint, change: (current: WebhookEndpoint) => WebhookEndpoint): Promise<void> {
+    let current: WebhookEndpoint | null = webhook;
+    for (let attempt = 0; attempt < 5 && current !== null; attempt += 1) {
+      try {
+        await this.options.webhooks.replaceWebhook({ ...change(current), updatedAt: this.clock().toISOString() });
+        return;
+      } catch (error) {
+        if (!isDeployError(error) || error.code !== 'CONCURRENT_UPDATE') throw error;
+        current = await this.options.webhooks.getWebhook(webhook.orgId, webhook.id);
+      }
+    }
+  }
+}

@@ -1,0 +1,144 @@
+import { createHash, randomBytes } from 'node:crypto';
+import type { DeploymentRecord } from './deployment.ts';
+import type { DeploymentStatus } from './glossary.ts';
+
+/**
+ * Webhooks: signed notifications (Standard Webhooks) of what happens to an org's deployments.
+ *
+ * - **event**: one thing that happened (`deployment.succeeded` of one deployment), id `evt_…`.
+ *   Status changes put their event in the deployment record's `outbox` in the same conditional write
+ *   as the change itself (see `apply`), so a crash between the change and the delivery loses nothing.
+ * - **webhook** (endpoint): a URL an org registered, id `wh_…`, with its secret (`whsec_…`, kept
+ *   in the secrets port only) and the event types and project it wants.
+ * - **delivery**: one event for one webhook, id `msg_…` (the `webhook-id` header, the same on every
+ *   retry), with its attempts. The worker's dispatcher fans events out into deliveries and sends them.
+ *
+ * `app.*` events (rolled_back, env_changed, deleted) come with the app operations; they are not here yet.
+ */
+export const DEPLOYMENT_EVENT_TYPES = [
+  'deployment.queued',
+  'deployment.started',
+  'deployment.succeeded',
+  'deployment.failed',
+  'deployment.cancelled',
+  /** Ended without going live: a newer deployment of the same app already was (see `superseded`). */
+  'deployment.superseded',
+] as const;
+export const WEBHOOK_EVENT_TYPES = [...DEPLOYMENT_EVENT_TYPES, 'webhook.test'] as const;
+export type WebhookEventType = (typeof WEBHOOK_EVENT_TYPES)[number];
+
+/** The thin payload data: ids, status, url and error; never env values or secrets. */
+export interface WebhookEventData {
+  /** null only in `webhook.test`. */
+  deploymentId: string | null;
+  projectId: string | null;
+  environment: string | null;
+  appName: string | null;
+  status: DeploymentStatus | 'test';
+  url: string | null;
+  error: { code: string; message: string; step: string | null } | null;
+}
+
+/** An event waiting in a deployment record's outbox until the dispatcher fans it out. */
+export interface OutboxEvent {
+  id: string;
+  type: WebhookEventType;
+  timestamp: string;
+  data: WebhookEventData;
+}
+
+/** The JSON body every webhook receives. */
+export interface WebhookPayload {
+  type: WebhookEventType;
+  timestamp: string;
+  data: WebhookEventData;
+}
+
+const EVENT_OF_STATUS: Partial<Record<DeploymentStatus, WebhookEventType>> = {
+  queued: 'deployment.queued',
+  in_progress: 'deployment.started',
+  completed: 'deployment.succeeded',
+  failed: 'deployment.failed',
+  cancelled: 'deployment.cancelled',
+  superseded: 'deployment.superseded',
+};
+
+const BASE32 = 'abcdefghijklmnopqrstuvwxyz234567';
+
+/** `prefix` + 130 random bits as 26 lowercase base32 characters (like deployment ids). */
+export function newPrefixedId(prefix: string): string {
+  let id = prefix;
+  for (const byte of randomBytes(26)) id += BASE32[byte & 31];
+  return id;
+}
+
+export function eventDataOf(record: DeploymentRecord): WebhookEventData {
+  return {
+    deploymentId: record.id,
+    projectId: record.projectId,
+    environment: record.environment,
+    appName: record.appName,
+    status: record.status,
+    url: record.result.url,
+    error: record.error === null ? null : { code: record.error.code, message: record.error.message, step: record.error.step },
+  };
+}
+
+/**
+ * `next` with the event of its status change added to its outbox (none when the status did not
+ * change, or changed to one no event names). Called by the state machine on every change and when a
+ * record is created, so the event is written by the same conditional write as the status.
+ */
+export function withStatusEvent(before: DeploymentRecord | null, next: DeploymentRecord, at: string): DeploymentRecord {
+  if (before !== null && before.status === next.status) return next;
+  const type = EVENT_OF_STATUS[next.status];
+  if (type === undefined) return next;
+  const event: OutboxEvent = { id: newPrefixedId('evt_'), type, timestamp: at, data: eventDataOf(next) };
+  return { ...next, outbox: [...(next.outbox ?? []), event] };
+}
+
+/** Retry delays after each failed attempt (Standard Webhooks' suggested schedule); jitter is added. */
+export const WEBHOOK_RETRY_SCHEDULE_MS = [5_000, 300_000, 1_800_000, 7_200_000, 18_000_000, 36_000_000, 36_000_000] as const;
+/** An endpoint failing every attempt for this long is disabled. */
+export const WEBHOOK_DISABLE_AFTER_MS = 3 * 86_400_000;
+export const WEBHOOK_TIMEOUT_MS = 15_000;
+
+/**
+ * The wait before attempt `failures + 1` (after `failures` failed attempts): the schedule's delay
+ * ±10% jitter, or the receiver's Retry-After when longer (capped at the schedule's longest delay).
+ * null once the schedule is exhausted.
+ */
+export function nextRetryDelayMs(failures: number, retryAfterMs: number | null, random: () => number = Math.random): number | null {
+  const base = WEBHOOK_RETRY_SCHEDULE_MS[failures - 1];
+  if (base === undefined) return null;
+  const jittered = Math.round(base * (0.9 + random() * 0.2));
+  if (retryAfterMs === null) return jittered;
+  return Math.max(jittered, Math.min(retryAfterMs, 36_000_000));
+}
+
+/**
+ * The key under which the secrets port keeps a webhook's secrets. The port is keyed by deployment-id
+ * shaped keys (both adapters check the shape), so a webhook `wh_<26>` keeps them under `dep_<26>`
+ * with the same random part: no deployment can have it (130 random bits), and each adapter's naming
+ * and encryption apply unchanged. Values: `CURRENT`, and `PREVIOUS` for 24 h after a rotation.
+ */
+export function webhookSecretKey(webhookId: string): string {
+  return `dep_${webhookId.slice('wh_'.length)}`;
+}
+
+/** A new signing secret in the Standard Webhooks form: `whsec_` + base64 of 32 random bytes. */
+export function newWebhookSecret(): string {
+  return `whsec_${randomBytes(32).toString('base64')}`;
+}
+
+/** The delivery id of one event for one webhook: the same however often the fan-out runs. */
+export function deliveryIdFor(eventId: string, webhookId: string): string {
+  return `msg_${createHash('sha256').update(`${eventId}:${webhookId}`).digest('hex').slice(0, 32)}`;
+}
+
+/** Whether `webhook` wants events of `type` about `projectId`. */
+export function wantsEvent(webhook: { enabled: boolean; events: readonly string[] | null; projectId: string | null }, type: WebhookEventType, projectId: string): boolean {
+  if (!webhook.enabled) return false;
+  if (webhook.projectId !== null && webhook.projectId !== projectId) return false;
+  return type === 'webhook.test' || webhook.events === null || webhook.events.includes(type);
+}
