@@ -18,6 +18,7 @@ const NOT_IN_BICEP: Record<string, string> = {
   QUEUE_LOCK_DURATION_MS: 'the SQLite queue\'s lock; the Service Bus lock duration is a queue property (infra/modules/servicebus.bicep)',
   LOCAL_BUILD_ISOLATION: 'the local builder\'s sandboxing; in Azure every build runs in its own ACI container group',
   LOCAL_UID_RANGE: 'the local builder\'s uids, as LOCAL_BUILD_ISOLATION',
+  LOCAL_SANDBOX_DIR: 'where local builds and apps run; in Azure each runs in its own container',
   LOCAL_LIMIT_MEMORY_MB: 'limits of local builds and apps; in Azure the container size sets them',
   LOCAL_LIMIT_PROCESSES: 'limits of local builds and apps, as LOCAL_LIMIT_MEMORY_MB',
   LOCAL_LIMIT_OPEN_FILES: 'limits of local builds and apps, as LOCAL_LIMIT_MEMORY_MB',

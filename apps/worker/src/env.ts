@@ -22,6 +22,13 @@ const workerEnv = {
     default: 'auto',
     description: 'Local mode: run each app\'s build and start commands as its own uid from LOCAL_UID_RANGE (uid; needs root), or as the worker\'s user (none). auto: uid when root.',
   }),
+  LOCAL_SANDBOX_DIR: Type.Optional(
+    Type.String({
+      minLength: 1,
+      description:
+        'Local mode: where work dirs, images, revisions and build caches live (they must be reachable by every app\'s uid). Default: DATA_DIR, or /var/tmp/zepid-sandboxes-<hash> when DATA_DIR is inside a directory others cannot pass through.',
+    }),
+  ),
   LOCAL_UID_RANGE: Type.String({
     pattern: '^[0-9]+-[0-9]+$',
     default: '1000000000-1000099999',

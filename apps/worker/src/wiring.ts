@@ -1,4 +1,4 @@
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { ApiAdapters, Builder, Logger, Runtime, SecretStore, Telemetry, WorkerAdapters } from '@zepid/core';
 import { chooseProviders, closeInReverse, startInOrder } from '@zepid/core';
 import type { Isolation } from '@zepid/local';
@@ -13,6 +13,7 @@ import {
   parseIdRange,
   ProcessRegistry,
   resolveIsolation,
+  sandboxRoot,
   SqliteDatabase,
   TenantIds,
   toolchainBin,
@@ -58,7 +59,7 @@ export async function createWorkerAdapters(env: WorkerEnv, logger: Logger): Prom
       traversable: [],
     };
   }
-  const local = localWorkload(env, logger, base.artifacts, base.secrets);
+  const local = await localWorkload(env, logger, base.artifacts, base.secrets);
   return { adapters: { ...base, ...local.workload }, processes: local.processes, isolation: local.isolation, traversable: local.traversable };
 }
 
@@ -70,7 +71,7 @@ async function telemetryFor(connectionString: string | undefined, logger: Logger
 }
 
 /** The local builder and runtime, with the process registry and isolation they share. */
-function localWorkload(env: WorkerEnv, logger: Logger, artifacts: ApiAdapters['artifacts'], secrets: SecretStore) {
+async function localWorkload(env: WorkerEnv, logger: Logger, artifacts: ApiAdapters['artifacts'], secrets: SecretStore) {
   const paths = localPaths(env.DATA_DIR);
   const processes = new ProcessRegistry(join(env.DATA_DIR, 'processes.json'));
   // Its own connection to the embedded database, opened on first use: only uid isolation needs it.
@@ -79,12 +80,16 @@ function localWorkload(env: WorkerEnv, logger: Logger, artifacts: ApiAdapters['a
     ids,
     limits: { memoryMb: env.LOCAL_LIMIT_MEMORY_MB, processes: env.LOCAL_LIMIT_PROCESSES, openFiles: env.LOCAL_LIMIT_OPEN_FILES },
   });
-  const revisionsDir = join(env.DATA_DIR, 'revisions');
-  const toolchainDir = join(env.DATA_DIR, 'toolchain');
+  // What builds and apps must reach: DATA_DIR, or elsewhere when DATA_DIR sits in a private directory (sandbox-root.ts).
+  const sandbox = await sandboxRoot(env.DATA_DIR, env.LOCAL_SANDBOX_DIR, isolation.mode === 'uid');
+  if (sandbox !== resolve(env.DATA_DIR)) logger.info({ sandboxDir: sandbox }, 'DATA_DIR is in a directory builds cannot pass through: work dirs, images and revisions live in the sandbox dir');
+  const sandboxPaths = localPaths(sandbox);
+  const revisionsDir = join(sandbox, 'revisions');
+  const toolchainDir = join(sandbox, 'toolchain');
   const builder: Builder = new LocalBuilder({
-    workDir: paths.work,
-    imagesDir: paths.images,
-    npmCache: paths.npmCache,
+    workDir: sandboxPaths.work,
+    imagesDir: sandboxPaths.images,
+    npmCache: sandboxPaths.npmCache,
     artifacts,
     secrets,
     registry: processes,
@@ -92,13 +97,13 @@ function localWorkload(env: WorkerEnv, logger: Logger, artifacts: ApiAdapters['a
     buildTimeoutMs: env.BUILD_TIMEOUT_MS,
     isolation,
     toolchainDir,
-    toolsDir: join(env.DATA_DIR, 'cache', 'tools'),
+    toolsDir: join(sandbox, 'cache', 'tools'),
     passthrough: env.buildEnvValues ?? {},
   });
   const runtime: Runtime = new LocalRuntime({
     statePath: join(env.DATA_DIR, 'runtime.json'),
     revisionsDir,
-    npmCache: paths.npmCache,
+    npmCache: sandboxPaths.npmCache,
     router: new LocalRouter({ host: env.LOCAL_ROUTER_HOST, port: env.LOCAL_ROUTER_PORT }),
     secrets,
     registry: processes,
@@ -111,7 +116,7 @@ function localWorkload(env: WorkerEnv, logger: Logger, artifacts: ApiAdapters['a
     workload: { builder, runtime },
     processes,
     isolation,
-    traversable: [env.DATA_DIR, paths.work, paths.images, revisionsDir, join(env.DATA_DIR, 'cache'), paths.npmCache],
+    traversable: [...new Set([env.DATA_DIR, sandbox]), sandboxPaths.work, sandboxPaths.images, revisionsDir, join(sandbox, 'cache'), sandboxPaths.npmCache],
   };
 }
 

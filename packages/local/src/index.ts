@@ -18,6 +18,7 @@ export { LocalRuntime } from './runtime/local-runtime.ts';
 export { canSwitchUsers, resolveIsolation } from './builder/isolation.ts';
 export type { Isolation, IsolationSetting, ResourceLimits, Tenant, TenantRef } from './builder/isolation.ts';
 export { parseIdRange, TenantIds } from './builder/tenant-ids.ts';
+export { sandboxRoot, traversableByOthers } from './builder/sandbox-root.ts';
 export { LocalRouter } from './runtime/router.ts';
 export { ProcessRegistry } from './process/registry.ts';
 export { spawnGroup, stopGroup, signalGroup, groupAlive, processStartTime } from './process/process-group.ts';
