@@ -52,6 +52,21 @@ describe('names', () => {
     for (const id of ids) expect(id).toMatch(new RegExp(DEPLOYMENT_ID_PATTERN));
   });
 
+  it('deployment ids start with a time prefix that sorts as text in creation order, then 100 random bits', () => {
+    const at = Date.parse('2026-12-06T12:00:00Z');
+    // Ids a tick (1/64 s) or more apart sort in creation order, across every character of the prefix.
+    const times = [at, at + 16, at + 1000, at + 60_000, at + 3_600_000, at + 86_400_000, at + 30 * 86_400_000];
+    const ids = times.map((time) => newDeploymentId(time));
+    expect([...ids].sort()).toEqual(ids);
+    for (const id of ids) expect(id).toMatch(new RegExp(DEPLOYMENT_ID_PATTERN));
+    // Same instant: same prefix, and the remaining 20 characters are random (no two alike in 1,000;
+    // every one of the 32 characters turns up in every random position).
+    const same = Array.from({ length: 1000 }, () => newDeploymentId(at));
+    expect(new Set(same.map((id) => id.slice(0, 10))).size).toBe(1);
+    expect(new Set(same.map((id) => id.slice(10))).size).toBe(1000);
+    for (let position = 10; position < 30; position += 1) expect(new Set(same.map((id) => id[position])).size).toBe(32);
+  });
+
   it('app names fit Container Apps rules and differ between orgs', () => {
     const a = appName('org_a', 'My Shop!! Frontend 2026 edition', 'production');
     const b = appName('org_b', 'My Shop!! Frontend 2026 edition', 'production');
