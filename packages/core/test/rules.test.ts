@@ -1,3 +1,4 @@
+import { gzipSync } from 'node:zlib';
 import Type from 'typebox';
 import { describe, expect, it } from 'vitest';
 import {
@@ -115,6 +116,15 @@ describe('source paths', () => {
     expect(() => decodeSourceManifest(evil)).toThrow(/".." segment/);
     const badDigest = encodeSourceManifest({ files: [{ path: 'a', sha256: '../x', size: 0 }], historyMessages: [] });
     expect(() => decodeSourceManifest(badDigest)).toThrow(/digest/);
+  });
+
+  it('source manifests are stored as JSON, and manifests stored gzipped before still decode', () => {
+    const files = [{ path: 'index.html', sha256: sha256Hex('x'), size: 1 }];
+    const manifest = encodeSourceManifest({ files, historyMessages: [] });
+    expect(JSON.parse(manifest.toString('utf8'))).toEqual({ version: 2, files, historyMessages: [] });
+    const older = gzipSync(JSON.stringify({ version: 2, files, historyMessages: [{ role: 'user', content: 'hi' }] }));
+    expect(decodeSourceManifest(older)).toEqual({ files, historyMessages: [{ role: 'user', content: 'hi' }] });
+    expect(decodeSourceManifest(manifest)).toEqual({ files, historyMessages: [] });
   });
 
   it('gives identical trees one source digest, whatever the order, and any change another', () => {
