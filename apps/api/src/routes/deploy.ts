@@ -58,15 +58,21 @@ export const deployRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = 
    * Status is what clients poll. A deployment that ended more than FINAL_LOG_AFTER_MS ago has its
    * whole log written (the worker flushes on finishing), so nothing in its answer changes until its
    * record does: the answer is serialized once and kept, as bytes, keyed by the record's etag (a
-   * retry or a cleanup changes it). Every poll still reads the record — by id *and* the token's org,
+   * retry or a cleanup changes it). Every poll still reads the record's etag — by id *and* the token's org,
    * so the kept answer is only ever sent to the org that owns it, and never outlives a change — but
    * skips the log read, the view, the serializer and the UTF-8 encoding (GET status req/s,
    * BENCHMARKS.md). Running deployments read the log tail every time (a stat when it has not grown).
    */
   const finalAnswers = new Map<string, { etag: string; body: Buffer }>();
   const status = async (orgId: string, id: string, reply: FastifyReply) => {
-    const record = await load(orgId, id);
     const known = finalAnswers.get(id);
+    // A store that can read the etag alone spares the kept answer's polls the whole record.
+    if (known !== undefined && adapters.store.etagOf !== undefined) {
+      const etag = await adapters.store.etagOf({ orgId, deploymentId: id });
+      if (etag === null) throw notFound(id);
+      if (etag === known.etag) return reply.type(JSON_TYPE).send(known.body);
+    }
+    const record = await load(orgId, id);
     if (known !== undefined && known.etag === record.etag) return reply.type(JSON_TYPE).send(known.body);
     const tail = await adapters.artifacts.readLogTail(id, LIMITS.statusLogLines * 512);
     const lines = parseLogLines(tail).slice(-LIMITS.statusLogLines).map(formatLogLine);
