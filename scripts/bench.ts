@@ -10,8 +10,11 @@
  * sources precompiled first):
  *   1. real API + real worker (embedded defaults): idle RSS; static sample POST → URL answering;
  *      first deploy vs redeploy of unchanged source (static and Node samples), bytes stored again.
+ *      Then a static file through the local router against Debian's nginx serving the same files.
  *   2. HTTP load (autocannon, 50 connections, 3 rounds of 5 s per route) on the API of phase 1, worker stopped,
- *      against a bare Fastify server answering JSON of the same size, in the same run.
+ *      each round ours back to back with its peers (scripts/bench/peers/: Fastify + SQLite WAL/NORMAL,
+ *      Fastify + BullMQ on a local Redis with AOF everysec) and a bare Fastify route (information only);
+ *      then the database file reads and writes per POST, ours and the SQLite peer's, counted by strace.
  *   3. real API + the real worker with an instant builder and runtime (scripts/bench/instant-worker.ts):
  *      queue pickup over 1,000 paced deployments; deployments completed per second at concurrency 5
  *      and 50 with the store writes they took; RSS of both with 50 deployments in flight.
@@ -29,6 +32,7 @@ import { measureEmbeddedQueuePickup, measureServiceBusQueuePickup } from './benc
 import type { Service } from './bench/support.ts';
 import { precompile } from './precompiled.mjs';
 import { ApiClient, duBytes, freePort, getViaRouter, HEADERS, quantile, root, SERVICE_NODE_FLAGS, startService, TOKEN, waitReady } from './bench/support.ts';
+import { countDatabaseIo, startBullmqPeer, startNginx, startRedis, startSqlitePeer, straceUsable } from './bench/peers/harness.ts';
 
 const args = process.argv.slice(2);
 const smoke = args.includes('--smoke');
@@ -36,8 +40,8 @@ const outIndex = args.indexOf('--out');
 const outFile = outIndex >= 0 && args[outIndex + 1] !== undefined ? args[outIndex + 1]! : join(root, 'bench-results.json');
 
 const SIZES = smoke
-  ? { staticRuns: 2, redeployRuns: 1, httpSeconds: 1, httpRounds: 1, queueJobs: 20, pickup: 20, pickupEveryMs: 10, throughput: 40, inFlight: 10, inFlightBuildMs: 1500 }
-  : { staticRuns: 15, redeployRuns: 3, httpSeconds: 5, httpRounds: 3, queueJobs: 1000, pickup: 1000, pickupEveryMs: 10, throughput: 2000, inFlight: 50, inFlightBuildMs: 3000 };
+  ? { staticRuns: 2, redeployRuns: 1, httpSeconds: 1, httpRounds: 1, ioPosts: 100, queueJobs: 20, pickup: 20, pickupEveryMs: 10, throughput: 40, inFlight: 10, inFlightBuildMs: 1500 }
+  : { staticRuns: 15, redeployRuns: 3, httpSeconds: 5, httpRounds: 3, ioPosts: 2000, queueJobs: 1000, pickup: 1000, pickupEveryMs: 10, throughput: 2000, inFlight: 50, inFlightBuildMs: 3000 };
 // For profiling one phase: BENCH_SIZES='{"throughput":1000}' and BENCH_PHASES=instant (or real,http).
 Object.assign(SIZES, JSON.parse(process.env.BENCH_SIZES ?? '{}') as Partial<typeof SIZES>);
 const PHASES = new Set((process.env.BENCH_PHASES ?? 'real,http,instant,queue').split(','));
@@ -113,16 +117,16 @@ async function peakRss(service: Service, ms: number): Promise<number> {
 }
 
 /** POST → completed → the URL answers 200 through the router; wall time seen by a client. */
-async function deployToUrl(services: Services, body: unknown): Promise<{ ms: number; storedBytes: number | null; id: string }> {
+async function deployToUrl(services: Services, body: unknown): Promise<{ ms: number; storedBytes: number | null; id: string; url: string }> {
   const started = performance.now();
   const id = await services.client.post(body);
   const done = await services.client.settle(id);
   if (done.status !== 'completed' || done.url === null) throw new Error(`deployment ${id} ended ${done.status}: ${done.error ?? ''}`);
   while ((await getViaRouter(done.url)) !== 200) await sleep(2);
-  return { ms: performance.now() - started, storedBytes: done.source?.storedBytes ?? null, id };
+  return { ms: performance.now() - started, storedBytes: done.source?.storedBytes ?? null, id, url: done.url };
 }
 
-async function phaseRealServices(): Promise<{ services: Services; probeId: string }> {
+async function phaseRealServices(): Promise<{ services: Services; probeId: string; probeUrl: string }> {
   progress('phase 1: real API and worker');
   const services = await startServices({ worker: 'real' });
   await sleep(1000);
@@ -132,9 +136,11 @@ async function phaseRealServices(): Promise<{ services: Services; probeId: strin
 
   const toUrl: number[] = [];
   let probeId = '';
+  let probeUrl = '';
   for (let run = 0; run <= SIZES.staticRuns; run += 1) {
-    const { ms, id } = await deployToUrl(services, variant(samples, 'bench-static', `run ${run} ${Date.now()}`));
+    const { ms, id, url } = await deployToUrl(services, variant(samples, 'bench-static', `run ${run} ${Date.now()}`));
     probeId = id;
+    probeUrl = url;
     if (run > 0) toUrl.push(ms); // run 0 warms up
   }
   raw.staticToUrlMs = toUrl.map((ms) => round(ms));
@@ -163,7 +169,7 @@ async function phaseRealServices(): Promise<{ services: Services; probeId: strin
     figure(`redeploy_ratio_${name}`, `${name} sample: redeploy of unchanged source ÷ first deploy (median)`, round(quantile(ratios, 0.5), 3), 'ratio', { op: '<=', limit: 0.1 });
     figure(`redeploy_stored_bytes_${name}`, `${name} sample: source bytes stored again by the redeploy (max)`, Math.max(...restored), 'bytes', { op: '==', limit: 0 });
   }
-  return { services, probeId };
+  return { services, probeId, probeUrl };
 }
 
 interface Load {
@@ -174,63 +180,167 @@ interface Load {
   errors: number;
 }
 
-async function load(url: string, method: 'GET' | 'POST', body?: string): Promise<Load> {
-  const result = await autocannon({ url, method, body, headers: HEADERS, connections: 50, duration: SIZES.httpSeconds });
+async function load(url: string, method: 'GET' | 'POST', body?: string, headers: Record<string, string> = HEADERS): Promise<Load> {
+  const result = await autocannon({ url, method, body, headers, connections: 50, duration: SIZES.httpSeconds });
   return { requestsPerSecond: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, non2xx: result.non2xx, errors: result.errors };
 }
 
+/** The median of per-round ratios: each round runs ours and its peer back to back, so a neighbour's burst lands on both. */
+const medianRatio = (ratios: number[]) => round(quantile(ratios, 0.5), 3);
+
+/** Peers whose program is not installed are skipped with this notice (and .ci/run installs them). */
+const skipped = (what: string, program: string) => {
+  const notice = `${what} skipped: ${program} is not installed (apt-get install ${program})`;
+  progress(notice);
+  ((raw.skipped ??= []) as string[]).push(notice);
+};
+
+/**
+ * The local router serving the deployed static sample against Debian's nginx serving the same files
+ * (examples/static-site: the sample has no build step, so its built site is its source), both with
+ * keep-alive, same file, rounds alternating. The bodies are compared first: same bytes or no figure.
+ */
+async function phaseStatic(services: Services, url: string): Promise<void> {
+  progress('phase 1b: a static file through the local router against nginx');
+  const dir = await mkdtemp(join(tmpdir(), 'zepid-bench-nginx-'));
+  const nginx = await startNginx(join(root, 'examples', 'static-site'), dir);
+  try {
+    if (nginx === null) return skipped('static site ÷ nginx', 'nginx');
+    const app = new URL(url).hostname.replace(/\.localhost$/, '');
+    // The path form of the router (/apps/<app>/…): no Host header games for the load generator.
+    const ours = `http://127.0.0.1:${services.routerPort}/apps/${app}/index.html`;
+    const peer = `http://127.0.0.1:${nginx.port}/index.html`;
+    const [ourBody, peerBody] = await Promise.all([ours, peer].map(async (target) => {
+      const response = await fetch(target);
+      if (response.status !== 200) throw new Error(`${target} answered ${response.status}`);
+      return response.text();
+    }));
+    if (ourBody !== peerBody) throw new Error(`the router and nginx serve different index.html (${ourBody?.length} vs ${peerBody?.length} bytes)`);
+    const rounds: { router: Load; nginx: Load }[] = [];
+    for (let i = 0; i < SIZES.httpRounds; i += 1) rounds.push({ router: await load(ours, 'GET', undefined, {}), nginx: await load(peer, 'GET', undefined, {}) });
+    for (const r of rounds) if (r.router.non2xx + r.router.errors + r.nginx.non2xx + r.nginx.errors > 0) throw new Error(`static under load: ${JSON.stringify(r)}`);
+    const ratios = rounds.map((r) => r.router.requestsPerSecond / r.nginx.requestsPerSecond);
+    raw.staticVsNginx = { file: 'index.html', bytes: ourBody?.length, rounds, ratios };
+    figure('static_nginx_ratio', 'static file through the local router req/s ÷ nginx, same file, keep-alive (median round)', medianRatio(ratios), 'ratio', { op: '>=', limit: 0.5 });
+    figure('static_router_rps', 'static file through the local router req/s (median round)', Math.round(quantile(rounds.map((r) => r.router.requestsPerSecond), 0.5)), 'req/s');
+    figure('static_nginx_rps', 'nginx, same file req/s (median round)', Math.round(quantile(rounds.map((r) => r.nginx.requestsPerSecond), 0.5)), 'req/s');
+  } finally {
+    await nginx?.stop();
+    await rm(dir, { recursive: true, force: true, maxRetries: 3 });
+  }
+}
+
 async function phaseHttp(services: Services, probeId: string): Promise<void> {
-  progress('phase 2: HTTP load against a bare Fastify route');
+  progress('phase 2: HTTP load against the peers (SQLite, BullMQ) and a bare Fastify route');
   await services.worker.stop();
   const postBody = JSON.stringify(variant(samples, 'bench-http', null));
   const accepted = await fetch(`${services.client.base}/deploy`, { method: 'POST', headers: HEADERS, body: postBody });
   const postResponseBytes = (await accepted.arrayBuffer()).byteLength;
-  const statusResponseBytes = (await (await fetch(`${services.client.base}/deploy/${probeId}/status`, { headers: HEADERS })).arrayBuffer()).byteLength;
+  const statusBody = await (await fetch(`${services.client.base}/deploy/${probeId}/status`, { headers: HEADERS })).text();
+  const statusResponseBytes = Buffer.byteLength(statusBody);
+  const peerDir = await mkdtemp(join(tmpdir(), 'zepid-bench-peers-'));
+  const peerEnv = { TOKENS: `local:${TOKEN}`, LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'info' };
+  // The SQLite peer answers status with our own answer for the same deployment: same bytes on the wire.
+  const seed = join(peerDir, 'seed-status.json');
+  await writeFile(seed, JSON.stringify({ id: probeId, orgId: 'local', body: JSON.parse(statusBody) as unknown }));
   const barePort = await freePort();
-  const bare = startService('bare', 'scripts/bench/bare-server.ts', {
-    PORT: String(barePort),
-    POST_RESPONSE_BYTES: String(postResponseBytes),
-    GET_RESPONSE_BYTES: String(statusResponseBytes),
-  }, SERVICE_NODE_FLAGS, services.dataDir);
+  const stops: (() => Promise<void>)[] = [];
   try {
-    for (let i = 0; i < 200 && (await fetch(`http://127.0.0.1:${barePort}/bare`).then((r) => r.status, () => 0)) !== 200; i += 1) await sleep(50);
-    // Rounds, each route alternating with its yardstick, and the median round's figures: on a shared
-    // machine a neighbour's burst then lands on both sides of a ratio instead of on one.
-    const rounds: Record<'bareGet' | 'status' | 'barePost' | 'post', Load>[] = [];
-    for (let round = 0; round < SIZES.httpRounds; round += 1) {
+    const bare = startService('bare', 'scripts/bench/bare-server.ts', {
+      PORT: String(barePort),
+      POST_RESPONSE_BYTES: String(postResponseBytes),
+      GET_RESPONSE_BYTES: String(statusResponseBytes),
+    }, SERVICE_NODE_FLAGS, services.dataDir);
+    stops.push(() => bare.stop());
+    const sqlite = await startSqlitePeer(peerDir, { ...peerEnv, SEED_STATUS: seed });
+    stops.push(() => sqlite.service.stop());
+    const redis = await startRedis(peerDir);
+    const bullmq = redis === null ? null : await startBullmqPeer(peerDir, redis.port, peerEnv);
+    if (redis === null) skipped('POST ÷ BullMQ peer', 'redis-server');
+    if (bullmq !== null) stops.push(() => bullmq.service.stop());
+    if (redis !== null) stops.push(() => redis.stop());
+    await waitReady(bare, `http://127.0.0.1:${barePort}/bare`);
+    const peerGet = `http://127.0.0.1:${sqlite.port}/deploy/${probeId}/status`;
+    await waitReady(sqlite.service, peerGet, 30_000, { headers: HEADERS });
+    if (bullmq !== null) await waitReady(bullmq.service, `http://127.0.0.1:${bullmq.port}/deploy`, 30_000, { method: 'POST', headers: HEADERS, body: postBody }, 202);
+    const peerStatus = await (await fetch(peerGet, { headers: HEADERS })).text();
+    if (Buffer.byteLength(peerStatus) !== statusResponseBytes) throw new Error(`the SQLite peer's status answer has ${Buffer.byteLength(peerStatus)} bytes, ours ${statusResponseBytes}`);
+
+    // Rounds, ours back to back with its peers and yardstick, and the median of the per-round ratios.
+    type Round = Record<'status' | 'sqliteGet' | 'bareGet' | 'post' | 'sqlitePost' | 'barePost', Load> & { bullmqPost: Load | null };
+    const rounds: Round[] = [];
+    for (let i = 0; i < SIZES.httpRounds; i += 1) {
       rounds.push({
-        bareGet: await load(`http://127.0.0.1:${barePort}/bare`, 'GET'),
         status: await load(`${services.client.base}/deploy/${probeId}/status`, 'GET'),
-        barePost: await load(`http://127.0.0.1:${barePort}/bare`, 'POST', postBody),
+        sqliteGet: await load(peerGet, 'GET'),
+        bareGet: await load(`http://127.0.0.1:${barePort}/bare`, 'GET'),
         post: await load(`${services.client.base}/deploy`, 'POST', postBody),
+        sqlitePost: await load(`http://127.0.0.1:${sqlite.port}/deploy`, 'POST', postBody),
+        bullmqPost: bullmq === null ? null : await load(`http://127.0.0.1:${bullmq.port}/deploy`, 'POST', postBody),
+        barePost: await load(`http://127.0.0.1:${barePort}/bare`, 'POST', postBody),
       });
     }
-    const median = (pick: (round: (typeof rounds)[number]) => Load, by: (load: Load) => number) =>
-      [...rounds].map(pick).sort((a, b) => by(a) - by(b))[Math.floor(rounds.length / 2)]!;
-    const bareGet = median((round) => round.bareGet, (l) => l.requestsPerSecond);
-    const status = median((round) => round.status, (l) => l.requestsPerSecond);
-    const barePost = median((round) => round.barePost, (l) => l.requestsPerSecond);
-    const post = median((round) => round.post, (l) => l.requestsPerSecond);
-    const statusRatios = rounds.map((round) => round.status.requestsPerSecond / round.bareGet.requestsPerSecond);
-    const postRatios = rounds.map((round) => round.post.requestsPerSecond / round.barePost.requestsPerSecond);
-    raw.http = { postResponseBytes, statusResponseBytes, requestBytes: postBody.length, rounds, statusRatios, postRatios, secondsEach: SIZES.httpSeconds, connections: 50 };
-    for (const round of rounds) {
-      for (const [name, result] of Object.entries({ status: round.status, post: round.post })) {
-        if (result.non2xx > 0 || result.errors > 0) throw new Error(`${name} under load: ${result.non2xx} non-2xx answers, ${result.errors} errors`);
+    for (const r of rounds) {
+      for (const [name, result] of Object.entries(r)) {
+        if (result !== null && (result.non2xx > 0 || result.errors > 0)) throw new Error(`${name} under load: ${result.non2xx} non-2xx answers, ${result.errors} errors`);
       }
     }
-    figure('post_rps_ratio', 'POST /deploy req/s ÷ bare POST route, same body and answer size (median round)', round(quantile(postRatios, 0.5), 3), 'ratio', { op: '>=', limit: 0.5 });
-    figure('status_rps_ratio', 'GET /deploy/:id/status req/s ÷ bare GET route, same answer size (median round)', round(quantile(statusRatios, 0.5), 3), 'ratio', { op: '>=', limit: 0.8 });
-    figure('post_rps', 'POST /deploy req/s (median round)', Math.round(post.requestsPerSecond), 'req/s');
-    figure('bare_post_rps', 'bare POST route req/s (median round)', Math.round(barePost.requestsPerSecond), 'req/s');
-    figure('status_rps', 'GET status req/s (median round)', Math.round(status.requestsPerSecond), 'req/s');
-    figure('bare_get_rps', 'bare GET route req/s (median round)', Math.round(bareGet.requestsPerSecond), 'req/s');
-    figure('post_latency_p50', 'POST /deploy latency under load, p50', post.p50, 'ms');
-    figure('post_latency_p99', 'POST /deploy latency under load, p99', post.p99, 'ms');
-    figure('status_latency_p50', 'GET status latency under load, p50', status.p50, 'ms');
-    figure('status_latency_p99', 'GET status latency under load, p99', status.p99, 'ms');
+    const rps = (pick: (r: Round) => Load | null) => Math.round(quantile(rounds.map((r) => pick(r)?.requestsPerSecond ?? Number.NaN), 0.5));
+    const ratios = (ours: (r: Round) => Load, peer: (r: Round) => Load | null) => rounds.map((r) => ours(r).requestsPerSecond / (peer(r)?.requestsPerSecond ?? Number.NaN));
+    const postSqlite = ratios((r) => r.post, (r) => r.sqlitePost);
+    const statusSqlite = ratios((r) => r.status, (r) => r.sqliteGet);
+    const postBullmq = bullmq === null ? null : ratios((r) => r.post, (r) => r.bullmqPost);
+    const postBare = ratios((r) => r.post, (r) => r.barePost);
+    const statusBare = ratios((r) => r.status, (r) => r.bareGet);
+    raw.http = { postResponseBytes, statusResponseBytes, requestBytes: postBody.length, rounds, ratios: { postSqlite, statusSqlite, postBullmq, postBare, statusBare }, secondsEach: SIZES.httpSeconds, connections: 50 };
+
+    figure('post_sqlite_ratio', 'POST /deploy req/s ÷ SQLite peer (WAL, NORMAL), same body (median round)', medianRatio(postSqlite), 'ratio', { op: '>=', limit: 1 });
+    if (postBullmq !== null) figure('post_bullmq_ratio', 'POST /deploy req/s ÷ BullMQ peer (Redis AOF everysec), same body (median round)', medianRatio(postBullmq), 'ratio', { op: '>=', limit: 0.5 });
+    figure('status_sqlite_ratio', 'GET /deploy/:id/status req/s ÷ SQLite point-read peer, same answer (median round)', medianRatio(statusSqlite), 'ratio', { op: '>=', limit: 1.2 });
+    figure('post_rps', 'POST /deploy req/s (median round)', rps((r) => r.post), 'req/s');
+    figure('sqlite_post_rps', 'SQLite peer POST req/s (median round)', rps((r) => r.sqlitePost), 'req/s');
+    if (bullmq !== null) figure('bullmq_post_rps', 'BullMQ peer POST req/s (median round)', rps((r) => r.bullmqPost), 'req/s');
+    figure('status_rps', 'GET status req/s (median round)', rps((r) => r.status), 'req/s');
+    figure('sqlite_status_rps', 'SQLite peer status req/s (median round)', rps((r) => r.sqliteGet), 'req/s');
+    // The bare routes are information, not targets: no durable service can approach them (issue 16).
+    figure('post_rps_ratio', 'POST /deploy req/s ÷ bare POST route, same body and answer size (median round; information)', medianRatio(postBare), 'ratio');
+    figure('status_rps_ratio', 'GET /deploy/:id/status req/s ÷ bare GET route, same answer size (median round; information)', medianRatio(statusBare), 'ratio');
+    figure('bare_post_rps', 'bare POST route req/s (median round)', rps((r) => r.barePost), 'req/s');
+    figure('bare_get_rps', 'bare GET route req/s (median round)', rps((r) => r.bareGet), 'req/s');
+    const median = (pick: (r: Round) => Load) => [...rounds].map(pick).sort((a, b) => a.requestsPerSecond - b.requestsPerSecond)[Math.floor(rounds.length / 2)]!;
+    figure('post_latency_p50', 'POST /deploy latency under load, p50', median((r) => r.post).p50, 'ms');
+    figure('post_latency_p99', 'POST /deploy latency under load, p99', median((r) => r.post).p99, 'ms');
+    figure('status_latency_p50', 'GET status latency under load, p50', median((r) => r.status).p50, 'ms');
+    figure('status_latency_p99', 'GET status latency under load, p99', median((r) => r.status).p99, 'ms');
+
+    // Database file I/O per POST, ours and the SQLite peer's, counted by strace over the same number
+    // of POSTs at the same concurrency (strace slows both alike; the counts, not the times, are the figure).
+    const posts = SIZES.ioPosts;
+    const io: Record<string, { writes: number; reads: number } | null> = {};
+    for (const [name, pid, db, url] of !straceUsable() ? [] : [
+      ['ours', services.api.child.pid, join(services.dataDir, 'zepid.db'), `${services.client.base}/deploy`],
+      ['sqlite', sqlite.service.child.pid, sqlite.db, `http://127.0.0.1:${sqlite.port}/deploy`],
+    ] as const) {
+      io[name] = pid === undefined ? null : await countDatabaseIo(pid, db, peerDir, async () => {
+        const result = await autocannon({ url, method: 'POST', body: postBody, headers: HEADERS, connections: 50, amount: posts });
+        if (result.non2xx > 0 || result.errors > 0) throw new Error(`${name} under strace: ${result.non2xx} non-2xx, ${result.errors} errors`);
+      });
+    }
+    raw.databaseIo = { posts, connections: 50, ...io };
+    if (io.ours === null || io.ours === undefined || io.sqlite === null || io.sqlite === undefined) {
+      progress('database writes per POST skipped: strace is not installed or cannot attach (apt-get install strace)');
+      ((raw.skipped ??= []) as string[]).push('database writes per POST: strace unavailable');
+    } else {
+      const per = (n: number) => round(n / posts, 2);
+      figure('db_writes_ratio', 'database file writes per POST ÷ SQLite peer\'s (strace)', round(io.ours.writes / io.sqlite.writes, 2), 'ratio', { op: '<=', limit: 1.5 });
+      figure('db_writes_per_post', 'database file writes per POST (strace)', per(io.ours.writes), '');
+      figure('sqlite_db_writes_per_post', 'SQLite peer: database file writes per POST (strace)', per(io.sqlite.writes), '');
+      figure('db_reads_per_post', 'database file reads per POST (strace)', per(io.ours.reads), '');
+      figure('sqlite_db_reads_per_post', 'SQLite peer: database file reads per POST (strace)', per(io.sqlite.reads), '');
+    }
   } finally {
-    await bare.stop();
+    for (const stop of stops.reverse()) await stop();
+    await rm(peerDir, { recursive: true, force: true, maxRetries: 3 });
   }
 }
 
@@ -397,6 +507,7 @@ try {
   if (PHASES.has('real') || PHASES.has('http')) {
     const real = await phaseRealServices();
     services = real.services;
+    if (PHASES.has('http')) await phaseStatic(real.services, real.probeUrl);
     if (PHASES.has('http')) await phaseHttp(real.services, real.probeId);
     await stopServices(real.services);
     services = null;

@@ -77,13 +77,13 @@ export function startService(name: string, entry: string, env: Record<string, st
   };
 }
 
-/** Waits until `url` answers 200, or fails with the service's last output. */
-export async function waitReady(service: Service, url: string, timeoutMs = 30_000): Promise<void> {
+/** Waits until `url` answers `expect` (200) to `init`, or fails with the service's last output. */
+export async function waitReady(service: Service, url: string, timeoutMs = 30_000, init: RequestInit = {}, expect = 200): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (service.child.exitCode !== null) break;
-    const status = await fetch(url).then((response) => response.status, () => 0);
-    if (status === 200) return;
+    const status = await fetch(url, init).then((response) => response.status, () => 0);
+    if (status === expect) return;
     await sleep(50);
   }
   throw new Error(`${service.name} did not become ready at ${url}:\n${service.output.slice(-15).join('\n')}`);

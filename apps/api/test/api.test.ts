@@ -259,9 +259,23 @@ describe('API', () => {
       expect(await logsOf()).toEqual(['2026-01-01T00:00:00.000Z [build] first']);
       await h.adapters.artifacts.appendLog(id, line('late'));
       expect(await logsOf()).toEqual(['2026-01-01T00:00:00.000Z [build] first']);
+      // The kept answer is the answer: same bytes and type as the one computed, and still only for its org.
+      const kept = await h.app.inject({ url: `/deploy/${id}/status`, headers: auth('org_456') });
+      const v1 = await h.app.inject({ url: `/deploy-status?id=${id}`, headers: auth('org_456') });
+      expect(kept.headers['content-type']).toBe('application/json; charset=utf-8');
+      expect(v1.body).toBe(kept.body);
+      expect(kept.json()).toMatchObject({ deploymentId: id, status: 'failed', errorCode: 'BUILD_FAILED' });
+      expect((await h.app.inject({ url: `/deploy/${id}/status`, headers: auth('org_other') })).statusCode).toBe(404);
       // A retry writes the record: the log is read again.
       await h.adapters.store.replace(apply(failed, { type: 'retried' }, new Date()));
       expect(await logsOf()).toEqual(['2026-01-01T00:00:00.000Z [build] first', '2026-01-01T00:00:00.000Z [build] late']);
+      // A kept answer never outlives its record.
+      const again = await h.adapters.store.get({ orgId: 'org_456', deploymentId: id });
+      if (again === null) throw new Error('no record');
+      await h.adapters.store.replace(apply(again, { type: 'failed', error: { code: 'BUILD_FAILED', message: 'y', step: 'build' } }, new Date(Date.now() - 60_000)));
+      expect((await h.app.inject({ url: `/deploy/${id}/status`, headers: auth('org_456') })).statusCode).toBe(200);
+      await h.adapters.store.delete({ orgId: 'org_456', deploymentId: id });
+      expect((await h.app.inject({ url: `/deploy/${id}/status`, headers: auth('org_456') })).statusCode).toBe(404);
     });
 
     it('cancels a queued deployment at once; a second cancel is 409', async () => {

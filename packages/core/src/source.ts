@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { gunzipSync, gzipSync } from 'node:zlib';
+import { gunzipSync } from 'node:zlib';
 import { mapLimit } from './concurrency.ts';
 import { DeployError } from './errors.ts';
 import { sha256Hex } from './ids.ts';
@@ -82,14 +82,23 @@ interface StoredManifest {
   historyMessages: { role: string; content: string }[];
 }
 
+/**
+ * A manifest as stored: UTF-8 JSON. Not gzipped: a manifest is paths and digests, a few hundred
+ * bytes, and setting up a gzip stream per POST /deploy cost more CPU (and young-generation garbage)
+ * than the whole insert it is stored by (BENCHMARKS.md). Manifests written gzipped before still
+ * decode.
+ */
 export function encodeSourceManifest(manifest: SourceManifest): Buffer {
   const stored: StoredManifest = { version: 2, files: manifest.files, historyMessages: manifest.historyMessages };
-  return gzipSync(JSON.stringify(stored));
+  return Buffer.from(JSON.stringify(stored));
 }
 
-/** Decodes a stored manifest and checks every entry again: a manifest is input too. */
+/** gzip's magic bytes: a manifest stored before manifests were plain JSON (which starts with `{`). */
+const isGzip = (data: Buffer) => data.length >= 2 && data[0] === 0x1f && data[1] === 0x8b;
+
+/** Decodes a stored manifest (plain JSON, or gzipped as written before) and checks every entry again: a manifest is input too. */
 export function decodeSourceManifest(data: Buffer): SourceManifest {
-  const stored = JSON.parse(gunzipSync(data).toString('utf8')) as StoredManifest;
+  const stored = JSON.parse((isGzip(data) ? gunzipSync(data) : data).toString('utf8')) as StoredManifest;
   if (stored.version !== 2 || !Array.isArray(stored.files)) throw new Error('unknown source manifest format');
   const files = stored.files.map((file) => {
     const problem = checkSourcePath(file.path);

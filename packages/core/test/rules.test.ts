@@ -1,3 +1,4 @@
+import { gzipSync } from 'node:zlib';
 import Type from 'typebox';
 import { describe, expect, it } from 'vitest';
 import {
@@ -52,6 +53,21 @@ describe('names', () => {
     for (const id of ids) expect(id).toMatch(new RegExp(DEPLOYMENT_ID_PATTERN));
   });
 
+  it('deployment ids start with a time prefix that sorts as text in creation order, then 100 random bits', () => {
+    const at = Date.parse('2026-12-06T12:00:00Z');
+    // Ids a tick (1/64 s) or more apart sort in creation order, across every character of the prefix.
+    const times = [at, at + 16, at + 1000, at + 60_000, at + 3_600_000, at + 86_400_000, at + 30 * 86_400_000];
+    const ids = times.map((time) => newDeploymentId(time));
+    expect([...ids].sort()).toEqual(ids);
+    for (const id of ids) expect(id).toMatch(new RegExp(DEPLOYMENT_ID_PATTERN));
+    // Same instant: same prefix, and the remaining 20 characters are random (no two alike in 1,000;
+    // every one of the 32 characters turns up in every random position).
+    const same = Array.from({ length: 1000 }, () => newDeploymentId(at));
+    expect(new Set(same.map((id) => id.slice(0, 10))).size).toBe(1);
+    expect(new Set(same.map((id) => id.slice(10))).size).toBe(1000);
+    for (let position = 10; position < 30; position += 1) expect(new Set(same.map((id) => id[position])).size).toBe(32);
+  });
+
   it('app names fit Container Apps rules and differ between orgs', () => {
     const a = appName('org_a', 'My Shop!! Frontend 2026 edition', 'production');
     const b = appName('org_b', 'My Shop!! Frontend 2026 edition', 'production');
@@ -100,6 +116,15 @@ describe('source paths', () => {
     expect(() => decodeSourceManifest(evil)).toThrow(/".." segment/);
     const badDigest = encodeSourceManifest({ files: [{ path: 'a', sha256: '../x', size: 0 }], historyMessages: [] });
     expect(() => decodeSourceManifest(badDigest)).toThrow(/digest/);
+  });
+
+  it('source manifests are stored as JSON, and manifests stored gzipped before still decode', () => {
+    const files = [{ path: 'index.html', sha256: sha256Hex('x'), size: 1 }];
+    const manifest = encodeSourceManifest({ files, historyMessages: [] });
+    expect(JSON.parse(manifest.toString('utf8'))).toEqual({ version: 2, files, historyMessages: [] });
+    const older = gzipSync(JSON.stringify({ version: 2, files, historyMessages: [{ role: 'user', content: 'hi' }] }));
+    expect(decodeSourceManifest(older)).toEqual({ files, historyMessages: [{ role: 'user', content: 'hi' }] });
+    expect(decodeSourceManifest(manifest)).toEqual({ files, historyMessages: [] });
   });
 
   it('gives identical trees one source digest, whatever the order, and any change another', () => {

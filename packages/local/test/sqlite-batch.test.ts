@@ -46,6 +46,22 @@ describe('SQLite group commit (batch)', () => {
     expect(names()).toEqual(['a', 'b']);
   });
 
+  it('runs an after-commit callback once per commit, after the writes are visible and before any caller settles', async () => {
+    await open();
+    // Recorded, not asserted inside: batch() keeps a throwing callback from failing committed writes.
+    const seen: { inTransaction: boolean; names: string[]; settledBefore: number }[] = [];
+    let settled = 0;
+    const afterCommit = () => seen.push({ inTransaction: db.connection.isTransaction, names: names(), settledBefore: settled });
+    const writes = ['a', 'b', 'c'].map((name) => db.batch(insert(name), afterCommit).then(() => (settled += 1)));
+    // A write that fails alone does not call it; the batch's others still do, once.
+    const failed = db.batch(() => insert('a')(), afterCommit);
+    await Promise.allSettled([...writes, failed]);
+    expect(seen).toEqual([{ inTransaction: false, names: ['a', 'b', 'c'], settledBefore: 0 }]);
+    // A batch whose only write failed: nothing committed, no callback.
+    await expect(db.batch(() => insert('b')(), afterCommit)).rejects.toThrow(/UNIQUE/);
+    expect(seen).toHaveLength(1);
+  });
+
   it('rejects every queued write as DEPENDENCY_UNAVAILABLE when the database is closed before the commit', async () => {
     await open();
     const pending = [db.batch(insert('x')), db.batch(insert('y'))];

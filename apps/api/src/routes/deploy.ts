@@ -1,5 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import Type from 'typebox';
+import type { FastifyReply } from 'fastify';
 import type { DeploymentRecord } from '@zepid/core';
 import { checkDeployRequest, DeployError, DeployRequestSchema, formatLogLine, LIMITS, parseLogLines } from '@zepid/core';
 import type { AppContext } from '../context.ts';
@@ -41,6 +42,7 @@ const deploySchema = (summary: string, deprecated = false) => ({
 /** How long after a deployment ends its log is taken as final (the worker's last flush is within 250 ms). */
 const FINAL_LOG_AFTER_MS = 10_000;
 const FINAL_LOG_ENTRIES = 1000;
+const JSON_TYPE = 'application/json; charset=utf-8';
 
 /** Deployment endpoints. Every handler sees only the org of the token (`request.orgId`). */
 export const deployRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = async (app, { context }) => {
@@ -55,28 +57,43 @@ export const deployRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = 
 
   /**
    * Status is what clients poll. A deployment that ended more than FINAL_LOG_AFTER_MS ago has its
-   * whole log written (the worker flushes on finishing), so its formatted last lines are kept,
-   * keyed by the record's etag (a retry changes it): no log read for finished deployments. Running
-   * ones read the tail every time (a stat when it has not grown).
+   * whole log written (the worker flushes on finishing), so nothing in its answer changes until its
+   * record does: the answer is serialized once and kept, as bytes, keyed by the record's etag (a
+   * retry or a cleanup changes it). Every poll still reads the record's etag — by id *and* the token's org,
+   * so the kept answer is only ever sent to the org that owns it, and never outlives a change — but
+   * skips the log read, the view, the serializer and the UTF-8 encoding (GET status req/s,
+   * BENCHMARKS.md). Running deployments read the log tail every time (a stat when it has not grown).
    */
-  const finalLines = new Map<string, { etag: string; lines: string[] }>();
   const recent = new RecentTimesCache(adapters.store);
-  const status = async (orgId: string, id: string) => {
+  const finalAnswers = new Map<string, { etag: string; body: Buffer }>();
+  const status = async (orgId: string, id: string, reply: FastifyReply) => {
+    const known = finalAnswers.get(id);
+    // A store that can read the etag alone spares the kept answer's polls the whole record.
+    if (known !== undefined && adapters.store.etagOf !== undefined) {
+      const etag = await adapters.store.etagOf({ orgId, deploymentId: id });
+      if (etag === null) throw notFound(id);
+      if (etag === known.etag) return reply.type(JSON_TYPE).send(known.body);
+    }
     const record = await load(orgId, id);
+    if (known !== undefined && known.etag === record.etag) return reply.type(JSON_TYPE).send(known.body);
     if (record.status === 'in_progress') {
+      // Progress moves within a long step, by the org's recent step times (views.ts).
       const { stepMs } = await recent.forOrg(orgId).catch(() => ({ stepMs: {} }));
       const tail = await adapters.artifacts.readLogTail(id, LIMITS.statusLogLines * 512);
       return statusView(record, parseLogLines(tail).slice(-LIMITS.statusLogLines).map(formatLogLine), stepMs);
     }
-    const known = finalLines.get(id);
-    if (known !== undefined && known.etag === record.etag) return statusView(record, known.lines);
     const tail = await adapters.artifacts.readLogTail(id, LIMITS.statusLogLines * 512);
     const lines = parseLogLines(tail).slice(-LIMITS.statusLogLines).map(formatLogLine);
+    const view = statusView(record, lines);
     if (record.finishedAt !== null && Date.now() - Date.parse(record.finishedAt) > FINAL_LOG_AFTER_MS) {
-      if (finalLines.size >= FINAL_LOG_ENTRIES) finalLines.delete(finalLines.keys().next().value ?? '');
-      finalLines.set(id, { etag: record.etag, lines });
+      // The route's own response serializer: the kept bytes are exactly what it would send.
+      const serialized = reply.serialize(view);
+      const body = typeof serialized === 'string' ? Buffer.from(serialized) : Buffer.from(serialized as Uint8Array);
+      if (finalAnswers.size >= FINAL_LOG_ENTRIES) finalAnswers.delete(finalAnswers.keys().next().value ?? '');
+      finalAnswers.set(id, { etag: record.etag, body });
+      return reply.type(JSON_TYPE).send(body);
     }
-    return statusView(record, lines);
+    return view;
   };
 
   // What deployments of the organization took lately; the configured text until some completed.
@@ -138,7 +155,7 @@ export const deployRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = 
         response: { 200: StatusView, ...errorResponses(400, 401, 404, 503) },
       },
     },
-    async (request) => status(request.orgId, request.params.id),
+    async (request, reply) => status(request.orgId, request.params.id, reply),
   );
 
   app.get(
@@ -153,7 +170,7 @@ export const deployRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = 
         response: { 200: StatusView, ...errorResponses(400, 401, 404, 503) },
       },
     },
-    async (request) => status(request.orgId, request.query.id),
+    async (request, reply) => status(request.orgId, request.query.id, reply),
   );
 
   app.get(

@@ -8,7 +8,9 @@ import { storageCode, storageStatus, toArtifactError } from './errors.ts';
 /**
  * Artifact store on Azure Blob Storage: three containers.
  *
- *   sources/manifests/<org key>/<id>.json.gz   block blob, a deployment's source manifest
+ *   sources/manifests/<org key>/<id>.json.gz   block blob, a deployment's source manifest (JSON; gzipped
+ *                                              when written before manifests were plain: the name stays
+ *                                              so both are found, and core's decoder reads both)
  *   sources/objects/<org key>/<sha256>         block blob, one file's content, once per org
  *   contexts/<id>.tar.gz    block blob, the build context; its URL is kaniko's `--context`
  *   logs/<id>.ndjson        append blob, the deployment's log (and <id>.<n>.ndjson, see below)
@@ -57,7 +59,7 @@ const MAX_BLOCK_BYTES = 4 * 1024 * 1024;
 const MAX_BLOCKS_PER_BLOB = 50_000;
 /** Deployments whose log rolled over, remembered so appends skip the sealed segments. */
 const SEGMENT_HINTS = 1000;
-const CONTENT_TYPES = { source: 'application/gzip', object: 'application/octet-stream', context: 'application/gzip', log: 'application/x-ndjson; charset=utf-8' };
+const CONTENT_TYPES = { source: 'application/json', object: 'application/octet-stream', context: 'application/gzip', log: 'application/x-ndjson; charset=utf-8' };
 /** The SDK's default first retry waits 4 s and a try has no time limit; an API request cannot wait that long. */
 const PIPELINE: StoragePipelineOptions = {
   retryOptions: { maxTries: 3, retryDelayInMs: 500, maxRetryDelayInMs: 5000, tryTimeoutInMs: 60_000 },

@@ -40,6 +40,12 @@ export interface DeploymentStore extends Lifecycle, HealthReporting {
   create(record: DeploymentRecord, options: CreateOptions): Promise<DeploymentRecord>;
   /** Point read; null when absent (including when it belongs to another org). */
   get(ref: DeploymentRef): Promise<DeploymentRecord | null>;
+  /**
+   * The record's current etag alone, null when absent (or another org's): lets a reader holding
+   * something derived from a version of the record check it is still current without reading and
+   * parsing the whole record (the API's kept status answers). Optional: without it, callers `get`.
+   */
+  etagOf?(ref: DeploymentRef): Promise<string | null>;
   /** Writes the record if the stored etag still equals `record.etag`; returns it with the new etag. */
   replace(record: DeploymentRecord): Promise<DeploymentRecord>;
   delete(ref: DeploymentRef): Promise<void>;

@@ -23,14 +23,14 @@ export class SqliteIntake implements DeploymentIntake {
 
   /**
    * Group commit (SqliteDatabase.batch): concurrent submissions share one transaction, each in its
-   * own savepoint, and each answers after the commit. Then the doorbell: the worker learns of the
-   * job now instead of on its next look.
+   * own savepoint, and each answers after the commit. Then the doorbell, once per commit however
+   * many jobs it carried: the worker learns of them now instead of on its next look.
    */
-  private async write(fn: () => DeploymentRecord): Promise<DeploymentRecord> {
-    const written = await this.db.batch(fn);
-    this.doorbell.ring();
-    return written;
+  private write(fn: () => DeploymentRecord): Promise<DeploymentRecord> {
+    return this.db.batch(fn, this.ring);
   }
+
+  private readonly ring = () => this.doorbell.ring();
 
   submit(record: DeploymentRecord, job: JobMessage, options: CreateOptions): Promise<DeploymentRecord> {
     return this.write(() => {

@@ -160,6 +160,15 @@ export class SqliteDeploymentStore implements DeploymentStore {
     });
   }
 
+  etagOf(ref: DeploymentRef): Promise<string | null> {
+    return runSqlite(() => {
+      const row = this.db.connection.prepare('SELECT etag FROM deployments WHERE id = ? AND org_id = ?').get(ref.deploymentId, ref.orgId) as
+        | { etag: string }
+        | undefined;
+      return row?.etag ?? null;
+    });
+  }
+
   replace(record: DeploymentRecord): Promise<DeploymentRecord> {
     return runSqlite(() => this.db.transaction(() => replaceDeployment(this.db, record)));
   }
