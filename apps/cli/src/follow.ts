@@ -91,10 +91,16 @@ export async function follow(api: ApiClient, id: string, onEvent: (event: Follow
       }
       for await (const message of sseMessages(response.body)) {
         if (message.id !== null) lastSeq = message.id;
-        if (message.event === 'status' || message.event === 'end') {
-          const status = JSON.parse(message.data) as DeploymentStatus;
-          if (typeof status.status === 'string') emitStatus(status);
-          if (message.event === 'end') return { status: last ?? status, timedOut: false };
+        if (message.event === 'status') {
+          emitStatus(JSON.parse(message.data) as DeploymentStatus);
+        } else if (message.event === 'end') {
+          // `end` says only that the stream is over ({deploymentId, status, reason}): the terminal status
+          // view came as the last `status` event; read it when it did not (a deployment deleted meanwhile).
+          // (`last` is set by emitStatus; TypeScript cannot see assignments made in a callback.)
+          const seen = last as DeploymentStatus | null;
+          const final = seen !== null && TERMINAL.has(seen.status) ? seen : await api.status(id);
+          if (final !== seen) emitStatus(final);
+          return { status: final, timedOut: false };
         } else if (message.event === 'log') {
           linesSeen++;
           onEvent({ type: 'log', line: JSON.parse(message.data) as LogLine });

@@ -41,7 +41,9 @@ describe('follow', () => {
         return;
       }
       response.write(`event: log\nid: 3\ndata: ${JSON.stringify(line(3))}\n\n`);
-      response.end(`event: end\ndata: ${JSON.stringify(status('completed', null))}\n\n`);
+      // As apps/api/src/routes/events.ts sends them: the terminal view as a status event, then `end`.
+      response.write(`event: status\ndata: ${JSON.stringify(status('completed', null))}\n\n`);
+      response.end(`event: end\ndata: ${JSON.stringify({ deploymentId: ID, status: 'completed', reason: 'terminal' })}\n\n`);
     });
     const events: FollowEvent[] = [];
     const result = await follow(api, ID, (event) => events.push(event), Date.now() + 30_000);

@@ -285,9 +285,11 @@ async function followDeployment(id, signal) {
         if (message.event === 'log') {
           lines++;
           appendLog(JSON.parse(message.data));
-        } else if (message.event === 'status' || message.event === 'end') {
+        } else if (message.event === 'status') {
           renderDetail(JSON.parse(message.data));
-          if (message.event === 'end') ended = true;
+        } else if (message.event === 'end') {
+          // `end` is {deploymentId, status, reason}: the terminal view came as the last `status` event.
+          ended = true;
         }
       }, signal);
       if (ended) return;
