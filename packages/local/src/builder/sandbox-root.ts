@@ -3,7 +3,10 @@ import { statSync } from 'node:fs';
 import { chmod, lstat, mkdir } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 
-/** Whether a user that is neither the owner nor in the group may pass through every directory down to `path`. */
+/**
+ * Whether a user that is neither the owner nor in the group may pass through every directory above
+ * `path` (`path` itself not included: the worker makes DATA_DIR 0711 itself when it starts).
+ */
 export function traversableByOthers(path: string): boolean {
   let dir = resolve(path);
   for (;;) {
@@ -28,7 +31,7 @@ export function traversableByOthers(path: string): boolean {
  */
 export async function sandboxRoot(dataDir: string, configured: string | undefined, uidIsolation: boolean): Promise<string> {
   if (configured !== undefined && configured !== '') return resolve(configured);
-  if (!uidIsolation || traversableByOthers(join(dataDir, 'x'))) return resolve(dataDir);
+  if (!uidIsolation || traversableByOthers(dataDir)) return resolve(dataDir);
   const root = join('/var/tmp', `zepid-sandboxes-${createHash('sha256').update(resolve(dataDir)).digest('hex').slice(0, 16)}`);
   await mkdir(root, { recursive: true, mode: 0o711 });
   // /var/tmp is writable by everyone: accept only a directory of our own, never a link another user planted.
