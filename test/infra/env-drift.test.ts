@@ -33,6 +33,7 @@ const NOT_IN_BICEP: Record<string, string> = {
 /** Read by the apps, but never set by docker-compose.yml (which runs Azure mode on the emulators). */
 const NOT_IN_COMPOSE: Record<string, string> = {
   QUEUE_LOCK_DURATION_MS: 'the SQLite queue\'s lock; compose uses the Service Bus emulator',
+  LOCAL_SANDBOX_DIR: 'compose runs local builds as the worker\'s own user (no uid isolation), which keeps them in DATA_DIR',
 };
 
 /** In .env.example for docker compose, read by no app. */

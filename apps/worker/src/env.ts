@@ -34,7 +34,7 @@ const workerEnv = {
     default: '1000000000-1000099999',
     description: 'uid isolation: the reserved uids and gids (first-last) given one per app and one per project; no /etc/passwd entries needed.',
   }),
-  LOCAL_LIMIT_MEMORY_MB: Type.Integer({ minimum: 256, maximum: 1_048_576, default: 4096, description: 'Local builds and apps: address space per process in MiB (RLIMIT_AS; Node needs about 1.5 GiB of it).' }),
+  LOCAL_LIMIT_MEMORY_MB: Type.Integer({ minimum: 256, maximum: 1_048_576, default: 16384, description: 'Local builds and apps: address space per process in MiB (RLIMIT_AS; Node needs about 1.5 GiB of it, and more for each worker thread).' }),
   LOCAL_LIMIT_PROCESSES: Type.Integer({ minimum: 16, maximum: 1_000_000, default: 512, description: 'Local builds and apps: processes and threads per app (RLIMIT_NPROC of its uid; uid isolation only).' }),
   LOCAL_LIMIT_OPEN_FILES: Type.Integer({ minimum: 64, maximum: 1_048_576, default: 4096, description: 'Local builds and apps: open files per process (RLIMIT_NOFILE).' }),
   BUILD_ENV_PASSTHROUGH: Type.String({

@@ -111,7 +111,8 @@ describe('generated Dockerfile', () => {
     expect(at('ENV NODE_ENV=production')).toBeLessThan(at("RUN sh -c 'pnpm run build'"));
     expect(dockerfile).toContain('for d in \'dist\'; do');
     expect(dockerfile).toContain('BUILD_OUTPUT_MISSING');
-    expect(dockerfile).toContain('COPY --from=build /site /usr/share/nginx/html');
+    // The site (the output only) goes into the nginx stage of static-site.ts.
+    expect(dockerfile).toContain('COPY --from=build /site /site');
     expect(installInputs(plan, [...paths, 'pnpm-workspace.yaml'])).toBeNull();
   });
 
