@@ -2,12 +2,14 @@ import type { DeploymentRecord } from './deployment.ts';
 
 /**
  * An app's live deployment only moves forward: a deployment older than the live one never takes the
- * traffic. "Older" is the order of submission (`createdAt`, then id for a tie), not of completion, so
- * a retry that finishes late still counts as what it is: the earlier request.
+ * traffic. "Older" is the order of submission (`createdAt`), not of completion, so a retry that
+ * finishes late still counts as what it is: the earlier request. Two deployments submitted in the
+ * same millisecond are not ordered: neither supersedes the other. (Their ids cannot break the tie:
+ * after the time prefix they are random, and would contradict the queue's order half the time —
+ * the later of two back-to-back submissions was superseded by the earlier.)
  */
 export function isOlderDeployment(a: Pick<DeploymentRecord, 'createdAt' | 'id'>, b: Pick<DeploymentRecord, 'createdAt' | 'id'>): boolean {
-  if (a.createdAt !== b.createdAt) return a.createdAt < b.createdAt;
-  return a.id < b.id;
+  return a.createdAt < b.createdAt;
 }
 
 export interface LiveOrderOptions {

@@ -198,10 +198,12 @@ describe('live deployment order', () => {
     expect(supersededBy(older, older)).toBeNull();
   });
 
-  it('breaks a tie of submission times by id, so the order is total', () => {
+  it('does not order two deployments submitted in the same millisecond (random ids would contradict the queue order)', () => {
     const twin = { ...older, id: 'dep_cccccccccccccccccccccccccc' };
-    expect(isOlderDeployment(older, twin)).toBe(true);
+    expect(isOlderDeployment(older, twin)).toBe(false);
     expect(isOlderDeployment(twin, older)).toBe(false);
+    expect(supersededBy(older, twin)).toBeNull();
+    expect(supersededBy(twin, older)).toBeNull();
   });
 
   it('lets an explicit rollback through (the hook rollback will use)', () => {
