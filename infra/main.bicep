@@ -199,7 +199,7 @@ param buildContainerCpu string = '2'
 @description('BUILD_CONTAINER_MEMORY: GB of memory of each ACI build container.')
 param buildContainerMemory string = '4'
 
-@description('KANIKO_IMAGE: kaniko executor image (the maintained fork; the original repository is archived). v1.28.3 is its newest release tag seen; pin its digest in production (docs/operations.md).')
+@description('KANIKO_IMAGE: kaniko executor image (the maintained fork; the original repository is archived). v1.28.3 is its newest release tag seen; deploy.yml resolves this tag to its digest at every deployment and passes the pinned reference (docs/operations.md).')
 param kanikoImage string = 'ghcr.io/osscontainertools/kaniko:v1.28.3-debug'
 
 @minValue(1)

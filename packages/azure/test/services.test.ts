@@ -1,7 +1,9 @@
 import Value from 'typebox/value';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, silentLogger } from '@zepid/core';
+import type { Logger } from '@zepid/core';
 import { azureEnvSchema, AzureServices } from '../src/index.ts';
+import { isPinnedByDigest } from '../src/services.ts';
 
 const env = (overrides: Record<string, unknown>) => ({
   ...(Value.Default(azureEnvSchema, {}) as object),
@@ -72,5 +74,28 @@ describe('Azure services configuration', () => {
     for (const adapter of [services.store(), services.queue(), services.artifacts(), secrets, services.builder(), services.runtime(secrets)]) {
       expect(typeof adapter.start).toBe('function');
     }
+  });
+
+  it('warns at start when KANIKO_IMAGE is a tag, not a digest (issue 11)', async () => {
+    const builderSettings = {
+      AZURE_SUBSCRIPTION_ID: 's',
+      AZURE_RESOURCE_GROUP: 'rg',
+      AZURE_LOCATION: 'westeurope',
+      AZURE_CONTAINER_REGISTRY: 'cr.azurecr.io',
+      AZURE_STORAGE_ACCOUNT_URL: 'https://stzepid.blob.core.windows.net',
+    };
+    const warnings = async (kanikoImage: string | undefined) => {
+      const seen: string[] = [];
+      const logger = { ...silentLogger, warn: (_fields: unknown, message?: string) => seen.push(String(message)) } as unknown as Logger;
+      logger.child = () => logger;
+      const services = await AzureServices.connect(env({ ...builderSettings, ...(kanikoImage === undefined ? {} : { KANIKO_IMAGE: kanikoImage }) }), logger);
+      services.builder();
+      return seen.filter((message) => message.includes('KANIKO_IMAGE'));
+    };
+    // The default is a tag: warned.
+    expect(await warnings(undefined)).toEqual([expect.stringMatching(/^KANIKO_IMAGE is not pinned by digest/)]);
+    expect(await warnings(`ghcr.io/osscontainertools/kaniko@sha256:${'0f'.repeat(32)}`)).toEqual([]);
+    expect(isPinnedByDigest('ghcr.io/osscontainertools/kaniko:v1.28.3-debug')).toBe(false);
+    expect(isPinnedByDigest(`ghcr.io/osscontainertools/kaniko@sha256:${'0F'.repeat(32)}`)).toBe(false);
   });
 });
