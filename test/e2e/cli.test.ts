@@ -1,4 +1,5 @@
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { cp, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer, request } from 'node:http';
 import type { Server } from 'node:http';
@@ -9,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Service } from './support.ts';
 import { freePort, getApp, startService, waitFor } from './support.ts';
+import { viteReactTs } from './templates.ts';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const bin = join(root, 'apps', 'cli', 'bin', 'zepid.js');
@@ -79,6 +81,11 @@ describe('zepid CLI against npm start', () => {
   beforeAll(async () => {
     dataDir = await mkdtemp(join(tmpdir(), 'zepid-e2e-cli-'));
     work = await mkdtemp(join(tmpdir(), 'zepid-cli-work-'));
+    // Builds keep their npm cache in the data dir: seed it from the clone's (.cache/npm, kept by CI;
+    // hard links, cacache files never change), as the frameworks e2e does, so the Vite build below
+    // fetches little from the registry.
+    await mkdir(join(dataDir, 'cache', 'npm'), { recursive: true });
+    if (existsSync(join(root, '.cache', 'npm'))) execFileSync('cp', ['-al', `${join(root, '.cache', 'npm')}/.`, join(dataDir, 'cache', 'npm')]);
     const [apiPort, routerPort] = [await freePort(), await freePort()];
     service = startService(root, { DATA_DIR: dataDir, PORT: String(apiPort), LOCAL_ROUTER_PORT: String(routerPort), LOG_LEVEL: 'warn', DEPLOY_API_TOKENS: '' });
     await waitFor('the dev token to be printed', () => /export TOKEN=(\S+)/.test(service.output()));
@@ -159,6 +166,44 @@ describe('zepid CLI against npm start', () => {
     const binary = proxy.deploys.at(-1)?.files.find((file) => file.path === 'fixtures/logo.bin') as { content: string; encoding: string } | undefined;
     expect(binary).toMatchObject({ content: Buffer.from([0, 255, 1, 254]).toString('base64'), encoding: 'base64' });
   });
+
+  it('deploys a real Vite + React app folder (create-vite react-ts, as a user has it after npm install and a local build): built by the service, deep links served', async () => {
+    // The template comes from the pinned create-vite package, with its own .gitignore (node_modules,
+    // dist, *.local, logs…) — the CLI honours it, whatever this test expects.
+    const box = { dir: join(work, 'templates'), env: { ...(process.env as Record<string, string>), npm_config_cache: join(root, '.cache', 'npm'), npm_config_update_notifier: 'false' } };
+    await mkdir(box.dir, { recursive: true });
+    const app = await viteReactTs(box);
+    expect(await readFile(join(app, '.gitignore'), 'utf8')).toContain('dist');
+    // What a user's folder has besides the source after `npm install` and `npm run build`.
+    await mkdir(join(app, 'node_modules', 'vite'), { recursive: true });
+    await writeFile(join(app, 'node_modules', 'vite', 'package.json'), '{"name":"vite"}\n');
+    await mkdir(join(app, 'dist', 'assets'), { recursive: true });
+    await writeFile(join(app, 'dist', 'index.html'), '<p>a stale local build</p>\n');
+    await writeFile(join(app, '.env.local'), 'VITE_LOCAL_ONLY=1\n');
+
+    const before = proxy.deploys.length;
+    const run = await zepid(['deploy', app, '--project', 'cli-vite', '--timeout', '300']);
+    expect(run.code, run.stderr).toBe(0);
+    const url = run.stdout.trim();
+    expect(url).toMatch(/^http:\/\/cli-vite-[a-z0-9]{6}-development\.localhost:\d+\/$/);
+    expect(run.stderr).toContain('→ build');
+
+    const sent = [...new Set(proxy.deploys.slice(before).flatMap((body) => body.files.map((file) => file.path)))];
+    expect(sent).toEqual(expect.arrayContaining(['package.json', 'index.html', 'src/main.tsx', 'src/About.tsx', 'vite.config.ts', '.gitignore']));
+    expect(sent.filter((path) => /^(node_modules|dist)\//.test(path) || path === '.env.local')).toEqual([]);
+
+    // The service's own build (not the stale local one) serves /, and /about falls back to the SPA shell.
+    const home = await getApp(url);
+    expect(home.status).toBe(200);
+    expect(home.body).toContain('<div id="root">');
+    expect(home.body).not.toContain('a stale local build');
+    const deep = await getApp(new URL('/about', url).href);
+    expect(deep.status).toBe(200);
+    expect(deep.body).toContain('<div id="root">');
+    // User source is never served: only the build output.
+    expect((await getApp(new URL('/src/main.tsx', url).href)).body).not.toContain('createRoot');
+    console.log(`zepid deploy of a create-vite react-ts folder → URL answers: ${Math.round(run.ms)} ms`);
+  }, 360_000);
 
   it('exits 1 when the build fails, and shows the error code', async () => {
     const broken = join(work, 'broken');
