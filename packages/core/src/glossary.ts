@@ -10,7 +10,11 @@
  * - build context: the source packed as tar.gz (plus a generated Dockerfile when it has none).
  * - image: what the build produces; in Azure an ACR reference pinned by digest, locally a directory.
  * - revision: one running version of a project's app (a Container Apps revision; locally a process).
- * - app: where a project's revisions run for one environment (`<project>-<environment>`).
+ * - app: one project in one environment, what has a URL: where its revisions run (`<project>-<environment>`,
+ *   its `appName`, which is its id). An app's env variables (names; values in the secrets port) and its
+ *   deletion are kept in an app record (app.ts).
+ * - deployment kind: `build` (source → image → revision), `rollback` (an earlier deployment's image
+ *   back live, no build), `config` (the live image restarted with new env values, no build).
  * - job / message: what the API puts on the queue to ask the worker to run an attempt.
  * - live deployment: the deployment whose revision takes an app's traffic now. It only moves forward:
  *   a deployment older than the app's live one never takes the traffic; it ends `superseded`.

@@ -1,3 +1,5 @@
+import { DeployError } from '@zepid/core';
+import type { AppRef } from '@zepid/core';
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import { link, mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -96,5 +98,18 @@ export class FileSecretStore implements SecretStore {
 
   async delete(deploymentId: string): Promise<void> {
     await rm(this.file(deploymentId), { force: true });
+  }
+
+  // App env values (issue 12): not built yet in this adapter.
+  putAppEnv(_app: AppRef, _values: Record<string, string>): Promise<void> {
+    return Promise.reject(new DeployError('NOT_IMPLEMENTED', 'app env values are not built yet in this secret store (issue 12)'));
+  }
+
+  getAppEnv(_app: AppRef): Promise<Record<string, string>> {
+    return Promise.reject(new DeployError('NOT_IMPLEMENTED', 'app env values are not built yet in this secret store (issue 12)'));
+  }
+
+  deleteAppEnv(_app: AppRef): Promise<void> {
+    return Promise.reject(new DeployError('NOT_IMPLEMENTED', 'app env values are not built yet in this secret store (issue 12)'));
   }
 }

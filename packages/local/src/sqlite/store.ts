@@ -1,3 +1,4 @@
+import type { AppRecord, AppRef } from '@zepid/core';
 import { randomBytes } from 'node:crypto';
 import type {
   CreateOptions,
@@ -320,5 +321,26 @@ export class SqliteDeploymentStore implements DeploymentStore {
         (row) => JSON.parse(row.doc) as WorkerHeartbeat,
       ),
     );
+  }
+
+  // Apps (issue 12): not built yet in this adapter.
+  getApp(_orgId: string, _appName: string): Promise<AppRecord | null> {
+    return Promise.reject(new DeployError('NOT_IMPLEMENTED', 'apps are not built yet in this store (issue 12)'));
+  }
+
+  putApp(_app: AppRecord): Promise<AppRecord> {
+    return Promise.reject(new DeployError('NOT_IMPLEMENTED', 'apps are not built yet in this store (issue 12)'));
+  }
+
+  deleteApp(_orgId: string, _appName: string): Promise<void> {
+    return Promise.reject(new DeployError('NOT_IMPLEMENTED', 'apps are not built yet in this store (issue 12)'));
+  }
+
+  listApps(_orgId: string, _page: { limit: number; cursor: string | null }): Promise<Page<AppRef>> {
+    return Promise.reject(new DeployError('NOT_IMPLEMENTED', 'apps are not built yet in this store (issue 12)'));
+  }
+
+  listByApp(_orgId: string, _appName: string, _page: { limit: number; cursor: string | null }): Promise<Page<DeploymentRecord>> {
+    return Promise.reject(new DeployError('NOT_IMPLEMENTED', 'apps are not built yet in this store (issue 12)'));
   }
 }
