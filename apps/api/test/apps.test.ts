@@ -4,9 +4,9 @@ import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AppJobMessage, DeploymentRecord } from '@zepid/core';
-import { appName, apply, LIMITS, LOG_REDACT_PATHS, projectKey, STEPS } from '@zepid/core';
+import { appName, apply, LIMITS, LOG_REDACT_PATHS, projectKey } from '@zepid/core';
 import type { Harness } from './harness.ts';
-import { auth, createHarness, staticBody } from './harness.ts';
+import { auth, completeDeployment, createHarness, staticBody } from './harness.ts';
 
 /** App operations (issue 12): apps list, rollback, env variables, seed 004 forms, deletion. */
 
@@ -73,14 +73,7 @@ describe('app operations', () => {
   /** What the worker would write for a deployment that built (or reused) an image and went live. */
   const complete = async (id: string, org: Org = 'org_456', buildOutput: Record<string, string> = {}) => {
     finishClock += 1000;
-    const at = new Date(finishClock);
-    let current = apply(await record(id, org), { type: 'attempt_started' }, at);
-    for (const step of STEPS) {
-      current = apply(current, { type: 'step_started', step }, at);
-      current = apply(current, { type: 'step_completed', step, output: step === 'build' ? { image: `img-${id}`, ...buildOutput } : {} }, at);
-    }
-    current = apply(current, { type: 'completed', result: { image: `img-${id}`, revision: `rev-${id}`, url: `http://${id}.localhost` } }, at);
-    return h.adapters.store.replace(current);
+    return completeDeployment(h.adapters, orgIdOf(org), id, new Date(finishClock), buildOutput);
   };
   const ref = (projectId: string, environment: 'development' | 'production' = 'development', orgId = 'org_456') => ({
     orgId,
