@@ -132,9 +132,10 @@ export const deployRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = 
       const app = context.apps.ref(deployRequest.orgId, deployRequest.projectId, deployRequest.environment);
       const idempotency = key === undefined ? null : { key, body: request.body };
       // A replay answers as before, even once the app is deleting; anything new for a deleting app is a 409.
-      if ((await service.replayOf(deployRequest.orgId, idempotency)) === null) await context.apps.assertNotDeleting(app.orgId, app.appName);
+      const replay = (await service.replayOf(deployRequest.orgId, idempotency)) !== null;
+      const appRecord = replay ? null : await context.apps.assertNotDeleting(app.orgId, app.appName);
       // Without envVariables the deployment runs with the app's current values (issue 12).
-      if (!deployRequest.envVariablesGiven) deployRequest.envVariables = await context.apps.currentEnv(app);
+      if (!replay && !deployRequest.envVariablesGiven) deployRequest.envVariables = await context.apps.currentEnv(app, appRecord);
       const { record, replayed } = await service.submit(deployRequest, idempotency, adapters.telemetry.currentTraceparent());
       // With envVariables, exactly those, and they become the app's current values.
       if (!replayed && deployRequest.envVariablesGiven) await context.apps.adoptDeployedEnv(app, deployRequest.envVariables, deployRequest.buildEnv, record);
