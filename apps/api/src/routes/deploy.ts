@@ -10,32 +10,22 @@ import {
   DeploymentIdQuery,
   DeploymentSummary,
   errorResponses,
+  idempotencyHeaders,
   LogLineView,
   PageQuery,
   ProjectParams,
   StatusView,
 } from '../schemas.ts';
 import { RecentTimesCache } from '../estimates.ts';
-import { statusView, summaryView } from '../views.ts';
+import { acceptedView, statusView, summaryView } from '../views.ts';
 import { buildersOf, imageBuilderOf } from '../apps.ts';
-
-const IdempotencyHeaders = Type.Object({
-  'idempotency-key': Type.Optional(
-    Type.String({
-      minLength: 1,
-      maxLength: LIMITS.idempotencyKeyLength,
-      pattern: '^[\\x21-\\x7e]+$',
-      description: 'Same key and body within the retention period: the same deployment answers again. Same key, other body: 409.',
-    }),
-  ),
-});
 
 const deploySchema = (summary: string, deprecated = false) => ({
   tags: ['deployments'],
   summary,
   deprecated,
   security: [{ bearerAuth: [] }],
-  headers: IdempotencyHeaders,
+  headers: idempotencyHeaders('Same key and body within the retention period: the same deployment answers again. Same key, other body: 409.'),
   body: DeployRequestSchema,
   response: { 202: AcceptedBody, ...errorResponses(400, 401, 403, 409, 413, 415, 429, 503) },
 });
@@ -102,16 +92,7 @@ export const deployRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = 
 
   // What deployments of the organization took lately; the configured text until some completed.
   const estimatedDuration = async (orgId: string) => (await recent.forOrg(orgId).catch(() => ({ summary: null }))).summary ?? context.estimatedDuration;
-  const accepted = async (record: DeploymentRecord, message: string) => ({
-    success: true as const,
-    deploymentId: record.id,
-    status: record.status,
-    attempt: record.attempt,
-    message,
-    timestamp: new Date().toISOString(),
-    estimatedDuration: await estimatedDuration(record.orgId),
-    statusUrl: `/deploy/${record.id}/status`,
-  });
+  const accepted = async (record: DeploymentRecord, message: string) => acceptedView(record, message, await estimatedDuration(record.orgId));
 
   for (const [url, summary, deprecated] of [
     ['/deploy', 'Queue a deployment of a project\'s files', false],
