@@ -13,7 +13,19 @@ import type {
   FieldError,
   Logger,
 } from '@zepid/core';
-import { appName, DeployError, ENVIRONMENTS, envValueProblems, isTerminal, LIMITS, newDeploymentId, newDeploymentRecord, projectKey, sha256Hex } from '@zepid/core';
+import {
+  appName,
+  DeployError,
+  ENVIRONMENTS,
+  envValueProblems,
+  isTerminal,
+  LIMITS,
+  newDeploymentId,
+  newDeploymentRecord,
+  projectKey,
+  quotaExceeded,
+  sha256Hex,
+} from '@zepid/core';
 import type { DeploymentService } from './deployments.ts';
 
 /**
@@ -358,6 +370,11 @@ export class AppService {
       throw new DeployError('VALIDATION_ERROR', `Invalid body: ${problems.map((problem) => problem.field).slice(0, 5).join(', ')}`, { details: problems });
     }
     await this.assertNotDeleting(ref.orgId, ref.appName);
+    if (apply === 'restart' && (await this.adapters.store.latestCompleted(ref.orgId, ref.appName)) !== null) {
+      // The restart would be refused at the org's active limit: refuse before storing anything, so a 429 changed nothing.
+      const active = await this.adapters.store.countActive(ref.orgId);
+      if (active >= this.deployments.maxActivePerOrg) throw quotaExceeded(active, this.deployments.maxActivePerOrg);
+    }
     const { record, changed, buildChanged } = await this.withEnvLock(ref, async () => {
       const before = await this.currentEnv(ref);
       const after: Record<string, string> = change.replace ? {} : { ...before };
