@@ -1,7 +1,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { apply, STEPS } from '@zepid/core';
+import { appName, apply, STEPS } from '@zepid/core';
 import type { Harness } from './harness.ts';
-import { auth, createHarness, seedExample, staticBody } from './harness.ts';
+import { auth, completeDeployment, createHarness, seedExample, staticBody } from './harness.ts';
 
 const ERROR_SHAPE = {
   success: false,
@@ -494,6 +494,26 @@ describe('API limits per org and per token', () => {
     expect(third.json()).toMatchObject({ ...ERROR_SHAPE, error: 'QUOTA_EXCEEDED', details: { active: 2, limit: 2 } });
     expect(await h.adapters.artifacts.listSources('org_456')).toHaveLength(2);
     expect((await post('org_other')).statusCode).toBe(202);
+  });
+
+  it('counts rollbacks and env restarts against the same limit: 429, and nothing stored or queued', async () => {
+    h = await createHarness({ maxActivePerOrg: 2 });
+    const post = (projectId: string, envVariables?: Record<string, string>) =>
+      h.app.inject({ method: 'POST', url: '/deploy', headers: auth('org_456'), payload: staticBody({ projectId, ...(envVariables === undefined ? {} : { envVariables }) }) });
+    const live = (await post('limited', { A: 'a' })).json<{ deploymentId: string }>().deploymentId;
+    await completeDeployment(h.adapters, 'org_456', live, new Date());
+    expect((await post('busy-1')).statusCode).toBe(202);
+    expect((await post('busy-2')).statusCode).toBe(202);
+    const before = await h.adapters.store.listRecent('org_456', 100);
+    const rollback = await h.app.inject({ method: 'POST', url: `/deploy/${live}/rollback`, headers: auth('org_456') });
+    expect(rollback.statusCode).toBe(429);
+    expect(rollback.json()).toMatchObject({ ...ERROR_SHAPE, error: 'QUOTA_EXCEEDED', details: { active: 2, limit: 2 } });
+    const env = await h.app.inject({ method: 'PUT', url: '/projects/limited/env/A', headers: auth('org_456'), payload: { value: 'b' } });
+    expect(env.statusCode).toBe(429);
+    expect(await h.adapters.secrets.getAppEnv({ orgId: 'org_456', projectId: 'limited', environment: 'development', appName: appName('org_456', 'limited', 'development') })).toEqual({ A: 'a' });
+    expect(await h.adapters.store.listRecent('org_456', 100)).toHaveLength(before.length);
+    // apply none starts nothing, so the limit does not apply
+    expect((await h.app.inject({ method: 'PUT', url: '/projects/limited/env/A', headers: auth('org_456'), payload: { value: 'b', apply: 'none' } })).statusCode).toBe(200);
   });
 
   it('rate-limits per token with 429 and Retry-After', async () => {

@@ -80,7 +80,7 @@ const malformedJson = fc
 const wrongContentType = fc.constantFrom('text/plain', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x', 'application/xml', 'application/octet-stream', 'text/html', 'image/png', 'application/jsonx');
 
 /** Request routes with a deployment id, and values that are not one. */
-const idRoutes = ['GET /deploy/:id/status', 'GET /deploy/:id/logs', 'POST /deploy/:id/cancel', 'POST /deploy/:id/retry'] as const;
+const idRoutes = ['GET /deploy/:id/status', 'GET /deploy/:id/logs', 'POST /deploy/:id/cancel', 'POST /deploy/:id/retry', 'POST /deploy/:id/rollback'] as const;
 // `.` and `..` are left out: URL parsing (the client's, here light-my-request's) resolves them into
 // another route before the request is sent, so the server never sees them as an id.
 const badDeploymentId = fc
@@ -193,12 +193,61 @@ describe('hostile input', () => {
     );
   }, 120_000);
 
+  it('refuses bad env variable bodies on the env endpoints, in the error shape', async () => {
+    const badName = fc.oneof(nasty, fc.string({ minLength: 1, maxLength: 20 })).filter((name) => !new RegExp(ENV_NAME_PATTERN).test(name) && !['__proto__', 'constructor', '.', '..'].includes(name));
+    const badValue = fc.oneof(fc.integer(), fc.boolean(), fc.array(fc.string(), { maxLength: 2 }), fc.constant({}), fc.constant('x'.repeat(LIMITS.envValueBytes + 1)), fc.constant('a\u0000b'));
+    const body = fc.oneof(
+      fc.record({ set: fc.dictionary(badName, fc.string({ maxLength: 5 }), { minKeys: 1, maxKeys: 3 }) }),
+      fc.record({ set: fc.dictionary(fc.constantFrom('A', 'B', 'PORT'), badValue, { minKeys: 1, maxKeys: 2 }) }),
+      fc.record({ set: fc.constant({ A: 'a' }), replace: fc.oneof(fc.string(), fc.integer()) }),
+      fc.record({ set: fc.constant({ A: 'a' }), apply: fc.string().filter((apply) => apply !== 'restart' && apply !== 'none') }),
+      fc.record({ set: fc.constant({ A: 'a' }), environment: fc.string().filter((environment) => !['development', 'staging', 'production'].includes(environment)) }),
+      fc.oneof(fc.array(fc.integer()), fc.string(), fc.integer(), fc.constant({})),
+    );
+    await fc.assert(
+      fc.asyncProperty(body, fc.constantFrom('PATCH /projects/site/env', 'PUT /env/bulk', 'POST /env'), async (payload, route) => {
+        const [method, url] = route.split(' ') as ['PATCH' | 'PUT' | 'POST', string];
+        const response = await h.app.inject({ method, url, headers: { ...auth('org_456'), 'content-type': 'application/json' }, payload: JSON.stringify(payload) });
+        expectClientError(response, `${route} ${JSON.stringify(payload).slice(0, 200)}`);
+      }),
+      { numRuns: 600 },
+    );
+    await fc.assert(
+      fc.asyncProperty(badName, async (name) => {
+        const url = `/projects/site/env/${encodeURIComponent(name)}`;
+        expectClientError(await h.app.inject({ method: 'PUT', url, headers: auth('org_456'), payload: { value: 'x' } }), `PUT ${url}`);
+      }),
+      { numRuns: 300 },
+    );
+  }, 120_000);
+
   it('refuses requests without a valid token on every protected endpoint', async () => {
-    const routes = ['POST /deploy', 'POST /api/deploy', 'GET /deploy-status?id=dep_aaaaaaaaaaaaaaaaaaaaaaaaaa', 'GET /status', 'GET /status/queue', 'GET /status/deployments', 'POST /status/cleanup', 'GET /deploy/project/site', ...idRoutes.map((r) => r.replace(':id', 'dep_aaaaaaaaaaaaaaaaaaaaaaaaaa'))];
+    const routes = [
+      'POST /deploy',
+      'POST /api/deploy',
+      'GET /deploy-status?id=dep_aaaaaaaaaaaaaaaaaaaaaaaaaa',
+      'GET /status',
+      'GET /status/queue',
+      'GET /status/deployments',
+      'POST /status/cleanup',
+      'GET /deploy/project/site',
+      ...idRoutes.map((r) => r.replace(':id', 'dep_aaaaaaaaaaaaaaaaaaaaaaaaaa')),
+      // app operations (issue 12)
+      'GET /apps',
+      'GET /projects/site/env',
+      'PUT /projects/site/env/A',
+      'PATCH /projects/site/env',
+      'DELETE /projects/site/env/A',
+      'DELETE /projects/site',
+      'POST /env',
+      'PUT /env/bulk',
+      'DELETE /env/site-abcdef-development/A',
+      'GET /droplets/count',
+    ];
     await fc.assert(
       fc.asyncProperty(fc.constantFrom(...routes), fc.option(fc.oneof(fc.string({ unit: fc.integer({ min: 0x20, max: 0x7e }).map((c) => String.fromCharCode(c)), maxLength: 80 }), fc.string({ maxLength: 40 }).map((t) => `Bearer ${t.replace(/[^\x20-\x7e]/g, '')}`))), async (route, authorization) => {
-        const [method, url] = route.split(' ') as ['GET' | 'POST', string];
-        const response = await h.app.inject({ method, url, headers: authorization === null ? {} : { authorization }, ...(method === 'POST' ? { payload: staticBody() } : {}) });
+        const [method, url] = route.split(' ') as ['GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE', string];
+        const response = await h.app.inject({ method, url, headers: authorization === null ? {} : { authorization }, ...(method === 'POST' || method === 'PUT' || method === 'PATCH' ? { payload: staticBody() } : {}) });
         expect(response.statusCode).toBe(401);
         expectClientError(response, `${route} with ${String(authorization)}`);
       }),

@@ -1,6 +1,7 @@
+import type { AppRef } from '@zepid/core';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { BuildJob, BuiltImage, Builder, DependencyHealth, LogSink, RevisionInfo, RevisionSpec, Runtime, ServingTarget } from '@zepid/core';
-import type { DeployError } from '@zepid/core';
+import { DeployError } from '@zepid/core';
 
 type Behaviour = 'ok' | 'hang' | { fail: DeployError } | { delayMs: number };
 
@@ -123,5 +124,10 @@ export class FakeRuntime implements Runtime {
       else this.live.set(target.appName, target.previousRevision);
     }
     return Promise.resolve();
+  }
+
+  // App deletion (issue 12): not built yet in this adapter.
+  removeApp(_app: AppRef, _options: { signal: AbortSignal; log: LogSink }): Promise<void> {
+    return Promise.reject(new DeployError('NOT_IMPLEMENTED', 'app deletion is not built yet in this runtime (issue 12)'));
   }
 }

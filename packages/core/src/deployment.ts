@@ -1,3 +1,4 @@
+import type { DeploymentKind } from './app.ts';
 import type { OutboxEvent } from './webhooks.ts';
 import { withStatusEvent } from './webhooks.ts';
 import type { DeploymentStatus, Environment, StepName, StepStatus } from './glossary.ts';
@@ -61,6 +62,12 @@ export interface DeploymentRecord {
   environment: Environment;
   /** `<project>-<environment>`, derived from orgId, projectId and environment. */
   appName: string;
+  /** What the deployment does (app.ts); absent on records written before kinds existed: `build`. */
+  kind?: DeploymentKind;
+  /** `rollback`: the deployment whose image is put back live. */
+  rollbackOf?: string | null;
+  /** `rollback` and `config`: the deployment whose image (and build plan) this one runs, without building. */
+  imageOf?: string | null;
   spec: DeploymentSpec;
   source: SourceSummary;
   status: DeploymentStatus;
@@ -98,12 +105,31 @@ export interface DeploymentRecord {
 
 /** The message the API puts on the queue: "run attempt N of deployment X". The record is the truth. */
 export interface JobMessage {
+  /** Absent on deployment jobs (and on every message written before app jobs existed). */
+  kind?: 'deployment';
   deploymentId: string;
   orgId: string;
   attempt: number;
   /** W3C trace context of the API request, so API and worker telemetry share one operation. */
   traceparent: string | null;
 }
+
+/**
+ * App deletion (issue 12): "remove everything app(s) of this project own" — resumable and idempotent,
+ * on the project's queue session so it runs after (and never beside) the project's deployments.
+ * `environment` null: every environment of the project.
+ */
+export interface AppJobMessage {
+  kind: 'delete-app';
+  orgId: string;
+  projectId: string;
+  environment: Environment | null;
+  requestedAt: string;
+  traceparent: string | null;
+}
+
+/** Everything the queue carries. */
+export type QueueMessage = JobMessage | AppJobMessage;
 
 export function emptySteps(): Record<StepName, StepState> {
   const steps = {} as Record<StepName, StepState>;

@@ -5,6 +5,7 @@
 export * from './glossary.ts';
 export * from './service.ts';
 export * from './deployment.ts';
+export * from './app.ts';
 export * from './state-machine.ts';
 export * from './errors.ts';
 export * from './limits.ts';

@@ -1,3 +1,4 @@
+import type { AppRef } from '@zepid/core';
 import { ContainerAppsAPIClient } from '@azure/arm-appcontainers';
 import type { ContainerApp, CustomDomain, CustomHostnameAnalysisResult, EnvironmentVar, ManagedCertificate, Revision, Secret, TrafficWeight } from '@azure/arm-appcontainers';
 import type { TokenCredential } from '@azure/identity';
@@ -644,6 +645,11 @@ export class ContainerAppsRuntime implements Runtime {
 
   private lroInterval(): number {
     return this.options.operationPollIntervalMs ?? 2000;
+  }
+
+  // App deletion (issue 12): not built yet in this adapter.
+  removeApp(_app: AppRef, _options: { signal: AbortSignal; log: LogSink }): Promise<void> {
+    return Promise.reject(new DeployError('NOT_IMPLEMENTED', 'app deletion is not built yet in this runtime (issue 12)'));
   }
 }
 

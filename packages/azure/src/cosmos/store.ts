@@ -1,3 +1,4 @@
+import type { AppRecord, AppRef } from '@zepid/core';
 import { createHash } from 'node:crypto';
 import type { Container, ContainerDefinition, FeedOptions, SqlParameter, SqlQuerySpec } from '@azure/cosmos';
 import { CosmosClient } from '@azure/cosmos';
@@ -589,5 +590,26 @@ export class CosmosDeploymentStore implements DeploymentStore {
       'list worker heartbeats',
     );
     return documents.map((document) => document.heartbeat);
+  }
+
+  // Apps (issue 12): not built yet in this adapter.
+  getApp(_orgId: string, _appName: string): Promise<AppRecord | null> {
+    return Promise.reject(new DeployError('NOT_IMPLEMENTED', 'apps are not built yet in this store (issue 12)'));
+  }
+
+  putApp(_app: AppRecord): Promise<AppRecord> {
+    return Promise.reject(new DeployError('NOT_IMPLEMENTED', 'apps are not built yet in this store (issue 12)'));
+  }
+
+  deleteApp(_orgId: string, _appName: string): Promise<void> {
+    return Promise.reject(new DeployError('NOT_IMPLEMENTED', 'apps are not built yet in this store (issue 12)'));
+  }
+
+  listApps(_orgId: string, _page: { limit: number; cursor: string | null }): Promise<Page<AppRef>> {
+    return Promise.reject(new DeployError('NOT_IMPLEMENTED', 'apps are not built yet in this store (issue 12)'));
+  }
+
+  listByApp(_orgId: string, _appName: string, _page: { limit: number; cursor: string | null }): Promise<Page<DeploymentRecord>> {
+    return Promise.reject(new DeployError('NOT_IMPLEMENTED', 'apps are not built yet in this store (issue 12)'));
   }
 }

@@ -1,3 +1,4 @@
+import type { AppRef } from '@zepid/core';
 import { createHash } from 'node:crypto';
 import type { TokenCredential } from '@azure/identity';
 import { SecretClient } from '@azure/keyvault-secrets';
@@ -220,5 +221,18 @@ export class KeyVaultSecretStore implements SecretStore {
     await mapLimit(names, CONCURRENCY, (name) => this.remove(secretNameFor(deploymentId, name)));
     // The index goes last, so an interrupted delete can be run again and finish.
     await this.remove(indexNameFor(deploymentId));
+  }
+
+  // App env values (issue 12): not built yet in this adapter.
+  putAppEnv(_app: AppRef, _values: Record<string, string>): Promise<void> {
+    return Promise.reject(new DeployError('NOT_IMPLEMENTED', 'app env values are not built yet in this secret store (issue 12)'));
+  }
+
+  getAppEnv(_app: AppRef): Promise<Record<string, string>> {
+    return Promise.reject(new DeployError('NOT_IMPLEMENTED', 'app env values are not built yet in this secret store (issue 12)'));
+  }
+
+  deleteAppEnv(_app: AppRef): Promise<void> {
+    return Promise.reject(new DeployError('NOT_IMPLEMENTED', 'app env values are not built yet in this secret store (issue 12)'));
   }
 }

@@ -1,4 +1,4 @@
-import type { JobMessage } from '../deployment.ts';
+import type { QueueMessage } from '../deployment.ts';
 import type { HealthReporting, Lifecycle } from './lifecycle.ts';
 
 /**
@@ -47,7 +47,7 @@ export interface DeadLetteredJob {
 export interface JobQueue extends Lifecycle, HealthReporting {
   readonly lockDurationMs: number;
   readonly maxDeliveryCount: number;
-  publish(body: JobMessage, options: PublishOptions): Promise<void>;
+  publish(body: QueueMessage, options: PublishOptions): Promise<void>;
   /** Waits up to `waitMs` for a deliverable job and locks it; null when none came. */
   receive(options: { waitMs: number; signal?: AbortSignal }): Promise<QueuedJob | null>;
   /** Extends the lock; LOCK_LOST (CONCURRENT_UPDATE) when another receiver has the job now. */

@@ -1,3 +1,4 @@
+import type { AppRef } from '../app.ts';
 import type { BuildPlan } from '../build-plan.ts';
 import type { ContainerSize } from '../deployment.ts';
 import type { Environment } from '../glossary.ts';
@@ -34,6 +35,13 @@ export interface RevisionSpec {
    * owns the deployment now — its revision may be the very one this call would stop — so do nothing more.
    */
   fence: LeaseCheck;
+  /**
+   * Rollback (issue 12): the revision the rolled-back deployment ran, which may still exist. When it
+   * does and its template matches this spec (same image, settings and env references), the runtime
+   * reactivates it and moves the traffic to it (Azure) instead of creating a new revision; otherwise it
+   * starts a new revision from `image` as usual. Unset: always a new revision.
+   */
+  reactivateRevision?: string | null | undefined;
 }
 
 export interface DnsRecord {
@@ -85,4 +93,10 @@ export interface Runtime extends Lifecycle, HealthReporting {
   isServing(target: ServingTarget, signal: AbortSignal): Promise<boolean>;
   /** Compensation: traffic back to `previousRevision` (or none), and `revision` stopped. Idempotent. `fence` as in RevisionSpec. */
   rollback(target: RollbackTarget, log: LogSink): Promise<void>;
+  /**
+   * App deletion (issue 12): stops every revision of the app and removes the app itself (Azure: the
+   * Container App and its managed certificates; locally: the processes and the router's route), so its
+   * URL stops answering. Idempotent: no error when already gone. Images are the builder's (deleteImage).
+   */
+  removeApp(app: AppRef, options: { signal: AbortSignal; log: LogSink }): Promise<void>;
 }

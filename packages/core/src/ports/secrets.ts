@@ -1,3 +1,4 @@
+import type { AppRef } from '../app.ts';
 import type { HealthReporting, Lifecycle } from './lifecycle.ts';
 
 /**
@@ -14,4 +15,14 @@ export interface SecretStore extends Lifecycle, HealthReporting {
    */
   references(deploymentId: string, names: readonly string[]): Promise<Record<string, string>>;
   delete(deploymentId: string): Promise<void>;
+  /**
+   * An app's current env variable values (issue 12): what its next deployment runs with when the
+   * request sends none, and what an env change edits. Replaces the whole set; an empty set removes it.
+   * A deployment still gets its own copy (`put`), so a revision keeps the values it started with.
+   */
+  putAppEnv(app: AppRef, values: Record<string, string>): Promise<void>;
+  /** The app's current values; {} when none. */
+  getAppEnv(app: AppRef): Promise<Record<string, string>>;
+  /** Removes (and in Key Vault purges where allowed) the app's values; no error when absent. */
+  deleteAppEnv(app: AppRef): Promise<void>;
 }

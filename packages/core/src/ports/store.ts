@@ -1,3 +1,4 @@
+import type { AppRecord, AppRef } from '../app.ts';
 import type { DeploymentRecord } from '../deployment.ts';
 import type { DeploymentStatus } from '../glossary.ts';
 import type { HealthReporting, Lifecycle } from './lifecycle.ts';
@@ -84,4 +85,18 @@ export interface DeploymentStore extends Lifecycle, HealthReporting {
   listWithOutbox(limit: number): Promise<DeploymentRecord[]>;
   recordHeartbeat(heartbeat: WorkerHeartbeat): Promise<void>;
   listHeartbeats(): Promise<WorkerHeartbeat[]>;
+  // Apps (issue 12). An app exists while it has deployments or an app record; see core's app.ts.
+  /** The app's record (env variable names, deletion); null when none was written. */
+  getApp(orgId: string, appName: string): Promise<AppRecord | null>;
+  /**
+   * Creates the record when `app.etag` is '' (CONFLICT when one exists), else replaces it if the stored
+   * etag still equals `app.etag` (CONCURRENT_UPDATE otherwise); returns it with the new etag.
+   */
+  putApp(app: AppRecord): Promise<AppRecord>;
+  /** Removes the app record; no error when absent. */
+  deleteApp(orgId: string, appName: string): Promise<void>;
+  /** The org's apps (those with deployments or a record), by appName; `cursor` is opaque. */
+  listApps(orgId: string, page: { limit: number; cursor: string | null }): Promise<Page<AppRef>>;
+  /** An app's deployments, newest first (by createdAt), any status. */
+  listByApp(orgId: string, appName: string, page: { limit: number; cursor: string | null }): Promise<Page<DeploymentRecord>>;
 }

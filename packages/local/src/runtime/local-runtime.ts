@@ -1,3 +1,4 @@
+import type { AppRef } from '@zepid/core';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
@@ -340,6 +341,11 @@ export class LocalRuntime implements Runtime {
     });
     this.saving = write.catch(() => undefined);
     return write;
+  }
+
+  // App deletion (issue 12): not built yet in this adapter.
+  removeApp(_app: AppRef, _options: { signal: AbortSignal; log: LogSink }): Promise<void> {
+    return Promise.reject(new DeployError('NOT_IMPLEMENTED', 'app deletion is not built yet in this runtime (issue 12)'));
   }
 }
 
