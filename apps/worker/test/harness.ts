@@ -19,7 +19,14 @@ export interface WorkerHarness {
   workflow: Workflow;
   consumer: (concurrency?: number) => Consumer;
   /** Records a deployment with a static site source and queues its job, as the API would. */
-  submit(options?: { projectId?: string; files?: Record<string, string>; env?: Record<string, string>; spec?: Partial<DeploymentSpec> }): Promise<DeploymentRecord>;
+  submit(options?: {
+    projectId?: string;
+    files?: Record<string, string>;
+    env?: Record<string, string>;
+    spec?: Partial<DeploymentSpec>;
+    /** A rollback or config deployment, recorded as the API does (issue 12's contract): `of` is the target (rollback) or the live deployment (config). */
+    kind?: { kind: 'rollback' | 'config'; of: DeploymentRecord };
+  }): Promise<DeploymentRecord>;
   get(record: DeploymentRecord): Promise<DeploymentRecord>;
   close(): Promise<void>;
 }
@@ -67,13 +74,16 @@ export async function createWorkerHarness(
     },
     async submit(submitOptions = {}) {
       const id = newDeploymentId();
-      const projectId = submitOptions.projectId ?? 'site';
+      const projectId = submitOptions.projectId ?? submitOptions.kind?.of.projectId ?? 'site';
       const files = Object.entries(submitOptions.files ?? { 'index.html': '<h1>hi</h1>' }).map(([path, content]) => {
         const data = Buffer.from(content);
         return { path, data, sha256: sha256Hex(data), size: data.length };
       });
       const env = submitOptions.env ?? {};
-      const record = newDeploymentRecord(
+      const operation = submitOptions.kind;
+      // The API's rules: the image comes from the deployment that built it; the source summary and manifest are the target's.
+      const imageOf = operation === undefined ? null : (operation.of.imageOf ?? (typeof operation.of.steps.build.output.reusedFrom === 'string' ? operation.of.steps.build.output.reusedFrom : operation.of.id));
+      const created = newDeploymentRecord(
         {
           id,
           orgId: 'org_w',
@@ -92,14 +102,21 @@ export async function createWorkerHarness(
             historyMessageCount: 0,
             ...submitOptions.spec,
           },
-          source: { digest: sourceDigest(files), fileCount: files.length, bytes: 1, storedFiles: files.length, storedBytes: 1 },
+          source: operation?.of.source ?? { digest: sourceDigest(files), fileCount: files.length, bytes: 1, storedFiles: files.length, storedBytes: 1 },
           idempotency: null,
         },
         new Date(),
       );
-      for (const file of files) await base.artifacts.putObject('org_w', file.sha256, file.data);
-      const manifest = files.map(({ path, sha256, size }) => ({ path, sha256, size }));
-      await base.artifacts.putSource({ orgId: 'org_w', deploymentId: id }, encodeSourceManifest({ files: manifest, historyMessages: [] }));
+      const record: DeploymentRecord =
+        operation === undefined ? created : { ...created, kind: operation.kind, rollbackOf: operation.kind === 'rollback' ? operation.of.id : null, imageOf };
+      if (operation === undefined) {
+        for (const file of files) await base.artifacts.putObject('org_w', file.sha256, file.data);
+        const manifest = files.map(({ path, sha256, size }) => ({ path, sha256, size }));
+        await base.artifacts.putSource({ orgId: 'org_w', deploymentId: id }, encodeSourceManifest({ files: manifest, historyMessages: [] }));
+      } else {
+        const manifest = await base.artifacts.getSource({ orgId: 'org_w', deploymentId: operation.of.id });
+        if (manifest !== null) await base.artifacts.putSource({ orgId: 'org_w', deploymentId: id }, manifest);
+      }
       await base.secrets.put(id, env);
       return base.intake.submit(record, jobFor(record, null), { maxActivePerOrg: 1000 });
     },
