@@ -87,6 +87,16 @@ export function newPrefixedId(prefix: string): string {
   return id;
 }
 
+/**
+ * An event id derived from `seed` (same shape as newPrefixedId's): an event that a retried job emits
+ * again (the delete job's `app.deleted`) keeps its id, so its deliveries are not created twice.
+ */
+export function derivedEventId(seed: string): string {
+  let id = 'evt_';
+  for (const byte of createHash('sha256').update(seed).digest().subarray(0, 26)) id += BASE32[byte & 31];
+  return id;
+}
+
 export function eventDataOf(record: DeploymentRecord): WebhookEventData {
   return {
     deploymentId: record.id,

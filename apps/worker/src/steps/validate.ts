@@ -1,4 +1,4 @@
-import type { BuildPlan, SourceFile } from '@zepid/core';
+import type { BuildPlan, DeploymentRecord, SourceFile } from '@zepid/core';
 import { asDeployError, decodeSourceManifest, DeployError, isDeployError, kindOf, mapLimit, planBuild, sourceDigest, STATIC_OUTPUT_CANDIDATES, transientError } from '@zepid/core';
 import { buildKey, findReusableBuild, reuseOutput } from './build-reuse.ts';
 import type { Step, StepContext, StepOutput } from './step.ts';
@@ -87,7 +87,7 @@ async function validateWithoutBuild(context: StepContext): Promise<StepOutput> {
   const kind = kindOf(record);
   const imageOf = record.imageOf ?? null;
   if (imageOf === null) throw new DeployError('SOURCE_INVALID', `This ${kind} deployment names no deployment whose image it runs (imageOf)`);
-  const source = await adapters.store.get({ orgId: record.orgId, deploymentId: imageOf });
+  const source = (await adapters.store.get({ orgId: record.orgId, deploymentId: imageOf })) ?? (await recordRunningImageOf(context, imageOf));
   if (source === null) throw new DeployError('SOURCE_INVALID', `The image of ${imageOf} is no longer kept: that deployment is gone`);
   const built = source.steps.build.output;
   const plan = source.steps.validate.output.plan;
@@ -113,4 +113,18 @@ async function validateWithoutBuild(context: StepContext): Promise<StepOutput> {
   await checkEnvValues(context);
   // No build key: this deployment built nothing, and later builds find the one that did.
   return { kind: parsed.kind, plan, buildKey: null, reusedFrom: imageOf, reusedImage: image.image, reusedDigest: image.digest };
+}
+
+/**
+ * When the deployment that built the image is gone (its environment was deleted while another one
+ * kept running its image): the rolled-back deployment, or the app's live one, ran the same image and
+ * recorded the same plan and image.
+ */
+async function recordRunningImageOf(context: StepContext, imageOf: string): Promise<DeploymentRecord | null> {
+  const { record, adapters } = context;
+  const candidates = [
+    typeof record.rollbackOf === 'string' ? await adapters.store.get({ orgId: record.orgId, deploymentId: record.rollbackOf }) : null,
+    await adapters.store.latestCompleted(record.orgId, record.appName),
+  ];
+  return candidates.find((candidate) => candidate !== null && (candidate.imageOf ?? candidate.steps.build.output.reusedFrom) === imageOf) ?? null;
 }
