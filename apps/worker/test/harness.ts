@@ -3,9 +3,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
-import type { DeploymentRecord, DeploymentSpec, WorkerAdapters } from '@zepid/core';
+import type { DeploymentRecord, DeploymentSpec, Environment, WorkerAdapters } from '@zepid/core';
 import { appName, encodeSourceManifest, jobFor, newDeploymentId, newDeploymentRecord, sha256Hex, sourceDigest, systemClock } from '@zepid/core';
 import { createLocalAdapters } from '@zepid/local';
+import { AppDeletion } from '../src/app-deletion.ts';
 import { Consumer } from '../src/consumer.ts';
 import { steps } from '../src/steps/index.ts';
 import type { Step } from '../src/steps/step.ts';
@@ -17,10 +18,12 @@ export interface WorkerHarness {
   builder: FakeBuilder;
   runtime: FakeRuntime;
   workflow: Workflow;
+  appDeletion: AppDeletion;
   consumer: (concurrency?: number) => Consumer;
   /** Records a deployment with a static site source and queues its job, as the API would. */
   submit(options?: {
     projectId?: string;
+    environment?: Environment;
     files?: Record<string, string>;
     env?: Record<string, string>;
     spec?: Partial<DeploymentSpec>;
@@ -62,19 +65,22 @@ export async function createWorkerHarness(
     cancelPollMs: 20,
   });
   const consumers: Consumer[] = [];
+  const appDeletion = new AppDeletion({ adapters, logger, clock: systemClock, busyRetryMs: 100 });
   return {
     adapters,
     builder,
     runtime,
     workflow,
+    appDeletion,
     consumer: (concurrency = 5) => {
-      const consumer = new Consumer({ queue: base.queue, store: base.store, workflow, telemetry: base.telemetry, logger, concurrency, shutdownGraceMs: 500 });
+      const consumer = new Consumer({ queue: base.queue, store: base.store, workflow, appDeletion, telemetry: base.telemetry, logger, concurrency, shutdownGraceMs: 500 });
       consumers.push(consumer);
       return consumer;
     },
     async submit(submitOptions = {}) {
       const id = newDeploymentId();
       const projectId = submitOptions.projectId ?? submitOptions.kind?.of.projectId ?? 'site';
+      const environment = submitOptions.environment ?? submitOptions.kind?.of.environment ?? 'development';
       const files = Object.entries(submitOptions.files ?? { 'index.html': '<h1>hi</h1>' }).map(([path, content]) => {
         const data = Buffer.from(content);
         return { path, data, sha256: sha256Hex(data), size: data.length };
@@ -90,8 +96,8 @@ export async function createWorkerHarness(
           projectId,
           userId: 'u',
           projectName: null,
-          environment: 'development',
-          appName: appName('org_w', projectId, 'development'),
+          environment,
+          appName: appName('org_w', projectId, environment),
           spec: {
             customDomain: null,
             containerSize: null,
