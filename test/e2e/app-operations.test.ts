@@ -75,7 +75,7 @@ describe('end to end: rollback, env changes and deletion on the embedded default
     await waitFor('the dev token to be printed', () => /export TOKEN=(\S+)/.test(service.output()));
     token = /export TOKEN=(\S+)/.exec(service.output())?.[1] ?? '';
     await waitFor('a worker heartbeat', async () => (await fetch(`${api}/health/detailed`).catch(() => null))?.status === 200);
-  }, 60_000);
+  }, 120_000);
 
   afterAll(async () => {
     await service.stop();
