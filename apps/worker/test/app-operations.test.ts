@@ -26,9 +26,17 @@ describe('rollback and config deployments (issue 12): no build', () => {
     const v2 = await deploy({ files: { 'index.html': 'v2' } });
     expect([v1.status, v2.status]).toEqual(['completed', 'completed']);
     const before = builderWork();
+    const events: { name: string; properties: Record<string, string> }[] = [];
+    const { telemetry } = h.adapters;
+    const send = telemetry.event.bind(telemetry);
+    telemetry.event = (name, properties) => {
+      events.push({ name, properties: properties });
+      send(name, properties);
+    };
 
     const rollback = await deploy({ kind: { kind: 'rollback', of: v1 } });
     expect(rollback.status).toBe('completed');
+    expect(events.find((event) => event.name === 'AppRolledBack')?.properties).toMatchObject({ deploymentId: rollback.id, rollbackOf: v1.id, url: rollback.result.url });
     expect(builderWork()).toEqual(before);
     expect(rollback.result.image).toBe(`img-${v1.id}@sha256:abc`);
     expect(h.runtime.live.get(v1.appName)).toBe(rollback.result.revision);
