@@ -125,14 +125,15 @@ export class AppService {
     return { orgId, projectId: newest.projectId, environment: newest.environment, appName: newest.appName };
   }
 
-  /** 409 CONFLICT when the app is being deleted: nothing new may start for it. */
-  async assertNotDeleting(orgId: string, name: string): Promise<void> {
+  /** 409 CONFLICT when the app is being deleted: nothing new may start for it. Returns its record (null when none). */
+  async assertNotDeleting(orgId: string, name: string): Promise<AppRecord | null> {
     const record = await this.adapters.store.getApp(orgId, name);
     if (record?.deletingSince != null) {
       throw new DeployError('CONFLICT', `App ${name} is being deleted (since ${record.deletingSince}); nothing new can start for it`, {
         details: { appName: name, deletingSince: record.deletingSince },
       });
     }
+    return record;
   }
 
   /** Reads, edits and conditionally writes the app record (created when absent); `edit` returning null writes nothing. */
@@ -167,7 +168,7 @@ export class AppService {
     const app = record === undefined ? await this.adapters.store.getApp(ref.orgId, ref.appName) : record;
     if (app !== null && app.envUpdatedAt !== null) return this.adapters.secrets.getAppEnv(ref);
     const live = await this.adapters.store.latestCompleted(ref.orgId, ref.appName);
-    return live === null ? {} : this.adapters.secrets.get(live.id);
+    return live === null || live.spec.envVariableNames.length === 0 ? {} : this.adapters.secrets.get(live.id);
   }
 
   /** The app's variables (names, scopes, when set); from its live deployment before any was stored. */
@@ -183,7 +184,19 @@ export class AppService {
    */
   async adoptDeployedEnv(ref: AppRef, values: Record<string, string>, buildEnv: readonly string[], deployment: DeploymentRecord): Promise<void> {
     await this.withEnvLock(ref, async () => {
-      const before = await this.currentEnv(ref);
+      const stored = await this.adapters.store.getApp(ref.orgId, ref.appName);
+      const before = await this.currentEnv(ref, stored);
+      const names = Object.keys(values);
+      const unchanged =
+        stored !== null &&
+        stored.envUpdatedAt !== null &&
+        names.length === Object.keys(before).length &&
+        names.every((name) => {
+          const variable = stored.env.find((known) => known.name === name);
+          return before[name] === values[name] && variable !== undefined && (!buildEnv.includes(name) || variable.scope === 'build');
+        });
+      // A redeploy with the same values (the usual case) writes nothing more.
+      if (unchanged) return;
       await this.updateRecord(ref, (current) => {
         // As of the deployment that runs with them: it is the first to have the new values.
         const now = deployment.createdAt;

@@ -32,6 +32,12 @@ export type ErrorBody = Static<typeof ErrorBody>;
 export const errorResponses = (...statuses: number[]) =>
   Object.fromEntries(statuses.map((status) => [status, Type.Ref('ErrorBody')]));
 
+/** The Idempotency-Key header of the endpoints that create a deployment. */
+export const idempotencyHeaders = (description: string) =>
+  Type.Object({
+    'idempotency-key': Type.Optional(Type.String({ minLength: 1, maxLength: LIMITS.idempotencyKeyLength, pattern: '^[\\x21-\\x7e]+$', description })),
+  });
+
 export const DeploymentIdParams = Type.Object({
   id: Type.String({ pattern: DEPLOYMENT_ID_PATTERN, maxLength: 30, description: 'Deployment id, `dep_` + 26 characters.' }),
 });

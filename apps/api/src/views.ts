@@ -107,3 +107,17 @@ export function summaryView(record: DeploymentRecord, stepMs: Partial<Record<Ste
     finishedAt: record.finishedAt,
   };
 }
+
+/** The 202 answer of the endpoints that queue a deployment (POST /deploy, cancel, retry, rollback). */
+export function acceptedView(record: DeploymentRecord, message: string, estimatedDuration: string) {
+  return {
+    success: true as const,
+    deploymentId: record.id,
+    status: record.status,
+    attempt: record.attempt,
+    message,
+    timestamp: new Date().toISOString(),
+    estimatedDuration,
+    statusUrl: `/deploy/${record.id}/status`,
+  };
+}

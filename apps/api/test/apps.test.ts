@@ -224,6 +224,10 @@ describe('app operations', () => {
         { name: 'VITE_API', scope: 'build' },
       ]);
       expect(await h.adapters.secrets.getAppEnv(ref('env-a'))).toEqual({ GREETING: SECRETS.first, VITE_API: SECRETS.build, SECRET_BUILD_TOKEN: 'x' });
+      // the same values again: the app record is not written again
+      const etag = (await h.adapters.store.getApp('org_456', ref('env-a').appName))?.etag;
+      await deploy({ projectId: 'env-a', envVariables: { VITE_API: SECRETS.build, GREETING: SECRETS.first, SECRET_BUILD_TOKEN: 'x' } });
+      expect((await h.adapters.store.getApp('org_456', ref('env-a').appName))?.etag).toBe(etag);
       const plain = await deploy({ projectId: 'env-a' });
       expect((await record(plain)).spec.envVariableNames).toEqual(['GREETING', 'SECRET_BUILD_TOKEN', 'VITE_API']);
       expect(await h.adapters.secrets.get(plain)).toEqual({ GREETING: SECRETS.first, VITE_API: SECRETS.build, SECRET_BUILD_TOKEN: 'x' });

@@ -5,6 +5,7 @@ import type { AppRef, DeploymentRecord, Environment, EnvScope } from '@zepid/cor
 import { DeployError, ENV_NAME_PATTERN, ENVIRONMENTS, LIMITS } from '@zepid/core';
 import type { ApplyMode, EnvChangeAnswer } from '../apps.ts';
 import type { AppContext } from '../context.ts';
+import { acceptedView } from '../views.ts';
 import {
   AcceptedBody,
   AppsPage,
@@ -17,22 +18,12 @@ import {
   EnvScopeField,
   EnvValue,
   errorResponses,
+  idempotencyHeaders,
   PageQuery,
   ProjectParams,
 } from '../schemas.ts';
 
 const security = [{ bearerAuth: [] }];
-
-const IdempotencyHeaders = Type.Object({
-  'idempotency-key': Type.Optional(
-    Type.String({
-      minLength: 1,
-      maxLength: LIMITS.idempotencyKeyLength,
-      pattern: '^[\\x21-\\x7e]+$',
-      description: 'Same key and body: the same rollback answers again. Same key, other body (or another request): 409.',
-    }),
-  ),
-});
 
 const RollbackAccepted = Type.Object({
   ...AcceptedBody.properties,
@@ -101,7 +92,7 @@ export const appRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = asy
           'Creates a deployment of kind `rollback` that runs the image of deployment `:id` (locally the kept image; Azure: its revision reactivated when it still exists, else a new revision of the same digest). ' +
           'Env values: the app\'s current ones (`env: "current"`, default) or those `:id` ran with (`"snapshot"`). 409 when `:id` did not complete, its image was removed by retention (`canRollback` in the lists says so), or the app is being deleted.',
         security,
-        headers: IdempotencyHeaders,
+        headers: idempotencyHeaders('Same key and body: the same rollback answers again. Same key, other body (or another request): 409.'),
         params: DeploymentIdParams,
         body: Type.Object({ env: Type.Optional(Type.Enum(['current', 'snapshot'] as const, { default: 'current' })) }, { additionalProperties: false }),
         response: { 202: RollbackAccepted, ...errorResponses(400, 401, 404, 409, 429, 503) },
@@ -127,14 +118,7 @@ export const appRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = asy
   );
 
   const accepted = (record: DeploymentRecord, message: string) => ({
-    success: true as const,
-    deploymentId: record.id,
-    status: record.status,
-    attempt: record.attempt,
-    message,
-    timestamp: new Date().toISOString(),
-    estimatedDuration: context.estimatedDuration,
-    statusUrl: `/deploy/${record.id}/status`,
+    ...acceptedView(record, message, context.estimatedDuration),
     kind: 'rollback' as const,
     rollbackOf: record.rollbackOf ?? '',
   });

@@ -10,32 +10,22 @@ import {
   DeploymentIdQuery,
   DeploymentSummary,
   errorResponses,
+  idempotencyHeaders,
   LogLineView,
   PageQuery,
   ProjectParams,
   StatusView,
 } from '../schemas.ts';
 import { RecentTimesCache } from '../estimates.ts';
-import { statusView, summaryView } from '../views.ts';
+import { acceptedView, statusView, summaryView } from '../views.ts';
 import { buildersOf, imageBuilderOf } from '../apps.ts';
-
-const IdempotencyHeaders = Type.Object({
-  'idempotency-key': Type.Optional(
-    Type.String({
-      minLength: 1,
-      maxLength: LIMITS.idempotencyKeyLength,
-      pattern: '^[\\x21-\\x7e]+$',
-      description: 'Same key and body within the retention period: the same deployment answers again. Same key, other body: 409.',
-    }),
-  ),
-});
 
 const deploySchema = (summary: string, deprecated = false) => ({
   tags: ['deployments'],
   summary,
   deprecated,
   security: [{ bearerAuth: [] }],
-  headers: IdempotencyHeaders,
+  headers: idempotencyHeaders('Same key and body within the retention period: the same deployment answers again. Same key, other body: 409.'),
   body: DeployRequestSchema,
   response: { 202: AcceptedBody, ...errorResponses(400, 401, 403, 409, 413, 415, 429, 503) },
 });
@@ -102,16 +92,7 @@ export const deployRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = 
 
   // What deployments of the organization took lately; the configured text until some completed.
   const estimatedDuration = async (orgId: string) => (await recent.forOrg(orgId).catch(() => ({ summary: null }))).summary ?? context.estimatedDuration;
-  const accepted = async (record: DeploymentRecord, message: string) => ({
-    success: true as const,
-    deploymentId: record.id,
-    status: record.status,
-    attempt: record.attempt,
-    message,
-    timestamp: new Date().toISOString(),
-    estimatedDuration: await estimatedDuration(record.orgId),
-    statusUrl: `/deploy/${record.id}/status`,
-  });
+  const accepted = async (record: DeploymentRecord, message: string) => acceptedView(record, message, await estimatedDuration(record.orgId));
 
   for (const [url, summary, deprecated] of [
     ['/deploy', 'Queue a deployment of a project\'s files', false],
@@ -132,9 +113,10 @@ export const deployRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = 
       const app = context.apps.ref(deployRequest.orgId, deployRequest.projectId, deployRequest.environment);
       const idempotency = key === undefined ? null : { key, body: request.body };
       // A replay answers as before, even once the app is deleting; anything new for a deleting app is a 409.
-      if ((await service.replayOf(deployRequest.orgId, idempotency)) === null) await context.apps.assertNotDeleting(app.orgId, app.appName);
+      const replay = (await service.replayOf(deployRequest.orgId, idempotency)) !== null;
+      const appRecord = replay ? null : await context.apps.assertNotDeleting(app.orgId, app.appName);
       // Without envVariables the deployment runs with the app's current values (issue 12).
-      if (!deployRequest.envVariablesGiven) deployRequest.envVariables = await context.apps.currentEnv(app);
+      if (!replay && !deployRequest.envVariablesGiven) deployRequest.envVariables = await context.apps.currentEnv(app, appRecord);
       const { record, replayed } = await service.submit(deployRequest, idempotency, adapters.telemetry.currentTraceparent());
       // With envVariables, exactly those, and they become the app's current values.
       if (!replayed && deployRequest.envVariablesGiven) await context.apps.adoptDeployedEnv(app, deployRequest.envVariables, deployRequest.buildEnv, record);

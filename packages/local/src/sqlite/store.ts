@@ -199,19 +199,24 @@ export class SqliteDeploymentStore implements DeploymentStore {
   }
 
   listByProject(orgId: string, projectId: string, page: { limit: number; cursor: string | null }): Promise<Page<DeploymentRecord>> {
+    return this.newestFirst('project_id', orgId, projectId, page);
+  }
+
+  /** Deployments of the org whose `column` (indexed with created_at, id) equals `value`, newest first. */
+  private newestFirst(column: 'project_id' | 'app_name', orgId: string, value: string, page: { limit: number; cursor: string | null }): Promise<Page<DeploymentRecord>> {
     return runSqlite(() => {
       const after = page.cursor === null ? null : decodeCursor(page.cursor);
       const rows = (
         after === null
           ? this.db.connection
-              .prepare('SELECT doc, etag FROM deployments WHERE org_id = ? AND project_id = ? ORDER BY created_at DESC, id DESC LIMIT ?')
-              .all(orgId, projectId, page.limit + 1)
+              .prepare(`SELECT doc, etag FROM deployments WHERE org_id = ? AND ${column} = ? ORDER BY created_at DESC, id DESC LIMIT ?`)
+              .all(orgId, value, page.limit + 1)
           : this.db.connection
               .prepare(
-                `SELECT doc, etag FROM deployments WHERE org_id = ? AND project_id = ? AND (created_at, id) < (?, ?)
+                `SELECT doc, etag FROM deployments WHERE org_id = ? AND ${column} = ? AND (created_at, id) < (?, ?)
                  ORDER BY created_at DESC, id DESC LIMIT ?`,
               )
-              .all(orgId, projectId, after[0], after[1], page.limit + 1)
+              .all(orgId, value, after[0], after[1], page.limit + 1)
       ) as unknown as Row[];
       const items = rows.slice(0, page.limit).map(toRecord);
       const last = items.at(-1);
@@ -396,23 +401,6 @@ export class SqliteDeploymentStore implements DeploymentStore {
   }
 
   listByApp(orgId: string, appName: string, page: { limit: number; cursor: string | null }): Promise<Page<DeploymentRecord>> {
-    return runSqlite(() => {
-      const after = page.cursor === null ? null : decodeCursor(page.cursor);
-      const rows = (
-        after === null
-          ? this.db.connection
-              .prepare('SELECT doc, etag FROM deployments WHERE org_id = ? AND app_name = ? ORDER BY created_at DESC, id DESC LIMIT ?')
-              .all(orgId, appName, page.limit + 1)
-          : this.db.connection
-              .prepare(
-                `SELECT doc, etag FROM deployments WHERE org_id = ? AND app_name = ? AND (created_at, id) < (?, ?)
-                 ORDER BY created_at DESC, id DESC LIMIT ?`,
-              )
-              .all(orgId, appName, after[0], after[1], page.limit + 1)
-      ) as unknown as Row[];
-      const items = rows.slice(0, page.limit).map(toRecord);
-      const last = items.at(-1);
-      return { items, nextCursor: rows.length > page.limit && last !== undefined ? encodeCursor(last) : null };
-    });
+    return this.newestFirst('app_name', orgId, appName, page);
   }
 }
