@@ -254,6 +254,23 @@ export class KeyVaultSecretStore implements SecretStore {
     return result;
   }
 
+  /**
+   * The value behind a reference `references` handed out (this vault's versionless secret URI), null
+   * when the secret is gone or the URI is not one of this vault's. The runtime compares what an old
+   * revision's references resolve to with a new deployment's before reactivating that revision.
+   */
+  async valueAt(reference: string): Promise<string | null> {
+    let url: URL;
+    try {
+      url = new URL(reference);
+    } catch {
+      return null;
+    }
+    const match = /^\/secrets\/([0-9a-zA-Z-]{1,127})\/?$/.exec(url.pathname);
+    if (url.origin !== this.vaultUrl || match?.[1] === undefined) return null;
+    return this.read(match[1]);
+  }
+
   /** Versionless URIs, so a revision picks up the value current when it starts. No request is made. */
   references(deploymentId: string, names: readonly string[]): Promise<Record<string, string>> {
     try {
