@@ -1,5 +1,5 @@
-import type { ArtifactStore, SecretStore, StoredObject } from '@zepid/core';
-import { encodeSourceManifest, newDeploymentId, OBJECT_RETENTION, sha256Hex, sweepObjects } from '@zepid/core';
+import type { AppRef, ArtifactStore, SecretStore, StoredObject } from '@zepid/core';
+import { appName, encodeSourceManifest, newDeploymentId, OBJECT_RETENTION, sha256Hex, sweepObjects } from '@zepid/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 export interface ArtifactHarness {
@@ -11,6 +11,11 @@ export interface ArtifactHarness {
 let orgCounter = 0;
 /** A fresh org per test: object listings start empty. */
 const newOrg = () => `org-contract-${process.pid}-${(orgCounter += 1)}`;
+/** A fresh app of a fresh org (or of `projectId` in a fresh org). */
+const newApp = (projectId = `proj-${(orgCounter += 1)}`): AppRef => {
+  const orgId = newOrg();
+  return { orgId, projectId, environment: 'development', appName: appName(orgId, projectId, 'development') };
+};
 const content = (text: string) => ({ data: Buffer.from(text), digest: sha256Hex(text) });
 
 async function listed(artifacts: ArtifactStore, orgId: string): Promise<StoredObject[]> {
@@ -205,6 +210,54 @@ export function secretContract(name: string, createHarness: () => Promise<Secret
       await secrets.delete(id);
       expect(await secrets.get(id)).toEqual({});
       await secrets.delete(id);
+    });
+
+    // App env values (issue 12): an app's current set, beside (not instead of) each deployment's copy.
+    it('keeps an app\'s current env values: a put replaces the whole set, {} removes it, and a delete is idempotent', async () => {
+      const app = newApp();
+      expect(await secrets.getAppEnv(app)).toEqual({});
+      await secrets.putAppEnv(app, { GREETING: 'hello-secret-1', API_KEY: 'sk_live_app_0123456789' });
+      expect(await secrets.getAppEnv(app)).toEqual({ GREETING: 'hello-secret-1', API_KEY: 'sk_live_app_0123456789' });
+      // replaces, not merges: API_KEY is gone, OTHER is new
+      await secrets.putAppEnv(app, { GREETING: 'hello-secret-2', OTHER: 'o' });
+      expect(await secrets.getAppEnv(app)).toEqual({ GREETING: 'hello-secret-2', OTHER: 'o' });
+      await secrets.putAppEnv(app, {});
+      expect(await secrets.getAppEnv(app)).toEqual({});
+      await secrets.putAppEnv(app, { A: 'a' });
+      await secrets.deleteAppEnv(app);
+      expect(await secrets.getAppEnv(app)).toEqual({});
+      await secrets.deleteAppEnv(app);
+      await secrets.deleteAppEnv(newApp());
+      // gone values can be set again
+      await secrets.putAppEnv(app, { A: 'again' });
+      expect(await secrets.getAppEnv(app)).toEqual({ A: 'again' });
+      await secrets.deleteAppEnv(app);
+    });
+
+    it('keeps each app\'s env values apart: other apps, other orgs, and deployments\' copies', async () => {
+      const app = newApp();
+      // the same project in another environment, and the same project and environment in another org
+      const otherEnvironment = { ...app, environment: 'production' as const, appName: appName(app.orgId, app.projectId, 'production') };
+      // (an appName embeds a hash of its org, so two orgs' names differ; the store must not rely on it)
+      const sameNameOtherOrg = { ...app, orgId: newOrg() };
+      const deploymentId = newDeploymentId();
+      await secrets.put(deploymentId, { GREETING: 'deployment-copy' });
+      await secrets.putAppEnv(app, { GREETING: 'mine' });
+      await secrets.putAppEnv(otherEnvironment, { GREETING: 'production' });
+      await secrets.putAppEnv(sameNameOtherOrg, { GREETING: 'other-org' });
+      expect(await secrets.getAppEnv(app)).toEqual({ GREETING: 'mine' });
+      expect(await secrets.getAppEnv(otherEnvironment)).toEqual({ GREETING: 'production' });
+      expect(await secrets.getAppEnv(sameNameOtherOrg)).toEqual({ GREETING: 'other-org' });
+      expect(await secrets.get(deploymentId)).toEqual({ GREETING: 'deployment-copy' });
+      await secrets.deleteAppEnv(app);
+      expect(await secrets.getAppEnv(app)).toEqual({});
+      expect(await secrets.getAppEnv(otherEnvironment)).toEqual({ GREETING: 'production' });
+      expect(await secrets.getAppEnv(sameNameOtherOrg)).toEqual({ GREETING: 'other-org' });
+      expect(await secrets.get(deploymentId)).toEqual({ GREETING: 'deployment-copy' });
+      await secrets.delete(deploymentId);
+      expect(await secrets.getAppEnv(otherEnvironment)).toEqual({ GREETING: 'production' });
+      await secrets.deleteAppEnv(otherEnvironment);
+      await secrets.deleteAppEnv(sameNameOtherOrg);
     });
   });
 }

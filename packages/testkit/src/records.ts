@@ -1,4 +1,4 @@
-import type { DeploymentRecord, Environment } from '@zepid/core';
+import type { AppRecord, DeploymentRecord, Environment } from '@zepid/core';
 import { appName, newDeploymentId, newDeploymentRecord } from '@zepid/core';
 
 /** A fresh queued deployment record for tests; `overrides` win. */
@@ -33,4 +33,27 @@ export function makeRecord(
     createdAt,
   );
   return { ...record, ...overrides };
+}
+
+/** A fresh app record to create (etag '' = create) for tests; `overrides` win. */
+export function makeAppRecord(
+  overrides: Partial<AppRecord> & { orgId?: string; projectId?: string; environment?: Environment } = {},
+  at = new Date(),
+): AppRecord {
+  const orgId = overrides.orgId ?? 'org_test';
+  const projectId = overrides.projectId ?? 'proj_test';
+  const environment = overrides.environment ?? 'development';
+  return {
+    orgId,
+    projectId,
+    environment,
+    appName: appName(orgId, projectId, environment),
+    env: [],
+    envUpdatedAt: null,
+    deletingSince: null,
+    createdAt: at.toISOString(),
+    updatedAt: at.toISOString(),
+    etag: '',
+    ...overrides,
+  };
 }

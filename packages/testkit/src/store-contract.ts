@@ -1,7 +1,7 @@
-import type { DeploymentStore } from '@zepid/core';
-import { apply, DeployError, STEPS, updateDeployment } from '@zepid/core';
+import type { AppRef, DeploymentRecord, DeploymentStore, Page } from '@zepid/core';
+import { appName, apply, DeployError, STEPS, updateDeployment } from '@zepid/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { makeRecord } from './records.ts';
+import { makeAppRecord, makeRecord } from './records.ts';
 
 export interface StoreHarness {
   store: DeploymentStore;
@@ -292,6 +292,155 @@ export function storeContract(name: string, createHarness: () => Promise<StoreHa
       const found = (await store.listRunningStartedBefore(new Date(Date.now() - 60_000), 1000)).map((r) => r.id);
       expect(found).toContain(long.id);
       expect(found).not.toContain(recent.id);
+    });
+
+    // Apps (issue 12): app records beside the deployments, listed with the apps that have deployments.
+    it('creates an app record once, replaces it only with the etag it read, and keeps it within its org', async () => {
+      const orgId = unique('org');
+      const projectId = unique('proj');
+      expect(await store.getApp(orgId, appName(orgId, projectId, 'development'))).toBeNull();
+      const at = new Date('2026-03-01T00:00:00Z');
+      const created = await store.putApp(
+        makeAppRecord({ orgId, projectId, env: [{ name: 'GREETING', scope: 'runtime', updatedAt: at.toISOString() }], envUpdatedAt: at.toISOString() }, at),
+      );
+      expect(created.etag).not.toBe('');
+      const read = await store.getApp(orgId, created.appName);
+      expect(read).toEqual(created);
+      expect(read?.env).toEqual([{ name: 'GREETING', scope: 'runtime', updatedAt: at.toISOString() }]);
+      // same app name in another org: a different app
+      expect(await store.getApp(unique('org'), created.appName)).toBeNull();
+      // a second create of the same app is a conflict, not an overwrite
+      expect(await codeOf(store.putApp(makeAppRecord({ orgId, projectId })))).toBe('CONFLICT');
+      expect((await store.getApp(orgId, created.appName))?.env).toHaveLength(1);
+
+      const deleting = await store.putApp({ ...created, deletingSince: new Date().toISOString(), env: [] });
+      expect(deleting.etag).not.toBe(created.etag);
+      expect((await store.getApp(orgId, created.appName))?.deletingSince).toBe(deleting.deletingSince);
+      // a writer still holding the first etag loses, and changes nothing
+      expect(await codeOf(store.putApp({ ...created, envUpdatedAt: null }))).toBe('CONCURRENT_UPDATE');
+      expect(await store.getApp(orgId, created.appName)).toEqual(deleting);
+      // of two writers with the same etag exactly one wins
+      const racing = await Promise.allSettled([store.putApp({ ...deleting, env: [] }), store.putApp({ ...deleting, deletingSince: null })]);
+      expect(racing.filter((result) => result.status === 'fulfilled')).toHaveLength(1);
+      expect(((racing.find((result) => result.status === 'rejected') as PromiseRejectedResult).reason as DeployError).code).toBe('CONCURRENT_UPDATE');
+
+      await store.deleteApp(orgId, created.appName);
+      expect(await store.getApp(orgId, created.appName)).toBeNull();
+      await store.deleteApp(orgId, created.appName);
+      // replacing a record that is gone is a stale write too; creating it again works
+      expect(await codeOf(store.putApp(deleting))).toBe('CONCURRENT_UPDATE');
+      expect((await store.putApp(makeAppRecord({ orgId, projectId }))).etag).not.toBe('');
+    });
+
+    it('does not let deleting an app record of one org touch another org\'s of the same name', async () => {
+      const projectId = unique('proj');
+      const [a, b] = [unique('org'), unique('org')];
+      const recordA = await store.putApp(makeAppRecord({ orgId: a, projectId }));
+      // (an appName embeds a hash of its org, so two orgs' names differ; the store must not rely on it)
+      const recordB = await store.putApp(makeAppRecord({ orgId: b, projectId, appName: recordA.appName }));
+      await store.deleteApp(a, recordA.appName);
+      expect(await store.getApp(a, recordA.appName)).toBeNull();
+      expect(await store.getApp(b, recordA.appName)).toEqual(recordB);
+    });
+
+    it('lists an org\'s apps by name, those with deployments and those with only a record, in pages', async () => {
+      const orgId = unique('org');
+      // An app known by its deployments alone (two of them: listed once), one by its record alone,
+      // one by both, and 20 more to page through.
+      const byDeployments = makeRecord({ orgId, projectId: unique('deps') });
+      await store.create(byDeployments, { maxActivePerOrg: 100 });
+      await store.create(makeRecord({ orgId, projectId: byDeployments.projectId }), { maxActivePerOrg: 100 });
+      const byRecord = await store.putApp(makeAppRecord({ orgId, projectId: unique('rec'), environment: 'production' }));
+      const both = makeRecord({ orgId, projectId: unique('both') });
+      await store.create(both, { maxActivePerOrg: 100 });
+      await store.putApp(makeAppRecord({ orgId, projectId: both.projectId }));
+      const expected: AppRef[] = [
+        { orgId, projectId: byDeployments.projectId, environment: 'development', appName: byDeployments.appName },
+        { orgId, projectId: byRecord.projectId, environment: 'production', appName: byRecord.appName },
+        { orgId, projectId: both.projectId, environment: 'development', appName: both.appName },
+      ];
+      for (let i = 0; i < 20; i += 1) {
+        const environment = i % 2 === 0 ? 'development' : 'production';
+        const projectId = unique('many');
+        if (i % 3 === 0) {
+          const record = await store.putApp(makeAppRecord({ orgId, projectId, environment }));
+          expected.push({ orgId, projectId, environment, appName: record.appName });
+        } else {
+          const record = makeRecord({ orgId, projectId, environment });
+          await store.create(record, { maxActivePerOrg: 100 });
+          expected.push({ orgId, projectId, environment, appName: record.appName });
+        }
+      }
+      // another org's apps are not listed
+      await store.create(makeRecord({ orgId: unique('org'), projectId: byDeployments.projectId }), { maxActivePerOrg: 100 });
+      await store.putApp(makeAppRecord({ orgId: unique('org'), projectId: byRecord.projectId, environment: 'production' }));
+
+      const seen: AppRef[] = [];
+      let cursor: string | null = null;
+      let pages = 0;
+      do {
+        const page: Page<AppRef> = await store.listApps(orgId, { limit: 10, cursor });
+        expect(page.items.length).toBeLessThanOrEqual(10);
+        seen.push(...page.items);
+        cursor = page.nextCursor;
+        pages += 1;
+      } while (cursor !== null && pages < 10);
+      expect(pages).toBe(3);
+      expect(seen).toHaveLength(23);
+      const names = seen.map((app) => app.appName);
+      expect(names).toEqual([...names].sort());
+      expect([...seen].sort((x, y) => (x.appName < y.appName ? -1 : 1))).toEqual(
+        [...expected].sort((x, y) => (x.appName < y.appName ? -1 : 1)),
+      );
+      // a record-only app goes with its record; a deployment-only app with its deployments
+      await store.deleteApp(orgId, byRecord.appName);
+      const deps = await store.listByApp(orgId, byDeployments.appName, { limit: 10, cursor: null });
+      for (const record of deps.items) await store.delete({ orgId, deploymentId: record.id });
+      const after = await store.listApps(orgId, { limit: 100, cursor: null });
+      expect(after.items.map((app) => app.appName)).not.toContain(byRecord.appName);
+      expect(after.items.map((app) => app.appName)).not.toContain(byDeployments.appName);
+      expect(after.items.map((app) => app.appName)).toContain(both.appName);
+      expect(after.items).toHaveLength(21);
+      expect(after.nextCursor).toBeNull();
+      expect(await store.listApps(unique('org'), { limit: 10, cursor: null })).toEqual({ items: [], nextCursor: null });
+    });
+
+    it('lists an app\'s deployments newest first, in any status, in pages, within its org', async () => {
+      const orgId = unique('org');
+      const projectId = unique('proj');
+      const base = Date.parse('2026-04-01T00:00:00Z');
+      const ids: string[] = [];
+      for (let i = 0; i < 13; i += 1) {
+        // two records share each timestamp: the order must still be total
+        const at = new Date(base + Math.floor(i / 2) * 1000);
+        let record = await store.create(makeRecord({ orgId, projectId }, at), { maxActivePerOrg: 100 });
+        if (i % 3 === 1) record = await store.replace(apply(record, { type: 'failed', error: { code: 'BUILD_FAILED', message: 'x', step: 'build' } }, at));
+        if (i % 3 === 2) record = await store.replace(apply(record, { type: 'attempt_started' }, at));
+        ids.push(record.id);
+      }
+      // the same project in the other environment, another project, another org: other apps
+      await store.create(makeRecord({ orgId, projectId, environment: 'production' }), { maxActivePerOrg: 100 });
+      await store.create(makeRecord({ orgId, projectId: unique('proj') }), { maxActivePerOrg: 100 });
+      await store.create(makeRecord({ orgId: unique('org'), projectId }), { maxActivePerOrg: 100 });
+      const app = appName(orgId, projectId, 'development');
+
+      const seen: DeploymentRecord[] = [];
+      let cursor: string | null = null;
+      let pages = 0;
+      do {
+        const page: Page<DeploymentRecord> = await store.listByApp(orgId, app, { limit: 5, cursor });
+        seen.push(...page.items);
+        cursor = page.nextCursor;
+        pages += 1;
+      } while (cursor !== null && pages < 10);
+      expect(pages).toBe(3);
+      expect(seen).toHaveLength(13);
+      expect(new Set(seen.map((record) => record.id))).toEqual(new Set(ids));
+      expect(new Set(seen.map((record) => record.status))).toEqual(new Set(['queued', 'failed', 'in_progress']));
+      const created = seen.map((record) => record.createdAt);
+      expect([...created].sort().reverse()).toEqual(created);
+      expect(seen[0]).toEqual(await store.get({ orgId, deploymentId: seen[0]?.id ?? '' }));
+      expect(await store.listByApp(unique('org'), app, { limit: 5, cursor: null })).toEqual({ items: [], nextCursor: null });
     });
 
     it('records worker heartbeats', async () => {
