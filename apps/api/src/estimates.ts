@@ -1,5 +1,5 @@
 import type { DeploymentRecord, DeploymentStore, StepName } from '@zepid/core';
-import { STEPS } from '@zepid/core';
+import { kindOf, STEPS } from '@zepid/core';
 
 /**
  * How long deployments of an organization took lately: the `estimatedDuration` of POST /deploy (a
@@ -16,9 +16,9 @@ const SAMPLE = 50;
 const TTL_MS = 60_000;
 const MAX_ORGS = 1_000;
 
-/** Derives RecentTimes from records (only completed ones count). */
+/** Derives RecentTimes from records (only completed builds count: a rollback or config deployment builds nothing). */
 export function recentTimes(records: readonly DeploymentRecord[]): RecentTimes {
-  const completed = records.filter((record) => record.status === 'completed' && record.finishedAt !== null);
+  const completed = records.filter((record) => record.status === 'completed' && record.finishedAt !== null && kindOf(record) === 'build');
   const totals = completed.map((record) => Date.parse(record.finishedAt ?? '') - Date.parse(record.createdAt)).filter((ms) => Number.isFinite(ms) && ms >= 0);
   const stepMs: Partial<Record<StepName, number>> = {};
   for (const step of STEPS) {

@@ -1,12 +1,15 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { DeploymentStore, JobMessage, JobQueue, Logger, QueuedJob, Telemetry } from '@zepid/core';
-import { DEPLOYMENT_ID_PATTERN, ID_PATTERN, isDeployError, isTerminal } from '@zepid/core';
+import type { AppJobMessage, DeploymentStore, JobMessage, JobQueue, Logger, QueuedJob, QueueMessage, Telemetry } from '@zepid/core';
+import { DEPLOYMENT_ID_PATTERN, ENVIRONMENTS, ID_PATTERN, isDeployError, isTerminal } from '@zepid/core';
+import type { AppDeletion } from './app-deletion.ts';
 import type { Settlement, Workflow } from './workflow.ts';
 
 export interface ConsumerOptions {
   queue: JobQueue;
   store: DeploymentStore;
   workflow: Workflow;
+  /** Runs delete-app jobs; without it they are dead-lettered as unknown (tests of deployments alone). */
+  appDeletion?: AppDeletion;
   telemetry: Telemetry;
   logger: Logger;
   concurrency: number;
@@ -16,6 +19,7 @@ export interface ConsumerOptions {
 
 const DEPLOYMENT_ID = new RegExp(DEPLOYMENT_ID_PATTERN);
 const ORG_ID = new RegExp(ID_PATTERN);
+const PROJECT_ID = new RegExp(ID_PATTERN);
 
 /** Reads a message body; null for anything that is not a job of ours (poison). */
 export function parseJobMessage(body: unknown): JobMessage | null {
@@ -26,6 +30,27 @@ export function parseJobMessage(body: unknown): JobMessage | null {
   if (typeof candidate.attempt !== 'number' || !Number.isInteger(candidate.attempt) || candidate.attempt < 1) return null;
   const traceparent = typeof candidate.traceparent === 'string' ? candidate.traceparent : null;
   return { deploymentId: candidate.deploymentId, orgId: candidate.orgId, attempt: candidate.attempt, traceparent };
+}
+
+/** Reads a delete-app job's body (issue 12); null when malformed. */
+export function parseAppJobMessage(body: unknown): AppJobMessage | null {
+  if (body === null || typeof body !== 'object') return null;
+  const candidate = body as Partial<AppJobMessage>;
+  if (candidate.kind !== 'delete-app') return null;
+  if (typeof candidate.orgId !== 'string' || !ORG_ID.test(candidate.orgId)) return null;
+  if (typeof candidate.projectId !== 'string' || !PROJECT_ID.test(candidate.projectId)) return null;
+  const environment = candidate.environment;
+  if (environment !== null && !(typeof environment === 'string' && (ENVIRONMENTS as readonly string[]).includes(environment))) return null;
+  if (typeof candidate.requestedAt !== 'string' || Number.isNaN(Date.parse(candidate.requestedAt))) return null;
+  const traceparent = typeof candidate.traceparent === 'string' ? candidate.traceparent : null;
+  return { kind: 'delete-app', orgId: candidate.orgId, projectId: candidate.projectId, environment: environment ?? null, requestedAt: candidate.requestedAt, traceparent };
+}
+
+/** Any message the queue carries: a deployment job (no kind, or `deployment`) or an app job; null for poison. */
+export function parseQueueMessage(body: unknown): QueueMessage | null {
+  if (body !== null && typeof body === 'object' && (body as { kind?: unknown }).kind === 'delete-app') return parseAppJobMessage(body);
+  if (body !== null && typeof body === 'object' && (body as { kind?: unknown }).kind !== undefined && (body as { kind?: unknown }).kind !== 'deployment') return null;
+  return parseJobMessage(body);
 }
 
 /**
@@ -89,14 +114,22 @@ export class Consumer {
 
   private async handle(job: QueuedJob, controller: AbortController): Promise<void> {
     const { queue, store, workflow, logger, telemetry } = this.options;
-    const message = parseJobMessage(job.body);
+    const parsed = parseQueueMessage(job.body);
     const log = logger.child({ messageId: job.messageId, deliveryCount: job.deliveryCount });
     try {
-      if (message === null) {
+      if (parsed === null) {
         log.warn('malformed job message: dead-lettering');
-        await queue.deadLetter(job, { reason: 'MALFORMED_MESSAGE', description: 'The body is not {deploymentId, orgId, attempt, traceparent}' });
+        await queue.deadLetter(job, {
+          reason: 'MALFORMED_MESSAGE',
+          description: 'The body is neither {deploymentId, orgId, attempt, traceparent} nor {kind: "delete-app", orgId, projectId, environment, requestedAt, traceparent}',
+        });
         return;
       }
+      if (parsed.kind === 'delete-app') {
+        await this.handleAppJob(job, parsed, controller);
+        return;
+      }
+      const message = parsed;
       const record = await store.get({ orgId: message.orgId, deploymentId: message.deploymentId });
       if (record === null) {
         log.warn({ deploymentId: message.deploymentId }, 'job for an unknown deployment: dead-lettering');
@@ -123,6 +156,22 @@ export class Consumer {
       log.error({ err: error }, 'deployment run failed unexpectedly; the job will be delivered again');
       await queue.abandon(job, { delayMs: 5000 }).catch((abandonError: unknown) => log.warn({ err: abandonError }, 'could not abandon job'));
     }
+  }
+
+  private async handleAppJob(job: QueuedJob, message: AppJobMessage, controller: AbortController): Promise<void> {
+    const { queue, telemetry, appDeletion } = this.options;
+    if (appDeletion === undefined) {
+      await queue.deadLetter(job, { reason: 'UNKNOWN_JOB', description: 'This worker runs no delete-app jobs' });
+      return;
+    }
+    const renewal = this.keepLocked(job, controller);
+    let settlement: Settlement;
+    try {
+      settlement = await telemetry.withOperation('ProcessAppJob', message.traceparent, () => appDeletion.run(message, job.messageId, controller.signal));
+    } finally {
+      clearInterval(renewal);
+    }
+    await this.settle(job, settlement);
   }
 
   private async settle(job: QueuedJob, settlement: Settlement): Promise<void> {

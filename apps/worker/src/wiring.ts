@@ -1,5 +1,5 @@
 import { join, resolve } from 'node:path';
-import type { ApiAdapters, Builder, Logger, Runtime, SecretStore, Telemetry, WorkerAdapters } from '@zepid/core';
+import type { ApiAdapters, AppRef, Builder, Logger, Runtime, SecretStore, Telemetry, WorkerAdapters } from '@zepid/core';
 import { chooseProviders, closeInReverse, startInOrder } from '@zepid/core';
 import type { Isolation } from '@zepid/local';
 import {
@@ -28,6 +28,8 @@ export interface WorkerWiring {
   isolation: Isolation | null;
   /** Directories the sandbox user must be able to pass through (uid isolation). */
   traversable: string[];
+  /** Local runtime only: frees a deleted app's uid and private dirs (the delete-app job calls it last). */
+  releaseTenant?: (app: AppRef) => Promise<void>;
 }
 
 /**
@@ -60,7 +62,13 @@ export async function createWorkerAdapters(env: WorkerEnv, logger: Logger): Prom
     };
   }
   const local = await localWorkload(env, logger, base.artifacts, base.secrets);
-  return { adapters: { ...base, ...local.workload }, processes: local.processes, isolation: local.isolation, traversable: local.traversable };
+  return {
+    adapters: { ...base, ...local.workload },
+    processes: local.processes,
+    isolation: local.isolation,
+    traversable: local.traversable,
+    releaseTenant: local.releaseTenant,
+  };
 }
 
 /** Application Insights when a connection string is configured (also in local mode), else log lines. */
@@ -117,6 +125,7 @@ async function localWorkload(env: WorkerEnv, logger: Logger, artifacts: ApiAdapt
     processes,
     isolation,
     traversable: [...new Set([env.DATA_DIR, sandbox]), sandboxPaths.work, sandboxPaths.images, revisionsDir, join(sandbox, 'cache'), sandboxPaths.npmCache],
+    releaseTenant: (app: AppRef) => isolation.release(app, [sandboxPaths.npmCache]),
   };
 }
 

@@ -2,6 +2,7 @@ import { createServer } from 'node:http';
 import { hostname } from 'node:os';
 import type { Logger, WorkerAdapters } from '@zepid/core';
 import { systemClock, webhookPolicyOf } from '@zepid/core';
+import { AppDeletion } from './app-deletion.ts';
 import { Consumer } from './consumer.ts';
 import type { WorkerEnv } from './env.ts';
 import { Maintenance } from './maintenance.ts';
@@ -48,10 +49,12 @@ export async function startWorker(
 
   const settings = { deploymentTimeoutMs: env.DEPLOYMENT_TIMEOUT_MS };
   const workflow = new Workflow({ adapters, steps: options.steps ?? defaultSteps, settings, logger, clock: systemClock });
+  const appDeletion = new AppDeletion({ adapters, logger, clock: systemClock, releaseTenant: wiring.releaseTenant });
   const consumer = new Consumer({
     queue: adapters.queue,
     store: adapters.store,
     workflow,
+    appDeletion,
     telemetry: adapters.telemetry,
     logger,
     concurrency: env.MAX_CONCURRENT_DEPLOYMENTS,

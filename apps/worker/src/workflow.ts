@@ -1,5 +1,5 @@
 import type { Clock, DeploymentDimension, DeploymentEvent, DeploymentRecord, DeploymentRef, JobMessage, Logger, StepName, StepOutcome, WorkerAdapters } from '@zepid/core';
-import { asDeployError, backoffMs, DeployError, firstUnfinishedStep, isTerminal, LEASE_LOST, STEPS, supersededBy, updateDeployment } from '@zepid/core';
+import { apply, asDeployError, backoffMs, DeployError, firstUnfinishedStep, isStepDone, isTerminal, kindOf, LEASE_LOST, STEPS, supersededBy, updateDeployment } from '@zepid/core';
 import { DeploymentLog } from './deployment-log.ts';
 import { Lease } from './lease.ts';
 import { recordedImage } from './steps/deploy.ts';
@@ -57,6 +57,8 @@ export interface WorkflowOptions {
   cancelPollMs?: number;
   /** How long compensation may take. */
   compensationTimeoutMs?: number;
+  /** Runs once a deployment completed (image retention); must not throw. */
+  afterCompleted?: (record: DeploymentRecord) => Promise<void>;
 }
 
 export interface Delivery {
@@ -169,7 +171,7 @@ export class Workflow {
       // A newer deployment of the app went live while this one waited (queued, or in a back-off):
       // this one can never take the traffic, so it ends here, before building anything.
       if (record.steps.deploy.status !== 'completed') {
-        const newer = supersededBy(record, await adapters.store.latestCompleted(record.orgId, record.appName));
+        const newer = supersededBy(record, await adapters.store.latestCompleted(record.orgId, record.appName), { explicitRollback: kindOf(record) === 'rollback' });
         const begun = record.currentStep !== null && record.steps[record.currentStep].status === 'in_progress' ? record.currentStep : null;
         if (newer !== null) return await this.supersede(record, begun, supersededError(record, newer), log, lease);
       }
@@ -182,7 +184,7 @@ export class Workflow {
         return record;
       };
       for (const step of STEPS) {
-        if (record.steps[step].status === 'completed' || (carried[0]?.type === 'step_completed' && carried[0].step === step)) continue;
+        if (isStepDone(record.steps[step].status) || carried.some((event) => 'step' in event && event.step === step)) continue;
         if (controller.signal.aborted) {
           // The step started with the previous write (if any) has not begun its work: not "in" it.
           const begun = record.steps[step].status === 'in_progress' ? step : undefined;
@@ -190,6 +192,14 @@ export class Workflow {
         }
         const implementation = this.stepsByName.get(step);
         if (implementation === undefined) throw new Error(`no implementation of step ${step}`);
+        // A step that does not apply (nothing to build) ends skipped, written with the next write.
+        // It sees the record as the carried events will make it (validate's output above all).
+        const preview = implementation.skip === undefined ? record : carried.reduce((current, event) => apply(current, event, clock()), record);
+        const skipped = implementation.skip?.({ record: preview, adapters, signal: controller.signal, log: log.sink(step), settings, fence: lease.check }) ?? null;
+        if (skipped !== null) {
+          carried = [...carried, { type: 'step_skipped', step, output: skipped }];
+          continue;
+        }
         if (record.steps[step].status !== 'in_progress' || carried.length > 0) {
           const events: DeploymentEvent[] = [...carried, { type: 'step_started', step }];
           record = await update(() => events, record);
@@ -242,6 +252,10 @@ export class Workflow {
       log.write(null, `deployment completed: ${record.result.url ?? ''}`);
       adapters.telemetry.event('DeploymentCompleted', { ...this.properties(record), url: record.result.url ?? '' });
       adapters.telemetry.metric('DeploymentDuration', clock().getTime() - startedAt, this.properties(record));
+      const kind = kindOf(record);
+      if (kind === 'rollback') adapters.telemetry.event('AppRolledBack', { ...this.properties(record), rollbackOf: record.rollbackOf ?? '', url: record.result.url ?? '' });
+      if (kind === 'config') adapters.telemetry.event('AppEnvChanged', { ...this.properties(record), imageOf: record.imageOf ?? '', url: record.result.url ?? '' });
+      await this.options.afterCompleted?.(record);
       return { action: 'complete' };
     } catch (error) {
       if (error instanceof OwnershipLost) {
@@ -374,7 +388,8 @@ export class Workflow {
     const signal = AbortSignal.timeout(this.options.compensationTimeoutMs ?? 120_000);
     for (const step of [...STEPS].reverse()) {
       const state = record.steps[step];
-      if (state.status === 'pending') continue;
+      // A skipped step created nothing (a rollback's reused image above all stays).
+      if (state.status === 'pending' || state.status === 'skipped') continue;
       const implementation = this.stepsByName.get(step);
       if (implementation?.compensate === undefined) continue;
       const context: StepContext = { record, adapters: this.options.adapters, signal, log: log.sink(step), settings: this.options.settings, fence: lease.check };

@@ -1,7 +1,7 @@
 import type { AppRef } from '@zepid/core';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { BuildJob, BuiltImage, Builder, DependencyHealth, LogSink, RevisionInfo, RevisionSpec, Runtime, ServingTarget } from '@zepid/core';
-import { DeployError } from '@zepid/core';
+import type { DeployError } from '@zepid/core';
 
 type Behaviour = 'ok' | 'hang' | { fail: DeployError } | { delayMs: number };
 
@@ -126,8 +126,15 @@ export class FakeRuntime implements Runtime {
     return Promise.resolve();
   }
 
-  // App deletion (issue 12): not built yet in this adapter.
-  removeApp(_app: AppRef, _options: { signal: AbortSignal; log: LogSink }): Promise<void> {
-    return Promise.reject(new DeployError('NOT_IMPLEMENTED', 'app deletion is not built yet in this runtime (issue 12)'));
+  /** Apps removed (removeApp calls, repeats included). */
+  readonly removed: string[] = [];
+
+  // As the port says (and the local runtime and Container Apps do): the app's revisions stop and it
+  // stops serving; no error when it is already gone.
+  removeApp(app: AppRef, _options: { signal: AbortSignal; log: LogSink }): Promise<void> {
+    this.calls.push(`removeApp ${app.appName}`);
+    this.removed.push(app.appName);
+    this.live.delete(app.appName);
+    return Promise.resolve();
   }
 }

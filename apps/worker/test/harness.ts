@@ -3,9 +3,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
-import type { DeploymentRecord, DeploymentSpec, WorkerAdapters } from '@zepid/core';
+import type { DeploymentRecord, DeploymentSpec, Environment, WorkerAdapters } from '@zepid/core';
 import { appName, encodeSourceManifest, jobFor, newDeploymentId, newDeploymentRecord, sha256Hex, sourceDigest, systemClock } from '@zepid/core';
 import { createLocalAdapters } from '@zepid/local';
+import { AppDeletion } from '../src/app-deletion.ts';
 import { Consumer } from '../src/consumer.ts';
 import { steps } from '../src/steps/index.ts';
 import type { Step } from '../src/steps/step.ts';
@@ -17,9 +18,18 @@ export interface WorkerHarness {
   builder: FakeBuilder;
   runtime: FakeRuntime;
   workflow: Workflow;
+  appDeletion: AppDeletion;
   consumer: (concurrency?: number) => Consumer;
   /** Records a deployment with a static site source and queues its job, as the API would. */
-  submit(options?: { projectId?: string; files?: Record<string, string>; env?: Record<string, string>; spec?: Partial<DeploymentSpec> }): Promise<DeploymentRecord>;
+  submit(options?: {
+    projectId?: string;
+    environment?: Environment;
+    files?: Record<string, string>;
+    env?: Record<string, string>;
+    spec?: Partial<DeploymentSpec>;
+    /** A rollback or config deployment, recorded as the API does (issue 12's contract): `of` is the target (rollback) or the live deployment (config). */
+    kind?: { kind: 'rollback' | 'config'; of: DeploymentRecord };
+  }): Promise<DeploymentRecord>;
   get(record: DeploymentRecord): Promise<DeploymentRecord>;
   close(): Promise<void>;
 }
@@ -55,33 +65,39 @@ export async function createWorkerHarness(
     cancelPollMs: 20,
   });
   const consumers: Consumer[] = [];
+  const appDeletion = new AppDeletion({ adapters, logger, clock: systemClock, busyRetryMs: 100 });
   return {
     adapters,
     builder,
     runtime,
     workflow,
+    appDeletion,
     consumer: (concurrency = 5) => {
-      const consumer = new Consumer({ queue: base.queue, store: base.store, workflow, telemetry: base.telemetry, logger, concurrency, shutdownGraceMs: 500 });
+      const consumer = new Consumer({ queue: base.queue, store: base.store, workflow, appDeletion, telemetry: base.telemetry, logger, concurrency, shutdownGraceMs: 500 });
       consumers.push(consumer);
       return consumer;
     },
     async submit(submitOptions = {}) {
       const id = newDeploymentId();
-      const projectId = submitOptions.projectId ?? 'site';
+      const projectId = submitOptions.projectId ?? submitOptions.kind?.of.projectId ?? 'site';
+      const environment = submitOptions.environment ?? submitOptions.kind?.of.environment ?? 'development';
       const files = Object.entries(submitOptions.files ?? { 'index.html': '<h1>hi</h1>' }).map(([path, content]) => {
         const data = Buffer.from(content);
         return { path, data, sha256: sha256Hex(data), size: data.length };
       });
       const env = submitOptions.env ?? {};
-      const record = newDeploymentRecord(
+      const operation = submitOptions.kind;
+      // The API's rules: the image comes from the deployment that built it; the source summary and manifest are the target's.
+      const imageOf = operation === undefined ? null : (operation.of.imageOf ?? (typeof operation.of.steps.build.output.reusedFrom === 'string' ? operation.of.steps.build.output.reusedFrom : operation.of.id));
+      const created = newDeploymentRecord(
         {
           id,
           orgId: 'org_w',
           projectId,
           userId: 'u',
           projectName: null,
-          environment: 'development',
-          appName: appName('org_w', projectId, 'development'),
+          environment,
+          appName: appName('org_w', projectId, environment),
           spec: {
             customDomain: null,
             containerSize: null,
@@ -92,14 +108,21 @@ export async function createWorkerHarness(
             historyMessageCount: 0,
             ...submitOptions.spec,
           },
-          source: { digest: sourceDigest(files), fileCount: files.length, bytes: 1, storedFiles: files.length, storedBytes: 1 },
+          source: operation?.of.source ?? { digest: sourceDigest(files), fileCount: files.length, bytes: 1, storedFiles: files.length, storedBytes: 1 },
           idempotency: null,
         },
         new Date(),
       );
-      for (const file of files) await base.artifacts.putObject('org_w', file.sha256, file.data);
-      const manifest = files.map(({ path, sha256, size }) => ({ path, sha256, size }));
-      await base.artifacts.putSource({ orgId: 'org_w', deploymentId: id }, encodeSourceManifest({ files: manifest, historyMessages: [] }));
+      const record: DeploymentRecord =
+        operation === undefined ? created : { ...created, kind: operation.kind, rollbackOf: operation.kind === 'rollback' ? operation.of.id : null, imageOf };
+      if (operation === undefined) {
+        for (const file of files) await base.artifacts.putObject('org_w', file.sha256, file.data);
+        const manifest = files.map(({ path, sha256, size }) => ({ path, sha256, size }));
+        await base.artifacts.putSource({ orgId: 'org_w', deploymentId: id }, encodeSourceManifest({ files: manifest, historyMessages: [] }));
+      } else {
+        const manifest = await base.artifacts.getSource({ orgId: 'org_w', deploymentId: operation.of.id });
+        if (manifest !== null) await base.artifacts.putSource({ orgId: 'org_w', deploymentId: id }, manifest);
+      }
       await base.secrets.put(id, env);
       return base.intake.submit(record, jobFor(record, null), { maxActivePerOrg: 1000 });
     },

@@ -2,7 +2,7 @@ import type { DeploymentKind } from './app.ts';
 import type { OutboxEvent } from './webhooks.ts';
 import { withStatusEvent } from './webhooks.ts';
 import type { DeploymentStatus, Environment, StepName, StepStatus } from './glossary.ts';
-import { STEPS } from './glossary.ts';
+import { isStepDone, STEPS } from './glossary.ts';
 import type { ErrorCode } from './errors.ts';
 
 /** What one step did in the current attempt, and what it created (so compensation can undo it). */
@@ -182,12 +182,12 @@ export function jobFor(record: DeploymentRecord, traceparent: string | null): Jo
 /** Step weights for progress: building dominates the wall time of a deployment. */
 const STEP_WEIGHTS: Record<StepName, number> = { validate: 5, sync: 10, sandbox: 10, build: 45, deploy: 25, cleanup: 5 };
 
-/** 0-100; completed steps count fully, the running one half. */
+/** 0-100; completed (and skipped) steps count fully, the running one half. */
 export function progressOf(steps: Record<StepName, StepState>): number {
   let done = 0;
   for (const step of STEPS) {
     const state = steps[step];
-    if (state.status === 'completed') done += STEP_WEIGHTS[step];
+    if (isStepDone(state.status)) done += STEP_WEIGHTS[step];
     else if (state.status === 'in_progress') done += STEP_WEIGHTS[step] / 2;
   }
   return Math.min(100, Math.round(done));
@@ -206,7 +206,7 @@ export function progressAt(steps: Record<StepName, StepState>, now: Date, expect
   let done = 0;
   for (const step of STEPS) {
     const state = steps[step];
-    if (state.status === 'completed') done += STEP_WEIGHTS[step];
+    if (isStepDone(state.status)) done += STEP_WEIGHTS[step];
     else if (state.status === 'in_progress' && state.startedAt !== null) {
       const expected = Math.max(1, expectedMs[step] ?? DEFAULT_STEP_MS[step]);
       const elapsed = Math.max(0, now.getTime() - Date.parse(state.startedAt));
@@ -217,7 +217,7 @@ export function progressAt(steps: Record<StepName, StepState>, now: Date, expect
   return Math.min(100, Math.floor(done));
 }
 
-/** The first step that is not completed: where an attempt (re)starts. Null when all are done. */
+/** The first step that is not done (completed or skipped): where an attempt (re)starts. Null when all are done. */
 export function firstUnfinishedStep(steps: Record<StepName, StepState>): StepName | null {
-  return STEPS.find((step) => steps[step].status !== 'completed') ?? null;
+  return STEPS.find((step) => !isStepDone(steps[step].status)) ?? null;
 }

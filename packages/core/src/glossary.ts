@@ -37,11 +37,20 @@ export const TERMINAL_STATUSES: readonly DeploymentStatus[] = ['completed', 'fai
 /** Statuses that count against an org's active-deployment limit. */
 export const ACTIVE_STATUSES: readonly DeploymentStatus[] = ['queued', 'in_progress'];
 
-export const STEP_STATUSES = ['pending', 'in_progress', 'completed', 'failed', 'cancelled'] as const;
+/**
+ * `skipped`: the step does not apply to this deployment and did nothing (a `rollback` or `config`
+ * deployment builds nothing: sync, sandbox and build are skipped). It counts as done, like completed.
+ */
+export const STEP_STATUSES = ['pending', 'in_progress', 'completed', 'skipped', 'failed', 'cancelled'] as const;
 export type StepStatus = (typeof STEP_STATUSES)[number];
 
 export const ENVIRONMENTS = ['development', 'staging', 'production'] as const;
 export type Environment = (typeof ENVIRONMENTS)[number];
+
+/** Whether a step is done: completed, or skipped because it does not apply. */
+export function isStepDone(status: StepStatus): boolean {
+  return status === 'completed' || status === 'skipped';
+}
 
 export function isTerminal(status: DeploymentStatus): boolean {
   return TERMINAL_STATUSES.includes(status);

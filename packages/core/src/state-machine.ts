@@ -30,6 +30,12 @@ export type DeploymentEvent =
   | { type: 'lease_taken' }
   | { type: 'step_started'; step: StepName }
   | { type: 'step_completed'; step: StepName; output: StepState['output'] }
+  /**
+   * The step does not apply to this deployment (a rollback or config deployment builds nothing): it
+   * ends `skipped` without running, from pending (or in_progress, on a resume), with what it hands on
+   * (build: the reused image). Counts as done.
+   */
+  | { type: 'step_skipped'; step: StepName; output: StepState['output'] }
   /** A transient error: the step goes back to pending and runs again after a back-off. */
   | { type: 'step_deferred'; step: StepName; error: string }
   | { type: 'step_failed'; step: StepName; error: string }
@@ -100,6 +106,16 @@ export function apply(record: DeploymentRecord, event: DeploymentEvent, now: Dat
       next.currentStep = event.step;
       break;
     }
+    case 'step_skipped': {
+      requireStatus('in_progress');
+      const expected = firstUnfinishedStep(record.steps);
+      if (expected !== event.step) throw illegal(record, event, `the next step is ${expected ?? 'none'}`);
+      const state = stepOf(event.step);
+      if (state.status !== 'pending' && state.status !== 'in_progress') throw illegal(record, event, `step is ${state.status}`);
+      // No startedAt: it never ran (and step-time estimates must not count it).
+      Object.assign(state, { status: 'skipped', startedAt: null, finishedAt: at, error: null, output: { ...event.output } });
+      break;
+    }
     case 'step_completed':
     case 'step_deferred':
     case 'step_failed':
@@ -121,7 +137,7 @@ export function apply(record: DeploymentRecord, event: DeploymentEvent, now: Dat
     case 'step_rolled_back': {
       requireStatus('in_progress');
       const state = stepOf(event.step);
-      if (state.status === 'pending') throw illegal(record, event, 'step never ran');
+      if (state.status === 'pending' || state.status === 'skipped') throw illegal(record, event, `step ${state.status === 'pending' ? 'never ran' : 'was skipped'}`);
       state.output = {};
       // The step that stopped the attempt keeps failed/cancelled so the reason stays visible.
       if (state.status === 'completed' || state.status === 'in_progress') {
@@ -189,7 +205,7 @@ export function apply(record: DeploymentRecord, event: DeploymentEvent, now: Dat
       next.publishedAt = null;
       for (const step of STEPS) {
         const state = next.steps[step];
-        if (state.status !== 'completed') {
+        if (state.status !== 'completed' && state.status !== 'skipped') {
           Object.assign(state, { status: 'pending', startedAt: null, finishedAt: null, error: null });
         }
       }

@@ -1,4 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
+import { kindOf } from './app.ts';
 import type { DeploymentRecord } from './deployment.ts';
 import type { DeploymentStatus } from './glossary.ts';
 
@@ -12,8 +13,6 @@ import type { DeploymentStatus } from './glossary.ts';
  *   in the secrets port only) and the event types and project it wants.
  * - **delivery**: one event for one webhook, id `msg_…` (the `webhook-id` header, the same on every
  *   retry), with its attempts. The worker's dispatcher fans events out into deliveries and sends them.
- *
- * `app.*` events (rolled_back, env_changed, deleted) come with the app operations; they are not here yet.
  */
 export const DEPLOYMENT_EVENT_TYPES = [
   'deployment.queued',
@@ -24,17 +23,28 @@ export const DEPLOYMENT_EVENT_TYPES = [
   /** Ended without going live: a newer deployment of the same app already was (see `superseded`). */
   'deployment.superseded',
 ] as const;
-export const WEBHOOK_EVENT_TYPES = [...DEPLOYMENT_EVENT_TYPES, 'webhook.test'] as const;
+/**
+ * What happened to an app (issue 12), besides its deployments' own events:
+ * - `app.rolled_back`: a rollback deployment completed (written with its `completed` status, beside
+ *   `deployment.succeeded`);
+ * - `app.env_changed`: a config deployment completed (the live image restarted with new env values),
+ *   or env values were stored without a restart (`apply: none`, sent by the API);
+ * - `app.deleted`: the delete job removed the app (status `deleted`, deploymentId null).
+ * Data as the deployment events' (names and ids only, never env values).
+ */
+export const APP_EVENT_TYPES = ['app.rolled_back', 'app.env_changed', 'app.deleted'] as const;
+export const WEBHOOK_EVENT_TYPES = [...DEPLOYMENT_EVENT_TYPES, ...APP_EVENT_TYPES, 'webhook.test'] as const;
 export type WebhookEventType = (typeof WEBHOOK_EVENT_TYPES)[number];
 
 /** The thin payload data: ids, status, url and error; never env values or secrets. */
 export interface WebhookEventData {
-  /** null only in `webhook.test`. */
+  /** null in `webhook.test`, `app.deleted` and an `app.env_changed` that started no deployment. */
   deploymentId: string | null;
   projectId: string | null;
   environment: string | null;
   appName: string | null;
-  status: DeploymentStatus | 'test';
+  /** `deleted`: `app.deleted`. */
+  status: DeploymentStatus | 'test' | 'deleted';
   url: string | null;
   error: { code: string; message: string; step: string | null } | null;
 }
@@ -63,12 +73,27 @@ const EVENT_OF_STATUS: Partial<Record<DeploymentStatus, WebhookEventType>> = {
   superseded: 'deployment.superseded',
 };
 
+const APP_EVENT_OF_KIND: Partial<Record<ReturnType<typeof kindOf>, WebhookEventType>> = {
+  rollback: 'app.rolled_back',
+  config: 'app.env_changed',
+};
+
 const BASE32 = 'abcdefghijklmnopqrstuvwxyz234567';
 
 /** `prefix` + 130 random bits as 26 lowercase base32 characters (like deployment ids). */
 export function newPrefixedId(prefix: string): string {
   let id = prefix;
   for (const byte of randomBytes(26)) id += BASE32[byte & 31];
+  return id;
+}
+
+/**
+ * An event id derived from `seed` (same shape as newPrefixedId's): an event that a retried job emits
+ * again (the delete job's `app.deleted`) keeps its id, so its deliveries are not created twice.
+ */
+export function derivedEventId(seed: string): string {
+  let id = 'evt_';
+  for (const byte of createHash('sha256').update(seed).digest().subarray(0, 26)) id += BASE32[byte & 31];
   return id;
 }
 
@@ -93,8 +118,12 @@ export function withStatusEvent(before: DeploymentRecord | null, next: Deploymen
   if (before !== null && before.status === next.status) return next;
   const type = EVENT_OF_STATUS[next.status];
   if (type === undefined) return next;
-  const event: OutboxEvent = { id: newPrefixedId('evt_'), type, timestamp: at, data: eventDataOf(next) };
-  return { ...next, outbox: [...(next.outbox ?? []), event] };
+  const data = eventDataOf(next);
+  const events: OutboxEvent[] = [{ id: newPrefixedId('evt_'), type, timestamp: at, data }];
+  // A rollback or config deployment that completes is also an app event, in the same write.
+  const appEvent = next.status === 'completed' ? APP_EVENT_OF_KIND[kindOf(next)] : undefined;
+  if (appEvent !== undefined) events.push({ id: newPrefixedId('evt_'), type: appEvent, timestamp: at, data });
+  return { ...next, outbox: [...(next.outbox ?? []), ...events] };
 }
 
 /** Retry delays after each failed attempt (Standard Webhooks' suggested schedule); jitter is added. */

@@ -166,6 +166,33 @@ describe('deployment state machine', () => {
     expect(redelivered.attemptStartedAt).toBe(now.toISOString());
   });
 
+  it('a skipped step counts as done: in order only, never rolled back, kept by a retry, webhooks name the app event', () => {
+    let r = apply(sampleRecord(), { type: 'attempt_started' }, now);
+    expect(() => apply(r, { type: 'step_skipped', step: 'sync', output: {} }, now)).toThrow(/the next step is validate/);
+    r = apply(r, { type: 'step_started', step: 'validate' }, now);
+    r = apply(r, { type: 'step_completed', step: 'validate', output: {} }, now);
+    for (const step of ['sync', 'sandbox', 'build'] as const) r = apply(r, { type: 'step_skipped', step, output: { reusedFrom: 'dep_a' } }, now);
+    expect(r.steps.build).toMatchObject({ status: 'skipped', startedAt: null, finishedAt: now.toISOString(), output: { reusedFrom: 'dep_a' } });
+    expect(r.progress).toBe(70);
+    expect(() => apply(r, { type: 'step_skipped', step: 'build', output: {} }, now)).toThrow(DeployError);
+    expect(() => apply(r, { type: 'step_rolled_back', step: 'build' }, now)).toThrow(/was skipped/);
+    const failed = apply(r, { type: 'failed', error: { code: 'DEPLOY_UNHEALTHY', message: 'x', step: 'deploy' } }, now);
+    expect(apply(failed, { type: 'retried' }, now).steps.sandbox.status).toBe('skipped');
+    for (const step of ['deploy', 'cleanup'] as const) {
+      r = apply(r, { type: 'step_started', step }, now);
+      r = apply(r, { type: 'step_completed', step, output: {} }, now);
+    }
+    const build = apply(r, { type: 'completed', result: { image: 'i', revision: 'r', url: null } }, now);
+    expect(build.outbox?.map((event) => event.type)).toEqual(['deployment.queued', 'deployment.started', 'deployment.succeeded']);
+    const rollback = apply({ ...r, kind: 'rollback' }, { type: 'completed', result: { image: 'i', revision: 'r', url: null } }, now);
+    expect(rollback.outbox?.slice(-2).map((event) => event.type)).toEqual(['deployment.succeeded', 'app.rolled_back']);
+    expect(rollback.outbox?.at(-1)?.data).toEqual(rollback.outbox?.at(-2)?.data);
+    const config = apply({ ...r, kind: 'config' }, { type: 'completed', result: { image: 'i', revision: 'r', url: null } }, now);
+    expect(config.outbox?.at(-1)?.type).toBe('app.env_changed');
+    const failedRollback = apply({ ...r, kind: 'rollback' }, { type: 'failed', error: { code: 'DEPLOY_UNHEALTHY', message: 'x', step: 'deploy' } }, now);
+    expect(failedRollback.outbox?.map((event) => event.type)).not.toContain('app.rolled_back');
+  });
+
   it('computes progress from the steps, 100 only when completed', () => {
     let r = inStatus('in_progress');
     expect(r.progress).toBe(0);

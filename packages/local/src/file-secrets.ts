@@ -1,6 +1,5 @@
-import { DeployError } from '@zepid/core';
 import type { AppRef } from '@zepid/core';
-import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
 import { link, mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { DependencyHealth, SecretStore } from '@zepid/core';
@@ -68,28 +67,11 @@ export class FileSecretStore implements SecretStore {
 
   async put(deploymentId: string, values: Record<string, string>): Promise<void> {
     if (Object.keys(values).length === 0) return;
-    const iv = randomBytes(12);
-    const cipher = createCipheriv('aes-256-gcm', this.requireKey(), iv);
-    cipher.setAAD(Buffer.from(deploymentId));
-    const encrypted = Buffer.concat([cipher.update(JSON.stringify(values), 'utf8'), cipher.final()]);
-    const path = this.file(deploymentId);
-    await writeFile(`${path}.tmp`, Buffer.concat([iv, cipher.getAuthTag(), encrypted]), { mode: 0o600 });
-    await rename(`${path}.tmp`, path);
+    await this.writeEncrypted(this.file(deploymentId), Buffer.from(deploymentId), values);
   }
 
-  async get(deploymentId: string): Promise<Record<string, string>> {
-    let data: Buffer;
-    try {
-      data = await readFile(this.file(deploymentId));
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return {};
-      throw error;
-    }
-    const decipher = createDecipheriv('aes-256-gcm', this.requireKey(), data.subarray(0, 12));
-    decipher.setAAD(Buffer.from(deploymentId));
-    decipher.setAuthTag(data.subarray(12, 28));
-    const plain = Buffer.concat([decipher.update(data.subarray(28)), decipher.final()]);
-    return JSON.parse(plain.toString('utf8')) as Record<string, string>;
+  get(deploymentId: string): Promise<Record<string, string>> {
+    return this.readEncrypted(this.file(deploymentId), Buffer.from(deploymentId));
   }
 
   references(deploymentId: string, names: readonly string[]): Promise<Record<string, string>> {
@@ -100,16 +82,59 @@ export class FileSecretStore implements SecretStore {
     await rm(this.file(deploymentId), { force: true });
   }
 
-  // App env values (issue 12): not built yet in this adapter.
-  putAppEnv(_app: AppRef, _values: Record<string, string>): Promise<void> {
-    return Promise.reject(new DeployError('NOT_IMPLEMENTED', 'app env values are not built yet in this secret store (issue 12)'));
+  // App env values (issue 12): `<dir>/app_<sha256(orgId, appName)>.enc`, encrypted as a deployment's
+  // are, with the org and app name as the authenticated data (a file copied to another app's name
+  // does not decrypt).
+  private appFile(app: AppRef): { path: string; aad: Buffer } {
+    const aad = Buffer.from(JSON.stringify(['app-env', app.orgId, app.appName]));
+    return { path: join(this.dir, `app_${createHash('sha256').update(aad).digest('hex')}.enc`), aad };
   }
 
-  getAppEnv(_app: AppRef): Promise<Record<string, string>> {
-    return Promise.reject(new DeployError('NOT_IMPLEMENTED', 'app env values are not built yet in this secret store (issue 12)'));
+  async putAppEnv(app: AppRef, values: Record<string, string>): Promise<void> {
+    const { path, aad } = this.appFile(app);
+    if (Object.keys(values).length === 0) {
+      await rm(path, { force: true });
+      return;
+    }
+    await this.writeEncrypted(path, aad, values);
   }
 
-  deleteAppEnv(_app: AppRef): Promise<void> {
-    return Promise.reject(new DeployError('NOT_IMPLEMENTED', 'app env values are not built yet in this secret store (issue 12)'));
+  async getAppEnv(app: AppRef): Promise<Record<string, string>> {
+    const { path, aad } = this.appFile(app);
+    return this.readEncrypted(path, aad);
+  }
+
+  async deleteAppEnv(app: AppRef): Promise<void> {
+    await rm(this.appFile(app).path, { force: true });
+  }
+
+  private async writeEncrypted(path: string, aad: Buffer, values: Record<string, string>): Promise<void> {
+    const iv = randomBytes(12);
+    const cipher = createCipheriv('aes-256-gcm', this.requireKey(), iv);
+    cipher.setAAD(aad);
+    const encrypted = Buffer.concat([cipher.update(JSON.stringify(values), 'utf8'), cipher.final()]);
+    // A private temporary name: two writers of one app (API processes) never rename each other's half-written file.
+    const temporary = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+    try {
+      await writeFile(temporary, Buffer.concat([iv, cipher.getAuthTag(), encrypted]), { mode: 0o600 });
+      await rename(temporary, path);
+    } finally {
+      await rm(temporary, { force: true });
+    }
+  }
+
+  private async readEncrypted(path: string, aad: Buffer): Promise<Record<string, string>> {
+    let data: Buffer;
+    try {
+      data = await readFile(path);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return {};
+      throw error;
+    }
+    const decipher = createDecipheriv('aes-256-gcm', this.requireKey(), data.subarray(0, 12));
+    decipher.setAAD(aad);
+    decipher.setAuthTag(data.subarray(12, 28));
+    const plain = Buffer.concat([decipher.update(data.subarray(28)), decipher.final()]);
+    return JSON.parse(plain.toString('utf8')) as Record<string, string>;
   }
 }

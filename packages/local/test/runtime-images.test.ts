@@ -76,24 +76,41 @@ describe('LocalRuntime', () => {
     await runtime.deploy(revisionSpec(appName, imagePath));
   }
 
-  // Build reuse lets deployments share one image directory, also across an org's environments: the
-  // runtime may remove the image of a revision it drops only when no live or previous revision of any
-  // app still runs from it.
-  it('keeps an image a live or previous revision of any app still runs from, and removes it once none does', async () => {
+  // Rollback (issue 12) starts a new revision from any of the app's kept images: the runtime never
+  // removes an image; the worker's retention (KEEP_IMAGES_PER_APP) decides which go.
+  it('never removes an image, however many revisions it replaced: a rollback may need any', async () => {
     const [first, second, third] = [await image('first'), await image('second'), await image('third')];
-    await deploy('site-production', second);
     await deploy('site-development', first);
-    await deploy('site-development', first); // a reused build: same image, new revision
     await deploy('site-development', second);
-    // The first revision was dropped, but the previous one (the reuse) runs from its image.
-    expect(existsSync(first)).toBe(true);
     await deploy('site-development', third);
-    // Now no revision of any app uses it.
-    expect(existsSync(first)).toBe(false);
     await deploy('site-development', third);
-    // The dropped development revision ran from an image production still serves.
-    expect(existsSync(second)).toBe(true);
-    expect(existsSync(third)).toBe(true);
+    expect([existsSync(first), existsSync(second), existsSync(third)]).toEqual([true, true, true]);
+    // And the oldest one goes live again.
+    const back = await runtime.deploy(revisionSpec('site-development', first));
+    expect(await runtime.isServing({ appName: 'site-development', revision: back.revision, customDomain: null }, AbortSignal.timeout(10_000))).toBe(true);
+  }, 60_000);
+
+  it('removeApp: the URL stops answering, every revision of the app stops, its revision dirs and state go; other apps stay; idempotent', async () => {
+    const path = await appImage('app', 200);
+    const spec = revisionSpec('gone-development', path, NODE_PLAN);
+    const live = await runtime.deploy(spec);
+    const other = await runtime.deploy(revisionSpec('kept-development', path, NODE_PLAN));
+    const pid = runtime.runningRevisions().find((candidate) => candidate.revision === live.revision)?.pid;
+    if (pid === undefined || pid === null) throw new Error('the live revision has no process');
+    const viaRouter = () => fetch(`http://127.0.0.1:${new URL(live.url).port}/apps/gone-development/`).then((response) => response.status);
+    expect(await viaRouter()).toBe(200);
+    expect(existsSync(join(dir, 'revisions', live.revision))).toBe(true);
+    const lines: string[] = [];
+    const app = { orgId: 'org_r', projectId: 'site', environment: 'development' as const, appName: 'gone-development' };
+    await runtime.removeApp(app, { signal: AbortSignal.timeout(10_000), log: (line) => lines.push(line) });
+    expect(await viaRouter()).toBe(404);
+    expect(() => process.kill(pid, 0)).toThrow();
+    expect(existsSync(join(dir, 'revisions', live.revision))).toBe(false);
+    expect(Object.keys(JSON.parse(await readFile(join(dir, 'runtime.json'), 'utf8')) as object)).toEqual(['kept-development']);
+    expect(runtime.runningRevisions().map((run) => run.app)).toEqual(['kept-development']);
+    expect(await serving('kept-development', other.revision)).toBe(true);
+    expect(lines.join('\n')).toContain('1 revision(s) stopped');
+    await runtime.removeApp(app, { signal: AbortSignal.timeout(10_000), log: () => undefined });
   }, 60_000);
 
   it('deploys several apps at once, and its state file (read at the next start) has every one of them', async () => {

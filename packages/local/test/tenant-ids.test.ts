@@ -1,8 +1,9 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { parseIdRange, SqliteDatabase, TenantIds } from '../src/index.ts';
+import { parseIdRange, resolveIsolation, SqliteDatabase, TenantIds } from '../src/index.ts';
 
 describe('tenant ids (uid isolation)', () => {
   let dir: string;
@@ -30,6 +31,28 @@ describe('tenant ids (uid isolation)', () => {
     again.release('app\0orgB\0web-4d5e6f-production');
     expect(again.idOf('app\0orgC\0api-000000-production')).toBe(b);
     again.close();
+  });
+
+  it('isolation.release (app deletion) removes the app\'s private dirs and frees its uid, allocating nothing for an unknown app', async () => {
+    const ids = new TenantIds(new SqliteDatabase(join(dir, 'zepid.db')), { first: 7000, last: 7009 });
+    const isolation = resolveIsolation('uid', { ids, limits: { memoryMb: 4096, processes: 512, openFiles: 4096 } });
+    if (isolation.mode !== 'uid') {
+      isolation.close();
+      return; // not root: uid isolation (and its release) cannot run here
+    }
+    const ref = { orgId: 'orgA', projectId: 'web', appName: 'web-1a2b3c-production' };
+    const tenant = await isolation.tenant(ref);
+    const cache = await tenant.privateDir(join(dir, 'npm'));
+    await writeFile(join(cache, 'leftover'), 'x');
+    await isolation.release(ref, [join(dir, 'npm')]);
+    expect(existsSync(cache)).toBe(false);
+    expect(ids.existing('app\0orgA\0web-1a2b3c-production')).toBeNull();
+    expect(ids.existing('project\0orgA\0web')).toBe(tenant.gid);
+    await isolation.release({ ...ref, appName: 'never-000000-production' }, [join(dir, 'npm')]);
+    expect(ids.existing('app\0orgA\0never-000000-production')).toBeNull();
+    // The freed uid is the lowest free one again.
+    expect(ids.idOf('app\0orgB\0other-000000-production')).toBe(tenant.uid);
+    isolation.close();
   });
 
   it('refuses ranges that would hand out root or (uid_t)-1', () => {

@@ -2,7 +2,7 @@ import type { BuiltImage } from '@zepid/core';
 import { reusedBuildOf } from './build-reuse.ts';
 import type { Step, StepContext, StepOutput } from './step.ts';
 import { buildJobOf } from './step.ts';
-import { packContext } from './sync.ts';
+import { packContext, skippedWithoutBuild } from './sync.ts';
 
 /**
  * Step 4: the build runs to its end in the sandbox and yields an image, or, when validate chose to
@@ -10,6 +10,12 @@ import { packContext } from './sync.ts';
  */
 export const buildStep: Step = {
   name: 'build',
+  // Nothing is built; the output still names the image (image, digest, reusedFrom) for deploy and the result.
+  skip(context) {
+    if (skippedWithoutBuild(context, 'nothing built') === null) return null;
+    const reused = reusedBuildOf(context.record);
+    return reused === null ? null : { image: reused.image.image, digest: reused.image.digest, reusedFrom: reused.builtBy };
+  },
   async invoke(context) {
     const { adapters, log, signal } = context;
     const reused = reusedBuildOf(context.record);

@@ -1,5 +1,5 @@
 import type { DeploymentRecord } from '@zepid/core';
-import { asDeployError, DeployError, supersededBy } from '@zepid/core';
+import { asDeployError, DeployError, kindOf, supersededBy } from '@zepid/core';
 import { differentEnvValues, reusedBuildOf } from './build-reuse.ts';
 import type { Step, StepContext, StepOutput } from './step.ts';
 import { planOf } from './step.ts';
@@ -33,6 +33,7 @@ export const deployStep: Step = {
       signal,
       log,
       fence,
+      reactivateRevision: await rolledBackRevision(context),
     });
     log(`revision ${info.revision} is live at ${info.url}`);
     for (const dns of info.dnsRecords) log(`add DNS record ${dns.type} ${dns.name} → ${dns.value} to serve ${record.spec.customDomain ?? ''}`, 'warn');
@@ -69,11 +70,12 @@ export const deployStep: Step = {
  * app's live one (an older deployment's retry that finishes late), which ends SUPERSEDED instead.
  * Checked here, right before traffic would move; the queue's sessions run one deployment of a project
  * at a time, so the live one cannot change between this read and the switch (short of a takeover,
- * which the lease fences off). Rollback, once it exists, passes `explicitRollback`.
+ * which the lease fences off). A rollback is the one exception (`explicitRollback`): putting an earlier
+ * image back live is what it was asked for.
  */
 async function refuseOlderThanLive(context: StepContext): Promise<void> {
   const { record, adapters } = context;
-  const live = supersededBy(record, await adapters.store.latestCompleted(record.orgId, record.appName), { explicitRollback: false });
+  const live = supersededBy(record, await adapters.store.latestCompleted(record.orgId, record.appName), { explicitRollback: kindOf(record) === 'rollback' });
   if (live === null) return;
   throw new DeployError(
     'SUPERSEDED',
@@ -92,6 +94,11 @@ async function refuseOlderThanLive(context: StepContext): Promise<void> {
 async function keepServingRevision(context: StepContext): Promise<StepOutput | null> {
   const { record, adapters, log, signal } = context;
   if (reusedBuildOf(record) === null) return null;
+  // A config deployment exists to restart the app with its new env values.
+  if (kindOf(record) === 'config') {
+    log('env change: a new revision starts with the new values; the old one stops once it serves');
+    return null;
+  }
   const live = await adapters.store.latestCompleted(record.orgId, record.appName);
   const revision = live?.result.revision ?? null;
   const url = live?.result.url ?? null;
@@ -120,6 +127,17 @@ async function keepServingRevision(context: StepContext): Promise<StepOutput | n
   }
   log(`revision ${revision} already serves this image with the same settings and env values: traffic stays on it; nothing restarted`);
   return { revision, url, previousRevision: null, kept: true, dnsRecords: null };
+}
+
+/**
+ * Rollback: the revision the rolled-back deployment ran, for the runtime to reactivate when it still
+ * exists and matches (Azure); null otherwise.
+ */
+async function rolledBackRevision(context: StepContext): Promise<string | null> {
+  const { record, adapters } = context;
+  if (kindOf(record) !== 'rollback' || typeof record.rollbackOf !== 'string') return null;
+  const target = await adapters.store.get({ orgId: record.orgId, deploymentId: record.rollbackOf });
+  return target?.result.revision ?? null;
 }
 
 /**

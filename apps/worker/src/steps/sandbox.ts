@@ -1,6 +1,7 @@
 import { reusedBuildOf } from './build-reuse.ts';
 import type { Step } from './step.ts';
 import { buildJobOf } from './step.ts';
+import { skippedWithoutBuild } from './sync.ts';
 
 /**
  * Step 3: an isolated place to build (a work dir locally; an ACI container group running kaniko in
@@ -8,6 +9,7 @@ import { buildJobOf } from './step.ts';
  */
 export const sandboxStep: Step = {
   name: 'sandbox',
+  skip: (context) => skippedWithoutBuild(context, 'no sandbox needed'),
   async invoke(context) {
     const reused = reusedBuildOf(context.record);
     if (reused === null) return context.adapters.builder.createSandbox(buildJobOf(context));

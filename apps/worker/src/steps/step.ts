@@ -26,6 +26,12 @@ export interface StepContext {
  */
 export interface Step {
   readonly name: StepName;
+  /**
+   * When the step does not apply to this deployment (a rollback or config deployment builds nothing):
+   * what it hands on (build: the reused image), recorded with the step `skipped`; `invoke` is not
+   * called. Null (or no `skip`): the step runs.
+   */
+  skip?(context: StepContext): StepOutput | null;
   invoke(context: StepContext): Promise<StepOutput>;
   compensate?(context: StepContext, output: StepOutput): Promise<void>;
 }

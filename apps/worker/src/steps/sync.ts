@@ -1,7 +1,7 @@
-import { generateDockerfile } from '@zepid/core';
+import { DeployError, generateDockerfile, kindOf } from '@zepid/core';
 import { reusedBuildOf } from './build-reuse.ts';
 import { packArchive } from './context-archive.ts';
-import type { Step, StepContext } from './step.ts';
+import type { Step, StepContext, StepOutput } from './step.ts';
 import { planOf } from './step.ts';
 import { loadSource } from './validate.ts';
 
@@ -14,6 +14,7 @@ import { loadSource } from './validate.ts';
  */
 export const syncStep: Step = {
   name: 'sync',
+  skip: (context) => skippedWithoutBuild(context, 'no build context needed'),
   async invoke(context) {
     const reused = reusedBuildOf(context.record);
     if (reused === null) return packContext(context);
@@ -26,6 +27,19 @@ export const syncStep: Step = {
     if (typeof output.reusedFrom !== 'string') context.log('build context removed');
   },
 };
+
+/**
+ * A rollback or config deployment runs the image of an earlier deployment (validate chose it): the
+ * build's steps are skipped. Their output names the deployment that built the image.
+ */
+export function skippedWithoutBuild(context: StepContext, why: string): StepOutput | null {
+  const { record } = context;
+  if (kindOf(record) === 'build') return null;
+  const reused = reusedBuildOf(record);
+  if (reused === null) throw new DeployError('INTERNAL_ERROR', `The validate step of this ${kindOf(record)} deployment recorded no image to run`);
+  context.log(`${kindOf(record)} deployment: runs the image built by ${reused.builtBy}; ${why}`);
+  return { reusedFrom: reused.builtBy };
+}
 
 /** Packs the source (and a generated Dockerfile) and stores it as the deployment's build context. */
 export async function packContext(context: StepContext): Promise<{ contextUri: string; contextBytes: number }> {

@@ -1,7 +1,7 @@
-import type { BuildPlan, SourceFile } from '@zepid/core';
-import { decodeSourceManifest, DeployError, isDeployError, mapLimit, planBuild, sourceDigest, STATIC_OUTPUT_CANDIDATES } from '@zepid/core';
+import type { BuildPlan, DeploymentRecord, SourceFile } from '@zepid/core';
+import { asDeployError, decodeSourceManifest, DeployError, isDeployError, kindOf, mapLimit, planBuild, sourceDigest, STATIC_OUTPUT_CANDIDATES, transientError } from '@zepid/core';
 import { buildKey, findReusableBuild, reuseOutput } from './build-reuse.ts';
-import type { Step, StepContext } from './step.ts';
+import type { Step, StepContext, StepOutput } from './step.ts';
 
 /** Object reads in flight while loading a source. */
 const OBJECT_READS = 8;
@@ -52,20 +52,79 @@ export const validateStep: Step = {
   name: 'validate',
   async invoke(context) {
     const { record, adapters, log } = context;
+    if (kindOf(record) !== 'build') return validateWithoutBuild(context);
     log(`validating ${record.source.fileCount} files (${record.source.bytes} bytes) of ${record.projectId} for ${record.environment}`);
     const files = await loadSource(context);
     const plan = planBuild(new Map(files.map((file) => [file.path, file.data])), record.spec);
     log(describePlan(plan));
     if (plan.packageManager !== null) log(`package manager: ${plan.packageManager.reason}`);
-    if (record.spec.envVariableNames.length > 0) {
-      const stored = Object.keys(await adapters.secrets.get(record.id));
-      const missing = record.spec.envVariableNames.filter((name) => !stored.includes(name));
-      if (missing.length > 0) throw new DeployError('SOURCE_INVALID', `Env variables missing from the secret store: ${missing.join(', ')}`);
-      log(`env variables: ${record.spec.envVariableNames.join(', ')} (values in the secret store)`);
-    }
+    await checkEnvValues(context);
     // Decided here, before sync and sandbox spend anything on a build that is not needed.
     const key = buildKey({ sourceDigest: record.source.digest, plan, envVariableNames: record.spec.envVariableNames, builder: adapters.builder.identity });
     const reused = await findReusableBuild(context, key);
     return { kind: plan.kind, plan: JSON.stringify(plan), ...reuseOutput(key, reused) };
   },
 };
+
+async function checkEnvValues(context: StepContext): Promise<void> {
+  const { record, adapters, log } = context;
+  if (record.spec.envVariableNames.length === 0) return;
+  const stored = Object.keys(await adapters.secrets.get(record.id));
+  const missing = record.spec.envVariableNames.filter((name) => !stored.includes(name));
+  if (missing.length > 0) throw new DeployError('SOURCE_INVALID', `Env variables missing from the secret store: ${missing.join(', ')}`);
+  log(`env variables: ${record.spec.envVariableNames.join(', ')} (values in the secret store)`);
+}
+
+/**
+ * A rollback or config deployment builds nothing: it runs the image of `imageOf` (the deployment that
+ * built it), with that deployment's recorded build plan. The source is not loaded or planned again.
+ * The image must still be kept (retention marks the ones it removed with `imageRemovedAt`); the
+ * output is build reuse's, so sync, sandbox and build skip and deploy finds the image where a reused
+ * build puts it.
+ */
+async function validateWithoutBuild(context: StepContext): Promise<StepOutput> {
+  const { record, adapters, log, signal } = context;
+  const kind = kindOf(record);
+  const imageOf = record.imageOf ?? null;
+  if (imageOf === null) throw new DeployError('SOURCE_INVALID', `This ${kind} deployment names no deployment whose image it runs (imageOf)`);
+  const source = (await adapters.store.get({ orgId: record.orgId, deploymentId: imageOf })) ?? (await recordRunningImageOf(context, imageOf));
+  if (source === null) throw new DeployError('SOURCE_INVALID', `The image of ${imageOf} is no longer kept: that deployment is gone`);
+  const built = source.steps.build.output;
+  const plan = source.steps.validate.output.plan;
+  if (typeof built.image !== 'string' || typeof plan !== 'string') {
+    throw new DeployError('SOURCE_INVALID', `The image of ${imageOf} is no longer kept: that deployment recorded no image or build plan`);
+  }
+  if (typeof built.imageRemovedAt === 'string') {
+    throw new DeployError('SOURCE_INVALID', `The image of ${imageOf} is no longer kept: retention removed it at ${built.imageRemovedAt} (KEEP_IMAGES_PER_APP)`);
+  }
+  const image = { image: built.image, digest: typeof built.digest === 'string' ? built.digest : null };
+  let exists: boolean;
+  try {
+    exists = await adapters.builder.imageExists(image, signal);
+  } catch (error) {
+    if (signal.aborted) throw error;
+    throw transientError(`Could not check that the image of ${imageOf} is still there: ${asDeployError(error).message}`, error);
+  }
+  if (!exists) throw new DeployError('SOURCE_INVALID', `The image of ${imageOf} is no longer kept: ${image.image}${image.digest === null ? '' : `@${image.digest}`} is gone`);
+  const parsed = JSON.parse(plan) as BuildPlan;
+  const what = kind === 'rollback' ? `rollback to ${record.rollbackOf ?? imageOf}` : 'env change (config)';
+  log(`${what}: runs the image built by ${imageOf} (${image.image}${image.digest === null ? '' : `@${image.digest}`}); nothing is built`);
+  log(describePlan(parsed));
+  await checkEnvValues(context);
+  // No build key: this deployment built nothing, and later builds find the one that did.
+  return { kind: parsed.kind, plan, buildKey: null, reusedFrom: imageOf, reusedImage: image.image, reusedDigest: image.digest };
+}
+
+/**
+ * When the deployment that built the image is gone (its environment was deleted while another one
+ * kept running its image): the rolled-back deployment, or the app's live one, ran the same image and
+ * recorded the same plan and image.
+ */
+async function recordRunningImageOf(context: StepContext, imageOf: string): Promise<DeploymentRecord | null> {
+  const { record, adapters } = context;
+  const candidates = [
+    typeof record.rollbackOf === 'string' ? await adapters.store.get({ orgId: record.orgId, deploymentId: record.rollbackOf }) : null,
+    await adapters.store.latestCompleted(record.orgId, record.appName),
+  ];
+  return candidates.find((candidate) => candidate !== null && (candidate.imageOf ?? candidate.steps.build.output.reusedFrom) === imageOf) ?? null;
+}

@@ -39,6 +39,41 @@ function payloadOf(event: OutboxEvent): string {
 }
 
 /**
+ * One event becomes one pending delivery per webhook of the org that wants it. Delivery ids derive
+ * from event + webhook, so a repeat (a fan-out after a crash, a redelivered delete job) creates
+ * nothing twice. The dispatcher's fan-out uses it for outbox events; the delete job for `app.deleted`
+ * (the app's records, and with them any outbox, are gone once it ends).
+ */
+export async function createDeliveries(
+  webhooks: WebhookStore,
+  endpoints: readonly WebhookEndpoint[],
+  about: { orgId: string; projectId: string },
+  event: OutboxEvent,
+  clock: Date,
+): Promise<void> {
+  const now = clock.toISOString();
+  for (const webhook of endpoints) {
+    // Only events after the webhook was registered (a fan-out repeated after a restart must not send older ones to a newer webhook).
+    if (!wantsEvent(webhook, event.type, about.projectId) || event.timestamp < webhook.createdAt) continue;
+    await webhooks.createDelivery({
+      id: deliveryIdFor(event.id, webhook.id),
+      orgId: about.orgId,
+      webhookId: webhook.id,
+      eventId: event.id,
+      eventType: event.type,
+      payload: payloadOf(event),
+      status: 'pending',
+      attempts: [],
+      nextAttemptAt: now,
+      lockedUntil: null,
+      createdAt: now,
+      updatedAt: now,
+      etag: '',
+    });
+  }
+}
+
+/**
  * The worker's webhook dispatcher. Two stages, both restartable at any point:
  * 1. fan-out: events in deployment records' outboxes become one delivery per interested webhook
  *    (ids derived from event + webhook, so a repeat after a crash creates nothing twice), then
@@ -103,27 +138,8 @@ export class WebhookDispatcher {
       const events = (record.outbox ?? []).filter((event) => !this.fannedOut.has(event.id));
       if (events.length > 0) {
         const endpoints = await webhooks.listWebhooks(record.orgId);
-        const now = this.clock().toISOString();
         for (const event of events) {
-          for (const webhook of endpoints) {
-            // Only events after the webhook was registered (a fan-out repeated after a restart must not send older ones to a newer webhook).
-            if (!wantsEvent(webhook, event.type, record.projectId) || event.timestamp < webhook.createdAt) continue;
-            await webhooks.createDelivery({
-              id: deliveryIdFor(event.id, webhook.id),
-              orgId: record.orgId,
-              webhookId: webhook.id,
-              eventId: event.id,
-              eventType: event.type,
-              payload: payloadOf(event),
-              status: 'pending',
-              attempts: [],
-              nextAttemptAt: now,
-              lockedUntil: null,
-              createdAt: now,
-              updatedAt: now,
-              etag: '',
-            });
-          }
+          await createDeliveries(webhooks, endpoints, { orgId: record.orgId, projectId: record.projectId }, event, this.clock());
           this.fannedOut.add(event.id);
         }
       }

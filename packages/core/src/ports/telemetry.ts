@@ -20,6 +20,12 @@ export const TELEMETRY_EVENTS = {
   DeploymentCancelled: ['step'],
   /** A deployment older than its app's live one, ended without moving traffic (the step it reached). */
   DeploymentSuperseded: ['step'],
+  /** A rollback deployment completed: an earlier deployment's image (`rollbackOf`) is live again, nothing built. */
+  AppRolledBack: ['rollbackOf', 'url'],
+  /** A config deployment completed: the live image restarted with new env values (`imageOf` built it), nothing built. */
+  AppEnvChanged: ['imageOf', 'url'],
+  /** The delete job removed an app and everything it owned (`deploymentId` is '': no deployment; `deployments`: how many were removed). */
+  AppDeleted: ['appName', 'deployments'],
 } as const satisfies Record<string, readonly string[]>;
 
 /**

@@ -1,6 +1,6 @@
 import { execFile, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, mkdir } from 'node:fs/promises';
+import { chmod, mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { TenantIds } from './tenant-ids.ts';
@@ -78,6 +78,13 @@ export interface Isolation {
    * tenant's uid can (the toolchain's test that builds and apps reach the worker's Node).
    */
   readonly probe: (argv: string[]) => string[];
+  /**
+   * App deletion: removes the app's private dirs (`<base>/<uid>` under each base, e.g. the npm cache)
+   * and frees its uid for another app. The caller has stopped its processes and removed its images
+   * and revisions first: no process and no file of the uid may remain. The project's gid stays
+   * (other environments of the project may hold files of it). Idempotent; nothing in `none` mode.
+   */
+  readonly release: (ref: TenantRef, privateBases: readonly string[]) => Promise<void>;
   readonly close: () => void;
 }
 
@@ -158,6 +165,7 @@ export function resolveIsolation(setting: IsolationSetting, options: { ids: Tena
       probe: (argv) => argv,
       traversable: () => Promise.resolve(),
       limitHit,
+      release: () => Promise.resolve(),
       close: () => ids?.close(),
     };
   }
@@ -170,7 +178,7 @@ export function resolveIsolation(setting: IsolationSetting, options: { ids: Tena
     probe: (argv) => [SETPRIV, `--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', '--no-new-privs', '--', ...argv],
     tenant: (ref) => {
       // NUL cannot occur in an org, project or environment id, so keys of different apps never meet.
-      const uid = ids.idOf(`app\u0000${ref.orgId}\u0000${ref.appName}`);
+      const uid = ids.idOf(appKey(ref));
       const gid = ids.idOf(`project\u0000${ref.orgId}\u0000${ref.projectId}`);
       const handOver = async (path: string) => {
         // Only ever called on a tree the service has just created (no tenant has written into it), and
@@ -213,6 +221,18 @@ export function resolveIsolation(setting: IsolationSetting, options: { ids: Tena
       for (const path of paths) await chmod(path, 0o711);
     },
     limitHit,
+    release: async (ref, privateBases) => {
+      const key = appKey(ref);
+      const uid = ids.existing(key);
+      if (uid === null) return;
+      for (const base of privateBases) await rm(join(base, String(uid)), { recursive: true, force: true });
+      ids.release(key);
+    },
     close: () => ids.close(),
   };
+}
+
+/** The tenant-ids key of an app's uid. NUL cannot occur in an org, project or environment id, so keys of different apps never meet. */
+function appKey(ref: Pick<TenantRef, 'orgId' | 'appName'>): string {
+  return `app\u0000${ref.orgId}\u0000${ref.appName}`;
 }

@@ -23,7 +23,8 @@ export function parseIdRange(setting: string): IdRange {
  * Numeric ids kept in the embedded database: each key (an app, a project) gets one id from the range
  * the first time it is asked for, and the same id ever after (worker restarts included). Keys share
  * one sequence, so an app's uid never equals another project's gid. An id is handed out again only
- * after `release` (see README: nothing in local mode deletes an app, so nothing releases yet).
+ * after `release`, which the worker's delete-app job calls once the app's processes, images,
+ * revisions and npm cache are gone (isolation.ts `release`).
  */
 export class TenantIds {
   private readonly db: SqliteDatabase;
@@ -58,6 +59,13 @@ export class TenantIds {
       db.prepare('INSERT INTO tenant_ids (key, id) VALUES (?, ?)').run(key, free.candidate);
       return free.candidate;
     });
+  }
+
+  /** The id `key` holds; null when it holds none (nothing is allocated). */
+  existing(key: string): number | null {
+    this.open();
+    const row = this.db.connection.prepare('SELECT id FROM tenant_ids WHERE key = ?').get(key) as { id: number } | undefined;
+    return row?.id ?? null;
   }
 
   /** Frees the id of `key`: the caller makes sure no process and no file of that id remains. */

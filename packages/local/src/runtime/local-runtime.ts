@@ -1,6 +1,6 @@
 import type { AppRef } from '@zepid/core';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
 import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
@@ -152,16 +152,12 @@ export class LocalRuntime implements Runtime {
     );
 
     const previous = current?.live.revision === revision ? current.previous : (current?.live ?? null);
-    const dropped = current?.previous ?? null;
     this.options.router.set(spec.appName, target);
     this.state[spec.appName] = { live: record, previous };
     await this.saveState();
     if (previous !== null) await this.stop(previous.revision);
-    // Keep the live and the previous image (for rollback); older ones go, unless a revision still
-    // uses them: a reused build shares one image between deployments, and across environments.
-    if (dropped !== null && dropped.revision !== previous?.revision && dropped.revision !== revision && !this.imageInUse(dropped.image)) {
-      await rm(dropped.image, { recursive: true, force: true });
-    }
+    // Images are never removed here: a rollback may need any of the app's last KEEP_IMAGES_PER_APP
+    // (the worker's image retention removes the others, and marks them so the API refuses them).
     return { revision, url, previousRevision: previous?.revision ?? null, dnsRecords: [] };
   }
 
@@ -177,11 +173,6 @@ export class LocalRuntime implements Runtime {
     if ('site' in run) return routed !== undefined && 'site' in routed && routed.site === run.site && siteIsHealthy(run.site);
     if (routed === undefined || !('port' in routed) || routed.port !== run.port) return false;
     return answers(run.port);
-  }
-
-  /** Whether the live or previous revision of any app runs from `image`. */
-  private imageInUse(image: string): boolean {
-    return Object.values(this.state).some((app) => app.live.image === image || app.previous?.image === image);
   }
 
   async rollback(target: RollbackTarget, log: LogSink): Promise<void> {
@@ -343,9 +334,23 @@ export class LocalRuntime implements Runtime {
     return write;
   }
 
-  // App deletion (issue 12): not built yet in this adapter.
-  removeApp(_app: AppRef, _options: { signal: AbortSignal; log: LogSink }): Promise<void> {
-    return Promise.reject(new DeployError('NOT_IMPLEMENTED', 'app deletion is not built yet in this runtime (issue 12)'));
+  /**
+   * App deletion: the route goes first (the URL stops answering), then every revision of the app is
+   * stopped, its state entry and its revision dirs (HOME, static caches) removed. Images are the
+   * builder's. Idempotent: an app already gone, or never started here, is no error.
+   */
+  async removeApp(app: AppRef, options: { signal: AbortSignal; log: LogSink }): Promise<void> {
+    this.options.router.remove(app.appName);
+    const revisions = [...this.running].filter(([, run]) => run.app === app.appName).map(([revision]) => revision);
+    for (const revision of revisions) await this.stop(revision);
+    if (this.state[app.appName] !== undefined) {
+      delete this.state[app.appName];
+      await this.saveState();
+    }
+    const own = new RegExp(`^${app.appName.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}--d[0-9a-f]{10}(-a[0-9]+)?$`);
+    const dirs = (await readdir(this.options.revisionsDir).catch(() => [] as string[])).filter((name) => own.test(name));
+    for (const dir of dirs) await rm(join(this.options.revisionsDir, dir), { recursive: true, force: true });
+    options.log(`${app.appName} removed: route gone, ${revisions.length} revision(s) stopped, ${dirs.length} revision dir(s) removed`);
   }
 }
 

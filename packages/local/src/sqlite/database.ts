@@ -120,6 +120,18 @@ const MIGRATIONS: string[] = [
    );
    CREATE INDEX deliveries_by_webhook ON webhook_deliveries (org_id, webhook_id, created_at DESC);
    CREATE INDEX deliveries_due ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';`,
+  // Apps (issue 12): an app's record (env variable names and scopes, deletion) keyed by org and app
+  // name; an app's deployments by app, newest first (GET /apps, rollback, env changes, deletion).
+  `CREATE TABLE apps (
+     org_id TEXT NOT NULL,
+     app_name TEXT NOT NULL,
+     project_id TEXT NOT NULL,
+     environment TEXT NOT NULL,
+     etag TEXT NOT NULL,
+     doc TEXT NOT NULL,
+     PRIMARY KEY (org_id, app_name)
+   ) WITHOUT ROWID;
+   CREATE INDEX deployments_by_app ON deployments (org_id, app_name, created_at DESC, id DESC);`,
 ];
 
 export class SqliteDatabase {

@@ -1,4 +1,4 @@
-import type { AppRecord, AppRef } from '@zepid/core';
+import type { AppRecord, AppRef, Environment } from '@zepid/core';
 import { randomBytes } from 'node:crypto';
 import type {
   CreateOptions,
@@ -62,6 +62,15 @@ function decodeCursor(cursor: string): [string, string] {
     // fall through
   }
   throw new DeployError('VALIDATION_ERROR', 'cursor is not one this service returned', { details: [{ field: 'cursor', message: 'is invalid' }] });
+}
+
+/** GET /apps' cursor: the last app name of the page. */
+function decodeAppCursor(cursor: string): string {
+  const name = Buffer.from(cursor, 'base64url').toString('utf8');
+  if (name === '' || Buffer.from(name).toString('base64url') !== cursor) {
+    throw new DeployError('VALIDATION_ERROR', 'cursor is not one this service returned', { details: [{ field: 'cursor', message: 'is invalid' }] });
+  }
+  return name;
 }
 
 /** Queued plus in-progress deployments of an org: one row kept by triggers (migration 3). */
@@ -323,24 +332,87 @@ export class SqliteDeploymentStore implements DeploymentStore {
     );
   }
 
-  // Apps (issue 12): not built yet in this adapter.
-  getApp(_orgId: string, _appName: string): Promise<AppRecord | null> {
-    return Promise.reject(new DeployError('NOT_IMPLEMENTED', 'apps are not built yet in this store (issue 12)'));
+  // Apps (issue 12): the `apps` table (migration 8) beside the deployments.
+  getApp(orgId: string, appName: string): Promise<AppRecord | null> {
+    return runSqlite(() => {
+      const row = this.db.connection.prepare('SELECT doc, etag FROM apps WHERE org_id = ? AND app_name = ?').get(orgId, appName) as Row | undefined;
+      return row === undefined ? null : { ...(JSON.parse(row.doc) as AppRecord), etag: row.etag };
+    });
   }
 
-  putApp(_app: AppRecord): Promise<AppRecord> {
-    return Promise.reject(new DeployError('NOT_IMPLEMENTED', 'apps are not built yet in this store (issue 12)'));
+  putApp(app: AppRecord): Promise<AppRecord> {
+    return runSqlite(() =>
+      this.db.transaction(() => {
+        const etag = newEtag();
+        const { etag: expected, ...doc } = app;
+        const connection = this.db.connection;
+        if (expected === '') {
+          const result = connection
+            .prepare(
+              `INSERT INTO apps (org_id, app_name, project_id, environment, etag, doc) VALUES (?, ?, ?, ?, ?, ?)
+               ON CONFLICT (org_id, app_name) DO NOTHING`,
+            )
+            .run(app.orgId, app.appName, app.projectId, app.environment, etag, JSON.stringify(doc));
+          if (result.changes === 0) throw new DeployError('CONFLICT', `App ${app.appName} already has a record`);
+        } else {
+          const result = connection
+            .prepare('UPDATE apps SET etag = ?, doc = ? WHERE org_id = ? AND app_name = ? AND etag = ?')
+            .run(etag, JSON.stringify(doc), app.orgId, app.appName, expected);
+          if (result.changes === 0) throw new DeployError('CONCURRENT_UPDATE', `App ${app.appName} changed since it was read`, { retryable: true });
+        }
+        return { ...app, etag };
+      }),
+    );
   }
 
-  deleteApp(_orgId: string, _appName: string): Promise<void> {
-    return Promise.reject(new DeployError('NOT_IMPLEMENTED', 'apps are not built yet in this store (issue 12)'));
+  deleteApp(orgId: string, appName: string): Promise<void> {
+    return runSqlite(() => {
+      this.db.connection.prepare('DELETE FROM apps WHERE org_id = ? AND app_name = ?').run(orgId, appName);
+    });
   }
 
-  listApps(_orgId: string, _page: { limit: number; cursor: string | null }): Promise<Page<AppRef>> {
-    return Promise.reject(new DeployError('NOT_IMPLEMENTED', 'apps are not built yet in this store (issue 12)'));
+  listApps(orgId: string, page: { limit: number; cursor: string | null }): Promise<Page<AppRef>> {
+    return runSqlite(() => {
+      const after = page.cursor === null ? '' : decodeAppCursor(page.cursor);
+      // Apps known by deployments (one row per app: the deployments_by_app index is walked in order)
+      // and apps known by a record only, merged by name.
+      const rows = this.db.connection
+        .prepare(
+          `SELECT app_name, MIN(project_id) AS project_id, MIN(environment) AS environment FROM (
+             SELECT app_name, project_id, json_extract(doc, '$.environment') AS environment
+               FROM deployments WHERE org_id = :org AND app_name > :after
+               GROUP BY app_name
+             UNION ALL
+             SELECT app_name, project_id, environment FROM apps WHERE org_id = :org AND app_name > :after
+           ) GROUP BY app_name ORDER BY app_name LIMIT :limit`,
+        )
+        .all({ org: orgId, after, limit: page.limit + 1 }) as { app_name: string; project_id: string; environment: Environment }[];
+      const items = rows
+        .slice(0, page.limit)
+        .map((row): AppRef => ({ orgId, projectId: row.project_id, environment: row.environment, appName: row.app_name }));
+      const last = items.at(-1);
+      return { items, nextCursor: rows.length > page.limit && last !== undefined ? Buffer.from(last.appName).toString('base64url') : null };
+    });
   }
 
-  listByApp(_orgId: string, _appName: string, _page: { limit: number; cursor: string | null }): Promise<Page<DeploymentRecord>> {
-    return Promise.reject(new DeployError('NOT_IMPLEMENTED', 'apps are not built yet in this store (issue 12)'));
+  listByApp(orgId: string, appName: string, page: { limit: number; cursor: string | null }): Promise<Page<DeploymentRecord>> {
+    return runSqlite(() => {
+      const after = page.cursor === null ? null : decodeCursor(page.cursor);
+      const rows = (
+        after === null
+          ? this.db.connection
+              .prepare('SELECT doc, etag FROM deployments WHERE org_id = ? AND app_name = ? ORDER BY created_at DESC, id DESC LIMIT ?')
+              .all(orgId, appName, page.limit + 1)
+          : this.db.connection
+              .prepare(
+                `SELECT doc, etag FROM deployments WHERE org_id = ? AND app_name = ? AND (created_at, id) < (?, ?)
+                 ORDER BY created_at DESC, id DESC LIMIT ?`,
+              )
+              .all(orgId, appName, after[0], after[1], page.limit + 1)
+      ) as unknown as Row[];
+      const items = rows.slice(0, page.limit).map(toRecord);
+      const last = items.at(-1);
+      return { items, nextCursor: rows.length > page.limit && last !== undefined ? encodeCursor(last) : null };
+    });
   }
 }
