@@ -593,7 +593,11 @@ describe('ContainerAppsRuntime', () => {
     function vaultWith(values: Map<string, string>) {
       return {
         references: (deploymentId: string, names: readonly string[]) => keyVault.references(deploymentId, names),
-        valueAt: (url: string) => Promise.resolve(values.get(url) ?? null),
+        values,
+        // A method using `this`, as the Key Vault store's is: the runtime must call it on the store.
+        valueAt(this: { values: Map<string, string> }, url: string) {
+          return Promise.resolve(this.values.get(url) ?? null);
+        },
         async put(deploymentId: string, entries: Record<string, string>) {
           const urls = await keyVault.references(deploymentId, Object.keys(entries));
           for (const [name, value] of Object.entries(entries)) values.set(urls[name] ?? '', value);

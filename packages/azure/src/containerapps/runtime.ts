@@ -767,8 +767,10 @@ export class ContainerAppsRuntime implements Runtime {
     const names = variables.map((variable) => variable.name ?? '').sort();
     if (names.join('\u0000') !== [...spec.envVariableNames].sort().join('\u0000')) return 'its env variable names differ';
     if (variables.length === 0) return null;
-    const valueAt = this.options.secrets.valueAt;
-    if (valueAt === undefined) return 'the secret store cannot tell whether its env values are the same';
+    const store = this.options.secrets;
+    if (store.valueAt === undefined) return 'the secret store cannot tell whether its env values are the same';
+    // Called on the store: the Key Vault store's method needs its `this`.
+    const valueAt = (reference: string) => store.valueAt?.(reference) ?? Promise.resolve(null);
     for (const variable of variables) {
       const name = variable.name ?? '';
       const secret = app.configuration?.secrets?.find((candidate) => candidate.name === variable.secretRef);
