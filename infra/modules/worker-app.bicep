@@ -70,6 +70,11 @@ param buildTimeoutMs int
 @description('REVISION_READY_TIMEOUT_MS.')
 param revisionReadyTimeoutMs int
 
+@minValue(1)
+@maxValue(1000)
+@description('KEEP_IMAGES_PER_APP: images (ACR manifests) kept per app for rollback; older ones are deleted.')
+param keepImagesPerApp int = 5
+
 // The worker has no ingress; the probes reach its health endpoints on this port (HEALTH_PORT).
 var healthPort = 8080
 
@@ -127,6 +132,7 @@ resource app 'Microsoft.App/containerApps@2025-01-01' = {
             { name: 'MAX_CONCURRENT_DEPLOYMENTS', value: string(maxConcurrentDeployments) }
             { name: 'BUILD_TIMEOUT_MS', value: string(buildTimeoutMs) }
             { name: 'REVISION_READY_TIMEOUT_MS', value: string(revisionReadyTimeoutMs) }
+            { name: 'KEEP_IMAGES_PER_APP', value: string(keepImagesPerApp) }
             { name: 'HEALTH_PORT', value: string(healthPort) }
             { name: 'SHUTDOWN_GRACE_MS', value: string(shutdownGraceMs) }
             { name: 'AZURE_CLIENT_ID', value: identity.clientId }

@@ -14,7 +14,10 @@ interface LiveDeployment {
  * secrets, except the newest completed deployment of each app (its revision serves traffic) and every
  * completed deployment with that same revision: an identical redeploy keeps the serving revision, which
  * still runs with the env values (locally, the secrets; in Azure, the Key Vault references) of the
- * deployment that started it. Then sweeps the org's file objects that no remaining manifest names and
+ * deployment that started it. Nor a completed deployment whose image is still kept (the worker's image
+ * retention, KEEP_IMAGES_PER_APP, marks those it removed with `imageRemovedAt`): a rollback to it needs
+ * its record (build plan, image, env values), and the record of the deployment that built the image.
+ * Then sweeps the org's file objects that no remaining manifest names and
  * that nothing used for OBJECT_RETENTION.graceMs (core's source.ts).
  */
 export async function cleanupFinished(adapters: ApiAdapters, orgId: string, cutoff: Date, dryRun: boolean, now: Date) {
@@ -24,13 +27,25 @@ export async function cleanupFinished(adapters: ApiAdapters, orgId: string, cuto
   const deploymentIds: string[] = [];
   const kept: { deploymentId: string; reason: string }[] = [];
   const live = new Map<string, LiveDeployment | null>();
+  const imageKept = new Map<string, boolean>();
+  /** Whether the image `record` ran is still kept (the worker's image retention marks what it removed): a rollback may need it. */
+  const keptForRollback = async (record: DeploymentRecord): Promise<boolean> => {
+    if (record.status !== 'completed' || typeof record.steps.build.output.image !== 'string') return false;
+    const reused = record.steps.build.output.reusedFrom;
+    const owner = record.imageOf ?? (typeof reused === 'string' ? reused : record.id);
+    if (!imageKept.has(owner)) {
+      const built = owner === record.id ? record : await adapters.store.get({ orgId, deploymentId: owner });
+      imageKept.set(owner, built !== null && typeof built.steps.build.output.image === 'string' && typeof built.steps.build.output.imageRemovedAt !== 'string');
+    }
+    return imageKept.get(owner) === true;
+  };
 
   for (const record of batch) {
     if (!live.has(record.appName)) {
       const latest = await adapters.store.latestCompleted(orgId, record.appName);
       live.set(record.appName, latest === null ? null : { id: latest.id, revision: latest.result.revision });
     }
-    const reason = keepReason(record, live.get(record.appName) ?? null);
+    const reason = keepReason(record, live.get(record.appName) ?? null) ?? ((await keptForRollback(record)) ? 'its image is kept for rollback (KEEP_IMAGES_PER_APP)' : null);
     if (reason !== null) {
       kept.push({ deploymentId: record.id, reason });
       continue;

@@ -1,5 +1,6 @@
 import type { AppJobMessage, AppRef, Clock, DeploymentRecord, Logger, LogSink, OutboxEvent, WorkerAdapters } from '@zepid/core';
 import { ACTIVE_STATUSES, appName, derivedEventId, ENVIRONMENTS, isDeployError, isTerminal, projectKey, sweepObjects, updateDeployment } from '@zepid/core';
+import { imageOwner } from './retention.ts';
 import { createDeliveries } from './webhooks/dispatcher.ts';
 import type { Settlement } from './workflow.ts';
 
@@ -171,10 +172,4 @@ export class AppDeletion {
     this.options.logger.info({ apps: busy, delayMs }, 'delete job: deployments still running were asked to cancel; looking again shortly');
     return { action: 'complete' };
   }
-}
-
-/** The deployment that built the image `record` ran (itself, or the one its image came from). */
-function imageOwner(record: DeploymentRecord): string {
-  const reused = record.steps.build.output.reusedFrom;
-  return record.imageOf ?? (typeof reused === 'string' ? reused : record.id);
 }

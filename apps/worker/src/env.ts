@@ -2,7 +2,7 @@ import Type from 'typebox';
 import type { Static, TObject } from 'typebox';
 // The subpath, not the package: loading every Azure SDK just to read config would cost ~100 MB of RSS in local mode.
 import { azureEnv } from '@zepid/azure/env';
-import { commonEnv, parseEnv, positiveInt } from '@zepid/core';
+import { commonEnv, DEFAULT_KEEP_IMAGES_PER_APP, parseEnv, positiveInt } from '@zepid/core';
 import { BUILD_ENV_DEFAULT_PASSTHROUGH } from '@zepid/local/build-env';
 
 /** The worker's configuration: parsed once in main.ts; nothing else reads process.env. */
@@ -15,6 +15,11 @@ const workerEnv = {
   LOCAL_ROUTER_PORT: Type.Integer({ minimum: 1, maximum: 65535, default: 3011, description: 'Port where local mode serves deployed apps.' }),
   LOCAL_ROUTER_HOST: Type.String({ default: '127.0.0.1', description: 'Interface the local router listens on.' }),
   QUEUE_LOCK_DURATION_MS: positiveInt(30_000, 300_000, 'Local queue only: how long a job stays locked between renewals; a crashed worker\'s job comes back after it.'),
+  KEEP_IMAGES_PER_APP: positiveInt(
+    DEFAULT_KEEP_IMAGES_PER_APP,
+    1000,
+    'Images kept per app for rollback: those of its newest completed deployments (this many distinct images, the live one first); older ones are deleted.',
+  ),
   SHUTDOWN_GRACE_MS: positiveInt(25_000, 3600_000, 'After SIGTERM, how long running deployments may finish before they are released to another delivery.'),
   BUILDER_PROVIDER: Type.Optional(Type.Enum(['local', 'azure'], { description: 'Builder of the sandbox and build steps; default: DEPLOY_MODE.' })),
   RUNTIME_PROVIDER: Type.Optional(Type.Enum(['local', 'azure'], { description: 'Runtime of the deploy step; default: DEPLOY_MODE.' })),

@@ -1,12 +1,15 @@
 import { hostname } from 'node:os';
 import type { DeploymentStore, JobQueue, Logger } from '@zepid/core';
 import { reconcileOutbox, SERVICE_VERSION } from '@zepid/core';
+import type { ImageRetention } from './retention.ts';
 import type { Workflow } from './workflow.ts';
 
 export interface MaintenanceOptions {
   store: DeploymentStore;
   queue: JobQueue;
   workflow: Workflow;
+  /** Image retention: projects whose run after a completion failed are run again here. */
+  retention?: ImageRetention;
   logger: Logger;
   workerId: string;
   capacity: number;
@@ -22,7 +25,8 @@ export interface MaintenanceOptions {
  * - heartbeat, so /health/detailed can tell a worker is alive;
  * - outbox: publish jobs whose publish was never confirmed (API died between record and job);
  * - timeout sweep: a deployment whose attempt ran well past its timeout with no worker on it (its
- *   job was lost or dead-lettered after a crash) is failed with TIMEOUT and compensated.
+ *   job was lost or dead-lettered after a crash) is failed with TIMEOUT and compensated;
+ * - image retention (KEEP_IMAGES_PER_APP) of projects whose run after a completion failed.
  */
 export class Maintenance {
   private readonly options: MaintenanceOptions;
@@ -69,6 +73,7 @@ export class Maintenance {
         logger.warn({ deploymentId: record.id }, 'deployment ran past its timeout with no worker: failing it');
         await workflow.expire(record);
       }
+      await this.options.retention?.runPending();
     } catch (error) {
       logger.warn({ err: error }, 'maintenance round failed; next round in a few seconds');
     }

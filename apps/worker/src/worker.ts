@@ -6,6 +6,7 @@ import { AppDeletion } from './app-deletion.ts';
 import { Consumer } from './consumer.ts';
 import type { WorkerEnv } from './env.ts';
 import { Maintenance } from './maintenance.ts';
+import { ImageRetention } from './retention.ts';
 import { steps as defaultSteps } from './steps/index.ts';
 import type { Step } from './steps/step.ts';
 import { closeAll, createWorkerAdapters, startAll } from './wiring.ts';
@@ -48,7 +49,8 @@ export async function startWorker(
   }
 
   const settings = { deploymentTimeoutMs: env.DEPLOYMENT_TIMEOUT_MS };
-  const workflow = new Workflow({ adapters, steps: options.steps ?? defaultSteps, settings, logger, clock: systemClock });
+  const retention = new ImageRetention({ adapters, logger, keepPerApp: env.KEEP_IMAGES_PER_APP });
+  const workflow = new Workflow({ adapters, steps: options.steps ?? defaultSteps, settings, logger, clock: systemClock, afterCompleted: (record) => retention.afterCompleted(record) });
   const appDeletion = new AppDeletion({ adapters, logger, clock: systemClock, releaseTenant: wiring.releaseTenant });
   const consumer = new Consumer({
     queue: adapters.queue,
@@ -64,6 +66,7 @@ export async function startWorker(
     store: adapters.store,
     queue: adapters.queue,
     workflow,
+    retention,
     logger,
     workerId,
     capacity: env.MAX_CONCURRENT_DEPLOYMENTS,

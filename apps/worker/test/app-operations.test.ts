@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { AppJobMessage, DeploymentRecord } from '@zepid/core';
-import { parseLogLines, projectKey } from '@zepid/core';
+import { parseLogLines, projectKey, silentLogger, updateDeployment } from '@zepid/core';
+import { ImageRetention } from '../src/retention.ts';
 import type { WorkerHarness } from './harness.ts';
 import { createWorkerHarness, eventually } from './harness.ts';
 
@@ -273,5 +274,67 @@ describe('delete-app job (issue 12)', () => {
     });
     const dead = await eventually(() => h.adapters.queue.listDeadLettered(10), (list) => list.length > 0);
     expect(dead[0]).toMatchObject({ messageId: 'delete:bad', reason: 'MALFORMED_MESSAGE' });
+  });
+});
+
+describe('image retention (KEEP_IMAGES_PER_APP)', () => {
+  let h: WorkerHarness;
+  afterEach(async () => {
+    await h.close();
+  });
+
+  const runToEnd = (record: DeploymentRecord) => eventually(() => h.get(record), terminal);
+  const deploy = async (options?: Parameters<WorkerHarness['submit']>[0]) => runToEnd(await h.submit(options));
+  const removedAt = async (record: DeploymentRecord) => (await h.get(record)).steps.build.output.imageRemovedAt;
+
+  it('keeps the newest distinct images of each app (the live one first) and marks the deployments whose image went', async () => {
+    h = await createWorkerHarness({ keepImagesPerApp: 2 });
+    h.consumer().start();
+    const [v1, v2, v3] = [await deploy({ files: { 'index.html': 'v1' } }), await deploy({ files: { 'index.html': 'v2' } }), await deploy({ files: { 'index.html': 'v3' } })];
+    expect([...h.builder.images].sort()).toEqual([v2.id, v3.id].sort());
+    expect(typeof (await removedAt(v1))).toBe('string');
+    expect(await removedAt(v2)).toBeUndefined();
+    // A rollback to v2 runs its image: the newest two images are v2's (live) and v3's.
+    const rollback = await deploy({ kind: { kind: 'rollback', of: v2 } });
+    expect(rollback.status).toBe('completed');
+    expect([...h.builder.images].sort()).toEqual([v2.id, v3.id].sort());
+    // Restarts with new env values run the same image: they do not push older images out.
+    await deploy({ kind: { kind: 'config', of: rollback }, env: {} });
+    await deploy({ kind: { kind: 'config', of: rollback }, env: {} });
+    expect([...h.builder.images].sort()).toEqual([v2.id, v3.id].sort());
+    const v4 = await deploy({ files: { 'index.html': 'v4' } });
+    expect([...h.builder.images].sort()).toEqual([v2.id, v4.id].sort());
+    expect(typeof (await removedAt(v3))).toBe('string');
+    // The API refuses a rollback to v3 (imageRemovedAt); one that slipped through fails clearly.
+    const late = await deploy({ kind: { kind: 'rollback', of: v3 } });
+    expect(late.error?.message).toContain(`The image of ${v3.id} is no longer kept: retention removed it`);
+  });
+
+  it('keeps an image another environment of the project runs', async () => {
+    h = await createWorkerHarness({ keepImagesPerApp: 1 });
+    h.consumer().start();
+    const shared = await deploy({ files: { 'index.html': 'shared' } });
+    const production = await deploy({ files: { 'index.html': 'shared' }, environment: 'production' });
+    expect(production.steps.build.output.reusedFrom).toBe(shared.id);
+    const v2 = await deploy({ files: { 'index.html': 'v2' } });
+    // Development moved on; production still runs the shared image.
+    expect([...h.builder.images].sort()).toEqual([shared.id, v2.id].sort());
+    const p2 = await deploy({ files: { 'index.html': 'p2' }, environment: 'production' });
+    expect([...h.builder.images].sort()).toEqual([v2.id, p2.id].sort());
+  });
+
+  it('keeps an image a queued rollback is about to run', async () => {
+    h = await createWorkerHarness({ keepImagesPerApp: 5 });
+    const consumer = h.consumer();
+    consumer.start();
+    const v1 = await deploy({ files: { 'index.html': 'v1' } });
+    await deploy({ files: { 'index.html': 'v2' } });
+    await consumer.stop();
+    const waiting = await h.submit({ kind: { kind: 'rollback', of: v1 } });
+    const retention = new ImageRetention({ adapters: h.adapters, logger: silentLogger, keepPerApp: 1 });
+    expect(await retention.enforce('org_w', 'site')).toEqual([]);
+    await updateDeployment(h.adapters.store, { orgId: waiting.orgId, deploymentId: waiting.id }, () => [{ type: 'cancel_requested' }]);
+    expect(await retention.enforce('org_w', 'site')).toEqual([v1.id]);
+    expect(h.builder.images.has(v1.id)).toBe(false);
   });
 });

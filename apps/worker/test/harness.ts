@@ -8,6 +8,7 @@ import { appName, encodeSourceManifest, jobFor, newDeploymentId, newDeploymentRe
 import { createLocalAdapters } from '@zepid/local';
 import { AppDeletion } from '../src/app-deletion.ts';
 import { Consumer } from '../src/consumer.ts';
+import { ImageRetention } from '../src/retention.ts';
 import { steps } from '../src/steps/index.ts';
 import type { Step } from '../src/steps/step.ts';
 import { Workflow } from '../src/workflow.ts';
@@ -47,7 +48,7 @@ function slowed(delayMs: number): readonly Step[] {
 }
 
 export async function createWorkerHarness(
-  options: { deploymentTimeoutMs?: number; maxDeliveryCount?: number; lockDurationMs?: number; stepDelayMs?: number } = {},
+  options: { deploymentTimeoutMs?: number; maxDeliveryCount?: number; lockDurationMs?: number; stepDelayMs?: number; keepImagesPerApp?: number } = {},
 ): Promise<WorkerHarness> {
   const dataDir = await mkdtemp(join(tmpdir(), 'zepid-worker-'));
   const logger = pino({ level: 'silent' });
@@ -56,7 +57,9 @@ export async function createWorkerHarness(
   const runtime = new FakeRuntime();
   const adapters: WorkerAdapters = { ...base, builder, runtime };
   for (const adapter of [base.store, base.queue, base.artifacts, base.secrets]) await adapter.start();
+  const retention = options.keepImagesPerApp === undefined ? null : new ImageRetention({ adapters, logger, keepPerApp: options.keepImagesPerApp });
   const workflow = new Workflow({
+    afterCompleted: retention === null ? undefined : (record) => retention.afterCompleted(record),
     adapters,
     steps: options.stepDelayMs === undefined ? steps : slowed(options.stepDelayMs),
     settings: { deploymentTimeoutMs: options.deploymentTimeoutMs ?? 60_000 },
