@@ -6,8 +6,10 @@ import AjvModule from 'ajv';
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply } from 'fastify';
 import Fastify, { LogController } from 'fastify';
 import { DeployError, LIMITS, SERVICE_NAME, SERVICE_VERSION, sha256Hex } from '@zepid/core';
+import { AppService } from './apps.ts';
 import type { AppContext } from './context.ts';
 import { answerClientError, errorBody, registerErrorHandling } from './errors.ts';
+import { appRoutes } from './routes/apps.ts';
 import { dashboardRoutes } from './routes/dashboard.ts';
 import { deployRoutes } from './routes/deploy.ts';
 import { eventRoutes } from './routes/events.ts';
@@ -30,7 +32,8 @@ const Ajv = AjvModule.default;
  * The API as a Fastify instance built from its context; server.ts only adds a port and signals.
  * Tests build it with injected adapters and call `app.inject`.
  */
-export async function buildApp(context: AppContext, logger: FastifyBaseLogger): Promise<FastifyInstance> {
+export async function buildApp(input: Omit<AppContext, 'apps'> & { apps?: AppService }, logger: FastifyBaseLogger): Promise<FastifyInstance> {
+  const context: AppContext = { ...input, apps: input.apps ?? new AppService(input.adapters, input.service, { clock: input.clock, logger }) };
   const app = Fastify({
     loggerInstance: logger,
     bodyLimit: LIMITS.bodyBytes,
@@ -94,7 +97,9 @@ export async function buildApp(context: AppContext, logger: FastifyBaseLogger): 
       },
       components: { securitySchemes: { bearerAuth: { type: 'http', scheme: 'bearer' } } },
       tags: [
-        { name: 'deployments', description: 'Queue, follow, cancel and retry deployments' },
+        { name: 'deployments', description: 'Queue, follow, cancel, retry and roll back deployments' },
+        { name: 'apps', description: 'Apps (a project in one environment, what has a URL): list, env variables, deletion' },
+        { name: 'v1 env', description: 'Env variable endpoints of the earlier DigitalOcean design (seed 004); `uuid` is the appName' },
         { name: 'webhooks', description: 'Signed notifications of deployment events (Standard Webhooks)' },
         { name: 'status', description: 'Statistics, queue metrics, retention' },
         { name: 'health', description: 'Probes' },
@@ -143,6 +148,7 @@ export async function buildApp(context: AppContext, logger: FastifyBaseLogger): 
     await scope.register(statusRoutes, { context });
     await scope.register(eventRoutes, { context });
     await scope.register(webhookRoutes, { context });
+    await scope.register(appRoutes, { context });
   });
 
   return app;

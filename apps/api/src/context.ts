@@ -1,11 +1,14 @@
 import type { ApiAdapters, Clock, WebhookAddressPolicy } from '@zepid/core';
 import type { TokenVerifier } from './auth.ts';
+import type { AppService } from './apps.ts';
 import type { DeploymentService } from './deployments.ts';
 
 /** Everything the routes need, built once by the process (server.ts) or a test. */
 export interface AppContext {
   adapters: ApiAdapters;
   service: DeploymentService;
+  /** App operations (issue 12); buildApp makes one from the adapters and `service` when absent. */
+  apps: AppService;
   tokens: TokenVerifier;
   mode: 'local' | 'azure';
   startedAt: number;

@@ -138,6 +138,40 @@ export class DeploymentService {
     return { files, storedFiles: stored.length, storedBytes: stored.reduce((sum, bytes) => sum + bytes, 0) };
   }
 
+  /**
+   * The deployment an earlier request with this Idempotency-Key made (same body), or null when the key
+   * is new; IDEMPOTENCY_CONFLICT when it came with another body.
+   */
+  async replayOf(orgId: string, idempotency: { key: string; body: unknown } | null): Promise<DeploymentRecord | null> {
+    if (idempotency === null) return null;
+    const earlier = await this.adapters.store.findByIdempotencyKey(orgId, idempotency.key);
+    return earlier === null ? null : this.replay(earlier, sha256Hex(JSON.stringify(idempotency.body)));
+  }
+
+  /**
+   * Records and queues a deployment made by the API itself (rollback, config, rebuild of the live
+   * source: issue 12) through the same intake as POST /deploy: the active limit, the outbox and the
+   * Idempotency-Key (in `record.idempotency`) hold alike. `manifest`: the source manifest it runs
+   * (copied from the deployment it derives from), stored before the record as POST /deploy does.
+   */
+  async submitRecord(record: DeploymentRecord, values: Record<string, string>, manifest: Buffer | null, traceparent: string | null = null): Promise<DeploymentRecord> {
+    const { store, intake, artifacts, secrets } = this.adapters;
+    const active = await store.countActive(record.orgId);
+    if (active >= this.options.maxActivePerOrg) throw quotaExceeded(active, this.options.maxActivePerOrg);
+    if (manifest !== null) await artifacts.putSource({ orgId: record.orgId, deploymentId: record.id }, manifest);
+    await secrets.put(record.id, values);
+    try {
+      return await intake.submit(record, jobFor(record, traceparent), { maxActivePerOrg: this.options.maxActivePerOrg });
+    } catch (error) {
+      await this.discard(record.orgId, record.id);
+      if (error instanceof DeployError && error.code === 'CONFLICT' && record.idempotency !== null) {
+        const winner = await store.findByIdempotencyKey(record.orgId, record.idempotency.key);
+        if (winner !== null) return this.replay(winner, record.idempotency.requestHash);
+      }
+      throw error;
+    }
+  }
+
   private replay(earlier: DeploymentRecord, requestHash: string): DeploymentRecord {
     if (earlier.idempotency?.requestHash !== requestHash) {
       throw new DeployError('IDEMPOTENCY_CONFLICT', 'This Idempotency-Key was used with a different request body', {

@@ -1,6 +1,6 @@
 import Type from 'typebox';
 import type { Static } from 'typebox';
-import { DEPLOYMENT_ID_PATTERN, DEPLOYMENT_STATUSES, ENVIRONMENTS, ID_PATTERN, LIMITS, STEP_STATUSES, STEPS } from '@zepid/core';
+import { APP_STATUSES, DEPLOYMENT_ID_PATTERN, DEPLOYMENT_KINDS, DEPLOYMENT_STATUSES, ENV_NAME_PATTERN, ENV_SCOPES, ENVIRONMENTS, ID_PATTERN, LIMITS, STEP_STATUSES, STEPS } from '@zepid/core';
 
 /** Response and parameter schemas: validation, TypeScript types and the OpenAPI document from one source. */
 
@@ -106,11 +106,24 @@ export const BuildView = Type.Object(
   { description: 'The build plan the validate step decided: what was detected and what runs. Null until validate has run.' },
 );
 
+/** What a deployment does, and whether it can be rolled back to (issue 12). */
+const KindFields = {
+  kind: Type.Enum(DEPLOYMENT_KINDS, {
+    description: '`build`: source → image → revision (POST /deploy). `rollback`: an earlier deployment\'s image back live, no build. `config`: the live image restarted with new env values, no build.',
+  }),
+  rollbackOf: Nullable(Type.String({ description: '`rollback`: the deployment whose image it put back live.' })),
+  imageOf: Nullable(Type.String({ description: '`rollback` and `config`: the deployment that built the image it runs.' })),
+  canRollback: Type.Boolean({
+    description: 'POST /deploy/:id/rollback would be accepted: completed, with an image that image retention has not removed (the newest KEEP_IMAGES_PER_APP completed deployments of an app and its live one keep theirs).',
+  }),
+};
+
 export const StatusView = Type.Object({
   deploymentId: Type.String(),
   projectId: Type.String(),
   environment: literals(ENVIRONMENTS),
   status: DeploymentStatusView,
+  ...KindFields,
   currentStep: Nullable(literals(STEPS)),
   progress: Type.Integer({ minimum: 0, maximum: 100, description: 'Completed steps by weight; the running step counts by its time against what it took lately (never reaching its full share).' }),
   attempt: Type.Integer({ minimum: 1 }),
@@ -138,6 +151,7 @@ export const DeploymentSummary = Type.Object({
   projectId: Type.String(),
   environment: literals(ENVIRONMENTS),
   status: DeploymentStatusView,
+  ...KindFields,
   currentStep: Nullable(literals(STEPS)),
   progress: Type.Integer(),
   attempt: Type.Integer(),
@@ -165,5 +179,73 @@ export const LogLineView = Type.Object({
   timestamp: Type.String(),
   step: Nullable(Type.String()),
   level: Type.String(),
+  message: Type.String(),
+});
+
+// ---- apps (issue 12) ---------------------------------------------------------------------------
+
+export const EnvironmentField = Type.Enum(ENVIRONMENTS, { description: 'The app\'s environment; `development` when absent (as in POST /deploy).' });
+
+export const AppView = Type.Object(
+  {
+    appName: Type.String({ description: 'The app\'s id: `<project>-<hash>-<environment>`.' }),
+    projectId: Type.String(),
+    environment: literals(ENVIRONMENTS),
+    url: Nullable(Type.String({ description: 'The live deployment\'s URL.' })),
+    status: Type.Enum(APP_STATUSES, {
+      description: '`deleting`: DELETE /projects/:projectId was asked. `deploying`: its newest deployment is queued or running. `live`: a deployment of it is live. `failed`: none is live (its deployments failed, or it has none yet).',
+    }),
+    liveDeploymentId: Nullable(Type.String({ description: 'The deployment whose revision takes the app\'s traffic.' })),
+    updatedAt: Type.String(),
+  },
+  { description: 'An app: one project in one environment, what has a URL.' },
+);
+
+export const AppsPage = Type.Object({ apps: Type.Array(AppView), nextCursor: Nullable(Type.String()) });
+
+export const EnvNameParams = Type.Object({
+  projectId: Type.String({ pattern: ID_PATTERN, maxLength: LIMITS.idLength }),
+  name: Type.String({ pattern: ENV_NAME_PATTERN, maxLength: LIMITS.envNameLength, description: 'Env variable name: letters, digits and _, not starting with a digit.' }),
+});
+
+export const EnvScopeField = Type.Enum(ENV_SCOPES, {
+  description: '`runtime` (read by the running app: a change restarts the live image, no build) or `build` (read by the build, e.g. VITE_*: a change builds the live source again). Default for a new name: `build` for VITE_, NEXT_PUBLIC_, PUBLIC_, NUXT_PUBLIC_, REACT_APP_, GATSBY_ names, else `runtime`; a name keeps its scope until one is given.',
+});
+
+export const ApplyField = Type.Enum(['restart', 'none'] as const, {
+  description: '`restart` (default): the live app takes the new values now (a `config` deployment, or a `build` one when a build-scoped variable changed). `none`: store them for the next deployment.',
+});
+
+export const EnvValue = Type.String({ maxLength: LIMITS.envValueBytes, description: `A secret: stored in the secret store, never returned or logged. At most ${LIMITS.envValueBytes} bytes, no NUL.` });
+
+export const EnvVariableView = Type.Object({
+  name: Type.String(),
+  scope: literals(ENV_SCOPES),
+  updatedAt: Type.String({ description: 'When its value (or scope) last changed.' }),
+});
+
+export const EnvListView = Type.Object({
+  projectId: Type.String(),
+  appName: Type.String(),
+  environment: literals(ENVIRONMENTS),
+  variables: Type.Array(
+    Type.Object({
+      ...EnvVariableView.properties,
+      appliedToLive: Type.Boolean({ description: 'The live deployment runs with this value: it was set before that deployment was made.' }),
+    }),
+  ),
+  envUpdatedAt: Nullable(Type.String({ description: 'Last change of the app\'s variables; null before any was stored (then they are those of the live deployment).' })),
+  liveDeploymentId: Nullable(Type.String({ description: 'The deployment that runs with them (its revision takes the traffic).' })),
+});
+
+export const EnvChangeView = Type.Object({
+  success: Type.Literal(true),
+  projectId: Type.String(),
+  appName: Type.String(),
+  environment: literals(ENVIRONMENTS),
+  variables: Type.Array(EnvVariableView, { description: 'All the app\'s variables after the change: names and scopes, never values.' }),
+  deploymentId: Nullable(Type.String({ description: 'The deployment that applies the change (status at /deploy/:id/status); null when none started.' })),
+  kind: Nullable(Type.Enum(['config', 'build'] as const, { description: '`config`: restart of the live image, no build. `build`: a build-scoped variable changed, so the live source is built again.' })),
+  rebuild: Type.Boolean({ description: 'true when the change needs a build (kind `build`); the message says which variable.' }),
   message: Type.String(),
 });

@@ -1,9 +1,15 @@
 import type { BuildPlan, DeploymentRecord, DnsRecord, StepName } from '@zepid/core';
-import { progressAt, STEPS } from '@zepid/core';
+import { kindOf, progressAt, STEPS } from '@zepid/core';
+import { canRollback } from './apps.ts';
 import type { DeploymentSummary, StatusView } from './schemas.ts';
 
 /** The deployment as clients see it: the v1 status shape plus v3 fields; never env values or internals. */
-export function statusView(record: DeploymentRecord, logs: string[], stepMs: Partial<Record<StepName, number>> = {}): StatusView {
+export function statusView(
+  record: DeploymentRecord,
+  logs: string[],
+  stepMs: Partial<Record<StepName, number>> = {},
+  builder?: DeploymentRecord | null,
+): StatusView {
   const steps = {} as StatusView['steps'];
   for (const step of STEPS) {
     const state = record.steps[step];
@@ -16,7 +22,7 @@ export function statusView(record: DeploymentRecord, logs: string[], stepMs: Par
     };
   }
   return {
-    ...summaryView(record, stepMs),
+    ...summaryView(record, stepMs, builder),
     cancelRequested: record.cancelRequested,
     steps,
     logs,
@@ -71,13 +77,18 @@ function dnsRecordsOf(record: DeploymentRecord): DnsRecord[] {
 /**
  * The fields a list shows of each deployment; the status view adds steps, logs and the rest. While it
  * runs, progress moves with the running step's time against `stepMs` (what steps took lately).
+ * `builder`: the deployment that built its image when another one did (apps.ts, buildersOf), for `canRollback`.
  */
-export function summaryView(record: DeploymentRecord, stepMs: Partial<Record<StepName, number>> = {}): DeploymentSummary {
+export function summaryView(record: DeploymentRecord, stepMs: Partial<Record<StepName, number>> = {}, builder?: DeploymentRecord | null): DeploymentSummary {
   return {
     deploymentId: record.id,
     projectId: record.projectId,
     environment: record.environment,
     status: record.status,
+    kind: kindOf(record),
+    rollbackOf: record.rollbackOf ?? null,
+    imageOf: record.imageOf ?? null,
+    canRollback: canRollback(record, builder),
     currentStep: record.currentStep,
     progress: record.status === 'in_progress' ? progressAt(record.steps, new Date(), stepMs) : record.progress,
     attempt: record.attempt,

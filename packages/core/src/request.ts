@@ -107,6 +107,15 @@ export const DeployRequestSchema = Type.Object(
         description: `Name → value, at most ${LIMITS.envVariables}. Values are secrets: stored in the secret store, never returned or logged.`,
       }),
     ),
+    buildEnv: Type.Optional(
+      Type.Array(Type.String({ pattern: ENV_NAME_PATTERN }), {
+        maxItems: LIMITS.envVariables,
+        uniqueItems: true,
+        description:
+          'Names of envVariables the build reads (scope `build`): changing one later rebuilds instead of restarting. Names starting with ' +
+          'VITE_, NEXT_PUBLIC_, PUBLIC_, NUXT_PUBLIC_, REACT_APP_ or GATSBY_ are build-scoped without being listed.',
+      }),
+    ),
     buildCommand: Type.Optional(Command('Build command; the `build` script of package.json when absent.')),
     startCommand: Type.Optional(Command('Start command; the `start` script when absent, else the project is a static site served from its build output.')),
     port: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535, description: 'Port the app listens on (given to it as PORT).' })),
@@ -148,6 +157,13 @@ export interface DeployRequest {
   customDomain: string | null;
   containerSize: ContainerSize | null;
   envVariables: Record<string, string>;
+  /**
+   * Whether the request carried `envVariables`. Without them a deployment runs with its app's current
+   * env values; with them, with exactly those, which become the app's current ones (issue 12).
+   */
+  envVariablesGiven: boolean;
+  /** Names the request marked build-scoped (`buildEnv`). */
+  buildEnv: string[];
   buildCommand: string | null;
   startCommand: string | null;
   port: number | null;
@@ -162,6 +178,18 @@ export function sourceBytesProblem(total: number): string {
 }
 
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+/**
+ * What is wrong with one env variable beyond the schema's name pattern: a reserved name, a NUL, a
+ * value over LIMITS.envValueBytes (bytes, not characters). POST /deploy and the env endpoints share it.
+ */
+export function envValueProblems(name: string, value: string, field: string): FieldError[] {
+  const errors: FieldError[] = [];
+  if (RESERVED_ENV_NAMES.includes(name)) errors.push({ field, message: `${name} is set by the service; use the \`port\` field instead` });
+  if (value.includes('\u0000')) errors.push({ field, message: 'contains a NUL character' });
+  if (Buffer.byteLength(value) > LIMITS.envValueBytes) errors.push({ field, message: `is longer than ${LIMITS.envValueBytes} bytes` });
+  return errors;
+}
 
 /**
  * Checks what the schema cannot, and resolves aliases. `body` must already match DeployRequestSchema.
@@ -235,14 +263,9 @@ export function checkDeployRequest(body: DeployRequestBody): { request: DeployRe
   }
 
   const envVariables = body.envVariables ?? {};
-  for (const [name, value] of Object.entries(envVariables)) {
-    if (RESERVED_ENV_NAMES.includes(name)) {
-      errors.push({ field: `envVariables/${name}`, message: `${name} is set by the service; use the \`port\` field instead` });
-    }
-    if (value.includes('\u0000')) errors.push({ field: `envVariables/${name}`, message: 'contains a NUL character' });
-    if (Buffer.byteLength(value) > LIMITS.envValueBytes) {
-      errors.push({ field: `envVariables/${name}`, message: `is longer than ${LIMITS.envValueBytes} bytes` });
-    }
+  for (const [name, value] of Object.entries(envVariables)) errors.push(...envValueProblems(name, value, `envVariables/${name}`));
+  for (const name of body.buildEnv ?? []) {
+    if (!(name in envVariables)) errors.push({ field: 'buildEnv', message: `names ${name}, which is not in envVariables` });
   }
 
   if (errors.length > 0 || orgId === undefined) return { errors };
@@ -256,6 +279,8 @@ export function checkDeployRequest(body: DeployRequestBody): { request: DeployRe
       customDomain: body.customDomain?.toLowerCase() ?? null,
       containerSize,
       envVariables: { ...envVariables },
+      envVariablesGiven: body.envVariables !== undefined,
+      buildEnv: [...(body.buildEnv ?? [])],
       buildCommand: body.buildCommand ?? null,
       startCommand: body.startCommand ?? null,
       port: body.port ?? null,

@@ -17,6 +17,7 @@ import {
 } from '../schemas.ts';
 import { RecentTimesCache } from '../estimates.ts';
 import { statusView, summaryView } from '../views.ts';
+import { buildersOf, imageBuilderOf } from '../apps.ts';
 
 const IdempotencyHeaders = Type.Object({
   'idempotency-key': Type.Optional(
@@ -76,6 +77,9 @@ export const deployRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = 
     }
     const record = await load(orgId, id);
     if (known !== undefined && known.etag === record.etag) return reply.type(JSON_TYPE).send(known.body);
+    // canRollback of a deployment running another's image depends on that one's record: read it, and keep no answer.
+    const builderId = imageBuilderOf(record);
+    const builder = record.status === 'completed' && builderId !== record.id ? await adapters.store.get({ orgId, deploymentId: builderId }) : undefined;
     if (record.status === 'in_progress') {
       // Progress moves within a long step, by the org's recent step times (views.ts).
       const { stepMs } = await recent.forOrg(orgId).catch(() => ({ stepMs: {} }));
@@ -84,8 +88,8 @@ export const deployRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = 
     }
     const tail = await adapters.artifacts.readLogTail(id, LIMITS.statusLogLines * 512);
     const lines = parseLogLines(tail).slice(-LIMITS.statusLogLines).map(formatLogLine);
-    const view = statusView(record, lines);
-    if (record.finishedAt !== null && Date.now() - Date.parse(record.finishedAt) > FINAL_LOG_AFTER_MS) {
+    const view = statusView(record, lines, {}, builder);
+    if (builder === undefined && record.finishedAt !== null && Date.now() - Date.parse(record.finishedAt) > FINAL_LOG_AFTER_MS) {
       // The route's own response serializer: the kept bytes are exactly what it would send.
       const serialized = reply.serialize(view);
       const body = typeof serialized === 'string' ? Buffer.from(serialized) : Buffer.from(serialized as Uint8Array);
@@ -124,11 +128,16 @@ export const deployRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = 
         throw new DeployError('FORBIDDEN', `This token does not belong to organization ${checked.request.orgId}`);
       }
       const key = request.headers['idempotency-key'];
-      const { record, replayed } = await service.submit(
-        checked.request,
-        key === undefined ? null : { key, body: request.body },
-        adapters.telemetry.currentTraceparent(),
-      );
+      const deployRequest = checked.request;
+      const app = context.apps.ref(deployRequest.orgId, deployRequest.projectId, deployRequest.environment);
+      const idempotency = key === undefined ? null : { key, body: request.body };
+      // A replay answers as before, even once the app is deleting; anything new for a deleting app is a 409.
+      if ((await service.replayOf(deployRequest.orgId, idempotency)) === null) await context.apps.assertNotDeleting(app.orgId, app.appName);
+      // Without envVariables the deployment runs with the app's current values (issue 12).
+      if (!deployRequest.envVariablesGiven) deployRequest.envVariables = await context.apps.currentEnv(app);
+      const { record, replayed } = await service.submit(deployRequest, idempotency, adapters.telemetry.currentTraceparent());
+      // With envVariables, exactly those, and they become the app's current values.
+      if (!replayed && deployRequest.envVariablesGiven) await context.apps.adoptDeployedEnv(app, deployRequest.envVariables, deployRequest.buildEnv);
       if (!replayed) {
         adapters.telemetry.event('DeploymentQueued', {
           deploymentId: record.id,
@@ -259,7 +268,12 @@ export const deployRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = 
         limit: request.query.limit ?? LIMITS.defaultPageSize,
         cursor: request.query.cursor ?? null,
       });
-      return { projectId: request.params.projectId, deployments: page.items.map((record) => summaryView(record)), nextCursor: page.nextCursor };
+      const builders = await buildersOf(adapters, request.orgId, page.items);
+      return {
+        projectId: request.params.projectId,
+        deployments: page.items.map((record) => summaryView(record, {}, builders.get(imageBuilderOf(record)))),
+        nextCursor: page.nextCursor,
+      };
     },
   );
 };

@@ -5,6 +5,7 @@ import { cleanupFinished } from '../cleanup.ts';
 import type { AppContext } from '../context.ts';
 import { DeploymentSummary, errorResponses } from '../schemas.ts';
 import { summaryView } from '../views.ts';
+import { buildersOf, imageBuilderOf } from '../apps.ts';
 
 const Counts = Type.Object(Object.fromEntries(DEPLOYMENT_STATUSES.map((status) => [status, Type.Integer()])) as Record<(typeof DEPLOYMENT_STATUSES)[number], ReturnType<typeof Type.Integer>>);
 
@@ -58,10 +59,11 @@ export const statusRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = 
         response: { 200: Type.Object({ deployments: Type.Array(DeploymentSummary), timestamp: Type.String() }), ...errorResponses(400, 401, 503) },
       },
     },
-    async (request) => ({
-      deployments: (await adapters.store.listRecent(request.orgId, request.query.limit ?? LIMITS.defaultPageSize)).map((record) => summaryView(record)),
-      timestamp: new Date().toISOString(),
-    }),
+    async (request) => {
+      const records = await adapters.store.listRecent(request.orgId, request.query.limit ?? LIMITS.defaultPageSize);
+      const builders = await buildersOf(adapters, request.orgId, records);
+      return { deployments: records.map((record) => summaryView(record, {}, builders.get(imageBuilderOf(record)))), timestamp: new Date().toISOString() };
+    },
   );
 
   app.get(

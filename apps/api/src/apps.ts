@@ -1,0 +1,469 @@
+import type {
+  ApiAdapters,
+  AppEnvVariable,
+  AppJobMessage,
+  AppRecord,
+  AppRef,
+  AppStatus,
+  Clock,
+  DeploymentKind,
+  DeploymentRecord,
+  Environment,
+  EnvScope,
+  FieldError,
+  Logger,
+} from '@zepid/core';
+import { appName, DeployError, ENVIRONMENTS, envValueProblems, isTerminal, LIMITS, newDeploymentId, newDeploymentRecord, projectKey, sha256Hex } from '@zepid/core';
+import type { DeploymentService } from './deployments.ts';
+
+/**
+ * App operations (issue 12): the apps list, rollback, an app's env variables and app deletion. Like
+ * DeploymentService it only records and queues: rollback and config deployments run on the worker
+ * (without building), and so does the delete-app job. Env values go through the secrets port only;
+ * nothing here logs or returns them.
+ */
+
+/** Prefixes of names that frameworks inline into the client bundle at build time: `build` scope by default. */
+export const BUILD_ENV_PREFIXES = ['VITE_', 'NEXT_PUBLIC_', 'PUBLIC_', 'NUXT_PUBLIC_', 'REACT_APP_', 'GATSBY_'] as const;
+
+export function defaultScopeOf(name: string): EnvScope {
+  return BUILD_ENV_PREFIXES.some((prefix) => name.startsWith(prefix)) ? 'build' : 'runtime';
+}
+
+export type ApplyMode = 'restart' | 'none';
+export type RollbackEnv = 'current' | 'snapshot';
+
+export interface AppView {
+  appName: string;
+  projectId: string;
+  environment: Environment;
+  url: string | null;
+  status: AppStatus;
+  liveDeploymentId: string | null;
+  updatedAt: string;
+}
+
+export interface EnvVariableView extends AppEnvVariable {
+  /** The live deployment runs with this variable's current value. */
+  appliedToLive: boolean;
+}
+
+export interface EnvChangeAnswer {
+  projectId: string;
+  appName: string;
+  environment: Environment;
+  variables: AppEnvVariable[];
+  deploymentId: string | null;
+  kind: DeploymentKind | null;
+  rebuild: boolean;
+  message: string;
+}
+
+/** The deployment whose build step made the image `record` runs (itself when it built its own). */
+export function imageBuilderOf(record: DeploymentRecord): string {
+  const reused = record.steps.build.output.reusedFrom;
+  return record.imageOf ?? (typeof reused === 'string' ? reused : record.id);
+}
+
+/**
+ * Whether `record` can be rolled back to: it completed with an image, and the deployment that built
+ * that image has no `imageRemovedAt` (the worker's image retention writes it when it deletes the image).
+ * `builder`: that deployment's record; undefined when not looked up or gone (retention removed the
+ * record, which does not remove images): then only the worker can tell, when the rollback runs.
+ */
+export function canRollback(record: DeploymentRecord, builder?: DeploymentRecord | null): boolean {
+  if (record.status !== 'completed' || record.result.image === null) return false;
+  const source = imageBuilderOf(record) === record.id ? record : builder;
+  return source === undefined || source === null || source.steps.build.output.imageRemovedAt === undefined;
+}
+
+/** Loads the image builders of `records` that are other deployments, for canRollback. */
+export async function buildersOf(adapters: ApiAdapters, orgId: string, records: readonly DeploymentRecord[]): Promise<Map<string, DeploymentRecord | null>> {
+  const known = new Map(records.map((record) => [record.id, record]));
+  const builders = new Map<string, DeploymentRecord | null>();
+  for (const record of records) {
+    if (record.status !== 'completed') continue;
+    const id = imageBuilderOf(record);
+    if (id === record.id || builders.has(id)) continue;
+    builders.set(id, known.get(id) ?? (await adapters.store.get({ orgId, deploymentId: id })));
+  }
+  return builders;
+}
+
+export interface AppServiceOptions {
+  clock: Clock;
+  logger: Logger;
+}
+
+export class AppService {
+  private readonly adapters: ApiAdapters;
+  private readonly deployments: DeploymentService;
+  private readonly options: AppServiceOptions;
+  /**
+   * Env changes of one app are made one at a time in this process: each reads the current values,
+   * edits them and writes them back. (Across API replicas the app record's etag orders the metadata;
+   * two replicas changing one app's values in the same instant may lose one change: said in the README.)
+   */
+  private readonly envLocks = new Map<string, Promise<unknown>>();
+
+  constructor(adapters: ApiAdapters, deployments: DeploymentService, options: AppServiceOptions) {
+    this.adapters = adapters;
+    this.deployments = deployments;
+    this.options = options;
+  }
+
+  ref(orgId: string, projectId: string, environment: Environment): AppRef {
+    return { orgId, projectId, environment, appName: appName(orgId, projectId, environment) };
+  }
+
+  /** The app named `name` in the org (seed 004's `uuid`), from its record or its newest deployment; 404 when neither. */
+  async find(orgId: string, name: string): Promise<AppRef> {
+    const record = await this.adapters.store.getApp(orgId, name);
+    if (record !== null) return { orgId, projectId: record.projectId, environment: record.environment, appName: record.appName };
+    const newest = (await this.adapters.store.listByApp(orgId, name, { limit: 1, cursor: null })).items[0];
+    if (newest === undefined) throw new DeployError('NOT_FOUND', `App ${name} not found`);
+    return { orgId, projectId: newest.projectId, environment: newest.environment, appName: newest.appName };
+  }
+
+  /** 409 CONFLICT when the app is being deleted: nothing new may start for it. */
+  async assertNotDeleting(orgId: string, name: string): Promise<void> {
+    const record = await this.adapters.store.getApp(orgId, name);
+    if (record?.deletingSince != null) {
+      throw new DeployError('CONFLICT', `App ${name} is being deleted (since ${record.deletingSince}); nothing new can start for it`, {
+        details: { appName: name, deletingSince: record.deletingSince },
+      });
+    }
+  }
+
+  /** Reads, edits and conditionally writes the app record (created when absent); `edit` returning null writes nothing. */
+  async updateRecord(ref: AppRef, edit: (current: AppRecord) => AppRecord | null): Promise<AppRecord> {
+    for (let tries = 0; ; tries += 1) {
+      const now = this.options.clock().toISOString();
+      const current = (await this.adapters.store.getApp(ref.orgId, ref.appName)) ?? {
+        ...ref,
+        env: [],
+        envUpdatedAt: null,
+        deletingSince: null,
+        createdAt: now,
+        updatedAt: now,
+        etag: '',
+      };
+      const next = edit(current);
+      if (next === null) return current;
+      try {
+        return await this.adapters.store.putApp({ ...next, updatedAt: now });
+      } catch (error) {
+        const lost = error instanceof DeployError && (error.code === 'CONCURRENT_UPDATE' || error.code === 'CONFLICT');
+        if (!lost || tries >= 10) throw error;
+      }
+    }
+  }
+
+  /**
+   * The app's current env values: its stored set once one was written (an env change or a POST /deploy
+   * with envVariables); before that (apps deployed before issue 12), those its live deployment runs with.
+   */
+  async currentEnv(ref: AppRef, record?: AppRecord | null): Promise<Record<string, string>> {
+    const app = record === undefined ? await this.adapters.store.getApp(ref.orgId, ref.appName) : record;
+    if (app !== null && app.envUpdatedAt !== null) return this.adapters.secrets.getAppEnv(ref);
+    const live = await this.adapters.store.latestCompleted(ref.orgId, ref.appName);
+    return live === null ? {} : this.adapters.secrets.get(live.id);
+  }
+
+  /** The app's variables (names, scopes, when set); from its live deployment before any was stored. */
+  private async variablesOf(ref: AppRef, record: AppRecord | null, live: DeploymentRecord | null): Promise<AppEnvVariable[]> {
+    if (record !== null && record.envUpdatedAt !== null) return record.env;
+    if (live === null) return [];
+    return live.spec.envVariableNames.map((name) => ({ name, scope: defaultScopeOf(name), updatedAt: live.createdAt }));
+  }
+
+  /**
+   * After a POST /deploy that sent envVariables: they become the app's current env. A name keeps the
+   * scope it had unless `buildEnv` lists it; new names get the default scope of their prefix.
+   */
+  async adoptDeployedEnv(ref: AppRef, values: Record<string, string>, buildEnv: readonly string[]): Promise<void> {
+    await this.withEnvLock(ref, async () => {
+      const before = await this.currentEnv(ref);
+      await this.updateRecord(ref, (current) => {
+        const now = this.options.clock().toISOString();
+        const old = new Map(current.env.map((variable) => [variable.name, variable]));
+        const env = Object.keys(values)
+          .sort()
+          .map((name): AppEnvVariable => {
+            const previous = old.get(name);
+            const scope: EnvScope = buildEnv.includes(name) ? 'build' : (previous?.scope ?? defaultScopeOf(name));
+            return { name, scope, updatedAt: previous !== undefined && before[name] === values[name] ? previous.updatedAt : now };
+          });
+        return { ...current, env, envUpdatedAt: now };
+      });
+      await this.adapters.secrets.putAppEnv(ref, values);
+    });
+  }
+
+  private async withEnvLock<T>(ref: AppRef, fn: () => Promise<T>): Promise<T> {
+    const key = `${ref.orgId}\u0000${ref.appName}`;
+    const previous = this.envLocks.get(key) ?? Promise.resolve();
+    const run = previous.then(fn, fn);
+    const settled = run.catch(() => undefined);
+    this.envLocks.set(key, settled);
+    try {
+      return await run;
+    } finally {
+      if (this.envLocks.get(key) === settled) this.envLocks.delete(key);
+    }
+  }
+
+  async view(ref: AppRef): Promise<AppView> {
+    const { store } = this.adapters;
+    const [record, newest, live] = await Promise.all([
+      store.getApp(ref.orgId, ref.appName),
+      store.listByApp(ref.orgId, ref.appName, { limit: 1, cursor: null }).then((page) => page.items[0] ?? null),
+      store.latestCompleted(ref.orgId, ref.appName),
+    ]);
+    let status: AppStatus;
+    if (record?.deletingSince != null) status = 'deleting';
+    else if (newest !== null && !isTerminal(newest.status)) status = 'deploying';
+    else if (live !== null) status = 'live';
+    else status = 'failed';
+    const times = [record?.updatedAt, newest?.updatedAt].filter((time): time is string => time !== undefined).sort();
+    return {
+      appName: ref.appName,
+      projectId: ref.projectId,
+      environment: ref.environment,
+      url: live?.result.url ?? null,
+      status,
+      liveDeploymentId: live?.id ?? null,
+      updatedAt: times.at(-1) ?? this.options.clock().toISOString(),
+    };
+  }
+
+  async list(orgId: string, page: { limit: number; cursor: string | null }): Promise<{ apps: AppView[]; nextCursor: string | null }> {
+    const refs = await this.adapters.store.listApps(orgId, page);
+    const apps: AppView[] = [];
+    for (const ref of refs.items) apps.push(await this.view(ref));
+    return { apps, nextCursor: refs.nextCursor };
+  }
+
+  // ---- rollback -------------------------------------------------------------------------------
+
+  async rollback(
+    orgId: string,
+    targetId: string,
+    env: RollbackEnv,
+    idempotency: { key: string; body: unknown } | null,
+    traceparent: string | null,
+  ): Promise<{ record: DeploymentRecord; replayed: boolean }> {
+    const { store, secrets, artifacts } = this.adapters;
+    const target = await store.get({ orgId, deploymentId: targetId });
+    if (target === null) throw new DeployError('NOT_FOUND', `Deployment ${targetId} not found`);
+    const replay = await this.deployments.replayOf(orgId, idempotency);
+    if (replay !== null) return { record: replay, replayed: true };
+    if (target.status !== 'completed') {
+      throw new DeployError('INVALID_STATE', `Deployment ${targetId} is ${target.status}; only a completed deployment can be rolled back to`, {
+        details: { status: target.status },
+      });
+    }
+    if (target.result.image === null) {
+      throw new DeployError('INVALID_STATE', `Deployment ${targetId} recorded no image; there is nothing to put back live`, { details: { status: target.status } });
+    }
+    const builderId = imageBuilderOf(target);
+    const builder = builderId === target.id ? target : await store.get({ orgId, deploymentId: builderId });
+    if (!canRollback(target, builder)) {
+      throw new DeployError(
+        'INVALID_STATE',
+        `The image of deployment ${targetId} (built by ${builderId}) was removed at ${String(builder?.steps.build.output.imageRemovedAt)} by image retention; deploy again instead`,
+        { details: { status: target.status, imageOf: builderId } },
+      );
+    }
+    await this.assertNotDeleting(orgId, target.appName);
+    const ref = this.ref(orgId, target.projectId, target.environment);
+    const values = env === 'snapshot' ? await secrets.get(target.id) : await this.currentEnv(ref);
+    const id = newDeploymentId();
+    const record: DeploymentRecord = {
+      ...this.derivedRecord(id, target, values, idempotency),
+      kind: 'rollback',
+      rollbackOf: target.id,
+      imageOf: builderId,
+    };
+    const manifest = await artifacts.getSource({ orgId, deploymentId: target.id });
+    return { record: await this.deployments.submitRecord(record, values, manifest, traceparent), replayed: false };
+  }
+
+  /** A new queued record of the same app, spec and source as `from`, running with `values`' names. */
+  private derivedRecord(id: string, from: DeploymentRecord, values: Record<string, string>, idempotency: { key: string; body: unknown } | null): DeploymentRecord {
+    return newDeploymentRecord(
+      {
+        id,
+        orgId: from.orgId,
+        projectId: from.projectId,
+        userId: from.userId,
+        projectName: from.projectName,
+        environment: from.environment,
+        appName: from.appName,
+        spec: { ...from.spec, envVariableNames: Object.keys(values).sort() },
+        source: { ...from.source, storedFiles: 0, storedBytes: 0 },
+        idempotency: idempotency === null ? null : { key: idempotency.key, requestHash: sha256Hex(JSON.stringify(idempotency.body)) },
+      },
+      this.options.clock(),
+    );
+  }
+
+  // ---- env variables --------------------------------------------------------------------------
+
+  async getEnv(ref: AppRef): Promise<{ variables: EnvVariableView[]; envUpdatedAt: string | null; liveDeploymentId: string | null }> {
+    const [record, live] = await Promise.all([this.adapters.store.getApp(ref.orgId, ref.appName), this.adapters.store.latestCompleted(ref.orgId, ref.appName)]);
+    const variables = await this.variablesOf(ref, record, live);
+    return {
+      variables: variables.map((variable) => ({
+        ...variable,
+        appliedToLive: live !== null && live.spec.envVariableNames.includes(variable.name) && variable.updatedAt <= live.createdAt,
+      })),
+      envUpdatedAt: record?.envUpdatedAt ?? null,
+      liveDeploymentId: live?.id ?? null,
+    };
+  }
+
+  /**
+   * One env change: `set` maps names to new values (null removes one); `replace` makes the set exactly
+   * the non-null ones. Then, with `apply: 'restart'`, the live app takes the new values: a `config`
+   * deployment (same image, new revision) when only runtime-scoped variables changed, a `build` of the
+   * live source when a build-scoped one did.
+   */
+  async changeEnv(
+    ref: AppRef,
+    change: { set: Record<string, string | null>; replace: boolean; scopes: Record<string, EnvScope> },
+    apply: ApplyMode,
+    traceparent: string | null,
+  ): Promise<EnvChangeAnswer> {
+    const problems: FieldError[] = [];
+    for (const [name, value] of Object.entries(change.set)) if (value !== null) problems.push(...envValueProblems(name, value, `set/${name}`));
+    for (const name of Object.keys(change.scopes)) {
+      if (!(name in change.set)) problems.push({ field: `scope/${name}`, message: `names ${name}, which this change does not set` });
+    }
+    if (problems.length > 0) {
+      throw new DeployError('VALIDATION_ERROR', `Invalid body: ${problems.map((problem) => problem.field).slice(0, 5).join(', ')}`, { details: problems });
+    }
+    await this.assertNotDeleting(ref.orgId, ref.appName);
+    const { record, changed, buildChanged } = await this.withEnvLock(ref, async () => {
+      const before = await this.currentEnv(ref);
+      const after: Record<string, string> = change.replace ? {} : { ...before };
+      for (const [name, value] of Object.entries(change.set)) {
+        if (value === null) delete after[name];
+        else after[name] = value;
+      }
+      const count = Object.keys(after).length;
+      if (count > LIMITS.envVariables) {
+        throw new DeployError('VALIDATION_ERROR', `An app has at most ${LIMITS.envVariables} env variables; this change leaves ${count}`, {
+          details: [{ field: 'set', message: `would leave ${count} variables, more than ${LIMITS.envVariables}` }],
+        });
+      }
+      const names = new Set([...Object.keys(before), ...Object.keys(after)]);
+      const changedNames = [...names].filter((name) => before[name] !== after[name]).sort();
+      let buildChangedNames: string[] = [];
+      const stored = await this.updateRecord(ref, (current) => {
+        const now = this.options.clock().toISOString();
+        const known = new Map(
+          (current.envUpdatedAt === null ? Object.keys(before).map((name) => ({ name, scope: defaultScopeOf(name), updatedAt: now })) : current.env).map(
+            (variable) => [variable.name, variable],
+          ),
+        );
+        const scopeChanged = Object.entries(change.scopes).filter(([name, scope]) => known.get(name)?.scope !== scope && name in after).map(([name]) => name);
+        if (changedNames.length === 0 && scopeChanged.length === 0 && current.envUpdatedAt !== null) return null;
+        const env = Object.keys(after)
+          .sort()
+          .map((name): AppEnvVariable => {
+            const previous = known.get(name);
+            const scope = change.scopes[name] ?? previous?.scope ?? defaultScopeOf(name);
+            return { name, scope, updatedAt: changedNames.includes(name) || previous === undefined ? now : previous.updatedAt };
+          });
+        // A build-scoped variable changed (by value, or by becoming/ceasing to be build-scoped): the image must be rebuilt.
+        buildChangedNames = changedNames.filter((name) => known.get(name)?.scope === 'build' || env.find((variable) => variable.name === name)?.scope === 'build');
+        return { ...current, env, envUpdatedAt: now };
+      });
+      await this.adapters.secrets.putAppEnv(ref, after);
+      return { record: stored, changed: changedNames, buildChanged: buildChangedNames };
+    });
+
+    const base = { projectId: ref.projectId, appName: ref.appName, environment: ref.environment, variables: record.env };
+    const what = changed.length === 0 ? 'nothing changed' : `changed ${changed.join(', ')}`;
+    if (changed.length === 0 || apply === 'none') {
+      const later = changed.length === 0 ? '' : '; the app runs with them from its next deployment (apply: "restart" restarts it now)';
+      return { ...base, deploymentId: null, kind: null, rebuild: false, message: `Env variables stored (${what})${later}` };
+    }
+    const live = await this.adapters.store.latestCompleted(ref.orgId, ref.appName);
+    if (live === null) {
+      return { ...base, deploymentId: null, kind: null, rebuild: false, message: `Env variables stored (${what}); the app has no live deployment, so nothing restarted: its next deployment uses them` };
+    }
+    const values = await this.adapters.secrets.getAppEnv(ref);
+    const manifest = await this.adapters.artifacts.getSource({ orgId: ref.orgId, deploymentId: live.id });
+    const id = newDeploymentId();
+    if (buildChanged.length > 0) {
+      // A build reads these: the live image has the old values inlined; build the live source again.
+      if (manifest === null) {
+        throw new DeployError('INVALID_STATE', `${buildChanged.join(', ')} ${buildChanged.length === 1 ? 'is' : 'are'} build-scoped, and the source of the live deployment ${live.id} is no longer stored to build again; the values are stored: deploy the source again`);
+      }
+      const rebuild = await this.deployments.submitRecord({ ...this.derivedRecord(id, live, values, null), kind: 'build', rollbackOf: null, imageOf: null }, values, manifest, traceparent);
+      return {
+        ...base,
+        deploymentId: rebuild.id,
+        kind: 'build',
+        rebuild: true,
+        message: `Env variables stored (${what}); ${buildChanged.join(', ')} ${buildChanged.length === 1 ? 'is' : 'are'} build-scoped (read by the build), so the live source is built again in ${rebuild.id}`,
+      };
+    }
+    const config = await this.deployments.submitRecord(
+      { ...this.derivedRecord(id, live, values, null), kind: 'config', rollbackOf: null, imageOf: imageBuilderOf(live) },
+      values,
+      manifest,
+      traceparent,
+    );
+    return {
+      ...base,
+      deploymentId: config.id,
+      kind: 'config',
+      rebuild: false,
+      message: `Env variables stored (${what}); restarting the live image with them in ${config.id}, without building`,
+    };
+  }
+
+  // ---- deletion -------------------------------------------------------------------------------
+
+  /**
+   * DELETE /projects/:projectId: marks the project's apps (one environment or all) deleting, asks
+   * their running deployments to cancel, and queues the delete-app job on the project's session.
+   * A second call does the same again (harmless: the job is idempotent).
+   */
+  async deleteProject(orgId: string, projectId: string, environment: Environment | null, traceparent: string | null): Promise<string[]> {
+    const { store, queue } = this.adapters;
+    const refs: AppRef[] = [];
+    for (const env of environment === null ? ENVIRONMENTS : [environment]) {
+      const ref = this.ref(orgId, projectId, env);
+      const [record, page] = await Promise.all([store.getApp(orgId, ref.appName), store.listByApp(orgId, ref.appName, { limit: 1, cursor: null })]);
+      if (record !== null || page.items.length > 0) refs.push(ref);
+    }
+    if (refs.length === 0) {
+      throw new DeployError('NOT_FOUND', `Project ${projectId} has no app${environment === null ? '' : ` in ${environment}`}`);
+    }
+    const requestedAt = this.options.clock().toISOString();
+    for (const ref of refs) {
+      await this.updateRecord(ref, (current) => (current.deletingSince !== null ? null : { ...current, deletingSince: requestedAt }));
+      let cursor: string | null = null;
+      do {
+        const page = await store.listByApp(orgId, ref.appName, { limit: LIMITS.pageSize, cursor });
+        for (const record of page.items) {
+          if (isTerminal(record.status) || record.cancelRequested) continue;
+          await this.deployments.cancel(orgId, record.id).catch((error: unknown) => {
+            // It finished between the read and the cancel: nothing left to stop.
+            if (!(error instanceof DeployError && error.code === 'INVALID_STATE')) throw error;
+          });
+        }
+        cursor = page.nextCursor;
+      } while (cursor !== null);
+    }
+    const message: AppJobMessage = { kind: 'delete-app', orgId, projectId, environment, requestedAt, traceparent };
+    const session = projectKey(orgId, projectId);
+    await queue.publish(message, { messageId: `delete:${session}:${environment ?? 'all'}:${requestedAt}`, sessionId: session });
+    this.options.logger.info({ orgId, projectId, environment, apps: refs.map((ref) => ref.appName) }, 'app deletion queued');
+    return refs.map((ref) => ref.appName);
+  }
+}
