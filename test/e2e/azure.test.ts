@@ -20,9 +20,7 @@ import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { Webhook } from 'standardwebhooks';
 import { SseClient, trustTestCertificate } from '@zepid/testkit';
-import type { AppJobMessage, AppRef, DeploymentRecord } from '@zepid/core';
-import { jobFor, newDeploymentId, newDeploymentRecord, OutboxIntake, projectKey } from '@zepid/core';
-import { appPrefixOf, BlobArtifactStore, CosmosDeploymentStore, imageRepository, KeyVaultSecretStore, ServiceBusJobQueue } from '@zepid/azure';
+import { appPrefixOf, imageRepository } from '@zepid/azure';
 import { freePort, waitFor } from './support.ts';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
@@ -281,144 +279,91 @@ describe('Azure mode, end to end', () => {
   }, 90_000);
 
   /**
-   * Issue 12 over the fakes: rollback, config (env change) and app deletion. The HTTP endpoints of
-   * issue 12 are another branch's; until they land, this test does what the API does for them, by the
-   * record contract (docs: issue12 contract 1, 2, 6) — rollback/config records written to Cosmos DB and
-   * their jobs published to Service Bus through the same OutboxIntake, the delete-app message on the
-   * project's session — and the API and worker processes do the rest.
+   * Issue 12 over the fakes, through the API's endpoints: rollback (POST /deploy/:id/rollback), an env
+   * change with restart (PUT /projects/:projectId/env/:name), GET /apps and DELETE /projects/:projectId,
+   * with the API and worker processes on Cosmos DB, Service Bus, Key Vault, ACR and Container Apps.
    */
-  describe('app operations (issue 12)', () => {
-    let store: CosmosDeploymentStore;
-    let artifacts: BlobArtifactStore;
-    let secrets: KeyVaultSecretStore;
-    let queue: ServiceBusJobQueue;
-    let intake: OutboxIntake;
+  it('rollback reactivates the earlier revision and moves traffic; an env change makes a new revision of the same digest; delete removes the app, its ACR manifests and its Key Vault secrets', async () => {
+    arm.aci.scenario = {};
+    const ids: string[] = [];
+    const done: Status[] = [];
+    for (const version of ['v1', 'v2', 'v3']) {
+      const id = await deploy('ops', { envVariables: { GREETING: 'hello' }, environment: 'production', files: [{ path: 'index.html', content: `<h1>ops ${version}</h1>` }] });
+      const finished = await settle(id);
+      expect(finished.status, finished.logs.join('\n')).toBe('completed');
+      ids.push(id);
+      done.push(finished);
+    }
+    const [v1, v2, v3] = done as [Status, Status, Status];
+    const app = v1.url?.match(/^https:\/\/([^.]+)\./)?.[1] ?? '';
+    const repository = imageRepository(app);
+    const digests = done.map((state) => state.image?.split('@')[1] ?? '');
+    expect(new Set(digests).size).toBe(3);
+    // Multiple mode keeps the live revision and the one before active: v1's is inactive by now.
+    expect(arm.apps.revision(app, v1.revision ?? '')?.active).toBe(false);
+    expect(arm.apps.traffic(app)).toEqual({ [v3.revision ?? '']: 100 });
+    const listed = (await (await fetch(`${apiUrl}/apps?limit=100`, { headers })).json()) as { apps: { appName: string; status: string; liveDeploymentId: string }[] };
+    expect(listed.apps.find((entry) => entry.appName === app)).toMatchObject({ status: 'live', liveDeploymentId: ids[2] });
 
-    beforeAll(async () => {
-      store = new CosmosDeploymentStore({ connectionString: cosmos.connectionString, databaseId: 'zepid-deploy', containerId: 'deployments', createIfMissing: true, retentionDays: 30 });
-      artifacts = new BlobArtifactStore({ connectionString: azurite.connectionString, containers: { sources: 'sources', contexts: 'contexts', logs: 'logs' }, createIfMissing: true });
-      secrets = new KeyVaultSecretStore({
-        vaultUrl: keyVault.vaultUrl,
-        credential: { getToken: () => Promise.resolve({ token: KEY_VAULT_TOKEN, expiresOnTimestamp: Date.now() + 3_600_000 }) },
-        verifyChallengeResource: false,
-        pollIntervalMs: 20,
-      });
-      queue = new ServiceBusJobQueue({ connectionString: serviceBus.connectionString(), queueName: 'deployment-queue', lockDurationMs: 10_000, maxDeliveryCount: 3 });
-      for (const adapter of [store, artifacts, secrets, queue]) await adapter.start();
-      intake = new OutboxIntake(store, queue);
+    // Rollback to v1 with the app's current values (the same as v1 ran with): its revision comes back.
+    const beforeRollback = arm.requests.length;
+    const rollback = await fetch(`${apiUrl}/deploy/${ids[0] ?? ''}/rollback`, { method: 'POST', headers, body: '{}' });
+    expect(rollback.status, await rollback.clone().text()).toBe(202);
+    const rollbackId = ((await rollback.json()) as { deploymentId: string }).deploymentId;
+    const rolledBack = await settle(rollbackId);
+    expect(rolledBack.status, rolledBack.logs.join('\n')).toBe('completed');
+    expect(rolledBack.revision).toBe(v1.revision);
+    expect(rolledBack.image).toBe(v1.image);
+    expect(rolledBack.steps.build?.status).toBe('skipped');
+    expect(arm.apps.traffic(app)).toEqual({ [v1.revision ?? '']: 100 });
+    const duringRollback = arm.requests.slice(beforeRollback);
+    expect(duringRollback.filter((request) => request.method === 'POST' && request.path.endsWith(`/revisions/${v1.revision ?? ''}/activate`))).toHaveLength(1);
+    expect(duringRollback.filter((request) => request.method === 'PUT' && (request.path.endsWith(`/containerApps/${app}`) || request.path.includes('/containerGroups/')))).toEqual([]);
+    expect(rolledBack.logs.join('\n')).toContain(`Reactivating revision ${v1.revision ?? ''}`);
+
+    // Env change with restart: a config deployment of the live image with the new value.
+    const beforeConfig = arm.requests.length;
+    const changed = await fetch(`${apiUrl}/projects/ops/env/GREETING`, { method: 'PUT', headers, body: JSON.stringify({ value: 'bonjour', environment: 'production' }) });
+    expect(changed.status, await changed.clone().text()).toBeLessThan(300);
+    const answer = (await changed.json()) as { deploymentId: string | null; kind: string | null };
+    expect(answer.kind).toBe('config');
+    const configured = await settle(answer.deploymentId ?? '');
+    expect(configured.status, configured.logs.join('\n')).toBe('completed');
+    expect(configured.revision).not.toBe(v1.revision);
+    expect(configured.image?.split('@')[1]).toBe(digests[0]);
+    const template = arm.apps.app(app)?.template.containers?.[0];
+    expect(template?.image).toBe(`${arm.registry}/${repository}@${digests[0] ?? ''}`);
+    const secretRef = template?.env?.find((variable) => variable.name === 'GREETING')?.secretRef;
+    const reference = arm.apps.app(app)?.configuration.secrets?.find((secret) => secret.name === secretRef)?.keyVaultUrl ?? '';
+    const secretName = new URL(reference).pathname.split('/')[2] ?? '';
+    expect(keyVault.secret(secretName)?.value).toBe('bonjour');
+    expect(arm.apps.traffic(app)).toEqual({ [configured.revision ?? '']: 100 });
+    expect(arm.requests.slice(beforeConfig).filter((request) => request.path.includes('/containerGroups/') && request.method === 'PUT')).toEqual([]);
+    expect(output).not.toContain('bonjour');
+
+    // Delete: 202 at once, then the delete-app job removes everything the app owns.
+    const removed = await fetch(`${apiUrl}/projects/ops?environment=production`, { method: 'DELETE', headers: { authorization: `Bearer ${TOKEN}` } });
+    expect(removed.status, await removed.clone().text()).toBe(202);
+    expect(await removed.json()).toEqual({ projectId: 'ops', environment: 'production', apps: [app], status: 'deleting' });
+    const all = [...ids, rollbackId, answer.deploymentId ?? ''];
+    await waitFor('the app to be deleted', async () => (await fetch(`${apiUrl}/deploy/${rollbackId}/status`, { headers })).status === 404 && !arm.apps.exists(app), 60_000).catch((error: unknown) => {
+      throw new Error(`${String(error)}\noutput:\n${output.slice(-4000)}`);
     });
-    afterAll(async () => {
-      for (const adapter of [queue, secrets, artifacts, store]) await adapter?.close();
-    });
-
-    const record = async (id: string): Promise<DeploymentRecord> => {
-      const found = await store.get({ orgId: 'org_az', deploymentId: id });
-      if (found === null) throw new Error(`no record ${id}`);
-      return found;
-    };
-    /** What POST /deploy/:id/rollback (contract 1, env snapshot) and an env change with apply restart (contract 2) write. */
-    const submitOperation = async (kind: 'rollback' | 'config', target: DeploymentRecord, values: Record<string, string>): Promise<string> => {
-      const id = newDeploymentId();
-      const reused = target.steps.build.output.reusedFrom;
-      const imageOf = target.imageOf ?? (typeof reused === 'string' ? reused : target.id);
-      const created = newDeploymentRecord(
-        {
-          id,
-          orgId: target.orgId,
-          projectId: target.projectId,
-          userId: 'u',
-          projectName: target.projectName,
-          environment: target.environment,
-          appName: target.appName,
-          spec: { ...target.spec, envVariableNames: Object.keys(values) },
-          source: target.source,
-          idempotency: null,
-        },
-        new Date(),
-      );
-      const next: DeploymentRecord = { ...created, kind, rollbackOf: kind === 'rollback' ? target.id : null, imageOf };
-      const manifest = await artifacts.getSource({ orgId: target.orgId, deploymentId: target.id });
-      if (manifest !== null) await artifacts.putSource({ orgId: target.orgId, deploymentId: id }, manifest);
-      await secrets.put(id, values);
-      await intake.submit(next, jobFor(next, null), { maxActivePerOrg: 100 });
-      return id;
-    };
-
-    it('rollback reactivates the earlier revision and moves traffic; an env change makes a new revision of the same digest; delete removes the app, its ACR manifests and its Key Vault secrets', async () => {
-      arm.aci.scenario = {};
-      const env = { envVariables: { GREETING: 'hello' } };
-      const ids: string[] = [];
-      const done: Status[] = [];
-      for (const version of ['v1', 'v2', 'v3']) {
-        const id = await deploy('ops', { ...env, environment: 'production', files: [{ path: 'index.html', content: `<h1>ops ${version}</h1>` }] });
-        const finished = await settle(id);
-        expect(finished.status, finished.logs.join('\n')).toBe('completed');
-        ids.push(id);
-        done.push(finished);
-      }
-      const [v1, v2, v3] = done as [Status, Status, Status];
-      const v1Record = await record(ids[0] ?? '');
-      const app = v1Record.appName;
-      const repository = imageRepository(app);
-      const digests = done.map((state) => state.image?.split('@')[1] ?? '');
-      expect(new Set(digests).size).toBe(3);
-      // Multiple mode keeps the live revision and the one before active: v1's is inactive by now.
-      expect(arm.apps.revision(app, v1.revision ?? '')?.active).toBe(false);
-      expect(arm.apps.traffic(app)).toEqual({ [v3.revision ?? '']: 100 });
-
-      // Rollback to v1 with the values it ran with: the same template, so its revision comes back.
-      const beforeRollback = arm.requests.length;
-      const rollbackId = await submitOperation('rollback', v1Record, await secrets.get(v1Record.id));
-      const rolledBack = await settle(rollbackId);
-      expect(rolledBack.status, rolledBack.logs.join('\n')).toBe('completed');
-      expect(rolledBack.revision).toBe(v1.revision);
-      expect(rolledBack.image).toBe(v1.image);
-      expect(rolledBack.steps.build?.status).toBe('skipped');
-      expect(arm.apps.traffic(app)).toEqual({ [v1.revision ?? '']: 100 });
-      const duringRollback = arm.requests.slice(beforeRollback);
-      expect(duringRollback.filter((request) => request.method === 'POST' && request.path.endsWith(`/revisions/${v1.revision ?? ''}/activate`))).toHaveLength(1);
-      expect(duringRollback.filter((request) => request.method === 'PUT' && (request.path.endsWith(`/containerApps/${app}`) || request.path.includes('/containerGroups/')))).toEqual([]);
-      expect(rolledBack.logs.join('\n')).toContain(`Reactivating revision ${v1.revision ?? ''}`);
-
-      // Env change (apply: restart): a config deployment of the live image with the new value.
-      const appRef: AppRef = { orgId: 'org_az', projectId: 'ops', environment: 'production', appName: app };
-      await secrets.putAppEnv(appRef, { GREETING: 'bonjour' });
-      const beforeConfig = arm.requests.length;
-      const configId = await submitOperation('config', await record(rollbackId), await secrets.getAppEnv(appRef));
-      const configured = await settle(configId);
-      expect(configured.status, configured.logs.join('\n')).toBe('completed');
-      expect(configured.revision).not.toBe(v1.revision);
-      expect(configured.image?.split('@')[1]).toBe(digests[0]);
-      const template = arm.apps.app(app)?.template.containers?.[0];
-      expect(template?.image).toBe(`${arm.registry}/${repository}@${digests[0] ?? ''}`);
-      const secretRef = template?.env?.find((variable) => variable.name === 'GREETING')?.secretRef;
-      const reference = arm.apps.app(app)?.configuration.secrets?.find((secret) => secret.name === secretRef)?.keyVaultUrl ?? '';
-      expect(await secrets.valueAt(reference)).toBe('bonjour');
-      expect(arm.apps.traffic(app)).toEqual({ [configured.revision ?? '']: 100 });
-      expect(arm.requests.slice(beforeConfig).filter((request) => request.path.includes('/containerGroups/') && request.method === 'PUT')).toEqual([]);
-      expect(output).not.toContain('bonjour');
-
-      // Delete (contract 6): the app is marked deleting and the delete-app job goes on the project's session.
-      const requestedAt = new Date().toISOString();
-      await store.putApp({ ...appRef, env: [{ name: 'GREETING', scope: 'runtime', updatedAt: requestedAt }], envUpdatedAt: requestedAt, deletingSince: requestedAt, createdAt: requestedAt, updatedAt: requestedAt, etag: '' });
-      const message: AppJobMessage = { kind: 'delete-app', orgId: 'org_az', projectId: 'ops', environment: 'production', requestedAt, traceparent: null };
-      await queue.publish(message, { messageId: `delete:${projectKey('org_az', 'ops')}:production:${requestedAt}`, sessionId: projectKey('org_az', 'ops') });
-      await waitFor('the app to be deleted', async () => (await store.getApp('org_az', app)) === null, 60_000).catch((error: unknown) => {
-        throw new Error(`${String(error)}\noutput:\n${output.slice(-4000)}`);
-      });
-      expect(arm.apps.exists(app)).toBe(false);
-      for (const digest of digests) expect(arm.acr.hasDigest(repository, digest)).toBe(false);
-      expect(arm.acr.tagsOf(repository)).toEqual([]);
-      const all = [...ids, rollbackId, configId];
-      const leftovers = [...keyVault.secretNames(), ...keyVault.deletedSecretNames()].filter(
-        (name) => name.startsWith(appPrefixOf(appRef)) || all.some((id) => name.startsWith(`${id.replace('_', '-')}-`)),
-      );
-      expect(leftovers).toEqual([]);
-      for (const id of all) expect((await fetch(`${apiUrl}/deploy/${id}/status`, { headers })).status).toBe(404);
-      expect(v2.status).toBe('completed');
-      expect(arm.invalidRequests()).toEqual([]);
-    }, 240_000);
-  });
+    await waitFor('the app to leave GET /apps', async () => {
+      const page = (await (await fetch(`${apiUrl}/apps?limit=100`, { headers })).json()) as { apps: { appName: string }[] };
+      return !page.apps.some((entry) => entry.appName === app);
+    }, 60_000);
+    for (const digest of digests) expect(arm.acr.hasDigest(repository, digest)).toBe(false);
+    expect(arm.acr.tagsOf(repository)).toEqual([]);
+    const appPrefix = appPrefixOf({ orgId: 'org_az', appName: app });
+    const leftovers = [...keyVault.secretNames(), ...keyVault.deletedSecretNames()].filter(
+      (name) => name.startsWith(appPrefix) || all.some((id) => name.startsWith(`${id.replace('_', '-')}-`)),
+    );
+    expect(leftovers).toEqual([]);
+    for (const id of all) expect((await fetch(`${apiUrl}/deploy/${id}/status`, { headers })).status).toBe(404);
+    expect(v2.status).toBe('completed');
+    expect(arm.invalidRequests()).toEqual([]);
+  }, 240_000);
 
   it('cancels a running build: cancelled, and its container group is deleted', async () => {
     arm.aci.scenario = { runForever: true };
