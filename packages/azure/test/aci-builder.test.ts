@@ -441,6 +441,18 @@ describe('AciKanikoBuilder', () => {
     expect(sim.acr.hasDigest(repository, digest)).toBe(false);
   });
 
+  it('deletes the manifest when the registry will not tell its tags (no metadata/read)', async () => {
+    const adapter = builder();
+    const { job } = buildJob();
+    await adapter.createSandbox(job);
+    const built = await adapter.build(job);
+    const repository = imageRepository(job.appName);
+    sim.acr.metadataRead = false;
+    await adapter.deleteImage(job.deploymentId, built.image);
+    expect(sim.acr.hasDigest(repository, built.digest ?? '')).toBe(false);
+    expect(sim.requests.some((request) => request.path.startsWith(`/acr/v1/${repository}/_manifests/`) && request.status === 401)).toBe(true);
+  });
+
   it('tells whether an earlier build\'s image is still in the registry, by digest, for build reuse', async () => {
     const adapter = builder();
     const { job, controller } = buildJob();

@@ -313,7 +313,8 @@ export class AciKanikoBuilder implements Builder {
    * digest (https://learn.microsoft.com/azure/container-registry/container-registry-delete). The
    * digest comes from the reference (`repo@sha256:…`) or from what the tag names now. When other
    * tags still name the same manifest (another deployment's build came out byte-identical), only
-   * this deployment's tag goes, so no other deployment loses its image. Gone already: nothing to do;
+   * this deployment's tag goes, so no other deployment loses its image. The worker's identity has
+   * AcrPush + AcrDelete (infra/main.bicep); if ACR refuses it the metadata read, the manifest goes. Gone already: nothing to do;
    * run again after an interruption, it finishes (the tag stays until the manifest is deleted).
    */
   async deleteImage(_deploymentId: string, image: string): Promise<void> {
@@ -328,7 +329,9 @@ export class AciKanikoBuilder implements Builder {
     if (digest === null) return;
     const tags = await this.acr.manifestTags(name, digest, signal);
     if (tags === null) return;
-    const others = tags.filter((other) => other !== tag);
+    // An identity without metadata/read cannot tell; builds are not reproducible byte for byte
+    // (kaniko records build times), so the manifest is this deployment's own and goes.
+    const others = tags === 'unknown' ? [] : tags.filter((other) => other !== tag);
     if (others.length > 0 && tag !== null) {
       await this.acr.untag(name, tag, signal);
       return;

@@ -123,14 +123,25 @@ export class AcrTokenExchange {
 
   /**
    * The tags on manifest `digest` (ACR's manifest attributes, `GET /acr/v1/<repo>/_manifests/<digest>`,
-   * scope action `metadata_read`); null when the manifest is gone.
+   * scope action `metadata_read`); null when the manifest is gone; 'unknown' when the identity may not
+   * read metadata (metadata/read is a permission of its own in ACR: Azure/acr#690).
    */
-  async manifestTags(repository: string, digest: string, signal?: AbortSignal): Promise<string[] | null> {
-    const token = await this.accessToken(`repository:${repository}:metadata_read`, signal);
+  async manifestTags(repository: string, digest: string, signal?: AbortSignal): Promise<string[] | null | 'unknown'> {
+    let token: string;
+    try {
+      token = await this.accessToken(`repository:${repository}:metadata_read`, signal);
+    } catch (error) {
+      if (error instanceof DeployError && (error.details as { status?: number } | undefined)?.status === 401) return 'unknown';
+      throw error;
+    }
     const response = await this.call(`/acr/v1/${repository}/_manifests/${digest}`, { method: 'GET', headers: { authorization: `Bearer ${token}` } }, 'reading an image\'s tags', signal);
     if (response.status === 404) {
       await response.body?.cancel();
       return null;
+    }
+    if (response.status === 401 || response.status === 403) {
+      await response.body?.cancel();
+      return 'unknown';
     }
     if (!response.ok) {
       await response.body?.cancel();

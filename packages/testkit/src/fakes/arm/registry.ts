@@ -25,6 +25,11 @@ export class RegistrySimulation {
   private readonly tags = new Map<string, Map<string, string>>();
   private readonly manifests = new Map<string, Set<string>>();
   private readonly credential: FakeTokenCredential;
+  /**
+   * Whether the identity's role lets it read manifest metadata: `metadata/read` is a permission of
+   * its own, apart from pulling (Azure/acr#690); without it the attributes endpoint answers 401.
+   */
+  metadataRead = true;
 
   constructor(loginServer: string, credential: FakeTokenCredential) {
     this.loginServer = loginServer;
@@ -161,6 +166,7 @@ export class RegistrySimulation {
    */
   private attributes(request: ArmRequest, repository: string, digest: string): ArmResponse {
     this.authorize(request, repository, 'metadata_read');
+    if (!this.metadataRead) throw new ArmHttpError(401, 'UNAUTHORIZED', `authentication required for repository:${repository}:metadata_read`, [], true);
     if (!this.hasDigest(repository, digest)) throw new ArmHttpError(404, 'MANIFEST_UNKNOWN', `manifest unknown: ${repository}@${digest}`);
     const tags = [...(this.tags.get(repository) ?? [])].filter(([, tagged]) => tagged === digest).map(([tag]) => tag);
     return { status: 200, body: { registry: this.loginServer, imageName: repository, manifest: { digest, mediaType: DOCKER_MANIFEST, tags } } };
