@@ -679,6 +679,24 @@ describe('ContainerAppsRuntime', () => {
       expect(goneLines.map((line) => line.message).join('\n')).toContain('no longer exists');
     });
 
+    it('rollback: a revision beyond Container Apps\' inactive history is gone, so the rollback starts a new revision of its digest', async () => {
+      const adapter = runtime();
+      const { spec: v1 } = spec();
+      const r1 = (await adapter.deploy(v1)).revision;
+      await adapter.deploy(spec().spec);
+      await adapter.deploy(spec().spec);
+      expect(sim.apps.revision(v1.appName, r1)?.active).toBe(false);
+      // The app's history limit lowered to none (configuration.maxInactiveRevisions, in the spec): r1 is forgotten.
+      const client = new ContainerAppsAPIClient(sim.credential, sim.subscriptionId, { endpoint: sim.url, retryOptions: { maxRetries: 0 } });
+      await client.containerApps.update(sim.resourceGroup, v1.appName, { location: sim.location, configuration: { maxInactiveRevisions: 0 } }, { updateIntervalInMs: 5 });
+      expect(sim.apps.revision(v1.appName, r1)).toBeUndefined();
+      const { spec: back, lines } = sameImage(v1, { reactivateRevision: r1 });
+      const info = await adapter.deploy(back);
+      expect(info.revision).toBe(revisionName(v1.appName, back.deploymentId));
+      expect(lines.map((line) => line.message).join('\n')).toContain(`Revision ${r1} no longer exists`);
+      expect(sim.apps.app(v1.appName)?.template.containers?.[0]?.image).toBe(`${sim.registry}/${imageRepository(v1.appName)}@${v1.imageDigest ?? ''}`);
+    });
+
     it('config: a new revision of the same image digest with the new env references, the old one stopped after the switch', async () => {
       const values = new Map<string, string>();
       const vault = vaultWith(values);

@@ -474,8 +474,9 @@ export class ContainerAppsSimulation {
       if (configuration.activeRevisionsMode === 'Single') {
         for (const revision of state.revisions.values()) if (revision.name !== newRevision) revision.active = false;
       }
-      this.forgetOldInactive(state);
     }
+    // A lower limit applies at once, whether or not this write made a revision.
+    this.forgetOldInactive(state);
     this.apps.set(name, state);
     const after = this.weights(state);
     if (!isDeepStrictEqual(before, after)) {
