@@ -9,7 +9,7 @@ describe('POST /status/cleanup and rollback', () => {
     try {
       const complete = async (name: string, finishedAt: Date, imageRemovedAt?: string) => {
         const response = await cleanup.app.inject({ method: 'POST', url: '/deploy', headers: auth('org_456'), payload: staticBody({ projectId: 'roll' }) });
-        const id = (response.json() as { deploymentId: string }).deploymentId;
+        const id = response.json<{ deploymentId: string }>().deploymentId;
         let record = await cleanup.adapters.store.get({ orgId: 'org_456', deploymentId: id });
         if (record === null) throw new Error('missing');
         record = apply(record, { type: 'attempt_started' }, finishedAt);

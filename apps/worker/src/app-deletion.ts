@@ -32,7 +32,7 @@ const PAGE = 100;
  * 3. the images its deployments ran are deleted, except one a deployment of another environment of
  *    the project still runs or keeps (a reused build shares its image);
  * 4. env values (each deployment's and the app's), artifacts (sources, logs, contexts);
- * 5. webhook `app.deleted` and telemetry `AppDeleted`;
+ * 5. webhook `app.deleted` (and whatever events the records' outboxes still hold) and telemetry `AppDeleted`;
  * 6. the deployment records, then the app record; locally the app's uid is freed.
  * Then the org's unused source objects are swept (those past OBJECT_RETENTION's grace).
  */
@@ -147,7 +147,10 @@ export class AppDeletion {
       timestamp: now.toISOString(),
       data: { deploymentId: null, projectId: app.projectId, environment: app.environment, appName: app.appName, status: 'deleted', url: live?.result.url ?? null, error: null },
     };
-    await createDeliveries(adapters.webhooks, await adapters.webhooks.listWebhooks(app.orgId), app, event, now);
+    const endpoints = await adapters.webhooks.listWebhooks(app.orgId);
+    // Events still in the records' outboxes (a cancelled deployment's, say) go out before the records do.
+    for (const deployment of deployments) for (const pending of deployment.outbox ?? []) await createDeliveries(adapters.webhooks, endpoints, app, pending, now);
+    await createDeliveries(adapters.webhooks, endpoints, app, event, now);
     adapters.telemetry.event('AppDeleted', { deploymentId: '', orgId: app.orgId, projectId: app.projectId, environment: app.environment, appName: app.appName, deployments: String(deployments.length) });
 
     for (const deployment of deployments) await adapters.store.delete({ orgId: deployment.orgId, deploymentId: deployment.id });

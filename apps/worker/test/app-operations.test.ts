@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import type { AppJobMessage, DeploymentRecord } from '@zepid/core';
+import type { AppJobMessage, DeploymentRecord, Environment } from '@zepid/core';
 import { parseLogLines, projectKey, silentLogger, updateDeployment } from '@zepid/core';
 import { ImageRetention } from '../src/retention.ts';
 import type { WorkerHarness } from './harness.ts';
@@ -148,7 +148,7 @@ describe('delete-app job (issue 12)', () => {
   }
 
   /** What the API does on DELETE /projects/:projectId: marks the app deleting, then publishes the job. */
-  async function requestDelete(record: DeploymentRecord, environment: 'development' | null = 'development'): Promise<AppJobMessage> {
+  async function requestDelete(record: DeploymentRecord, environment: Environment | null = 'development'): Promise<AppJobMessage> {
     const now = new Date().toISOString();
     const app = { orgId: record.orgId, projectId: record.projectId, environment: record.environment, appName: record.appName };
     const existing = await h.adapters.store.getApp(app.orgId, app.appName);
