@@ -24,6 +24,8 @@ describe('dashboard in headless Chromium against npm start', () => {
   let api: string;
   let browser: Browser;
   let page: Page;
+  /** The static site deployed by the CLI in the second test. */
+  let staticId = '';
   const consoleErrors: string[] = [];
   const pageErrors: string[] = [];
 
@@ -98,6 +100,7 @@ describe('dashboard in headless Chromium against npm start', () => {
     const deployed = await zepid(['deploy', site, '--detach']);
     expect(deployed.code, deployed.stderr).toBe(0);
     const id = deployed.stdout.trim();
+    staticId = id;
 
     const row = page.locator(`#deployments tr[data-id="${id}"]`);
     await row.waitFor({ timeout: 15_000 });
@@ -107,6 +110,34 @@ describe('dashboard in headless Chromium against npm start', () => {
     expect(url).toMatch(/^http:\/\/static-site-[a-z0-9]{6}-development\.localhost:\d+\/$/);
     expect((await getApp(url ?? '')).body).toContain('Hello from Zepid Deploy');
     await page.screenshot({ path: join(shots, '2-apps-and-deployments.png'), fullPage: true });
+  });
+
+  it('lists the apps from GET /apps, and rolls back to a completed deployment from its page (issue 12)', async () => {
+    expect(staticId).not.toBe('');
+    // The service has GET /apps: no note about deriving apps from deployments.
+    expect(await page.locator('#apps-note').textContent()).toBe('');
+    const appRow = page.locator('#apps tbody tr', { hasText: 'static-site' });
+    await appRow.locator('td', { hasText: staticId }).waitFor();
+    await appRow.locator('td.status', { hasText: 'live' }).waitFor();
+
+    await page.getByRole('button', { name: new RegExp(`^Open ${staticId}`) }).click();
+    const detail = page.locator('#detail');
+    await detail.getByRole('heading', { name: new RegExp(staticId) }).waitFor();
+    const rollback = detail.getByRole('button', { name: 'Roll back to this' });
+    await page.locator('#detail-summary .status', { hasText: 'completed' }).waitFor();
+    expect(await rollback.isEnabled()).toBe(true);
+    await rollback.click();
+    // The new deployment opens: a rollback to the one we were on, which goes live.
+    await detail.getByRole('heading', { name: new RegExp(`rollback to ${staticId}`) }).waitFor({ timeout: 15_000 });
+    await page.locator('#detail-summary .status', { hasText: 'completed' }).waitFor({ timeout: 60_000 });
+    const title = (await detail.getByRole('heading').first().textContent()) ?? '';
+    const rollbackId = /dep_[a-z2-7]{26}/.exec(title)?.[0] ?? '';
+    expect(rollbackId).not.toBe(staticId);
+    const status = (await (await fetch(`${api}/deploy/${rollbackId}/status`, { headers: { authorization: `Bearer ${token}` } })).json()) as Record<string, unknown>;
+    expect(status).toMatchObject({ kind: 'rollback', rollbackOf: staticId, status: 'completed', canRollback: true });
+    const apps = (await (await fetch(`${api}/apps`, { headers: { authorization: `Bearer ${token}` } })).json()) as { apps: { projectId: string; liveDeploymentId: string }[] };
+    expect(apps.apps.find((app) => app.projectId === 'static-site')?.liveDeploymentId).toBe(rollbackId);
+    await page.screenshot({ path: join(shots, '3-rollback.png'), fullPage: true });
   });
 
   it('opens a deployment with its steps and log, and cancels a running one', async () => {
@@ -121,7 +152,7 @@ describe('dashboard in headless Chromium against npm start', () => {
     const detail = page.locator('#detail');
     await detail.getByRole('heading', { name: new RegExp(id) }).waitFor();
     await page.locator('#log', { hasText: 'compiling' }).waitFor({ timeout: 30_000 });
-    await page.screenshot({ path: join(shots, '3-deployment-log.png'), fullPage: true });
+    await page.screenshot({ path: join(shots, '4-deployment-log.png'), fullPage: true });
 
     await detail.getByRole('button', { name: 'Cancel' }).click();
     await page.locator('#detail-summary .status', { hasText: 'cancelled' }).waitFor({ timeout: 30_000 });
@@ -140,7 +171,7 @@ describe('dashboard in headless Chromium against npm start', () => {
     await phone.locator('#deployments tbody tr').first().waitFor();
     // Wide tables scroll inside their own box; the page itself never scrolls sideways.
     expect(await phone.evaluate('document.documentElement.scrollWidth')).toBeLessThanOrEqual(375);
-    await phone.screenshot({ path: join(shots, '4-phone.png'), fullPage: true });
+    await phone.screenshot({ path: join(shots, '5-phone.png'), fullPage: true });
     await phone.close();
     // Nothing the page did was refused by its own Content-Security-Policy, and no script error. (Failed
     // loads are expected: the wrong token typed on purpose, and endpoints an older service lacks.)

@@ -181,11 +181,12 @@ export class AppService {
    * After a POST /deploy that sent envVariables: they become the app's current env. A name keeps the
    * scope it had unless `buildEnv` lists it; new names get the default scope of their prefix.
    */
-  async adoptDeployedEnv(ref: AppRef, values: Record<string, string>, buildEnv: readonly string[]): Promise<void> {
+  async adoptDeployedEnv(ref: AppRef, values: Record<string, string>, buildEnv: readonly string[], deployment: DeploymentRecord): Promise<void> {
     await this.withEnvLock(ref, async () => {
       const before = await this.currentEnv(ref);
       await this.updateRecord(ref, (current) => {
-        const now = this.options.clock().toISOString();
+        // As of the deployment that runs with them: it is the first to have the new values.
+        const now = deployment.createdAt;
         const old = new Map(current.env.map((variable) => [variable.name, variable]));
         const env = Object.keys(values)
           .sort()

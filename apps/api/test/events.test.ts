@@ -126,7 +126,7 @@ describe('event streams (SSE)', () => {
     await client.closed();
   });
 
-  it('GET /events streams the org\'s deployment changes as summaries, and no other org\'s', async () => {
+  it('GET /events streams the org\'s deployment changes as summaries, each followed by its app, and no other org\'s', async () => {
     const client = await open('/events');
     expect(client.status).toBe(200);
     // The snapshot of the newest deployments comes first; skip it.
@@ -138,9 +138,15 @@ describe('event streams (SSE)', () => {
     }
     await deploy('org_other');
     const id = await deploy();
-    const queued = await client.next();
+    // (the app event of the snapshot's last change may come first)
+    let queued = await client.next();
+    while (queued?.event === 'app') queued = await client.next();
     expect(queued?.event).toBe('deployment');
     expect(JSON.parse(queued?.data ?? '{}')).toMatchObject({ deploymentId: id, status: 'queued', projectId: 'site' });
+    // Each change is followed by its app as GET /apps lists it (issue 12).
+    const app = await client.next();
+    expect(app?.event).toBe('app');
+    expect(JSON.parse(app?.data ?? '{}')).toMatchObject({ projectId: 'site', environment: 'development', status: 'deploying' });
     await change(id, { type: 'attempt_started' });
     expect(JSON.parse((await client.next())?.data ?? '{}')).toMatchObject({ deploymentId: id, status: 'in_progress' });
     client.close();

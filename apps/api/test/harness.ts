@@ -4,7 +4,8 @@ import { join, relative } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { pino } from 'pino';
-import type { ApiAdapters, Clock, WebhookAddressPolicy } from '@zepid/core';
+import type { ApiAdapters, Clock, DeploymentRecord, WebhookAddressPolicy } from '@zepid/core';
+import { apply, STEPS } from '@zepid/core';
 import { createLocalAdapters } from '@zepid/local';
 import { buildApp } from '../src/app.ts';
 import { TokenRegistry } from '../src/auth.ts';
@@ -101,4 +102,26 @@ export const seedExample = {
 
 export function staticBody(overrides: Record<string, unknown> = {}) {
   return { projectId: 'site', organizationId: 'org_456', userId: 'u1', files: [{ path: 'index.html', content: '<h1>hi</h1>' }], ...overrides };
+}
+
+/**
+ * What the worker writes for a deployment that built (or, with `buildOutput.reusedFrom`, reused) an
+ * image and went live at `at`: every step completed, the image, revision and URL recorded.
+ */
+export async function completeDeployment(
+  adapters: ApiAdapters,
+  orgId: string,
+  id: string,
+  at: Date,
+  buildOutput: Record<string, string> = {},
+): Promise<DeploymentRecord> {
+  const stored = await adapters.store.get({ orgId, deploymentId: id });
+  if (stored === null) throw new Error(`no record ${id}`);
+  let record = apply(stored, { type: 'attempt_started' }, at);
+  for (const step of STEPS) {
+    record = apply(record, { type: 'step_started', step }, at);
+    record = apply(record, { type: 'step_completed', step, output: step === 'build' ? { image: `img-${id}`, ...buildOutput } : {} }, at);
+  }
+  record = apply(record, { type: 'completed', result: { image: `img-${id}`, revision: `rev-${id}`, url: `http://${id}.localhost` } }, at);
+  return adapters.store.replace(record);
 }

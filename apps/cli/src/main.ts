@@ -58,7 +58,12 @@ const COMMANDS: Record<string, Command> = {
     positionals: [1, 1],
   },
   cancel: { usage: 'zepid cancel <deploymentId>', summary: 'cancel a queued or running deployment', options: {}, positionals: [1, 1] },
-  rollback: { usage: 'zepid rollback <deploymentId>', summary: 'put that deployment\'s image back live, without building', options: {}, positionals: [1, 1] },
+  rollback: {
+    usage: 'zepid rollback <deploymentId> [--snapshot]',
+    summary: 'put that deployment\'s image back live, without building (with the app\'s current env values; --snapshot: those it ran with)',
+    options: { snapshot: { type: 'boolean', default: false } },
+    positionals: [1, 1],
+  },
   env: {
     usage: 'zepid env ls|set|rm --project ID [--env ENVIRONMENT] [KEY=VALUE… | NAME…]',
     summary: 'list names of, set or remove an app\'s env variables (values are never shown); set and rm restart the app',
@@ -190,7 +195,7 @@ export async function main(argv: readonly string[], deps: MainDeps = { io: proce
       case 'cancel':
         return await cancel(api, io, first as string, json);
       case 'rollback':
-        return await rollback(api, io, first as string, json);
+        return await rollback(api, io, first as string, { snapshot: values.snapshot === true, json });
       case 'env': {
         const [action, ...pairs] = positionals as [string, ...string[]];
         if (!['ls', 'set', 'rm'].includes(action)) throw new UsageError(`usage: ${command.usage}`);

@@ -189,7 +189,8 @@ function renderApps(apps) {
 function renderDetail(status) {
   state.detail = status;
   $('#detail').hidden = false;
-  $('#detail-title').textContent = `${status.deploymentId} · ${status.projectId} (${status.environment})`;
+  const kind = status.kind === 'rollback' ? ` · rollback to ${status.rollbackOf}` : status.kind === 'config' ? ' · env restart' : '';
+  $('#detail-title').textContent = `${status.deploymentId} · ${status.projectId} (${status.environment})${kind}`;
   const summary = $('#detail-summary');
   summary.replaceChildren(el('span', status.status.replace('_', ' '), `status status-${status.status}`));
   if (status.currentStep) summary.append(` · ${status.currentStep} · ${status.progress}%`);
@@ -205,7 +206,8 @@ function renderDetail(status) {
   const finished = TERMINAL.has(status.status);
   $('[data-action="cancel"]').disabled = finished;
   $('[data-action="retry"]').disabled = !(status.status === 'failed' || status.status === 'cancelled');
-  $('[data-action="rollback"]').disabled = status.status !== 'completed';
+  // canRollback: completed, and image retention still keeps its image (older services: completed only).
+  $('[data-action="rollback"]').disabled = typeof status.canRollback === 'boolean' ? !status.canRollback : status.status !== 'completed';
 }
 
 function appendLog(line) {
@@ -247,7 +249,8 @@ async function followOrg(signal) {
             state.deployments.set(data.deploymentId, { ...state.deployments.get(data.deploymentId), ...data });
             renderDeployments();
           } else if (message.event === 'app' && state.apps !== null) {
-            state.apps = [...state.apps.filter((app) => app.appName !== data.appName), ...(data.status === 'deleted' ? [] : [data])];
+            state.apps = [...state.apps.filter((app) => app.appName !== data.appName), ...(data.status === 'deleted' ? [] : [data])]
+              .sort((a, b) => (a.appName < b.appName ? -1 : 1));
             renderApps(state.apps);
           }
         }, signal, () => setConnection('Live'));

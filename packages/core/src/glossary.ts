@@ -15,6 +15,13 @@
  *   deletion are kept in an app record (app.ts).
  * - deployment kind: `build` (source → image → revision), `rollback` (an earlier deployment's image
  *   back live, no build), `config` (the live image restarted with new env values, no build).
+ * - app env: an app's current env variable values (secrets port, `putAppEnv`), what its next deployment
+ *   runs with when the request sends none. Each deployment keeps its own copy (`put`).
+ * - env scope: `runtime` (read by the running app: a change restarts the live image, a `config`
+ *   deployment) or `build` (read by the build, e.g. `VITE_*`: a change builds the live source again).
+ * - rollback: putting an earlier completed deployment's image back live as a new `rollback` deployment;
+ *   possible while image retention keeps that image (`canRollback`). Not the compensation of a failed
+ *   deployment (`Runtime.rollback`), which only undoes what that deployment made.
  * - job / message: what the API puts on the queue to ask the worker to run an attempt.
  * - live deployment: the deployment whose revision takes an app's traffic now. It only moves forward:
  *   a deployment older than the app's live one never takes the traffic; it ends `superseded`.

@@ -137,7 +137,7 @@ export const deployRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = 
       if (!deployRequest.envVariablesGiven) deployRequest.envVariables = await context.apps.currentEnv(app);
       const { record, replayed } = await service.submit(deployRequest, idempotency, adapters.telemetry.currentTraceparent());
       // With envVariables, exactly those, and they become the app's current values.
-      if (!replayed && deployRequest.envVariablesGiven) await context.apps.adoptDeployedEnv(app, deployRequest.envVariables, deployRequest.buildEnv);
+      if (!replayed && deployRequest.envVariablesGiven) await context.apps.adoptDeployedEnv(app, deployRequest.envVariables, deployRequest.buildEnv, record);
       if (!replayed) {
         adapters.telemetry.event('DeploymentQueued', {
           deploymentId: record.id,

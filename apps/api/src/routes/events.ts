@@ -222,12 +222,13 @@ export const eventRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = a
         summary: "Follow your organization's deployments live (Server-Sent Events)",
         description:
           `A \`text/event-stream\` of \`event: deployment\` (the summary as in the project list): first the ${ORG_SNAPSHOT} newest, then each ` +
-          `change of any of the ${ORG_WINDOW} newest as it happens. A comment line comes every 15 s; the stream stays open until the client closes it.`,
+          `change of any of the ${ORG_WINDOW} newest as it happens, each change followed by \`event: app\` (the app as GET /apps lists it). ` +
+          'A comment line comes every 15 s; the stream stays open until the client closes it.',
         security,
         response: {
           200: {
-            description: 'Events: `deployment` (DeploymentSummary).',
-            content: { 'text/event-stream': { schema: streamDoc('Events `deployment`.') } },
+            description: 'Events: `deployment` (DeploymentSummary), `app` (AppView).',
+            content: { 'text/event-stream': { schema: streamDoc('Events `deployment` and `app`.') } },
           },
           ...errorResponses(401, 429, 503),
         },
@@ -251,8 +252,12 @@ export const eventRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = a
           const changed = recent.filter((record) => versions.get(record.id) !== record.etag);
           versions.clear();
           for (const record of recent) versions.set(record.id, record.etag);
-          // Oldest change first, as they happened.
+          // Oldest change first, as they happened; then each app they belong to as it is now (GET /apps' item).
           for (const record of changed.reverse()) await channel.send('deployment', summaryView(record));
+          const apps = new Map(changed.map((record) => [record.appName, record]));
+          for (const record of apps.values()) {
+            await channel.send('app', await context.apps.view({ orgId: record.orgId, projectId: record.projectId, environment: record.environment, appName: record.appName }));
+          }
         }
       } catch (error) {
         request.log.warn({ err: error }, 'event stream stopped on an error');

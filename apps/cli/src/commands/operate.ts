@@ -101,11 +101,11 @@ export async function cancel(api: ApiClient, io: Io, id: string, json: boolean):
   return EXIT.ok;
 }
 
-export async function rollback(api: ApiClient, io: Io, id: string, json: boolean): Promise<number> {
+export async function rollback(api: ApiClient, io: Io, id: string, options: { snapshot: boolean; json: boolean }): Promise<number> {
   const answer = await needsEndpoint('rollback (POST /deploy/:id/rollback)', () =>
-    api.request<{ deploymentId: string }>('POST', `/deploy/${encodeURIComponent(id)}/rollback`),
+    api.request<{ deploymentId: string }>('POST', `/deploy/${encodeURIComponent(id)}/rollback`, options.snapshot ? { env: 'snapshot' } : undefined),
   );
-  out(io, json, answer, () => `rolling back to ${id}: ${answer.deploymentId}\n`);
+  out(io, options.json, answer, () => `rolling back to ${id}: ${answer.deploymentId}\n`);
   return EXIT.ok;
 }
 
@@ -130,8 +130,9 @@ export async function env(api: ApiClient, io: Io, args: { action: string; projec
   if (Object.keys(set).length === 0) throw new UsageError(`zepid env ${args.action} needs at least one ${args.action === 'rm' ? 'NAME' : 'KEY=VALUE'}`);
   const body: Record<string, unknown> = { set };
   if (args.environment) body.environment = args.environment;
-  const answer = await needsEndpoint(what, () => api.request<{ deploymentId?: string }>('PATCH', base, body));
-  out(io, args.json, answer, () => `env updated${answer.deploymentId ? `; restarting with ${answer.deploymentId}` : ''}\n`);
+  const answer = await needsEndpoint(what, () => api.request<{ deploymentId?: string | null; message?: string }>('PATCH', base, body));
+  // The service's message says what happens: a restart without building, a rebuild (build-scoped variable), or nothing yet.
+  out(io, args.json, answer, () => `${answer.message ?? `env updated${answer.deploymentId ? `; restarting with ${answer.deploymentId}` : ''}`}\n`);
   return EXIT.ok;
 }
 
