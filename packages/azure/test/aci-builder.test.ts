@@ -403,12 +403,17 @@ describe('AciKanikoBuilder', () => {
     for (const error of [failed, refused]) expectNoSecret(`${error.message} ${JSON.stringify(error)} ${inspect(error, { depth: 10, showHidden: true })}`);
   });
 
-  it('deletes the image from ACR by manifest digest (compensation, retention, app deletion), and again without harm', async () => {
+  /** A build that pushed its image to the registry, as the deletion tests start from. */
+  async function pushedImage() {
     const adapter = builder();
     const { job } = buildJob();
     await adapter.createSandbox(job);
     const built = await adapter.build(job);
-    const repository = imageRepository(job.appName);
+    return { adapter, job, built, repository: imageRepository(job.appName) };
+  }
+
+  it('deletes the image from ACR by manifest digest (compensation, retention, app deletion), and again without harm', async () => {
+    const { adapter, job, built, repository } = await pushedImage();
     const digest = built.digest ?? '';
     expect(sim.acr.digestOf(repository, job.deploymentId)).toBe(digest);
     const mark = sim.requests.length;
@@ -426,11 +431,7 @@ describe('AciKanikoBuilder', () => {
   });
 
   it('keeps a manifest another deployment\'s tag still names, removing only this deployment\'s tag', async () => {
-    const adapter = builder();
-    const { job } = buildJob();
-    await adapter.createSandbox(job);
-    const built = await adapter.build(job);
-    const repository = imageRepository(job.appName);
+    const { adapter, job, built, repository } = await pushedImage();
     const digest = built.digest ?? '';
     // A later build of the same source came out byte-identical: same digest, its own tag.
     sim.acr.push(repository, 'dep_othertag', digest);
@@ -442,11 +443,7 @@ describe('AciKanikoBuilder', () => {
   });
 
   it('deletes the manifest when the registry will not tell its tags (no metadata/read)', async () => {
-    const adapter = builder();
-    const { job } = buildJob();
-    await adapter.createSandbox(job);
-    const built = await adapter.build(job);
-    const repository = imageRepository(job.appName);
+    const { adapter, job, built, repository } = await pushedImage();
     sim.acr.metadataRead = false;
     await adapter.deleteImage(job.deploymentId, built.image);
     expect(sim.acr.hasDigest(repository, built.digest ?? '')).toBe(false);

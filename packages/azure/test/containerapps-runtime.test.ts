@@ -609,21 +609,24 @@ describe('ContainerAppsRuntime', () => {
       const { spec: next, lines } = spec({ envVariableNames: of.envVariableNames });
       return { spec: { ...next, image: of.image, imageDigest: of.imageDigest, ...overrides }, lines };
     }
+    /** Runtime and vault, and a deploy of a new image whose env values the vault holds first, as the worker does. */
+    function withVault() {
+      const vault = vaultWith(new Map<string, string>());
+      const adapter = runtime({ secrets: vault });
+      const deployWith = async (values: Record<string, string>) => {
+        const { spec: next } = spec({ envVariableNames: Object.keys(values) });
+        await vault.put(next.deploymentId, values);
+        return { spec: next, revision: (await adapter.deploy(next)).revision };
+      };
+      return { vault, adapter, deployWith };
+    }
     const appPuts = (appName: string, from = 0) => sim.requests.slice(from).filter((request) => request.method === 'PUT' && request.path.endsWith(`/containerApps/${appName}`));
 
     it('rollback: reactivates the earlier revision, moves the traffic once it runs healthy, and creates no revision', async () => {
-      const values = new Map<string, string>();
-      const vault = vaultWith(values);
-      const adapter = runtime({ secrets: vault });
-      const { spec: v1 } = spec({ envVariableNames: ['GREETING'] });
-      await vault.put(v1.deploymentId, { GREETING: 'hello' });
-      const r1 = (await adapter.deploy(v1)).revision;
-      const { spec: v2 } = spec({ envVariableNames: ['GREETING'] });
-      await vault.put(v2.deploymentId, { GREETING: 'hello' });
-      const r2 = (await adapter.deploy(v2)).revision;
-      const { spec: v3 } = spec({ envVariableNames: ['GREETING'] });
-      await vault.put(v3.deploymentId, { GREETING: 'hello' });
-      const r3 = (await adapter.deploy(v3)).revision;
+      const { vault, adapter, deployWith } = withVault();
+      const { spec: v1, revision: r1 } = await deployWith({ GREETING: 'hello' });
+      const { revision: r2 } = await deployWith({ GREETING: 'hello' });
+      const { revision: r3 } = await deployWith({ GREETING: 'hello' });
       // Multiple mode keeps the new revision and the one before active; v1's is inactive now.
       expect(sim.apps.revision(v1.appName, r1)?.active).toBe(false);
       expect(sim.apps.revision(v1.appName, r2)?.active).toBe(true);
@@ -650,15 +653,9 @@ describe('ContainerAppsRuntime', () => {
     });
 
     it('rollback: a new revision pinned to the digest when the old one is gone or its env values differ', async () => {
-      const values = new Map<string, string>();
-      const vault = vaultWith(values);
-      const adapter = runtime({ secrets: vault });
-      const { spec: v1 } = spec({ envVariableNames: ['GREETING'] });
-      await vault.put(v1.deploymentId, { GREETING: 'hello' });
-      const r1 = (await adapter.deploy(v1)).revision;
-      const { spec: v2 } = spec({ envVariableNames: ['GREETING'] });
-      await vault.put(v2.deploymentId, { GREETING: 'hello' });
-      await adapter.deploy(v2);
+      const { vault, adapter, deployWith } = withVault();
+      const { spec: v1, revision: r1 } = await deployWith({ GREETING: 'hello' });
+      await deployWith({ GREETING: 'hello' });
 
       // The app's env changed since v1 ran: reactivating r1 would serve the old value.
       const { spec: changed, lines } = sameImage(v1, { reactivateRevision: r1 });
@@ -698,15 +695,9 @@ describe('ContainerAppsRuntime', () => {
     });
 
     it('config: a new revision of the same image digest with the new env references, the old one stopped after the switch', async () => {
-      const values = new Map<string, string>();
-      const vault = vaultWith(values);
-      const adapter = runtime({ secrets: vault });
-      const { spec: v0 } = spec({ envVariableNames: ['GREETING'] });
-      await vault.put(v0.deploymentId, { GREETING: 'hello' });
-      const r0 = (await adapter.deploy(v0)).revision;
-      const { spec: v1 } = spec({ envVariableNames: ['GREETING'] });
-      await vault.put(v1.deploymentId, { GREETING: 'hello' });
-      const r1 = (await adapter.deploy(v1)).revision;
+      const { vault, adapter, deployWith } = withVault();
+      const { revision: r0 } = await deployWith({ GREETING: 'hello' });
+      const { spec: v1, revision: r1 } = await deployWith({ GREETING: 'hello' });
       const { spec: config } = sameImage(v1);
       await vault.put(config.deploymentId, { GREETING: 'bonjour' });
       const info = await adapter.deploy(config);
