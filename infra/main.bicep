@@ -13,7 +13,7 @@
 //                    API, which needs Manage rights), Cosmos DB Data Contributor, Storage Blob Data
 //                    Contributor + Storage Account Key Operator (kaniko needs the account key),
 //                    Key Vault Secrets Officer, AcrPush (kaniko pushes with its token) + AcrDelete
-//                    (cleanup untags images it built), and two custom roles: builds and apps in the
+//                    (deletes the images it built), and two custom roles: builds and apps in the
 //                    target resource group; on the environment (join, read, managed certificates
 //                    for custom domains) and on the apps identity (assign) only.
 //   apps identity    AcrPull, Key Vault Secrets User: what a deployed app needs to start.

@@ -20,6 +20,7 @@ import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { Webhook } from 'standardwebhooks';
 import { SseClient, trustTestCertificate } from '@zepid/testkit';
+import { appPrefixOf, imageRepository } from '@zepid/azure';
 import { freePort, waitFor } from './support.ts';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
@@ -276,6 +277,93 @@ describe('Azure mode, end to end', () => {
     expect(arm.apps.traffic(appName)).toEqual({ [first.revision ?? '']: 100 });
     expect(arm.invalidRequests()).toEqual([]);
   }, 90_000);
+
+  /**
+   * Issue 12 over the fakes, through the API's endpoints: rollback (POST /deploy/:id/rollback), an env
+   * change with restart (PUT /projects/:projectId/env/:name), GET /apps and DELETE /projects/:projectId,
+   * with the API and worker processes on Cosmos DB, Service Bus, Key Vault, ACR and Container Apps.
+   */
+  it('rollback reactivates the earlier revision and moves traffic; an env change makes a new revision of the same digest; delete removes the app, its ACR manifests and its Key Vault secrets', async () => {
+    arm.aci.scenario = {};
+    const ids: string[] = [];
+    const done: Status[] = [];
+    for (const version of ['v1', 'v2', 'v3']) {
+      const id = await deploy('ops', { envVariables: { GREETING: 'hello' }, environment: 'production', files: [{ path: 'index.html', content: `<h1>ops ${version}</h1>` }] });
+      const finished = await settle(id);
+      expect(finished.status, finished.logs.join('\n')).toBe('completed');
+      ids.push(id);
+      done.push(finished);
+    }
+    const [v1, v2, v3] = done as [Status, Status, Status];
+    const app = v1.url?.match(/^https:\/\/([^.]+)\./)?.[1] ?? '';
+    const repository = imageRepository(app);
+    const digests = done.map((state) => state.image?.split('@')[1] ?? '');
+    expect(new Set(digests).size).toBe(3);
+    // Multiple mode keeps the live revision and the one before active: v1's is inactive by now.
+    expect(arm.apps.revision(app, v1.revision ?? '')?.active).toBe(false);
+    expect(arm.apps.traffic(app)).toEqual({ [v3.revision ?? '']: 100 });
+    const listed = (await (await fetch(`${apiUrl}/apps?limit=100`, { headers })).json()) as { apps: { appName: string; status: string; liveDeploymentId: string }[] };
+    expect(listed.apps.find((entry) => entry.appName === app)).toMatchObject({ status: 'live', liveDeploymentId: ids[2] });
+
+    // Rollback to v1 with the app's current values (the same as v1 ran with): its revision comes back.
+    const beforeRollback = arm.requests.length;
+    const rollback = await fetch(`${apiUrl}/deploy/${ids[0] ?? ''}/rollback`, { method: 'POST', headers, body: '{}' });
+    expect(rollback.status, await rollback.clone().text()).toBe(202);
+    const rollbackId = ((await rollback.json()) as { deploymentId: string }).deploymentId;
+    const rolledBack = await settle(rollbackId);
+    expect(rolledBack.status, rolledBack.logs.join('\n')).toBe('completed');
+    expect(rolledBack.revision).toBe(v1.revision);
+    expect(rolledBack.image).toBe(v1.image);
+    expect(rolledBack.steps.build?.status).toBe('skipped');
+    expect(arm.apps.traffic(app)).toEqual({ [v1.revision ?? '']: 100 });
+    const duringRollback = arm.requests.slice(beforeRollback);
+    expect(duringRollback.filter((request) => request.method === 'POST' && request.path.endsWith(`/revisions/${v1.revision ?? ''}/activate`))).toHaveLength(1);
+    expect(duringRollback.filter((request) => request.method === 'PUT' && (request.path.endsWith(`/containerApps/${app}`) || request.path.includes('/containerGroups/')))).toEqual([]);
+    expect(rolledBack.logs.join('\n')).toContain(`Reactivating revision ${v1.revision ?? ''}`);
+
+    // Env change with restart: a config deployment of the live image with the new value.
+    const beforeConfig = arm.requests.length;
+    const changed = await fetch(`${apiUrl}/projects/ops/env/GREETING`, { method: 'PUT', headers, body: JSON.stringify({ value: 'bonjour', environment: 'production' }) });
+    expect(changed.status, await changed.clone().text()).toBeLessThan(300);
+    const answer = (await changed.json()) as { deploymentId: string | null; kind: string | null };
+    expect(answer.kind).toBe('config');
+    const configured = await settle(answer.deploymentId ?? '');
+    expect(configured.status, configured.logs.join('\n')).toBe('completed');
+    expect(configured.revision).not.toBe(v1.revision);
+    expect(configured.image?.split('@')[1]).toBe(digests[0]);
+    const template = arm.apps.app(app)?.template.containers?.[0];
+    expect(template?.image).toBe(`${arm.registry}/${repository}@${digests[0] ?? ''}`);
+    const secretRef = template?.env?.find((variable) => variable.name === 'GREETING')?.secretRef;
+    const reference = arm.apps.app(app)?.configuration.secrets?.find((secret) => secret.name === secretRef)?.keyVaultUrl ?? '';
+    const secretName = new URL(reference).pathname.split('/')[2] ?? '';
+    expect(keyVault.secret(secretName)?.value).toBe('bonjour');
+    expect(arm.apps.traffic(app)).toEqual({ [configured.revision ?? '']: 100 });
+    expect(arm.requests.slice(beforeConfig).filter((request) => request.path.includes('/containerGroups/') && request.method === 'PUT')).toEqual([]);
+    expect(output).not.toContain('bonjour');
+
+    // Delete: 202 at once, then the delete-app job removes everything the app owns.
+    const removed = await fetch(`${apiUrl}/projects/ops?environment=production`, { method: 'DELETE', headers: { authorization: `Bearer ${TOKEN}` } });
+    expect(removed.status, await removed.clone().text()).toBe(202);
+    expect(await removed.json()).toEqual({ projectId: 'ops', environment: 'production', apps: [app], status: 'deleting' });
+    const all = [...ids, rollbackId, answer.deploymentId ?? ''];
+    await waitFor('the app to be deleted', async () => (await fetch(`${apiUrl}/deploy/${rollbackId}/status`, { headers })).status === 404 && !arm.apps.exists(app), 60_000).catch((error: unknown) => {
+      throw new Error(`${String(error)}\noutput:\n${output.slice(-4000)}`);
+    });
+    await waitFor('the app to leave GET /apps', async () => {
+      const page = (await (await fetch(`${apiUrl}/apps?limit=100`, { headers })).json()) as { apps: { appName: string }[] };
+      return !page.apps.some((entry) => entry.appName === app);
+    }, 60_000);
+    for (const digest of digests) expect(arm.acr.hasDigest(repository, digest)).toBe(false);
+    expect(arm.acr.tagsOf(repository)).toEqual([]);
+    const appPrefix = appPrefixOf({ orgId: 'org_az', appName: app });
+    const leftovers = [...keyVault.secretNames(), ...keyVault.deletedSecretNames()].filter(
+      (name) => name.startsWith(appPrefix) || all.some((id) => name.startsWith(`${id.replace('_', '-')}-`)),
+    );
+    expect(leftovers).toEqual([]);
+    for (const id of all) expect((await fetch(`${apiUrl}/deploy/${id}/status`, { headers })).status).toBe(404);
+    expect(v2.status).toBe('completed');
+    expect(arm.invalidRequests()).toEqual([]);
+  }, 240_000);
 
   it('cancels a running build: cancelled, and its container group is deleted', async () => {
     arm.aci.scenario = { runForever: true };

@@ -8,7 +8,7 @@ export { CosmosWebhookStore } from './cosmos/webhooks.ts';
 export { PollingChangeSignal } from './cosmos/polling-changes.ts';
 export { BlobArtifactStore } from './blob/artifacts.ts';
 export type { BlobArtifactStoreOptions, BlobConnectionOptions } from './blob/artifacts.ts';
-export { KeyVaultSecretStore, secretNameFor, MAX_SECRET_VALUE_BYTES } from './keyvault/secrets.ts';
+export { appPrefixOf, KeyVaultSecretStore, secretNameFor, MAX_SECRET_VALUE_BYTES } from './keyvault/secrets.ts';
 export type { KeyVaultSecretStoreOptions } from './keyvault/secrets.ts';
 export { resolveSettings, keyVaultSecretReader } from './keyvault/settings.ts';
 export type { SettingSource, SecretReader, ResolvedSettings } from './keyvault/settings.ts';

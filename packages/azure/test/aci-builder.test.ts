@@ -403,16 +403,51 @@ describe('AciKanikoBuilder', () => {
     for (const error of [failed, refused]) expectNoSecret(`${error.message} ${JSON.stringify(error)} ${inspect(error, { depth: 10, showHidden: true })}`);
   });
 
-  it('removes the pushed tag when the build step is compensated', async () => {
+  /** A build that pushed its image to the registry, as the deletion tests start from. */
+  async function pushedImage() {
     const adapter = builder();
     const { job } = buildJob();
     await adapter.createSandbox(job);
     const built = await adapter.build(job);
-    const repository = imageRepository(job.appName);
-    expect(sim.acr.digestOf(repository, job.deploymentId)).toBe(built.digest);
+    return { adapter, job, built, repository: imageRepository(job.appName) };
+  }
+
+  it('deletes the image from ACR by manifest digest (compensation, retention, app deletion), and again without harm', async () => {
+    const { adapter, job, built, repository } = await pushedImage();
+    const digest = built.digest ?? '';
+    expect(sim.acr.digestOf(repository, job.deploymentId)).toBe(digest);
+    const mark = sim.requests.length;
     await adapter.deleteImage(job.deploymentId, built.image);
     expect(sim.acr.digestOf(repository, job.deploymentId)).toBeUndefined();
+    expect(sim.acr.hasDigest(repository, digest)).toBe(false);
+    expect(sim.requests.slice(mark).filter((request) => request.method === 'DELETE').map((request) => `${request.path} ${request.status}`)).toEqual([`/v2/${repository}/manifests/${digest} 202`]);
+    // Gone already (by tag or by digest): nothing left to do, no error.
     await adapter.deleteImage(job.deploymentId, built.image);
+    await adapter.deleteImage(job.deploymentId, `${sim.registry}/${repository}@${digest}`);
+    // Another registry's image is never touched.
+    const before = sim.requests.length;
+    await adapter.deleteImage(job.deploymentId, `other.azurecr.io/${repository}:${job.deploymentId}`);
+    expect(sim.requests.length).toBe(before);
+  });
+
+  it('keeps a manifest another deployment\'s tag still names, removing only this deployment\'s tag', async () => {
+    const { adapter, job, built, repository } = await pushedImage();
+    const digest = built.digest ?? '';
+    // A later build of the same source came out byte-identical: same digest, its own tag.
+    sim.acr.push(repository, 'dep_othertag', digest);
+    await adapter.deleteImage(job.deploymentId, built.image);
+    expect(sim.acr.tagsOf(repository)).toEqual(['dep_othertag']);
+    expect(sim.acr.hasDigest(repository, digest)).toBe(true);
+    await adapter.deleteImage('dep_othertag', `${sim.registry}/${repository}:dep_othertag`);
+    expect(sim.acr.hasDigest(repository, digest)).toBe(false);
+  });
+
+  it('deletes the manifest when the registry will not tell its tags (no metadata/read)', async () => {
+    const { adapter, job, built, repository } = await pushedImage();
+    sim.acr.metadataRead = false;
+    await adapter.deleteImage(job.deploymentId, built.image);
+    expect(sim.acr.hasDigest(repository, built.digest ?? '')).toBe(false);
+    expect(sim.requests.some((request) => request.path.startsWith(`/acr/v1/${repository}/_manifests/`) && request.status === 401)).toBe(true);
   });
 
   it('tells whether an earlier build\'s image is still in the registry, by digest, for build reuse', async () => {
@@ -425,16 +460,13 @@ describe('AciKanikoBuilder', () => {
     expect(digest).toMatch(/^sha256:/);
     expect(adapter.identity).toBe(`aci-kaniko ${KANIKO_IMAGE} ${sim.registry}`);
     expect(await adapter.imageExists(built, controller.signal)).toBe(true);
-    // Untagged (as a compensated build leaves it), the image is still there by digest, as in ACR.
-    await adapter.deleteImage(job.deploymentId, built.image);
-    expect(await adapter.imageExists(built, controller.signal)).toBe(true);
+    // A retention policy or purge deleting the manifest: the image is gone by digest too.
     sim.acr.deleteManifest(repository, digest);
     expect(await adapter.imageExists(built, controller.signal)).toBe(false);
     // An image of another registry is never one this builder can vouch for: no request is made.
     expect(await adapter.imageExists({ image: `other.azurecr.io/${repository}:${job.deploymentId}`, digest }, controller.signal)).toBe(false);
     const lookups = sim.requests.filter((request) => request.path.startsWith('/v2/'));
     expect(lookups.map((request) => `${request.method} ${request.path} ${request.status}`)).toEqual([
-      `HEAD /v2/${repository}/manifests/${digest} 200`,
       `HEAD /v2/${repository}/manifests/${digest} 200`,
       `HEAD /v2/${repository}/manifests/${digest} 404`,
     ]);

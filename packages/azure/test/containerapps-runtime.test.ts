@@ -234,7 +234,7 @@ describe('ContainerAppsRuntime', () => {
     expect(sim.apps.certificate('mc-shop-example-com')).toEqual({
       subjectName: 'shop.example.com',
       provisioningState: 'Succeeded',
-      tags: { deploymentId: first.deploymentId, projectId: PROJECT, orgId: ORG },
+      tags: { deploymentId: first.deploymentId, projectId: PROJECT, orgId: ORG, appName: first.appName },
     });
 
     // The next deployment keeps the binding in its PUT (which replaces the configuration), so the
@@ -585,6 +585,181 @@ describe('ContainerAppsRuntime', () => {
       expect(validator.validate('ContainerApp', { location: 'westeurope', properties: { configuration: { activeRevisionsMode: 'Several' } } })).toEqual([
         '/properties/configuration/activeRevisionsMode must be equal to one of the allowed values',
       ]);
+    });
+  });
+
+  describe('app operations (issue 12)', () => {
+    /** Key Vault as far as the runtime reads it: versionless URIs per deployment, and the values behind them. */
+    function vaultWith(values: Map<string, string>) {
+      return {
+        references: (deploymentId: string, names: readonly string[]) => keyVault.references(deploymentId, names),
+        values,
+        // A method using `this`, as the Key Vault store's is: the runtime must call it on the store.
+        valueAt(this: { values: Map<string, string> }, url: string) {
+          return Promise.resolve(this.values.get(url) ?? null);
+        },
+        async put(deploymentId: string, entries: Record<string, string>) {
+          const urls = await keyVault.references(deploymentId, Object.keys(entries));
+          for (const [name, value] of Object.entries(entries)) values.set(urls[name] ?? '', value);
+        },
+      };
+    }
+    /** A deployment of an earlier deployment's image (a rollback or a config change): same digest, no push. */
+    function sameImage(of: RevisionSpec, overrides: Partial<RevisionSpec> = {}): { spec: RevisionSpec; lines: LoggedLine[] } {
+      const { spec: next, lines } = spec({ envVariableNames: of.envVariableNames });
+      return { spec: { ...next, image: of.image, imageDigest: of.imageDigest, ...overrides }, lines };
+    }
+    /** Runtime and vault, and a deploy of a new image whose env values the vault holds first, as the worker does. */
+    function withVault() {
+      const vault = vaultWith(new Map<string, string>());
+      const adapter = runtime({ secrets: vault });
+      const deployWith = async (values: Record<string, string>) => {
+        const { spec: next } = spec({ envVariableNames: Object.keys(values) });
+        await vault.put(next.deploymentId, values);
+        return { spec: next, revision: (await adapter.deploy(next)).revision };
+      };
+      return { vault, adapter, deployWith };
+    }
+    const appPuts = (appName: string, from = 0) => sim.requests.slice(from).filter((request) => request.method === 'PUT' && request.path.endsWith(`/containerApps/${appName}`));
+
+    it('rollback: reactivates the earlier revision, moves the traffic once it runs healthy, and creates no revision', async () => {
+      const { vault, adapter, deployWith } = withVault();
+      const { spec: v1, revision: r1 } = await deployWith({ GREETING: 'hello' });
+      const { revision: r2 } = await deployWith({ GREETING: 'hello' });
+      const { revision: r3 } = await deployWith({ GREETING: 'hello' });
+      // Multiple mode keeps the new revision and the one before active; v1's is inactive now.
+      expect(sim.apps.revision(v1.appName, r1)?.active).toBe(false);
+      expect(sim.apps.revision(v1.appName, r2)?.active).toBe(true);
+
+      const mark = sim.requests.length;
+      const changes = sim.apps.trafficChanges.length;
+      const { spec: back, lines } = sameImage(v1, { reactivateRevision: r1 });
+      await vault.put(back.deploymentId, { GREETING: 'hello' });
+      const info = await adapter.deploy(back);
+      expect(info).toMatchObject({ revision: r1, previousRevision: r3, url: `https://${v1.appName}.${sim.apps.environment.defaultDomain}` });
+      expect(sim.apps.traffic(v1.appName)).toEqual({ [r1]: 100 });
+      expect(appPuts(v1.appName, mark)).toEqual([]);
+      const later = sim.requests.slice(mark);
+      expect(later.filter((request) => request.method === 'POST' && request.path.endsWith(`/revisions/${r1}/activate`))).toHaveLength(1);
+      // The switch happened once r1 was healthy again, never before.
+      const switches = sim.apps.trafficChanges.slice(changes);
+      expect(switches.map((change) => change.weights)).toEqual([{ [r1]: 100 }]);
+      expect(switches[0]?.health[r1]).toBe('Healthy');
+      // The revision before stays active for an instant way back; the one before that stops.
+      expect(sim.apps.revision(v1.appName, r3)?.active).toBe(true);
+      expect(sim.apps.revision(v1.appName, r2)?.active).toBe(false);
+      expect(lines.map((line) => line.message).join('\n')).toContain(`Reactivating revision ${r1}`);
+      expect(JSON.stringify(lines)).not.toContain('hello');
+    });
+
+    it('rollback: a new revision pinned to the digest when the old one is gone or its env values differ', async () => {
+      const { vault, adapter, deployWith } = withVault();
+      const { spec: v1, revision: r1 } = await deployWith({ GREETING: 'hello' });
+      await deployWith({ GREETING: 'hello' });
+
+      // The app's env changed since v1 ran: reactivating r1 would serve the old value.
+      const { spec: changed, lines } = sameImage(v1, { reactivateRevision: r1 });
+      await vault.put(changed.deploymentId, { GREETING: 'bonjour' });
+      const mark = sim.requests.length;
+      const info = await adapter.deploy(changed);
+      expect(info.revision).toBe(revisionName(v1.appName, changed.deploymentId));
+      expect(lines.map((line) => line.message).join('\n')).toContain('env variable GREETING has another value now');
+      const puts = appPuts(v1.appName, mark);
+      expect(puts).toHaveLength(1);
+      expect((puts[0]?.body as WireContainerApp).properties?.template?.containers?.[0]?.image).toBe(`${sim.registry}/${imageRepository(v1.appName)}@${v1.imageDigest ?? ''}`);
+      expect(sim.apps.traffic(v1.appName)).toEqual({ [info.revision]: 100 });
+
+      // A revision Container Apps no longer has (beyond its inactive history) is replaced the same way.
+      const { spec: gone, lines: goneLines } = sameImage(v1, { reactivateRevision: `${v1.appName}--dnotthere01` });
+      await vault.put(gone.deploymentId, { GREETING: 'bonjour' });
+      expect((await adapter.deploy(gone)).revision).toBe(revisionName(v1.appName, gone.deploymentId));
+      expect(goneLines.map((line) => line.message).join('\n')).toContain('no longer exists');
+    });
+
+    it('rollback: a revision beyond Container Apps\' inactive history is gone, so the rollback starts a new revision of its digest', async () => {
+      const adapter = runtime();
+      const { spec: v1 } = spec();
+      const r1 = (await adapter.deploy(v1)).revision;
+      await adapter.deploy(spec().spec);
+      await adapter.deploy(spec().spec);
+      expect(sim.apps.revision(v1.appName, r1)?.active).toBe(false);
+      // The app's history limit lowered to none (configuration.maxInactiveRevisions, in the spec): r1 is forgotten.
+      const client = new ContainerAppsAPIClient(sim.credential, sim.subscriptionId, { endpoint: sim.url, retryOptions: { maxRetries: 0 } });
+      await client.containerApps.update(sim.resourceGroup, v1.appName, { location: sim.location, configuration: { maxInactiveRevisions: 0 } }, { updateIntervalInMs: 5 });
+      expect(sim.apps.revision(v1.appName, r1)).toBeUndefined();
+      const { spec: back, lines } = sameImage(v1, { reactivateRevision: r1 });
+      const info = await adapter.deploy(back);
+      expect(info.revision).toBe(revisionName(v1.appName, back.deploymentId));
+      expect(lines.map((line) => line.message).join('\n')).toContain(`Revision ${r1} no longer exists`);
+      expect(sim.apps.app(v1.appName)?.template.containers?.[0]?.image).toBe(`${sim.registry}/${imageRepository(v1.appName)}@${v1.imageDigest ?? ''}`);
+    });
+
+    it('config: a new revision of the same image digest with the new env references, the old one stopped after the switch', async () => {
+      const { vault, adapter, deployWith } = withVault();
+      const { revision: r0 } = await deployWith({ GREETING: 'hello' });
+      const { spec: v1, revision: r1 } = await deployWith({ GREETING: 'hello' });
+      const { spec: config } = sameImage(v1);
+      await vault.put(config.deploymentId, { GREETING: 'bonjour' });
+      const info = await adapter.deploy(config);
+      expect(info).toMatchObject({ revision: revisionName(v1.appName, config.deploymentId), previousRevision: r1 });
+      const app = sim.apps.app(v1.appName);
+      expect(app?.template.containers?.[0]?.image).toBe(`${sim.registry}/${imageRepository(v1.appName)}@${v1.imageDigest ?? ''}`);
+      expect(app?.template.containers?.[0]?.env).toEqual([
+        { name: 'PORT', value: '3000' },
+        { name: 'GREETING', secretRef: secretName(config.deploymentId, 'GREETING') },
+      ]);
+      const references = await keyVault.references(config.deploymentId, ['GREETING']);
+      expect(app?.configuration.secrets?.find((secret) => secret.name === secretName(config.deploymentId, 'GREETING'))?.keyVaultUrl).toBe(references.GREETING);
+      expect(sim.apps.traffic(v1.appName)).toEqual({ [info.revision]: 100 });
+      expect(sim.apps.revision(v1.appName, r0)?.active).toBe(false);
+    });
+
+    it('removeApp deletes the Container App (its URL stops answering) and the managed certificate it made, and again without harm', async () => {
+      const adapter = runtime();
+      const { spec: first } = spec({ customDomain: 'shop.example.com' });
+      sim.apps.addDomainRecords('shop.example.com', first.appName);
+      await adapter.deploy(first);
+      await adapter.deploy(spec().spec);
+      expect(sim.apps.certificate('mc-shop-example-com')?.provisioningState).toBe('Succeeded');
+      const lines: string[] = [];
+      const app = { orgId: ORG, projectId: PROJECT, environment: first.environment, appName: first.appName };
+      await adapter.removeApp(app, { signal: new AbortController().signal, log: (message) => lines.push(message) });
+      expect(sim.apps.exists(first.appName)).toBe(false);
+      expect(sim.apps.traffic(first.appName)).toEqual({});
+      expect(sim.apps.certificate('mc-shop-example-com')).toBeUndefined();
+      expect(sim.requests.filter((request) => request.method === 'DELETE').map((request) => request.path.replace(/^.*\/providers\//, ''))).toEqual([
+        `Microsoft.App/containerApps/${first.appName}`,
+        `Microsoft.App/managedEnvironments/${sim.apps.environment.name}/managedCertificates/mc-shop-example-com`,
+      ]);
+      await expect(runtime().isServing({ appName: first.appName, revision: revisionName(first.appName, first.deploymentId), customDomain: null }, new AbortController().signal)).resolves.toBe(false);
+      await adapter.removeApp(app, { signal: new AbortController().signal, log: (message) => lines.push(message) });
+      expect(lines.join('\n')).toContain('does not exist; nothing to delete');
+    });
+
+    it('removeApp waits out a write that still holds the app, and refuses an app of another project', async () => {
+      const adapter = runtime();
+      const { spec: first } = spec();
+      await adapter.deploy(first);
+      // A deployment being cancelled: its PUT still runs when the delete comes.
+      sim.apps.revisionOutcome = { kind: 'healthy', pollsUntilHealthy: 6 };
+      const { spec: second } = spec();
+      const pending = runtime().deploy(second).catch((error: unknown) => error);
+      while (!sim.requests.some((request) => request.method === 'PUT' && request.path.endsWith(`/containerApps/${first.appName}`) && request.body !== undefined && JSON.stringify(request.body).includes(revisionSuffix(second.deploymentId)))) {
+        await new Promise((resolve) => setTimeout(resolve, 2));
+      }
+      const app = { orgId: ORG, projectId: PROJECT, environment: first.environment, appName: first.appName };
+      await adapter.removeApp(app, { signal: new AbortController().signal, log: () => undefined });
+      await pending;
+      expect(sim.apps.exists(first.appName)).toBe(false);
+      const deletes = sim.requests.filter((request) => request.method === 'DELETE' && request.path.endsWith(`/containerApps/${first.appName}`));
+      expect(deletes[0]?.error?.code).toBe('ContainerAppLockConflict');
+      expect(deletes.at(-1)?.status).toBe(202);
+
+      const other = spec({ environment: 'staging' });
+      await adapter.deploy(other.spec);
+      const error = await rejection(adapter.removeApp({ orgId: 'org_other', projectId: PROJECT, environment: 'staging', appName: other.spec.appName }, { signal: new AbortController().signal, log: () => undefined }));
+      expect(error).toMatchObject({ code: 'CONFLICT' });
+      expect(sim.apps.exists(other.spec.appName)).toBe(true);
     });
   });
 

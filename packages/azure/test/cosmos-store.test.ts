@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import type { Container } from '@azure/cosmos';
 import { CosmosClient } from '@azure/cosmos';
 import type { AccessToken, GetTokenOptions, TokenCredential } from '@azure/identity';
-import type { DeploymentRecord } from '@zepid/core';
+import type { AppRecord, AppRef, DeploymentRecord, Page } from '@zepid/core';
 import { apply, DeployError, STEPS } from '@zepid/core';
 import { makeRecord, storeContract, webhookContract } from '@zepid/testkit';
 import type { CosmosEmulator } from '@zepid/testkit/emulators/cosmos.ts';
@@ -232,6 +232,114 @@ describe('CosmosDeploymentStore on cosmosdb-server', () => {
     } finally {
       await orphan.close();
     }
+  });
+
+  describe('apps (issue 12)', () => {
+    const appOf = (orgId: string, record: DeploymentRecord): AppRecord => ({
+      orgId,
+      projectId: record.projectId,
+      environment: record.environment,
+      appName: record.appName,
+      env: [{ name: 'GREETING', scope: 'runtime', updatedAt: '2026-12-06T18:00:00.000Z' }],
+      envUpdatedAt: '2026-12-06T18:00:00.000Z',
+      deletingSince: null,
+      createdAt: '2026-12-06T18:00:00.000Z',
+      updatedAt: '2026-12-06T18:00:00.000Z',
+      etag: '',
+    });
+
+    it('creates an app record once, replaces it only with the etag read, and deletes it idempotently', async () => {
+      const orgId = unique('org');
+      const app = appOf(orgId, makeRecord({ orgId, projectId: 'web' }));
+      expect(await store.getApp(orgId, app.appName)).toBeNull();
+      const created = await store.putApp(app);
+      expect(created.etag).not.toBe('');
+      expect(await store.getApp(orgId, app.appName)).toEqual(created);
+      expect(await store.getApp('another_org', app.appName)).toBeNull();
+      expect((await errorOf(store.putApp(app))).code).toBe('CONFLICT');
+      const deleting = await store.putApp({ ...created, deletingSince: '2026-12-06T19:00:00.000Z' });
+      expect(deleting.etag).not.toBe(created.etag);
+      const stale = await errorOf(store.putApp({ ...created, env: [] }));
+      expect(stale.code).toBe('CONCURRENT_UPDATE');
+      expect(stale.retryable).toBe(true);
+      expect((await store.getApp(orgId, app.appName))?.deletingSince).toBe('2026-12-06T19:00:00.000Z');
+      // The document sits in the org's partition, beside the deployments, told apart by type and id.
+      const { resource } = await container.item(`app:${app.appName}`, orgId).read<{ type: string }>();
+      expect(resource?.type).toBe('app');
+      await store.deleteApp(orgId, app.appName);
+      await store.deleteApp(orgId, app.appName);
+      expect(await store.getApp(orgId, app.appName)).toBeNull();
+      expect((await errorOf(store.putApp(deleting))).code).toBe('CONCURRENT_UPDATE');
+    });
+
+    it('keeps app records out of every deployment query', async () => {
+      const orgId = unique('org');
+      const record = await store.create(makeRecord({ orgId, projectId: 'web' }), { maxActivePerOrg: 10 });
+      await store.putApp(appOf(orgId, record));
+      expect((await store.listByProject(orgId, 'web', { limit: 10, cursor: null })).items.map((r) => r.id)).toEqual([record.id]);
+      expect((await store.listRecent(orgId, 10)).map((r) => r.id)).toEqual([record.id]);
+      expect(await store.countActive(orgId)).toBe(1);
+      expect(Object.values(await store.countByStatus(orgId)).reduce((a, b) => a + b, 0)).toBe(1);
+      expect(await store.get({ orgId, deploymentId: `app:${record.appName}` })).toBeNull();
+      expect((await store.listUnpublished(new Date(Date.now() + 60_000), 1000)).filter((r) => r.orgId === orgId).map((r) => r.id)).toEqual([record.id]);
+      expect((await store.listByApp(orgId, record.appName, { limit: 10, cursor: null })).items.map((r) => r.id)).toEqual([record.id]);
+    });
+
+    it('lists each app once, by appName, in pages, whether it has deployments, a record, or both', async () => {
+      const orgId = unique('org');
+      const base = Date.parse('2026-12-06T10:00:00.000Z');
+      // web: 105 deployments, more than one scan batch, so the scan must skip past them to reach the next app.
+      const names = new Map<string, string>();
+      for (let index = 0; index < 105; index += 1) {
+        const record = makeRecord({ orgId, projectId: 'web', environment: 'production' }, new Date(base + index));
+        names.set('web', record.appName);
+        await store.create(record, { maxActivePerOrg: 1000 });
+      }
+      for (const projectId of ['api', 'docs']) {
+        const record = makeRecord({ orgId, projectId }, new Date(base));
+        names.set(projectId, record.appName);
+        await store.create(record, { maxActivePerOrg: 1000 });
+      }
+      const onlyRecord = appOf(orgId, makeRecord({ orgId, projectId: 'shop', environment: 'staging' }));
+      names.set('shop', onlyRecord.appName);
+      await store.putApp(onlyRecord);
+      await store.putApp(appOf(orgId, makeRecord({ orgId, projectId: 'api' })));
+      await store.create(makeRecord({ orgId: unique('org'), projectId: 'other' }), { maxActivePerOrg: 10 });
+
+      const seen: AppRef[] = [];
+      let cursor: string | null = null;
+      let pages = 0;
+      do {
+        const page: Page<AppRef> = await store.listApps(orgId, { limit: 2, cursor });
+        expect(page.items.length).toBeLessThanOrEqual(2);
+        seen.push(...page.items);
+        cursor = page.nextCursor;
+        pages += 1;
+      } while (cursor !== null && pages < 10);
+      const expected = [...names.values()].sort();
+      expect(seen.map((app) => app.appName)).toEqual(expected);
+      expect(pages).toBe(2);
+      const web = seen.find((app) => app.appName === names.get('web'));
+      expect(web).toEqual({ orgId, projectId: 'web', environment: 'production', appName: names.get('web') });
+      expect(seen.find((app) => app.projectId === 'shop')?.environment).toBe('staging');
+      expect((await store.listApps(unique('org'), { limit: 5, cursor: null })).items).toEqual([]);
+      const first = await store.listApps(orgId, { limit: 1, cursor: null });
+      expect((await errorOf(store.listApps(unique('org'), { limit: 1, cursor: first.nextCursor }))).code).toBe('VALIDATION_ERROR');
+      expect((await errorOf(store.listApps(orgId, { limit: 1, cursor: 'bm90LWEtY3Vyc29y' }))).code).toBe('VALIDATION_ERROR');
+
+      // One app's deployments, newest first, in pages, any status.
+      const byApp: string[] = [];
+      let appCursor: string | null = null;
+      do {
+        const page: Page<DeploymentRecord> = await store.listByApp(orgId, names.get('web') ?? '', { limit: 40, cursor: appCursor });
+        byApp.push(...page.items.map((record) => record.createdAt));
+        appCursor = page.nextCursor;
+      } while (appCursor !== null);
+      expect(byApp).toHaveLength(105);
+      expect([...byApp].sort().reverse()).toEqual(byApp);
+      const project = await store.listByProject(orgId, 'web', { limit: 1, cursor: null });
+      expect((await errorOf(store.listByApp(orgId, names.get('web') ?? '', { limit: 1, cursor: project.nextCursor }))).code).toBe('VALIDATION_ERROR');
+    });
   });
 });
 

@@ -4,7 +4,7 @@ import { secretContract, trustTestCertificate } from '@zepid/testkit';
 import type { FakeKeyVault, FakeKeyVaultOptions } from '@zepid/testkit/fakes/keyvault.ts';
 import { startFakeKeyVault } from '@zepid/testkit/fakes/keyvault.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { KeyVaultSecretStore, secretNameFor } from '../src/keyvault/secrets.ts';
+import { appPrefixOf, KeyVaultSecretStore, secretNameFor } from '../src/keyvault/secrets.ts';
 import type { SecretReader } from '../src/keyvault/settings.ts';
 import { keyVaultSecretReader, resolveSettings } from '../src/keyvault/settings.ts';
 
@@ -153,6 +153,82 @@ describe('KeyVaultSecretStore with purge protection', () => {
       await secrets.put(id, { TOKEN: 'second-value' });
       expect(await secrets.get(id)).toEqual({ TOKEN: 'second-value' });
       expect(vault.deletedSecretNames()).toEqual([]);
+    } finally {
+      await secrets.close();
+      await vault.stop();
+    }
+  });
+});
+
+describe('KeyVaultSecretStore: app env values (issue 12)', () => {
+  const app = (orgId: string, appName = 'web-1a2b3c-production') => ({ orgId, projectId: 'web', environment: 'production' as const, appName });
+
+  it('keeps an app\'s values under a hashed prefix of org and app, replaces the whole set, and tells apps and orgs apart', async () => {
+    const { vault, secrets } = await startStore();
+    try {
+      const mine = app('org_a');
+      expect(await secrets.getAppEnv(mine)).toEqual({});
+      await secrets.putAppEnv(mine, { GREETING: 'hello', api_key: 'k1' });
+      expect(await secrets.getAppEnv(mine)).toEqual({ GREETING: 'hello', api_key: 'k1' });
+      expect(await secrets.getAppEnv(app('org_b'))).toEqual({});
+      expect(await secrets.getAppEnv(app('org_a', 'web-1a2b3c-staging'))).toEqual({});
+      const prefix = appPrefixOf(mine);
+      expect(prefix).toMatch(/^app-[0-9a-f]{26}-$/);
+      expect(vault.secretNames().every((name) => name.startsWith(prefix) && /^[0-9a-zA-Z-]{1,127}$/.test(name))).toBe(true);
+      expect(vault.secret(`${prefix}e-greeting`)?.tags).toEqual({ orgId: 'org_a', appName: mine.appName, envName: 'GREETING' });
+      // A deployment's own copy is separate: the app's set changing never changes what a revision references.
+      const id = newDeploymentId();
+      await secrets.put(id, { GREETING: 'hello' });
+      await secrets.putAppEnv(mine, { GREETING: 'bonjour' });
+      expect(await secrets.get(id)).toEqual({ GREETING: 'hello' });
+      expect(await secrets.getAppEnv(mine)).toEqual({ GREETING: 'bonjour' });
+      // The dropped name is deleted and purged, not left soft-deleted.
+      expect(vault.deletedSecretNames()).toEqual([]);
+      expect(vault.secretNames().filter((name) => name.startsWith(prefix))).toEqual([`${prefix}e-greeting`, `${prefix}index`]);
+      await secrets.putAppEnv(mine, {});
+      expect(await secrets.getAppEnv(mine)).toEqual({});
+      expect(vault.secretNames().filter((name) => name.startsWith(prefix))).toEqual([]);
+      await secrets.deleteAppEnv(mine);
+      await secrets.deleteAppEnv(mine);
+    } finally {
+      await secrets.close();
+      await vault.stop();
+    }
+  });
+
+  it('deletes and purges an app\'s values, and writes a name again while its purge is still finishing', async () => {
+    const { vault, secrets } = await startStore({ purgeSettleMs: 600 });
+    try {
+      const mine = app('org_settle');
+      await secrets.putAppEnv(mine, { GREETING: 'hello', PORT_NAME: 'http' });
+      await secrets.deleteAppEnv(mine);
+      expect(vault.secretNames()).toEqual([]);
+      expect(vault.deletedSecretNames()).toEqual([]);
+      expect(vault.requests.filter((request) => request.method === 'DELETE' && request.path.startsWith('/deletedsecrets/'))).toHaveLength(3);
+      // Recreated at once: the first set meets ObjectIsBeingDeleted (409) and is retried until the purge is done.
+      await secrets.putAppEnv(mine, { GREETING: 'again' });
+      expect(await secrets.getAppEnv(mine)).toEqual({ GREETING: 'again' });
+      const puts = vault.requests.filter((request) => request.method === 'PUT' && request.path === `/secrets/${appPrefixOf(mine)}e-greeting`);
+      expect(puts.length).toBeGreaterThan(2);
+    } finally {
+      await secrets.close();
+      await vault.stop();
+    }
+  });
+
+  it('with purge protection, leaves deleted values soft-deleted and recovers a name written again', async () => {
+    const { vault, secrets } = await startStore({ purgeProtection: true });
+    try {
+      const mine = app('org_protected');
+      await secrets.putAppEnv(mine, { GREETING: 'hello' });
+      await secrets.deleteAppEnv(mine);
+      expect(await secrets.getAppEnv(mine)).toEqual({});
+      expect(vault.deletedSecretNames()).toEqual([`${appPrefixOf(mine)}e-greeting`, `${appPrefixOf(mine)}index`]);
+      await secrets.putAppEnv(mine, { GREETING: 'back' });
+      expect(await secrets.getAppEnv(mine)).toEqual({ GREETING: 'back' });
+      expect(vault.deletedSecretNames()).toEqual([]);
+      // Key Vault recovers the whole secret: the old version is back beside the new one.
+      expect(vault.secret(`${appPrefixOf(mine)}e-greeting`)?.versions).toBe(2);
     } finally {
       await secrets.close();
       await vault.stop();

@@ -308,12 +308,36 @@ export class AciKanikoBuilder implements Builder {
     return this.acr.manifestExists(repository.slice(prefix.length), reference, AbortSignal.any([signal, this.closing.signal]));
   }
 
+  /**
+   * Removes the image from ACR: its manifest (and so its tag and layers no other image shares), by
+   * digest (https://learn.microsoft.com/azure/container-registry/container-registry-delete). The
+   * digest comes from the reference (`repo@sha256:…`) or from what the tag names now. When other
+   * tags still name the same manifest (another deployment's build came out byte-identical), only
+   * this deployment's tag goes, so no other deployment loses its image. The worker's identity has
+   * AcrPush + AcrDelete (infra/main.bicep); if ACR refuses it the metadata read, the manifest goes. Gone already: nothing to do;
+   * run again after an interruption, it finishes (the tag stays until the manifest is deleted).
+   */
   async deleteImage(_deploymentId: string, image: string): Promise<void> {
-    const { repository, tag } = splitImage(image);
+    const at = image.indexOf('@');
+    const { repository, tag } = splitImage(at >= 0 ? image.slice(0, at) : image);
     const prefix = `${this.options.registry}/`;
-    // Only tags this builder pushed to its own registry; a digest reference has nothing to untag.
-    if (!repository.startsWith(prefix) || tag === null) return;
-    await this.acr.untag(repository.slice(prefix.length), tag);
+    // Only images this builder pushed to its own registry.
+    if (!repository.startsWith(prefix)) return;
+    const name = repository.slice(prefix.length);
+    const signal = this.closing.signal;
+    const digest = at >= 0 ? image.slice(at + 1) : tag === null ? null : await this.acr.manifestDigest(name, tag, signal);
+    if (digest === null) return;
+    const tags = await this.acr.manifestTags(name, digest, signal);
+    if (tags === null) return;
+    // An identity without metadata/read cannot tell; builds are not reproducible byte for byte
+    // (kaniko records build times), so the manifest is this deployment's own and goes.
+    const others = tags === 'unknown' ? [] : tags.filter((other) => other !== tag);
+    if (others.length > 0 && tag !== null) {
+      await this.acr.untag(name, tag, signal);
+      return;
+    }
+    if (others.length > 0) return;
+    await this.acr.deleteManifest(name, digest, signal);
   }
 
   private containerGroup(job: BuildJob, contextUri: string, storageKey: string, registry: RegistryCredential): ContainerGroup {

@@ -103,6 +103,68 @@ export class AcrTokenExchange {
     throw registryError(response.status, 'looking up an image');
   }
 
+  /** The digest `<repository>:<tag>` names now (`Docker-Content-Digest` of a HEAD), null when the tag is gone. */
+  async manifestDigest(repository: string, tag: string, signal?: AbortSignal): Promise<string | null> {
+    if (!/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/.test(tag)) return null;
+    const token = await this.accessToken(`repository:${repository}:pull`, signal);
+    const response = await this.call(
+      `/v2/${repository}/manifests/${tag}`,
+      { method: 'HEAD', headers: { authorization: `Bearer ${token}`, accept: MANIFEST_MEDIA_TYPES } },
+      'looking up an image',
+      signal,
+    );
+    await response.body?.cancel();
+    if (response.status === 404) return null;
+    if (!response.ok) throw registryError(response.status, 'looking up an image');
+    const digest = response.headers.get('docker-content-digest');
+    if (digest === null || !/^sha256:[a-f0-9]{64}$/.test(digest)) throw new DeployError('REGISTRY_FAILED', 'The container registry named no digest for the image');
+    return digest;
+  }
+
+  /**
+   * The tags on manifest `digest` (ACR's manifest attributes, `GET /acr/v1/<repo>/_manifests/<digest>`,
+   * scope action `metadata_read`); null when the manifest is gone; 'unknown' when the identity may not
+   * read metadata (metadata/read is a permission of its own in ACR: Azure/acr#690).
+   */
+  async manifestTags(repository: string, digest: string, signal?: AbortSignal): Promise<string[] | null | 'unknown'> {
+    let token: string;
+    try {
+      token = await this.accessToken(`repository:${repository}:metadata_read`, signal);
+    } catch (error) {
+      if (error instanceof DeployError && (error.details as { status?: number } | undefined)?.status === 401) return 'unknown';
+      throw error;
+    }
+    const response = await this.call(`/acr/v1/${repository}/_manifests/${digest}`, { method: 'GET', headers: { authorization: `Bearer ${token}` } }, 'reading an image\'s tags', signal);
+    if (response.status === 404) {
+      await response.body?.cancel();
+      return null;
+    }
+    if (response.status === 401 || response.status === 403) {
+      await response.body?.cancel();
+      return 'unknown';
+    }
+    if (!response.ok) {
+      await response.body?.cancel();
+      throw registryError(response.status, 'reading an image\'s tags');
+    }
+    const body = (await response.json().catch(() => null)) as { manifest?: { tags?: unknown } } | null;
+    const tags = body?.manifest?.tags ?? [];
+    return Array.isArray(tags) ? tags.filter((tag): tag is string => typeof tag === 'string') : [];
+  }
+
+  /**
+   * Deletes manifest `digest` and with it every tag on it (`DELETE /v2/<repo>/manifests/<digest>`,
+   * 202; the OCI distribution spec's manifest deletion); already gone (404) is fine.
+   */
+  async deleteManifest(repository: string, digest: string, signal?: AbortSignal): Promise<void> {
+    if (!/^sha256:[a-f0-9]{64}$/.test(digest)) throw new DeployError('VALIDATION_ERROR', `not a manifest digest: ${digest.slice(0, 80)}`);
+    const token = await this.accessToken(`repository:${repository}:delete`, signal);
+    const response = await this.call(`/v2/${repository}/manifests/${digest}`, { method: 'DELETE', headers: { authorization: `Bearer ${token}` } }, 'deleting the image', signal);
+    await response.body?.cancel();
+    if (response.status === 404 || response.ok) return;
+    throw registryError(response.status, 'deleting the image');
+  }
+
   private service(): string {
     return this.options.loginServer;
   }

@@ -1,8 +1,7 @@
-import type { AppRef } from '@zepid/core';
 import { ContainerAppsAPIClient } from '@azure/arm-appcontainers';
 import type { ContainerApp, CustomDomain, CustomHostnameAnalysisResult, EnvironmentVar, ManagedCertificate, Revision, Secret, TrafficWeight } from '@azure/arm-appcontainers';
 import type { TokenCredential } from '@azure/identity';
-import type { DependencyHealth, DnsRecord, Environment, LogSink, RevisionInfo, RevisionSpec, RollbackTarget, Runtime, SecretStore, ServingTarget } from '@zepid/core';
+import type { AppRef, DependencyHealth, DnsRecord, Environment, LogSink, RevisionInfo, RevisionSpec, RollbackTarget, Runtime, SecretStore, ServingTarget } from '@zepid/core';
 import { DeployError, isLeaseLost, probe, revisionSuffix, sha256Hex } from '@zepid/core';
 import { armError, armFailure, isNotFound, isTransient } from '../aci/arm-errors.ts';
 import { splitImage } from '../aci/builder.ts';
@@ -28,8 +27,12 @@ export interface ContainerAppsRuntimeOptions {
   registry: string;
   /** Resource id of the user-assigned identity apps use to pull from ACR and read Key Vault. */
   appsIdentityId: string;
-  /** Where env variable values are: Key Vault secret URIs, never the values. */
-  secrets: Pick<SecretStore, 'references'>;
+  /**
+   * Where env variable values are: Key Vault secret URIs, never the values. `valueAt` (the Key Vault
+   * store has it) reads what a reference resolves to: a rollback reactivates an old revision only
+   * when its references resolve to the values the rollback runs with; without it, never with env.
+   */
+  secrets: Pick<SecretStore, 'references'> & { valueAt?: (reference: string) => Promise<string | null> };
   /** Longest wait for a new revision to become healthy before DEPLOY_UNHEALTHY. */
   healthTimeoutMs?: number | undefined;
   /** First and longest wait between revision polls. */
@@ -138,6 +141,10 @@ export class ContainerAppsRuntime implements Runtime {
     const existing = await this.findApp(spec.appName, signal);
     const previousRevision = existing === null ? null : servingRevisionBefore(existing, revision);
     const references = spec.envVariableNames.length === 0 ? {} : await this.options.secrets.references(spec.deploymentId, spec.envVariableNames);
+    if (spec.reactivateRevision !== undefined && spec.reactivateRevision !== null && existing !== null) {
+      const reactivated = await this.reactivate(spec, spec.reactivateRevision, existing, references, signal);
+      if (reactivated !== null) return reactivated;
+    }
     const inUse = existing === null ? new Set<string>() : await this.secretsInUse(spec.appName, existing, spec.log, signal);
     const body = this.appBody(spec, revision, existing, previousRevision, references, inUse);
     spec.log(
@@ -189,6 +196,11 @@ export class ContainerAppsRuntime implements Runtime {
         throw appError(error, 'moving traffic to the new revision');
       }
     }
+    return this.afterSwitch(spec, revision, previousRevision, app, signal);
+  }
+
+  /** The revision has all the traffic: older ones stop, the custom domain is bound, the URL answered. */
+  private async afterSwitch(spec: RevisionSpec, revision: string, previousRevision: string | null, app: ContainerApp, signal: AbortSignal): Promise<RevisionInfo> {
     // From here the new revision takes the traffic: a stop moves it back before the step fails, as
     // the step records nothing for compensation to undo until it returns.
     await this.deactivateOlder(spec.appName, new Set([revision, ...(previousRevision === null ? [] : [previousRevision])]), spec.log);
@@ -501,7 +513,8 @@ export class ContainerAppsRuntime implements Runtime {
       const poller = this.client.managedCertificates.createOrUpdate(resourceGroup, environment, name, {
         managedCertificateEnvelope: {
           location: this.options.location,
-          tags: { deploymentId: spec.deploymentId, projectId: spec.projectId, orgId: spec.orgId },
+          // appName: what removeApp finds its certificates by once the app (and its bindings) is gone.
+          tags: { deploymentId: spec.deploymentId, projectId: spec.projectId, orgId: spec.orgId, appName: spec.appName },
           properties: { subjectName: domain, domainControlValidation: validation },
         },
         updateIntervalInMs: this.lroInterval(),
@@ -647,9 +660,196 @@ export class ContainerAppsRuntime implements Runtime {
     return this.options.operationPollIntervalMs ?? 2000;
   }
 
-  // App deletion (issue 12): not built yet in this adapter.
-  removeApp(_app: AppRef, _options: { signal: AbortSignal; log: LogSink }): Promise<void> {
-    return Promise.reject(new DeployError('NOT_IMPLEMENTED', 'app deletion is not built yet in this runtime (issue 12)'));
+  /**
+   * Rollback (issue 12): puts an earlier revision back instead of creating one, when it still exists
+   * (Container Apps keeps the last 100 inactive revisions by default:
+   * https://learn.microsoft.com/azure/container-apps/revisions) and its template is what this spec
+   * would make, references resolving to the same values. The app runs in Multiple mode, where an
+   * inactive revision is activated with POST …/revisions/{name}/activate
+   * (ContainerAppsRevisions_ActivateRevision, ContainerAppsRevisions.json 2025-07-01) and takes no
+   * traffic until the traffic moves to it. Like a new revision, it gets the traffic only once it
+   * runs healthy; if it does not, it is deactivated again and the deployment fails with the traffic
+   * where it was. Null: it cannot be reactivated (the reason is logged); the caller creates a new
+   * revision pinned to the digest.
+   */
+  private async reactivate(spec: RevisionSpec, name: string, existing: ContainerApp, references: Record<string, string>, signal: AbortSignal): Promise<RevisionInfo | null> {
+    let candidate: Revision | null;
+    try {
+      candidate = await this.client.containerAppsRevisions.getRevision(this.options.resourceGroup, spec.appName, name, { abortSignal: signal });
+    } catch (error) {
+      if (signal.aborted) throw abortError(spec.signal, 'the deploy step');
+      if (!isNotFound(error)) throw appError(error, 'reading the revision to reactivate');
+      candidate = null;
+    }
+    if (candidate === null) {
+      spec.log(`Revision ${name} no longer exists (Container Apps keeps a limited history of inactive revisions); starting a new revision of the same image`);
+      return null;
+    }
+    const difference = await this.templateDifference(spec, candidate, existing, references);
+    if (difference !== null) {
+      spec.log(`Revision ${name} is not reactivated: ${difference}; starting a new revision of the same image`);
+      return null;
+    }
+    const previousRevision = servingRevisionBefore(existing, name);
+    const activated = candidate.active === false;
+    if (activated) {
+      spec.log(`Reactivating revision ${name}${previousRevision === null ? '' : `; traffic stays on ${previousRevision} until it is ready`}`);
+      try {
+        await this.client.containerAppsRevisions.activateRevision(this.options.resourceGroup, spec.appName, name, { abortSignal: signal });
+      } catch (error) {
+        if (signal.aborted) throw abortError(spec.signal, 'the deploy step');
+        throw appError(error, 'reactivating the revision');
+      }
+    } else {
+      spec.log(`Revision ${name} is still active; moving the traffic back to it`);
+    }
+    const deadline = this.deadline(spec, this.healthTimeout());
+    const backoff = new Backoff(this.options.pollIntervalMs ?? 3000, this.options.maxPollIntervalMs ?? 15_000);
+    let state: Revision = candidate;
+    let reported = '';
+    while (!isReady(state)) {
+      const failed = state.provisioningState === 'Failed' || state.runningState === 'Failed';
+      if (failed || Date.now() >= deadline.at || signal.aborted) {
+        if (activated && (!spec.signal.aborted || !isLeaseLost(spec.signal.reason))) await this.deactivate(spec.appName, name, spec.log);
+        if (signal.aborted) throw abortError(spec.signal, 'the deploy step');
+        const detail = [state.provisioningState, state.runningState, state.healthState].filter(Boolean).join('/');
+        throw new DeployError(
+          failed ? 'DEPLOY_UNHEALTHY' : deadline.byStep ? 'TIMEOUT' : 'DEPLOY_UNHEALTHY',
+          `Revision ${name} did not become ready again (${detail || 'no status'})${state.provisioningError === undefined ? '' : `: ${state.provisioningError}`}; traffic stays on ${previousRevision ?? 'no revision'}`,
+          { details: { revision: name, previousRevision, provisioningState: state.provisioningState, runningState: state.runningState, healthState: state.healthState } },
+        );
+      }
+      await pause(Math.min(backoff.next(), Math.max(1, deadline.at - Date.now())), signal).catch(() => undefined);
+      if (signal.aborted) continue;
+      try {
+        state = await this.client.containerAppsRevisions.getRevision(this.options.resourceGroup, spec.appName, name, { abortSignal: signal });
+      } catch (error) {
+        if (signal.aborted) continue;
+        if (!isTransient(armFailure(error))) throw appError(error, 'reading the reactivated revision');
+      }
+      const seen = `${state.provisioningState ?? '?'}/${state.runningState ?? '?'}/${state.healthState ?? '?'}`;
+      if (seen !== reported) {
+        spec.log(`Revision ${name}: provisioning ${state.provisioningState ?? 'unknown'}, running ${state.runningState ?? 'unknown'}, health ${state.healthState ?? 'unknown'}`);
+        reported = seen;
+      }
+    }
+    let app = existing;
+    if (!servesAll(existing, name)) {
+      spec.log(`Revision ${name} is ready; moving all traffic to it`);
+      try {
+        app = await this.setTraffic(spec.appName, [{ revisionName: name, weight: 100 }], signal);
+      } catch (error) {
+        if (signal.aborted) throw await this.stoppedAfterSwitch(spec, name, previousRevision);
+        throw appError(error, 'moving traffic to the reactivated revision');
+      }
+    }
+    return this.afterSwitch(spec, name, previousRevision, app, signal);
+  }
+
+  /**
+   * Why `revision` is not what `spec` would create now, or null when it is: the same image digest,
+   * size and scale, port, env names, and each env reference resolving to the same value (read
+   * through the secret store; never logged). A revision's secrets are app-wide, so each one it
+   * refers to must still be in the app's configuration.
+   */
+  private async templateDifference(spec: RevisionSpec, revision: Revision, app: ContainerApp, references: Record<string, string>): Promise<string | null> {
+    if (spec.imageDigest === null) return 'the image has no digest to compare';
+    const containers = revision.template?.containers ?? [];
+    const container = containers.find((candidate) => candidate.name === APP_CONTAINER);
+    if (container === undefined || containers.length !== 1) return 'its containers differ';
+    if (container.image !== `${splitImage(spec.image).repository}@${spec.imageDigest}`) return 'it runs another image';
+    const scale = scaleFor(spec.environment, spec.containerSize, this.options.scale);
+    if (container.resources?.cpu !== scale.cpu || container.resources.memory !== scale.memory) return 'its size differs';
+    if (revision.template?.scale?.minReplicas !== scale.minReplicas || revision.template.scale.maxReplicas !== scale.maxReplicas) return 'its scale differs';
+    const env = container.env ?? [];
+    if (env.find((variable) => variable.name === 'PORT')?.value !== String(spec.plan.port)) return 'it listens on another port';
+    const variables = env.filter((variable) => variable.name !== 'PORT');
+    const names = variables.map((variable) => variable.name ?? '').sort();
+    if (names.join('\u0000') !== [...spec.envVariableNames].sort().join('\u0000')) return 'its env variable names differ';
+    if (variables.length === 0) return null;
+    const store = this.options.secrets;
+    if (store.valueAt === undefined) return 'the secret store cannot tell whether its env values are the same';
+    // Called on the store: the Key Vault store's method needs its `this`.
+    const valueAt = (reference: string) => store.valueAt?.(reference) ?? Promise.resolve(null);
+    for (const variable of variables) {
+      const name = variable.name ?? '';
+      const secret = app.configuration?.secrets?.find((candidate) => candidate.name === variable.secretRef);
+      const wanted = references[name];
+      if (variable.secretRef === undefined || secret?.keyVaultUrl === undefined || wanted === undefined) return `the secret of env variable ${name} is no longer in the app`;
+      const [before, now] = await Promise.all([valueAt(secret.keyVaultUrl), valueAt(wanted)]);
+      if (before === null || before !== now) return `env variable ${name} has another value now`;
+    }
+    return null;
+  }
+
+  /**
+   * App deletion (issue 12): DELETE of the Container App (ContainerApps_Delete, a long-running
+   * operation awaited within `signal`; its revisions go with it, so the URL stops answering), then the
+   * managed certificates this runtime created for its custom domains (tagged with the app; older ones
+   * by the binding), which Azure refuses to delete while a domain still uses them
+   * (`CertificateInUse`). Absent app or certificate: nothing to do, so a second run finishes what an
+   * interrupted one left.
+   */
+  removeApp(app: AppRef, options: { signal: AbortSignal; log: LogSink }): Promise<void> {
+    return this.removeAppNow(app, options.signal, options.log);
+  }
+
+  private async removeAppNow(app: AppRef, outer: AbortSignal, log: LogSink): Promise<void> {
+    const signal = AbortSignal.any([outer, this.closing.signal]);
+    const { resourceGroup } = this.options;
+    const existing = await this.findApp(app.appName, signal);
+    const bound = new Set<string>();
+    if (existing === null) {
+      log(`Container app ${app.appName} does not exist; nothing to delete`);
+    } else {
+      const owner = existing.tags ?? {};
+      if ((owner.orgId !== undefined && owner.orgId !== app.orgId) || (owner.projectId !== undefined && owner.projectId !== app.projectId)) {
+        throw new DeployError('CONFLICT', `Container app ${app.appName} belongs to another project; it is not deleted`);
+      }
+      for (const binding of existing.configuration?.ingress?.customDomains ?? []) {
+        if (binding.certificateId !== undefined && binding.certificateId.toLowerCase().endsWith(`/managedcertificates/${managedCertificateName(binding.name)}`)) bound.add(managedCertificateName(binding.name));
+      }
+      log(`Deleting container app ${app.appName} and its revisions`);
+      const backoff = new Backoff(this.options.pollIntervalMs ?? 3000, this.options.maxPollIntervalMs ?? 15_000);
+      for (;;) {
+        try {
+          await this.client.containerApps.delete(resourceGroup, app.appName, { updateIntervalInMs: this.lroInterval(), abortSignal: signal });
+          break;
+        } catch (error) {
+          if (signal.aborted) throw abortError(outer, 'removing the app');
+          if (isNotFound(error)) break;
+          // Another write (a deployment being cancelled) still holds the app's lock: wait it out.
+          if (armFailure(error).code !== LOCK_CONFLICT) throw armError(error, 'deleting the container app', 'START_FAILED');
+        }
+        await pause(backoff.next(), signal).catch(() => undefined);
+        if (signal.aborted) throw abortError(outer, 'removing the app');
+      }
+      log(`Deleted container app ${app.appName}`);
+    }
+    const { resourceGroup: environmentGroup, name: environment } = this.environment;
+    try {
+      for await (const certificate of this.client.managedCertificates.list(environmentGroup, environment, { abortSignal: signal })) {
+        const tags = certificate.tags ?? {};
+        const name = certificate.name;
+        const ours = tags.orgId === app.orgId && (tags.appName === app.appName || (tags.appName === undefined && tags.projectId === app.projectId && name !== undefined && bound.has(name)));
+        if (!ours || name === undefined) continue;
+        try {
+          await this.client.managedCertificates.delete(environmentGroup, environment, name, { abortSignal: signal });
+          log(`Deleted managed certificate ${name} (${certificate.properties?.subjectName ?? 'custom domain'})`);
+        } catch (error) {
+          if (signal.aborted) throw abortError(outer, 'removing the app');
+          if (isNotFound(error)) continue;
+          if (armFailure(error).code === 'CertificateInUse') {
+            log(`Managed certificate ${name} is still used by another app's custom domain; it is kept`, 'warn');
+            continue;
+          }
+          throw armError(error, 'deleting a managed certificate', 'START_FAILED');
+        }
+      }
+    } catch (error) {
+      if (signal.aborted) throw abortError(outer, 'removing the app');
+      throw armError(error, 'listing managed certificates', 'START_FAILED');
+    }
   }
 }
 

@@ -1,9 +1,10 @@
-import type { AppRecord, AppRef } from '@zepid/core';
 import { createHash } from 'node:crypto';
 import type { Container, ContainerDefinition, FeedOptions, SqlParameter, SqlQuerySpec } from '@azure/cosmos';
 import { CosmosClient } from '@azure/cosmos';
 import type { TokenCredential } from '@azure/identity';
 import type {
+  AppRecord,
+  AppRef,
   CreateOptions,
   DependencyHealth,
   DeploymentRecord,
@@ -30,6 +31,9 @@ import { cosmosStatus, toStoreError } from './errors.ts';
  *
  * One container holds two kinds of documents, told apart by `type`:
  * - `deployment`: the record as is, plus `uniqueKey` and, when it may expire, `ttl`;
+ * - `app`: an app's record (issue 12: env variable names, deletion), id `app:<appName>`, in its org's
+ *   partition. Deployment ids start with `dep_`, so the two never collide, and every query over
+ *   deployments filters on `type = 'deployment'` (as the webhook store's do on theirs);
  * - `heartbeat`: one per worker, in the reserved partition `_workers`. Org ids start with a letter
  *   or digit (ID_PATTERN), so no org can own that partition. Heartbeats need no second container,
  *   and their `ttl` of one day forgets workers that stopped beating, as the SQLite store does.
@@ -188,6 +192,34 @@ function toRecord(resource: DeploymentDocument & SystemProperties): DeploymentRe
 
 function parameters(values: Record<string, unknown>): SqlParameter[] {
   return Object.entries(values).map(([name, value]) => ({ name: `@${name}`, value: value as SqlParameter['value'] }));
+}
+
+/** An app record: the record as is (without etag) plus what the container needs. */
+type AppDocument = Omit<AppRecord, 'etag'> & { id: string; type: 'app'; uniqueKey: string };
+
+/** Listing scopes (cursor binding) of apps and of one app's deployments; project ids never contain NUL. */
+const APPS_LISTING = '\u0000apps';
+const APP_LISTING_PREFIX = '\u0000app\u0000';
+/** Rows per query of listApps (three short strings each). */
+const APP_SCAN_BATCH = 100;
+/** Cosmos ids may not contain `/`, `\\`, `?` or `#` (https://learn.microsoft.com/azure/cosmos-db/concepts-limits#per-item-limits). */
+const APP_NAME = /^[^/\\?#]{1,200}$/;
+
+function appDocumentId(appName: string): string {
+  if (!APP_NAME.test(appName)) throw new DeployError('VALIDATION_ERROR', `not an app name: ${JSON.stringify(appName.slice(0, 210))}`);
+  return `app:${appName}`;
+}
+
+function toAppDocument(app: AppRecord): AppDocument {
+  const { etag: _etag, ...fields } = app;
+  const id = appDocumentId(app.appName);
+  return { ...fields, id, type: 'app', uniqueKey: id };
+}
+
+function toApp(resource: AppDocument & SystemProperties): AppRecord {
+  const { _rid, _self, _etag, _ts, _attachments, id: _id, type: _type, uniqueKey: _uniqueKey, ...app } = resource;
+  if (_etag === undefined) throw new DeployError('INTERNAL_ERROR', `Cosmos DB returned app ${resource.appName} without an etag`);
+  return { ...app, etag: _etag };
 }
 
 export class CosmosDeploymentStore implements DeploymentStore {
@@ -432,14 +464,29 @@ export class CosmosDeploymentStore implements DeploymentStore {
    * be short, and the last page can be empty, when Cosmos stops early: clients follow `nextCursor`
    * until it is null, never count items.
    */
-  async listByProject(orgId: string, projectId: string, page: { limit: number; cursor: string | null }): Promise<Page<DeploymentRecord>> {
-    const scope = listingScope(orgId, projectId);
+  listByProject(orgId: string, projectId: string, page: { limit: number; cursor: string | null }): Promise<Page<DeploymentRecord>> {
+    return this.listPaged(
+      {
+        query: `SELECT * FROM c WHERE c.orgId = @orgId AND c.type = 'deployment' AND c.projectId = @projectId
+                ORDER BY c.createdAt DESC, c.id DESC`,
+        parameters: parameters({ orgId, projectId }),
+      },
+      orgId,
+      listingScope(orgId, projectId),
+      page,
+      'list deployments',
+    );
+  }
+
+  /** A single-partition listing of deployments in pages, its cursor wrapping Cosmos' continuation token. */
+  private async listPaged(
+    spec: SqlQuerySpec,
+    orgId: string,
+    scope: string,
+    page: { limit: number; cursor: string | null },
+    action: string,
+  ): Promise<Page<DeploymentRecord>> {
     let token: string | undefined = page.cursor === null ? undefined : decodeCursor(page.cursor, scope);
-    const spec: SqlQuerySpec = {
-      query: `SELECT * FROM c WHERE c.orgId = @orgId AND c.type = 'deployment' AND c.projectId = @projectId
-              ORDER BY c.createdAt DESC, c.id DESC`,
-      parameters: parameters({ orgId, projectId }),
-    };
     const items: DeploymentRecord[] = [];
     for (let fetches = 0; fetches < MAX_FETCHES_PER_PAGE && items.length < page.limit; fetches += 1) {
       const fromCursor = token !== undefined;
@@ -459,7 +506,7 @@ export class CosmosDeploymentStore implements DeploymentStore {
         if (fromCursor && (status === 400 || (status === undefined && error instanceof SyntaxError))) {
           throw validationError('cursor is not one this service returned');
         }
-        throw toStoreError(error, 'list deployments');
+        throw toStoreError(error, action);
       }
       if (token === undefined) break;
     }
@@ -592,24 +639,105 @@ export class CosmosDeploymentStore implements DeploymentStore {
     return documents.map((document) => document.heartbeat);
   }
 
-  // Apps (issue 12): not built yet in this adapter.
-  getApp(_orgId: string, _appName: string): Promise<AppRecord | null> {
-    return Promise.reject(new DeployError('NOT_IMPLEMENTED', 'apps are not built yet in this store (issue 12)'));
+  // Apps (issue 12).
+
+  async getApp(orgId: string, appName: string): Promise<AppRecord | null> {
+    try {
+      const { resource, statusCode } = await this.container().item(appDocumentId(appName), orgId).read<AppDocument & SystemProperties>();
+      if (statusCode === 404 || resource?.type !== 'app') return null;
+      return toApp(resource);
+    } catch (error) {
+      if (cosmosStatus(error) === 404) return null;
+      throw toStoreError(error, 'read an app');
+    }
   }
 
-  putApp(_app: AppRecord): Promise<AppRecord> {
-    return Promise.reject(new DeployError('NOT_IMPLEMENTED', 'apps are not built yet in this store (issue 12)'));
+  async putApp(app: AppRecord): Promise<AppRecord> {
+    const document = toAppDocument(app);
+    try {
+      if (app.etag === '') {
+        const { resource } = await this.container().items.create<AppDocument>(document);
+        if (resource === undefined) throw new DeployError('INTERNAL_ERROR', `Cosmos DB did not return app ${app.appName} after creating it`);
+        return toApp(resource);
+      }
+      const { resource } = await this.container()
+        .item(document.id, app.orgId)
+        .replace<AppDocument>(document, { accessCondition: { type: 'IfMatch', condition: app.etag } });
+      if (resource === undefined) throw new DeployError('INTERNAL_ERROR', `Cosmos DB did not return app ${app.appName} after replacing it`);
+      return toApp(resource);
+    } catch (error) {
+      const status = cosmosStatus(error);
+      if (status === 409) throw new DeployError('CONFLICT', `App ${app.appName} already has a record`, { cause: error });
+      // 412: another writer got there first; 404: it was deleted since it was read. Either way the
+      // caller's copy is stale: read again (and create, if it is gone) and retry.
+      if (status === 412 || status === 404) {
+        throw new DeployError('CONCURRENT_UPDATE', `App ${app.appName} changed since it was read`, { retryable: true, cause: error });
+      }
+      throw toStoreError(error, 'write an app');
+    }
   }
 
-  deleteApp(_orgId: string, _appName: string): Promise<void> {
-    return Promise.reject(new DeployError('NOT_IMPLEMENTED', 'apps are not built yet in this store (issue 12)'));
+  async deleteApp(orgId: string, appName: string): Promise<void> {
+    try {
+      await this.container().item(appDocumentId(appName), orgId).delete();
+    } catch (error) {
+      if (cosmosStatus(error) === 404) return;
+      throw toStoreError(error, 'delete an app');
+    }
   }
 
-  listApps(_orgId: string, _page: { limit: number; cursor: string | null }): Promise<Page<AppRef>> {
-    return Promise.reject(new DeployError('NOT_IMPLEMENTED', 'apps are not built yet in this store (issue 12)'));
+  /**
+   * Apps are the distinct `appName`s of the org's deployment and app documents. DISTINCT and GROUP BY
+   * would say that in one query on Cosmos DB, but cosmosdb-server (the emulator of the tests) supports
+   * neither (its grammar has TOP, ORDER BY and VALUE only), so this walks the appName range index:
+   * `appName > @after ORDER BY appName` (a single-property ORDER BY is served by the default range
+   * index: https://learn.microsoft.com/azure/cosmos-db/nosql/query/order-by), projecting three small
+   * fields, skipping the rows of apps already seen. Each query yields at least one new app, since the
+   * next starts after the last appName seen, so a page costs at most `limit + 1` single-partition
+   * queries (an org whose apps each have more than APP_SCAN_BATCH deployments), usually one. The
+   * cursor is the last appName of the page (key-based): stable under inserts and deletes, unlike a
+   * continuation token over rows.
+   */
+  async listApps(orgId: string, page: { limit: number; cursor: string | null }): Promise<Page<AppRef>> {
+    const scope = listingScope(orgId, APPS_LISTING);
+    let after = page.cursor === null ? '' : decodeCursor(page.cursor, scope);
+    const apps: AppRef[] = [];
+    for (;;) {
+      const rows = await this.query<AppRef>(
+        {
+          query: `SELECT TOP @batch c.orgId, c.projectId, c.environment, c.appName FROM c
+                  WHERE c.orgId = @orgId AND ARRAY_CONTAINS(@types, c.type) AND c.appName > @after ORDER BY c.appName ASC`,
+          parameters: parameters({ orgId, types: ['deployment', 'app'], after, batch: APP_SCAN_BATCH }),
+        },
+        { partitionKey: orgId },
+        'list apps',
+      );
+      for (const row of rows) {
+        if (row.appName === apps.at(-1)?.appName) continue;
+        apps.push({ orgId: row.orgId, projectId: row.projectId, environment: row.environment, appName: row.appName });
+      }
+      const last = rows.at(-1);
+      // Fewer rows than asked: the range is exhausted. Enough apps: one more than the page tells
+      // whether a next page exists.
+      if (rows.length < APP_SCAN_BATCH || last === undefined || apps.length > page.limit) break;
+      after = last.appName;
+    }
+    const items = apps.slice(0, page.limit);
+    const more = apps.length > page.limit;
+    return { items, nextCursor: more ? encodeCursor(scope, items.at(-1)?.appName ?? '') : null };
   }
 
-  listByApp(_orgId: string, _appName: string, _page: { limit: number; cursor: string | null }): Promise<Page<DeploymentRecord>> {
-    return Promise.reject(new DeployError('NOT_IMPLEMENTED', 'apps are not built yet in this store (issue 12)'));
+  listByApp(orgId: string, appName: string, page: { limit: number; cursor: string | null }): Promise<Page<DeploymentRecord>> {
+    return this.listPaged(
+      {
+        query: `SELECT * FROM c WHERE c.orgId = @orgId AND c.type = 'deployment' AND c.appName = @appName
+                ORDER BY c.createdAt DESC, c.id DESC`,
+        parameters: parameters({ orgId, appName }),
+      },
+      orgId,
+      listingScope(orgId, `${APP_LISTING_PREFIX}${appName}`),
+      page,
+      'list deployments of an app',
+    );
   }
 }

@@ -13,7 +13,15 @@ import { testCertificate } from '../tls.ts';
  *   which is how the SDK learns the scope and tenant before it asks its credential for a token;
  * - names are 1-127 of [0-9a-zA-Z-] and case-insensitive; values are at most 25 KB;
  * - a deleted secret stays "deleted but recoverable" until purged or recovered, and its name cannot
- *   be set meanwhile (409 Conflict, inner code ObjectIsDeletedButRecoverable);
+ *   be set meanwhile (409 Conflict, inner code ObjectIsDeletedButRecoverable)
+ *   (https://learn.microsoft.com/azure/key-vault/general/soft-delete-overview; the message as in
+ *   Azure/azure-powershell#14800);
+ * - a purge answers 204 before it is done: for `purgeSettleMs` after it, a set of the name gets 409
+ *   Conflict, inner code ObjectIsBeingDeleted, "is currently being deleted and cannot be re-created;
+ *   retry later", and the name is neither live nor deleted (Azure/azure-sdk-for-net#34322; 1-5 s
+ *   seen in #26027);
+ * - recovering brings the whole secret back, every version, value and tags
+ *   (https://learn.microsoft.com/azure/key-vault/secrets/javascript-developer-guide-delete-secret);
  * - with `purgeProtection`, purge is refused (403) as Azure does.
  * Deletion and recovery complete at once (Azure takes seconds); listing, backup, restore, versions,
  * PATCH and CAE claims challenges are not implemented (501), so a test relying on them fails loudly.
@@ -21,6 +29,8 @@ import { testCertificate } from '../tls.ts';
 
 export interface FakeKeyVaultOptions {
   purgeProtection?: boolean;
+  /** How long a purged name stays "being deleted" (see above); 0 (default): purges finish at once. */
+  purgeSettleMs?: number;
   /** The only bearer token accepted. */
   token?: string;
   tenantId?: string;
@@ -105,6 +115,8 @@ export async function startFakeKeyVault(options: FakeKeyVaultOptions = {}): Prom
   const tenantId = options.tenantId ?? '72f988bf-86f1-41af-91ab-2d7cd011db47';
   const live = new Map<string, StoredSecret>();
   const deleted = new Map<string, DeletedSecret>();
+  /** Purged names whose purge is still finishing, with when it finishes. */
+  const purging = new Map<string, number>();
   const requests: FakeKeyVaultRequest[] = [];
   let failure: number | null = null;
   let vaultUrl = '';
@@ -152,6 +164,11 @@ export async function startFakeKeyVault(options: FakeKeyVaultOptions = {}): Prom
         'ObjectIsDeletedButRecoverable',
       );
     }
+    const purgeDone = purging.get(key);
+    if (purgeDone !== undefined && Date.now() < purgeDone) {
+      throw new HttpProblem(409, 'Conflict', `Secret ${name} is currently being deleted and cannot be re-created; retry later.`, 'ObjectIsBeingDeleted');
+    }
+    purging.delete(key);
     if (Buffer.byteLength(value) > MAX_VALUE_BYTES) throw new HttpProblem(400, 'BadParameter', 'The secret value exceeds the maximum size of 25 KB.');
     const secret = live.get(key) ?? { name, versions: [] };
     const at = now();
@@ -209,6 +226,7 @@ export async function startFakeKeyVault(options: FakeKeyVaultOptions = {}): Prom
         }
         if (entry === undefined) throw notFound(rawName, 'Deleted secret');
         deleted.delete(key);
+        if ((options.purgeSettleMs ?? 0) > 0) purging.set(key, Date.now() + (options.purgeSettleMs ?? 0));
         return [204, undefined];
       }
       if (method === 'POST' && extra === 'recover') {

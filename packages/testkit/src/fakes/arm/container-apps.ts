@@ -83,7 +83,7 @@ interface AppState {
   environmentId: string;
   configuration: Configuration;
   template: Template;
-  provisioningState: 'InProgress' | 'Succeeded';
+  provisioningState: 'InProgress' | 'Succeeded' | 'Deleting';
   revisions: Map<string, RevisionState>;
   latestRevisionName: string | undefined;
   /** The last write's long-running operation; ARM refuses another write while it runs. */
@@ -196,16 +196,19 @@ export class ContainerAppsSimulation {
   }
 
   handle(request: ArmRequest, path: string, resourceGroup: string): ArmResponse | null {
-    const environment = /^\/providers\/Microsoft\.App\/managedEnvironments\/([^/]+)(?:\/managedCertificates\/([^/]+))?$/i.exec(path);
+    const environment = /^\/providers\/Microsoft\.App\/managedEnvironments\/([^/]+)(\/managedCertificates(?:\/([^/]+))?)?$/i.exec(path);
     if (environment !== null) {
       if (environment[1] !== this.environment.name || resourceGroup !== this.environment.resourceGroup) {
         throw new ArmHttpError(404, 'ResourceNotFound', `The managed environment '${environment[1] ?? ''}' was not found.`);
       }
-      if (environment[2] === undefined) {
-        if (request.method !== 'GET') throw new ArmHttpError(405, 'MethodNotAllowed', 'the simulator only reads the managed environment');
-        return { status: 200, body: this.environmentView() };
+      if (environment[2] !== undefined && environment[3] === undefined) {
+        // ManagedCertificates_List (ManagedEnvironments.json 2025-07-01): one page here.
+        if (request.method !== 'GET') throw new ArmHttpError(405, 'MethodNotAllowed', 'managed certificates are listed with GET');
+        return { status: 200, body: { value: [...this.certificates.values()].map((certificate) => this.certificateView(certificate)) } };
       }
-      return this.certificateRequest(request, environment[2]);
+      if (environment[3] !== undefined) return this.certificateRequest(request, environment[3]);
+      if (request.method !== 'GET') throw new ArmHttpError(405, 'MethodNotAllowed', 'the simulator only reads the managed environment');
+      return { status: 200, body: this.environmentView() };
     }
     const app = /^\/providers\/Microsoft\.App\/containerApps\/([^/]+)(\/.*)?$/i.exec(path);
     if (app === null) return null;
@@ -219,6 +222,8 @@ export class ContainerAppsSimulation {
           return this.patch(request, resourceGroup, name);
         case 'GET':
           return { status: 200, body: this.view(this.find(resourceGroup, name)) };
+        case 'DELETE':
+          return this.delete(resourceGroup, name);
         default:
           throw new ArmHttpError(405, 'MethodNotAllowed', `${request.method} is not supported on a container app`);
       }
@@ -247,6 +252,7 @@ export class ContainerAppsSimulation {
         }
         target.active = false;
         target.runningState = 'Stopped';
+        this.forgetOldInactive(state);
         // A PUT still waiting on this revision ends now (failed), rather than whenever it is next polled.
         if (state.operationId !== undefined) this.operations.inProgress(state.operationId);
       } else {
@@ -278,6 +284,40 @@ export class ContainerAppsSimulation {
     if (problems.length > 0) {
       throw new ArmHttpError(400, 'InvalidRequestContent', `The request content was invalid and could not be deserialized: ${problems.join('; ')}`, problems);
     }
+  }
+
+  /**
+   * ContainerApps_Delete (ContainerApps.json 2025-07-01): 200/202/204, a long-running operation whose
+   * final state comes via `Location`. A missing app is 204 (ARM's resource provider contract:
+   * Azure/azure-resource-manager-rpc v1.0/resource-api-reference.md, "DELETE ... 204 No Content if
+   * the resource did not exist"). A delete while a write runs meets the app's lock like any write
+   * (microsoft/azure-container-apps#175). Meanwhile the app reads `Deleting`; when the operation ends,
+   * the app, its revisions and their traffic are gone (its URL stops answering).
+   */
+  private delete(resourceGroup: string, name: string): ArmResponse {
+    const existing = this.apps.get(name);
+    if (existing === undefined || existing.resourceGroup !== resourceGroup) return { status: 204 };
+    if (existing.provisioningState !== 'Deleting') this.refuseWhileWriting(existing);
+    existing.provisioningState = 'Deleting';
+    const operation = this.operations.start({
+      base: this.context.base(),
+      resultPath: `/subscriptions/${this.context.subscriptionId}/providers/Microsoft.App/locations/${this.context.location}/containerappOperationResults/{id}`,
+      apiVersion: APPS_API_VERSION,
+      polls: this.context.lroPolls,
+      complete: () => {
+        if (this.apps.get(name) === existing) {
+          this.apps.delete(name);
+          this.trafficChanges.push({ app: name, weights: {}, health: {} });
+        }
+      },
+    });
+    existing.operationId = operation.id;
+    return { status: 202, headers: operation.headers };
+  }
+
+  /** Whether an app of that name exists now (a deleted one does not). */
+  exists(name: string): boolean {
+    return this.apps.has(name);
   }
 
   private put(request: ArmRequest, resourceGroup: string, name: string): ArmResponse {
@@ -435,12 +475,27 @@ export class ContainerAppsSimulation {
         for (const revision of state.revisions.values()) if (revision.name !== newRevision) revision.active = false;
       }
     }
+    // A lower limit applies at once, whether or not this write made a revision.
+    this.forgetOldInactive(state);
     this.apps.set(name, state);
     const after = this.weights(state);
     if (!isDeepStrictEqual(before, after)) {
       this.trafficChanges.push({ app: name, weights: after, health: Object.fromEntries([...state.revisions.values()].map((revision) => [revision.name, revision.healthState])) });
     }
     return { state, newRevision };
+  }
+
+  /**
+   * Container Apps keeps a bounded history of inactive revisions: 100 by default, or the app's
+   * `configuration.maxInactiveRevisions` ("Historical record: By default, you have access to 100
+   * inactive revisions, but you can adjust this threshold manually":
+   * https://learn.microsoft.com/azure/container-apps/revisions). Beyond it the oldest inactive ones
+   * are gone (a GET answers 404), so an old revision cannot always be activated again.
+   */
+  private forgetOldInactive(app: AppState): void {
+    const limit = app.configuration.maxInactiveRevisions ?? 100;
+    const inactive = [...app.revisions.values()].filter((revision) => !revision.active).sort((a, b) => a.createdTime.getTime() - b.createdTime.getTime());
+    for (const revision of inactive.slice(0, Math.max(0, inactive.length - limit))) app.revisions.delete(revision.name);
   }
 
   /** A revision whose image the registry does not have (or may not give) fails to pull. */
@@ -507,6 +562,20 @@ export class ContainerAppsSimulation {
       if (certificate === undefined) throw new ArmHttpError(404, 'ResourceNotFound', `The managed certificate '${name}' was not found.`);
       this.advanceCertificate(certificate);
       return { status: 200, body: this.certificateView(certificate) };
+    }
+    if (request.method === 'DELETE') {
+      // ManagedCertificates_Delete answers 200 or 204 (ManagedEnvironments.json 2025-07-01); a missing
+      // resource is 204, as ARM's resource provider contract has it for every DELETE
+      // (Azure/azure-resource-manager-rpc v1.0/resource-api-reference.md).
+      const certificate = this.certificates.get(name);
+      if (certificate === undefined) return { status: 204 };
+      // A certificate still bound to an app's custom domain is refused: "400 CertificateInUse:
+      // Certificate '<name>' is used by existing custom domains <host>" (rajbos/ai-engineering-fluency PR #739).
+      const id = `${this.environment.id}/managedCertificates/${name}`.toLowerCase();
+      const users = [...this.apps.values()].flatMap((app) => (app.configuration.ingress?.customDomains ?? []).filter((domain) => domain.certificateId?.toLowerCase() === id).map((domain) => domain.name));
+      if (users.length > 0) throw new ArmHttpError(400, 'CertificateInUse', `Certificate '${name}' is used by existing custom domains ${users.join(', ')}.`);
+      this.certificates.delete(name);
+      return { status: 200 };
     }
     if (request.method !== 'PUT') throw new ArmHttpError(405, 'MethodNotAllowed', `${request.method} is not supported on a managed certificate`);
     this.checkBody('ManagedCertificate', request.body);

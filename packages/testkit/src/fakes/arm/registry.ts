@@ -13,7 +13,8 @@ const DOCKER_MANIFEST = 'application/vnd.docker.distribution.manifest.v2+json';
  * for a refresh token (admin user disabled), refresh → access tokens, tag deletion, manifest lookups
  * (`HEAD /v2/<repo>/manifests/<digest or tag>`), and the images the fake kaniko pushes (so a build's
  * digest and a later untag agree). As in ACR, untagging leaves the manifest pullable by digest; only
- * `deleteManifest` (a retention policy or purge) removes it.
+ * deleting the manifest (the service's `DELETE /v2/<repo>/manifests/<digest>`, or `deleteManifest`:
+ * a retention policy or purge) removes it, with every tag on it.
  */
 export class RegistrySimulation {
   /** Login server, `127.0.0.1:<port>`. */
@@ -24,6 +25,11 @@ export class RegistrySimulation {
   private readonly tags = new Map<string, Map<string, string>>();
   private readonly manifests = new Map<string, Set<string>>();
   private readonly credential: FakeTokenCredential;
+  /**
+   * Whether the identity's role lets it read manifest metadata: `metadata/read` is a permission of
+   * its own, apart from pulling (Azure/acr#690); without it the attributes endpoint answers 401.
+   */
+  metadataRead = true;
 
   constructor(loginServer: string, credential: FakeTokenCredential) {
     this.loginServer = loginServer;
@@ -82,6 +88,9 @@ export class RegistrySimulation {
     if ((request.method === 'HEAD' || request.method === 'GET') && manifest !== null) {
       return this.manifest(request, manifest[1] ?? '', decodeURIComponent(manifest[2] ?? ''));
     }
+    if (request.method === 'DELETE' && manifest !== null) return this.deleteByDigest(request, manifest[1] ?? '', decodeURIComponent(manifest[2] ?? ''));
+    const attributes = /^\/acr\/v1\/(.+)\/_manifests\/([^/]+)$/.exec(path);
+    if (request.method === 'GET' && attributes !== null) return this.attributes(request, attributes[1] ?? '', decodeURIComponent(attributes[2] ?? ''));
     return null;
   }
 
@@ -114,7 +123,7 @@ export class RegistrySimulation {
   }
 
   /** The access token of the request must have been issued for `repository:<repo>:<action>`. */
-  private authorize(request: ArmRequest, repository: string, action: 'pull' | 'delete'): void {
+  private authorize(request: ArmRequest, repository: string, action: 'pull' | 'delete' | 'metadata_read'): void {
     const bearer = /^Bearer (.+)$/.exec(request.headers.authorization ?? '')?.[1];
     const scope = bearer === undefined ? undefined : this.accessTokens.get(bearer);
     if (scope === undefined || !scope.split(' ').includes(`repository:${repository}:${action}`)) {
@@ -132,6 +141,40 @@ export class RegistrySimulation {
     const digest = reference.startsWith('sha256:') ? reference : this.digestOf(repository, reference);
     if (digest === undefined || !this.hasDigest(repository, digest)) throw new ArmHttpError(404, 'MANIFEST_UNKNOWN', `manifest unknown: ${repository}@${reference}`);
     return { status: 200, headers: { 'docker-content-digest': digest, 'content-type': DOCKER_MANIFEST } };
+  }
+
+  /**
+   * OCI distribution spec, "Deleting manifests": `DELETE /v2/<name>/manifests/<digest>` answers 202
+   * Accepted, 404 when the manifest is unknown (opencontainers/distribution-spec spec.md, endpoint end-9);
+   * ACR takes a digest here (a tag is 400 in this fake: the service never sends one). In ACR deleting
+   * by manifest digest "deletes an image, all unique layers referenced by the image, and all tags
+   * associated with the image" (https://learn.microsoft.com/azure/container-registry/container-registry-delete).
+   * Needs a token with the repository's `delete` action.
+   */
+  private deleteByDigest(request: ArmRequest, repository: string, reference: string): ArmResponse {
+    this.authorize(request, repository, 'delete');
+    if (!/^sha256:[a-f0-9]{64}$/.test(reference)) throw new ArmHttpError(400, 'DIGEST_INVALID', `not a manifest digest: ${reference}`);
+    if (!this.hasDigest(repository, reference)) throw new ArmHttpError(404, 'MANIFEST_UNKNOWN', `manifest unknown: ${repository}@${reference}`);
+    this.deleteManifest(repository, reference);
+    return { status: 202 };
+  }
+
+  /**
+   * ACR's "Get manifest attributes", `GET /acr/v1/<repo>/_manifests/<digest>` (scope action
+   * `metadata_read`): `{registry, imageName, manifest: {digest, tags, …}}`, 404 MANIFEST_UNKNOWN
+   * (https://learn.microsoft.com/rest/api/containerregistry/manifests/get-attributes).
+   */
+  private attributes(request: ArmRequest, repository: string, digest: string): ArmResponse {
+    this.authorize(request, repository, 'metadata_read');
+    if (!this.metadataRead) throw new ArmHttpError(401, 'UNAUTHORIZED', `authentication required for repository:${repository}:metadata_read`, [], true);
+    if (!this.hasDigest(repository, digest)) throw new ArmHttpError(404, 'MANIFEST_UNKNOWN', `manifest unknown: ${repository}@${digest}`);
+    const tags = [...(this.tags.get(repository) ?? [])].filter(([, tagged]) => tagged === digest).map(([tag]) => tag);
+    return { status: 200, body: { registry: this.loginServer, imageName: repository, manifest: { digest, mediaType: DOCKER_MANIFEST, tags } } };
+  }
+
+  /** Tags of `repository` (for assertions). */
+  tagsOf(repository: string): string[] {
+    return [...(this.tags.get(repository)?.keys() ?? [])];
   }
 
   private untag(request: ArmRequest, repository: string, tag: string): ArmResponse {
