@@ -58,7 +58,7 @@ describe('dependency cache, real Vite app end to end', () => {
   const expectCompleted = (status: Status & { logs: string[] }) => {
     expect(status.status, `${status.errorCode ?? ''} ${status.error ?? ''}\n${status.logs.slice(-30).join('\n')}`).toBe('completed');
   };
-  const restoredFrom = (logs: string[]) => logs.map((line) => /^dependencies restored from the cache of (\S+) \(key [0-9a-f]{12}: node_modules\) in [\d.]+ s; install skipped/.exec(line)?.[1]).find((id) => id !== undefined) ?? null;
+  const restoredFrom = (logs: string[]) => logs.map((line) => /^dependencies restored from the cache of (\S+) \(key [0-9a-f]{12}: node_modules, moved in\) in [\d.]+ s; install skipped/.exec(line)?.[1]).find((id) => id !== undefined) ?? null;
 
   beforeAll(async () => {
     work = await mkdtemp(join(tmpdir(), 'zepid-build-cache-'));

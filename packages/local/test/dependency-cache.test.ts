@@ -101,7 +101,7 @@ describe('dependency cache', () => {
     return { deploymentId, image: image.image, lines, log: lines.join('\n') };
   }
 
-  const restoredLine = /^dependencies restored from the cache of (\S+) \(key [0-9a-f]{12}: node_modules\) in \d+\.\d s; install skipped \(it took \d+\.\d s there\)$/;
+  const restoredLine = /^dependencies restored from the cache of (\S+) \(key [0-9a-f]{12}: node_modules, (moved in|copied)\) in \d+\.\d s; install skipped \(it took \d+\.\d s there\)$/;
 
   it('a second build of the same lockfile in the same organization restores node_modules and skips the install; the output is the same', async () => {
     const files = await project('1.0.0');
@@ -116,6 +116,8 @@ describe('dependency cache', () => {
     const restored = second.lines.find((line) => restoredLine.test(line));
     expect(restored, second.log).toBeDefined();
     expect(restoredLine.exec(restored ?? '')?.[1]).toBe(first.deploymentId);
+    // A static site drops node_modules: moved in, and given back after the build.
+    expect(restoredLine.exec(restored ?? '')?.[2]).toBe('moved in');
     expect(second.lines).toContain('$ npm ci  (skipped: dependencies restored from the cache)');
     expect(second.lines).not.toContain('$ npm ci');
     expect(await readFile(join(second.image, 'index.html'), 'utf8')).toBe('dep 1.0.0 page two');
@@ -169,12 +171,23 @@ describe('dependency cache', () => {
     expect((await build(files)).lines.some((line) => restoredLine.test(line))).toBe(true);
   }, 90_000);
 
+  it('a build that fails after moving the entry\'s node_modules in does not give it back: the next build installs and saves again', async () => {
+    const files = await project('1.0.0');
+    await build(files);
+    await expect(build({ ...files, 'build.cjs': Buffer.from("throw new Error('broken build')\n") })).rejects.toThrow(/broken build/);
+    const next = await build(files);
+    expect(next.lines).toContain('$ npm ci');
+    expect(await readFile(join(next.image, 'index.html'), 'utf8')).toBe('dep 1.0.0 page one');
+    expect((await build(files)).lines.some((line) => restoredLine.test(line))).toBe(true);
+  }, 90_000);
+
   it('a Node app keeps node_modules in its image and in the cache; the cache is the worker\'s own (0700)', async () => {
     const files = await project('1.0.0', { 'server.js': "console.log(require('dep'))\n" });
     const first = await build(files, 'org-a', 'node server.js');
     expect(existsSync(join(first.image, 'node_modules', 'dep', 'index.js'))).toBe(true);
     const second = await build(files, 'org-a', 'node server.js');
-    expect(second.lines.some((line) => restoredLine.test(line))).toBe(true);
+    // A Node app's image keeps node_modules: copied, the entry stays in place.
+    expect(second.lines.map((line) => restoredLine.exec(line)?.[2]).find((how) => how !== undefined)).toBe('copied');
     expect(existsSync(join(second.image, 'node_modules', 'dep', 'index.js'))).toBe(true);
     expect((await stat(cacheDir)).mode & 0o777).toBe(0o700);
   }, 60_000);

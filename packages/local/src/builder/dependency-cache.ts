@@ -46,6 +46,8 @@ export interface CacheDecision {
   restoredFrom: string | null;
   /** How long that deployment's install took. */
   installMs: number | null;
+  /** node_modules was moved out of the entry (not copied): the build gives it back. */
+  checkedOut: boolean;
 }
 
 interface EntryMeta {
@@ -122,13 +124,26 @@ export class DependencyCache {
    * Copies the entry of `key` (this organization's only) into `source`: node_modules and framework
    * caches. Null when there is none or it cannot be used; a failed copy leaves nothing behind.
    */
-  async restore(orgId: string, key: string, source: string): Promise<{ deploymentId: string; installMs: number; restored: string[] } | null> {
+  async restore(orgId: string, key: string, source: string, options: { checkOut: boolean }): Promise<{ deploymentId: string; installMs: number; restored: string[]; checkedOut: boolean } | null> {
     const entry = join(this.orgDir(orgId), key);
     const meta = await readEntry(entry, key);
     if (meta === null) return null;
     const restored: string[] = [];
+    let checkedOut = false;
     try {
-      await copyTree(join(entry, 'node_modules'), join(source, 'node_modules'));
+      if (options.checkOut) {
+        // Moved, not copied: the build gives it back (a static site drops node_modules anyway). Until
+        // then the entry has none, so a build of the same key meanwhile installs; a build that fails
+        // never gives it back, and the next one installs and saves a new entry.
+        checkedOut = await rename(join(entry, 'node_modules'), join(source, 'node_modules')).then(
+          () => true,
+          (error: NodeJS.ErrnoException) => {
+            if (error.code === 'EXDEV') return false;
+            throw error;
+          },
+        );
+      }
+      if (!checkedOut) await copyTree(join(entry, 'node_modules'), join(source, 'node_modules'));
       restored.push('node_modules');
       for (const cache of FRAMEWORK_CACHES) {
         const saved = await lstat(join(entry, cache.name)).catch(() => null);
@@ -146,7 +161,7 @@ export class DependencyCache {
     // Last use, for the age limit and least-recently-used eviction.
     const now = new Date();
     await utimes(join(entry, META), now, now).catch(() => undefined);
-    return { deploymentId: meta.deploymentId, installMs: meta.installMs, restored };
+    return { deploymentId: meta.deploymentId, installMs: meta.installMs, restored, checkedOut };
   }
 
   /** Whether this organization has an entry for `key` (then a build saves only its framework caches). */
@@ -175,15 +190,20 @@ export class DependencyCache {
       await run('chmod', ['-R', 'u+rwX,go-rwx,ug-s', staging]);
       const entry = join(org, key);
       const existing = await readEntry(entry, key);
-      if (existing !== null) {
+      const checkedOut = existing === null ? await readMeta(entry) : null;
+      if (checkedOut !== null && checkedOut.key === key && (await lstat(join(staging, 'node_modules')).catch(() => null))?.isDirectory() === true) {
+        // node_modules given back by the build that checked it out.
+        await rename(join(staging, 'node_modules'), join(entry, 'node_modules'));
+      }
+      const current = existing ?? (await readEntry(entry, key));
+      if (current !== null) {
         for (const cache of FRAMEWORK_CACHES) {
           const fresh = await lstat(join(staging, cache.name)).catch(() => null);
           if (fresh === null || !fresh.isDirectory()) continue;
           await rm(join(entry, cache.name), { recursive: true, force: true });
           await rename(join(staging, cache.name), join(entry, cache.name));
         }
-        await this.measure(entry, existing);
-        return existing.bytes;
+        return this.measure(entry, current);
       }
       const modules = await lstat(join(staging, 'node_modules')).catch(() => null);
       if (modules === null || !modules.isDirectory() || meta.installMs === null) return null;
@@ -199,10 +219,10 @@ export class DependencyCache {
     }
   }
 
-  private async measure(entry: string, meta: EntryMeta): Promise<void> {
+  private async measure(entry: string, meta: EntryMeta): Promise<number> {
     const bytes = await diskBytes(entry);
-    if (bytes === meta.bytes) return;
-    await writeFile(join(entry, META), `${JSON.stringify({ ...meta, bytes })}\n`, { mode: 0o600 });
+    if (bytes !== meta.bytes) await writeFile(join(entry, META), `${JSON.stringify({ ...meta, bytes })}\n`, { mode: 0o600 });
+    return bytes;
   }
 
   /** Removes entries unused for longer than the age limit, then the least recently used until the total fits. */

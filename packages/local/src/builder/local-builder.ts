@@ -176,7 +176,9 @@ export class LocalBuilder implements Builder {
       if (label === 'install') installMs = Math.round(performance.now() - started);
     }
     const outputDir = await this.checkOutput(plan, source);
-    if (cache.key !== null) await this.saveDependencies(job, { key: cache.key, restored: cache.restoredFrom !== null, installMs, moveModules: plan.kind === 'static' && outputDir !== null && outputDir !== '.' }, tenant);
+    if (cache.key !== null) {
+      await this.saveDependencies(job, { key: cache.key, restored: cache.restoredFrom !== null, checkedOut: cache.checkedOut, installMs, moveModules: staticOutputOnly(plan) && outputDir !== null && outputDir !== '.' }, tenant);
+    }
     if (!(await job.fence(`moving the built work dir to the image ${image}`))) throw stoppedError(job);
     await rm(image, { recursive: true, force: true });
     if (plan.kind === 'static' && outputDir !== null && outputDir !== '.') {
@@ -198,7 +200,7 @@ export class LocalBuilder implements Builder {
    */
   private async restoreDependencies(job: BuildJob, source: string): Promise<void> {
     const cache = this.options.dependencyCache;
-    const decision: CacheDecision = { key: null, reason: 'no dependency cache', restoredFrom: null, installMs: null };
+    const decision: CacheDecision = { key: null, reason: 'no dependency cache', restoredFrom: null, installMs: null, checkedOut: false };
     if (cache !== undefined) {
       try {
         const { key, reason } = await cache.keyFor(job.plan, source, this.identity);
@@ -208,15 +210,17 @@ export class LocalBuilder implements Builder {
           job.log(`dependency cache: not used (${reason})`);
         } else {
           const started = performance.now();
-          const restored = await cache.restore(job.orgId, key, source);
+          // A static site drops node_modules after its build: moved in and given back, never copied.
+          const restored = await cache.restore(job.orgId, key, source, { checkOut: staticOutputOnly(job.plan) });
           const seconds = ((performance.now() - started) / 1000).toFixed(1);
           if (restored === null) {
             job.log(`dependency cache: no entry for key ${key.slice(0, 12)} in this organization (${reason}); installing`);
           } else {
             decision.restoredFrom = restored.deploymentId;
             decision.installMs = restored.installMs;
+            decision.checkedOut = restored.checkedOut;
             job.log(
-              `dependencies restored from the cache of ${restored.deploymentId} (key ${key.slice(0, 12)}: ${restored.restored.join(', ')}) in ${seconds} s; install skipped (it took ${(restored.installMs / 1000).toFixed(1)} s there)`,
+              `dependencies restored from the cache of ${restored.deploymentId} (key ${key.slice(0, 12)}: ${restored.restored.join(', ')}${restored.checkedOut ? ', moved in' : ', copied'}) in ${seconds} s; install skipped (it took ${(restored.installMs / 1000).toFixed(1)} s there)`,
             );
           }
         }
@@ -233,7 +237,7 @@ export class LocalBuilder implements Builder {
       return JSON.parse(await readFile(this.cacheDecisionPath(deploymentId), 'utf8')) as CacheDecision;
     } catch {
       // A sandbox made before the cache existed: install as always.
-      return { key: null, reason: 'no decision recorded', restoredFrom: null, installMs: null };
+      return { key: null, reason: 'no decision recorded', restoredFrom: null, installMs: null, checkedOut: false };
     }
   }
 
@@ -242,14 +246,14 @@ export class LocalBuilder implements Builder {
    * which drops them anyway) and framework caches into a directory of its sandbox; the cache takes
    * that directory out of its reach and owns it. Never fails the build.
    */
-  private async saveDependencies(job: BuildJob, what: { key: string; restored: boolean; installMs: number | null; moveModules: boolean }, tenant: Tenant): Promise<void> {
+  private async saveDependencies(job: BuildJob, what: { key: string; restored: boolean; checkedOut: boolean; installMs: number | null; moveModules: boolean }, tenant: Tenant): Promise<void> {
     const cache = this.options.dependencyCache;
     if (cache === undefined) return;
     const started = performance.now();
     const dir = this.sandboxDir(job.deploymentId);
     const saveDir = join(dir, 'cache-save');
     try {
-      const withModules = !what.restored && what.installMs !== null && !(await cache.has(job.orgId, what.key));
+      const withModules = what.checkedOut || (!what.restored && what.installMs !== null && !(await cache.has(job.orgId, what.key)));
       const script = [
         'set -e',
         'rm -rf "$1" && mkdir "$1"',
@@ -406,6 +410,11 @@ export class LocalBuilder implements Builder {
   async deleteImage(deploymentId: string): Promise<void> {
     await rm(this.imageDir(deploymentId), { recursive: true, force: true });
   }
+}
+
+/** A static site whose image is its output directory: node_modules is dropped after the build. */
+function staticOutputOnly(plan: BuildPlan): boolean {
+  return plan.kind === 'static' && plan.outputDir !== '.';
 }
 
 /** Resolves when the process is gone (for groups this process did not spawn). */
