@@ -11,6 +11,8 @@ import { ConfigError, sha256Hex } from '@zepid/core';
 export interface TokenVerifier {
   /** The org the token belongs to, or null. */
   verify(token: string): string | null;
+  /** The same check on the token's SHA-256 digest, when the caller has already hashed it. */
+  verifyDigest?(digest: Buffer): string | null;
 }
 
 interface TokenEntry {
@@ -58,7 +60,11 @@ export class TokenRegistry implements TokenVerifier {
   }
 
   verify(token: string): string | null {
-    const presented = Buffer.from(sha256Hex(token), 'hex');
+    return this.verifyDigest(Buffer.from(sha256Hex(token), 'hex'));
+  }
+
+  verifyDigest(presented: Buffer): string | null {
+    if (presented.length !== 32) return null;
     let match: string | null = null;
     for (const entry of this.entries) {
       // No early return: every entry is compared whatever the outcome.
