@@ -506,16 +506,21 @@ async function phaseBuildCache(kind: 'vite' | 'next'): Promise<void> {
       const body = { projectId: `bench-cache-${kind}`, organizationId: 'local', userId: 'bench', files: await templates.filesOf(app) };
       const result = await deployToUrl(services, body);
       const logs = (await (await fetch(`${services.client.base}/deploy/${result.id}/logs`, { headers: HEADERS })).json()) as { logs: { message: string }[] };
-      return { ms: result.ms, restored: logs.logs.some((line) => line.message.startsWith('dependencies restored from the cache')) };
+      // Where the time went: each step's duration (the build step holds the restore or install and the build).
+      const status = (await (await fetch(`${services.client.base}/deploy/${result.id}/status`, { headers: HEADERS })).json()) as { steps: Record<string, { startedAt: string | null; finishedAt: string | null }> };
+      const steps = Object.fromEntries(
+        Object.entries(status.steps).map(([step, state]) => [step, state.startedAt === null || state.finishedAt === null ? null : Date.parse(state.finishedAt) - Date.parse(state.startedAt)]),
+      );
+      return { ms: result.ms, steps, restored: logs.logs.some((line) => line.message.startsWith('dependencies restored from the cache')) };
     };
     const warm = { cached: await deploy(cached, 'warm-up'), uncached: await deploy(uncached, 'warm-up') };
-    const rounds: { cachedMs: number; uncachedMs: number }[] = [];
+    const rounds: { cachedMs: number; uncachedMs: number; cachedSteps: Record<string, number | null>; uncachedSteps: Record<string, number | null> }[] = [];
     const roundCount = kind === 'vite' ? 3 : 2;
     for (let run = 0; run < roundCount; run += 1) {
       const on = await deploy(cached, `round ${run} ${Date.now()}`);
       const off = await deploy(uncached, `round ${run} ${Date.now()}`);
       if (!on.restored || off.restored) throw new Error(`dependency cache bench: round ${run} restored=${on.restored} with the cache, ${off.restored} without`);
-      rounds.push({ cachedMs: round(on.ms), uncachedMs: round(off.ms) });
+      rounds.push({ cachedMs: round(on.ms), uncachedMs: round(off.ms), cachedSteps: on.steps, uncachedSteps: off.steps });
     }
     raw[`build_cache_${kind}`] = { warmUpMs: { cached: round(warm.cached.ms), uncached: round(warm.uncached.ms) }, rounds };
     const ratios = rounds.map((pair) => pair.cachedMs / pair.uncachedMs);

@@ -51,7 +51,11 @@ try {
   for (const port of [apiPort, otherPort, peerPort]) await autocannon({ url: `http://127.0.0.1:${port}${path}`, connections: 50, duration: 1, headers: HEADERS });
   const rows: { ours: number; other: number; peer: number }[] = [];
   for (let round = 0; round < rounds; round += 1) {
-    rows.push({ ours: await load(apiPort), other: await load(otherPort), peer: await load(peerPort) });
+    // The order turns each round: a neighbour's burst does not always land on the same side.
+    const order = [apiPort, otherPort, peerPort].map((_, i, ports) => ports[(i + round) % ports.length] as number);
+    const rates = new Map<number, number>();
+    for (const port of order) rates.set(port, await load(port));
+    rows.push({ ours: rates.get(apiPort) ?? 0, other: rates.get(otherPort) ?? 0, peer: rates.get(peerPort) ?? 0 });
     const last = rows.at(-1)!;
     console.log(`round ${round + 1}: this ${Math.round(last.ours)}, other ${Math.round(last.other)}, peer ${Math.round(last.peer)} req/s; this ÷ peer ${(last.ours / last.peer).toFixed(3)}, other ÷ peer ${(last.other / last.peer).toFixed(3)}`);
   }
