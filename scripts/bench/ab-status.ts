@@ -6,6 +6,7 @@
  *
  *   node --import=./scripts/precompiled-loader.mjs scripts/bench/ab-status.ts <other checkout> [rounds] [seconds]
  */
+import { closeSync, openSync, readFileSync } from 'node:fs';
 import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -34,7 +35,10 @@ await sleep(10_500);
 const answer = await (await fetch(`${client.base}/deploy/${id}/status`, { headers: HEADERS })).text();
 // The other checkout's API, started from its own directory with its own loader.
 const { spawn } = await import('node:child_process');
-const otherApi = spawn(process.execPath, [...SERVICE_NODE_FLAGS, 'apps/api/src/server.ts'], { cwd: other, env: { ...process.env, ...env, PORT: String(otherPort) }, stdio: 'ignore' });
+// Its access log goes to a file too, as the others' do: a log written to /dev/null costs less.
+const otherLog = openSync(join(dataDir, 'other-api.log'), 'a');
+const otherApi = spawn(process.execPath, [...SERVICE_NODE_FLAGS, 'apps/api/src/server.ts'], { cwd: other, env: { ...process.env, ...env, PORT: String(otherPort) }, stdio: ['ignore', otherLog, otherLog] });
+closeSync(otherLog);
 const seed = join(dataDir, 'seed.json');
 await writeFile(seed, JSON.stringify({ id, orgId: 'local', body: JSON.parse(answer) as unknown }));
 const peer = startService('sqlite-peer', 'scripts/bench/peers/sqlite-peer.ts', { TOKENS: `local:${TOKEN}`, LOG_LEVEL: 'info', PORT: String(peerPort), DB: join(dataDir, 'peer.db'), SEED_STATUS: seed }, PEER_NODE_FLAGS, dataDir);
@@ -42,24 +46,45 @@ const path = `/deploy/${id}/status`;
 await waitReady(peer, `http://127.0.0.1:${peerPort}${path}`, 30_000, { headers: HEADERS });
 for (let i = 0; i < 200 && (await fetch(`http://127.0.0.1:${otherPort}${path}`, { headers: HEADERS }).then((r) => r.status, () => 0)) !== 200; i += 1) await sleep(100);
 
+/** CPU time (user + system) of a process so far, in ms, from /proc/<pid>/stat (clock ticks of 10 ms). */
+const cpuMs = (pid: number): number => {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+};
+const pids = new Map<number, number>([
+  [apiPort, api.child.pid ?? 0],
+  [otherPort, otherApi.pid ?? 0],
+  [peerPort, peer.child.pid ?? 0],
+]);
+/** Requests per second, and the server's CPU time per request in µs: the second depends far less on what else the machine runs. */
 const load = async (port: number) => {
+  const pid = pids.get(port) ?? 0;
+  const before = cpuMs(pid);
   const result = await autocannon({ url: `http://127.0.0.1:${port}${path}`, connections: 50, duration: seconds, headers: HEADERS });
   if (result.non2xx > 0 || result.errors > 0) throw new Error(`port ${port}: ${result.non2xx} non-2xx, ${result.errors} errors`);
-  return result.requests.average;
+  return { rate: result.requests.average, cpuUs: ((cpuMs(pid) - before) * 1000) / result.requests.total };
 };
 try {
   for (const port of [apiPort, otherPort, peerPort]) await autocannon({ url: `http://127.0.0.1:${port}${path}`, connections: 50, duration: 1, headers: HEADERS });
   const rows: { ours: number; other: number; peer: number }[] = [];
+  const cpu: { ours: number; other: number; peer: number }[] = [];
   for (let round = 0; round < rounds; round += 1) {
     // The order turns each round: a neighbour's burst does not always land on the same side.
     const order = [apiPort, otherPort, peerPort].map((_, i, ports) => ports[(i + round) % ports.length] as number);
-    const rates = new Map<number, number>();
+    const rates = new Map<number, { rate: number; cpuUs: number }>();
     for (const port of order) rates.set(port, await load(port));
-    rows.push({ ours: rates.get(apiPort) ?? 0, other: rates.get(otherPort) ?? 0, peer: rates.get(peerPort) ?? 0 });
+    rows.push({ ours: rates.get(apiPort)?.rate ?? 0, other: rates.get(otherPort)?.rate ?? 0, peer: rates.get(peerPort)?.rate ?? 0 });
+    cpu.push({ ours: rates.get(apiPort)?.cpuUs ?? 0, other: rates.get(otherPort)?.cpuUs ?? 0, peer: rates.get(peerPort)?.cpuUs ?? 0 });
     const last = rows.at(-1)!;
-    console.log(`round ${round + 1}: this ${Math.round(last.ours)}, other ${Math.round(last.other)}, peer ${Math.round(last.peer)} req/s; this ÷ peer ${(last.ours / last.peer).toFixed(3)}, other ÷ peer ${(last.other / last.peer).toFixed(3)}`);
+    const used = cpu.at(-1)!;
+    console.log(
+      `round ${round + 1}: this ${Math.round(last.ours)}, other ${Math.round(last.other)}, peer ${Math.round(last.peer)} req/s; this ÷ peer ${(last.ours / last.peer).toFixed(3)}, other ÷ peer ${(last.other / last.peer).toFixed(3)}; CPU per request this ${Math.round(used.ours)}, other ${Math.round(used.other)}, peer ${Math.round(used.peer)} µs`,
+    );
   }
   const median = (values: number[]) => quantile(values, 0.5).toFixed(3);
+  console.log(
+    `CPU per request, median: this ${median(cpu.map((c) => c.ours))}, other ${median(cpu.map((c) => c.other))}, peer ${median(cpu.map((c) => c.peer))} µs; peer ÷ this (CPU-time equivalent of the req/s ratio) ${median(cpu.map((c) => c.peer / c.ours))}, peer ÷ other ${median(cpu.map((c) => c.peer / c.other))}`,
+  );
   console.log(`median of per-round ratios: this ÷ peer ${median(rows.map((r) => r.ours / r.peer))}, other ÷ peer ${median(rows.map((r) => r.other / r.peer))}, this ÷ other ${median(rows.map((r) => r.ours / r.other))} (answer ${answer.length} bytes)`);
 } finally {
   otherApi.kill('SIGTERM');

@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import rateLimit from '@fastify/rate-limit';
@@ -7,7 +6,6 @@ import AjvModule from 'ajv';
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply } from 'fastify';
 import Fastify, { LogController } from 'fastify';
 import { DeployError, LIMITS, SERVICE_NAME, SERVICE_VERSION, sha256Hex } from '@zepid/core';
-import type { TokenVerifier } from './auth.ts';
 import type { AppContext } from './context.ts';
 import { answerClientError, errorBody, registerErrorHandling } from './errors.ts';
 import { dashboardRoutes } from './routes/dashboard.ts';
@@ -23,19 +21,10 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** The org of the request's token; set by the auth hook on every protected route. */
     orgId: string;
-    /** SHA-256 (hex) of the request's token, set with orgId: the rate limiter's key (never the token itself). */
-    tokenKey: string;
   }
 }
 
 const Ajv = AjvModule.default;
-
-const sha256 = (text: string): Buffer => createHash('sha256').update(text).digest();
-
-/** The registry's own digest check when it has one (one hash per request), else its verify. */
-function verifyDigest(tokens: TokenVerifier, digest: Buffer, token: string): string | null {
-  return tokens.verifyDigest === undefined ? tokens.verify(token) : tokens.verifyDigest(digest);
-}
 
 /**
  * The API as a Fastify instance built from its context; server.ts only adds a port and signals.
@@ -78,19 +67,16 @@ export async function buildApp(context: AppContext, logger: FastifyBaseLogger): 
 
   // A POST without a body validates as `{}`: optional-only bodies (cleanup) need none, and required
   // fields are reported by name instead of "body must be object".
-  // Hooks on every request are callback-style: an async hook costs a promise and a microtask each time (GET status req/s, BENCHMARKS.md).
-  app.addHook('preValidation', (request, _reply, done) => {
+  app.addHook('preValidation', async (request) => {
     if (request.body === undefined && request.routeOptions.schema?.body !== undefined) request.body = {};
-    done();
   });
 
   registerErrorHandling(app);
-  app.addHook('onResponse', (request, reply, done) => {
+  app.addHook('onResponse', async (request, reply) => {
     request.log.info(
       { method: request.method, url: request.url, statusCode: reply.statusCode, responseTimeMs: Math.round(reply.elapsedTime * 10) / 10 },
       'request completed',
     );
-    done();
   });
   app.addSchema(ErrorBody);
   for (const schema of webhookEventSchemas()) app.addSchema(schema);
@@ -126,7 +112,6 @@ export async function buildApp(context: AppContext, logger: FastifyBaseLogger): 
     for (const method of [route.method].flat()) endpoints.push(`${method} ${route.url}`);
   });
   app.decorateRequest('orgId', '');
-  app.decorateRequest('tokenKey', '');
 
   await app.register(rootRoutes, { context, endpoints: () => [...endpoints, 'GET /docs', 'GET /openapi.json'] });
   await app.register(healthRoutes, { context });
@@ -134,26 +119,21 @@ export async function buildApp(context: AppContext, logger: FastifyBaseLogger): 
 
   // Everything below needs a token of the org whose deployments it touches.
   await app.register(async (scope) => {
-    scope.addHook('onRequest', (request, reply, done) => {
+    scope.addHook('onRequest', async (request, reply) => {
       const header = request.headers.authorization;
       const match = typeof header === 'string' ? /^Bearer ([\x21-\x7e]{1,512})$/.exec(header) : null;
-      // Hashed once: the registry compares the digest, the rate limiter keys on it.
-      const digest = match?.[1] === undefined ? null : sha256(match[1]);
-      const orgId = digest === null ? null : verifyDigest(context.tokens, digest, match?.[1] ?? '');
-      if (orgId === null || digest === null) {
+      const orgId = match?.[1] === undefined ? null : context.tokens.verify(match[1]);
+      if (orgId === null) {
         void reply.header('www-authenticate', 'Bearer');
-        void reply.code(401).send(errorBody('UNAUTHORIZED', header === undefined ? 'Authorization: Bearer <token> is required' : 'The token is not valid'));
-        return;
+        return reply.code(401).send(errorBody('UNAUTHORIZED', header === undefined ? 'Authorization: Bearer <token> is required' : 'The token is not valid'));
       }
       request.orgId = orgId;
-      request.tokenKey = digest.toString('hex');
-      done();
     });
     await scope.register(rateLimit, {
       max: context.rateLimitPerMinute,
       timeWindow: 60_000,
       // Per token: the hash, so the limiter's memory never holds a token.
-      keyGenerator: (request) => (request.tokenKey === '' ? sha256Hex(request.headers.authorization ?? request.ip) : request.tokenKey),
+      keyGenerator: (request) => sha256Hex(request.headers.authorization ?? request.ip),
       errorResponseBuilder: (_request, limit) =>
         new DeployError('RATE_LIMITED', `More than ${limit.max} requests per minute with this token; retry in ${Math.ceil(limit.ttl / 1000)} s`, {
           retryAfterSeconds: Math.ceil(limit.ttl / 1000),

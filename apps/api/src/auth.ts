@@ -11,8 +11,6 @@ import { ConfigError, sha256Hex } from '@zepid/core';
 export interface TokenVerifier {
   /** The org the token belongs to, or null. */
   verify(token: string): string | null;
-  /** The same check on the token's SHA-256 digest, when the caller has already hashed it. */
-  verifyDigest?(digest: Buffer): string | null;
 }
 
 interface TokenEntry {
@@ -60,11 +58,7 @@ export class TokenRegistry implements TokenVerifier {
   }
 
   verify(token: string): string | null {
-    return this.verifyDigest(Buffer.from(sha256Hex(token), 'hex'));
-  }
-
-  verifyDigest(presented: Buffer): string | null {
-    if (presented.length !== 32) return null;
+    const presented = Buffer.from(sha256Hex(token), 'hex');
     let match: string | null = null;
     for (const entry of this.entries) {
       // No early return: every entry is compared whatever the outcome.
