@@ -502,7 +502,8 @@ async function phaseBuildCache(kind: 'vite' | 'next'): Promise<void> {
   const uncached = await startServices({ worker: 'real', workerEnv: { LOCAL_BUILD_CACHE_MAX_MB: '0' } });
   try {
     const deploy = async (services: Services, marker: string) => {
-      await writeFile(edited, original.replace(kind === 'vite' ? '</h1>' : '</li>', ` ${marker}${kind === 'vite' ? '</h1>' : '</li>'}`));
+      // A source change the build sees (Vite's <h1>), or a comment line (Next's page): either way a new source, so no build reuse.
+      await writeFile(edited, kind === 'vite' ? original.replace('</h1>', ` ${marker}</h1>`) : `${original}\n// ${marker}\n`);
       const body = { projectId: `bench-cache-${kind}`, organizationId: 'local', userId: 'bench', files: await templates.filesOf(app) };
       const result = await deployToUrl(services, body);
       const logs = (await (await fetch(`${services.client.base}/deploy/${result.id}/logs`, { headers: HEADERS })).json()) as { logs: { message: string }[] };
