@@ -20,6 +20,9 @@
  *      and 50 with the store writes they took; RSS of both with 50 deployments in flight.
  *   4. each queue alone: publish → a waiting receiver has the job, embedded (two processes) and the
  *      Service Bus adapter over the AMQP protocol fake (scripts/bench/queue-pickup.ts).
+ *   5. (full run; BENCH_PHASES=buildcache) the dependency cache: a real create-vite react-ts app with one
+ *      source file changed, POST → URL, on a worker with the cache against one with it off
+ *      (LOCAL_BUILD_CACHE_MAX_MB=0), alternating; BENCH_PHASES=buildcache-next does the same for Next.js.
  * BENCHMARKS.md explains each figure, its target and what limits it.
  */
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -44,7 +47,8 @@ const SIZES = smoke
   : { staticRuns: 15, redeployRuns: 3, httpSeconds: 5, httpRounds: 3, ioPosts: 2000, queueJobs: 1000, pickup: 1000, pickupEveryMs: 10, throughput: 2000, inFlight: 50, inFlightBuildMs: 3000 };
 // For profiling one phase: BENCH_SIZES='{"throughput":1000}' and BENCH_PHASES=instant (or real,http).
 Object.assign(SIZES, JSON.parse(process.env.BENCH_SIZES ?? '{}') as Partial<typeof SIZES>);
-const PHASES = new Set((process.env.BENCH_PHASES ?? 'real,http,instant,queue').split(','));
+// buildcache (real Vite builds, templates from the npm registry) runs in the full bench only; buildcache-next on demand.
+const PHASES = new Set((process.env.BENCH_PHASES ?? (smoke ? 'real,http,instant,queue' : 'real,http,instant,queue,buildcache')).split(','));
 
 interface Figure {
   id: string;
@@ -478,6 +482,58 @@ async function phaseInstantWorker(): Promise<void> {
 }
 
 /** Publish → a waiting receiver has the job, on each queue alone (scripts/bench/queue-pickup.ts). */
+/**
+ * The dependency cache: the same app redeployed with one source file changed, POST → URL answers, on
+ * two workers side by side (each with its own API and data dir), one with the cache and one with it
+ * off; a warm-up deployment on each first (it fills the npm cache of both, and the dependency cache of
+ * the one that has it), then alternating rounds. The figure is the median of per-round ratios.
+ */
+async function phaseBuildCache(kind: 'vite' | 'next'): Promise<void> {
+  progress(`phase 5: dependency cache, ${kind} app with one source file changed, cached vs uncached`);
+  const { execFileSync } = await import('node:child_process');
+  const templates = await import('../test/e2e/templates.ts');
+  const work = await mkdtemp(join(tmpdir(), 'zepid-bench-cache-'));
+  const box = { dir: work, env: { ...(process.env as Record<string, string>), npm_config_cache: join(root, '.cache', 'npm'), npm_config_update_notifier: 'false' } };
+  const app = kind === 'vite' ? await templates.viteReactTs(box) : await templates.nextApp(box);
+  execFileSync('npm', ['install', '--package-lock-only', '--no-audit', '--no-fund'], { cwd: app, env: box.env, stdio: 'ignore', timeout: 300_000 });
+  const edited = kind === 'vite' ? join(app, 'src', 'App.tsx') : join(app, 'app', 'page.js');
+  const original = await readFile(edited, 'utf8');
+  const cached = await startServices({ worker: 'real' });
+  const uncached = await startServices({ worker: 'real', workerEnv: { LOCAL_BUILD_CACHE_MAX_MB: '0' } });
+  try {
+    const deploy = async (services: Services, marker: string) => {
+      // A source change the build sees (Vite's <h1>), or a comment line (Next's page): either way a new source, so no build reuse.
+      await writeFile(edited, kind === 'vite' ? original.replace('</h1>', ` ${marker}</h1>`) : `${original}\n// ${marker}\n`);
+      const body = { projectId: `bench-cache-${kind}`, organizationId: 'local', userId: 'bench', files: await templates.filesOf(app) };
+      const result = await deployToUrl(services, body);
+      const logs = (await (await fetch(`${services.client.base}/deploy/${result.id}/logs`, { headers: HEADERS })).json()) as { logs: { message: string }[] };
+      // Where the time went: each step's duration (the build step holds the restore or install and the build).
+      const status = (await (await fetch(`${services.client.base}/deploy/${result.id}/status`, { headers: HEADERS })).json()) as { steps: Record<string, { startedAt: string | null; finishedAt: string | null }> };
+      const steps = Object.fromEntries(
+        Object.entries(status.steps).map(([step, state]) => [step, state.startedAt === null || state.finishedAt === null ? null : Date.parse(state.finishedAt) - Date.parse(state.startedAt)]),
+      );
+      return { ms: result.ms, steps, restored: logs.logs.some((line) => line.message.startsWith('dependencies restored from the cache')) };
+    };
+    const warm = { cached: await deploy(cached, 'warm-up'), uncached: await deploy(uncached, 'warm-up') };
+    const rounds: { cachedMs: number; uncachedMs: number; cachedSteps: Record<string, number | null>; uncachedSteps: Record<string, number | null> }[] = [];
+    const roundCount = kind === 'vite' ? 3 : 2;
+    for (let run = 0; run < roundCount; run += 1) {
+      const on = await deploy(cached, `round ${run} ${Date.now()}`);
+      const off = await deploy(uncached, `round ${run} ${Date.now()}`);
+      if (!on.restored || off.restored) throw new Error(`dependency cache bench: round ${run} restored=${on.restored} with the cache, ${off.restored} without`);
+      rounds.push({ cachedMs: round(on.ms), uncachedMs: round(off.ms), cachedSteps: on.steps, uncachedSteps: off.steps });
+    }
+    raw[`build_cache_${kind}`] = { warmUpMs: { cached: round(warm.cached.ms), uncached: round(warm.uncached.ms) }, rounds };
+    const ratios = rounds.map((pair) => pair.cachedMs / pair.uncachedMs);
+    figure(`build_cache_ratio_${kind}`, `${kind} app, one source file changed, POST → URL: dependencies cached ÷ not (median)`, medianRatio(ratios), 'ratio', { op: '<=', limit: kind === 'vite' ? 0.4 : 0.5 });
+    figure(`build_cache_${kind}_cached_ms`, `${kind} app, one source file changed, POST → URL with the cache (median)`, round(quantile(rounds.map((pair) => pair.cachedMs), 0.5)), 'ms');
+    figure(`build_cache_${kind}_uncached_ms`, `${kind} app, one source file changed, POST → URL without it (median)`, round(quantile(rounds.map((pair) => pair.uncachedMs), 0.5)), 'ms');
+  } finally {
+    await Promise.all([stopServices(cached), stopServices(uncached)]);
+    await rm(work, { recursive: true, force: true, maxRetries: 3 });
+  }
+}
+
 async function phaseQueues(): Promise<void> {
   progress(`phase 4: queue pickup, ${SIZES.queueJobs} jobs one at a time, embedded and Service Bus (protocol fake)`);
   const embedded = await measureEmbeddedQueuePickup({ jobs: SIZES.queueJobs });
@@ -514,6 +570,8 @@ try {
   }
   if (PHASES.has('instant')) await phaseInstantWorker();
   if (PHASES.has('queue')) await phaseQueues();
+  if (PHASES.has('buildcache')) await phaseBuildCache('vite');
+  if (PHASES.has('buildcache-next')) await phaseBuildCache('next');
 } finally {
   if (services !== null) await stopServices(services);
 }

@@ -1,3 +1,4 @@
+import { DockerfileParser } from 'dockerfile-ast';
 import dockerfileUtils from 'dockerfile-utils';
 import { describe, expect, it } from 'vitest';
 import { generateDockerfile, planBuild } from '../../packages/core/src/index.ts';
@@ -121,5 +122,44 @@ describe('generated Dockerfiles (sources without one, built by kaniko in Azure)'
     const lines = text.split('\n');
     const build = lines.findIndex((line) => line.startsWith("RUN sh -c '"));
     if (build !== -1) expect(lines.findIndex((line) => line === 'ENV NODE_ENV=production')).toBeLessThan(build);
+  });
+});
+
+describe('generated Dockerfiles keep the install in a layer kaniko can cache', () => {
+  const spec = { buildCommand: null, startCommand: null, port: null };
+  const vite = (main: string) =>
+    new Map(
+      Object.entries({
+        'package.json': JSON.stringify({ scripts: { build: 'vite build' }, devDependencies: { vite: '7' } }),
+        'package-lock.json': '{"lockfileVersion":3}',
+        '.npmrc': 'fund=false',
+        'index.html': '<script type="module" src="/src/main.ts"></script>',
+        'src/main.ts': main,
+      }).map(([path, text]) => [path, Buffer.from(text)]),
+    );
+
+  /** Parsed by dockerfile-ast (dockerfile-utils' parser): each instruction's keyword and arguments. */
+  const instructions = (text: string) => DockerfileParser.parse(text).getInstructions().map((instruction) => ({ keyword: instruction.getKeyword(), args: instruction.getArgumentsContent() ?? '' }));
+
+  it('copies only the manifest, lockfile and install configs before the install, and the sources after it', () => {
+    const source = vite('console.log(1)');
+    const text = generateDockerfile(planBuild(source, spec), [...source.keys()]);
+    expect(validate(text, STRICT)).toEqual([]);
+    const steps = instructions(text);
+    const install = steps.findIndex((step) => step.keyword === 'RUN' && step.args === 'npm ci');
+    expect(install).toBeGreaterThan(0);
+    const copiesBefore = steps.slice(0, install).filter((step) => step.keyword === 'COPY' || step.keyword === 'ADD');
+    expect(copiesBefore.map((step) => step.args)).toEqual(['["package.json","package-lock.json",".npmrc","./"]']);
+    const sources = steps.findIndex((step) => step.keyword === 'COPY' && step.args === '. .');
+    expect(sources).toBeGreaterThan(install);
+    const build = steps.findIndex((step) => step.keyword === 'RUN' && step.args.includes('npm run build'));
+    expect(build).toBeGreaterThan(sources);
+  });
+
+  it('a changed source file changes no instruction up to the install (kaniko keys a layer on its instruction and the files it copies)', () => {
+    const before = instructions(generateDockerfile(planBuild(vite('console.log(1)'), spec), [...vite('').keys()]));
+    const after = instructions(generateDockerfile(planBuild(vite('console.log(2)'), spec), [...vite('').keys()]));
+    const install = before.findIndex((step) => step.keyword === 'RUN' && step.args === 'npm ci');
+    expect(after.slice(0, install + 1)).toEqual(before.slice(0, install + 1));
   });
 });

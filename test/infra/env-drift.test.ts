@@ -24,6 +24,8 @@ const NOT_IN_BICEP: Record<string, string> = {
   LOCAL_LIMIT_OPEN_FILES: 'limits of local builds and apps, as LOCAL_LIMIT_MEMORY_MB',
   LOCAL_SINGLE_TENANT: 'local mode\'s refusal of several organizations without uid isolation; Azure isolates each app in its own Container App',
   BUILD_ENV_PASSTHROUGH: 'the local builder\'s environment; in Azure kaniko builds in its own container group',
+  LOCAL_BUILD_CACHE_MAX_MB: 'the local builder\'s dependency cache; in Azure kaniko caches the install layer in the registry (the generated Dockerfile installs before copying the sources)',
+  LOCAL_BUILD_CACHE_MAX_AGE_DAYS: 'the local builder\'s dependency cache, as LOCAL_BUILD_CACHE_MAX_MB',
   AZURE_SERVICE_BUS_CONNECTION_STRING: 'emulator only: in Azure the apps use managed identity and AZURE_SERVICE_BUS_NAMESPACE (local auth is off)',
   AZURE_STORAGE_CONNECTION_STRING: 'emulator only: in Azure the apps use managed identity and AZURE_STORAGE_ACCOUNT_URL',
   AZURE_COSMOS_CONNECTION_STRING: 'emulator only: in Azure the apps use managed identity and AZURE_COSMOS_ENDPOINT (local auth is off)',

@@ -42,6 +42,13 @@ const workerEnv = {
   LOCAL_LIMIT_MEMORY_MB: Type.Integer({ minimum: 256, maximum: 1_048_576, default: 16384, description: 'Local builds and apps: address space per process in MiB (RLIMIT_AS; Node needs about 1.5 GiB of it, and more for each worker thread).' }),
   LOCAL_LIMIT_PROCESSES: Type.Integer({ minimum: 16, maximum: 1_000_000, default: 512, description: 'Local builds and apps: processes and threads per app (RLIMIT_NPROC of its uid; uid isolation only).' }),
   LOCAL_LIMIT_OPEN_FILES: Type.Integer({ minimum: 64, maximum: 1_048_576, default: 4096, description: 'Local builds and apps: open files per process (RLIMIT_NOFILE).' }),
+  LOCAL_BUILD_CACHE_MAX_MB: Type.Integer({
+    minimum: 0,
+    maximum: 1_048_576,
+    default: 4096,
+    description: 'Local builds: disk space of the dependency cache (node_modules and framework caches reused by later builds of the same organization with the same lockfile), all organizations together, in MiB; least recently used entries go first. 0 turns it off.',
+  }),
+  LOCAL_BUILD_CACHE_MAX_AGE_DAYS: Type.Integer({ minimum: 1, maximum: 3650, default: 7, description: 'Local builds: a dependency cache entry unused for this many days is removed.' }),
   BUILD_ENV_PASSTHROUGH: Type.String({
     default: '',
     pattern: '^([A-Za-z_][A-Za-z0-9_]*)?(,[A-Za-z_][A-Za-z0-9_]*)*$',

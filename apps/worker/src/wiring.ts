@@ -4,6 +4,7 @@ import { chooseProviders, closeInReverse, startInOrder } from '@zepid/core';
 import type { Isolation } from '@zepid/local';
 import {
   createLocalAdapters,
+  DependencyCache,
   FileSecretStore,
   LocalBuilder,
   LocalRouter,
@@ -107,6 +108,12 @@ async function localWorkload(env: WorkerEnv, logger: Logger, artifacts: ApiAdapt
     toolchainDir,
     toolsDir: join(sandbox, 'cache', 'tools'),
     passthrough: env.buildEnvValues ?? {},
+    dependencyCache: new DependencyCache({
+      dir: join(sandbox, 'cache', 'deps'),
+      maxBytes: env.LOCAL_BUILD_CACHE_MAX_MB * 1024 * 1024,
+      maxAgeMs: env.LOCAL_BUILD_CACHE_MAX_AGE_DAYS * 24 * 3600_000,
+      logger: logger.child({ component: 'dependency-cache' }),
+    }),
   });
   const runtime: Runtime = new LocalRuntime({
     statePath: join(env.DATA_DIR, 'runtime.json'),

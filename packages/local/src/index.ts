@@ -12,6 +12,8 @@ export { FileSecretStore } from './file-secrets.ts';
 export { LogTelemetry } from './log-telemetry.ts';
 export { createLocalAdapters, localPaths } from './adapters.ts';
 export { LocalBuilder, extractContext, toolchainBin } from './builder/local-builder.ts';
+export { DependencyCache } from './builder/dependency-cache.ts';
+export type { DependencyCacheOptions } from './builder/dependency-cache.ts';
 export { BUILD_ENV_DEFAULT_PASSTHROUGH } from './builder/sandbox-env.ts';
 export type { LocalBuilderOptions } from './builder/local-builder.ts';
 export { LocalRuntime } from './runtime/local-runtime.ts';

@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, lstat, mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, isAbsolute, join, relative as relativePath } from 'node:path';
 import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -9,6 +9,8 @@ import type { ArtifactStore, BuildJob, BuildPlan, BuiltImage, Builder, Dependenc
 import { checkSourcePath, DeployError, probe, sandboxName, STATIC_OUTPUT_CANDIDATES } from '@zepid/core';
 import { spawnGroup, stopGroup } from '../process/process-group.ts';
 import type { ProcessRegistry } from '../process/registry.ts';
+import type { CacheDecision, DependencyCache } from './dependency-cache.ts';
+import { FRAMEWORK_CACHES } from './dependency-cache.ts';
 import type { Isolation, Tenant } from './isolation.ts';
 import { sandboxEnv } from './sandbox-env.ts';
 import type { Toolchain } from './toolchain.ts';
@@ -36,6 +38,8 @@ export interface LocalBuilderOptions {
   toolsDir: string;
   /** Variables of the worker's environment builds get (proxy, CA, registry; BUILD_ENV_PASSTHROUGH). Values never logged. */
   passthrough: Readonly<Record<string, string>>;
+  /** Installed dependencies reused between builds of one organization (dependency-cache.ts); none when absent. */
+  dependencyCache?: DependencyCache;
 }
 
 /** The directory holding the toolchain's node, npm and npx: first on PATH of builds and apps. */
@@ -72,6 +76,7 @@ export class LocalBuilder implements Builder {
     await mkdir(this.options.npmCache, { recursive: true });
     await mkdir(this.options.toolsDir, { recursive: true });
     await chmod(this.options.toolsDir, 0o755);
+    await this.options.dependencyCache?.start();
     // The toolchain lives in the data dir, which the build users must pass through to reach it.
     await this.options.isolation.traversable([dirname(this.options.toolchainDir)]);
     this.toolchain = await prepareToolchain({ dir: this.options.toolchainDir, isolation: this.options.isolation, passthrough: this.options.passthrough });
@@ -88,6 +93,11 @@ export class LocalBuilder implements Builder {
 
   private sandboxDir(deploymentId: string): string {
     return join(this.options.workDir, sandboxName(deploymentId));
+  }
+
+  /** What createSandbox decided about the dependency cache: beside the sandbox, the worker's own (no tenant can forge it). */
+  private cacheDecisionPath(deploymentId: string): string {
+    return join(this.options.workDir, `${sandboxName(deploymentId)}.deps.json`);
   }
 
   imageDir(deploymentId: string): string {
@@ -108,6 +118,8 @@ export class LocalBuilder implements Builder {
     await extractContext(archive, source);
     const dockerfile = join(source, 'Dockerfile');
     if ((await readFile(dockerfile, 'utf8').catch(() => '')).startsWith(GENERATED_DOCKERFILE)) await rm(dockerfile);
+    // Restored while the tree is still the worker's: handOver below gives it, node_modules included, to the app's uid.
+    await this.restoreDependencies(job, source);
     const tenant = await this.options.isolation.tenant(job);
     await tenant.handOver(dir);
     job.log(`sandbox ready: ${dir}${tenant.uid === null ? '' : ` (commands run as uid ${tenant.uid}, this app's own)`}`);
@@ -147,15 +159,26 @@ export class LocalBuilder implements Builder {
     // the build runs with NODE_ENV=production, as on Vercel and Render.
     const installEnv = sandboxEnv({ ...base, pathBefore, extra: { CI: '1' } });
     const buildEnv = sandboxEnv({ ...base, pathBefore, extra: { CI: '1', NODE_ENV: 'production' } });
+    const cache = await this.readCacheDecision(job.deploymentId);
+    let installMs: number | null = null;
     for (const [label, command, env] of [
       ['install', plan.install, installEnv],
       ['build', plan.build, buildEnv],
     ] as const) {
       if (command === null) continue;
+      if (label === 'install' && cache.restoredFrom !== null) {
+        job.log(`$ ${command}  (skipped: dependencies restored from the cache)`);
+        continue;
+      }
       job.log(`$ ${command}${label === 'build' ? '  (NODE_ENV=production)' : ''}`);
+      const started = performance.now();
       await this.run(job, label, command, source, env, tenant);
+      if (label === 'install') installMs = Math.round(performance.now() - started);
     }
     const outputDir = await this.checkOutput(plan, source);
+    if (cache.key !== null) {
+      await this.saveDependencies(job, { key: cache.key, restored: cache.restoredFrom !== null, checkedOut: cache.checkedOut, installMs, moveModules: staticOutputOnly(plan) && outputDir !== null && outputDir !== '.' }, tenant);
+    }
     if (!(await job.fence(`moving the built work dir to the image ${image}`))) throw stoppedError(job);
     await rm(image, { recursive: true, force: true });
     if (plan.kind === 'static' && outputDir !== null && outputDir !== '.') {
@@ -169,6 +192,89 @@ export class LocalBuilder implements Builder {
     await tenant.shareImage(image);
     job.log(`image: ${image}`);
     return { image, digest: null, outputDir };
+  }
+
+  /**
+   * Looks up the dependency cache for a source just unpacked (before any command ran in it) and
+   * copies the entry in when there is one. Never fails the build: anything wrong means an install.
+   */
+  private async restoreDependencies(job: BuildJob, source: string): Promise<void> {
+    const cache = this.options.dependencyCache;
+    const decision: CacheDecision = { key: null, reason: 'no dependency cache', restoredFrom: null, installMs: null, checkedOut: false };
+    if (cache !== undefined) {
+      try {
+        const { key, reason } = await cache.keyFor(job.plan, source, this.identity);
+        decision.key = key;
+        decision.reason = reason;
+        if (key === null) {
+          job.log(`dependency cache: not used (${reason})`);
+        } else {
+          const started = performance.now();
+          // A static site drops node_modules after its build: moved in and given back, never copied.
+          const restored = await cache.restore(job.orgId, key, source, { checkOut: staticOutputOnly(job.plan) });
+          const seconds = ((performance.now() - started) / 1000).toFixed(1);
+          if (restored === null) {
+            job.log(`dependency cache: no entry for key ${key.slice(0, 12)} in this organization (${reason}); installing`);
+          } else {
+            decision.restoredFrom = restored.deploymentId;
+            decision.installMs = restored.installMs;
+            decision.checkedOut = restored.checkedOut;
+            job.log(
+              `dependencies restored from the cache of ${restored.deploymentId} (key ${key.slice(0, 12)}: ${restored.restored.join(', ')}${restored.checkedOut ? ', moved in' : ', copied'}) in ${seconds} s; install skipped (it took ${(restored.installMs / 1000).toFixed(1)} s there)`,
+            );
+          }
+        }
+      } catch (error) {
+        decision.key = null;
+        job.log(`dependency cache: not used (${(error as Error).message}); installing`, 'warn');
+      }
+    }
+    await writeFile(this.cacheDecisionPath(job.deploymentId), JSON.stringify(decision), { mode: 0o600 });
+  }
+
+  private async readCacheDecision(deploymentId: string): Promise<CacheDecision> {
+    try {
+      return JSON.parse(await readFile(this.cacheDecisionPath(deploymentId), 'utf8')) as CacheDecision;
+    } catch {
+      // A sandbox made before the cache existed: install as always.
+      return { key: null, reason: 'no decision recorded', restoredFrom: null, installMs: null, checkedOut: false };
+    }
+  }
+
+  /**
+   * After a successful build: the build's uid copies its node_modules (moves them, for a static site,
+   * which drops them anyway) and framework caches into a directory of its sandbox; the cache takes
+   * that directory out of its reach and owns it. Never fails the build.
+   */
+  private async saveDependencies(job: BuildJob, what: { key: string; restored: boolean; checkedOut: boolean; installMs: number | null; moveModules: boolean }, tenant: Tenant): Promise<void> {
+    const cache = this.options.dependencyCache;
+    if (cache === undefined) return;
+    const started = performance.now();
+    const dir = this.sandboxDir(job.deploymentId);
+    const saveDir = join(dir, 'cache-save');
+    try {
+      const withModules = what.checkedOut || (!what.restored && what.installMs !== null && !(await cache.has(job.orgId, what.key)));
+      const script = [
+        'set -e',
+        'rm -rf "$1" && mkdir "$1"',
+        ...(withModules ? [`if [ -d src/node_modules ] && [ ! -L src/node_modules ]; then ${what.moveModules ? 'mv' : 'cp -a --reflink=auto'} src/node_modules "$1/node_modules"; fi`] : []),
+        ...FRAMEWORK_CACHES.map((entry) => `if [ -d src/${entry.path} ] && [ ! -L src/${entry.path} ]; then cp -a --reflink=auto src/${entry.path} "$1/${entry.name}"; fi`),
+      ].join('\n');
+      const [command, ...args] = tenant.wrap(['/bin/sh', '-c', script, 'zepid-cache-save', saveDir]);
+      await run(command as string, args, { cwd: dir, env: { PATH: '/usr/bin:/bin' } });
+      const saved = (await readdir(saveDir)).sort();
+      if (saved.length === 0) {
+        await rm(saveDir, { recursive: true, force: true });
+        return;
+      }
+      const bytes = await cache.save(job.orgId, what.key, saveDir, { deploymentId: job.deploymentId, installMs: what.installMs });
+      if (bytes === null) return;
+      const names = saved.map((name) => FRAMEWORK_CACHES.find((entry) => entry.name === name)?.path ?? name);
+      job.log(`dependency cache: saved ${names.join(', ')} for later builds of this organization (key ${what.key.slice(0, 12)}, entry ${(bytes / 1048576).toFixed(1)} MB) in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+    } catch (error) {
+      job.log(`dependency cache: not saved (${(error as Error).message.split('\n')[0] ?? ''})`, 'warn');
+      await rm(saveDir, { recursive: true, force: true }).catch(() => undefined);
+    }
   }
 
   /**
@@ -298,11 +404,17 @@ export class LocalBuilder implements Builder {
       this.options.registry.remove(group.pid);
     }
     await rm(this.sandboxDir(deploymentId), { recursive: true, force: true });
+    await rm(this.cacheDecisionPath(deploymentId), { force: true });
   }
 
   async deleteImage(deploymentId: string): Promise<void> {
     await rm(this.imageDir(deploymentId), { recursive: true, force: true });
   }
+}
+
+/** A static site whose image is its output directory: node_modules is dropped after the build. */
+function staticOutputOnly(plan: BuildPlan): boolean {
+  return plan.kind === 'static' && plan.outputDir !== '.';
 }
 
 /** Resolves when the process is gone (for groups this process did not spawn). */
