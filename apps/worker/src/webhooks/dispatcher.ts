@@ -25,7 +25,10 @@ export interface DispatcherOptions {
   timeoutMs?: number;
   /** Delays after each failed attempt; the Standard Webhooks schedule (5 s … 10 h) unless a test shortens it. */
   retryScheduleMs?: readonly number[];
-  /** How long a claimed delivery stays with this dispatcher before another may take it (a crash mid-send). */
+  /**
+   * How long a claimed delivery stays with this dispatcher before another may take it (a worker
+   * killed mid-send): one attempt's timeout plus 10 s for the address check and the result's write.
+   */
   claimMs?: number;
   /** Longest sleep between looks when nothing rings. */
   idleMs?: number;
@@ -176,7 +179,7 @@ export class WebhookDispatcher {
   }
 
   private async claim(delivery: WebhookDelivery): Promise<WebhookDelivery | null> {
-    const until = new Date(this.clock().getTime() + (this.options.claimMs ?? 60_000)).toISOString();
+    const until = new Date(this.clock().getTime() + (this.options.claimMs ?? (this.options.timeoutMs ?? WEBHOOK_TIMEOUT_MS) + 10_000)).toISOString();
     try {
       return await this.options.webhooks.replaceDelivery({ ...delivery, lockedUntil: until });
     } catch (error) {
