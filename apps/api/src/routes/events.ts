@@ -6,7 +6,7 @@ import type { AppContext } from '../context.ts';
 import type { DeploymentWatch } from '../deployment-watch.ts';
 import { DeploymentWatches, FALLBACK_POLL_MS } from '../deployment-watch.ts';
 import { SseChannel, StreamQuota } from '../event-stream.ts';
-import { DeploymentIdParams, errorResponses } from '../schemas.ts';
+import { DeploymentIdParams, DeploymentStatusView, DeploymentSummary, errorResponses, StatusView } from '../schemas.ts';
 import { statusView, summaryView } from '../views.ts';
 
 /** Open event streams one token may hold on one API process; more is a 429. */
@@ -26,13 +26,46 @@ const FINAL_LOG_GRACE_MS = 1000;
 const ORG_WINDOW = 50;
 const ORG_SNAPSHOT = 20;
 
-export const LogEventData = Type.Object({
-  seq: Type.Integer({ minimum: 1, description: 'Line number in the deployment\'s log, from 1; also the event\'s `id`.' }),
-  timestamp: Type.String(),
-  step: Type.Union([Type.String(), Type.Null()]),
-  level: Type.Union([Type.Literal('info'), Type.Literal('warn'), Type.Literal('error')]),
-  message: Type.String(),
-});
+export const LogEventData = Type.Object(
+  {
+    seq: Type.Integer({ minimum: 1, description: 'Line number in the deployment\'s log, from 1; also the event\'s `id`.' }),
+    timestamp: Type.String(),
+    step: Type.Union([Type.String(), Type.Null()]),
+    level: Type.Union([Type.Literal('info'), Type.Literal('warn'), Type.Literal('error')]),
+    message: Type.String(),
+  },
+  { $id: 'SseLogEvent', additionalProperties: false, description: '`data` of an `event: log` (GET /deploy/{id}/events); the event\'s `id` is `seq`.' },
+);
+
+/**
+ * The `data` of each Server-Sent Event, as components of the OpenAPI document (app.ts adds them):
+ * a `text/event-stream` body is a string to OpenAPI, so each event's JSON is described here.
+ */
+export function sseEventSchemas() {
+  return [
+    Type.Omit(StatusView, ['logs'], {
+      $id: 'SseStatusEvent',
+      additionalProperties: false,
+      description: '`data` of an `event: status` (GET /deploy/{id}/events): the status view, as GET /deploy/{id}/status, without `logs` (they come as `log` events).',
+    }),
+    LogEventData,
+    Type.Object(
+      {
+        deploymentId: Type.String(),
+        status: Type.Union([DeploymentStatusView, Type.Null()], { description: 'The terminal status; null when the deployment is gone.' }),
+        reason: Type.Union([Type.Literal('terminal'), Type.Literal('gone')], {
+          description: '`terminal`: the deployment ended and every line was sent. `gone`: deleted, or no longer visible to the token\'s organization.',
+        }),
+      },
+      { $id: 'SseEndEvent', additionalProperties: false, description: '`data` of the last event, `event: end` (GET /deploy/{id}/events); the stream closes after it.' },
+    ),
+    Type.Object(DeploymentSummary.properties, {
+      $id: 'SseDeploymentEvent',
+      additionalProperties: false,
+      description: "`data` of an `event: deployment` (GET /events): the deployment's summary as in GET /deploy/project/{projectId}.",
+    }),
+  ];
+}
 
 const streamDoc = (events: string) =>
   Type.String({
@@ -206,7 +239,7 @@ export const eventRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = a
         headers: Type.Object({ 'last-event-id': Type.Optional(Type.String({ maxLength: 32 })) }),
         response: {
           200: {
-            description: 'Events: `status` (StatusEvent), `log` (LogEvent, with `id`), `end` ({deploymentId, status, reason}).',
+            description: 'Events: `status` (data: SseStatusEvent), `log` (data: SseLogEvent, with `id: <seq>`), `end` (data: SseEndEvent).',
             content: { 'text/event-stream': { schema: streamDoc('Events `status`, `log` (with `id: <seq>`) and `end`.') } },
           },
           ...errorResponses(400, 401, 404, 429, 503),
@@ -251,7 +284,7 @@ export const eventRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = a
         security,
         response: {
           200: {
-            description: 'Events: `deployment` (DeploymentSummary).',
+            description: 'Events: `deployment` (data: SseDeploymentEvent).',
             content: { 'text/event-stream': { schema: streamDoc('Events `deployment`.') } },
           },
           ...errorResponses(401, 429, 503),
