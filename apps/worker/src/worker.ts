@@ -76,6 +76,7 @@ export async function startWorker(
     changes: adapters.changes,
     logger,
     policy: webhookPolicyOf(env),
+    telemetry: adapters.telemetry,
   });
 
   const health =

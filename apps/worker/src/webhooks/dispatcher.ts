@@ -1,4 +1,19 @@
-import type { ChangeSignal, Clock, DeploymentRecord, DeploymentStore, Logger, OutboxEvent, Resolver, SecretStore, WebhookAddressPolicy, WebhookDelivery, WebhookEndpoint, WebhookStore } from '@zepid/core';
+import type {
+  ChangeSignal,
+  Clock,
+  DeploymentRecord,
+  DeploymentStore,
+  Logger,
+  OutboxEvent,
+  Resolver,
+  SecretStore,
+  Telemetry,
+  WebhookAddressPolicy,
+  WebhookDelivery,
+  WebhookEndpoint,
+  WebhookEventData,
+  WebhookStore,
+} from '@zepid/core';
 import {
   deliveryIdFor,
   isDeployError,
@@ -34,6 +49,19 @@ export interface DispatcherOptions {
   idleMs?: number;
   resolve?: Resolver;
   random?: () => number;
+  /** WebhookDeliveryFailed and WebhookDisabled go here (Application Insights in Azure); none when absent. */
+  telemetry?: Pick<Telemetry, 'event'>;
+}
+
+/** The deployment dimensions of a delivery's event (empty for `webhook.test`), from its payload. */
+function dimensionsOf(delivery: WebhookDelivery) {
+  let data: Partial<WebhookEventData> = {};
+  try {
+    data = (JSON.parse(delivery.payload) as { data?: Partial<WebhookEventData> }).data ?? {};
+  } catch {
+    // An unreadable payload still reports the failure, without the deployment's dimensions.
+  }
+  return { deploymentId: data.deploymentId ?? '', orgId: delivery.orgId, projectId: data.projectId ?? '', environment: data.environment ?? '' };
 }
 
 /** Turns an event into the body every attempt sends, byte for byte. */
@@ -228,19 +256,32 @@ export class WebhookDispatcher {
       if (webhook.failingSince !== null) await this.updateWebhook(webhook, (current) => ({ ...current, failingSince: null }));
       return;
     }
+    const failed = (final: boolean) =>
+      this.options.telemetry?.event('WebhookDeliveryFailed', {
+        ...dimensionsOf(delivery),
+        webhookId: webhook.id,
+        eventType: delivery.eventType,
+        statusCode: result.statusCode === null ? '' : String(result.statusCode),
+        errorClass: result.errorClass ?? 'UNKNOWN',
+        attempt: String(delivery.attempts.length + 1),
+        final: String(final),
+      });
     if (result.statusCode === 410) {
       await this.settle(delivery, attempt, 'failed', null);
-      await this.disable(webhook, 'the endpoint answered 410 Gone');
+      failed(true);
+      await this.disable(webhook, delivery, 'GONE_410', 'the endpoint answered 410 Gone');
       return;
     }
     const failingSince = webhook.failingSince ?? now.toISOString();
     if (now.getTime() - Date.parse(failingSince) >= WEBHOOK_DISABLE_AFTER_MS) {
       await this.settle(delivery, attempt, 'failed', null);
-      await this.disable(webhook, `every attempt failed since ${failingSince} (3 days)`);
+      failed(true);
+      await this.disable(webhook, delivery, 'FAILING_3_DAYS', `every attempt failed since ${failingSince} (3 days)`);
       return;
     }
     if (webhook.failingSince === null) await this.updateWebhook(webhook, (current) => ({ ...current, failingSince: current.failingSince ?? failingSince }));
     const delay = this.retryDelay(delivery.attempts.length + 1, result.retryAfterMs);
+    failed(delay === null);
     if (delay === null) await this.settle(delivery, attempt, 'failed', null);
     else await this.settle(delivery, attempt, 'pending', new Date(now.getTime() + delay).toISOString());
   }
@@ -262,8 +303,9 @@ export class WebhookDispatcher {
     });
   }
 
-  private async disable(webhook: WebhookEndpoint, reason: string): Promise<void> {
+  private async disable(webhook: WebhookEndpoint, delivery: WebhookDelivery, kind: 'GONE_410' | 'FAILING_3_DAYS', reason: string): Promise<void> {
     this.options.logger.warn({ webhookId: webhook.id, orgId: webhook.orgId, reason }, 'webhook disabled');
+    this.options.telemetry?.event('WebhookDisabled', { ...dimensionsOf(delivery), webhookId: webhook.id, reason: kind });
     await this.updateWebhook(webhook, (current) => ({ ...current, enabled: false, disabledReason: reason }));
   }
 
