@@ -62,7 +62,7 @@ describe('webhooks (Standard Webhooks), API + the worker\'s dispatcher on one da
   const telemetry: { name: string; properties: Record<string, string> }[] = [];
   const dispatcherOn = (adapters: Harness['adapters'], options: { claimMs?: number } = {}) =>
     new WebhookDispatcher({
-      telemetry: { event: (name, properties) => telemetry.push({ name, properties: properties as Record<string, string> }) },
+      telemetry: { event: (name, properties) => telemetry.push({ name, properties: properties }) },
       store: adapters.store,
       webhooks: adapters.webhooks,
       secrets: adapters.secrets,
