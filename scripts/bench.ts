@@ -2,7 +2,7 @@
  * `npm run bench`: the speed and memory figures of issue 6, measured in one run on this machine.
  * These machines are shared and noisy: compare ratios within a run, not absolute numbers across runs.
  *
- *   npm run bench                      full run (~2.5 minutes), table on stdout, JSON in bench-results.json
+ *   npm run bench                      full run (~3.5 minutes), table on stdout, JSON in bench-results.json
  *   npm run bench -- --smoke           tiny counts (~40 s): proves the bench still runs (npm test does this)
  *   npm run bench -- --out <file>      where the JSON goes
  *
@@ -23,6 +23,9 @@
  *   5. (full run; BENCH_PHASES=buildcache) the dependency cache: a real create-vite react-ts app with one
  *      source file changed, POST → URL, on a worker with the cache against one with it off
  *      (LOCAL_BUILD_CACHE_MAX_MB=0), alternating; BENCH_PHASES=buildcache-next does the same for Next.js.
+ *   6. live streams and webhooks (scripts/bench/streams.ts, also `npm run bench:streams`): a log line
+ *      written → SSE client, alone and with 1,000 idle streams open; the API's RSS with them; a status
+ *      written → the signed webhook at a receiver, through the real worker's dispatcher.
  * BENCHMARKS.md explains each figure, its target and what limits it.
  */
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -32,6 +35,7 @@ import { DatabaseSync } from 'node:sqlite';
 import { setTimeout as sleep } from 'node:timers/promises';
 import autocannon from 'autocannon';
 import { measureEmbeddedQueuePickup, measureServiceBusQueuePickup } from './bench/queue-pickup.ts';
+import { measureStreams, STREAM_SIZES } from './bench/streams.ts';
 import type { Service } from './bench/support.ts';
 import { precompile } from './precompiled.mjs';
 import { ApiClient, duBytes, freePort, getViaRouter, HEADERS, quantile, root, SERVICE_NODE_FLAGS, startService, TOKEN, waitReady } from './bench/support.ts';
@@ -48,7 +52,7 @@ const SIZES = smoke
 // For profiling one phase: BENCH_SIZES='{"throughput":1000}' and BENCH_PHASES=instant (or real,http).
 Object.assign(SIZES, JSON.parse(process.env.BENCH_SIZES ?? '{}') as Partial<typeof SIZES>);
 // buildcache (real Vite builds, templates from the npm registry) runs in the full bench only; buildcache-next on demand.
-const PHASES = new Set((process.env.BENCH_PHASES ?? (smoke ? 'real,http,instant,queue' : 'real,http,instant,queue,buildcache')).split(','));
+const PHASES = new Set((process.env.BENCH_PHASES ?? (smoke ? 'real,http,instant,queue,streams' : 'real,http,instant,queue,buildcache,streams')).split(','));
 
 interface Figure {
   id: string;
@@ -546,6 +550,28 @@ async function phaseQueues(): Promise<void> {
   figure('queue_pickup_servicebus_p99', 'Service Bus adapter over the AMQP fake, publish → receiver, p99', ms(serviceBus.p99Ms), 'ms');
 }
 
+/** Live streams and webhooks (scripts/bench/streams.ts): its own API and worker on a new data dir. */
+async function phaseStreams(): Promise<void> {
+  const sizes = smoke ? STREAM_SIZES.smoke : STREAM_SIZES.full;
+  progress(`phase 5: live streams and webhooks: ${sizes.writes} log lines to an SSE client, ${sizes.idle} idle streams, ${sizes.webhooks} webhook deliveries`);
+  const got = await measureStreams(sizes, (message) => progress(`streams: ${message}`));
+  raw.streams = { sizes, figures: got };
+  const value = (id: string) => {
+    const found = got[id];
+    if (found === undefined) throw new Error(`the streams bench reported no ${id}`);
+    return found;
+  };
+  figure('sse_latency_p50', 'log line written (worker\'s adapters) → SSE client has the event, p50', value('sse_latency_p50'), 'ms', { op: '<=', limit: 50 });
+  figure('sse_latency_p99', 'log line written → SSE client has it, p99', value('sse_latency_p99'), 'ms');
+  figure('sse_latency_busy_p50', `the same with ${sizes.idle} idle streams open on the API, p50`, value('sse_latency_busy_p50'), 'ms');
+  figure('sse_latency_busy_p99', `the same with ${sizes.idle} idle streams open, p99`, value('sse_latency_busy_p99'), 'ms');
+  figure('rss_api_streams_0', 'API RSS before the idle streams', value('rss_api_streams_0'), 'MB');
+  figure('rss_api_streams_open', `API RSS with ${sizes.idle} idle SSE streams`, value('rss_api_streams_open'), 'MB', { op: '<=', limit: 120 });
+  figure('rss_api_per_stream_kb', 'API RSS per idle SSE stream', value('rss_api_per_stream_kb'), 'KB');
+  figure('webhook_latency_p50', 'status written → signed webhook request at the receiver (real worker\'s dispatcher), p50', value('webhook_latency_p50'), 'ms');
+  figure('webhook_latency_p99', 'status written → webhook request at the receiver, p99', value('webhook_latency_p99'), 'ms');
+}
+
 function table(): string {
   const rows = figures.map((f) => [f.label, `${f.value}${f.unit === 'ratio' || f.unit === '' ? '' : ` ${f.unit}`}`, f.target ?? 'report', f.met === null ? '' : f.met ? 'yes' : 'NO']);
   const header = ['figure', 'value', 'target', 'met'];
@@ -572,6 +598,7 @@ try {
   if (PHASES.has('queue')) await phaseQueues();
   if (PHASES.has('buildcache')) await phaseBuildCache('vite');
   if (PHASES.has('buildcache-next')) await phaseBuildCache('next');
+  if (PHASES.has('streams')) await phaseStreams();
 } finally {
   if (services !== null) await stopServices(services);
 }

@@ -58,8 +58,11 @@ describe('webhooks (Standard Webhooks), API + the worker\'s dispatcher on one da
     if (host === 'rebind.test') return [{ address: '169.254.169.254', family: 4 }];
     throw new Error(`no such host ${host}`);
   };
+  /** What the dispatcher sent to telemetry (Application Insights in Azure). */
+  const telemetry: { name: string; properties: Record<string, string> }[] = [];
   const dispatcherOn = (adapters: Harness['adapters'], options: { claimMs?: number } = {}) =>
     new WebhookDispatcher({
+      telemetry: { event: (name, properties) => telemetry.push({ name, properties: properties }) },
       store: adapters.store,
       webhooks: adapters.webhooks,
       secrets: adapters.secrets,
@@ -84,6 +87,7 @@ describe('webhooks (Standard Webhooks), API + the worker\'s dispatcher on one da
     receiver.received.length = 0;
     receiver.script = [];
     receiver.retryAfter = null;
+    telemetry.length = 0;
   });
   afterAll(async () => {
     await receiver.close();
@@ -157,6 +161,16 @@ describe('webhooks (Standard Webhooks), API + the worker\'s dispatcher on one da
     expect(deliveries[0]?.id).toBe(ids[0]);
     expect(deliveries[0]?.status).toBe('delivered');
     expect(deliveries[0]?.attempts.map((a) => a.statusCode)).toEqual([500, 500, 200]);
+    // Each failed attempt is one WebhookDeliveryFailed event: ids, type, status, class, attempt; never the URL or the payload.
+    const deploymentId = (JSON.parse(receiver.received[0]?.body ?? '{}') as { data: { deploymentId: string } }).data.deploymentId;
+    expect(telemetry).toEqual([1, 2].map((attempt) => ({
+      name: 'WebhookDeliveryFailed',
+      properties: {
+        deploymentId, orgId: 'org_456', projectId: 'site', environment: 'development',
+        webhookId, eventType: 'deployment.queued', statusCode: '500', errorClass: 'HTTP_500', attempt: String(attempt), final: 'false',
+      },
+    })));
+    expect(JSON.stringify(telemetry)).not.toContain(new URL(url).port);
 
     // A manual retry sends the same delivery again, same id.
     const retry = await h.app.inject({ method: 'POST', url: `/webhooks/${webhookId}/deliveries/${deliveries[0]?.id ?? ''}/retry`, headers: auth('org_456') });
@@ -173,6 +187,11 @@ describe('webhooks (Standard Webhooks), API + the worker\'s dispatcher on one da
     expect(receiver.received).toHaveLength(1);
     const shown = (await h.app.inject({ url: `/webhooks/${webhookId}`, headers: auth('org_456') })).json<{ enabled: boolean; disabledReason: string }>();
     expect(shown).toMatchObject({ enabled: false, disabledReason: 'the endpoint answered 410 Gone' });
+    expect(telemetry.map((event) => [event.name, event.properties.errorClass ?? event.properties.reason, event.properties.final])).toEqual([
+      ['WebhookDeliveryFailed', 'HTTP_410', 'true'],
+      ['WebhookDisabled', 'GONE_410', undefined],
+    ]);
+    expect(telemetry[1]?.properties).toMatchObject({ webhookId, deploymentId, orgId: 'org_456', environment: 'development' });
     await change(deploymentId, { type: 'attempt_started' });
     await drain();
     expect(receiver.received).toHaveLength(1);
@@ -196,6 +215,12 @@ describe('webhooks (Standard Webhooks), API + the worker\'s dispatcher on one da
     const shown = (await h.app.inject({ url: `/webhooks/${id}`, headers: auth('org_456') })).json<{ enabled: boolean; disabledReason: string }>();
     expect(shown.enabled).toBe(false);
     expect(shown.disabledReason).toMatch(/^every attempt failed since .* \(3 days\)$/);
+    expect(telemetry.map((event) => [event.name, event.properties.errorClass ?? event.properties.reason])).toEqual([
+      ['WebhookDeliveryFailed', 'HTTP_503'],
+      ['WebhookDisabled', 'FAILING_3_DAYS'],
+    ]);
+    // A test delivery belongs to no deployment: empty deployment dimensions.
+    expect(telemetry[1]?.properties).toMatchObject({ webhookId: id, deploymentId: '', environment: '', orgId: 'org_456' });
   });
 
   it('a worker killed after the status write, after the fan-out, or mid-send still delivers once restarted', async () => {

@@ -44,6 +44,15 @@ const FIGURES = [
   'queue_pickup_embedded_p99',
   'queue_pickup_servicebus_p50',
   'queue_pickup_servicebus_p99',
+  'sse_latency_p50',
+  'sse_latency_p99',
+  'sse_latency_busy_p50',
+  'sse_latency_busy_p99',
+  'rss_api_streams_0',
+  'rss_api_streams_open',
+  'rss_api_per_stream_kb',
+  'webhook_latency_p50',
+  'webhook_latency_p99',
 ];
 
 /**

@@ -12,7 +12,7 @@ import { answerClientError, errorBody, registerErrorHandling } from './errors.ts
 import { appRoutes } from './routes/apps.ts';
 import { dashboardRoutes } from './routes/dashboard.ts';
 import { deployRoutes } from './routes/deploy.ts';
-import { eventRoutes } from './routes/events.ts';
+import { eventRoutes, sseEventSchemas } from './routes/events.ts';
 import { healthRoutes } from './routes/health.ts';
 import { rootRoutes } from './routes/root.ts';
 import { statusRoutes } from './routes/status.ts';
@@ -82,7 +82,7 @@ export async function buildApp(input: Omit<AppContext, 'apps'> & { apps?: AppSer
     );
   });
   app.addSchema(ErrorBody);
-  for (const schema of webhookEventSchemas()) app.addSchema(schema);
+  for (const schema of [...webhookEventSchemas(), ...sseEventSchemas()]) app.addSchema(schema);
 
   await app.register(swagger, {
     openapi: {

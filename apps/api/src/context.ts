@@ -20,6 +20,10 @@ export interface AppContext {
   clock: Clock;
   /** Open event streams (SSE) one token may hold on this process; default 20. */
   streamsPerToken?: number;
+  /** Open event streams on this process in all (SSE_MAX_STREAMS); default 600. */
+  maxStreams?: number;
+  /** Idle time after which a stream gets a comment line; 15 s (tests shorten it). */
+  sseHeartbeatMs?: number;
   /** Where webhooks may point; default: private networks allowed in local mode, https required in azure mode. */
   webhookPolicy?: WebhookAddressPolicy;
 }

@@ -26,6 +26,7 @@ const apiEnv = {
     description: 'Local mode without uid isolation: refuse more than one organization in DEPLOY_API_TOKENS. false: accept them on purpose, unisolated.',
   }),
   SSE_MAX_STREAMS_PER_TOKEN: positiveInt(20, 100_000, 'Event streams (SSE) one token may hold open on one API replica; more is a 429.'),
+  SSE_MAX_STREAMS: positiveInt(600, 100_000, 'Event streams (SSE) one API replica holds open in all (600 keep the API within its 120 MB budget: BENCHMARKS.md); more is a 503 with Retry-After.'),
   RETENTION_DAYS: positiveInt(7, 3650, 'POST /status/cleanup removes finished deployments older than this by default.'),
 };
 

@@ -64,6 +64,11 @@ export function registerErrorHandling(app: FastifyInstance): void {
     if (error instanceof DeployError) {
       const status = statusCodeOf(error.code);
       if (error.retryAfterSeconds !== undefined) void reply.header('retry-after', String(error.retryAfterSeconds));
+      if (error.code === 'SERVER_BUSY') {
+        // A capacity refusal, not a fault: the message says which limit (no internals in it).
+        request.log.warn({ code: error.code }, error.message);
+        return reply.code(503).send(errorBody(error.code, error.message, error.details));
+      }
       if (status >= 500) {
         request.log.error({ err: error }, 'request failed');
         if (error.code === 'DEPENDENCY_UNAVAILABLE') {

@@ -40,19 +40,27 @@ export class SseChannel {
     return !this.controller.signal.aborted;
   }
 
-  /** Milliseconds until the next heartbeat is due. */
-  heartbeatDueIn(): number {
-    return Math.max(0, this.lastWriteAt + HEARTBEAT_MS - Date.now());
+  /** Whether nothing was written for `everyMs` (`now` in ms). */
+  heartbeatDue(now: number, everyMs: number): boolean {
+    return now - this.lastWriteAt >= everyMs;
   }
 
   async send(event: string, data: unknown, id?: number | string): Promise<void> {
-    const lines = `${id === undefined ? '' : `id: ${id}\n`}event: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
-    await this.write(lines);
+    await this.sendJson(event, JSON.stringify(data), id);
   }
 
-  /** A comment line: ignored by EventSource, seen by proxies as traffic. */
-  async heartbeat(): Promise<void> {
-    await this.write(`: keep-alive ${new Date().toISOString()}\n\n`);
+  /** `send` with the data already serialized (a status view shared by every follower of a deployment). */
+  async sendJson(event: string, json: string, id?: number | string): Promise<void> {
+    await this.write(`${id === undefined ? '' : `id: ${id}\n`}event: ${event}\ndata: ${json}\n\n`);
+  }
+
+  /**
+   * A comment line: ignored by EventSource, seen by proxies as traffic. Skipped while the socket
+   * has not drained (a stuck client gets no pile of heartbeats).
+   */
+  heartbeat(): void {
+    if (this.raw.writableNeedDrain) return;
+    void this.write(`: keep-alive ${new Date().toISOString()}\n\n`);
   }
 
   end(): void {
@@ -77,32 +85,53 @@ export class SseChannel {
 }
 
 /**
- * Open streams per token in this process. The cap bounds what one token can hold open on a replica
- * (each stream costs a socket and a read per change); the key is the token's hash, never the token.
+ * Open streams in this process: at most `maxPerToken` per token (429 beyond; the key is the token's
+ * hash, never the token) and `maxTotal` in all (503 beyond: the replica's memory budget; a client
+ * retries, or a load balancer sends it to another replica). It also keeps every stream alive with
+ * one shared timer: a comment line on each stream that wrote nothing for 15 s, instead of a timer
+ * per stream.
  */
 export class StreamQuota {
-  private readonly max: number;
+  private readonly maxPerToken: number;
+  private readonly maxTotal: number;
   private readonly open = new Map<string, number>();
   private readonly channels = new Set<SseChannel>();
+  private readonly heartbeatMs: number;
+  private total = 0;
+  private ticker: NodeJS.Timeout | null = null;
 
-  constructor(max: number) {
-    this.max = max;
+  constructor(maxPerToken: number, maxTotal: number = Number.POSITIVE_INFINITY, heartbeatMs: number = HEARTBEAT_MS) {
+    this.maxPerToken = maxPerToken;
+    this.maxTotal = maxTotal;
+    this.heartbeatMs = heartbeatMs;
   }
 
   get limit(): number {
-    return this.max;
+    return this.maxPerToken;
   }
 
-  /** A release function, or null when the token already holds `max` streams here. */
-  acquire(authorization: string | undefined): (() => void) | null {
+  get totalLimit(): number {
+    return this.maxTotal;
+  }
+
+  /** Streams open in this process. */
+  get size(): number {
+    return this.total;
+  }
+
+  /** A release function, or which cap refused it: the token's (`token`) or the replica's (`replica`). */
+  acquire(authorization: string | undefined): (() => void) | 'token' | 'replica' {
+    if (this.total >= this.maxTotal) return 'replica';
     const key = sha256Hex(authorization ?? '');
     const count = this.open.get(key) ?? 0;
-    if (count >= this.max) return null;
+    if (count >= this.maxPerToken) return 'token';
     this.open.set(key, count + 1);
+    this.total += 1;
     let released = false;
     return () => {
       if (released) return;
       released = true;
+      this.total -= 1;
       const left = (this.open.get(key) ?? 1) - 1;
       if (left <= 0) this.open.delete(key);
       else this.open.set(key, left);
@@ -111,12 +140,31 @@ export class StreamQuota {
 
   track(channel: SseChannel): () => void {
     this.channels.add(channel);
-    return () => this.channels.delete(channel);
+    if (this.ticker === null) {
+      // A second's lateness on a 15 s heartbeat is nothing to a proxy; one timer for every stream.
+      this.ticker = setInterval(() => this.beat(), Math.min(1000, Math.ceil(this.heartbeatMs / 3)));
+      this.ticker.unref();
+    }
+    return () => {
+      this.channels.delete(channel);
+      if (this.channels.size === 0) this.stopTicker();
+    };
+  }
+
+  private beat(): void {
+    const now = Date.now();
+    for (const channel of this.channels) if (channel.open && channel.heartbeatDue(now, this.heartbeatMs)) channel.heartbeat();
+  }
+
+  private stopTicker(): void {
+    if (this.ticker !== null) clearInterval(this.ticker);
+    this.ticker = null;
   }
 
   /** Ends every open stream (the server is closing; clients reconnect to another replica). */
   endAll(): void {
     for (const channel of this.channels) channel.end();
     this.channels.clear();
+    this.stopTicker();
   }
 }

@@ -7,7 +7,7 @@ import { APP_STATUSES, DEPLOYMENT_ID_PATTERN, DEPLOYMENT_KINDS, DEPLOYMENT_STATU
 const literals = <const T extends readonly string[]>(values: T) => Type.Enum(values);
 
 /** A deployment's status, as the status, list and accepted answers carry it. */
-const DeploymentStatusView = Type.Enum(DEPLOYMENT_STATUSES, {
+export const DeploymentStatusView = Type.Enum(DEPLOYMENT_STATUSES, {
   description:
     'queued → in_progress → completed | failed | cancelled | superseded. `superseded`: a deployment of the same app submitted later is already live, ' +
     'and an app\'s live deployment only moves forward, so this one never took the traffic (errorCode SUPERSEDED names the live one); final, not retryable.',

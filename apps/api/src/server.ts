@@ -86,6 +86,7 @@ async function main(): Promise<void> {
       workerStaleMs: 30_000,
       clock: systemClock,
       streamsPerToken: env.SSE_MAX_STREAMS_PER_TOKEN,
+      maxStreams: env.SSE_MAX_STREAMS,
       webhookPolicy: webhookPolicyOf(env),
     },
     logger,

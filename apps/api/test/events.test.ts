@@ -153,6 +153,40 @@ describe('event streams (SSE)', () => {
   });
 });
 
+describe('event streams: the replica\'s cap and the shared heartbeat', () => {
+  let h: Harness;
+  let base: string;
+  beforeAll(async () => {
+    h = await createHarness({ streamsPerToken: 10, maxStreams: 2, sseHeartbeatMs: 300 });
+    await h.app.listen({ port: 0, host: '127.0.0.1' });
+    base = `http://127.0.0.1:${(h.app.server.address() as AddressInfo).port}`;
+  });
+  afterAll(async () => {
+    await h.close();
+  });
+
+  it('answers 503 SERVER_BUSY with Retry-After beyond SSE_MAX_STREAMS, whatever the token; idle streams get comment lines', async () => {
+    const response = await h.app.inject({ method: 'POST', url: '/deploy', headers: auth('org_456'), payload: staticBody() });
+    const id = response.json<{ deploymentId: string }>().deploymentId;
+    const open = (org: keyof typeof TOKENS) => SseClient.open(`${base}/deploy/${id}/events`, { authorization: `Bearer ${TOKENS[org]}` });
+    const held = [await open('org_456'), await SseClient.open(`${base}/events`, { authorization: `Bearer ${TOKENS.org_other}` })];
+    expect(held.map((c) => c.status)).toEqual([200, 200]);
+    const refused = await open('org_456');
+    await refused.closed();
+    expect(refused.status).toBe(503);
+    expect(refused.headers['retry-after']).toBe('5');
+    expect(JSON.parse(refused.body)).toMatchObject({ success: false, error: 'SERVER_BUSY', message: expect.stringContaining('SSE_MAX_STREAMS') as unknown });
+
+    // Idle (nothing changes): each stream gets a comment line every heartbeat interval, from the one shared timer.
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    for (const client of held) expect(client.comments).toBeGreaterThanOrEqual(2);
+    held[0]?.close();
+    const again = await waitForStatus(() => open('org_456'), 200);
+    again.close();
+    held[1]?.close();
+  });
+});
+
 async function waitForStatus(openOne: () => Promise<SseClient>, status: number): Promise<SseClient> {
   for (let i = 0; i < 50; i += 1) {
     const client = await openOne();

@@ -32,7 +32,7 @@ export interface Harness {
 }
 
 export async function createHarness(
-  options: { maxActivePerOrg?: number; rateLimitPerMinute?: number; logger?: Logger; streamsPerToken?: number; webhookPolicy?: WebhookAddressPolicy } = {},
+  options: { maxActivePerOrg?: number; rateLimitPerMinute?: number; logger?: Logger; streamsPerToken?: number; maxStreams?: number; sseHeartbeatMs?: number; webhookPolicy?: WebhookAddressPolicy } = {},
 ): Promise<Harness> {
   const dataDir = await mkdtemp(join(tmpdir(), 'zepid-api-'));
   const logger = options.logger ?? pino({ level: 'silent' });
@@ -55,6 +55,8 @@ export async function createHarness(
       workerStaleMs: 30_000,
       clock,
       streamsPerToken: options.streamsPerToken,
+      maxStreams: options.maxStreams,
+      sseHeartbeatMs: options.sseHeartbeatMs,
       webhookPolicy: options.webhookPolicy,
     },
     logger,

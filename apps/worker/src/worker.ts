@@ -82,6 +82,7 @@ export async function startWorker(
     changes: adapters.changes,
     logger,
     policy: webhookPolicyOf(env),
+    telemetry: adapters.telemetry,
   });
 
   const health =

@@ -77,9 +77,9 @@ export class AzureServices {
     return new CosmosDeploymentStore(this.cosmosOptions());
   }
 
-  /** Webhook endpoints and deliveries, in the deployments container. */
-  webhooks(): CosmosWebhookStore {
-    return new CosmosWebhookStore(this.cosmosOptions());
+  /** Webhook endpoints and deliveries, in the deployments container, through `store`'s Cosmos client. */
+  webhooks(store: CosmosDeploymentStore): CosmosWebhookStore {
+    return new CosmosWebhookStore(store);
   }
 
   private cosmosOptions(): CosmosStoreOptions {
@@ -132,7 +132,7 @@ export class AzureServices {
       onPublishFailure: (error, record) =>
         this.logger.warn({ err: error, deploymentId: record.id }, "job not published; the worker's outbox repair will publish it"),
     });
-    return { store, queue, intake, artifacts: this.artifacts(), changes: new PollingChangeSignal(this.env.AZURE_EVENTS_POLL_MS), webhooks: this.webhooks(), ...parts };
+    return { store, queue, intake, artifacts: this.artifacts(), changes: new PollingChangeSignal(this.env.AZURE_EVENTS_POLL_MS), webhooks: this.webhooks(store), ...parts };
   }
 
   secrets(): KeyVaultSecretStore {

@@ -57,7 +57,7 @@ webhookContract('Cosmos DB (cosmosdb-server)', async () => {
   const emulator = await startCosmosEmulator();
   const options = { connectionString: emulator.connectionString, databaseId: 'zepid-deploy', containerId: 'deployments', createIfMissing: true, retentionDays: 30 };
   const store = new CosmosDeploymentStore(options);
-  const webhooks = new CosmosWebhookStore(options);
+  const webhooks = new CosmosWebhookStore(store);
   await store.start();
   await webhooks.start();
   return {
@@ -69,6 +69,29 @@ webhookContract('Cosmos DB (cosmosdb-server)', async () => {
       await emulator.stop();
     },
   };
+});
+
+describe('CosmosWebhookStore shares the deployment store\'s client', () => {
+  it('works exactly while the deployment store is started: it opens no client of its own', async () => {
+    const emulator = await startCosmosEmulator();
+    try {
+      const options = { connectionString: emulator.connectionString, databaseId: 'zepid-deploy', containerId: 'deployments', createIfMissing: true, retentionDays: 30 };
+      const store = new CosmosDeploymentStore(options);
+      const webhooks = new CosmosWebhookStore(store);
+      await webhooks.start();
+      await expect(webhooks.listWebhooks('org_shared')).rejects.toThrow('CosmosDeploymentStore is not started');
+      await store.start();
+      expect(await webhooks.listWebhooks('org_shared')).toEqual([]);
+      expect(await webhooks.health()).toMatchObject({ status: 'healthy' });
+      await webhooks.close();
+      // Closing the webhook store leaves the shared client alone; closing the deployment store ends both.
+      expect(await webhooks.listWebhooks('org_shared')).toEqual([]);
+      await store.close();
+      await expect(webhooks.listWebhooks('org_shared')).rejects.toThrow('CosmosDeploymentStore is not started');
+    } finally {
+      await emulator.stop();
+    }
+  });
 });
 
 describe('CosmosDeploymentStore on cosmosdb-server', () => {

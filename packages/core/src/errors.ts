@@ -20,6 +20,8 @@ export const ERROR_CODES = {
   QUOTA_EXCEEDED: 429,
   RATE_LIMITED: 429,
   DEPENDENCY_UNAVAILABLE: 503,
+  /** This replica is at a capacity limit of its own (open event streams); another replica, or later, can serve it. */
+  SERVER_BUSY: 503,
   INTERNAL_ERROR: 500,
   // deployment errors (worker; recorded on the deployment, never an HTTP answer)
   SOURCE_INVALID: 422,

@@ -1,16 +1,21 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import Type from 'typebox';
-import type { DeploymentRecord, LogLine } from '@zepid/core';
+import type { DeploymentRecord, DeploymentRef, LogLine } from '@zepid/core';
 import { DeployError, isTerminal } from '@zepid/core';
 import type { AppContext } from '../context.ts';
 import type { DeploymentWatch } from '../deployment-watch.ts';
 import { DeploymentWatches, FALLBACK_POLL_MS } from '../deployment-watch.ts';
 import { SseChannel, StreamQuota } from '../event-stream.ts';
-import { DeploymentIdParams, errorResponses } from '../schemas.ts';
+import { DeploymentIdParams, DeploymentStatusView, DeploymentSummary, errorResponses, StatusView } from '../schemas.ts';
 import { statusView, summaryView } from '../views.ts';
 
 /** Open event streams one token may hold on one API process; more is a 429. */
 export const DEFAULT_STREAMS_PER_TOKEN = 20;
+/**
+ * Open event streams on one API process in all; more is a 503. An idle stream costs ~16 KB of RSS
+ * (BENCHMARKS.md) over an idle API of ~105 MB: 600 keep it within its 120 MB budget.
+ */
+export const DEFAULT_MAX_STREAMS = 600;
 /**
  * The worker appends a deployment's last lines within ~250 ms of writing its terminal status (its
  * log flushes on a 250 ms timer and on closing), so `end` waits until the status is this old and
@@ -21,13 +26,46 @@ const FINAL_LOG_GRACE_MS = 1000;
 const ORG_WINDOW = 50;
 const ORG_SNAPSHOT = 20;
 
-export const LogEventData = Type.Object({
-  seq: Type.Integer({ minimum: 1, description: 'Line number in the deployment\'s log, from 1; also the event\'s `id`.' }),
-  timestamp: Type.String(),
-  step: Type.Union([Type.String(), Type.Null()]),
-  level: Type.Union([Type.Literal('info'), Type.Literal('warn'), Type.Literal('error')]),
-  message: Type.String(),
-});
+export const LogEventData = Type.Object(
+  {
+    seq: Type.Integer({ minimum: 1, description: 'Line number in the deployment\'s log, from 1; also the event\'s `id`.' }),
+    timestamp: Type.String(),
+    step: Type.Union([Type.String(), Type.Null()]),
+    level: Type.Union([Type.Literal('info'), Type.Literal('warn'), Type.Literal('error')]),
+    message: Type.String(),
+  },
+  { $id: 'SseLogEvent', additionalProperties: false, description: '`data` of an `event: log` (GET /deploy/{id}/events); the event\'s `id` is `seq`.' },
+);
+
+/**
+ * The `data` of each Server-Sent Event, as components of the OpenAPI document (app.ts adds them):
+ * a `text/event-stream` body is a string to OpenAPI, so each event's JSON is described here.
+ */
+export function sseEventSchemas() {
+  return [
+    Type.Omit(StatusView, ['logs'], {
+      $id: 'SseStatusEvent',
+      additionalProperties: false,
+      description: '`data` of an `event: status` (GET /deploy/{id}/events): the status view, as GET /deploy/{id}/status, without `logs` (they come as `log` events).',
+    }),
+    LogEventData,
+    Type.Object(
+      {
+        deploymentId: Type.String(),
+        status: Type.Union([DeploymentStatusView, Type.Null()], { description: 'The terminal status; null when the deployment is gone.' }),
+        reason: Type.Union([Type.Literal('terminal'), Type.Literal('gone')], {
+          description: '`terminal`: the deployment ended and every line was sent. `gone`: deleted, or no longer visible to the token\'s organization.',
+        }),
+      },
+      { $id: 'SseEndEvent', additionalProperties: false, description: '`data` of the last event, `event: end` (GET /deploy/{id}/events); the stream closes after it.' },
+    ),
+    Type.Object(DeploymentSummary.properties, {
+      $id: 'SseDeploymentEvent',
+      additionalProperties: false,
+      description: "`data` of an `event: deployment` (GET /events): the deployment's summary as in GET /deploy/project/{projectId}.",
+    }),
+  ];
+}
 
 const streamDoc = (events: string) =>
   Type.String({
@@ -59,18 +97,23 @@ function parseAfter(header: string | string[] | undefined, query: number | undef
  */
 export const eventRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = async (app, { context }) => {
   const { adapters } = context;
-  const quota = new StreamQuota(context.streamsPerToken ?? DEFAULT_STREAMS_PER_TOKEN);
+  const quota = new StreamQuota(context.streamsPerToken ?? DEFAULT_STREAMS_PER_TOKEN, context.maxStreams ?? DEFAULT_MAX_STREAMS, context.sseHeartbeatMs);
   const security = [{ bearerAuth: [] }];
   app.addHook('preClose', (done) => {
     quota.endAll();
     done();
   });
 
-  /** Opens a stream for the request's token or answers 429; `run` follows until the channel closes. */
+  /** A place for one more stream, or 429 (the token's cap) / 503 (this replica's cap), both with Retry-After. */
   const openStream = (authorization: string | undefined) => {
     const release = quota.acquire(authorization);
-    if (release === null) {
+    if (release === 'token') {
       throw new DeployError('RATE_LIMITED', `This token already has ${quota.limit} event streams open; close one first`, { retryAfterSeconds: 5 });
+    }
+    if (release === 'replica') {
+      throw new DeployError('SERVER_BUSY', `This API replica already serves ${quota.totalLimit} event streams (SSE_MAX_STREAMS); try again shortly`, {
+        retryAfterSeconds: 5,
+      });
     }
     return release;
   };
@@ -109,26 +152,48 @@ export const eventRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = a
     done();
   });
 
-  const follow = async (channel: SseChannel, record: DeploymentRecord, after: number): Promise<void> => {
-    const ref = { orgId: record.orgId, deploymentId: record.id };
-    const { watch, release } = watches.follow(ref);
-    try {
-      await followWith(channel, record, after, watch);
-    } finally {
-      release();
-    }
+  /**
+   * The deployment's watch, seeded with this request's read (404 when there is none). The record read
+   * here stays in no stream's frame: the watch's copy is the one its streams share.
+   */
+  const watchOf = async (ref: DeploymentRef) => {
+    const record = await adapters.store.get(ref);
+    if (record === null) throw new DeployError('NOT_FOUND', `Deployment ${ref.deploymentId} not found`);
+    return watches.follow(ref, record);
   };
 
-  const followWith = async (channel: SseChannel, record: DeploymentRecord, after: number, watch: DeploymentWatch): Promise<void> => {
-    const ref = { orgId: record.orgId, deploymentId: record.id };
+  /** Sends the log lines after byte `offset` (line `seq`) that the client has not seen; where it got to. */
+  const sendLog = async (channel: SseChannel, deploymentId: string, offset: number, seq: number, after: number) => {
+    const read = await shared(`log:${deploymentId}:${offset}`, () => adapters.artifacts.readLogFrom(deploymentId, offset));
+    for (const raw of read.text.split('\n')) {
+      if (raw === '') continue;
+      seq += 1;
+      if (seq <= after) continue;
+      let line: LogLine;
+      try {
+        line = JSON.parse(raw) as LogLine;
+      } catch {
+        continue; // a torn line (a crash mid-append) keeps its number, so later ids stay stable
+      }
+      await channel.send('log', { seq, timestamp: line.timestamp, step: line.step, level: line.level, message: line.message }, seq);
+    }
+    return { offset: read.next, seq, none: read.text === '' };
+  };
+
+  /**
+   * Sends a deployment's status and log to one stream until it ends. What an idle follower keeps is
+   * its offsets and the status it sent last (the watch's shared string); the record is the watch's
+   * one copy, and it sleeps on the watch with no timer (heartbeats come from the quota's one timer).
+   */
+  const follow = async (channel: SseChannel, ref: DeploymentRef, after: number, watch: DeploymentWatch): Promise<void> => {
     let offset = 0;
     let seq = 0;
     let sentEtag: string | null = null;
     let sentStatus = '';
-    let current: DeploymentRecord | null = record;
     while (channel.open) {
       const seen = watch.version;
-      if (current === null) {
+      const current = watch.record;
+      if (current === null || current === undefined) {
         // Deleted, or no longer visible to this token's org: the stream ends.
         await channel.send('end', { deploymentId: ref.deploymentId, status: null, reason: 'gone' });
         return;
@@ -136,38 +201,23 @@ export const eventRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = a
       if (current.etag !== sentEtag) {
         // Not every write changes what a client sees (the webhook dispatcher empties the outbox): send changes only.
         const view = viewOf(current);
-        if (view !== sentStatus) await channel.send('status', JSON.parse(view) as unknown);
+        if (view !== sentStatus) await channel.sendJson('status', view);
         sentEtag = current.etag;
         sentStatus = view;
       }
-      const from = offset;
-      const read = await shared(`log:${ref.deploymentId}:${from}`, () => adapters.artifacts.readLogFrom(ref.deploymentId, from));
-      offset = read.next;
-      for (const raw of read.text.split('\n')) {
-        if (raw === '') continue;
-        seq += 1;
-        if (seq <= after) continue;
-        let line: LogLine;
-        try {
-          line = JSON.parse(raw) as LogLine;
-        } catch {
-          continue; // a torn line (a crash mid-append) keeps its number, so later ids stay stable
-        }
-        await channel.send('log', { seq, timestamp: line.timestamp, step: line.step, level: line.level, message: line.message }, seq);
-      }
-      let waitMs = Math.min(FALLBACK_POLL_MS, channel.heartbeatDueIn());
+      const sent = await sendLog(channel, ref.deploymentId, offset, seq, after);
+      offset = sent.offset;
+      seq = sent.seq;
+      let waitMs: number | null = null;
       if (isTerminal(current.status)) {
         const settledFor = Date.now() - Date.parse(current.finishedAt ?? current.updatedAt);
-        if (read.text === '' && settledFor >= FINAL_LOG_GRACE_MS) {
+        if (sent.none && settledFor >= FINAL_LOG_GRACE_MS) {
           await channel.send('end', { deploymentId: ref.deploymentId, status: current.status, reason: 'terminal' });
           return;
         }
-        waitMs = Math.min(waitMs, Math.max(10, FINAL_LOG_GRACE_MS - settledFor));
+        waitMs = Math.max(10, FINAL_LOG_GRACE_MS - settledFor);
       }
       await watch.wait(seen, waitMs, channel.signal);
-      if (!channel.open) return;
-      if (channel.heartbeatDueIn() === 0) await channel.heartbeat();
-      current = await shared(`record:${ref.orgId}:${ref.deploymentId}`, () => adapters.store.get(ref));
     }
   };
 
@@ -181,14 +231,15 @@ export const eventRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = a
           'A `text/event-stream`. First `event: status` (the status view, without logs) and an `event: log` per line so far; then each change ' +
           'as it happens; `event: end` once the deployment is terminal and every line was sent, then the stream closes. Log events carry ' +
           '`id: <seq>` (the line number): reconnect with `Last-Event-ID` (EventSource does it) or `?after=<seq>` to continue after that line ' +
-          'with nothing lost or repeated. A comment line comes every 15 s. At most SSE_MAX_STREAMS_PER_TOKEN streams per token per API replica (429 beyond).',
+          'with nothing lost or repeated. A comment line comes every 15 s. At most SSE_MAX_STREAMS_PER_TOKEN streams per token per API replica (429 beyond) ' +
+          'and SSE_MAX_STREAMS in all per replica (503 SERVER_BUSY beyond), both with Retry-After.',
         security,
         params: DeploymentIdParams,
         querystring: Type.Object({ after: Type.Optional(Type.Integer({ minimum: 0, maximum: 999_999_999, description: 'Resume after this log line (seq).' })) }),
         headers: Type.Object({ 'last-event-id': Type.Optional(Type.String({ maxLength: 32 })) }),
         response: {
           200: {
-            description: 'Events: `status` (StatusEvent), `log` (LogEvent, with `id`), `end` ({deploymentId, status, reason}).',
+            description: 'Events: `status` (data: SseStatusEvent), `log` (data: SseLogEvent, with `id: <seq>`), `end` (data: SseEndEvent).',
             content: { 'text/event-stream': { schema: streamDoc('Events `status`, `log` (with `id: <seq>`) and `end`.') } },
           },
           ...errorResponses(400, 401, 404, 429, 503),
@@ -197,16 +248,23 @@ export const eventRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = a
     },
     async (request, reply) => {
       const after = parseAfter(request.headers['last-event-id'], request.query.after);
-      const record = await adapters.store.get({ orgId: request.orgId, deploymentId: request.params.id });
-      if (record === null) throw new DeployError('NOT_FOUND', `Deployment ${request.params.id} not found`);
-      const release = openStream(request.headers.authorization);
+      const ref: DeploymentRef = { orgId: request.orgId, deploymentId: request.params.id };
+      const following = await watchOf(ref);
+      let release: () => void;
+      try {
+        release = openStream(request.headers.authorization);
+      } catch (error) {
+        following.release();
+        throw error;
+      }
       const channel = new SseChannel(reply);
       const untrack = quota.track(channel);
       try {
-        await follow(channel, record, after);
+        await follow(channel, ref, after, following.watch);
       } catch (error) {
-        request.log.warn({ err: error, deploymentId: record.id }, 'event stream stopped on an error');
+        request.log.warn({ err: error, deploymentId: ref.deploymentId }, 'event stream stopped on an error');
       } finally {
+        following.release();
         release();
         untrack();
         channel.end();
@@ -227,7 +285,7 @@ export const eventRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = a
         security,
         response: {
           200: {
-            description: 'Events: `deployment` (DeploymentSummary), `app` (AppView).',
+            description: 'Events: `deployment` (data: SseDeploymentEvent), `app` (data: AppView).',
             content: { 'text/event-stream': { schema: streamDoc('Events `deployment` and `app`.') } },
           },
           ...errorResponses(401, 429, 503),
@@ -245,10 +303,10 @@ export const eventRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = a
         for (const record of recent.slice(0, ORG_SNAPSHOT).reverse()) await channel.send('deployment', summaryView(record));
         while (channel.open) {
           const seen = adapters.changes.rung;
-          await adapters.changes.wait(seen, Math.min(FALLBACK_POLL_MS, channel.heartbeatDueIn()), channel.signal);
+          await adapters.changes.wait(seen, FALLBACK_POLL_MS, channel.signal);
           if (!channel.open) break;
-          if (channel.heartbeatDueIn() === 0) await channel.heartbeat();
-          recent = await adapters.store.listRecent(request.orgId, ORG_WINDOW);
+          // The org's streams woken by one signal share one listing.
+          recent = await shared(`recent:${request.orgId}`, () => adapters.store.listRecent(request.orgId, ORG_WINDOW));
           const changed = recent.filter((record) => versions.get(record.id) !== record.etag);
           versions.clear();
           for (const record of recent) versions.set(record.id, record.etag);

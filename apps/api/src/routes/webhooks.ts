@@ -57,22 +57,44 @@ const DeliveryView = Type.Object({
   updatedAt: Type.String(),
 });
 
-const EventData = Type.Object({
-  deploymentId: Type.Union([Type.String(), Type.Null()]),
-  projectId: Type.Union([Type.String(), Type.Null()]),
-  environment: Type.Union([Type.String(), Type.Null()]),
-  appName: Type.Union([Type.String(), Type.Null()]),
-  status: Type.String(),
-  url: Type.Union([Type.String(), Type.Null()]),
-  error: Type.Union([Type.Object({ code: Type.String(), message: Type.String(), step: Type.Union([Type.String(), Type.Null()]) }), Type.Null()]),
-});
+/** The status a deployment event's data carries (the status the change led to); other events: any string. */
+const STATUS_OF_EVENT: Partial<Record<WebhookEventType, string>> = {
+  'deployment.queued': 'queued',
+  'deployment.started': 'in_progress',
+  'deployment.succeeded': 'completed',
+  'deployment.failed': 'failed',
+  'deployment.cancelled': 'cancelled',
+  'deployment.superseded': 'superseded',
+  'webhook.test': 'test',
+};
+
+const eventData = (type: WebhookEventType) => {
+  const status = STATUS_OF_EVENT[type];
+  return Type.Object(
+    {
+      deploymentId: Type.Union([Type.String(), Type.Null()], { description: 'Null only in webhook.test.' }),
+      projectId: Type.Union([Type.String(), Type.Null()]),
+      environment: Type.Union([Type.String(), Type.Null()]),
+      appName: Type.Union([Type.String(), Type.Null()]),
+      status: status === undefined ? Type.String() : Type.Literal(status),
+      url: Type.Union([Type.String(), Type.Null()]),
+      error: Type.Union([
+        Type.Object({ code: Type.String(), message: Type.String(), step: Type.Union([Type.String(), Type.Null()]) }, { additionalProperties: false }),
+        Type.Null(),
+      ]),
+    },
+    // No other field, ever: the payload is thin (no env values, no secrets).
+    { additionalProperties: false },
+  );
+};
 
 /** One JSON Schema per event type (the body a receiver gets), for the OpenAPI document's components. */
 export function webhookEventSchemas() {
   return WEBHOOK_EVENT_TYPES.map((type) =>
     Type.Object(
-      { type: Type.Literal(type), timestamp: Type.String({ format: 'date-time' }), data: EventData },
+      { type: Type.Literal(type), timestamp: Type.String({ format: 'date-time' }), data: eventData(type) },
       {
+        additionalProperties: false,
         $id: `WebhookEvent-${type}`,
         description:
           `Body of a \`${type}\` webhook request, signed per Standard Webhooks (headers webhook-id, webhook-timestamp, webhook-signature). ` +

@@ -1,4 +1,19 @@
-import type { ChangeSignal, Clock, DeploymentRecord, DeploymentStore, Logger, OutboxEvent, Resolver, SecretStore, WebhookAddressPolicy, WebhookDelivery, WebhookEndpoint, WebhookStore } from '@zepid/core';
+import type {
+  ChangeSignal,
+  Clock,
+  DeploymentRecord,
+  DeploymentStore,
+  Logger,
+  OutboxEvent,
+  Resolver,
+  SecretStore,
+  Telemetry,
+  WebhookAddressPolicy,
+  WebhookDelivery,
+  WebhookEndpoint,
+  WebhookEventData,
+  WebhookStore,
+} from '@zepid/core';
 import {
   deliveryIdFor,
   isDeployError,
@@ -25,12 +40,28 @@ export interface DispatcherOptions {
   timeoutMs?: number;
   /** Delays after each failed attempt; the Standard Webhooks schedule (5 s … 10 h) unless a test shortens it. */
   retryScheduleMs?: readonly number[];
-  /** How long a claimed delivery stays with this dispatcher before another may take it (a crash mid-send). */
+  /**
+   * How long a claimed delivery stays with this dispatcher before another may take it (a worker
+   * killed mid-send): one attempt's timeout plus 10 s for the address check and the result's write.
+   */
   claimMs?: number;
   /** Longest sleep between looks when nothing rings. */
   idleMs?: number;
   resolve?: Resolver;
   random?: () => number;
+  /** WebhookDeliveryFailed and WebhookDisabled go here (Application Insights in Azure); none when absent. */
+  telemetry?: Pick<Telemetry, 'event'>;
+}
+
+/** The deployment dimensions of a delivery's event (empty for `webhook.test`), from its payload. */
+function dimensionsOf(delivery: WebhookDelivery) {
+  let data: Partial<WebhookEventData> = {};
+  try {
+    data = (JSON.parse(delivery.payload) as { data?: Partial<WebhookEventData> }).data ?? {};
+  } catch {
+    // An unreadable payload still reports the failure, without the deployment's dimensions.
+  }
+  return { deploymentId: data.deploymentId ?? '', orgId: delivery.orgId, projectId: data.projectId ?? '', environment: data.environment ?? '' };
 }
 
 /** Turns an event into the body every attempt sends, byte for byte. */
@@ -192,7 +223,7 @@ export class WebhookDispatcher {
   }
 
   private async claim(delivery: WebhookDelivery): Promise<WebhookDelivery | null> {
-    const until = new Date(this.clock().getTime() + (this.options.claimMs ?? 60_000)).toISOString();
+    const until = new Date(this.clock().getTime() + (this.options.claimMs ?? (this.options.timeoutMs ?? WEBHOOK_TIMEOUT_MS) + 10_000)).toISOString();
     try {
       return await this.options.webhooks.replaceDelivery({ ...delivery, lockedUntil: until });
     } catch (error) {
@@ -241,19 +272,32 @@ export class WebhookDispatcher {
       if (webhook.failingSince !== null) await this.updateWebhook(webhook, (current) => ({ ...current, failingSince: null }));
       return;
     }
+    const failed = (final: boolean) =>
+      this.options.telemetry?.event('WebhookDeliveryFailed', {
+        ...dimensionsOf(delivery),
+        webhookId: webhook.id,
+        eventType: delivery.eventType,
+        statusCode: result.statusCode === null ? '' : String(result.statusCode),
+        errorClass: result.errorClass ?? 'UNKNOWN',
+        attempt: String(delivery.attempts.length + 1),
+        final: String(final),
+      });
     if (result.statusCode === 410) {
       await this.settle(delivery, attempt, 'failed', null);
-      await this.disable(webhook, 'the endpoint answered 410 Gone');
+      failed(true);
+      await this.disable(webhook, delivery, 'GONE_410', 'the endpoint answered 410 Gone');
       return;
     }
     const failingSince = webhook.failingSince ?? now.toISOString();
     if (now.getTime() - Date.parse(failingSince) >= WEBHOOK_DISABLE_AFTER_MS) {
       await this.settle(delivery, attempt, 'failed', null);
-      await this.disable(webhook, `every attempt failed since ${failingSince} (3 days)`);
+      failed(true);
+      await this.disable(webhook, delivery, 'FAILING_3_DAYS', `every attempt failed since ${failingSince} (3 days)`);
       return;
     }
     if (webhook.failingSince === null) await this.updateWebhook(webhook, (current) => ({ ...current, failingSince: current.failingSince ?? failingSince }));
     const delay = this.retryDelay(delivery.attempts.length + 1, result.retryAfterMs);
+    failed(delay === null);
     if (delay === null) await this.settle(delivery, attempt, 'failed', null);
     else await this.settle(delivery, attempt, 'pending', new Date(now.getTime() + delay).toISOString());
   }
@@ -275,8 +319,9 @@ export class WebhookDispatcher {
     });
   }
 
-  private async disable(webhook: WebhookEndpoint, reason: string): Promise<void> {
+  private async disable(webhook: WebhookEndpoint, delivery: WebhookDelivery, kind: 'GONE_410' | 'FAILING_3_DAYS', reason: string): Promise<void> {
     this.options.logger.warn({ webhookId: webhook.id, orgId: webhook.orgId, reason }, 'webhook disabled');
+    this.options.telemetry?.event('WebhookDisabled', { ...dimensionsOf(delivery), webhookId: webhook.id, reason: kind });
     await this.updateWebhook(webhook, (current) => ({ ...current, enabled: false, disabledReason: reason }));
   }
 

@@ -11,7 +11,14 @@ export interface SendResult {
   retryAfterMs: number | null;
   latencyMs: number;
   error: string | null;
+  /**
+   * What kind of failure, for telemetry (no URL, no text from the endpoint): `HTTP_<status>` for a
+   * non-2xx answer, TIMEOUT, ADDRESS_REFUSED, CUT_OFF, or the socket error's code; null on 2xx.
+   */
+  errorClass: string | null;
 }
+
+const httpClass = (statusCode: number | null) => (statusCode === null || (statusCode >= 200 && statusCode < 300) ? null : `HTTP_${statusCode}`);
 
 export interface SendOptions {
   policy: WebhookAddressPolicy;
@@ -45,7 +52,7 @@ export async function sendWebhook(url: string, headers: Record<string, string>, 
   try {
     target = await resolveWebhookTarget(parsed, options.policy, options.resolve ?? systemResolver);
   } catch (error) {
-    return { statusCode: null, retryAfterMs: null, latencyMs: elapsed(), error: isDeployError(error) ? error.message : String(error) };
+    return { statusCode: null, retryAfterMs: null, latencyMs: elapsed(), error: isDeployError(error) ? error.message : String(error), errorClass: 'ADDRESS_REFUSED' };
   }
   const pinned: LookupFunction = (_host, lookupOptions, callback) => {
     if ((lookupOptions as { all?: boolean }).all === true) {
@@ -77,18 +84,26 @@ export async function sendWebhook(url: string, headers: Record<string, string>, 
         // The body is not needed; read a little of it so the connection can finish, then stop.
         response.resume();
         response.on('end', () =>
-          finish({ statusCode: response.statusCode ?? null, retryAfterMs: retryAfterOf(response.headers['retry-after'], Date.now()), latencyMs: elapsed(), error: null }),
+          finish({
+            statusCode: response.statusCode ?? null,
+            retryAfterMs: retryAfterOf(response.headers['retry-after'], Date.now()),
+            latencyMs: elapsed(),
+            error: null,
+            errorClass: httpClass(response.statusCode ?? null),
+          }),
         );
         response.on('error', () =>
-          finish({ statusCode: response.statusCode ?? null, retryAfterMs: null, latencyMs: elapsed(), error: 'the answer was cut off' }),
+          finish({ statusCode: response.statusCode ?? null, retryAfterMs: null, latencyMs: elapsed(), error: 'the answer was cut off', errorClass: 'CUT_OFF' }),
         );
       },
     );
     const timer = setTimeout(() => {
       req.destroy();
-      finish({ statusCode: null, retryAfterMs: null, latencyMs: elapsed(), error: `no answer within ${options.timeoutMs} ms` });
+      finish({ statusCode: null, retryAfterMs: null, latencyMs: elapsed(), error: `no answer within ${options.timeoutMs} ms`, errorClass: 'TIMEOUT' });
     }, options.timeoutMs);
-    req.on('error', (error: NodeJS.ErrnoException) => finish({ statusCode: null, retryAfterMs: null, latencyMs: elapsed(), error: `${error.code ?? 'ERROR'}: could not send` }));
+    req.on('error', (error: NodeJS.ErrnoException) =>
+      finish({ statusCode: null, retryAfterMs: null, latencyMs: elapsed(), error: `${error.code ?? 'ERROR'}: could not send`, errorClass: error.code ?? 'ERROR' }),
+    );
     req.end(payload);
   });
 }

@@ -326,6 +326,14 @@ export class CosmosDeploymentStore implements DeploymentStore {
     return this.containerRef;
   }
 
+  /**
+   * The container this store opened, on its one client: the webhook store keeps its documents in
+   * the same container and uses it through here instead of a client of its own.
+   */
+  sharedContainer(): Container {
+    return this.container();
+  }
+
   private toDocument(record: DeploymentRecord): DeploymentDocument {
     const { etag: _etag, ...fields } = record;
     const document: DeploymentDocument = {

@@ -1,9 +1,8 @@
 import type { Container, FeedOptions, SqlQuerySpec } from '@azure/cosmos';
-import { CosmosClient } from '@azure/cosmos';
 import type { DependencyHealth, WebhookDelivery, WebhookEndpoint, WebhookStore } from '@zepid/core';
 import { DeployError, probe } from '@zepid/core';
 import { cosmosStatus, toStoreError } from './errors.ts';
-import type { CosmosStoreOptions } from './store.ts';
+import type { CosmosDeploymentStore } from './store.ts';
 
 type Kind = 'webhook' | 'webhook_delivery';
 
@@ -16,33 +15,25 @@ interface SystemProperties {
  * records; infra declares nothing new), as documents of `type` `webhook` and `webhook_delivery`.
  * Every query of the deployment store filters on `type`, so neither sees the other's documents.
  * `uniqueKey` is the document id: the container's unique key policy counts a missing value as one.
- * The container is opened (and, on emulators, created) by the deployment store, which starts first.
+ * The container is opened (and, on emulators, created) by the deployment store, and used through
+ * the deployment store's one Cosmos client (its connections, token cache and retry state are not
+ * duplicated): this store has no client of its own, works while the deployment store is started,
+ * and answers "not started" before or after.
  */
 export class CosmosWebhookStore implements WebhookStore {
-  private readonly options: CosmosStoreOptions;
-  private client: CosmosClient | null = null;
-  private containerRef: Container | null = null;
+  private readonly deployments: Pick<CosmosDeploymentStore, 'sharedContainer'>;
 
-  constructor(options: CosmosStoreOptions) {
-    this.options = options;
+  constructor(deployments: Pick<CosmosDeploymentStore, 'sharedContainer'>) {
+    this.deployments = deployments;
   }
 
+  /** Nothing to open: the deployment store (started first, see the wiring's order) holds the client. */
   start(): Promise<void> {
-    if (this.client !== null) return Promise.resolve();
-    const connectionPolicy = { requestTimeout: this.options.requestTimeoutMs ?? 10_000 };
-    const client =
-      'connectionString' in this.options
-        ? new CosmosClient({ connectionString: this.options.connectionString, connectionPolicy, userAgentSuffix: 'zepid-deploy' })
-        : new CosmosClient({ endpoint: this.options.endpoint, aadCredentials: this.options.credential, connectionPolicy, userAgentSuffix: 'zepid-deploy' });
-    this.client = client;
-    this.containerRef = client.database(this.options.databaseId).container(this.options.containerId);
     return Promise.resolve();
   }
 
+  /** Nothing to close: the deployment store disposes the client. */
   close(): Promise<void> {
-    this.client?.dispose();
-    this.client = null;
-    this.containerRef = null;
     return Promise.resolve();
   }
 
@@ -57,8 +48,7 @@ export class CosmosWebhookStore implements WebhookStore {
   }
 
   private container(): Container {
-    if (this.containerRef === null) throw new DeployError('INTERNAL_ERROR', 'CosmosWebhookStore is not started');
-    return this.containerRef;
+    return this.deployments.sharedContainer();
   }
 
   private toDocument<T extends { id: string; etag: string }>(value: T, type: Kind) {

@@ -26,6 +26,15 @@ export const TELEMETRY_EVENTS = {
   AppEnvChanged: ['imageOf', 'url'],
   /** The delete job removed an app and everything it owned (`deploymentId` is '': no deployment; `deployments`: how many were removed). */
   AppDeleted: ['appName', 'deployments'],
+  /**
+   * One webhook delivery attempt that got no 2xx (issue 13's dispatcher). The deployment dimensions
+   * are those of the event delivered (empty for `webhook.test`). `errorClass`: `HTTP_<status>` when
+   * the endpoint answered, else TIMEOUT, ADDRESS_REFUSED (the address rules), CUT_OFF or the socket
+   * error's code (ECONNREFUSED …). `final`: "true" when no attempt follows. Never the URL or the payload.
+   */
+  WebhookDeliveryFailed: ['webhookId', 'eventType', 'statusCode', 'errorClass', 'attempt', 'final'],
+  /** A webhook disabled by the dispatcher; `reason`: GONE_410 or FAILING_3_DAYS. Dimensions as above. */
+  WebhookDisabled: ['webhookId', 'reason'],
 } as const satisfies Record<string, readonly string[]>;
 
 /**
