@@ -104,6 +104,7 @@ for (const app of apps) {
   child.channel?.unref();
   children.push(child);
   for (const stream of [child.stdout, child.stderr]) {
+    if (stream === null) continue; // both are pipes (stdio above); typed nullable with an IPC slot
     const out = stream === child.stderr ? process.stderr : process.stdout;
     createInterface({ input: stream }).on('line', (line) => {
       // A closed terminal (npm killed with it) must not turn a clean stop into a crash.
