@@ -152,6 +152,9 @@ describe('real templates end to end', () => {
       BUILD_TIMEOUT_MS: '400000',
       // The lanes below keep up to four of this organization's deployments active at once.
       MAX_ACTIVE_DEPLOYMENTS_PER_ORG: '10',
+      // react-scripts' build starts worker threads whose isolates do not fit in the default 16 GiB of
+      // address space (Failed to reserve virtual memory for CodeRange; BUILD_FAILED naming the limit).
+      ...(allFrameworks ? { LOCAL_LIMIT_MEMORY_MB: '32768' } : {}),
       DEPLOYMENT_TIMEOUT_MS: '600000',
     });
     await waitFor('the dev token to be printed', () => /export TOKEN=(\S+)/.test(service.output()), 60_000);
