@@ -8,6 +8,9 @@
  *   npm dies and the shell waits on us; either way an ancestor is gone: noticed within half a
  *   second, and the services are stopped as above.
  * - either service exiting: the other one is stopped too.
+ * - this process killed with SIGKILL (it runs no code then): each service holds an IPC channel to
+ *   it, which the kernel closes; the service then stops itself as on SIGTERM
+ *   (scripts/exit-with-parent.mjs), and the worker stops its apps.
  * A service still running SERVICE_STOP_GRACE_MS after the request is killed. In production each
  * runs in its own container instead (see Dockerfile).
  */
@@ -90,9 +93,18 @@ const parentWatch = setInterval(() => {
 }, PARENT_CHECK_MS);
 
 for (const app of apps) {
-  const child = spawn(process.execPath, [...SERVICE_NODE_FLAGS, app.entry], { cwd: root, env: process.env, stdio: ['ignore', 'pipe', 'pipe'] });
+  // The IPC channel is how a service learns that this process is gone, even killed with SIGKILL
+  // (scripts/exit-with-parent.mjs): it closes with us and the service stops itself.
+  const child = spawn(process.execPath, [...SERVICE_NODE_FLAGS, '--import=./scripts/exit-with-parent.mjs', app.entry], {
+    cwd: root,
+    env: process.env,
+    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+  });
+  // Nothing is sent over it: it must not keep this process alive either.
+  child.channel?.unref();
   children.push(child);
   for (const stream of [child.stdout, child.stderr]) {
+    if (stream === null) continue; // both are pipes (stdio above); typed nullable with an IPC slot
     const out = stream === child.stderr ? process.stderr : process.stdout;
     createInterface({ input: stream }).on('line', (line) => {
       // A closed terminal (npm killed with it) must not turn a clean stop into a crash.

@@ -3,15 +3,22 @@ import { existsSync } from 'node:fs';
 import { chmod, copyFile, link, mkdir, mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { request } from 'node:http';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Service } from './support.ts';
 import { freePort, getApp, startService, waitFor } from './support.ts';
 import type { Toolbox } from './templates.ts';
-import { expressApp, filesOf, nextApp, pnpmVite, removeDir, svelteKit, viteReactTs } from './templates.ts';
+import { astroSite, bunVite, craApp, expressApp, filesOf, nextApp, nuxtApp, pnpmVite, reactRouterApp, removeDir, svelteKit, viteReactTs, yarnVite } from './templates.ts';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const isRoot = process.getuid?.() === 0;
+/**
+ * Create React App (react-scripts pulls ~1,300 packages) and yarn classic cost CI minutes for
+ * little that the others do not already prove: they run only with ZEPID_TEST_ALL_FRAMEWORKS=1
+ * (README, "What can be deployed").
+ */
+const allFrameworks = process.env.ZEPID_TEST_ALL_FRAMEWORKS === '1';
 
 interface Status {
   status: string;
@@ -37,8 +44,28 @@ describe('real templates end to end', () => {
   let token: string;
   let box: Toolbox;
   const timings: Record<string, number> = {};
-  /** Next builds longest: it runs beside the others (one more lane on the worker) to keep CI time down. */
-  let nextRun: Promise<Status | Error>;
+  /**
+   * Deployments that run beside the tests' own sequence, in lanes started by beforeAll (the worker
+   * runs MAX_CONCURRENT_DEPLOYMENTS at once): Next, which builds longest; Nuxt, whose install is the
+   * largest; the other frameworks and package managers one after another. An install mostly waits
+   * on the registry, so the lanes overlap it with the other lanes' builds and keep CI time down.
+   */
+  const laneRuns = new Map<string, Promise<Status | Error>>();
+  const asError = (error: unknown) => (error instanceof Error ? error : new Error(String(error)));
+  const startLane = (entries: { name: string; make: (box: Toolbox) => Promise<string>; timeoutMs: number }[]) => {
+    let previous: Promise<unknown> = Promise.resolve();
+    for (const entry of entries) {
+      const run = previous.then(() => entry.make(box)).then((dir) => deploy(entry.name, dir, entry.timeoutMs)).catch(asError);
+      laneRuns.set(entry.name, run);
+      previous = run;
+    }
+  };
+  const laneResult = async (name: string): Promise<Status> => {
+    const result = await laneRuns.get(name);
+    if (result === undefined) throw new Error(`${name} was not started`);
+    if (result instanceof Error) throw result;
+    return result;
+  };
 
   const call = async <T>(method: string, path: string, body?: unknown): Promise<{ status: number; json: T }> => {
     const response = await fetch(`${api}${path}`, {
@@ -123,18 +150,33 @@ describe('real templates end to end', () => {
       LOG_LEVEL: 'warn',
       DEPLOY_API_TOKENS: '',
       BUILD_TIMEOUT_MS: '400000',
+      // The lanes below keep up to four of this organization's deployments active at once.
+      MAX_ACTIVE_DEPLOYMENTS_PER_ORG: '10',
+      // react-scripts' build starts worker threads whose isolates do not fit in the default 16 GiB of
+      // address space (Failed to reserve virtual memory for CodeRange; BUILD_FAILED naming the limit).
+      ...(allFrameworks ? { LOCAL_LIMIT_MEMORY_MB: '32768' } : {}),
       DEPLOYMENT_TIMEOUT_MS: '600000',
     });
     await waitFor('the dev token to be printed', () => /export TOKEN=(\S+)/.test(service.output()), 60_000);
     token = /export TOKEN=(\S+)/.exec(service.output())?.[1] ?? '';
     await waitFor('a worker heartbeat', async () => (await fetch(`${api}/health/detailed`).catch(() => null))?.status === 200, 60_000);
-    nextRun = nextApp(box).then(
-      (dir) => deploy('next-app', dir, 540_000),
-      (error: unknown) => (error instanceof Error ? error : new Error(String(error))),
-    ).catch((error: unknown) => (error instanceof Error ? error : new Error(String(error))));
+    startLane([{ name: 'next-app', make: nextApp, timeoutMs: 540_000 }]);
+    startLane([
+      { name: 'nuxt-app', make: nuxtApp, timeoutMs: 540_000 },
+      ...(allFrameworks ? [{ name: 'cra-app', make: craApp, timeoutMs: 540_000 }] : []),
+    ]);
+    startLane([
+      { name: 'astro-site', make: astroSite, timeoutMs: 300_000 },
+      { name: 'react-router-app', make: reactRouterApp, timeoutMs: 300_000 },
+      { name: 'yarn-berry-site', make: (b) => yarnVite(b, 'berry'), timeoutMs: 300_000 },
+      { name: 'bun-site', make: bunVite, timeoutMs: 300_000 },
+      ...(allFrameworks ? [{ name: 'yarn-classic-site', make: (b: Toolbox) => yarnVite(b, 'classic'), timeoutMs: 300_000 }] : []),
+    ]);
   }, 180_000);
 
   afterAll(async () => {
+    // A lane still deploying when a test failed early: let it end before the service stops under it.
+    await Promise.allSettled(laneRuns.values());
     await service?.stop();
     await mkdir(join(root, '.cache', 'npm'), { recursive: true });
     execFileSync('cp', ['-al', '-n', `${join(dataDir, 'cache', 'npm')}/.`, join(root, '.cache', 'npm')]);
@@ -202,9 +244,7 @@ describe('real templates end to end', () => {
   }, 360_000);
 
   it('Next.js (create-next-app, app and pages router): next build with NODE_ENV=production, next start', async () => {
-    const result = await nextRun;
-    if (result instanceof Error) throw result;
-    const status = result;
+    const status = await laneResult('next-app');
     expectCompleted(status);
     expect(status.build).toMatchObject({ framework: 'next', packageManager: 'npm', build: 'npm run build', outputDir: '.next' });
     const url = status.url ?? '';
@@ -216,4 +256,128 @@ describe('real templates end to end', () => {
     expect(legacy.body).toContain('pages router works');
     await expectNoSources(url, { '/package.json': '"next build"', '/app/layout.js': 'RootLayout' });
   }, 560_000);
+  /** A GET with its response headers, redirects not followed (getApp keeps only status and body). */
+  const head = (url: string) => {
+    const parsed = new URL(url);
+    return new Promise<{ status: number; type: string; cache: string; location: string; frame: string; body: string }>((resolve, reject) => {
+      const req = request({ host: '127.0.0.1', port: Number(parsed.port), path: parsed.pathname + parsed.search, headers: { host: parsed.host }, timeout: 5000 }, (response) => {
+        let body = '';
+        response.setEncoding('utf8');
+        response.on('data', (chunk: string) => (body += chunk));
+        response.on('end', () => {
+          const header = (name: string) => String(response.headers[name] ?? '');
+          resolve({ status: response.statusCode ?? 0, type: header('content-type'), cache: header('cache-control'), location: header('location'), frame: header('x-frame-options'), body });
+        });
+      });
+      req.on('error', reject);
+      req.on('timeout', () => req.destroy(new Error('timeout')));
+      req.end();
+    });
+  };
+
+  it('Astro (static, create-astro\'s minimal layout): dist/ served, /about deep link, its 404 page with 404', async () => {
+    const status = await laneResult('astro-site');
+    expectCompleted(status);
+    expect(status.build).toMatchObject({ framework: 'astro', packageManager: 'npm', build: 'npm run build', start: null, outputDir: 'dist' });
+    const url = status.url ?? '';
+    expect(await getApp(url)).toMatchObject({ status: 200, body: expect.stringContaining('<title>Zepid Astro e2e</title>') });
+    for (const path of ['/about', '/about/']) {
+      const about = await head(new URL(path, url).href);
+      expect(about, path).toMatchObject({ status: 200, type: 'text/html; charset=utf-8', cache: 'no-cache' });
+      expect(about.body).toContain('About this Astro site');
+    }
+    // The site has a 404 page (src/pages/404.astro): unknown paths get it with 404, not the SPA fallback.
+    const missing = await head(new URL('/no/such/page', url).href);
+    expect(missing.status).toBe(404);
+    expect(missing.body).toContain('Astro says: no such page');
+    await expectNoSources(url, { '/package.json': '"astro build"', '/src/pages/index.astro': 'const title', '/astro.config.mjs': 'defineConfig' });
+  }, 600_000);
+
+  it('React Router 7 framework mode: react-router build, react-router-serve, server-rendered /about', async () => {
+    const status = await laneResult('react-router-app');
+    expectCompleted(status);
+    expect(status.build).toMatchObject({ framework: 'react-router', build: 'npm run build', start: './node_modules/.bin/react-router-serve ./build/server/index.js', outputDir: 'build/server/index.js' });
+    const url = status.url ?? '';
+    const home = await getApp(url);
+    expect(home.status).toBe(200);
+    expect(home.body).toContain('<title>Zepid React Router e2e</title>');
+    expect(home.body).toContain('Welcome to React Router');
+    // The loader runs on the server: on the worker's Node.
+    const about = await getApp(new URL('/about', url).href);
+    expect(about.status).toBe(200);
+    expect(about.body).toContain(`About, served by Node <!-- -->${process.version}`);
+    const asset = /<script[^>]+src="(\/assets\/[^"]+\.js)"|<link rel="modulepreload" href="(\/assets\/[^"]+\.js)"/.exec(home.body);
+    const assetPath = asset?.[1] ?? asset?.[2] ?? '';
+    expect(assetPath, 'a client bundle linked from the page').not.toBe('');
+    expect(await head(new URL(assetPath, url).href)).toMatchObject({ status: 200, type: expect.stringMatching(/javascript/) });
+    expect((await getApp(new URL('/no/such/page', url).href)).status).toBe(404);
+    await expectNoSources(url, { '/package.json': '"react-router build"', '/app/root.tsx': 'ScrollRestoration' });
+  }, 600_000);
+
+  it('Nuxt 4: nuxt build, .output/server/index.mjs, server-rendered /about, its own 404', async () => {
+    const status = await laneResult('nuxt-app');
+    expectCompleted(status);
+    expect(status.build).toMatchObject({ framework: 'nuxt', build: 'npm run build', start: 'node .output/server/index.mjs', outputDir: '.output/server/index.mjs' });
+    const url = status.url ?? '';
+    const home = await getApp(url);
+    expect(home.status).toBe(200);
+    expect(home.body).toContain('Zepid Nuxt e2e');
+    const about = await getApp(new URL('/about', url).href);
+    expect(about.status).toBe(200);
+    expect(about.body).toContain('About this Nuxt app, rendered on the server');
+    const script = /(\/_nuxt\/[\w.-]+\.js)/.exec(home.body)?.[1] ?? '';
+    expect(script, 'a client bundle linked from the page').not.toBe('');
+    expect(await head(new URL(script, url).href)).toMatchObject({ status: 200, type: expect.stringMatching(/javascript/) });
+    expect((await getApp(new URL('/no/such/page', url).href)).status).toBe(404);
+    await expectNoSources(url, { '/package.json': '"nuxt build"', '/nuxt.config.ts': 'defineNuxtConfig', '/app/app.vue': '<NuxtPage' });
+  }, 900_000);
+
+  it('yarn 4 (berry) lockfile: installed with the pinned yarn from the registry, into node_modules', async () => {
+    const status = await laneResult('yarn-berry-site');
+    expectCompleted(status);
+    expect(status.build).toMatchObject({ framework: 'vite', packageManager: '@yarnpkg/cli-dist@4.18.1', install: 'YARN_NODE_LINKER=node-modules yarn install --immutable', build: 'YARN_NODE_LINKER=node-modules yarn run build', outputDir: 'dist' });
+    expect(status.logs.some((line) => line.includes('package manager: yarn.lock found: yarn 4.18.1 (berry'))).toBe(true);
+    const url = status.url ?? '';
+    expect(await getApp(url)).toMatchObject({ status: 200, body: expect.stringContaining('<div id="app"></div>') });
+    // No 404.html: a single-page app, every deep link answers the index.
+    expect(await getApp(new URL('/some/client/route', url).href)).toMatchObject({ status: 200, body: expect.stringContaining('<div id="app"></div>') });
+    await expectNoSources(url, { '/yarn.lock': '__metadata', '/package.json': '"devDependencies"', '/_redirects': '/home' });
+    // public/_redirects and public/_headers, copied into dist/ by Vite, apply; the rule outside the subset is named in the log.
+    expect(await head(new URL('/legacy/about?x=1', url).href)).toMatchObject({ status: 302, location: '/about?x=1', frame: 'DENY' });
+    expect(status.logs.some((line) => line.includes('static site rules: 2 redirects, 1 header rules'))).toBe(true);
+    expect(status.logs.some((line) => line.includes('static site rules: _redirects:3: left out (code 410: only 301, 302, 303, 307, 308 and 200 are supported)'))).toBe(true);
+  }, 900_000);
+
+  it('bun lockfile: installed and built with the pinned bun from the registry', async () => {
+    const status = await laneResult('bun-site');
+    expectCompleted(status);
+    expect(status.build).toMatchObject({ framework: 'vite', packageManager: 'bun@1.4.5', install: 'bun install --frozen-lockfile', build: 'bun run build', outputDir: 'dist' });
+    expect(status.logs.some((line) => line.includes('package manager: bun.lock found: bun 1.4.5'))).toBe(true);
+    const url = status.url ?? '';
+    expect(await getApp(url)).toMatchObject({ status: 200, body: expect.stringContaining('<div id="app"></div>') });
+    expect(await getApp(new URL('/deep/link', url).href)).toMatchObject({ status: 200, body: expect.stringContaining('<div id="app"></div>') });
+    await expectNoSources(url, { '/bun.lock': 'lockfileVersion', '/package.json': '"devDependencies"' });
+  }, 900_000);
+
+  it.runIf(allFrameworks)('yarn 1 (classic) lockfile: yarn install --frozen-lockfile with the pinned yarn 1', async () => {
+    const status = await laneResult('yarn-classic-site');
+    expectCompleted(status);
+    expect(status.build).toMatchObject({ framework: 'vite', packageManager: 'yarn@1.22.22', install: 'yarn install --frozen-lockfile', build: 'yarn run build', outputDir: 'dist' });
+    expect(await getApp(status.url ?? '')).toMatchObject({ status: 200, body: expect.stringContaining('<div id="app"></div>') });
+  }, 900_000);
+
+  it.runIf(allFrameworks)('Create React App (cra-template from npm): react-scripts build, build/ served as a single-page app', async () => {
+    const status = await laneResult('cra-app');
+    expectCompleted(status);
+    expect(status.build).toMatchObject({ framework: 'create-react-app', build: 'npm run build', start: null, outputDir: 'build' });
+    const url = status.url ?? '';
+    const home = await head(url);
+    expect(home).toMatchObject({ status: 200, cache: 'no-cache' });
+    expect(home.body).toContain('<div id="root"></div>');
+    const bundle = /src="(\/static\/js\/main\.[0-9a-f]+\.js)"/.exec(home.body)?.[1] ?? '';
+    expect(bundle, 'the main bundle linked from the page').not.toBe('');
+    expect(await head(new URL(bundle, url).href)).toMatchObject({ status: 200, cache: 'public, max-age=31536000, immutable' });
+    expect(await getApp(new URL('/deep/link', url).href)).toMatchObject({ status: 200, body: expect.stringContaining('<div id="root"></div>') });
+    await expectNoSources(url, { '/package.json': '"react-scripts build"', '/src/App.js': 'function App' });
+  }, 900_000);
 });

@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -30,17 +31,35 @@ function groupAlive(pgid: number): boolean {
   }
 }
 
+/** The pid of `node scripts/start.ts` in npm's process group (npm → sh → node), from /proc. */
+function startScriptPid(pgid: number): number {
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const group = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2]);
+      const argv = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
+      if (group === pgid && argv.includes('scripts/start.ts')) return Number(entry);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  throw new Error(`no scripts/start.ts process in group ${pgid}`);
+}
+
 /**
  * `npm start` is stopped the ways a user stops it; each time every process it started (npm's
  * group: sh, start.ts, API, worker; and the deployed app's own process group) is gone and nothing
  * listens on its ports. Before, a SIGTERM to npm alone left start.ts, the worker and the router
- * running, and so did a SIGKILL of npm.
+ * running, and so did a SIGKILL of npm; a SIGKILL of start.ts left the API, the worker and its apps.
  */
 describe('npm start stops everything it started', () => {
   const ways: [string, (npmPid: number) => void][] = [
     ['SIGTERM to npm alone (kill <npm pid>)', (pid) => process.kill(pid, 'SIGTERM')],
     ['SIGINT to the whole group (Ctrl-C in a terminal)', (pid) => process.kill(-pid, 'SIGINT')],
     ['SIGKILL to npm alone', (pid) => process.kill(pid, 'SIGKILL')],
+    // start.ts runs no code then: the API and the worker notice their IPC channel to it closing.
+    ['SIGKILL to start.ts itself (the API and the worker outlive it unless they watch it)', (pid) => process.kill(startScriptPid(pid), 'SIGKILL')],
   ];
 
   it.each(ways)('%s', async (_name, stop) => {

@@ -67,7 +67,9 @@ export function getApp(url: string): Promise<{ status: number; body: string }> {
   const parsed = new URL(url);
   return new Promise((resolve, reject) => {
     const req = request(
-      { host: '127.0.0.1', port: Number(parsed.port), path: parsed.pathname + parsed.search, headers: { host: parsed.host }, timeout: 5000 },
+      // 15 s: the frameworks e2e builds in lanes beside the app asked, and on two cores a server-rendered
+      // page took over 5 s to answer while Create React App and Nuxt built (SvelteKit, twice in four runs).
+      { host: '127.0.0.1', port: Number(parsed.port), path: parsed.pathname + parsed.search, headers: { host: parsed.host }, timeout: 15_000 },
       (response) => {
         let body = '';
         response.setEncoding('utf8');

@@ -15,6 +15,19 @@ export const PINNED = {
   pnpm: 'pnpm@10.34.9',
   adapterNode: '^5.5.7',
   express: '5.3.0',
+  // The templates below whose CLI downloads its files from GitHub at creation time (create-astro,
+  // create-nuxt / nuxi init, create-react-router: their npm tarballs carry no template, checked
+  // with `npm pack`) are written from the framework's own documented minimal setup instead, with
+  // the framework itself pinned here. CRA's template does come from npm (cra-template).
+  astro: '7.4.8',
+  nuxt: '4.6.4',
+  nuxtVite: '~8.3.5',
+  reactRouter: '7.18.7',
+  craTemplate: 'cra-template@1.3.0',
+  reactScripts: '5.0.1',
+  yarnClassic: 'yarn@1.22.22',
+  yarnBerry: '@yarnpkg/cli-dist@4.18.1',
+  bun: 'bun@1.4.5',
 } as const;
 
 export interface Toolbox {
@@ -101,6 +114,160 @@ export async function pnpmVite(box: Toolbox): Promise<string> {
   npmExec(box, box.dir, PINNED.createVite, ['create-vite', 'pnpm-site', '--template', 'vanilla', '--no-interactive']);
   const dir = join(box.dir, 'pnpm-site');
   npmExec(box, dir, PINNED.pnpm, ['pnpm', 'install', '--lockfile-only']);
+  return dir;
+}
+
+/** create-vite vanilla with a yarn.lock: classic (yarn 1, written by an install) or berry (yarn 4, lockfile only). */
+export async function yarnVite(box: Toolbox, flavour: 'classic' | 'berry'): Promise<string> {
+  const name = `yarn-${flavour}-site`;
+  npmExec(box, box.dir, PINNED.createVite, ['create-vite', name, '--template', 'vanilla', '--no-interactive']);
+  const dir = join(box.dir, name);
+  if (flavour === 'classic') {
+    npmExec(box, dir, PINNED.yarnClassic, ['yarn', 'install', '--ignore-scripts', '--non-interactive', '--no-progress']);
+  } else {
+    // An empty yarn.lock makes the folder a project of its own (yarn 4 looks for one upwards).
+    await writeFile(join(dir, 'yarn.lock'), '');
+    npmExec(box, dir, PINNED.yarnBerry, ['yarn', 'install', '--mode=update-lockfile']);
+  }
+  if (flavour === 'berry') {
+    // What Cloudflare Pages / Netlify users ship in public/ (Vite copies it into dist/).
+    await writeFile(join(dir, 'public', '_redirects'), '/home / 301\n/legacy/* /:splat 302\n/old /new 410\n');
+    await writeFile(join(dir, 'public', '_headers'), '/*\n  X-Frame-Options: DENY\n');
+  }
+  // What the lockfile's install left: not part of a project's sources (.gitignore'd by yarn's docs).
+  await rm(join(dir, 'node_modules'), { recursive: true, force: true });
+  await rm(join(dir, '.yarn'), { recursive: true, force: true });
+  return dir;
+}
+
+/** create-vite vanilla with a bun.lock written by the pinned bun (its npm package carries the binary). */
+export async function bunVite(box: Toolbox): Promise<string> {
+  npmExec(box, box.dir, PINNED.createVite, ['create-vite', 'bun-site', '--template', 'vanilla', '--no-interactive']);
+  const dir = join(box.dir, 'bun-site');
+  npmExec(box, dir, PINNED.bun, ['bun', 'install', '--lockfile-only']);
+  return dir;
+}
+
+async function writeTree(dir: string, files: Record<string, string>): Promise<void> {
+  for (const [path, content] of Object.entries(files)) {
+    await mkdir(join(dir, path, '..'), { recursive: true });
+    await writeFile(join(dir, path), content);
+  }
+}
+
+const packageJson = (name: string, fields: Record<string, unknown>) => `${JSON.stringify({ name, version: '0.0.0', private: true, type: 'module', ...fields }, null, 2)}\n`;
+
+/**
+ * A static Astro site as Astro's docs set one up by hand ("Install and set up Astro" → manual
+ * setup: astro as the only dependency, the build script, src/pages/), with a second page and a 404 page.
+ */
+export async function astroSite(box: Toolbox): Promise<string> {
+  const dir = join(box.dir, 'astro-site');
+  await writeTree(dir, {
+    'package.json': packageJson('astro-site', { scripts: { dev: 'astro dev', build: 'astro build', preview: 'astro preview' }, dependencies: { astro: PINNED.astro } }),
+    'astro.config.mjs': "import { defineConfig } from 'astro/config';\n\nexport default defineConfig({});\n",
+    'src/pages/index.astro': '---\nconst title = "Zepid Astro e2e";\n---\n<html lang="en">\n  <head><meta charset="utf-8" /><title>{title}</title></head>\n  <body><h1>{title}</h1><a href="/about/">About</a></body>\n</html>\n',
+    'src/pages/about.astro': '<html lang="en">\n  <head><meta charset="utf-8" /><title>About</title></head>\n  <body><h1>About this Astro site</h1></body>\n</html>\n',
+    'src/pages/404.astro': '<html lang="en">\n  <head><meta charset="utf-8" /><title>Not found</title></head>\n  <body><h1>Astro says: no such page</h1></body>\n</html>\n',
+  });
+  return dir;
+}
+
+/**
+ * A Nuxt 4 app as Nuxt's docs lay one out (app/app.vue with <NuxtPage />, app/pages/ for file
+ * routes, nuxt.config.ts; the starter's scripts), with an /about page.
+ */
+export async function nuxtApp(box: Toolbox): Promise<string> {
+  const dir = join(box.dir, 'nuxt-app');
+  await writeTree(dir, {
+    'package.json': packageJson('nuxt-app', {
+      scripts: { build: 'nuxt build', dev: 'nuxt dev', generate: 'nuxt generate', preview: 'nuxt preview', postinstall: 'nuxt prepare' },
+      dependencies: { nuxt: PINNED.nuxt, vue: '^3.5.44', 'vue-router': '^5.4.0' },
+      // Without it the build fails today (nuxt 4.5 and 4.6 alike): Vite 8.4 bundles with rolldown
+      // 1.3 while @nuxt/vite-builder brings rolldown 1.2, and the server build stops with
+      // EXTERNAL_MODULES_CANNOT_BE_TRANSFORMED_TO_MODULES on unctx. Vite 8.3 shares rolldown 1.2.
+      overrides: { vite: PINNED.nuxtVite },
+    }),
+    'nuxt.config.ts': "export default defineNuxtConfig({\n  compatibilityDate: '2025-07-15',\n  devtools: { enabled: false },\n});\n",
+    'app/app.vue': '<template>\n  <div>\n    <NuxtRouteAnnouncer />\n    <NuxtPage />\n  </div>\n</template>\n',
+    'app/pages/index.vue': '<template>\n  <h1>Zepid Nuxt e2e</h1>\n  <NuxtLink to="/about">About</NuxtLink>\n</template>\n',
+    'app/pages/about.vue': '<script setup lang="ts">\nconst rendered = import.meta.server ? "on the server" : "in the browser";\n</script>\n<template>\n  <h1>About this Nuxt app, rendered {{ rendered }}</h1>\n</template>\n',
+  });
+  return dir;
+}
+
+/**
+ * React Router 7 in framework mode, laid out as create-react-router's default template is
+ * (react-router.config.ts, vite.config.ts with the reactRouter plugin, app/root.tsx, app/routes.ts,
+ * start script `react-router-serve ./build/server/index.js`), without Tailwind; with an /about route.
+ */
+export async function reactRouterApp(box: Toolbox): Promise<string> {
+  const dir = join(box.dir, 'react-router-app');
+  const v = PINNED.reactRouter;
+  await writeTree(dir, {
+    'package.json': packageJson('react-router-app', {
+      scripts: { build: 'react-router build', dev: 'react-router dev', start: 'react-router-serve ./build/server/index.js' },
+      dependencies: { '@react-router/node': v, '@react-router/serve': v, isbot: '^5', react: '^19', 'react-dom': '^19', 'react-router': v },
+      devDependencies: { '@react-router/dev': v, vite: '^7' },
+    }),
+    'react-router.config.ts': 'import type { Config } from "@react-router/dev/config";\n\nexport default {\n  ssr: true,\n} satisfies Config;\n',
+    'vite.config.ts': 'import { reactRouter } from "@react-router/dev/vite";\nimport { defineConfig } from "vite";\n\nexport default defineConfig({\n  plugins: [reactRouter()],\n});\n',
+    'app/root.tsx': [
+      'import { Links, Meta, Outlet, Scripts, ScrollRestoration } from "react-router";',
+      '',
+      'export function Layout({ children }: { children: React.ReactNode }) {',
+      '  return (',
+      '    <html lang="en">',
+      '      <head>',
+      '        <meta charSet="utf-8" />',
+      '        <Meta />',
+      '        <Links />',
+      '      </head>',
+      '      <body>',
+      '        {children}',
+      '        <ScrollRestoration />',
+      '        <Scripts />',
+      '      </body>',
+      '    </html>',
+      '  );',
+      '}',
+      '',
+      'export default function App() {',
+      '  return <Outlet />;',
+      '}',
+      '',
+    ].join('\n'),
+    'app/routes.ts': 'import { type RouteConfig, index, route } from "@react-router/dev/routes";\n\nexport default [index("routes/home.tsx"), route("about", "routes/about.tsx")] satisfies RouteConfig;\n',
+    'app/routes/home.tsx': 'export function meta() {\n  return [{ title: "Zepid React Router e2e" }];\n}\n\nexport default function Home() {\n  return <h1>Welcome to React Router</h1>;\n}\n',
+    'app/routes/about.tsx': 'export function loader() {\n  return { node: process.version };\n}\n\nexport default function About({ loaderData }: { loaderData: { node: string } }) {\n  return <h1>About, served by Node {loaderData.node}</h1>;\n}\n',
+  });
+  return dir;
+}
+
+/**
+ * Create React App as create-react-app writes it: cra-template's files (from npm) and the
+ * package.json create-react-app generates (react-scripts, the template's dependencies, scripts,
+ * eslintConfig and browserslist).
+ */
+export async function craApp(box: Toolbox): Promise<string> {
+  const dir = join(box.dir, 'cra-app');
+  await mkdir(dir, { recursive: true });
+  execFileSync('npm', ['pack', PINNED.craTemplate, '--silent', '--pack-destination', box.dir], { cwd: box.dir, env: box.env, stdio: ['ignore', 'pipe', 'pipe'], timeout: 120_000 });
+  const tarball = join(box.dir, `${PINNED.craTemplate.replace('@', '-')}.tgz`);
+  execFileSync('tar', ['xzf', tarball, '-C', dir, '--strip-components=2', 'package/template'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const templateJson = execFileSync('tar', ['xzOf', tarball, 'package/template.json']).toString('utf8');
+  const template = (JSON.parse(templateJson) as { package: { dependencies: Record<string, string>; eslintConfig: unknown } }).package;
+  await writeFile(
+    join(dir, 'package.json'),
+    packageJson('cra-app', {
+      type: undefined,
+      version: '0.1.0',
+      dependencies: { react: '^19', 'react-dom': '^19', 'react-scripts': PINNED.reactScripts, ...template.dependencies },
+      scripts: { start: 'react-scripts start', build: 'react-scripts build', test: 'react-scripts test', eject: 'react-scripts eject' },
+      eslintConfig: template.eslintConfig,
+      browserslist: { production: ['>0.2%', 'not dead', 'not op_mini all'], development: ['last 1 chrome version', 'last 1 firefox version', 'last 1 safari version'] },
+    }),
+  );
   return dir;
 }
 

@@ -5,7 +5,7 @@ import { chmod, cp, mkdir, symlink, writeFile } from 'node:fs/promises';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { brotliDecompressSync, gunzipSync } from 'node:zlib';
-import { DEBIAN_BROTLI_STATIC_MODULE, nginxConfig, prepareSiteCommand } from '@zepid/core';
+import { DEBIAN_BROTLI_STATIC_MODULE, IMMUTABLE_CACHE_CONTROL, nginxConfig, prepareSiteCommand, REVALIDATE_CACHE_CONTROL, staticRulesScript } from '@zepid/core';
 import { freePort, waitFor } from '../e2e/support.ts';
 
 /** Bodies distinct enough to tell which file answered, and long enough to be compressed. */
@@ -25,7 +25,7 @@ export const BODY = {
  * A built output as a bundler leaves it, plus what must never be served: dotfiles and symlinks (one
  * out of the root, one inside it; nginx and the router both refuse every symlink).
  */
-export async function writeSite(dir: string, options: { with404: boolean }): Promise<void> {
+export async function writeSite(dir: string, options: { with404: boolean; rules?: boolean }): Promise<void> {
   await mkdir(join(dir, 'assets'), { recursive: true });
   await mkdir(join(dir, 'docs'), { recursive: true });
   await mkdir(join(dir, '.well-known'), { recursive: true });
@@ -43,7 +43,46 @@ export async function writeSite(dir: string, options: { with404: boolean }): Pro
   await symlink('/etc/passwd', join(dir, 'passwd'));
   await symlink('about.html', join(dir, 'alias.html'));
   if (options.with404) await writeFile(join(dir, '404.html'), BODY.notFound);
+  if (options.rules === true) {
+    await writeFile(join(dir, '_redirects'), REDIRECTS);
+    await writeFile(join(dir, '_headers'), HEADERS);
+  }
 }
+
+/** A _redirects as Vite users ship it in public/: rules of the subset, then some outside it (left out with a warning). */
+export const REDIRECTS = [
+  '# moved pages',
+  '/old-about /about 301',
+  '/blog/* /posts/:splat',
+  '/users/:id/profile /people/:id 308',
+  '/go https://example.com/landing',
+  '/with-query /about?from=old 301',
+  '/app/* /index.html 200',
+  '/docs-old /docs/ 200',
+  '/missing-target /nowhere 200',
+  '/force /about 200!',
+  '/country /about 302 Country=nz',
+  '/gone /about 410',
+  '/proxy https://example.com/ 200',
+  '/.hidden /about',
+  '',
+].join('\n');
+
+export const HEADERS = [
+  '/*',
+  '  X-Frame-Options: DENY',
+  '  X-Content-Type-Options: nosniff',
+  '/assets/*',
+  '  Cache-Control: public, max-age=60',
+  '  X-Frame-Options: SAMEORIGIN',
+  '  Access-Control-Allow-Origin: *',
+  '/about',
+  '  ! X-Frame-Options',
+  '  Content-Type: text/plain',
+  '  X-Price: $5',
+  '  Content-Security-Policy: default-src \'self\'; img-src *',
+  '',
+].join('\n');
 
 export interface Answer {
   status: number;
@@ -82,6 +121,8 @@ export function nginxAvailable(): boolean {
 
 export interface RunningNginx {
   port: number;
+  /** What the rules script printed (its warnings). */
+  rulesOutput: string;
   stop(): Promise<void>;
 }
 
@@ -94,13 +135,17 @@ export async function startNginx(site: string, workDir: string): Promise<Running
   const runDir = join(workDir, 'run');
   await cp(site, root, { recursive: true, verbatimSymlinks: true });
   await mkdir(runDir, { recursive: true });
+  // The site's _redirects/_headers → nginx rules, by the very script the generated Dockerfile runs.
+  const rulesDir = join(runDir, 'rules');
+  const rules = spawnSync(process.execPath, ['-e', staticRulesScript({ revalidate: REVALIDATE_CACHE_CONTROL, immutable: IMMUTABLE_CACHE_CONTROL }), root, rulesDir], { encoding: 'utf8' });
+  if (rules.status !== 0) throw new Error(`the rules script failed: ${rules.stderr}`);
   const precompress = spawnSync('sh', ['-c', prepareSiteCommand(root)], { encoding: 'utf8' });
   if (precompress.status !== 0) throw new Error(`precompress failed: ${precompress.stderr}`);
   // nginx's workers run as nobody when the test runs as root: they must reach the copy.
   await chmod(workDir, 0o755);
   const port = await freePort();
   const config = join(runDir, 'nginx.conf');
-  await writeFile(config, nginxConfig({ root, port, listen: '127.0.0.1', runDir, modules: [DEBIAN_BROTLI_STATIC_MODULE] }));
+  await writeFile(config, nginxConfig({ root, port, listen: '127.0.0.1', runDir, modules: [DEBIAN_BROTLI_STATIC_MODULE], rulesDir }));
   const child: ChildProcess = spawn('nginx', ['-c', config, '-e', 'stderr'], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
@@ -119,6 +164,7 @@ export async function startNginx(site: string, workDir: string): Promise<Running
   }
   return {
     port,
+    rulesOutput: `${rules.stdout}${rules.stderr}`,
     async stop() {
       if (child.exitCode === null) child.kill('SIGTERM');
       await exited;

@@ -1,10 +1,11 @@
-import { chmod, mkdtemp, rm } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { chmod, cp, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import dockerfileUtils from 'dockerfile-utils';
-import { DEBIAN_BROTLI_STATIC_MODULE, generateDockerfile, IMMUTABLE_CACHE_CONTROL, nginxConfig } from '@zepid/core';
+import { DEBIAN_BROTLI_STATIC_MODULE, generateDockerfile, IMMUTABLE_CACHE_CONTROL, nginxConfig, STATIC_IMAGE_RULES_DIR } from '@zepid/core';
 import { LocalRouter } from '../../packages/local/src/index.ts';
 import { StaticSite } from '../../packages/local/src/runtime/static-site.ts';
 import type { Answer, RunningNginx } from './site.ts';
@@ -16,7 +17,7 @@ import { BODY, fetchRaw, nginxAvailable, startNginx, writeSite } from './site.ts
  */
 interface Case {
   name: string;
-  site: 'spa' | 'with404';
+  site: 'spa' | 'with404' | 'rules';
   path: string;
   method?: string;
   headers?: Record<string, string>;
@@ -30,6 +31,9 @@ interface Case {
   body?: string;
   /** For answers whose body is not a file's (errors): only that it does not leak this. */
   bodyExcludes?: string;
+  location?: string;
+  /** Other response headers, by lower-case name (undefined: absent). */
+  more?: Record<string, string | undefined>;
 }
 
 const HTML = 'text/html; charset=utf-8';
@@ -77,6 +81,31 @@ const CASES: Case[] = [
   { name: 'with 404.html: a dotfile', site: 'with404', path: '/.env', status: 404, type: HTML, body: BODY.notFound },
   { name: 'with 404.html: root still answers', site: 'with404', path: '/', status: 200, type: HTML, body: BODY.index },
   { name: 'with 404.html: /about', site: 'with404', path: '/about', status: 200, type: HTML, body: BODY.about },
+  // _redirects and _headers (site.ts: REDIRECTS, HEADERS), in the subset static-rules.ts documents.
+  { name: '_redirects: 301', site: 'rules', path: '/old-about', status: 301, location: '/about', cache: REVALIDATE, more: { 'x-frame-options': 'DENY' } },
+  { name: '_redirects: the query string is kept', site: 'rules', path: '/old-about?ref=mail&x=1', status: 301, location: '/about?ref=mail&x=1' },
+  { name: '_redirects: splat, 302 by default', site: 'rules', path: '/blog/2024/hello-world', status: 302, location: '/posts/2024/hello-world' },
+  { name: '_redirects: splat of nothing', site: 'rules', path: '/blog/', status: 302, location: '/posts/' },
+  { name: '_redirects: a splat never matches a dot segment', site: 'rules', path: '/blog/.env', status: 200, type: HTML, body: BODY.index },
+  { name: '_redirects: placeholder, 308', site: 'rules', path: '/users/42/profile', status: 308, location: '/people/42' },
+  { name: '_redirects: a placeholder is one segment', site: 'rules', path: '/users/42/x/profile', status: 200, body: BODY.index },
+  { name: '_redirects: to another site', site: 'rules', path: '/go', status: 302, location: 'https://example.com/landing' },
+  { name: "_redirects: the destination's own query replaces the request's", site: 'rules', path: '/with-query?a=b', status: 301, location: '/about?from=old' },
+  { name: '_redirects: 200 rewrite of a client route to the index', site: 'rules', path: '/app/settings/deep', status: 200, type: HTML, cache: REVALIDATE, body: BODY.index, more: { 'x-frame-options': 'DENY' } },
+  { name: '_redirects: 200 rewrite, compressed', site: 'rules', path: '/app/x', headers: ACCEPT, status: 200, encoding: 'br', body: BODY.index },
+  { name: '_redirects: 200 rewrite finds docs/index.html', site: 'rules', path: '/docs-old', status: 200, type: HTML, body: BODY.docs },
+  { name: '_redirects: 200 rewrite to nothing is not found (SPA: the index)', site: 'rules', path: '/missing-target', status: 200, body: BODY.index },
+  { name: '_redirects: a rule applies before a file', site: 'rules', path: '/old-about', method: 'HEAD', status: 301, location: '/about' },
+  { name: '_redirects: force (!) is left out', site: 'rules', path: '/force', status: 200, body: BODY.index },
+  { name: '_redirects: conditions are left out', site: 'rules', path: '/country', status: 200, body: BODY.index },
+  { name: '_redirects: code 410 is left out', site: 'rules', path: '/gone', status: 200, body: BODY.index },
+  { name: '_redirects itself is not served', site: 'rules', path: '/_redirects', status: 200, body: BODY.index },
+  { name: '_headers itself is not served', site: 'rules', path: '/_headers', status: 200, body: BODY.index },
+  { name: '_headers: /* applies to every path', site: 'rules', path: '/about', status: 200, type: HTML, cache: REVALIDATE, body: BODY.about, more: { 'x-frame-options': 'DENY', 'x-content-type-options': 'nosniff', 'content-security-policy': "default-src 'self'; img-src *", 'x-price': undefined } },
+  { name: '_headers: Cache-Control replaces the fingerprint one; first block wins per name', site: 'rules', path: '/assets/index-B9Ndfhfh.js', status: 200, type: JS, cache: 'public, max-age=60', more: { 'x-frame-options': 'DENY', 'access-control-allow-origin': '*' } },
+  { name: '_headers: on a 304 too', site: 'rules', path: '/assets/index-B9Ndfhfh.js', conditional: true, status: 304, cache: 'public, max-age=60', more: { 'access-control-allow-origin': '*' } },
+  { name: '_headers: a client route gets /* headers', site: 'rules', path: '/some/route', status: 200, body: BODY.index, more: { 'x-frame-options': 'DENY', 'access-control-allow-origin': undefined } },
+  { name: 'no _headers: nothing added', site: 'spa', path: '/about', status: 200, body: BODY.about, more: { 'x-frame-options': undefined } },
 ];
 
 type Target = (site: Case['site'], path: string, options: { method?: string; headers?: Record<string, string> }) => Promise<Answer>;
@@ -100,14 +129,16 @@ function check(row: Case, answer: Answer): void {
   if ('encoding' in row) [got.encoding, want.encoding] = [answer.headers['content-encoding'], row.encoding];
   if ('vary' in row) [got.vary, want.vary] = [answer.headers.vary, row.vary];
   if (row.body !== undefined) [got.body, want.body] = [answer.body, row.body];
+  if (row.location !== undefined) [got.location, want.location] = [answer.headers.location, row.location];
+  if (row.more !== undefined) [got.more, want.more] = [Object.fromEntries(Object.keys(row.more).map((name) => [name, answer.headers[name]])), row.more];
   expect(got, row.name).toEqual(want);
   if (row.bodyExcludes !== undefined) expect(answer.body, row.name).not.toContain(row.bodyExcludes);
   // Every answer with a file has an ETag (revalidation depends on it).
-  if (answer.status === 200 || answer.status === 304) expect(answer.headers.etag, row.name).toMatch(/^"[^"]+"$/);
+  if ((answer.status === 200 || answer.status === 304) && row.method !== 'HEAD') expect(answer.headers.etag, row.name).toMatch(/^"[^"]+"$/);
 }
 
 let dir: string;
-const sites: Record<Case['site'], string> = { spa: '', with404: '' };
+const sites: Record<Case['site'], string> = { spa: '', with404: '', rules: '' };
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'zepid-static-'));
@@ -117,7 +148,21 @@ beforeAll(async () => {
   sites.with404 = join(dir, 'with404');
   await writeSite(sites.spa, { with404: false });
   await writeSite(sites.with404, { with404: true });
+  sites.rules = join(dir, 'rules');
+  await writeSite(sites.rules, { with404: false, rules: true });
 });
+
+/** The rules left out of site.ts's files, as both the router and the image's build log say them. */
+const EXPECTED_WARNINGS = [
+  '_redirects:10: left out (code 200!: only 301, 302, 303, 307, 308 and 200 are supported)',
+  '_redirects:11: left out (expected "source destination [code]"; conditions and other fields are not supported)',
+  '_redirects:12: left out (code 410: only 301, 302, 303, 307, 308 and 200 are supported)',
+  '_redirects:13: left out (200 serves a path of this site: no URL, query or fragment)',
+  '_redirects:14: left out (source /.hidden: a path segment cannot start with a dot)',
+  '_headers:9: left out (detaching a header with ! is not supported)',
+  '_headers:10: left out (Content-Type is set by the server)',
+  '_headers:11: left out (the value of X-Price must be 1-2000 printable ASCII characters without ", \\ and $)',
+];
 
 afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
@@ -130,7 +175,12 @@ describe('static sites through the local router', () => {
   beforeAll(async () => {
     router = new LocalRouter({ host: '127.0.0.1', port: 0 });
     await router.start();
-    for (const site of ['spa', 'with404'] as const) router.set(site, { site: await StaticSite.open(sites[site], join(dir, `cache-${site}`)) });
+    for (const site of ['spa', 'with404', 'rules'] as const) router.set(site, { site: await StaticSite.open(sites[site], join(dir, `cache-${site}`)) });
+  });
+
+  it('says which rules it left out, and why', () => {
+    const site = router.target('rules');
+    expect(site !== undefined && 'site' in site ? site.site.ruleWarnings : null).toEqual(EXPECTED_WARNINGS);
   });
 
   afterAll(async () => {
@@ -154,7 +204,12 @@ describe.runIf(nginxRequired || nginxAvailable())("static sites through Debian's
 
   beforeAll(async () => {
     if (!nginxAvailable()) throw new Error('nginx, libnginx-mod-http-brotli-static and brotli are required: apt-get install nginx libnginx-mod-http-brotli-static brotli');
-    for (const site of ['spa', 'with404'] as const) servers[site] = await startNginx(sites[site], join(dir, `nginx-${site}`));
+    for (const site of ['spa', 'with404', 'rules'] as const) servers[site] = await startNginx(sites[site], join(dir, `nginx-${site}`));
+  });
+
+  it("the image's rules script prints the same warnings", () => {
+    const printed = (servers.rules?.rulesOutput ?? '').split('\n').filter((line) => line.startsWith('static site rules: _'));
+    expect(printed).toEqual(EXPECTED_WARNINGS.map((warning) => `static site rules: ${warning}`));
   });
 
   afterAll(async () => {
@@ -176,9 +231,27 @@ describe('the generated image of a static site', () => {
     if (printf === undefined) throw new Error(`no RUN writing the nginx configuration in:\n${dockerfile}`);
     const written = spawnSync('sh', ['-c', printf], { encoding: 'utf8' });
     expect(written.status).toBe(0);
-    expect(written.stdout).toBe(nginxConfig({ root: '/site', port: 8080, runDir: '/tmp/nginx', modules: [DEBIAN_BROTLI_STATIC_MODULE] }));
+    expect(written.stdout).toBe(nginxConfig({ root: '/site', port: 8080, runDir: '/tmp/nginx', modules: [DEBIAN_BROTLI_STATIC_MODULE], rulesDir: STATIC_IMAGE_RULES_DIR }));
+    expect(dockerfile).toContain(`COPY --from=build /zepid-rules ${STATIC_IMAGE_RULES_DIR}`);
     expect(dockerfile).toContain('FROM debian:bookworm-slim');
     expect(dockerfile).toContain('USER nobody');
+  });
+
+  it("turns the built site's _redirects and _headers into nginx rules (the RUN line, run by sh over a copy of the rules site)", async () => {
+    const run = dockerfile.split('\n').find((line) => line.startsWith('RUN node -e ') && line.endsWith(' /site /zepid-rules'));
+    if (run === undefined) throw new Error(`no RUN making the nginx rules in:\n${dockerfile}`);
+    const copy = join(dir, 'image-rules-site');
+    await cp(sites.rules, copy, { recursive: true, verbatimSymlinks: true });
+    const out = join(dir, 'image-rules');
+    const command = `${run.slice('RUN '.length, -' /site /zepid-rules'.length)} ${copy} ${out}`;
+    const result = spawnSync('sh', ['-c', command], { encoding: 'utf8', env: { PATH: process.env.PATH ?? '' } });
+    expect(result.status, result.stderr).toBe(0);
+    expect(result.stderr.split('\n').filter((line) => line !== '')).toEqual(EXPECTED_WARNINGS.map((warning) => `static site rules: ${warning}`));
+    expect(result.stdout).toContain('static site rules: 8 redirects, 3 header rules');
+    expect((await readdir(out)).sort()).toEqual(['rules-headers.conf', 'rules-http.conf', 'rules-server.conf']);
+    expect(await readFile(join(out, 'rules-server.conf'), 'utf8')).toContain('location ~ "^/old-about$" {\n  return 301 "/about$is_args$args";\n}');
+    // The two files configure the image; they are not served from it.
+    expect(existsSync(join(copy, '_redirects')) || existsSync(join(copy, '_headers'))).toBe(false);
   });
 
   it('passes dockerfile-utils with its optional rules as errors', () => {

@@ -2,7 +2,8 @@ import type { DeploymentSpec } from './deployment.ts';
 import { DeployError } from './errors.ts';
 import type { PackageManagerName } from './frameworks.ts';
 import { choosePackageManager, detectFramework, STATIC_OUTPUT_CANDIDATES } from './frameworks.ts';
-import { staticImageStage } from './static-site.ts';
+import { staticRulesScript } from './static-rules.ts';
+import { IMMUTABLE_CACHE_CONTROL, REVALIDATE_CACHE_CONTROL, staticImageStage } from './static-site.ts';
 
 /**
  * How a source becomes an image: detected once from the files (frameworks.ts holds the table), used
@@ -250,7 +251,10 @@ export function generateDockerfile(plan: BuildPlan, paths: readonly string[] = [
   const missing = `BUILD_OUTPUT_MISSING: no index.html in ${plan.outputDir ?? STATIC_OUTPUT_CANDIDATES.join(', ')}; ${plan.outputHint ?? ''}`;
   lines.push(
     `RUN mkdir /site && for d in ${candidates}; do if [ -f "$d/index.html" ]; then cp -r "$d"/. /site/ && break; fi; done && rm -f /site/Dockerfile && if [ ! -f /site/index.html ]; then echo ${shellQuote(missing)} >&2; exit 1; fi`,
-    ...staticImageStage({ from: 'build', siteDir: '/site', port: plan.port }),
+    // The site's _redirects and _headers as nginx configuration, by the same parse the local router
+    // uses (static-rules.ts); rules left out are printed as warnings in the build log.
+    `RUN node -e ${shellQuote(staticRulesScript({ revalidate: REVALIDATE_CACHE_CONTROL, immutable: IMMUTABLE_CACHE_CONTROL }))} /site /zepid-rules`,
+    ...staticImageStage({ from: 'build', siteDir: '/site', rulesDir: '/zepid-rules', port: plan.port }),
   );
   return `${lines.join('\n')}\n`;
 }

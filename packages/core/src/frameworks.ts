@@ -138,7 +138,9 @@ export function choosePackageManager(files: ReadonlyMap<string, Buffer>, pkg: Pa
         tool: `@yarnpkg/cli-dist@${pinned}`,
         reason: `${basis}: yarn ${pinned} (berry; ${version === null ? 'the pinned default' : 'named by packageManager'}), installing into node_modules`,
         install: frozen ? 'YARN_NODE_LINKER=node-modules yarn install --immutable' : 'YARN_NODE_LINKER=node-modules yarn install',
-        run: (script) => `yarn run ${script}`,
+        // The linker must be the install's for every later yarn command too: else yarn takes the
+        // project for an uninstalled Plug'n'Play one ("doesn't seem to have been installed").
+        run: (script) => `YARN_NODE_LINKER=node-modules yarn run ${script}`,
       };
     }
     case 'bun': {

@@ -16,6 +16,7 @@ export * from './source.ts';
 export * from './concurrency.ts';
 export * from './build-plan.ts';
 export * from './static-site.ts';
+export * from './static-rules.ts';
 export * from './frameworks.ts';
 export * from './logs.ts';
 export * from './config.ts';

@@ -14,6 +14,7 @@
  *   (HTML above all), which browsers revalidate with the ETag (304).
  * - gzip and brotli variants of text files, made once (at switch time locally, at image build time
  *   in the image), served per `Accept-Encoding` (brotli first), with `Vary: Accept-Encoding`.
+ * - The site's `_redirects` and `_headers`, in the subset static-rules.ts documents.
  */
 
 export const IMMUTABLE_CACHE_CONTROL = 'public, max-age=31536000, immutable';
@@ -95,6 +96,12 @@ export interface NginxSiteOptions {
   runDir: string;
   /** Modules to load (absolute .so paths), e.g. the brotli static module. */
   modules: readonly string[];
+  /**
+   * Where the site's `_redirects` / `_headers` rules are, as nginx configuration
+   * (rules-http.conf, rules-server.conf, rules-headers.conf: static-rules.ts, written from the
+   * built site by staticRulesScript; empty files when the site has none).
+   */
+  rulesDir: string;
 }
 
 /**
@@ -126,23 +133,32 @@ export function nginxConfig(options: NginxSiteOptions): string {
     `  fastcgi_temp_path ${options.runDir}/fastcgi;`,
     `  uwsgi_temp_path ${options.runDir}/uwsgi;`,
     `  scgi_temp_path ${options.runDir}/scgi;`,
+    `  include ${options.rulesDir}/rules-http.conf;`,
     '  server {',
     `    listen ${listen};`,
     `    root ${options.root};`,
+    // The path asked for, kept for the _headers maps (the 404 page below is a named location, so
+    // this is set once per request).
+    '    set $zepid_path $uri;',
     '    gzip_static on;',
     '    brotli_static on;',
     '    gzip_vary on;',
     '    etag on;',
     '    if_modified_since off;',
     '    absolute_redirect off;',
-    `    add_header Cache-Control "${REVALIDATE_CACHE_CONTROL}" always;`,
+    // no-cache unless the site's _headers says otherwise; then the _headers headers.
+    '    add_header Cache-Control $zepid_cache_control always;',
+    `    include ${options.rulesDir}/rules-headers.conf;`,
     // Any miss, dotfiles included, ends in @notfound: the site's 404.html with 404, or the SPA's index.html.
-    '    error_page 404 /404.html;',
+    '    error_page 404 @notfound_page;',
     // A dotfile reaches @notfound through error_page 418; its `return 404` must still find 404.html.
     '    recursive_error_pages on;',
     '    location / {',
     '      try_files $uri $uri.html $uri/index.html @notfound;',
     '    }',
+    // The site's _redirects, one regex location per rule, before any other: rules apply before files.
+    // No rule matches a path with a dot segment, so none reaches a dotfile.
+    `    include ${options.rulesDir}/rules-server.conf;`,
     // Regex locations match in order: dotfiles first, so `/.well-known/` is never looked up.
     '    location ~ (^|/)\\. {',
     '      error_page 418 = @notfound;',
@@ -152,12 +168,17 @@ export function nginxConfig(options: NginxSiteOptions): string {
     '      try_files ${uri}index.html @notfound;',
     '    }',
     `    location ~ "${FINGERPRINTED_PATH_PATTERN}" {`,
-    `      add_header Cache-Control "${IMMUTABLE_CACHE_CONTROL}" always;`,
+    '      add_header Cache-Control $zepid_cache_control_fingerprinted always;',
+    `      include ${options.rulesDir}/rules-headers.conf;`,
     '      try_files $uri $uri.html $uri/index.html @notfound;',
     '    }',
     '    location @notfound {',
     '      if (-f $document_root/404.html) { return 404; }',
     '      try_files /index.html =404;',
+    '    }',
+    // A named location keeps the 404 status and, unlike a URI, does not run the server level again.
+    '    location @notfound_page {',
+    '      try_files /404.html =404;',
     '    }',
     '  }',
     '}',
@@ -184,14 +205,16 @@ export function prepareSiteCommand(dir: string): string {
 /** Debian packages the static image installs: nginx and its brotli static module, and the tools prepareSiteCommand uses. */
 export const STATIC_IMAGE_PACKAGES = ['nginx', 'libnginx-mod-http-brotli-static', 'brotli', 'gzip'] as const;
 export const STATIC_IMAGE_BASE = 'debian:bookworm-slim';
+/** Where the image keeps the nginx rules made from the site's _redirects and _headers. */
+export const STATIC_IMAGE_RULES_DIR = '/etc/zepid/rules';
 export const DEBIAN_BROTLI_STATIC_MODULE = '/usr/lib/nginx/modules/ngx_http_brotli_static_module.so';
 
 /**
  * The image's last stage for a static site: Debian's nginx (the one the table of cases runs) serving
  * `/site` from the stage named `from`, unprivileged, listening on `port`.
  */
-export function staticImageStage(options: { from: string; siteDir: string; port: number }): string[] {
-  const config = nginxConfig({ root: '/site', port: options.port, runDir: '/tmp/nginx', modules: [DEBIAN_BROTLI_STATIC_MODULE] });
+export function staticImageStage(options: { from: string; siteDir: string; rulesDir: string; port: number }): string[] {
+  const config = nginxConfig({ root: '/site', port: options.port, runDir: '/tmp/nginx', modules: [DEBIAN_BROTLI_STATIC_MODULE], rulesDir: STATIC_IMAGE_RULES_DIR });
   const configLines = config
     .trimEnd()
     .split('\n')
@@ -202,6 +225,7 @@ export function staticImageStage(options: { from: string; siteDir: string; port:
     ...configLines,
     '      > /etc/zepid/nginx.conf',
     `COPY --from=${options.from} ${options.siteDir} /site`,
+    `COPY --from=${options.from} ${options.rulesDir} ${STATIC_IMAGE_RULES_DIR}`,
     `RUN ${prepareSiteCommand('/site')}`,
     'USER nobody',
     `EXPOSE ${options.port}`,

@@ -38,7 +38,7 @@ export function sandboxEnv(options: {
   passthrough?: Readonly<Record<string, string>>;
   extra?: Record<string, string>;
 }): Record<string, string> {
-  return {
+  const env: Record<string, string> = {
     PATH: [...(options.pathBefore ?? []), options.nodeBin, '/usr/local/bin', '/usr/bin', '/bin'].join(delimiter),
     HOME: options.home,
     LANG: 'C.UTF-8',
@@ -50,4 +50,14 @@ export function sandboxEnv(options: {
     ...options.variables,
     ...options.extra,
   };
+  // Every command runs under RLIMIT_AS (LOCAL_LIMIT_MEMORY_MB), and by default V8 reserves ~10 GiB
+  // of address space per WebAssembly memory for its trap-handler bounds checks: under 16 GiB a
+  // second one fails ("WebAssembly.Instance(): Out of memory"), which broke Astro, React Router and
+  // Nuxt builds (rolldown, es-module-lexer) and yarn 4's install (libzip). Node's documented way
+  // out for a limited address space: explicit bounds checks instead. The deployment's own
+  // NODE_OPTIONS come after it.
+  env.NODE_OPTIONS = [WASM_WITHOUT_TRAP_HANDLER, env.NODE_OPTIONS ?? ''].join(' ').trim();
+  return env;
 }
+
+export const WASM_WITHOUT_TRAP_HANDLER = '--disable-wasm-trap-handler';

@@ -303,6 +303,11 @@ export class LocalRuntime implements Runtime {
     }
     this.running.set(record.revision, { app, site, cacheDir });
     log(`static site: ${site.fileCount} files; gzip and brotli copies made`);
+    // _redirects / _headers: what applies, and every rule left out (outside the supported subset) and why.
+    if (site.ruleCounts.redirects + site.ruleCounts.headers + site.ruleWarnings.length > 0) {
+      log(`static site rules: ${site.ruleCounts.redirects} redirects, ${site.ruleCounts.headers} header rules`);
+    }
+    for (const warning of site.ruleWarnings) log(`static site rules: ${warning}`, 'warn');
     return { site };
   }
 

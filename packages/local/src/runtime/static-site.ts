@@ -5,7 +5,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { brotliCompress, constants as zlib, gzip } from 'node:zlib';
-import { cacheControlOf, contentTypeOf, isCompressible } from '@zepid/core';
+import type { StaticRules } from '@zepid/core';
+import { cacheControlOf, contentTypeOf, isCompressible, parseStaticRules, REVALIDATE_CACHE_CONTROL, STATIC_RULE_FILES } from '@zepid/core';
 
 const brotli = promisify(brotliCompress);
 const gzipAsync = promisify(gzip);
@@ -42,10 +43,17 @@ export interface StaticAnswer {
 export class StaticSite {
   readonly root: string;
   private readonly files: ReadonlyMap<string, SiteFile>;
+  private readonly redirects: { pattern: RegExp; destination: string; status: number; keepQuery: boolean }[];
+  private readonly headerRules: { pattern: RegExp; headers: [string, string][] }[];
+  /** Rules of _redirects / _headers left out (outside the supported subset), one line each. */
+  readonly ruleWarnings: readonly string[];
 
-  private constructor(root: string, files: ReadonlyMap<string, SiteFile>) {
+  private constructor(root: string, files: ReadonlyMap<string, SiteFile>, rules: StaticRules) {
     this.root = root;
     this.files = files;
+    this.redirects = rules.redirects.map((rule) => ({ ...rule, pattern: new RegExp(rule.pattern) }));
+    this.headerRules = rules.headers.map((rule) => ({ pattern: new RegExp(rule.pattern), headers: rule.headers }));
+    this.ruleWarnings = rules.warnings;
   }
 
   static async open(root: string, cacheDir: string): Promise<StaticSite> {
@@ -54,6 +62,8 @@ export class StaticSite {
     const walk = async (dir: string, prefix: string): Promise<void> => {
       for (const entry of await readdir(dir, { withFileTypes: true })) {
         if (entry.name.startsWith('.')) continue;
+        // _redirects and _headers configure the site; they are not part of it (Cloudflare Pages).
+        if (prefix === '' && (STATIC_RULE_FILES as readonly string[]).includes(entry.name)) continue;
         const path = join(dir, entry.name);
         const url = `${prefix}/${entry.name}`;
         if (entry.isDirectory()) await walk(path, url);
@@ -65,7 +75,15 @@ export class StaticSite {
       }
     };
     await walk(root, '');
-    return new StaticSite(root, files);
+    const read = async (name: string) => {
+      const entry = await stat(join(root, name)).catch(() => null);
+      return entry?.isFile() === true ? readFile(join(root, name), 'utf8') : null;
+    };
+    return new StaticSite(root, files, parseStaticRules(await read('_redirects'), await read('_headers')));
+  }
+
+  get ruleCounts(): { redirects: number; headers: number } {
+    return { redirects: this.redirects.length, headers: this.headerRules.length };
   }
 
   get fileCount(): number {
@@ -74,11 +92,22 @@ export class StaticSite {
 
   /** The answer to a request, as a value (the router writes it; health checks read the status). */
   answer(method: string, rawUrl: string, headers: IncomingMessage['headers']): StaticAnswer {
-    if (method !== 'GET' && method !== 'HEAD') return text(405, 'Method not allowed\n', { allow: 'GET, HEAD' });
     const path = normalise(rawUrl);
     if (path === null) return text(400, 'Bad request\n');
+    const custom = this.customHeaders(path);
     let status = 200;
-    let found = this.lookup(path);
+    const rule = this.redirects.find((candidate) => candidate.pattern.test(path));
+    const destination = rule?.destination.replace(/\$([1-9])/g, (_match, n: string) => rule.pattern.exec(path)?.[Number(n)] ?? '');
+    if (rule !== undefined && destination !== undefined && rule.status !== 200) {
+      // A redirect answers any method, as nginx's `return` does.
+      const query = rawUrl.includes('?') ? rawUrl.slice(rawUrl.indexOf('?') + 1) : '';
+      const location = asciiOnly(`${destination}${rule.keepQuery && query !== '' ? `?${query}` : ''}`);
+      return text(rule.status, `Redirecting to ${location}\n`, { location, 'cache-control': REVALIDATE_CACHE_CONTROL, ...custom });
+    }
+    if (method !== 'GET' && method !== 'HEAD') return text(405, 'Method not allowed\n', { allow: 'GET, HEAD' });
+    // A rewrite (200) serves the destination's file as a request for it would find it, else not found.
+    const rewritten = destination !== undefined;
+    let found = this.lookup(destination ?? path);
     if (found === undefined) {
       // Cloudflare Pages: a site with a 404.html gets it (404); one without is a single-page app.
       const notFound = this.files.get('/404.html');
@@ -94,8 +123,10 @@ export class StaticSite {
     const etag = `"${file.hash}${encoding === null ? '' : `-${encoding}`}"`;
     const answer: Record<string, string> = {
       'content-type': contentTypeOf(url),
-      'cache-control': cacheControlOf(url),
+      // A rewrite's answer revalidates whatever it serves (the image's nginx: the rule's location).
+      'cache-control': rewritten && status === 200 ? REVALIDATE_CACHE_CONTROL : cacheControlOf(url),
       etag,
+      ...custom,
     };
     if (Object.keys(file.variants).length > 0) answer.vary = 'Accept-Encoding';
     if (encoding !== null) answer['content-encoding'] = encoding;
@@ -116,6 +147,19 @@ export class StaticSite {
       .pipe(response);
   }
 
+  /** The _headers headers for a request path: per name, the first matching block's value. */
+  private customHeaders(path: string): Record<string, string> {
+    const headers: Record<string, string> = {};
+    for (const rule of this.headerRules) {
+      if (!rule.pattern.test(path)) continue;
+      for (const [name, value] of rule.headers) {
+        const key = name.toLowerCase();
+        if (!(key in headers)) headers[key] = value;
+      }
+    }
+    return headers;
+  }
+
   private lookup(path: string): [string, SiteFile] | undefined {
     const candidates = path.endsWith('/') ? [`${path}index.html`] : [path, `${path}.html`, `${path}/index.html`];
     for (const candidate of candidates) {
@@ -124,6 +168,11 @@ export class StaticSite {
     }
     return undefined;
   }
+}
+
+/** A Location header is ASCII: anything else is percent-encoded (UTF-8). */
+function asciiOnly(value: string): string {
+  return value.replace(/[^\x21-\x7e]/g, (char) => encodeURIComponent(char));
 }
 
 function text(status: number, body: string, extra: Record<string, string> = {}): StaticAnswer {
