@@ -5,13 +5,15 @@ import Ajv2020Module from 'ajv/dist/2020.js';
 import addFormatsModule from 'ajv-formats';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { DeploymentEvent } from '@zepid/core';
+import type { AppJobMessage, DeploymentEvent } from '@zepid/core';
 import { STEPS, updateDeployment, WEBHOOK_EVENT_TYPES } from '@zepid/core';
 import { SseClient } from '@zepid/testkit';
 import type { SseEvent } from '@zepid/testkit';
 import type { Harness } from '../apps/api/test/harness.ts';
 import { auth, createHarness, staticBody, TOKENS } from '../apps/api/test/harness.ts';
+import { AppDeletion } from '../apps/worker/src/app-deletion.ts';
 import { WebhookDispatcher } from '../apps/worker/src/webhooks/dispatcher.ts';
+import { FakeBuilder, FakeRuntime } from '../apps/worker/test/fakes.ts';
 
 const Ajv2020 = Ajv2020Module.default;
 const addFormats = addFormatsModule.default;
@@ -68,7 +70,7 @@ describe('OpenAPI component schemas match the events and webhook payloads sent',
   const change = (id: string, ...events: DeploymentEvent[]) => updateDeployment(h.adapters.store, { orgId: 'org_456', deploymentId: id }, () => events);
   const expectValid = (name: string, data: string) => expect(validate(name, JSON.parse(data)), `${name}: ${data.slice(0, 300)}`).toEqual([]);
 
-  it('every SSE event validates against its component (SseStatusEvent, SseLogEvent, SseEndEvent, SseDeploymentEvent)', async () => {
+  it('every SSE event validates against its component (SseStatusEvent, SseLogEvent, SseEndEvent, SseDeploymentEvent, SseAppEvent)', async () => {
     const org = await SseClient.open(`${base}/events`, { authorization: `Bearer ${TOKENS.org_456}` });
     const id = await deploy();
     const stream = await SseClient.open(`${base}/deploy/${id}/events`, { authorization: `Bearer ${TOKENS.org_456}` });
@@ -98,9 +100,12 @@ describe('OpenAPI component schemas match the events and webhook payloads sent',
       orgEvents.push(next);
     }
     org.close();
+    // `deployment` events, and `app` events (the app after each change: issue 12).
+    expect(orgEvents.some((event) => event.event === 'deployment')).toBe(true);
     for (const event of orgEvents) {
-      expect(event.event).toBe('deployment');
-      expectValid('SseDeploymentEvent', event.data);
+      const name = { deployment: 'SseDeploymentEvent', app: 'SseAppEvent' }[event.event];
+      if (name === undefined) throw new Error(`unexpected event ${event.event} on /events`);
+      expectValid(name, event.data);
     }
     // The schemas are not vacuous: a status event with a field too many, or a log event without seq, fails.
     expect(validate('SseStatusEvent', { ...(JSON.parse(events[0]?.data ?? '{}') as object), logs: [] })).not.toEqual([]);
@@ -119,6 +124,29 @@ describe('OpenAPI component schemas match the events and webhook payloads sent',
     await change(cancelled, { type: 'cancel_requested' }); // a queued deployment is cancelled at once
     await change(superseded, { type: 'attempt_started' }, { type: 'superseded', error: { code: 'SUPERSEDED', message: `${succeeded} is live`, step: 'deploy' } });
     expect((await h.app.inject({ method: 'POST', url: `/webhooks/${webhookId}/test`, headers: auth('org_456') })).statusCode).toBe(202);
+    // App events (issue 12): a rollback of the succeeded deployment that completes (app.rolled_back, with
+    // its deployment.succeeded, in the same write), an env change stored without a restart
+    // (app.env_changed, sent by the API), and the delete job's app.deleted.
+    const rollback = await h.app.inject({ method: 'POST', url: `/deploy/${succeeded}/rollback`, headers: auth('org_456') });
+    expect(rollback.statusCode, rollback.body).toBe(202);
+    const rolledBack = rollback.json<{ deploymentId: string }>().deploymentId;
+    await change(rolledBack, { type: 'attempt_started' });
+    await change(rolledBack, ...STEPS.flatMap((step): DeploymentEvent[] => [{ type: 'step_started', step }, { type: 'step_completed', step, output: {} }]));
+    await change(rolledBack, { type: 'completed', result: { image: 'img@sha256:1', revision: 'r2', url: 'http://site.localhost:3011' } });
+    const projectId = (await h.adapters.store.get({ orgId: 'org_456', deploymentId: succeeded }))?.projectId ?? '';
+    const env = await h.app.inject({ method: 'PUT', url: `/projects/${projectId}/env/OTHER`, headers: auth('org_456'), payload: { value: 'secret-value-123', apply: 'none' } });
+    expect(env.statusCode, env.body).toBe(200);
+    const deleted = await h.app.inject({ method: 'DELETE', url: `/projects/${projectId}`, headers: auth('org_456') });
+    expect(deleted.statusCode, deleted.body).toBe(202);
+    // The worker's delete job, with stand-ins for the builder and runtime (nothing was built or started here).
+    let job = await h.adapters.queue.receive({ waitMs: 0 });
+    while (job !== null && (job.body as { kind?: string }).kind !== 'delete-app') {
+      await h.adapters.queue.complete(job);
+      job = await h.adapters.queue.receive({ waitMs: 0 });
+    }
+    if (job === null) throw new Error('no delete-app job on the queue');
+    const deletion = new AppDeletion({ adapters: { ...h.adapters, builder: new FakeBuilder(), runtime: new FakeRuntime() }, logger: pino({ level: 'silent' }), clock: () => new Date() });
+    expect(await deletion.run(job.body as AppJobMessage, job.messageId, new AbortController().signal)).toEqual({ action: 'complete' });
 
     const dispatcher = new WebhookDispatcher({
       store: h.adapters.store,

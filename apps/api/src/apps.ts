@@ -12,9 +12,11 @@ import type {
   EnvScope,
   FieldError,
   Logger,
+  OutboxEvent,
 } from '@zepid/core';
 import {
   appName,
+  createDeliveries,
   DeployError,
   ENVIRONMENTS,
   envValueProblems,
@@ -22,6 +24,7 @@ import {
   LIMITS,
   newDeploymentId,
   newDeploymentRecord,
+  newPrefixedId,
   projectKey,
   quotaExceeded,
   sha256Hex,
@@ -122,6 +125,27 @@ export class AppService {
     this.adapters = adapters;
     this.deployments = deployments;
     this.options = options;
+  }
+
+  /**
+   * Webhook `app.env_changed` for an env change that started no deployment (status `stored`; a restart
+   * announces itself when its config deployment completes). Names and values stay out of it. The
+   * values are stored already: a failure to create the deliveries is logged, not answered.
+   */
+  private async announceStoredEnv(ref: AppRef): Promise<void> {
+    const now = this.options.clock();
+    try {
+      const live = await this.adapters.store.latestCompleted(ref.orgId, ref.appName);
+      const event: OutboxEvent = {
+        id: newPrefixedId('evt_'),
+        type: 'app.env_changed',
+        timestamp: now.toISOString(),
+        data: { deploymentId: null, projectId: ref.projectId, environment: ref.environment, appName: ref.appName, status: 'stored', url: live?.result.url ?? null, error: null },
+      };
+      await createDeliveries(this.adapters.webhooks, await this.adapters.webhooks.listWebhooks(ref.orgId), ref, event, now);
+    } catch (error) {
+      this.options.logger.warn({ err: error, appName: ref.appName }, 'app.env_changed not announced to webhooks');
+    }
   }
 
   ref(orgId: string, projectId: string, environment: Environment): AppRef {
@@ -419,10 +443,12 @@ export class AppService {
     const what = changed.length === 0 ? 'nothing changed' : `changed ${changed.join(', ')}`;
     if (changed.length === 0 || apply === 'none') {
       const later = changed.length === 0 ? '' : '; the app runs with them from its next deployment (apply: "restart" restarts it now)';
+      if (changed.length > 0) await this.announceStoredEnv(ref);
       return { ...base, deploymentId: null, kind: null, rebuild: false, message: `Env variables stored (${what})${later}` };
     }
     const live = await this.adapters.store.latestCompleted(ref.orgId, ref.appName);
     if (live === null) {
+      await this.announceStoredEnv(ref);
       return { ...base, deploymentId: null, kind: null, rebuild: false, message: `Env variables stored (${what}); the app has no live deployment, so nothing restarted: its next deployment uses them` };
     }
     const values = await this.adapters.secrets.getAppEnv(ref);

@@ -273,6 +273,28 @@ describe('app operations', () => {
       expect(same.json()).toMatchObject({ deploymentId: null, message: expect.stringContaining('nothing changed') as unknown });
     });
 
+    it('a webhook may subscribe to app.* events; an env change that starts no deployment is announced as app.env_changed (status stored, no names or values)', async () => {
+      const created = await call('POST', '/webhooks', { url: 'http://127.0.0.1:9/hook', events: ['app.env_changed', 'app.rolled_back', 'app.deleted'], projectId: 'env-hook' });
+      expect(created.statusCode, created.body).toBe(201);
+      const webhookId = created.json<{ id: string }>().id;
+      const refused = await call('POST', '/webhooks', { url: 'http://127.0.0.1:9/hook', events: ['app.renamed'] });
+      expect(refused.statusCode).toBe(400);
+
+      await deploy({ projectId: 'env-hook' });
+      const put = await call('PUT', '/projects/env-hook/env/GREETING', { value: SECRETS.first, apply: 'none' });
+      expect(put.statusCode, put.body).toBe(200);
+      const deliveries = (await call('GET', `/webhooks/${webhookId}/deliveries`)).json<{ deliveries: { eventType: string }[] }>().deliveries;
+      expect(deliveries.map((delivery) => delivery.eventType)).toEqual(['app.env_changed']);
+      const stored = await h.adapters.webhooks.listDeliveries('org_456', webhookId, 10);
+      const payload = JSON.parse(stored[0]?.payload ?? '{}') as { type: string; data: Record<string, unknown> };
+      expect(payload).toMatchObject({ type: 'app.env_changed', data: { deploymentId: null, projectId: 'env-hook', appName: ref('env-hook').appName, status: 'stored', error: null } });
+      expect(JSON.stringify(payload)).not.toContain('GREETING');
+      // Nothing changed: nothing announced.
+      await call('PUT', '/projects/env-hook/env/GREETING', { value: SECRETS.first, apply: 'none' });
+      expect((await call('GET', `/webhooks/${webhookId}/deliveries`)).json<{ deliveries: unknown[] }>().deliveries).toHaveLength(1);
+      expect((await call('DELETE', `/webhooks/${webhookId}`)).statusCode).toBe(204);
+    });
+
     it('a build-scoped change builds the live source again, and the answer says why', async () => {
       const v1 = await deploy({ projectId: 'env-c', envVariables: { VITE_TITLE: 'one', RUNTIME: 'r' } });
       await complete(v1);

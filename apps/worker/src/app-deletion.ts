@@ -1,7 +1,6 @@
 import type { AppJobMessage, AppRef, Clock, DeploymentRecord, Logger, LogSink, OutboxEvent, WorkerAdapters } from '@zepid/core';
-import { ACTIVE_STATUSES, appName, derivedEventId, ENVIRONMENTS, isDeployError, isTerminal, projectKey, sweepObjects, updateDeployment } from '@zepid/core';
+import { ACTIVE_STATUSES, appName, createDeliveries, derivedEventId, ENVIRONMENTS, isDeployError, isTerminal, projectKey, sweepObjects, updateDeployment } from '@zepid/core';
 import { imageOwner } from './retention.ts';
-import { createDeliveries } from './webhooks/dispatcher.ts';
 import type { Settlement } from './workflow.ts';
 
 export interface AppDeletionOptions {

@@ -2,6 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { kindOf } from './app.ts';
 import type { DeploymentRecord } from './deployment.ts';
 import type { DeploymentStatus } from './glossary.ts';
+import type { WebhookEndpoint, WebhookStore } from './ports/webhooks.ts';
 
 /**
  * Webhooks: signed notifications (Standard Webhooks) of what happens to an org's deployments.
@@ -43,8 +44,11 @@ export interface WebhookEventData {
   projectId: string | null;
   environment: string | null;
   appName: string | null;
-  /** `deleted`: `app.deleted`. */
-  status: DeploymentStatus | 'test' | 'deleted';
+  /**
+   * The deployment's status; `test`: `webhook.test`; `deleted`: `app.deleted`; `stored`: an
+   * `app.env_changed` that started no deployment (apply "none", or the app has no live deployment).
+   */
+  status: DeploymentStatus | 'test' | 'deleted' | 'stored';
   url: string | null;
   error: { code: string; message: string; step: string | null } | null;
 }
@@ -170,4 +174,44 @@ export function wantsEvent(webhook: { enabled: boolean; events: readonly string[
   if (!webhook.enabled) return false;
   if (webhook.projectId !== null && webhook.projectId !== projectId) return false;
   return type === 'webhook.test' || webhook.events === null || webhook.events.includes(type);
+}
+
+/** Turns an event into the body every attempt sends, byte for byte. */
+export function payloadOf(event: OutboxEvent): string {
+  return JSON.stringify({ type: event.type, timestamp: event.timestamp, data: event.data });
+}
+
+/**
+ * One event becomes one pending delivery per webhook of the org that wants it. Delivery ids derive
+ * from event + webhook, so a repeat (a fan-out after a crash, a redelivered delete job) creates
+ * nothing twice. The dispatcher's fan-out uses it for outbox events; the delete job for `app.deleted`
+ * (the app's records, and with them any outbox, are gone once it ends).
+ */
+export async function createDeliveries(
+  webhooks: WebhookStore,
+  endpoints: readonly WebhookEndpoint[],
+  about: { orgId: string; projectId: string },
+  event: OutboxEvent,
+  clock: Date,
+): Promise<void> {
+  const now = clock.toISOString();
+  for (const webhook of endpoints) {
+    // Only events after the webhook was registered (a fan-out repeated after a restart must not send older ones to a newer webhook).
+    if (!wantsEvent(webhook, event.type, about.projectId) || event.timestamp < webhook.createdAt) continue;
+    await webhooks.createDelivery({
+      id: deliveryIdFor(event.id, webhook.id),
+      orgId: about.orgId,
+      webhookId: webhook.id,
+      eventId: event.id,
+      eventType: event.type,
+      payload: payloadOf(event),
+      status: 'pending',
+      attempts: [],
+      nextAttemptAt: now,
+      lockedUntil: null,
+      createdAt: now,
+      updatedAt: now,
+      etag: '',
+    });
+  }
 }

@@ -6,7 +6,7 @@ import type { AppContext } from '../context.ts';
 import type { DeploymentWatch } from '../deployment-watch.ts';
 import { DeploymentWatches, FALLBACK_POLL_MS } from '../deployment-watch.ts';
 import { SseChannel, StreamQuota } from '../event-stream.ts';
-import { DeploymentIdParams, DeploymentStatusView, DeploymentSummary, errorResponses, StatusView } from '../schemas.ts';
+import { AppView, DeploymentIdParams, DeploymentStatusView, DeploymentSummary, errorResponses, StatusView } from '../schemas.ts';
 import { statusView, summaryView } from '../views.ts';
 
 /** Open event streams one token may hold on one API process; more is a 429. */
@@ -63,6 +63,11 @@ export function sseEventSchemas() {
       $id: 'SseDeploymentEvent',
       additionalProperties: false,
       description: "`data` of an `event: deployment` (GET /events): the deployment's summary as in GET /deploy/project/{projectId}.",
+    }),
+    Type.Object(AppView.properties, {
+      $id: 'SseAppEvent',
+      additionalProperties: false,
+      description: '`data` of an `event: app` (GET /events): the app as in GET /apps, after each change of it.',
     }),
   ];
 }
@@ -285,7 +290,7 @@ export const eventRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = a
         security,
         response: {
           200: {
-            description: 'Events: `deployment` (data: SseDeploymentEvent), `app` (data: AppView).',
+            description: 'Events: `deployment` (data: SseDeploymentEvent), `app` (data: SseAppEvent).',
             content: { 'text/event-stream': { schema: streamDoc('Events `deployment` and `app`.') } },
           },
           ...errorResponses(401, 429, 503),

@@ -2,6 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import Type from 'typebox';
 import type { WebhookAddressPolicy, WebhookDelivery, WebhookEndpoint, WebhookEventType } from '@zepid/core';
 import {
+  APP_EVENT_TYPES,
   DEPLOYMENT_EVENT_TYPES,
   DeployError,
   deliveryIdFor,
@@ -18,7 +19,9 @@ import { errorResponses } from '../schemas.ts';
 const ROTATION_OVERLAP_MS = 86_400_000;
 const MAX_WEBHOOKS_PER_ORG = 20;
 
-const EventType = Type.Union(DEPLOYMENT_EVENT_TYPES.map((type) => Type.Literal(type)));
+/** What a webhook may subscribe to: every event but `webhook.test` (sent to the webhook tested, whatever it wants). */
+const SUBSCRIBABLE_EVENT_TYPES = [...DEPLOYMENT_EVENT_TYPES, ...APP_EVENT_TYPES] as const;
+const EventType = Type.Union(SUBSCRIBABLE_EVENT_TYPES.map((type) => Type.Literal(type)));
 const WebhookParams = Type.Object({ id: Type.String({ pattern: '^wh_[a-z2-7]{26}$', description: 'Webhook id, `wh_` + 26 characters.' }) });
 const DeliveryParams = Type.Object({
   id: Type.String({ pattern: '^wh_[a-z2-7]{26}$' }),
@@ -65,6 +68,8 @@ const STATUS_OF_EVENT: Partial<Record<WebhookEventType, string>> = {
   'deployment.failed': 'failed',
   'deployment.cancelled': 'cancelled',
   'deployment.superseded': 'superseded',
+  'app.rolled_back': 'completed',
+  'app.deleted': 'deleted',
   'webhook.test': 'test',
 };
 
@@ -72,7 +77,7 @@ const eventData = (type: WebhookEventType) => {
   const status = STATUS_OF_EVENT[type];
   return Type.Object(
     {
-      deploymentId: Type.Union([Type.String(), Type.Null()], { description: 'Null only in webhook.test.' }),
+      deploymentId: Type.Union([Type.String(), Type.Null()], { description: 'Null in webhook.test, app.deleted and an app.env_changed that started no deployment (status `stored`).' }),
       projectId: Type.Union([Type.String(), Type.Null()]),
       environment: Type.Union([Type.String(), Type.Null()]),
       appName: Type.Union([Type.String(), Type.Null()]),
@@ -150,13 +155,13 @@ export const webhookRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> =
         description:
           'Deliveries are signed per Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64 HMAC-SHA256>`); verify them ' +
           "with the secret, e.g. the `standardwebhooks` package's `Webhook.verify`. Events: deployment.queued, .started, .succeeded, .failed, " +
-          '.cancelled, and webhook.test. In Azure mode the URL must be https; link-local and metadata addresses are refused, and loopback and ' +
+          '.cancelled, .superseded; app.rolled_back, app.env_changed, app.deleted; and webhook.test. In Azure mode the URL must be https; link-local and metadata addresses are refused, and loopback and ' +
           'private ones unless WEBHOOK_ALLOW_PRIVATE_NETWORKS.',
         security,
         body: Type.Object(
           {
             url: Type.String({ minLength: 1, maxLength: 2048 }),
-            events: Type.Optional(Type.Array(EventType, { minItems: 1, maxItems: DEPLOYMENT_EVENT_TYPES.length, uniqueItems: true })),
+            events: Type.Optional(Type.Array(EventType, { minItems: 1, maxItems: SUBSCRIBABLE_EVENT_TYPES.length, uniqueItems: true })),
             projectId: Type.Optional(Type.String({ minLength: 1, maxLength: 128 })),
             description: Type.Optional(Type.String({ maxLength: 256 })),
           },

@@ -15,12 +15,11 @@ import type {
   WebhookStore,
 } from '@zepid/core';
 import {
-  deliveryIdFor,
+  createDeliveries,
   isDeployError,
   isTerminal,
   nextRetryDelayMs,
   systemClock,
-  wantsEvent,
   WEBHOOK_DISABLE_AFTER_MS,
   WEBHOOK_RETRY_SCHEDULE_MS,
   WEBHOOK_TIMEOUT_MS,
@@ -62,46 +61,6 @@ function dimensionsOf(delivery: WebhookDelivery) {
     // An unreadable payload still reports the failure, without the deployment's dimensions.
   }
   return { deploymentId: data.deploymentId ?? '', orgId: delivery.orgId, projectId: data.projectId ?? '', environment: data.environment ?? '' };
-}
-
-/** Turns an event into the body every attempt sends, byte for byte. */
-function payloadOf(event: OutboxEvent): string {
-  return JSON.stringify({ type: event.type, timestamp: event.timestamp, data: event.data });
-}
-
-/**
- * One event becomes one pending delivery per webhook of the org that wants it. Delivery ids derive
- * from event + webhook, so a repeat (a fan-out after a crash, a redelivered delete job) creates
- * nothing twice. The dispatcher's fan-out uses it for outbox events; the delete job for `app.deleted`
- * (the app's records, and with them any outbox, are gone once it ends).
- */
-export async function createDeliveries(
-  webhooks: WebhookStore,
-  endpoints: readonly WebhookEndpoint[],
-  about: { orgId: string; projectId: string },
-  event: OutboxEvent,
-  clock: Date,
-): Promise<void> {
-  const now = clock.toISOString();
-  for (const webhook of endpoints) {
-    // Only events after the webhook was registered (a fan-out repeated after a restart must not send older ones to a newer webhook).
-    if (!wantsEvent(webhook, event.type, about.projectId) || event.timestamp < webhook.createdAt) continue;
-    await webhooks.createDelivery({
-      id: deliveryIdFor(event.id, webhook.id),
-      orgId: about.orgId,
-      webhookId: webhook.id,
-      eventId: event.id,
-      eventType: event.type,
-      payload: payloadOf(event),
-      status: 'pending',
-      attempts: [],
-      nextAttemptAt: now,
-      lockedUntil: null,
-      createdAt: now,
-      updatedAt: now,
-      etag: '',
-    });
-  }
 }
 
 /**
