@@ -178,4 +178,38 @@ describe('dashboard in headless Chromium against npm start', () => {
     expect(consoleErrors.filter((text) => /Content Security Policy|Refused/i.test(text))).toEqual([]);
     expect(pageErrors).toEqual([]);
   });
+
+  it('opens an app: sets and removes an env variable (names only; the live app restarts, no build), then deletes the app behind a typed confirmation (issue 12)', async () => {
+    await page.getByRole('button', { name: /^Open app static-site-/ }).click();
+    const panel = page.locator('#app-detail');
+    await panel.getByRole('heading', { name: /static-site/ }).first().waitFor();
+    await panel.getByLabel('Name').fill('GREETING');
+    await panel.getByLabel('Value').fill('dashboard-secret-value-41c9');
+    await panel.getByRole('button', { name: 'Set' }).click();
+    await panel.locator('#env tbody tr', { hasText: 'GREETING' }).waitFor({ timeout: 15_000 });
+    expect(await panel.locator('#env').textContent()).not.toContain('dashboard-secret-value-41c9');
+    // The restart is a config deployment: it opens, and completes without a build.
+    await page.locator('#detail-title', { hasText: 'env restart' }).waitFor({ timeout: 15_000 });
+    await page.locator('#detail-summary .status', { hasText: 'completed' }).waitFor({ timeout: 60_000 });
+    expect(await page.locator('#steps').textContent()).toContain('build: skipped');
+    await page.screenshot({ path: join(shots, '6-app-env.png'), fullPage: true });
+    await panel.getByRole('button', { name: 'Remove GREETING' }).click();
+    await panel.locator('#env tbody tr', { hasText: 'GREETING' }).waitFor({ state: 'detached', timeout: 15_000 });
+
+    const appRow = page.locator('#apps tbody tr', { hasText: 'static-site' });
+    const url = (await appRow.getByRole('link').getAttribute('href')) ?? '';
+    await panel.getByLabel(/type its project id/).fill('not-this');
+    await panel.getByRole('button', { name: 'Delete app' }).click();
+    await panel.locator('#app-result', { hasText: 'Type static-site to confirm' }).waitFor();
+    await panel.getByLabel(/type its project id/).fill('static-site');
+    await panel.getByRole('button', { name: 'Delete app' }).click();
+    await panel.locator('#app-result', { hasText: 'is being deleted' }).waitFor({ timeout: 15_000 });
+    // Live from GET /events: the app leaves the list once the delete job has removed it, and its URL stops serving.
+    await appRow.waitFor({ state: 'detached', timeout: 60_000 });
+    await waitFor('the deleted app\'s URL to stop serving it', async () => !(await getApp(url).catch(() => ({ body: '' }))).body.includes('Hello from Zepid Deploy'), 30_000);
+    const apps = (await (await fetch(`${api}/apps`, { headers: { authorization: `Bearer ${token}` } })).json()) as { apps: { projectId: string }[] };
+    expect(apps.apps.some((app) => app.projectId === 'static-site')).toBe(false);
+    expect(consoleErrors.filter((text) => /Content Security Policy|Refused/i.test(text))).toEqual([]);
+    expect(pageErrors).toEqual([]);
+  }, 180_000);
 });

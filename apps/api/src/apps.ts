@@ -264,12 +264,18 @@ export class AppService {
   }
 
   async view(ref: AppRef): Promise<AppView> {
+    return (await this.viewIfExists(ref)) ?? this.missingView(ref);
+  }
+
+  /** The app's view; null when it does not exist (no record, no deployment: never deployed, or deleted). */
+  async viewIfExists(ref: AppRef): Promise<AppView | null> {
     const { store } = this.adapters;
     const [record, newest, live] = await Promise.all([
       store.getApp(ref.orgId, ref.appName),
       store.listByApp(ref.orgId, ref.appName, { limit: 1, cursor: null }).then((page) => page.items[0] ?? null),
       store.latestCompleted(ref.orgId, ref.appName),
     ]);
+    if (record === null && newest === null) return null;
     let status: AppStatus;
     if (record?.deletingSince != null) status = 'deleting';
     else if (newest !== null && !isTerminal(newest.status)) status = 'deploying';
@@ -285,6 +291,10 @@ export class AppService {
       liveDeploymentId: live?.id ?? null,
       updatedAt: times.at(-1) ?? this.options.clock().toISOString(),
     };
+  }
+
+  private missingView(ref: AppRef): AppView {
+    return { appName: ref.appName, projectId: ref.projectId, environment: ref.environment, url: null, status: 'failed', liveDeploymentId: null, updatedAt: this.options.clock().toISOString() };
   }
 
   async list(orgId: string, page: { limit: number; cursor: string | null }): Promise<{ apps: AppView[]; nextCursor: string | null }> {

@@ -13,6 +13,8 @@ const state = {
   /** The service has no GET /apps (asked once per page load). */
   appsMissing: false,
   selected: null,
+  /** The app open in the app panel. */
+  app: null,
   /** Aborts the org stream and the open deployment's stream (sign-out, resync). */
   streams: new AbortController(),
   detail: null,
@@ -180,7 +182,16 @@ function renderApps(apps) {
         anchor.target = '_blank';
         link.append(anchor);
       } else link.textContent = '–';
-      row.append(el('td', app.appName), el('td', app.environment), statusCell(app.status), link, el('td', app.liveDeploymentId ?? '–'), el('td', when(app.updatedAt)));
+      const name = el('td');
+      if (state.appsMissing) name.textContent = app.appName;
+      else {
+        const open = el('button', app.appName);
+        open.type = 'button';
+        open.setAttribute('aria-label', `Open app ${app.appName}`);
+        open.addEventListener('click', () => void openApp(app));
+        name.append(open);
+      }
+      row.append(name, el('td', app.environment), statusCell(app.status), link, el('td', app.liveDeploymentId ?? '–'), el('td', when(app.updatedAt)));
       return row;
     }),
   );
@@ -248,9 +259,14 @@ async function followOrg(signal) {
           if (message.event === 'deployment' && data.deploymentId) {
             state.deployments.set(data.deploymentId, { ...state.deployments.get(data.deploymentId), ...data });
             renderDeployments();
-          } else if (message.event === 'app' && state.apps !== null) {
-            state.apps = [...state.apps.filter((app) => app.appName !== data.appName), ...(data.status === 'deleted' ? [] : [data])]
+          } else if ((message.event === 'app' || message.event === 'app_removed') && state.apps !== null) {
+            // app_removed: the delete job removed the app; its deployments left with it.
+            state.apps = [...state.apps.filter((app) => app.appName !== data.appName), ...(message.event === 'app_removed' ? [] : [data])]
               .sort((a, b) => (a.appName < b.appName ? -1 : 1));
+            if (message.event === 'app_removed') {
+              for (const [id, deployment] of state.deployments) if (deployment.projectId === data.projectId && deployment.environment === data.environment) state.deployments.delete(id);
+              renderDeployments();
+            }
             renderApps(state.apps);
           }
         }, signal, () => setConnection('Live'));
@@ -346,6 +362,70 @@ async function act(action) {
   }
 }
 
+// ---- an app: env variables and deletion (issue 12's endpoints) -----------------------------------
+
+const envPath = (app) => `/projects/${encodeURIComponent(app.projectId)}/env`;
+
+async function loadEnv(app) {
+  const answer = await api('GET', `${envPath(app)}?environment=${encodeURIComponent(app.environment)}`);
+  $('#env tbody').replaceChildren(
+    ...answer.variables.map((variable) => {
+      const remove = el('button', 'Remove');
+      remove.type = 'button';
+      remove.setAttribute('aria-label', `Remove ${variable.name}`);
+      remove.addEventListener('click', () => void changeEnv(app, { [variable.name]: null }));
+      const actions = el('td');
+      actions.append(remove);
+      const row = el('tr');
+      row.append(el('td', variable.name), el('td', variable.scope), el('td', when(variable.updatedAt)), actions);
+      return row;
+    }),
+  );
+}
+
+async function changeEnv(app, set) {
+  const result = $('#app-result');
+  result.textContent = 'saving…';
+  try {
+    const answer = await api('PATCH', envPath(app), { environment: app.environment, set });
+    result.textContent = answer?.message ?? 'saved';
+    await loadEnv(app);
+    if (answer?.deploymentId) void openDetail(answer.deploymentId);
+  } catch (error) {
+    result.textContent = `${error.code}: ${error.message}`;
+  }
+}
+
+async function openApp(app) {
+  state.app = app;
+  $('#app-detail').hidden = false;
+  $('#app-title').textContent = `${app.appName} · ${app.projectId} (${app.environment})`;
+  $('#app-result').textContent = '';
+  $('#delete-confirm').value = '';
+  try {
+    await loadEnv(app);
+  } catch (error) {
+    $('#app-result').textContent = `${error.code}: ${error.message}`;
+  }
+  $('#app-title').focus?.();
+}
+
+async function deleteApp(app) {
+  const result = $('#app-result');
+  if ($('#delete-confirm').value.trim() !== app.projectId) {
+    result.textContent = `Type ${app.projectId} to confirm.`;
+    return;
+  }
+  result.textContent = 'deleting…';
+  try {
+    await api('DELETE', `/projects/${encodeURIComponent(app.projectId)}?environment=${encodeURIComponent(app.environment)}`);
+    result.textContent = `${app.appName} is being deleted: it leaves the list once everything it owned is removed.`;
+    $('#delete-confirm').value = '';
+  } catch (error) {
+    result.textContent = `${error.code}: ${error.message}`;
+  }
+}
+
 // ---- session ------------------------------------------------------------------------------------
 
 function signOut(message) {
@@ -354,7 +434,7 @@ function signOut(message) {
   state.streams.abort();
   detailStream.abort();
   $('#sign-in').hidden = false;
-  for (const id of ['#apps-section', '#deployments-section', '#detail', '#sign-out']) $(id).hidden = true;
+  for (const id of ['#apps-section', '#deployments-section', '#detail', '#app-detail', '#sign-out']) $(id).hidden = true;
   $('#sign-in-error').textContent = message ?? '';
   setConnection('');
   $('#organization').textContent = '';
@@ -400,6 +480,22 @@ window.addEventListener('DOMContentLoaded', () => {
     state.selected = null;
     $('#detail').hidden = true;
     renderDeployments();
+  });
+  $('#env-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    if (state.app === null) return;
+    const name = $('#env-name').value.trim();
+    const value = $('#env-value').value;
+    $('#env-value').value = '';
+    void changeEnv(state.app, { [name]: value });
+  });
+  $('#delete-app-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    if (state.app !== null) void deleteApp(state.app);
+  });
+  $('#close-app').addEventListener('click', () => {
+    state.app = null;
+    $('#app-detail').hidden = true;
   });
   for (const button of document.querySelectorAll('[data-action]')) button.addEventListener('click', () => void act(button.dataset.action));
   document.addEventListener('visibilitychange', () => {

@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import Type from 'typebox';
-import type { DeploymentRecord, DeploymentRef, LogLine } from '@zepid/core';
+import type { AppRef, DeploymentRecord, DeploymentRef, LogLine } from '@zepid/core';
 import { DeployError, isTerminal } from '@zepid/core';
 import type { AppContext } from '../context.ts';
 import type { DeploymentWatch } from '../deployment-watch.ts';
@@ -64,6 +64,10 @@ export function sseEventSchemas() {
       additionalProperties: false,
       description: "`data` of an `event: deployment` (GET /events): the deployment's summary as in GET /deploy/project/{projectId}.",
     }),
+    Type.Object(
+      { appName: Type.String(), projectId: Type.String(), environment: Type.String() },
+      { $id: 'SseAppRemovedEvent', additionalProperties: false, description: '`data` of an `event: app_removed` (GET /events): the app was deleted (its delete job removed the last of it).' },
+    ),
     Type.Object(AppView.properties, {
       $id: 'SseAppEvent',
       additionalProperties: false,
@@ -285,12 +289,12 @@ export const eventRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = a
         summary: "Follow your organization's deployments live (Server-Sent Events)",
         description:
           `A \`text/event-stream\` of \`event: deployment\` (the summary as in the project list): first the ${ORG_SNAPSHOT} newest, then each ` +
-          `change of any of the ${ORG_WINDOW} newest as it happens, each change followed by \`event: app\` (the app as GET /apps lists it). ` +
+          `change of any of the ${ORG_WINDOW} newest as it happens, each change followed by \`event: app\` (the app as GET /apps lists it), and \`event: app_removed\` once a deleted app is gone. ` +
           'A comment line comes every 15 s; the stream stays open until the client closes it.',
         security,
         response: {
           200: {
-            description: 'Events: `deployment` (data: SseDeploymentEvent), `app` (data: SseAppEvent).',
+            description: 'Events: `deployment` (data: SseDeploymentEvent), `app` (data: SseAppEvent), `app_removed` (data: SseAppRemovedEvent).',
             content: { 'text/event-stream': { schema: streamDoc('Events `deployment` and `app`.') } },
           },
           ...errorResponses(401, 429, 503),
@@ -302,9 +306,12 @@ export const eventRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = a
       const channel = new SseChannel(reply);
       const untrack = quota.track(channel);
       const versions = new Map<string, string>();
+      const appOf = (record: DeploymentRecord): AppRef => ({ orgId: record.orgId, projectId: record.projectId, environment: record.environment, appName: record.appName });
       try {
         let recent = await adapters.store.listRecent(request.orgId, ORG_WINDOW);
         for (const record of recent) versions.set(record.id, record.etag);
+        /** The app of each deployment in the window: a deployment that leaves it may have left with its app (deleted). */
+        let appsInWindow = new Map(recent.map((record) => [record.id, appOf(record)]));
         for (const record of recent.slice(0, ORG_SNAPSHOT).reverse()) await channel.send('deployment', summaryView(record));
         while (channel.open) {
           const seen = adapters.changes.rung;
@@ -317,9 +324,17 @@ export const eventRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = a
           for (const record of recent) versions.set(record.id, record.etag);
           // Oldest change first, as they happened; then each app they belong to as it is now (GET /apps' item).
           for (const record of changed.reverse()) await channel.send('deployment', summaryView(record));
-          const apps = new Map(changed.map((record) => [record.appName, record]));
-          for (const record of apps.values()) {
-            await channel.send('app', await context.apps.view({ orgId: record.orgId, projectId: record.projectId, environment: record.environment, appName: record.appName }));
+          const apps = new Map(changed.map((record) => [record.appName, appOf(record)]));
+          // Deployments gone from the window: newer ones pushed them out, or their app was deleted.
+          const listed = new Set(recent.map((record) => record.id));
+          const left = new Map<string, AppRef>();
+          for (const [id, app] of appsInWindow) if (!listed.has(id) && !apps.has(app.appName)) left.set(app.appName, app);
+          appsInWindow = new Map(recent.map((record) => [record.id, appOf(record)]));
+          for (const app of apps.values()) await channel.send('app', await context.apps.view(app));
+          for (const app of left.values()) {
+            const view = await context.apps.viewIfExists(app);
+            if (view === null) await channel.send('app_removed', { appName: app.appName, projectId: app.projectId, environment: app.environment });
+            else await channel.send('app', view);
           }
         }
       } catch (error) {

@@ -4,7 +4,6 @@ import type {
   DeploymentRecord,
   DeploymentStore,
   Logger,
-  OutboxEvent,
   Resolver,
   SecretStore,
   Telemetry,
