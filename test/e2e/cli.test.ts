@@ -202,7 +202,13 @@ describe('zepid CLI against npm start', () => {
     expect(deep.body).toContain('<div id="root">');
     // User source is never served: only the build output.
     expect((await getApp(new URL('/src/main.tsx', url).href)).body).not.toContain('createRoot');
-    console.log(`zepid deploy of a create-vite react-ts folder → URL answers: ${Math.round(run.ms)} ms`);
+    // Unchanged redeploy: no file content sent, the earlier build reused.
+    const uploaded = proxy.deploys.length;
+    const again = await zepid(['deploy', app, '--project', 'cli-vite', '--timeout', '300']);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stdout.trim()).toBe(url);
+    expect(proxy.deploys.slice(uploaded).some((body) => body.files.some((file) => file.content !== undefined))).toBe(false);
+    console.log(`zepid deploy of a create-vite react-ts folder → URL answers: first ${Math.round(run.ms)} ms, unchanged redeploy ${Math.round(again.ms)} ms`);
   }, 360_000);
 
   it('exits 1 when the build fails, and shows the error code', async () => {

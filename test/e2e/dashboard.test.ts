@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { cp, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -112,12 +112,21 @@ describe('dashboard in headless Chromium against npm start', () => {
     await page.screenshot({ path: join(shots, '2-apps-and-deployments.png'), fullPage: true });
   });
 
-  it('lists the apps from GET /apps, and rolls back to a completed deployment from its page (issue 12)', async () => {
+  it('lists the apps from GET /apps; after v2 goes live, rolls back to v1 from its page and the URL serves v1 again (issue 12)', async () => {
     expect(staticId).not.toBe('');
     // The service has GET /apps: no note about deriving apps from deployments.
     expect(await page.locator('#apps-note').textContent()).toBe('');
     const appRow = page.locator('#apps tbody tr', { hasText: 'static-site' });
     await appRow.locator('td', { hasText: staticId }).waitFor();
+    await appRow.locator('td.status', { hasText: 'live' }).waitFor();
+    // v2 of the site goes live; rolling back to v1 (staticId) must put v1's content back at the URL.
+    const url = (await appRow.getByRole('link').getAttribute('href')) ?? '';
+    const site = join(work, 'static-site');
+    const v1 = await readFile(join(site, 'index.html'), 'utf8');
+    await writeFile(join(site, 'index.html'), v1.replace('Hello from Zepid Deploy', 'Version two of the site'));
+    const v2 = await zepid(['deploy', site]);
+    expect(v2.code, v2.stderr).toBe(0);
+    expect((await getApp(url)).body).toContain('Version two of the site');
     await appRow.locator('td.status', { hasText: 'live' }).waitFor();
 
     await page.getByRole('button', { name: new RegExp(`^Open ${staticId}`) }).click();
@@ -137,6 +146,9 @@ describe('dashboard in headless Chromium against npm start', () => {
     expect(status).toMatchObject({ kind: 'rollback', rollbackOf: staticId, status: 'completed', canRollback: true });
     const apps = (await (await fetch(`${api}/apps`, { headers: { authorization: `Bearer ${token}` } })).json()) as { apps: { projectId: string; liveDeploymentId: string }[] };
     expect(apps.apps.find((app) => app.projectId === 'static-site')?.liveDeploymentId).toBe(rollbackId);
+    const served = await getApp(url);
+    expect(served.body).toContain('Hello from Zepid Deploy');
+    expect(served.body).not.toContain('Version two of the site');
     await page.screenshot({ path: join(shots, '3-rollback.png'), fullPage: true });
   });
 
