@@ -312,6 +312,7 @@ export const eventRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = a
         for (const record of recent) versions.set(record.id, record.etag);
         /** The app of each deployment in the window: a deployment that leaves it may have left with its app (deleted). */
         let appsInWindow = new Map(recent.map((record) => [record.id, appOf(record)]));
+        const leaving = new Map<string, AppRef>();
         for (const record of recent.slice(0, ORG_SNAPSHOT).reverse()) await channel.send('deployment', summaryView(record));
         while (channel.open) {
           const seen = adapters.changes.rung;
@@ -331,8 +332,11 @@ export const eventRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = a
           for (const [id, app] of appsInWindow) if (!listed.has(id) && !apps.has(app.appName)) left.set(app.appName, app);
           appsInWindow = new Map(recent.map((record) => [record.id, appOf(record)]));
           for (const app of apps.values()) await channel.send('app', await context.apps.view(app));
-          for (const app of left.values()) {
+          // An app being deleted loses its deployments before its record: it stays watched until it is gone.
+          for (const app of left.values()) leaving.set(app.appName, app);
+          for (const app of [...leaving.values()]) {
             const view = await context.apps.viewIfExists(app);
+            if (view === null || view.status !== 'deleting') leaving.delete(app.appName);
             if (view === null) await channel.send('app_removed', { appName: app.appName, projectId: app.projectId, environment: app.environment });
             else await channel.send('app', view);
           }
