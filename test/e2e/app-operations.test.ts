@@ -1,11 +1,9 @@
 import { readdir, readFile, rm } from 'node:fs/promises';
-import { mkdtemp } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Service } from './support.ts';
-import { freePort, getApp, processAlive, startService, waitFor } from './support.ts';
+import { getApp, processAlive, startLocalService, waitFor } from './support.ts';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 
@@ -68,13 +66,7 @@ describe('end to end: rollback, env changes and deletion on the embedded default
   };
 
   beforeAll(async () => {
-    dataDir = await mkdtemp(join(tmpdir(), 'zepid-e2e-appops-'));
-    const [apiPort, routerPort] = [await freePort(), await freePort()];
-    api = `http://127.0.0.1:${apiPort}`;
-    service = startService(root, { DATA_DIR: dataDir, PORT: String(apiPort), LOCAL_ROUTER_PORT: String(routerPort), LOG_LEVEL: 'warn', DEPLOY_API_TOKENS: '' });
-    await waitFor('the dev token to be printed', () => /export TOKEN=(\S+)/.test(service.output()));
-    token = /export TOKEN=(\S+)/.exec(service.output())?.[1] ?? '';
-    await waitFor('a worker heartbeat', async () => (await fetch(`${api}/health/detailed`).catch(() => null))?.status === 200);
+    ({ service, api, token, dataDir } = await startLocalService({ dataDirPrefix: 'zepid-e2e-appops-' }));
   }, 120_000);
 
   afterAll(async () => {

@@ -1,12 +1,11 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Service } from './support.ts';
-import { freePort, getApp, startService, waitFor } from './support.ts';
+import { getApp, startLocalService, waitFor } from './support.ts';
 import type { Toolbox } from './templates.ts';
 import { filesOf, removeDir, viteReactTs } from './templates.ts';
 
@@ -72,21 +71,17 @@ describe('dependency cache, real Vite app end to end', () => {
     // npm's own lockfile: the cache is keyed by it (without one it is not used).
     execFileSync('npm', ['install', '--package-lock-only', '--no-audit', '--no-fund'], { cwd: app, env: box.env, stdio: ['ignore', 'pipe', 'pipe'], timeout: 180_000 });
     // The builds' npm cache, seeded from the clone's as the frameworks run does (hard links).
-    await mkdir(join(dataDir, 'cache', 'npm'), { recursive: true });
-    if (existsSync(npmCache)) execFileSync('cp', ['-al', `${npmCache}/.`, join(dataDir, 'cache', 'npm')]);
-    const [apiPort, routerPort] = [await freePort(), await freePort()];
-    api = `http://127.0.0.1:${apiPort}`;
-    service = startService(root, {
-      PATH: path,
-      DATA_DIR: dataDir,
-      PORT: String(apiPort),
-      LOCAL_ROUTER_PORT: String(routerPort),
-      LOG_LEVEL: 'warn',
-      DEPLOY_API_TOKENS: `orgA:${TOKENS.orgA},orgB:${TOKENS.orgB}`,
-      // Without uid isolation (not root) the two organizations need this; as root they are isolated.
-      LOCAL_SINGLE_TENANT: 'false',
-    });
-    await waitFor('a worker heartbeat', async () => (await fetch(`${api}/health/detailed`).catch(() => null))?.status === 200, 60_000);
+    ({ service, api } = await startLocalService({
+      dataDir,
+      nodeDir: dirname(process.execPath),
+      seedNpmCache: npmCache,
+      env: {
+        DEPLOY_API_TOKENS: `orgA:${TOKENS.orgA},orgB:${TOKENS.orgB}`,
+        // Without uid isolation (not root) the two organizations need this; as root they are isolated.
+        LOCAL_SINGLE_TENANT: 'false',
+      },
+      timeoutMs: 60_000,
+    }));
   }, 300_000);
 
   afterAll(async () => {

@@ -1,5 +1,4 @@
-import { execFileSync, spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { spawn } from 'node:child_process';
 import { cp, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer, request } from 'node:http';
 import type { Server } from 'node:http';
@@ -9,7 +8,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Service } from './support.ts';
-import { freePort, getApp, startService, waitFor } from './support.ts';
+import { getApp, startLocalService, waitFor } from './support.ts';
 import { viteReactTs } from './templates.ts';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
@@ -79,18 +78,11 @@ describe('zepid CLI against npm start', () => {
     });
 
   beforeAll(async () => {
-    dataDir = await mkdtemp(join(tmpdir(), 'zepid-e2e-cli-'));
     work = await mkdtemp(join(tmpdir(), 'zepid-cli-work-'));
-    // Builds keep their npm cache in the data dir: seed it from the clone's (.cache/npm, kept by CI;
-    // hard links, cacache files never change), as the frameworks e2e does, so the Vite build below
-    // fetches little from the registry.
-    await mkdir(join(dataDir, 'cache', 'npm'), { recursive: true });
-    if (existsSync(join(root, '.cache', 'npm'))) execFileSync('cp', ['-al', `${join(root, '.cache', 'npm')}/.`, join(dataDir, 'cache', 'npm')]);
-    const [apiPort, routerPort] = [await freePort(), await freePort()];
-    service = startService(root, { DATA_DIR: dataDir, PORT: String(apiPort), LOCAL_ROUTER_PORT: String(routerPort), LOG_LEVEL: 'warn', DEPLOY_API_TOKENS: '' });
-    await waitFor('the dev token to be printed', () => /export TOKEN=(\S+)/.test(service.output()));
-    token = /export TOKEN=(\S+)/.exec(service.output())?.[1] ?? '';
-    await waitFor('a worker heartbeat', async () => (await fetch(`http://127.0.0.1:${apiPort}/health/detailed`).catch(() => null))?.status === 200);
+    // Builds keep their npm cache in the data dir: seed it from the clone's (.cache/npm, kept by CI),
+    // as the frameworks e2e does, so the Vite build below fetches little from the registry.
+    let apiPort: number;
+    ({ service, token, dataDir, apiPort } = await startLocalService({ dataDirPrefix: 'zepid-e2e-cli-', seedNpmCache: join(root, '.cache', 'npm') }));
     proxy = recordingProxy(apiPort);
     await new Promise<void>((resolve) => proxy.server.listen(0, '127.0.0.1', resolve));
     apiUrl = `http://127.0.0.1:${(proxy.server.address() as AddressInfo).port}`;

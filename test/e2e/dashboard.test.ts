@@ -7,7 +7,7 @@ import type { Browser, Page } from 'playwright-core';
 import { chromium } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Service } from './support.ts';
-import { freePort, getApp, startService, waitFor } from './support.ts';
+import { getApp, startLocalService, waitFor } from './support.ts';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 /** Screenshots of each page, kept as CI artifacts (ci.yml uploads the folder). */
@@ -44,15 +44,9 @@ describe('dashboard in headless Chromium against npm start', () => {
     });
 
   beforeAll(async () => {
-    dataDir = await mkdtemp(join(tmpdir(), 'zepid-e2e-dashboard-'));
     work = await mkdtemp(join(tmpdir(), 'zepid-dashboard-work-'));
     await mkdir(shots, { recursive: true });
-    const [apiPort, routerPort] = [await freePort(), await freePort()];
-    api = `http://127.0.0.1:${apiPort}`;
-    service = startService(root, { DATA_DIR: dataDir, PORT: String(apiPort), LOCAL_ROUTER_PORT: String(routerPort), LOG_LEVEL: 'warn', DEPLOY_API_TOKENS: '' });
-    await waitFor('the dev token to be printed', () => /export TOKEN=(\S+)/.test(service.output()));
-    token = /export TOKEN=(\S+)/.exec(service.output())?.[1] ?? '';
-    await waitFor('a worker heartbeat', async () => (await fetch(`${api}/health/detailed`).catch(() => null))?.status === 200);
+    ({ service, api, token, dataDir } = await startLocalService({ dataDirPrefix: 'zepid-e2e-dashboard-' }));
     browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: CHROMIUM_ARGS });
     page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
     page.on('console', (message) => {

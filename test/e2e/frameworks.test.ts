@@ -1,5 +1,4 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { chmod, copyFile, link, mkdir, mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -7,7 +6,7 @@ import { request } from 'node:http';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Service } from './support.ts';
-import { freePort, getApp, startService, waitFor } from './support.ts';
+import { getApp, startLocalService, waitFor } from './support.ts';
 import type { Toolbox } from './templates.ts';
 import { astroSite, bunVite, craApp, expressApp, filesOf, nextApp, nuxtApp, pnpmVite, reactRouterApp, removeDir, svelteKit, viteReactTs, yarnVite } from './templates.ts';
 
@@ -138,28 +137,21 @@ describe('real templates end to end', () => {
 
     // The worker's builds keep their npm cache in the data dir; seed it from the clone's (hard links:
     // cacache files are immutable and content-addressed) and hand back what they fetched afterwards.
-    await mkdir(join(dataDir, 'cache', 'npm'), { recursive: true });
-    if (existsSync(npmCache)) execFileSync('cp', ['-al', `${npmCache}/.`, join(dataDir, 'cache', 'npm')]);
-    const [apiPort, routerPort] = [await freePort(), await freePort()];
-    api = `http://127.0.0.1:${apiPort}`;
-    service = startService(root, {
-      PATH: path,
-      DATA_DIR: dataDir,
-      PORT: String(apiPort),
-      LOCAL_ROUTER_PORT: String(routerPort),
-      LOG_LEVEL: 'warn',
-      DEPLOY_API_TOKENS: '',
-      BUILD_TIMEOUT_MS: '400000',
-      // The lanes below keep up to four of this organization's deployments active at once.
-      MAX_ACTIVE_DEPLOYMENTS_PER_ORG: '10',
-      // react-scripts' build starts worker threads whose isolates do not fit in the default 16 GiB of
-      // address space (Failed to reserve virtual memory for CodeRange; BUILD_FAILED naming the limit).
-      ...(allFrameworks ? { LOCAL_LIMIT_MEMORY_MB: '32768' } : {}),
-      DEPLOYMENT_TIMEOUT_MS: '600000',
-    });
-    await waitFor('the dev token to be printed', () => /export TOKEN=(\S+)/.test(service.output()), 60_000);
-    token = /export TOKEN=(\S+)/.exec(service.output())?.[1] ?? '';
-    await waitFor('a worker heartbeat', async () => (await fetch(`${api}/health/detailed`).catch(() => null))?.status === 200, 60_000);
+    ({ service, api, token } = await startLocalService({
+      dataDir,
+      nodeDir,
+      seedNpmCache: npmCache,
+      env: {
+        BUILD_TIMEOUT_MS: '400000',
+        // The lanes below keep up to four of this organization's deployments active at once.
+        MAX_ACTIVE_DEPLOYMENTS_PER_ORG: '10',
+        // react-scripts' build starts worker threads whose isolates do not fit in the default 16 GiB of
+        // address space (Failed to reserve virtual memory for CodeRange; BUILD_FAILED naming the limit).
+        ...(allFrameworks ? { LOCAL_LIMIT_MEMORY_MB: '32768' } : {}),
+        DEPLOYMENT_TIMEOUT_MS: '600000',
+      },
+      timeoutMs: 60_000,
+    }));
     startLane([{ name: 'next-app', make: nextApp, timeoutMs: 540_000 }]);
     startLane([
       { name: 'nuxt-app', make: nuxtApp, timeoutMs: 540_000 },

@@ -1,12 +1,12 @@
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Service } from './support.ts';
-import { freePort, getApp, processAlive, startService, waitFor } from './support.ts';
+import { getApp, processAlive, startLocalService, startService, waitFor } from './support.ts';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 
@@ -58,14 +58,7 @@ describe('end to end on the embedded defaults', () => {
   const example = async (name: string) => JSON.parse(await readFile(join(root, 'examples', `${name}.json`), 'utf8')) as Record<string, unknown>;
 
   beforeAll(async () => {
-    dataDir = await mkdtemp(join(tmpdir(), 'zepid-e2e-'));
-    const [apiPort, routerPort] = [await freePort(), await freePort()];
-    api = `http://127.0.0.1:${apiPort}`;
-    env = { DATA_DIR: dataDir, PORT: String(apiPort), LOCAL_ROUTER_PORT: String(routerPort), LOG_LEVEL: 'warn', DEPLOY_API_TOKENS: '' };
-    service = startService(root, env);
-    await waitFor('the dev token to be printed', () => /export TOKEN=(\S+)/.test(service.output()));
-    token = /export TOKEN=(\S+)/.exec(service.output())?.[1] ?? '';
-    await waitFor('a worker heartbeat', async () => (await fetch(`${api}/health/detailed`).catch(() => null))?.status === 200);
+    ({ service, api, token, dataDir, env } = await startLocalService({ dataDirPrefix: 'zepid-e2e-' }));
   }, 60_000);
 
   it('keeps the dev token only as a hash', async () => {

@@ -1,10 +1,9 @@
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Service } from './support.ts';
-import { freePort, getApp, startService, waitFor } from './support.ts';
+import { getApp, startLocalService, waitFor } from './support.ts';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 
@@ -48,13 +47,7 @@ describe('end to end: build reuse on the embedded defaults', () => {
   };
 
   beforeAll(async () => {
-    dataDir = await mkdtemp(join(tmpdir(), 'zepid-e2e-reuse-'));
-    const [apiPort, routerPort] = [await freePort(), await freePort()];
-    api = `http://127.0.0.1:${apiPort}`;
-    service = startService(root, { DATA_DIR: dataDir, PORT: String(apiPort), LOCAL_ROUTER_PORT: String(routerPort), LOG_LEVEL: 'warn', DEPLOY_API_TOKENS: '' });
-    await waitFor('the dev token to be printed', () => /export TOKEN=(\S+)/.test(service.output()));
-    token = /export TOKEN=(\S+)/.exec(service.output())?.[1] ?? '';
-    await waitFor('a worker heartbeat', async () => (await fetch(`${api}/health/detailed`).catch(() => null))?.status === 200);
+    ({ service, api, token, dataDir } = await startLocalService({ dataDirPrefix: 'zepid-e2e-reuse-' }));
   }, 60_000);
 
   afterAll(async () => {

@@ -1,9 +1,17 @@
 import type { ChildProcess } from 'node:child_process';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { request } from 'node:http';
 import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+
+/** The clone's root, where `npm start` runs. */
+export const root = fileURLToPath(new URL('../..', import.meta.url));
 
 export async function freePort(): Promise<number> {
   const server = createServer();
@@ -49,6 +57,83 @@ export function startService(cwd: string, env: Record<string, string>): Service 
       clearTimeout(timer);
     },
   };
+}
+
+export interface LocalServiceOptions {
+  /** The data dir to use (created if missing); without it, a new one is made with `mkdtemp(tmpdir()/<dataDirPrefix>)`. */
+  dataDir?: string;
+  /** The prefix of the temporary data dir made when `dataDir` is not given (default `zepid-e2e-`). */
+  dataDirPrefix?: string;
+  /**
+   * Variables for `npm start`, over the defaults (free PORT and LOCAL_ROUTER_PORT, DATA_DIR,
+   * LOG_LEVEL=warn, DEPLOY_API_TOKENS='' so the dev token is printed).
+   */
+  env?: Record<string, string>;
+  /** A directory put first on the service's PATH: the Node the worker runs builds and apps with. */
+  nodeDir?: string;
+  /**
+   * Seed the builds' npm cache (`<dataDir>/cache/npm`) from this npm cache with hard links (cacache
+   * files are content-addressed and never change), so builds fetch little from the registry.
+   */
+  seedNpmCache?: string;
+  /** Wait for the printed dev token; default: when DEPLOY_API_TOKENS is empty (the service prints one then). */
+  devToken?: boolean;
+  /** How long to wait for the dev token and for the worker's heartbeat, each (default 30 s). */
+  timeoutMs?: number;
+}
+
+export interface LocalService {
+  service: Service;
+  /** `http://127.0.0.1:<PORT>` */
+  api: string;
+  apiPort: number;
+  routerPort: number;
+  /** The dev token the service printed; '' when it was not waited for. */
+  token: string;
+  dataDir: string;
+  /** Everything given to `npm start` over process.env: pass it to `startService(root, env)` to restart the same service. */
+  env: Record<string, string>;
+}
+
+/**
+ * Starts `npm start` on free ports as a user would, waits for the printed dev token (when there is
+ * one) and for a worker heartbeat (GET /health/detailed answering 200). If it does not come up in
+ * time, the service is stopped, a data dir made here is removed, and the error carries its output.
+ */
+export async function startLocalService(options: LocalServiceOptions = {}): Promise<LocalService> {
+  const madeDataDir = options.dataDir === undefined;
+  const dataDir = options.dataDir ?? (await mkdtemp(join(tmpdir(), options.dataDirPrefix ?? 'zepid-e2e-')));
+  if (!madeDataDir) await mkdir(dataDir, { recursive: true });
+  if (options.seedNpmCache !== undefined) {
+    await mkdir(join(dataDir, 'cache', 'npm'), { recursive: true });
+    if (existsSync(options.seedNpmCache)) execFileSync('cp', ['-al', `${options.seedNpmCache}/.`, join(dataDir, 'cache', 'npm')]);
+  }
+  const [apiPort, routerPort] = [await freePort(), await freePort()];
+  const api = `http://127.0.0.1:${apiPort}`;
+  const env: Record<string, string> = {
+    ...(options.nodeDir === undefined ? {} : { PATH: `${options.nodeDir}:${process.env.PATH ?? ''}` }),
+    DATA_DIR: dataDir,
+    PORT: String(apiPort),
+    LOCAL_ROUTER_PORT: String(routerPort),
+    LOG_LEVEL: 'warn',
+    DEPLOY_API_TOKENS: '',
+    ...options.env,
+  };
+  const timeoutMs = options.timeoutMs ?? 30_000;
+  const service = startService(root, env);
+  let token = '';
+  try {
+    if (options.devToken ?? env.DEPLOY_API_TOKENS === '') {
+      await waitFor('the dev token to be printed', () => /export TOKEN=(\S+)/.test(service.output()), timeoutMs);
+      token = /export TOKEN=(\S+)/.exec(service.output())?.[1] ?? '';
+    }
+    await waitFor('a worker heartbeat', async () => (await fetch(`${api}/health/detailed`).catch(() => null))?.status === 200, timeoutMs);
+  } catch (error) {
+    await service.stop();
+    if (madeDataDir) await rm(dataDir, { recursive: true, force: true, maxRetries: 3 });
+    throw new Error(`npm start did not come up: ${(error as Error).message}; its output:\n${service.output().slice(-4000)}`, { cause: error });
+  }
+  return { service, api, apiPort, routerPort, token, dataDir, env };
 }
 
 export async function waitFor(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 30_000): Promise<void> {

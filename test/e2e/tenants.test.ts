@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Service } from './support.ts';
-import { freePort, getApp, startService, waitFor } from './support.ts';
+import { freePort, getApp, startLocalService, waitFor } from './support.ts';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const isRoot = process.getuid?.() === 0;
@@ -93,26 +93,22 @@ describe.runIf(isRoot)('local tenants are isolated from each other (uid isolatio
   const probeFile = async () => ({ path: 'probe.mjs', content: await readFile(join(root, 'test/e2e/fixtures/tenant-probe.mjs'), 'utf8') });
 
   beforeAll(async () => {
-    dataDir = await mkdtemp(join(tmpdir(), 'zepid-tenants-'));
     // The worker's node lives under /root (0700 here): give tenants a node they can run, as a link
     // (or copy) in a directory anyone may enter. What the builder does about its own node is not this test's business.
     nodeDir = await mkdtemp(join(tmpdir(), 'zepid-node-'));
     await chmod(nodeDir, 0o755);
     await link(process.execPath, join(nodeDir, 'node')).catch(() => copyFile(process.execPath, join(nodeDir, 'node')));
     await chmod(join(nodeDir, 'node'), 0o755);
-    const [apiPort, routerPort] = [await freePort(), await freePort()];
-    api = `http://127.0.0.1:${apiPort}`;
-    service = startService(root, {
-      DATA_DIR: dataDir,
-      PORT: String(apiPort),
-      LOCAL_ROUTER_PORT: String(routerPort),
-      LOG_LEVEL: 'warn',
-      DEPLOY_API_TOKENS: `orgA:${TOKENS.orgA},orgB:${TOKENS.orgB}`,
-      // Node reserves ~1.5 GiB of address space of its own: 2 GiB leaves it a few hundred MiB.
-      LOCAL_LIMIT_MEMORY_MB: '2048',
-      LOCAL_UID_RANGE: `${FIRST_UID}-${FIRST_UID + 999}`,
-    });
-    await waitFor('a worker heartbeat', async () => (await fetch(`${api}/health/detailed`).catch(() => null))?.status === 200, 60_000);
+    ({ service, api, dataDir } = await startLocalService({
+      dataDirPrefix: 'zepid-tenants-',
+      env: {
+        DEPLOY_API_TOKENS: `orgA:${TOKENS.orgA},orgB:${TOKENS.orgB}`,
+        // Node reserves ~1.5 GiB of address space of its own: 2 GiB leaves it a few hundred MiB.
+        LOCAL_LIMIT_MEMORY_MB: '2048',
+        LOCAL_UID_RANGE: `${FIRST_UID}-${FIRST_UID + 999}`,
+      },
+      timeoutMs: 60_000,
+    }));
   }, 90_000);
 
   afterAll(async () => {
