@@ -15,6 +15,8 @@ const NOT_IN_BICEP: Record<string, string> = {
   DATA_DIR: 'local mode\'s database and files; in Azure the default ./.data is the container\'s scratch space',
   LOCAL_ROUTER_PORT: 'the local runtime\'s router; in Azure apps are Container Apps with their own ingress',
   LOCAL_ROUTER_HOST: 'the local runtime\'s router, as LOCAL_ROUTER_PORT',
+  LOCAL_STATIC_CACHE_MB: 'the local router\'s memory for static files; in Azure a static site is its own nginx Container App',
+  LOCAL_STATIC_CACHE_FILE_KB: 'the local router\'s memory for static files, as LOCAL_STATIC_CACHE_MB',
   QUEUE_LOCK_DURATION_MS: 'the SQLite queue\'s lock; the Service Bus lock duration is a queue property (infra/modules/servicebus.bicep)',
   LOCAL_BUILD_ISOLATION: 'the local builder\'s sandboxing; in Azure every build runs in its own ACI container group',
   LOCAL_UID_RANGE: 'the local builder\'s uids, as LOCAL_BUILD_ISOLATION',

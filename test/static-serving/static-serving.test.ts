@@ -168,12 +168,23 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-describe('static sites through the local router', () => {
+/**
+ * The router answers files from memory (the default: read from disk on first request, then kept),
+ * from disk for files over the per-file size, or always from disk with the cache off: each way gives
+ * the table's answers. With the cache on, every case is asked twice (first read, then from memory).
+ */
+const ROUTER_CACHES = [
+  { name: 'files from memory (the default)', staticCache: undefined, asks: 2, cached: true },
+  { name: 'files over the per-file size (300 bytes) streamed from disk', staticCache: { maxBytes: 1024 * 1024, maxFileBytes: 300 }, asks: 2, cached: true },
+  { name: 'no memory cache (LOCAL_STATIC_CACHE_MB=0): every file streamed from disk', staticCache: { maxBytes: 0, maxFileBytes: 1 }, asks: 1, cached: false },
+] as const;
+
+describe.each(ROUTER_CACHES)('static sites through the local router, $name', ({ staticCache, asks, cached }) => {
   let router: LocalRouter;
   const target: Target = (site, path, options) => fetchRaw(router.listeningPort, path, { ...options, host: `${site}.localhost` });
 
   beforeAll(async () => {
-    router = new LocalRouter({ host: '127.0.0.1', port: 0 });
+    router = new LocalRouter({ host: '127.0.0.1', port: 0, ...(staticCache === undefined ? {} : { staticCache }) });
     await router.start();
     for (const site of ['spa', 'with404', 'rules'] as const) router.set(site, { site: await StaticSite.open(sites[site], join(dir, `cache-${site}`)) });
   });
@@ -188,7 +199,13 @@ describe('static sites through the local router', () => {
   });
 
   it.each(CASES)('$name: $path', async (row) => {
-    check(row, await ask(target, row));
+    for (let time = 0; time < asks; time += 1) check(row, await ask(target, row));
+  });
+
+  it(cached ? 'answered from memory, keeping no file over the per-file size' : 'kept nothing in memory', () => {
+    const usage = router.staticCache?.usage ?? { files: 0, bytes: 0 };
+    expect(usage.files > 0).toBe(cached);
+    if (staticCache !== undefined && cached) expect(usage.bytes).toBeLessThanOrEqual(staticCache.maxFileBytes * usage.files);
   });
 });
 

@@ -14,6 +14,18 @@ const workerEnv = {
   REVISION_READY_TIMEOUT_MS: positiveInt(120_000, 3600_000, 'Longest a new revision may take to answer its health check.'),
   LOCAL_ROUTER_PORT: Type.Integer({ minimum: 1, maximum: 65535, default: 3011, description: 'Port where local mode serves deployed apps.' }),
   LOCAL_ROUTER_HOST: Type.String({ default: '127.0.0.1', description: 'Interface the local router listens on.' }),
+  LOCAL_STATIC_CACHE_MB: Type.Integer({
+    minimum: 0,
+    maximum: 65_536,
+    default: 64,
+    description: 'Local router: memory for static sites\' files (and their gzip and brotli copies), all sites together, in MiB; least recently served files go first. 0 turns it off: every file is read from disk.',
+  }),
+  LOCAL_STATIC_CACHE_FILE_KB: Type.Integer({
+    minimum: 1,
+    maximum: 1_048_576,
+    default: 256,
+    description: 'Local router: largest static file (or compressed copy) kept in memory, in KiB; larger files are read from disk for every request.',
+  }),
   QUEUE_LOCK_DURATION_MS: positiveInt(30_000, 300_000, 'Local queue only: how long a job stays locked between renewals; a crashed worker\'s job comes back after it.'),
   KEEP_IMAGES_PER_APP: positiveInt(
     DEFAULT_KEEP_IMAGES_PER_APP,

@@ -119,7 +119,11 @@ async function localWorkload(env: WorkerEnv, logger: Logger, artifacts: ApiAdapt
     statePath: join(env.DATA_DIR, 'runtime.json'),
     revisionsDir,
     npmCache: sandboxPaths.npmCache,
-    router: new LocalRouter({ host: env.LOCAL_ROUTER_HOST, port: env.LOCAL_ROUTER_PORT }),
+    router: new LocalRouter({
+      host: env.LOCAL_ROUTER_HOST,
+      port: env.LOCAL_ROUTER_PORT,
+      staticCache: { maxBytes: env.LOCAL_STATIC_CACHE_MB * 1024 * 1024, maxFileBytes: env.LOCAL_STATIC_CACHE_FILE_KB * 1024 },
+    }),
     secrets,
     registry: processes,
     logger: logger.child({ component: 'runtime' }),

@@ -2,6 +2,7 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { createServer, request as httpRequest } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { StaticSite } from './static-site.ts';
+import { STATIC_CACHE_DEFAULT_FILE_KB, STATIC_CACHE_DEFAULT_MB, StaticFileCache } from './static-site.ts';
 
 /** Where an app's traffic goes: an app process's port, or a static site the router serves itself. */
 export type RouteTarget = { port: number } | { site: StaticSite };
@@ -10,17 +11,22 @@ export type RouteTarget = { port: number } | { site: StaticSite };
  * The local router: serves each app at `http://<app>.localhost:<port>/` (by Host header) and at
  * `http://127.0.0.1:<port>/apps/<app>/` for clients that do not resolve *.localhost (the prefix is
  * stripped, so only relative links work there). App processes are proxied to; static sites are
- * answered in process (a process per static site cost ~78 MB each).
+ * answered in process (a process per static site cost ~78 MB each), their small files from memory
+ * (`staticCache`: at most `maxBytes` in all, files up to `maxFileBytes`; default 64 MiB and 256 KiB).
  */
 export class LocalRouter {
   private readonly routes = new Map<string, RouteTarget>();
   private server: Server | null = null;
   private readonly host: string;
   private readonly port: number;
+  /** The static sites' files in memory (undefined when turned off: every file streams from disk). */
+  readonly staticCache: StaticFileCache | undefined;
 
-  constructor(options: { host: string; port: number }) {
+  constructor(options: { host: string; port: number; staticCache?: { maxBytes: number; maxFileBytes: number } }) {
     this.host = options.host;
     this.port = options.port;
+    const cache = options.staticCache ?? { maxBytes: STATIC_CACHE_DEFAULT_MB * 1024 * 1024, maxFileBytes: STATIC_CACHE_DEFAULT_FILE_KB * 1024 };
+    this.staticCache = cache.maxBytes === 0 ? undefined : new StaticFileCache(cache);
   }
 
   get listeningPort(): number {
@@ -28,11 +34,25 @@ export class LocalRouter {
   }
 
   set(app: string, target: RouteTarget): void {
+    const previous = this.routes.get(app);
     this.routes.set(app, target);
+    if ('site' in target) target.site.served = true;
+    if (previous !== undefined && previous !== target) this.retire(previous);
   }
 
   remove(app: string): void {
+    const previous = this.routes.get(app);
     this.routes.delete(app);
+    if (previous !== undefined) this.retire(previous);
+  }
+
+  /** A static site no route serves any more leaves the cache. */
+  private retire(target: RouteTarget): void {
+    if (!('site' in target)) return;
+    const site = target.site;
+    for (const other of this.routes.values()) if ('site' in other && other.site === site) return;
+    site.served = false;
+    this.staticCache?.forget(site);
   }
 
   target(app: string): RouteTarget | undefined {
@@ -83,7 +103,7 @@ export class LocalRouter {
       return;
     }
     if ('site' in target) {
-      target.site.serve(request, response, route.path);
+      target.site.serve(request, response, route.path, this.staticCache);
       return;
     }
     const upstream = httpRequest(

@@ -23,15 +23,107 @@ interface SiteFile {
   hash: string;
   /** Precompressed copies (in the revision's cache dir), when the file is compressible. */
   variants: Partial<Record<Encoding, { path: string; size: number }>>;
+  /**
+   * The answer headers of a plain 200 of this file, per encoding served ('' for none), made on first
+   * use: the file never changes while its revision is open, so neither do they.
+   */
+  answers?: Partial<Record<Encoding | '', Readonly<Record<string, string>>>>;
+}
+
+/** Default bounds of the router's in-memory copy of static files (README: LOCAL_STATIC_CACHE_MB, LOCAL_STATIC_CACHE_FILE_KB). */
+export const STATIC_CACHE_DEFAULT_MB = 64;
+export const STATIC_CACHE_DEFAULT_FILE_KB = 256;
+
+/**
+ * The bytes of small static files (and of their gzip and brotli copies) in memory, least recently
+ * served first out, bounded by a total and a per-file size: a file over the per-file size is read
+ * from disk for every request. Keyed by the path on disk: a live revision's files never change
+ * (revisions are written once, before they go live), and a site's entries are dropped when the
+ * router stops serving it. `maxBytes` 0 turns it off.
+ */
+export class StaticFileCache {
+  readonly maxBytes: number;
+  readonly maxFileBytes: number;
+  private readonly entries = new Map<string, { owner: StaticSite; bytes: Buffer }>();
+  private readonly loading = new Map<string, Promise<Buffer>>();
+  private total = 0;
+
+  constructor(options: { maxBytes: number; maxFileBytes: number }) {
+    if (!Number.isInteger(options.maxBytes) || options.maxBytes < 0) throw new Error(`maxBytes must be a whole number ≥ 0, not ${options.maxBytes}`);
+    if (!Number.isInteger(options.maxFileBytes) || options.maxFileBytes < 1) throw new Error(`maxFileBytes must be a whole number ≥ 1, not ${options.maxFileBytes}`);
+    this.maxBytes = options.maxBytes;
+    this.maxFileBytes = Math.min(options.maxFileBytes, options.maxBytes);
+  }
+
+  /** Bytes held and files held (for tests and diagnostics). */
+  get usage(): { bytes: number; files: number } {
+    return { bytes: this.total, files: this.entries.size };
+  }
+
+  /** Whether a file of this size is kept in memory. */
+  holds(size: number): boolean {
+    return size <= this.maxFileBytes;
+  }
+
+  /** The cached bytes, refreshed as most recently used; undefined when not (yet) in memory. */
+  get(path: string): Buffer | undefined {
+    const entry = this.entries.get(path);
+    if (entry === undefined) return undefined;
+    this.entries.delete(path);
+    this.entries.set(path, entry);
+    return entry.bytes;
+  }
+
+  /** Reads the file once (concurrent requests share the read) and keeps it when it fits. */
+  load(owner: StaticSite, path: string): Promise<Buffer> {
+    let pending = this.loading.get(path);
+    if (pending === undefined) {
+      pending = readFile(path).finally(() => this.loading.delete(path));
+      this.loading.set(path, pending);
+      void pending.then((bytes) => this.keep(owner, path, bytes), () => undefined);
+    }
+    return pending;
+  }
+
+  /** Drops every file of a site (its revision is no longer served). */
+  forget(owner: StaticSite): void {
+    for (const [path, entry] of this.entries) {
+      if (entry.owner !== owner) continue;
+      this.entries.delete(path);
+      this.total -= entry.bytes.length;
+    }
+  }
+
+  private keep(owner: StaticSite, path: string, bytes: Buffer): void {
+    if (!this.holds(bytes.length) || this.entries.has(path) || !owner.served) return;
+    this.entries.set(path, { owner, bytes });
+    this.total += bytes.length;
+    for (const [oldest, entry] of this.entries) {
+      if (this.total <= this.maxBytes) break;
+      this.entries.delete(oldest);
+      this.total -= entry.bytes.length;
+    }
+  }
 }
 
 export interface StaticAnswer {
   status: number;
-  headers: Record<string, string>;
+  /** Shared between answers of the same file: never written to. */
+  headers: Readonly<Record<string, string>>;
   /** Absent for HEAD, 304 and errors with an inline body. */
   file?: string;
+  /** The file's size in bytes, with `file`. */
+  size?: number;
   body?: string;
 }
+
+/** No _headers headers: shared, never written to. */
+const NO_HEADERS: Readonly<Record<string, string>> = Object.freeze({});
+/**
+ * A request path that normalise() would return unchanged: segments of unreserved characters, none
+ * starting with a dot, no query, no percent-escape, no repeated slash.
+ */
+const PLAIN_PATH = /^(?=\/)(?:\/[A-Za-z0-9_~-][A-Za-z0-9._~-]*)*\/?$/;
 
 /**
  * A built static site served by the local router itself (no process per site). Opening it walks the
@@ -47,6 +139,10 @@ export class StaticSite {
   private readonly headerRules: { pattern: RegExp; headers: [string, string][] }[];
   /** Rules of _redirects / _headers left out (outside the supported subset), one line each. */
   readonly ruleWarnings: readonly string[];
+  /** Whether a router serves it (its files are cached only then). */
+  served = false;
+  /** Accept-Encoding values seen → what they accept (browsers send a handful of distinct values). */
+  private readonly acceptCache = new Map<string, { br: boolean; gzip: boolean }>();
 
   private constructor(root: string, files: ReadonlyMap<string, SiteFile>, rules: StaticRules) {
     this.root = root;
@@ -92,11 +188,11 @@ export class StaticSite {
 
   /** The answer to a request, as a value (the router writes it; health checks read the status). */
   answer(method: string, rawUrl: string, headers: IncomingMessage['headers']): StaticAnswer {
-    const path = normalise(rawUrl);
+    const path = PLAIN_PATH.test(rawUrl) ? rawUrl : normalise(rawUrl);
     if (path === null) return text(400, 'Bad request\n');
-    const custom = this.customHeaders(path);
+    const custom = this.headerRules.length === 0 ? NO_HEADERS : this.customHeaders(path);
     let status = 200;
-    const rule = this.redirects.find((candidate) => candidate.pattern.test(path));
+    const rule = this.redirects.length === 0 ? undefined : this.redirects.find((candidate) => candidate.pattern.test(path));
     const destination = rule?.destination.replace(/\$([1-9])/g, (_match, n: string) => rule.pattern.exec(path)?.[Number(n)] ?? '');
     if (rule !== undefined && destination !== undefined && rule.status !== 200) {
       // A redirect answers any method, as nginx's `return` does.
@@ -118,33 +214,70 @@ export class StaticSite {
     }
     if (found === undefined) return text(404, 'Not found\n');
     const [url, file] = found;
-    const encoding = chooseEncoding(file, headers['accept-encoding']);
+    const encoding = this.chooseEncoding(file, headers['accept-encoding']);
     const variant = encoding === null ? undefined : file.variants[encoding];
-    const etag = `"${file.hash}${encoding === null ? '' : `-${encoding}`}"`;
-    const answer: Record<string, string> = {
-      'content-type': contentTypeOf(url),
-      // A rewrite's answer revalidates whatever it serves (the image's nginx: the rule's location).
-      'cache-control': rewritten && status === 200 ? REVALIDATE_CACHE_CONTROL : cacheControlOf(url),
-      etag,
-      ...custom,
-    };
-    if (Object.keys(file.variants).length > 0) answer.vary = 'Accept-Encoding';
-    if (encoding !== null) answer['content-encoding'] = encoding;
-    if (status === 200 && matches(headers['if-none-match'], etag)) return { status: 304, headers: answer };
-    answer['content-length'] = String(variant?.size ?? file.size);
-    return { status, headers: answer, ...(method === 'GET' ? { file: variant?.path ?? file.path } : {}) };
+    const plain = answerHeaders(url, file, encoding);
+    let answer: Readonly<Record<string, string>> = plain;
+    // A rewrite's answer revalidates whatever it serves (the image's nginx: the rule's location).
+    const revalidate = rewritten && status === 200 && plain['cache-control'] !== REVALIDATE_CACHE_CONTROL;
+    if (revalidate || custom !== NO_HEADERS) {
+      // The _headers headers come after the service's own (a Cache-Control of theirs replaces ours).
+      const { 'content-length': length = '', ...rest } = plain;
+      answer = { ...rest, ...(revalidate ? { 'cache-control': REVALIDATE_CACHE_CONTROL } : {}), ...custom, 'content-length': length };
+    }
+    if (status === 200 && matches(headers['if-none-match'], answer.etag ?? '')) {
+      const { 'content-length': _length, ...notModified } = answer;
+      return { status: 304, headers: notModified };
+    }
+    return { status, headers: answer, ...(method === 'GET' ? { file: variant?.path ?? file.path, size: variant?.size ?? file.size } : {}) };
   }
 
-  serve(request: IncomingMessage, response: ServerResponse, path: string): void {
+  /**
+   * Writes the answer. A file within the cache's per-file size is answered from memory (read once,
+   * then kept while it is among the most recently served); a larger one, or any with no cache, is
+   * streamed from disk.
+   */
+  serve(request: IncomingMessage, response: ServerResponse, path: string, cache?: StaticFileCache): void {
     const answer = this.answer(request.method ?? 'GET', path, request.headers);
-    response.writeHead(answer.status, answer.headers);
     if (answer.file === undefined) {
+      response.writeHead(answer.status, answer.headers);
       response.end(answer.body);
       return;
     }
+    if (cache !== undefined && cache.holds(answer.size ?? Infinity)) {
+      const bytes = cache.get(answer.file);
+      if (bytes !== undefined) {
+        response.writeHead(answer.status, answer.headers);
+        response.end(bytes);
+        return;
+      }
+      cache.load(this, answer.file).then(
+        (loaded) => {
+          response.writeHead(answer.status, answer.headers);
+          response.end(loaded);
+        },
+        () => response.destroy(),
+      );
+      return;
+    }
+    response.writeHead(answer.status, answer.headers);
     createReadStream(answer.file)
       .on('error', () => response.destroy())
       .pipe(response);
+  }
+
+  /** Brotli first when both are accepted (smaller); `q=0` refuses an encoding. */
+  private chooseEncoding(file: SiteFile, header: string | undefined): Encoding | null {
+    if (header === undefined || (file.variants.br === undefined && file.variants.gzip === undefined)) return null;
+    let accepted = this.acceptCache.get(header);
+    if (accepted === undefined) {
+      accepted = parseAcceptEncoding(header);
+      // Bounded: a client sending a new value with every request only costs the parse.
+      if (this.acceptCache.size < 64) this.acceptCache.set(header, accepted);
+    }
+    if (accepted.br && file.variants.br !== undefined) return 'br';
+    if (accepted.gzip && file.variants.gzip !== undefined) return 'gzip';
+    return null;
   }
 
   /** The _headers headers for a request path: per name, the first matching block's value. */
@@ -227,18 +360,32 @@ function normalise(rawUrl: string): string | null {
   return `/${segments.join('/')}${trailing ? '/' : ''}`;
 }
 
-/** Brotli first when both are accepted (smaller); `q=0` refuses an encoding. */
-function chooseEncoding(file: SiteFile, header: string | undefined): Encoding | null {
-  if (header === undefined) return null;
+function parseAcceptEncoding(header: string): { br: boolean; gzip: boolean } {
   const accepted = new Set<string>();
   for (const item of header.toLowerCase().split(',')) {
     const [name, ...params] = item.trim().split(';');
     const q = params.map((param) => param.trim()).find((param) => param.startsWith('q='));
     if (name !== undefined && (q === undefined || Number(q.slice(2)) > 0)) accepted.add(name.trim());
   }
-  if (accepted.has('br') && file.variants.br !== undefined) return 'br';
-  if (accepted.has('gzip') && file.variants.gzip !== undefined) return 'gzip';
-  return null;
+  return { br: accepted.has('br'), gzip: accepted.has('gzip') };
+}
+
+/** The headers of a plain 200 of `file` (served for the site path `url`) in `encoding`, made once per file and encoding. */
+function answerHeaders(url: string, file: SiteFile, encoding: Encoding | null): Readonly<Record<string, string>> {
+  const key = encoding ?? '';
+  file.answers ??= {};
+  const made = file.answers[key];
+  if (made !== undefined) return made;
+  const headers: Record<string, string> = {
+    'content-type': contentTypeOf(url),
+    'cache-control': cacheControlOf(url),
+    etag: `"${file.hash}${encoding === null ? '' : `-${encoding}`}"`,
+  };
+  if (Object.keys(file.variants).length > 0) headers.vary = 'Accept-Encoding';
+  if (encoding !== null) headers['content-encoding'] = encoding;
+  headers['content-length'] = String(encoding === null ? file.size : (file.variants[encoding]?.size ?? file.size));
+  file.answers[key] = Object.freeze(headers);
+  return file.answers[key];
 }
 
 function matches(header: string | undefined, etag: string): boolean {
