@@ -31,7 +31,8 @@ const PAGE = 100;
  * 3. the images its deployments ran are deleted, except one a deployment of another environment of
  *    the project still runs or keeps (a reused build shares its image);
  * 4. env values (each deployment's and the app's), artifacts (sources, logs, contexts);
- * 5. webhook `app.deleted` (and whatever events the records' outboxes still hold) and telemetry `AppDeleted`;
+ * 5. webhook `app.deleted` (and whatever events the records' outboxes still hold) and telemetry `AppDeleted`
+ *    (once per deletion: `deletionAnnouncedAt` on the app record is written before it is sent);
  * 6. the deployment records, then the app record; locally the app's uid is freed.
  * Then the org's unused source objects are swept (those past OBJECT_RETENTION's grace).
  */
@@ -150,12 +151,32 @@ export class AppDeletion {
     // Events still in the records' outboxes (a cancelled deployment's, say) go out before the records do.
     for (const deployment of deployments) for (const pending of deployment.outbox ?? []) await createDeliveries(adapters.webhooks, endpoints, app, pending, now);
     await createDeliveries(adapters.webhooks, endpoints, app, event, now);
-    adapters.telemetry.event('AppDeleted', { deploymentId: '', orgId: app.orgId, projectId: app.projectId, environment: app.environment, appName: app.appName, deployments: String(deployments.length) });
+    if (await this.claimAnnouncement(app)) adapters.telemetry.event('AppDeleted', { deploymentId: '', orgId: app.orgId, projectId: app.projectId, environment: app.environment, appName: app.appName, deployments: String(deployments.length) });
 
     for (const deployment of deployments) await adapters.store.delete({ orgId: deployment.orgId, deploymentId: deployment.id });
     await adapters.store.deleteApp(app.orgId, app.appName);
     await this.options.releaseTenant?.(app);
     logger.info({ orgId: app.orgId, appName: app.appName, deployments: deployments.length, images: ownImages.size }, 'app deleted');
+  }
+
+  /**
+   * True for the one delivery that may send `AppDeleted`: it wrote `deletionAnnouncedAt` on the app
+   * record (conditional on its etag) before sending; every later delivery finds it set. The record is
+   * the job's durable progress, like the webhook event id derived from the request.
+   */
+  private async claimAnnouncement(app: AppRef): Promise<boolean> {
+    const { store } = this.options.adapters;
+    for (let tries = 0; ; tries += 1) {
+      const record = await store.getApp(app.orgId, app.appName);
+      if (record === null || record.deletionAnnouncedAt != null) return false;
+      try {
+        await store.putApp({ ...record, deletionAnnouncedAt: this.options.clock().toISOString() });
+        return true;
+      } catch (error) {
+        // Another writer (a second DELETE, another delivery) changed the record: read it again.
+        if (!isDeployError(error) || error.code !== 'CONCURRENT_UPDATE' || tries >= 10) throw error;
+      }
+    }
   }
 
   /**

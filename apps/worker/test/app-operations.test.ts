@@ -218,6 +218,13 @@ describe('delete-app job (issue 12)', () => {
     const v1 = await deploy({ files: { 'index.html': 'v1' } });
     const v2 = await deploy({ files: { 'index.html': 'v2' } });
     await consumer.stop();
+    const announced: Record<string, string>[] = [];
+    const { telemetry } = h.adapters;
+    const send = telemetry.event.bind(telemetry);
+    telemetry.event = (name, properties) => {
+      if (name === 'AppDeleted') announced.push(properties);
+      send(name, properties);
+    };
     // Crash after the first record is deleted: in a direct run, and in the consumer's own delivery of the job.
     const { store } = h.adapters;
     const realDelete = store.delete.bind(store);
@@ -241,6 +248,8 @@ describe('delete-app job (issue 12)', () => {
     await expectGone([v1, v2]);
     await eventually(() => h.adapters.webhooks.listDeliveries('org_w', 'wh_aaaaaaaaaaaaaaaaaaaaaaaaaa', 10), (list) => list.length >= 1);
     expect(await h.adapters.webhooks.listDeliveries('org_w', 'wh_aaaaaaaaaaaaaaaaaaaaaaaaaa', 10)).toHaveLength(1);
+    // Telemetry AppDeleted once for the deletion, though three deliveries ran past the point where it is sent.
+    expect(announced).toEqual([expect.objectContaining({ appName: v1.appName, deployments: '2' })]);
   });
 
   it('cancels a running deployment of the app first, hands the session back, and finishes once it ended', async () => {

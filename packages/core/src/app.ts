@@ -58,6 +58,12 @@ export interface AppRecord extends AppRef {
   envUpdatedAt: string | null;
   /** Set by DELETE /projects/:projectId: new deployments are refused (409) and a delete job removes everything. */
   deletingSince: string | null;
+  /**
+   * Set by the delete job (conditionally on `etag`) just before it sends telemetry `AppDeleted`, so a
+   * redelivery of the job does not send it again: at most once per deletion (a crash between this
+   * write and the send loses the event rather than doubling it). Absent on records written before.
+   */
+  deletionAnnouncedAt?: string | null;
   createdAt: string;
   updatedAt: string;
   /** Opaque version set by the store. */
