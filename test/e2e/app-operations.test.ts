@@ -1,7 +1,8 @@
 import { readdir, readFile, rm } from 'node:fs/promises';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join, relative } from 'node:path';
+import { createHash } from 'node:crypto';
+import { basename, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Service } from './support.ts';
@@ -71,7 +72,8 @@ describe('end to end: rollback, env changes and deletion on the embedded default
     dataDir = await mkdtemp(join(tmpdir(), 'zepid-e2e-appops-'));
     const [apiPort, routerPort] = [await freePort(), await freePort()];
     api = `http://127.0.0.1:${apiPort}`;
-    service = startService(root, { DATA_DIR: dataDir, PORT: String(apiPort), LOCAL_ROUTER_PORT: String(routerPort), LOG_LEVEL: 'warn', DEPLOY_API_TOKENS: '' });
+    // The delete job waits OBJECT_UPLOAD_WINDOW_MS before deleting the app's source objects: short here.
+    service = startService(root, { DATA_DIR: dataDir, PORT: String(apiPort), LOCAL_ROUTER_PORT: String(routerPort), LOG_LEVEL: 'warn', DEPLOY_API_TOKENS: '', OBJECT_UPLOAD_WINDOW_MS: '500' });
     await waitFor('the dev token to be printed', () => /export TOKEN=(\S+)/.test(service.output()));
     token = /export TOKEN=(\S+)/.exec(service.output())?.[1] ?? '';
     await waitFor('a worker heartbeat', async () => (await fetch(`${api}/health/detailed`).catch(() => null))?.status === 200);
@@ -151,6 +153,9 @@ describe('end to end: rollback, env changes and deletion on the embedded default
     expect(await readdir(join(dataDir, 'images'))).toEqual(images);
 
     // Delete: the URL stops answering, nothing of the app is left, its deployments answer 404.
+    const digests = [...new Set(['v1', 'v2'].flatMap((tag) => version(tag).files.map((file) => createHash('sha256').update(file.content).digest('hex'))))];
+    const storedObjects = async () => (await walk(join(dataDir, 'artifacts', 'objects'))).map((path) => basename(path));
+    expect((await storedObjects()).filter((name) => digests.includes(name)).sort()).toEqual([...digests].sort());
     const ids = [v1, v2, rollbackAnswer.deploymentId as string, change.deploymentId as string, seedChange.deploymentId as string];
     const deleted = await accepted(await request(`/projects/${projectId}`, { method: 'DELETE' }));
     expect(deleted).toMatchObject({ projectId, apps: [appName], status: 'deleting' });
@@ -168,6 +173,8 @@ describe('end to end: rollback, env changes and deletion on the embedded default
     expect(await revisionProcesses(dataDir)).toEqual([]);
     const left = (await walk(dataDir)).filter((path) => ids.some((id) => path.includes(id)) || path.includes(appName));
     expect(left).toEqual([]);
+    // Nor any source object only it used (content-addressed files under artifacts/objects/<org key>/), at once, not after the sweep's grace.
+    expect((await storedObjects()).filter((name) => digests.some((digest) => name.startsWith(digest)))).toEqual([]);
     expect(await readFile(join(dataDir, 'runtime.json'), 'utf8')).not.toContain(appName);
     expect(await readdir(join(dataDir, 'images'))).toEqual([]);
     expect(await readdir(join(dataDir, 'revisions'))).toEqual([]);

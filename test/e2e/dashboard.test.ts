@@ -49,7 +49,7 @@ describe('dashboard in headless Chromium against npm start', () => {
     await mkdir(shots, { recursive: true });
     const [apiPort, routerPort] = [await freePort(), await freePort()];
     api = `http://127.0.0.1:${apiPort}`;
-    service = startService(root, { DATA_DIR: dataDir, PORT: String(apiPort), LOCAL_ROUTER_PORT: String(routerPort), LOG_LEVEL: 'warn', DEPLOY_API_TOKENS: '' });
+    service = startService(root, { DATA_DIR: dataDir, PORT: String(apiPort), LOCAL_ROUTER_PORT: String(routerPort), LOG_LEVEL: 'warn', DEPLOY_API_TOKENS: '', OBJECT_UPLOAD_WINDOW_MS: '1000' });
     await waitFor('the dev token to be printed', () => /export TOKEN=(\S+)/.test(service.output()));
     token = /export TOKEN=(\S+)/.exec(service.output())?.[1] ?? '';
     await waitFor('a worker heartbeat', async () => (await fetch(`${api}/health/detailed`).catch(() => null))?.status === 200);

@@ -32,7 +32,16 @@ export interface Harness {
 }
 
 export async function createHarness(
-  options: { maxActivePerOrg?: number; rateLimitPerMinute?: number; logger?: Logger; streamsPerToken?: number; maxStreams?: number; sseHeartbeatMs?: number; webhookPolicy?: WebhookAddressPolicy } = {},
+  options: {
+    maxActivePerOrg?: number;
+    rateLimitPerMinute?: number;
+    logger?: Logger;
+    streamsPerToken?: number;
+    maxStreams?: number;
+    sseHeartbeatMs?: number;
+    webhookPolicy?: WebhookAddressPolicy;
+    objectUploadWindowMs?: number;
+  } = {},
 ): Promise<Harness> {
   const dataDir = await mkdtemp(join(tmpdir(), 'zepid-api-'));
   const logger = options.logger ?? pino({ level: 'silent' });
@@ -41,7 +50,7 @@ export async function createHarness(
   let offset = 0;
   const clock: Clock = () => new Date(Date.now() + offset);
   const tokens = TokenRegistry.fromSetting(Object.entries(TOKENS).map(([org, token]) => `${org}:${token}`).join(','));
-  const service = new DeploymentService(adapters, { maxActivePerOrg: options.maxActivePerOrg ?? 50, clock, logger });
+  const service = new DeploymentService(adapters, { maxActivePerOrg: options.maxActivePerOrg ?? 50, objectUploadWindowMs: options.objectUploadWindowMs, clock, logger });
   const app = await buildApp(
     {
       adapters,
