@@ -41,9 +41,11 @@ export async function createHarness(
     sseHeartbeatMs?: number;
     webhookPolicy?: WebhookAddressPolicy;
     objectUploadWindowMs?: number;
+    /** Another harness's data dir: a second API replica on the same database, artifacts and secrets (its `close` leaves the dir). */
+    dataDir?: string;
   } = {},
 ): Promise<Harness> {
-  const dataDir = await mkdtemp(join(tmpdir(), 'zepid-api-'));
+  const dataDir = options.dataDir ?? (await mkdtemp(join(tmpdir(), 'zepid-api-')));
   const logger = options.logger ?? pino({ level: 'silent' });
   const adapters = createLocalAdapters(dataDir, logger);
   await startAll(adapters);
@@ -85,7 +87,7 @@ export async function createHarness(
     close: async () => {
       await app.close();
       await closeAll(adapters);
-      await rm(dataDir, { recursive: true, force: true });
+      if (options.dataDir === undefined) await rm(dataDir, { recursive: true, force: true });
     },
   };
 }

@@ -64,6 +64,13 @@ export interface AppRecord extends AppRef {
    * write and the send loses the event rather than doubling it). Absent on records written before.
    */
   deletionAnnouncedAt?: string | null;
+  /**
+   * Held while an API replica changes the app's env values (reads them, edits them, stores the whole
+   * set again): taken and given back by conditional writes of this record, so changes from any number
+   * of replicas are made one at a time. `until`: when a holder that never gave it back (a replica that
+   * died) loses it. Absent or null: free.
+   */
+  envLock?: { owner: string; until: string } | null;
   createdAt: string;
   updatedAt: string;
   /** Opaque version set by the store. */
