@@ -30,7 +30,8 @@ export interface ArtifactStore extends Lifecycle, HealthReporting {
   listSources(orgId: string): Promise<string[]>;
   /**
    * Size of each of `digests` the org has stored; absent ones are left out. A found object counts as
-   * used now: its `lastUsed` is refreshed when older than an hour, so a sweep running meanwhile keeps it.
+   * used now: its `lastUsed` is refreshed when older than an hour or marked by `expireObjects`, so a
+   * sweep or an app's deletion running meanwhile keeps it.
    */
   findObjects(orgId: string, digests: readonly string[]): Promise<Map<string, number>>;
   /**
