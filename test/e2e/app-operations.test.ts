@@ -2,6 +2,7 @@ import { readdir, readFile, rm } from 'node:fs/promises';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { createHash } from 'node:crypto';
+import { DatabaseSync } from 'node:sqlite';
 import { basename, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -25,6 +26,17 @@ async function revisionProcesses(dataDir: string): Promise<{ pid: number; deploy
   return groups.filter((group) => group.purpose === 'revision').map(({ pid, deploymentId }) => ({ pid, deploymentId }));
 }
 
+/** The tenant_ids keys (kind, org, name) of the app's uid and its project's gid, read from the service's database. */
+function tenantKeysIn(dataDir: string, projectId: string, appName: string): string[][] {
+  const db = new DatabaseSync(join(dataDir, 'zepid.db'), { readOnly: true });
+  try {
+    const keys = (db.prepare('SELECT key FROM tenant_ids').all() as { key: string }[]).map((row) => row.key.split('\u0000'));
+    return keys.filter(([kind, , name]) => (kind === 'project' && name === projectId) || (kind === 'app' && name === appName));
+  } finally {
+    db.close();
+  }
+}
+
 /** Every path under `dir`, relative to it. */
 async function walk(dir: string): Promise<string[]> {
   const entries = await readdir(dir, { recursive: true, withFileTypes: true });
@@ -46,6 +58,7 @@ describe('end to end: rollback, env changes and deletion on the embedded default
 
   const request = (path: string, init: RequestInit = {}) =>
     fetch(`${api}${path}`, { ...init, headers: { authorization: `Bearer ${token}`, ...(init.body === undefined ? {} : { 'content-type': 'application/json' }) } });
+  const tenantKeys = (projectId: string, appName: string) => tenantKeysIn(dataDir, projectId, appName);
   const statusOf = async (id: string) => (await (await request(`/deploy/${id}/status`)).json()) as Status;
   const settle = async (id: string): Promise<{ status: Status; log: string }> => {
     let status: Status | null = null;
@@ -156,6 +169,9 @@ describe('end to end: rollback, env changes and deletion on the embedded default
     const digests = [...new Set(['v1', 'v2'].flatMap((tag) => version(tag).files.map((file) => createHash('sha256').update(file.content).digest('hex'))))];
     const storedObjects = async () => (await walk(join(dataDir, 'artifacts', 'objects'))).map((path) => basename(path));
     expect((await storedObjects()).filter((name) => digests.includes(name)).sort()).toEqual([...digests].sort());
+    // Run as root (uid isolation), the app holds a uid and its project a gid (tenant_ids in the embedded database).
+    const isolated = process.getuid?.() === 0;
+    if (isolated) expect(tenantKeys(projectId, appName).map(([kind]) => kind).sort()).toEqual(['app', 'project']);
     const ids = [v1, v2, rollbackAnswer.deploymentId as string, change.deploymentId as string, seedChange.deploymentId as string];
     const deleted = await accepted(await request(`/projects/${projectId}`, { method: 'DELETE' }));
     expect(deleted).toMatchObject({ projectId, apps: [appName], status: 'deleting' });
@@ -178,7 +194,11 @@ describe('end to end: rollback, env changes and deletion on the embedded default
     expect(await readFile(join(dataDir, 'runtime.json'), 'utf8')).not.toContain(appName);
     expect(await readdir(join(dataDir, 'images'))).toEqual([]);
     expect(await readdir(join(dataDir, 'revisions'))).toEqual([]);
-    // Run as root, each app has its own uid and npm cache (cache/npm/<uid>): freed with the app.
-    if (process.getuid?.() === 0) expect(await readdir(join(dataDir, 'cache', 'npm'))).toEqual([]);
+    // Run as root, each app has its own uid and npm cache (cache/npm/<uid>): freed with the app, and
+    // the project's gid with its last app.
+    if (isolated) {
+      expect(await readdir(join(dataDir, 'cache', 'npm'))).toEqual([]);
+      expect(tenantKeys(projectId, appName)).toEqual([]);
+    }
   }, 300_000);
 });
