@@ -1,5 +1,15 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
+import type { ApiAdapters } from '@zepid/core';
 import { appName } from '@zepid/core';
+import { CosmosDeploymentStore } from '@zepid/azure';
+import { FileSecretStore } from '@zepid/local';
+import { startCosmosEmulator } from '@zepid/testkit/emulators/cosmos.ts';
+import { AppService } from '../src/apps.ts';
+import { DeploymentService } from '../src/deployments.ts';
 import type { Harness } from './harness.ts';
 import { auth, createHarness, staticBody } from './harness.ts';
 
@@ -9,8 +19,9 @@ import { auth, createHarness, staticBody } from './harness.ts';
  * one data dir stand for two replicas: each has its own SQLite connection, secret store and in-process
  * state; only the store (the app record's lease, taken by conditional writes) is shared.
  */
+const ref = { orgId: 'org_456', projectId: 'twin', environment: 'development' as const, appName: appName('org_456', 'twin', 'development') };
+
 describe('env changes from two API replicas', () => {
-  const ref = { orgId: 'org_456', projectId: 'twin', environment: 'development' as const, appName: appName('org_456', 'twin', 'development') };
   const put = (h: Harness, name: string) =>
     h.app.inject({ method: 'PUT', url: `/projects/twin/env/${name}`, headers: auth('org_456'), payload: { value: `value of ${name}`, apply: 'none' } });
   const patch = (h: Harness, set: Record<string, string | null>) =>
@@ -63,4 +74,45 @@ describe('env changes from two API replicas', () => {
       await h.close();
     }
   });
+});
+
+/**
+ * The same over Cosmos DB (cosmosdb-server, the emulator of the store contract): two replicas' app
+ * services, each with its own Cosmos client, lease through If-Match on the app document.
+ */
+describe('env changes from two API replicas on Cosmos DB', () => {
+  it('two replicas changing different names of one app at once: every change is kept', async () => {
+    const emulator = await startCosmosEmulator();
+    const dir = await mkdtemp(join(tmpdir(), 'zepid-env-cosmos-'));
+    const replicas: { apps: AppService; store: CosmosDeploymentStore; secrets: FileSecretStore }[] = [];
+    try {
+      for (let index = 0; index < 2; index += 1) {
+        const store = new CosmosDeploymentStore({ connectionString: emulator.connectionString, databaseId: 'zepid-deploy', containerId: 'deployments', createIfMissing: true, retentionDays: 30 });
+        await store.start();
+        const secrets = new FileSecretStore(join(dir, 'secrets'));
+        await secrets.start();
+        // Only what an env change with apply "none" uses: the store, the secrets and (no) webhooks.
+        const adapters = { store, secrets, webhooks: { listWebhooks: () => Promise.resolve([]) } } as unknown as ApiAdapters;
+        const logger = pino({ level: 'silent' });
+        const deployments = new DeploymentService(adapters, { maxActivePerOrg: 10, clock: () => new Date(), logger });
+        replicas.push({ apps: new AppService(adapters, deployments, { clock: () => new Date(), logger }), store, secrets });
+      }
+      const [one, two] = replicas as [(typeof replicas)[number], (typeof replicas)[number]];
+      const change = (replica: typeof one, name: string) => replica.apps.changeEnv(ref, { set: { [name]: `value of ${name}` }, replace: false, scopes: {} }, 'none', null);
+      const names = Array.from({ length: 8 }, (_, index) => [`ONE_${index}`, `TWO_${index}`]);
+      await Promise.all(names.flatMap(([first = '', second = '']) => [change(one, first), change(two, second)]));
+      const expected = Object.fromEntries(names.flat().map((name) => [name, `value of ${name}`]));
+      expect(await one.secrets.getAppEnv(ref)).toEqual(expected);
+      const record = await two.store.getApp(ref.orgId, ref.appName);
+      expect(record?.env.map((variable) => variable.name)).toEqual(Object.keys(expected).sort());
+      expect(record?.envLock ?? null).toBeNull();
+    } finally {
+      for (const replica of replicas) {
+        await replica.store.close();
+        await replica.secrets.close();
+      }
+      await emulator.stop();
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
 });
