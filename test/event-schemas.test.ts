@@ -145,7 +145,7 @@ describe('OpenAPI component schemas match the events and webhook payloads sent',
       job = await h.adapters.queue.receive({ waitMs: 0 });
     }
     if (job === null) throw new Error('no delete-app job on the queue');
-    const deletion = new AppDeletion({ adapters: { ...h.adapters, builder: new FakeBuilder(), runtime: new FakeRuntime() }, logger: pino({ level: 'silent' }), clock: () => new Date() });
+    const deletion = new AppDeletion({ adapters: { ...h.adapters, builder: new FakeBuilder(), runtime: new FakeRuntime() }, logger: pino({ level: 'silent' }), clock: () => new Date(), objectUploadWindowMs: 10 });
     expect(await deletion.run(job.body as AppJobMessage, job.messageId, new AbortController().signal)).toEqual({ action: 'complete' });
 
     const dispatcher = new WebhookDispatcher({

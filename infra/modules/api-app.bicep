@@ -135,6 +135,7 @@ resource app 'Microsoft.App/containerApps@2025-01-01' = {
             { name: 'SECRETS_PROVIDER', value: 'azure' }
             { name: 'LOG_LEVEL', value: logLevel }
             { name: 'DEPLOYMENT_TIMEOUT_MS', value: string(deploymentTimeoutMs) }
+            { name: 'OBJECT_UPLOAD_WINDOW_MS', value: '10000' } // the same in API and worker (README)
             { name: 'WEBHOOK_ALLOW_PRIVATE_NETWORKS', value: 'false' }
             { name: 'PORT', value: string(port) }
             { name: 'HOST', value: '0.0.0.0' }

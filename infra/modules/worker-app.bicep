@@ -128,6 +128,7 @@ resource app 'Microsoft.App/containerApps@2025-01-01' = {
             { name: 'RUNTIME_PROVIDER', value: 'azure' }
             { name: 'LOG_LEVEL', value: logLevel }
             { name: 'DEPLOYMENT_TIMEOUT_MS', value: string(deploymentTimeoutMs) }
+            { name: 'OBJECT_UPLOAD_WINDOW_MS', value: '10000' } // the same in API and worker (README)
             { name: 'WEBHOOK_ALLOW_PRIVATE_NETWORKS', value: 'false' }
             { name: 'MAX_CONCURRENT_DEPLOYMENTS', value: string(maxConcurrentDeployments) }
             { name: 'BUILD_TIMEOUT_MS', value: string(buildTimeoutMs) }

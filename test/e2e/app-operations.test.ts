@@ -1,5 +1,7 @@
+import { createHash } from 'node:crypto';
 import { readdir, readFile, rm } from 'node:fs/promises';
-import { join, relative } from 'node:path';
+import { basename, join, relative } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Service } from './support.ts';
@@ -20,6 +22,17 @@ interface Status {
 async function revisionProcesses(dataDir: string): Promise<{ pid: number; deploymentId: string }[]> {
   const groups = JSON.parse(await readFile(join(dataDir, 'processes.json'), 'utf8').catch(() => '[]')) as { pid: number; deploymentId: string; purpose: string }[];
   return groups.filter((group) => group.purpose === 'revision').map(({ pid, deploymentId }) => ({ pid, deploymentId }));
+}
+
+/** The tenant_ids keys (kind, org, name) of the app's uid and its project's gid, read from the service's database. */
+function tenantKeysIn(dataDir: string, projectId: string, appName: string): string[][] {
+  const db = new DatabaseSync(join(dataDir, 'zepid.db'), { readOnly: true });
+  try {
+    const keys = (db.prepare('SELECT key FROM tenant_ids').all() as { key: string }[]).map((row) => row.key.split('\u0000'));
+    return keys.filter(([kind, , name]) => (kind === 'project' && name === projectId) || (kind === 'app' && name === appName));
+  } finally {
+    db.close();
+  }
 }
 
 /** Every path under `dir`, relative to it. */
@@ -43,6 +56,7 @@ describe('end to end: rollback, env changes and deletion on the embedded default
 
   const request = (path: string, init: RequestInit = {}) =>
     fetch(`${api}${path}`, { ...init, headers: { authorization: `Bearer ${token}`, ...(init.body === undefined ? {} : { 'content-type': 'application/json' }) } });
+  const tenantKeys = (projectId: string, appName: string) => tenantKeysIn(dataDir, projectId, appName);
   const statusOf = async (id: string) => (await (await request(`/deploy/${id}/status`)).json()) as Status;
   const settle = async (id: string): Promise<{ status: Status; log: string }> => {
     let status: Status | null = null;
@@ -66,7 +80,8 @@ describe('end to end: rollback, env changes and deletion on the embedded default
   };
 
   beforeAll(async () => {
-    ({ service, api, token, dataDir } = await startLocalService({ dataDirPrefix: 'zepid-e2e-appops-' }));
+    // The delete job waits OBJECT_UPLOAD_WINDOW_MS before deleting the app's source objects: short here.
+    ({ service, api, token, dataDir } = await startLocalService({ dataDirPrefix: 'zepid-e2e-appops-', env: { OBJECT_UPLOAD_WINDOW_MS: '500' } }));
   }, 120_000);
 
   afterAll(async () => {
@@ -143,6 +158,12 @@ describe('end to end: rollback, env changes and deletion on the embedded default
     expect(await readdir(join(dataDir, 'images'))).toEqual(images);
 
     // Delete: the URL stops answering, nothing of the app is left, its deployments answer 404.
+    const digests = [...new Set(['v1', 'v2'].flatMap((tag) => version(tag).files.map((file) => createHash('sha256').update(file.content).digest('hex'))))];
+    const storedObjects = async () => (await walk(join(dataDir, 'artifacts', 'objects'))).map((path) => basename(path));
+    expect((await storedObjects()).filter((name) => digests.includes(name)).sort()).toEqual([...digests].sort());
+    // Run as root (uid isolation), the app holds a uid and its project a gid (tenant_ids in the embedded database).
+    const isolated = process.getuid?.() === 0;
+    if (isolated) expect(tenantKeys(projectId, appName).map(([kind]) => kind).sort()).toEqual(['app', 'project']);
     const ids = [v1, v2, rollbackAnswer.deploymentId as string, change.deploymentId as string, seedChange.deploymentId as string];
     const deleted = await accepted(await request(`/projects/${projectId}`, { method: 'DELETE' }));
     expect(deleted).toMatchObject({ projectId, apps: [appName], status: 'deleting' });
@@ -160,10 +181,16 @@ describe('end to end: rollback, env changes and deletion on the embedded default
     expect(await revisionProcesses(dataDir)).toEqual([]);
     const left = (await walk(dataDir)).filter((path) => ids.some((id) => path.includes(id)) || path.includes(appName));
     expect(left).toEqual([]);
+    // Nor any source object only it used (content-addressed files under artifacts/objects/<org key>/), at once, not after the sweep's grace.
+    expect((await storedObjects()).filter((name) => digests.some((digest) => name.startsWith(digest)))).toEqual([]);
     expect(await readFile(join(dataDir, 'runtime.json'), 'utf8')).not.toContain(appName);
     expect(await readdir(join(dataDir, 'images'))).toEqual([]);
     expect(await readdir(join(dataDir, 'revisions'))).toEqual([]);
-    // Run as root, each app has its own uid and npm cache (cache/npm/<uid>): freed with the app.
-    if (process.getuid?.() === 0) expect(await readdir(join(dataDir, 'cache', 'npm'))).toEqual([]);
+    // Run as root, each app has its own uid and npm cache (cache/npm/<uid>): freed with the app, and
+    // the project's gid with its last app.
+    if (isolated) {
+      expect(await readdir(join(dataDir, 'cache', 'npm'))).toEqual([]);
+      expect(tenantKeys(projectId, appName)).toEqual([]);
+    }
   }, 300_000);
 });

@@ -21,6 +21,8 @@ import type { AddressInfo } from 'node:net';
 import { Webhook } from 'standardwebhooks';
 import { SseClient, trustTestCertificate } from '@zepid/testkit';
 import { appPrefixOf, imageRepository } from '@zepid/azure';
+import { BlobServiceClient } from '@azure/storage-blob';
+import { orgStorageKey, sha256Hex } from '@zepid/core';
 import { freePort, waitFor } from './support.ts';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
@@ -125,6 +127,8 @@ describe('Azure mode, end to end', () => {
       // The webhook receiver of this test is on loopback (https, as Azure mode requires).
       WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'true',
       REVISION_READY_TIMEOUT_MS: '5000',
+      // The delete job waits this long before deleting an app's source objects: short here.
+      OBJECT_UPLOAD_WINDOW_MS: '500',
       APPLICATIONINSIGHTS_CONNECTION_STRING: insights.connectionString,
       // The SDK's own usage reports would go to Microsoft: off, so everything stays on loopback.
       APPLICATION_INSIGHTS_NO_STATSBEAT: 'true',
@@ -342,6 +346,14 @@ describe('Azure mode, end to end', () => {
     expect(output).not.toContain('bonjour');
 
     // Delete: 202 at once, then the delete-app job removes everything the app owns.
+    const sources = BlobServiceClient.fromConnectionString(azurite.connectionString).getContainerClient('sources');
+    const objectsOfOps = async () => {
+      const wanted = ['v1', 'v2', 'v3'].map((version) => `objects/${orgStorageKey('org_az')}/${sha256Hex(`<h1>ops ${version}</h1>`)}`);
+      const found: string[] = [];
+      for await (const blob of sources.listBlobsFlat({ prefix: `objects/${orgStorageKey('org_az')}/` })) if (wanted.includes(blob.name)) found.push(blob.name);
+      return found;
+    };
+    expect(await objectsOfOps()).toHaveLength(3);
     const removed = await fetch(`${apiUrl}/projects/ops?environment=production`, { method: 'DELETE', headers: { authorization: `Bearer ${TOKEN}` } });
     expect(removed.status, await removed.clone().text()).toBe(202);
     expect(await removed.json()).toEqual({ projectId: 'ops', environment: 'production', apps: [app], status: 'deleting' });
@@ -353,6 +365,8 @@ describe('Azure mode, end to end', () => {
       const page = (await (await fetch(`${apiUrl}/apps?limit=100`, { headers })).json()) as { apps: { appName: string }[] };
       return !page.apps.some((entry) => entry.appName === app);
     }, 60_000);
+    // Its source objects (Blob Storage, Azurite) went with it: marked, then deleted with If-Match.
+    expect(await objectsOfOps()).toEqual([]);
     for (const digest of digests) expect(arm.acr.hasDigest(repository, digest)).toBe(false);
     expect(arm.acr.tagsOf(repository)).toEqual([]);
     const appPrefix = appPrefixOf({ orgId: 'org_az', appName: app });

@@ -46,7 +46,7 @@ describe('dashboard in headless Chromium against npm start', () => {
   beforeAll(async () => {
     work = await mkdtemp(join(tmpdir(), 'zepid-dashboard-work-'));
     await mkdir(shots, { recursive: true });
-    ({ service, api, token, dataDir } = await startLocalService({ dataDirPrefix: 'zepid-e2e-dashboard-' }));
+    ({ service, api, token, dataDir } = await startLocalService({ dataDirPrefix: 'zepid-e2e-dashboard-', env: { OBJECT_UPLOAD_WINDOW_MS: '1000' } }));
     browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: CHROMIUM_ARGS });
     page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
     page.on('console', (message) => {

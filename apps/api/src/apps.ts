@@ -29,6 +29,7 @@ import {
   quotaExceeded,
   sha256Hex,
 } from '@zepid/core';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { DeploymentService } from './deployments.ts';
 
 /**
@@ -43,6 +44,29 @@ export const BUILD_ENV_PREFIXES = ['VITE_', 'NEXT_PUBLIC_', 'PUBLIC_', 'NUXT_PUB
 
 export function defaultScopeOf(name: string): EnvScope {
   return BUILD_ENV_PREFIXES.some((prefix) => name.startsWith(prefix)) ? 'build' : 'runtime';
+}
+
+/**
+ * How env changes of one app are ordered across API replicas: a lease on the app record (`envLock`),
+ * taken and given back by conditional writes (SQLite: the etag column; Cosmos DB: If-Match).
+ */
+export const ENV_LEASE = {
+  /** A lease its holder never gave back (the replica died) is free again after this long. */
+  leaseMs: 60_000,
+  /** How long a change waits for another change's lease before answering 409 CONFLICT (retry). */
+  waitMs: 15_000,
+  /**
+   * A change that has held the lease this long before it writes anything gives up (503, nothing
+   * written), so the rest of the lease covers its writes: a Key Vault set of 100 values with purges
+   * to wait out takes seconds, not 40.
+   */
+  writeWithinMs: 20_000,
+} as const;
+
+interface EnvLease {
+  owner: string;
+  /** performance.now() when taken. */
+  takenAt: number;
 }
 
 export type ApplyMode = 'restart' | 'none';
@@ -115,9 +139,9 @@ export class AppService {
   private readonly deployments: DeploymentService;
   private readonly options: AppServiceOptions;
   /**
-   * Env changes of one app are made one at a time in this process: each reads the current values,
-   * edits them and writes them back. (Across API replicas the app record's etag orders the metadata;
-   * two replicas changing one app's values in the same instant may lose one change: said in the README.)
+   * Env changes of one app are made one at a time: each reads the current values, edits them and
+   * writes them back. Within this process they queue here; across replicas each takes the app
+   * record's lease (`envLock`, ENV_LEASE) for its read-edit-write.
    */
   private readonly envLocks = new Map<string, Promise<unknown>>();
 
@@ -219,8 +243,7 @@ export class AppService {
    * scope it had unless `buildEnv` lists it; new names get the default scope of their prefix.
    */
   async adoptDeployedEnv(ref: AppRef, values: Record<string, string>, buildEnv: readonly string[], deployment: DeploymentRecord): Promise<void> {
-    await this.withEnvLock(ref, async () => {
-      const stored = await this.adapters.store.getApp(ref.orgId, ref.appName);
+    const unchangedIn = async (stored: AppRecord | null): Promise<{ unchanged: boolean; before: Record<string, string> }> => {
       const before = await this.currentEnv(ref, stored);
       const names = Object.keys(values);
       const unchanged =
@@ -231,9 +254,16 @@ export class AppService {
           const variable = stored.env.find((known) => known.name === name);
           return before[name] === values[name] && variable !== undefined && (!buildEnv.includes(name) || variable.scope === 'build');
         });
-      // A redeploy with the same values (the usual case) writes nothing more.
+      return { unchanged, before };
+    };
+    // A redeploy with the same values (the usual case) writes nothing more, and takes no lease.
+    if ((await unchangedIn(await this.adapters.store.getApp(ref.orgId, ref.appName))).unchanged) return;
+    await this.withEnvLock(ref, async (lease) => {
+      // Again under the lease: another replica may have changed them meanwhile.
+      const { unchanged, before } = await unchangedIn(await this.adapters.store.getApp(ref.orgId, ref.appName));
       if (unchanged) return;
-      await this.updateRecord(ref, (current) => {
+      this.assertLeaseFresh(ref, lease);
+      await this.updateRecord(ref, this.fenced(lease, (current) => {
         // As of the deployment that runs with them: it is the first to have the new values.
         const now = deployment.createdAt;
         const old = new Map(current.env.map((variable) => [variable.name, variable]));
@@ -245,15 +275,24 @@ export class AppService {
             return { name, scope, updatedAt: previous !== undefined && before[name] === values[name] ? previous.updatedAt : now };
           });
         return { ...current, env, envUpdatedAt: now };
-      });
+      }));
       await this.adapters.secrets.putAppEnv(ref, values);
     });
   }
 
-  private async withEnvLock<T>(ref: AppRef, fn: () => Promise<T>): Promise<T> {
+  /** Runs `fn` holding the app's env lease: after this process's earlier changes of the app, and any other replica's. */
+  private async withEnvLock<T>(ref: AppRef, fn: (lease: EnvLease) => Promise<T>): Promise<T> {
     const key = `${ref.orgId}\u0000${ref.appName}`;
     const previous = this.envLocks.get(key) ?? Promise.resolve();
-    const run = previous.then(fn, fn);
+    const leased = async () => {
+      const lease = await this.takeEnvLease(ref);
+      try {
+        return await fn(lease);
+      } finally {
+        await this.giveBackEnvLease(ref, lease);
+      }
+    };
+    const run = previous.then(leased, leased);
     const settled = run.catch(() => undefined);
     this.envLocks.set(key, settled);
     try {
@@ -261,6 +300,75 @@ export class AppService {
     } finally {
       if (this.envLocks.get(key) === settled) this.envLocks.delete(key);
     }
+  }
+
+  /** Takes the app record's `envLock` (creating the record when absent) by a conditional write; waits up to ENV_LEASE.waitMs for another holder. */
+  private async takeEnvLease(ref: AppRef): Promise<EnvLease> {
+    const { store } = this.adapters;
+    const owner = newPrefixedId('lease_');
+    const started = performance.now();
+    for (;;) {
+      const now = this.options.clock();
+      const current = await store.getApp(ref.orgId, ref.appName);
+      const held = current?.envLock;
+      if (held != null && Date.parse(held.until) > now.getTime()) {
+        if (performance.now() - started > ENV_LEASE.waitMs) {
+          throw new DeployError('CONFLICT', `Another change of ${ref.appName}'s env variables has been in progress for over ${ENV_LEASE.waitMs / 1000} s; retry shortly`, {
+            retryable: true,
+            details: { appName: ref.appName },
+          });
+        }
+        await sleep(10 + Math.random() * 40);
+        continue;
+      }
+      const base: AppRecord = current ?? { ...ref, env: [], envUpdatedAt: null, deletingSince: null, createdAt: now.toISOString(), updatedAt: now.toISOString(), etag: '' };
+      try {
+        await store.putApp({ ...base, envLock: { owner, until: new Date(now.getTime() + ENV_LEASE.leaseMs).toISOString() }, updatedAt: now.toISOString() });
+        return { owner, takenAt: performance.now() };
+      } catch (error) {
+        // Another replica took it (or wrote the record) between the read and the write: look again.
+        if (!(error instanceof DeployError && (error.code === 'CONCURRENT_UPDATE' || error.code === 'CONFLICT'))) throw error;
+      }
+    }
+  }
+
+  /** Clears `envLock` if this change still holds it. Never throws: a lease not given back is free after ENV_LEASE.leaseMs. */
+  private async giveBackEnvLease(ref: AppRef, lease: EnvLease): Promise<void> {
+    const { store } = this.adapters;
+    try {
+      for (let tries = 0; tries < 10; tries += 1) {
+        const current = await store.getApp(ref.orgId, ref.appName);
+        if (current?.envLock?.owner !== lease.owner) {
+          if (current !== null) this.options.logger.warn({ appName: ref.appName }, 'env lease was taken over before it was given back (a change took longer than ENV_LEASE.leaseMs)');
+          return;
+        }
+        try {
+          await store.putApp({ ...current, envLock: null });
+          return;
+        } catch (error) {
+          if (!(error instanceof DeployError && error.code === 'CONCURRENT_UPDATE')) throw error;
+        }
+      }
+    } catch (error) {
+      this.options.logger.warn({ err: error, appName: ref.appName }, `env lease not given back; free again in ${ENV_LEASE.leaseMs / 1000} s`);
+    }
+  }
+
+  /** 503 (nothing written yet) when the lease has been held so long that the writes could outlast it. */
+  private assertLeaseFresh(ref: AppRef, lease: EnvLease): void {
+    if (performance.now() - lease.takenAt > ENV_LEASE.writeWithinMs) {
+      throw new DeployError('DEPENDENCY_UNAVAILABLE', `Reading ${ref.appName}'s env variables took over ${ENV_LEASE.writeWithinMs / 1000} s; nothing was changed: retry`, { retryable: true });
+    }
+  }
+
+  /** An app record edit that refuses (CONCURRENT_UPDATE, nothing written) when this change no longer holds the lease. */
+  private fenced(lease: EnvLease, edit: (current: AppRecord) => AppRecord | null): (current: AppRecord) => AppRecord | null {
+    return (current) => {
+      if (current.envLock?.owner !== lease.owner) {
+        throw new DeployError('CONCURRENT_UPDATE', `The env lease of ${current.appName} was taken over; nothing was changed: retry`, { retryable: true });
+      }
+      return edit(current);
+    };
   }
 
   async view(ref: AppRef): Promise<AppView> {
@@ -409,7 +517,7 @@ export class AppService {
       const active = await this.adapters.store.countActive(ref.orgId);
       if (active >= this.deployments.maxActivePerOrg) throw quotaExceeded(active, this.deployments.maxActivePerOrg);
     }
-    const { record, changed, buildChanged } = await this.withEnvLock(ref, async () => {
+    const { record, changed, buildChanged } = await this.withEnvLock(ref, async (lease) => {
       const before = await this.currentEnv(ref);
       const after: Record<string, string> = change.replace ? {} : { ...before };
       for (const [name, value] of Object.entries(change.set)) {
@@ -425,7 +533,8 @@ export class AppService {
       const names = new Set([...Object.keys(before), ...Object.keys(after)]);
       const changedNames = [...names].filter((name) => before[name] !== after[name]).sort();
       let buildChangedNames: string[] = [];
-      const stored = await this.updateRecord(ref, (current) => {
+      this.assertLeaseFresh(ref, lease);
+      const stored = await this.updateRecord(ref, this.fenced(lease, (current) => {
         const now = this.options.clock().toISOString();
         const known = new Map(
           (current.envUpdatedAt === null ? Object.keys(before).map((name) => ({ name, scope: defaultScopeOf(name), updatedAt: now })) : current.env).map(
@@ -444,7 +553,7 @@ export class AppService {
         // A build-scoped variable changed (by value, or by becoming/ceasing to be build-scoped): the image must be rebuilt.
         buildChangedNames = changedNames.filter((name) => known.get(name)?.scope === 'build' || env.find((variable) => variable.name === name)?.scope === 'build');
         return { ...current, env, envUpdatedAt: now };
-      });
+      }));
       await this.adapters.secrets.putAppEnv(ref, after);
       return { record: stored, changed: changedNames, buildChanged: buildChangedNames };
     });

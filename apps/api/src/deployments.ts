@@ -11,6 +11,7 @@ import {
   mapLimit,
   newDeploymentId,
   newDeploymentRecord,
+  OBJECT_RETENTION,
   sha256Hex,
   sourceBytesProblem,
   sourceDigest,
@@ -22,6 +23,12 @@ const OBJECT_WRITES = 8;
 
 export interface DeploymentServiceOptions {
   maxActivePerOrg: number;
+  /**
+   * OBJECT_UPLOAD_WINDOW_MS (default OBJECT_RETENTION.uploadWindowMs): a POST /deploy that took longer
+   * from looking up its objects to storing its manifest looks them up again before it is recorded, as
+   * the delete-app job may have deleted one meanwhile (core's removeAppObjects).
+   */
+  objectUploadWindowMs?: number;
   clock: Clock;
   logger: Logger;
 }
@@ -62,6 +69,7 @@ export class DeploymentService {
     if (active >= this.options.maxActivePerOrg) throw quotaExceeded(active, this.options.maxActivePerOrg);
 
     const id = newDeploymentId();
+    const lookedUpAt = performance.now();
     const source = await this.storeFiles(request);
     const record = newDeploymentRecord(
       {
@@ -94,6 +102,7 @@ export class DeploymentService {
     );
 
     await artifacts.putSource({ orgId: request.orgId, deploymentId: id }, encodeSourceManifest({ files: source.files, historyMessages: request.historyMessages }));
+    if (performance.now() - lookedUpAt > (this.options.objectUploadWindowMs ?? OBJECT_RETENTION.uploadWindowMs)) await this.checkObjectsStill(request.orgId, id, source.files);
     await secrets.put(id, request.envVariables);
     try {
       const created = await intake.submit(record, jobFor(record, traceparent), { maxActivePerOrg: this.options.maxActivePerOrg });
@@ -136,6 +145,22 @@ export class DeploymentService {
     );
     const stored = written.filter((bytes) => bytes !== null);
     return { files, storedFiles: stored.length, storedBytes: stored.reduce((sum, bytes) => sum + bytes, 0) };
+  }
+
+  /**
+   * Past the upload window: the delete-app job may have deleted an object this manifest names after
+   * it was looked up (it waits the same window before it reads manifests). The manifest is stored, so
+   * a lookup now keeps every object still there (it refreshes a marked one); a missing one fails the
+   * request as SOURCE_FILES_MISSING, which the client answers by sending the content again.
+   */
+  private async checkObjectsStill(orgId: string, id: string, files: readonly ManifestFile[]): Promise<void> {
+    const found = await this.adapters.artifacts.findObjects(orgId, files.map((file) => file.sha256));
+    const missing = files.filter((file) => !found.has(file.sha256));
+    if (missing.length === 0) return;
+    await this.discard(orgId, id);
+    throw new DeployError('SOURCE_FILES_MISSING', `${missing.length} files were deleted from this organization's storage while this request ran; send them with content`, {
+      details: { missing: missing.map((file) => ({ path: file.path, sha256: file.sha256 })) },
+    });
   }
 
   /**

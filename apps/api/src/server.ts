@@ -71,7 +71,7 @@ async function main(): Promise<void> {
 
   const adapters = await createApiAdapters(env, logger);
   await startAll(adapters);
-  const service = new DeploymentService(adapters, { maxActivePerOrg: env.MAX_ACTIVE_DEPLOYMENTS_PER_ORG, clock: systemClock, logger });
+  const service = new DeploymentService(adapters, { maxActivePerOrg: env.MAX_ACTIVE_DEPLOYMENTS_PER_ORG, objectUploadWindowMs: env.OBJECT_UPLOAD_WINDOW_MS, clock: systemClock, logger });
   const app = await buildApp(
     {
       adapters,

@@ -32,16 +32,27 @@ export interface Harness {
 }
 
 export async function createHarness(
-  options: { maxActivePerOrg?: number; rateLimitPerMinute?: number; logger?: Logger; streamsPerToken?: number; maxStreams?: number; sseHeartbeatMs?: number; webhookPolicy?: WebhookAddressPolicy } = {},
+  options: {
+    maxActivePerOrg?: number;
+    rateLimitPerMinute?: number;
+    logger?: Logger;
+    streamsPerToken?: number;
+    maxStreams?: number;
+    sseHeartbeatMs?: number;
+    webhookPolicy?: WebhookAddressPolicy;
+    objectUploadWindowMs?: number;
+    /** Another harness's data dir: a second API replica on the same database, artifacts and secrets (its `close` leaves the dir). */
+    dataDir?: string;
+  } = {},
 ): Promise<Harness> {
-  const dataDir = await mkdtemp(join(tmpdir(), 'zepid-api-'));
+  const dataDir = options.dataDir ?? (await mkdtemp(join(tmpdir(), 'zepid-api-')));
   const logger = options.logger ?? pino({ level: 'silent' });
   const adapters = createLocalAdapters(dataDir, logger);
   await startAll(adapters);
   let offset = 0;
   const clock: Clock = () => new Date(Date.now() + offset);
   const tokens = TokenRegistry.fromSetting(Object.entries(TOKENS).map(([org, token]) => `${org}:${token}`).join(','));
-  const service = new DeploymentService(adapters, { maxActivePerOrg: options.maxActivePerOrg ?? 50, clock, logger });
+  const service = new DeploymentService(adapters, { maxActivePerOrg: options.maxActivePerOrg ?? 50, objectUploadWindowMs: options.objectUploadWindowMs, clock, logger });
   const app = await buildApp(
     {
       adapters,
@@ -76,7 +87,7 @@ export async function createHarness(
     close: async () => {
       await app.close();
       await closeAll(adapters);
-      await rm(dataDir, { recursive: true, force: true });
+      if (options.dataDir === undefined) await rm(dataDir, { recursive: true, force: true });
     },
   };
 }

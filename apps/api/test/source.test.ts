@@ -1,4 +1,4 @@
-import { stat, utimes } from 'node:fs/promises';
+import { rm, stat, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { decodeSourceManifest, orgStorageKey, sha256Hex } from '@zepid/core';
@@ -119,6 +119,31 @@ describe('content-addressed source', () => {
       { path: 'brand-new.txt', content: 'would be stored if the request were complete' },
     ]);
     expect(await sourceOf(retried)).toMatchObject({ fileCount: 4, storedFiles: 3 });
+  });
+
+  it('past OBJECT_UPLOAD_WINDOW_MS, looks its objects up again: one the delete-app job removed meanwhile is SOURCE_FILES_MISSING, nothing queued', async () => {
+    await h.close();
+    // A window of 0: every request counts as slow and checks again.
+    h = await createHarness({ objectUploadWindowMs: 0 });
+    await accepted(entries(FILES));
+    const before = await snapshot();
+    const files = Object.keys(FILES).map((path) => ({ path, sha256: sha256Hex(FILES[path as keyof typeof FILES]) }));
+    // The delete job of another app deletes index.html's object after this request found it, before the manifest is read.
+    const { artifacts } = h.adapters;
+    const putSource = artifacts.putSource.bind(artifacts);
+    artifacts.putSource = async (ref, manifest) => {
+      await putSource(ref, manifest);
+      await rm(objectPath('org_456', FILES['index.html']));
+    };
+    const response = await deploy(files);
+    artifacts.putSource = putSource;
+    expect(response.statusCode, response.body).toBe(400);
+    expect(response.json()).toMatchObject({ error: 'SOURCE_FILES_MISSING', details: { missing: [{ path: 'index.html', sha256: sha256Hex(FILES['index.html']) }] } });
+    expect(await h.adapters.artifacts.listSources('org_456')).toHaveLength(1);
+    expect((await h.adapters.store.countByStatus('org_456')).queued).toBe(before.queued);
+    // Nothing deleted meanwhile: the second look finds them all.
+    const again = await accepted([{ path: 'index.html', content: FILES['index.html'] }, ...files.slice(1)]);
+    expect(await sourceOf(again)).toMatchObject({ fileCount: 3, storedFiles: 1 });
   });
 
   it('refuses a reference to another org\'s file exactly as a missing one', async () => {

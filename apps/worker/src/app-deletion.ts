@@ -1,5 +1,6 @@
 import type { AppJobMessage, AppRef, Clock, DeploymentRecord, Logger, LogSink, OutboxEvent, WorkerAdapters } from '@zepid/core';
-import { ACTIVE_STATUSES, appName, createDeliveries, derivedEventId, ENVIRONMENTS, isDeployError, isTerminal, projectKey, sweepObjects, updateDeployment } from '@zepid/core';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { ACTIVE_STATUSES, appName, createDeliveries, derivedEventId, ENVIRONMENTS, isDeployError, isTerminal, OBJECT_RETENTION, projectKey, removeAppObjects, sweepObjects, updateDeployment } from '@zepid/core';
 import { imageOwner } from './retention.ts';
 import type { Settlement } from './workflow.ts';
 
@@ -14,6 +15,8 @@ export interface AppDeletionOptions {
   releaseTenant?: (app: AppRef) => Promise<void>;
   /** While a deployment of the app still runs: how long until the job looks again. */
   busyRetryMs?: number;
+  /** OBJECT_UPLOAD_WINDOW_MS: how long the job waits between marking the app's objects and deleting those only it used (core's removeAppObjects). */
+  objectUploadWindowMs?: number;
 }
 
 /** Page size of the listings (an app's deployments, the project's). */
@@ -30,10 +33,13 @@ const PAGE = 100;
  * 2. the runtime removes the app (route, revisions): its URL stops answering;
  * 3. the images its deployments ran are deleted, except one a deployment of another environment of
  *    the project still runs or keeps (a reused build shares its image);
- * 4. env values (each deployment's and the app's), artifacts (sources, logs, contexts);
- * 5. webhook `app.deleted` (and whatever events the records' outboxes still hold) and telemetry `AppDeleted`;
+ * 4. the source objects only its deployments' manifests name (core's removeAppObjects: marked, then
+ *    after OBJECT_UPLOAD_WINDOW_MS deleted unless another manifest names one or an upload looked one
+ *    up since); then env values (each deployment's and the app's), artifacts (manifests, logs, contexts);
+ * 5. webhook `app.deleted` (and whatever events the records' outboxes still hold) and telemetry `AppDeleted`
+ *    (once per deletion: `deletionAnnouncedAt` on the app record is written before it is sent);
  * 6. the deployment records, then the app record; locally the app's uid is freed.
- * Then the org's unused source objects are swept (those past OBJECT_RETENTION's grace).
+ * Then the org's other unused source objects are swept (those past OBJECT_RETENTION's grace).
  */
 export class AppDeletion {
   private readonly options: AppDeletionOptions;
@@ -129,6 +135,12 @@ export class AppDeletion {
       }
       await adapters.builder.deleteImage(builtBy, image);
     }
+    // Before the manifests go: they say which objects are the app's (a redelivery reads them again).
+    const objects = await removeAppObjects(adapters.artifacts, app.orgId, deployments.map((deployment) => deployment.id), {
+      uploadWindowMs: this.options.objectUploadWindowMs ?? OBJECT_RETENTION.uploadWindowMs,
+      wait: (ms) => sleep(ms, undefined, { signal }),
+    });
+    log(`source objects only this app used: ${objects.objects} deleted (${objects.bytes} bytes); ${objects.kept} kept (other apps name them, or an upload used them meanwhile)`);
     for (const deployment of deployments) {
       // A finished cleanup (or compensation) removed it already.
       if (deployment.steps.cleanup.status !== 'completed' && deployment.steps.sandbox.status !== 'skipped') await adapters.builder.deleteSandbox(deployment.id);
@@ -150,12 +162,32 @@ export class AppDeletion {
     // Events still in the records' outboxes (a cancelled deployment's, say) go out before the records do.
     for (const deployment of deployments) for (const pending of deployment.outbox ?? []) await createDeliveries(adapters.webhooks, endpoints, app, pending, now);
     await createDeliveries(adapters.webhooks, endpoints, app, event, now);
-    adapters.telemetry.event('AppDeleted', { deploymentId: '', orgId: app.orgId, projectId: app.projectId, environment: app.environment, appName: app.appName, deployments: String(deployments.length) });
+    if (await this.claimAnnouncement(app)) adapters.telemetry.event('AppDeleted', { deploymentId: '', orgId: app.orgId, projectId: app.projectId, environment: app.environment, appName: app.appName, deployments: String(deployments.length) });
 
     for (const deployment of deployments) await adapters.store.delete({ orgId: deployment.orgId, deploymentId: deployment.id });
     await adapters.store.deleteApp(app.orgId, app.appName);
     await this.options.releaseTenant?.(app);
     logger.info({ orgId: app.orgId, appName: app.appName, deployments: deployments.length, images: ownImages.size }, 'app deleted');
+  }
+
+  /**
+   * True for the one delivery that may send `AppDeleted`: it wrote `deletionAnnouncedAt` on the app
+   * record (conditional on its etag) before sending; every later delivery finds it set. The record is
+   * the job's durable progress, like the webhook event id derived from the request.
+   */
+  private async claimAnnouncement(app: AppRef): Promise<boolean> {
+    const { store } = this.options.adapters;
+    for (let tries = 0; ; tries += 1) {
+      const record = await store.getApp(app.orgId, app.appName);
+      if (record === null || record.deletionAnnouncedAt != null) return false;
+      try {
+        await store.putApp({ ...record, deletionAnnouncedAt: this.options.clock().toISOString() });
+        return true;
+      } catch (error) {
+        // Another writer (a second DELETE, another delivery) changed the record: read it again.
+        if (!isDeployError(error) || error.code !== 'CONCURRENT_UPDATE' || tries >= 10) throw error;
+      }
+    }
   }
 
   /**

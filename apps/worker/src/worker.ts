@@ -51,7 +51,7 @@ export async function startWorker(
   const settings = { deploymentTimeoutMs: env.DEPLOYMENT_TIMEOUT_MS };
   const retention = new ImageRetention({ adapters, logger, keepPerApp: env.KEEP_IMAGES_PER_APP });
   const workflow = new Workflow({ adapters, steps: options.steps ?? defaultSteps, settings, logger, clock: systemClock, afterCompleted: (record) => retention.afterCompleted(record) });
-  const appDeletion = new AppDeletion({ adapters, logger, clock: systemClock, releaseTenant: wiring.releaseTenant });
+  const appDeletion = new AppDeletion({ adapters, logger, clock: systemClock, releaseTenant: wiring.releaseTenant, objectUploadWindowMs: env.OBJECT_UPLOAD_WINDOW_MS });
   const consumer = new Consumer({
     queue: adapters.queue,
     store: adapters.store,

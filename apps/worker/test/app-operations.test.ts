@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { AppJobMessage, DeploymentRecord, Environment } from '@zepid/core';
-import { parseLogLines, projectKey, silentLogger, updateDeployment } from '@zepid/core';
+import { parseLogLines, projectKey, sha256Hex, silentLogger, updateDeployment } from '@zepid/core';
 import { ImageRetention } from '../src/retention.ts';
 import type { WorkerHarness } from './harness.ts';
 import { createWorkerHarness, eventually } from './harness.ts';
@@ -185,16 +185,23 @@ describe('delete-app job (issue 12)', () => {
   it('removes the app and everything it owns, sends app.deleted once; a second request is harmless', async () => {
     await setUp();
     h.consumer().start();
-    const v1 = await deploy({ files: { 'index.html': 'v1' }, env: { GREETING: 'hello' } });
-    const v2 = await deploy({ files: { 'index.html': 'v2' }, env: { GREETING: 'hello' } });
+    const v1 = await deploy({ files: { 'index.html': 'v1', 'shared.css': 'body {}' }, env: { GREETING: 'hello' } });
+    const v2 = await deploy({ files: { 'index.html': 'v2', 'shared.css': 'body {}' }, env: { GREETING: 'hello' } });
+    // Another app of the org stores a file of the same content: one object, named by both apps' manifests.
+    const other = await deploy({ projectId: 'other', files: { 'index.html': 'other', 'style.css': 'body {}' } });
     const rollback = await deploy({ kind: { kind: 'rollback', of: v1 }, env: { GREETING: 'hello' } });
     const app = { orgId: v1.orgId, projectId: v1.projectId, environment: v1.environment, appName: v1.appName };
     await h.adapters.secrets.putAppEnv(app, { GREETING: 'hello' });
-    expect(h.builder.images.size).toBe(2);
+    expect([...h.builder.images].sort()).toEqual([v1.id, v2.id, other.id].sort());
 
     await requestDelete(v1);
     await eventually(() => h.adapters.store.getApp(v1.orgId, v1.appName), (record) => record === null);
     await expectGone([v1, v2, rollback]);
+    // Its source objects went with it, at once (not after the sweep's grace), but for the one the other app names.
+    const object = (text: string) => h.adapters.artifacts.getObject('org_w', sha256Hex(text));
+    expect([await object('v1'), await object('v2')]).toEqual([null, null]);
+    expect((await object('body {}'))?.toString()).toBe('body {}');
+    expect((await h.get(other)).status).toBe('completed');
     expect(h.builder.calls.filter((call) => call.startsWith('deleteImage ')).sort()).toEqual([`deleteImage ${v1.id}`, `deleteImage ${v2.id}`].sort());
     const deliveries = await h.adapters.webhooks.listDeliveries('org_w', 'wh_aaaaaaaaaaaaaaaaaaaaaaaaaa', 10);
     expect(deliveries.map((delivery) => delivery.eventType)).toEqual(['app.deleted']);
@@ -218,6 +225,13 @@ describe('delete-app job (issue 12)', () => {
     const v1 = await deploy({ files: { 'index.html': 'v1' } });
     const v2 = await deploy({ files: { 'index.html': 'v2' } });
     await consumer.stop();
+    const announced: Record<string, string>[] = [];
+    const { telemetry } = h.adapters;
+    const send = telemetry.event.bind(telemetry);
+    telemetry.event = (name, properties) => {
+      if (name === 'AppDeleted') announced.push(properties);
+      send(name, properties);
+    };
     // Crash after the first record is deleted: in a direct run, and in the consumer's own delivery of the job.
     const { store } = h.adapters;
     const realDelete = store.delete.bind(store);
@@ -241,6 +255,8 @@ describe('delete-app job (issue 12)', () => {
     await expectGone([v1, v2]);
     await eventually(() => h.adapters.webhooks.listDeliveries('org_w', 'wh_aaaaaaaaaaaaaaaaaaaaaaaaaa', 10), (list) => list.length >= 1);
     expect(await h.adapters.webhooks.listDeliveries('org_w', 'wh_aaaaaaaaaaaaaaaaaaaaaaaaaa', 10)).toHaveLength(1);
+    // Telemetry AppDeleted once for the deletion, though three deliveries ran past the point where it is sent.
+    expect(announced).toEqual([expect.objectContaining({ appName: v1.appName, deployments: '2' })]);
   });
 
   it('cancels a running deployment of the app first, hands the session back, and finishes once it ended', async () => {

@@ -68,7 +68,7 @@ export async function createWorkerHarness(
     cancelPollMs: 20,
   });
   const consumers: Consumer[] = [];
-  const appDeletion = new AppDeletion({ adapters, logger, clock: systemClock, busyRetryMs: 100 });
+  const appDeletion = new AppDeletion({ adapters, logger, clock: systemClock, busyRetryMs: 100, objectUploadWindowMs: 50 });
   return {
     adapters,
     builder,

@@ -16,10 +16,14 @@ const MiB = 1024 * 1024;
 const onAzurite = (auth: (azurite: AzuriteBlob) => BlobConnectionOptions) => async () => {
   const azurite = await startAzuriteBlob();
   const artifacts = new BlobArtifactStore({ ...auth(azurite), containers, createIfMissing: true, objectTouchAfterMs: 0 });
+  const hourly = new BlobArtifactStore({ ...auth(azurite), containers, createIfMissing: true });
   await artifacts.start();
+  await hourly.start();
   return {
     artifacts,
+    hourly,
     dispose: async () => {
+      await hourly.close();
       await artifacts.close();
       await azurite.stop();
     },

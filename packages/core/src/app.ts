@@ -58,6 +58,19 @@ export interface AppRecord extends AppRef {
   envUpdatedAt: string | null;
   /** Set by DELETE /projects/:projectId: new deployments are refused (409) and a delete job removes everything. */
   deletingSince: string | null;
+  /**
+   * Set by the delete job (conditionally on `etag`) just before it sends telemetry `AppDeleted`, so a
+   * redelivery of the job does not send it again: at most once per deletion (a crash between this
+   * write and the send loses the event rather than doubling it). Absent on records written before.
+   */
+  deletionAnnouncedAt?: string | null;
+  /**
+   * Held while an API replica changes the app's env values (reads them, edits them, stores the whole
+   * set again): taken and given back by conditional writes of this record, so changes from any number
+   * of replicas are made one at a time. `until`: when a holder that never gave it back (a replica that
+   * died) loses it. Absent or null: free.
+   */
+  envLock?: { owner: string; until: string } | null;
   createdAt: string;
   updatedAt: string;
   /** Opaque version set by the store. */

@@ -1,6 +1,7 @@
 import Type from 'typebox';
 import type { Static, TObject, TProperties } from 'typebox';
 import Value from 'typebox/value';
+import { OBJECT_RETENTION } from './source.ts';
 
 /**
  * One config schema per app (apps/api/src/env.ts, apps/worker/src/env.ts), parsed once in main and
@@ -61,6 +62,13 @@ export const commonEnv = {
   DATA_DIR: Type.String({ default: './.data', description: 'Where local mode keeps its database, artifacts and builds.' }),
   LOG_LEVEL: Type.Enum(LOG_LEVELS, { default: 'info' }),
   DEPLOYMENT_TIMEOUT_MS: Type.Integer({ minimum: 1000, maximum: 24 * 3600 * 1000, default: 600_000 }),
+  OBJECT_UPLOAD_WINDOW_MS: Type.Integer({
+    minimum: 1,
+    maximum: 3_600_000,
+    default: OBJECT_RETENTION.uploadWindowMs,
+    description:
+      'API and worker (same value in both): a POST /deploy taking longer than this from looking up its stored files to storing its manifest looks them up again; the delete-app job waits this long before deleting the files only the deleted app used.',
+  }),
   WEBHOOK_ALLOW_PRIVATE_NETWORKS: Type.Optional(
     Type.Boolean({ description: 'Webhooks may go to loopback and private addresses; default true in local mode, false in azure mode.' }),
   ),

@@ -50,6 +50,12 @@ const FILE_DIGEST = new RegExp(FILE_DIGEST_PATTERN);
 export const OBJECT_RETENTION = {
   graceMs: 24 * 60 * 60 * 1000,
   touchAfterMs: 60 * 60 * 1000,
+  /**
+   * Default of OBJECT_UPLOAD_WINDOW_MS: the longest a POST /deploy may take from looking up its objects
+   * to having stored its manifest without checking its objects again. The delete-app job waits this
+   * long between marking an app's objects and looking for manifests that name them (removeAppObjects).
+   */
+  uploadWindowMs: 10 * 1000,
 } as const;
 
 export interface ManifestFile {
@@ -152,6 +158,58 @@ export async function sweepObjects(artifacts: ArtifactStore, orgId: string, now:
       removed.objects += 1;
       removed.bytes += object.size;
     }
+  }
+  return removed;
+}
+
+/**
+ * The delete-app job's share of the objects (issue 12): deletes the org's objects that the manifests
+ * of `deploymentIds` (the deleted app's deployments, still stored) name and no other manifest of the
+ * org names, at once rather than after the sweep's grace. Content addressing means another app of the
+ * org may be storing a deployment that names the same object right now, so:
+ *
+ * 1. the candidates are marked (`expireObjects`): from then on, any lookup of one (`findObjects`, which
+ *    every POST /deploy does before it writes its manifest) changes its version;
+ * 2. then `uploadWindowMs` passes: a POST /deploy that looked its objects up before the marks has by
+ *    then stored its manifest, or it checks its objects again before it is recorded (the API's
+ *    DeploymentService does that past the same window, OBJECT_UPLOAD_WINDOW_MS);
+ * 3. then every other manifest of the org is read, and the candidates none names are deleted only if
+ *    still at the version the mark gave them (`deleteObject`): one looked up since stays.
+ *
+ * Reads the manifests of `deploymentIds` first: they must still be stored (the job deletes them after).
+ * A manifest that cannot be read throws rather than risk deleting what it names.
+ */
+export async function removeAppObjects(
+  artifacts: ArtifactStore,
+  orgId: string,
+  deploymentIds: readonly string[],
+  options: { uploadWindowMs: number; wait: (ms: number) => Promise<void> },
+): Promise<{ objects: number; bytes: number; kept: number }> {
+  const removed = { objects: 0, bytes: 0, kept: 0 };
+  const own = new Set(deploymentIds);
+  const namedBy = async (ids: readonly string[]): Promise<Set<string>> => {
+    const digests = new Set<string>();
+    await mapLimit(ids, SWEEP_READS, async (deploymentId) => {
+      const manifest = await artifacts.getSource({ orgId, deploymentId });
+      if (manifest === null) return; // deleted since listed (or never stored): names nothing
+      for (const file of decodeSourceManifest(manifest).files) digests.add(file.sha256);
+    });
+    return digests;
+  };
+  const candidates = await namedBy([...own]);
+  if (candidates.size === 0) return removed;
+  const marked = await artifacts.expireObjects(orgId, [...candidates]);
+  await options.wait(options.uploadWindowMs);
+  const elsewhere = await namedBy((await artifacts.listSources(orgId)).filter((id) => !own.has(id)));
+  for (const object of marked) {
+    if (elsewhere.has(object.digest)) {
+      removed.kept += 1;
+      continue;
+    }
+    if (await artifacts.deleteObject(orgId, object.digest, object.version)) {
+      removed.objects += 1;
+      removed.bytes += object.size;
+    } else removed.kept += 1;
   }
   return removed;
 }

@@ -203,6 +203,31 @@ export class FsArtifactStore implements ArtifactStore {
   }
 
   /**
+   * Sets the mtime back to a whole second at least `touchAfterMs` ago, so the next `findObjects`
+   * refreshes it (to now or later); the version returned is the time set, not one read back after,
+   * so a lookup landing between the two is never taken for the mark.
+   */
+  expireObjects(orgId: string, digests: readonly string[]): Promise<StoredObject[]> {
+    return settle(() => {
+      const marked: StoredObject[] = [];
+      const at = new Date(Math.floor((Date.now() - this.touchAfterMs) / 1000) * 1000 - 1000);
+      for (const digest of new Set(digests)) {
+        const path = this.objectPath(orgId, digest);
+        const info = statSync(path, { throwIfNoEntry: false });
+        if (info === undefined) continue;
+        try {
+          utimesSync(path, at, at);
+        } catch (error) {
+          if (!isMissing(error)) throw error;
+          continue; // deleted in between
+        }
+        marked.push({ digest, size: info.size, lastUsed: at, version: String(at.getTime()) });
+      }
+      return marked;
+    });
+  }
+
+  /**
    * Moves the object aside first (atomic), then looks at its mtime: a use that refreshed it before the
    * move is seen and the object is put back; a use after the move finds it missing, never deleted later.
    */

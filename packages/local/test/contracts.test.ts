@@ -57,8 +57,18 @@ queueContract('SQLite', async ({ notificationOnly: _always, ...options }) => {
 artifactContract('files', async () => {
   const { dir, remove } = await tempDir();
   const artifacts = new FsArtifactStore(dir, new SqliteDatabase(join(dir, 'manifests.db')), { objectTouchAfterMs: 0 });
+  const hourly = new FsArtifactStore(dir, new SqliteDatabase(join(dir, 'manifests.db')));
   await artifacts.start();
-  return { artifacts, dispose: remove };
+  await hourly.start();
+  return {
+    artifacts,
+    hourly,
+    dispose: async () => {
+      await hourly.close();
+      await artifacts.close();
+      await remove();
+    },
+  };
 });
 
 secretContract('encrypted file', async () => {

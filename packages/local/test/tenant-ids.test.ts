@@ -3,6 +3,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { appName } from '@zepid/core';
 import { parseIdRange, resolveIsolation, SqliteDatabase, TenantIds } from '../src/index.ts';
 
 describe('tenant ids (uid isolation)', () => {
@@ -40,19 +41,51 @@ describe('tenant ids (uid isolation)', () => {
       isolation.close();
       return; // not root: uid isolation (and its release) cannot run here
     }
-    const ref = { orgId: 'orgA', projectId: 'web', appName: 'web-1a2b3c-production' };
+    const ref = { orgId: 'orgA', projectId: 'web', appName: appName('orgA', 'web', 'production') };
+    const staging = { ...ref, appName: appName('orgA', 'web', 'staging') };
     const tenant = await isolation.tenant(ref);
+    const other = await isolation.tenant(staging);
+    expect(other.gid).toBe(tenant.gid);
     const cache = await tenant.privateDir(join(dir, 'npm'));
     await writeFile(join(cache, 'leftover'), 'x');
     await isolation.release(ref, [join(dir, 'npm')]);
     expect(existsSync(cache)).toBe(false);
-    expect(ids.existing('app\0orgA\0web-1a2b3c-production')).toBeNull();
+    expect(ids.existing(`app\0orgA\0${ref.appName}`)).toBeNull();
+    // Staging still holds a uid (and may hold files of the group): the project's gid stays.
     expect(ids.existing('project\0orgA\0web')).toBe(tenant.gid);
     await isolation.release({ ...ref, appName: 'never-000000-production' }, [join(dir, 'npm')]);
     expect(ids.existing('app\0orgA\0never-000000-production')).toBeNull();
-    // The freed uid is the lowest free one again.
-    expect(ids.idOf('app\0orgB\0other-000000-production')).toBe(tenant.uid);
+    expect(ids.existing('project\0orgA\0web')).toBe(tenant.gid);
+    // The project's last app: its gid goes with its uid.
+    await isolation.release(staging, [join(dir, 'npm')]);
+    expect(ids.existing(`app\0orgA\0${staging.appName}`)).toBeNull();
+    expect(ids.existing('project\0orgA\0web')).toBeNull();
+    // The freed ids are the lowest free ones again.
+    expect(ids.idsOf(['app\0orgB\0other-000000-production', 'project\0orgB\0other', 'app\0orgB\0third-000000-production']).sort()).toEqual(
+      [tenant.uid, tenant.gid, other.uid].sort(),
+    );
     isolation.close();
+  });
+
+  it('releaseApp frees an app\'s id, and its project\'s only once no sibling app holds one, whichever connection allocated them', () => {
+    const path = join(dir, 'zepid.db');
+    // Two connections to one database, as the worker's delete job and a deployment of another environment.
+    const deleting = new TenantIds(new SqliteDatabase(path), { first: 100, last: 199 });
+    const deploying = new TenantIds(new SqliteDatabase(path), { first: 100, last: 199 });
+    const keys = (environment: string) => `app\0org\0web-${environment}`;
+    const siblingsOf = (environment: string) => ['development', 'staging', 'production'].filter((other) => other !== environment).map(keys);
+    const [devUid, gid] = deploying.idsOf([keys('development'), 'project\0org\0web']);
+    expect(deleting.releaseApp(keys('development'), 'project\0org\0web', siblingsOf('development'))).toEqual({ app: devUid, project: gid });
+    // A new deploy of another environment after the release: a gid anew (the lowest free id).
+    const [prodUid, newGid] = deploying.idsOf([keys('production'), 'project\0org\0web']);
+    expect([prodUid, newGid].sort()).toEqual([100, 101]);
+    // Its sibling allocated before the release: the gid stays with it.
+    expect(deleting.releaseApp(keys('staging'), 'project\0org\0web', siblingsOf('staging'))).toEqual({ app: null, project: null });
+    expect(deploying.existing('project\0org\0web')).toBe(newGid);
+    expect(deleting.releaseApp(keys('production'), 'project\0org\0web', siblingsOf('production'))).toEqual({ app: prodUid, project: newGid });
+    expect(deploying.existing('project\0org\0web')).toBeNull();
+    deleting.close();
+    deploying.close();
   });
 
   it('refuses ranges that would hand out root or (uid_t)-1', () => {

@@ -1,10 +1,12 @@
 import type { AppRef, ArtifactStore, SecretStore, StoredObject } from '@zepid/core';
-import { appName, encodeSourceManifest, newDeploymentId, OBJECT_RETENTION, sha256Hex, sweepObjects } from '@zepid/core';
+import { appName, encodeSourceManifest, newDeploymentId, OBJECT_RETENTION, removeAppObjects, sha256Hex, sweepObjects } from '@zepid/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 export interface ArtifactHarness {
   /** Built with `objectTouchAfterMs: 0`, so every `findObjects` counts as a use that changes an object's version. */
   artifacts: ArtifactStore;
+  /** The same storage opened with the default OBJECT_RETENTION.touchAfterMs: a lookup of a recently used object changes nothing. */
+  hourly: ArtifactStore;
   dispose(): Promise<void>;
 }
 
@@ -157,6 +159,65 @@ export function artifactContract(name: string, createHarness: () => Promise<Arti
       expect(await artifacts.getObject(orgId, garbage.digest)).toBeNull();
       expect(await artifacts.getObject(orgId, kept.digest)).toEqual(kept.data);
       expect(await artifacts.getObject(otherOrg, garbage.digest)).toEqual(garbage.data);
+    });
+
+    it('marks objects so that the next lookup changes their version, however recently they were used', async () => {
+      const { hourly } = harness;
+      const orgId = newOrg();
+      const a = content('marked, then looked up');
+      const b = content('marked, left alone');
+      for (const object of [a, b]) await hourly.putObject(orgId, object.digest, object.data);
+      // Used just now: a lookup leaves the version alone (the hourly refresh).
+      const before = await listed(hourly, orgId);
+      await hourly.findObjects(orgId, [a.digest]);
+      expect(await listed(hourly, orgId)).toEqual(before);
+
+      const marked = await hourly.expireObjects(orgId, [a.digest, b.digest, content('never stored').digest, a.digest]);
+      expect(marked.map((object) => [object.digest, object.size]).sort()).toEqual([[a.digest, a.data.length], [b.digest, b.data.length]].sort());
+      // Still within the sweep's grace.
+      for (const object of marked) expect(Date.now() - object.lastUsed.getTime()).toBeLessThan(OBJECT_RETENTION.graceMs);
+      expect(await hourly.findObjects(orgId, [a.digest])).toEqual(new Map([[a.digest, a.data.length]]));
+      const versionOf = (digest: string) => marked.find((object) => object.digest === digest)?.version ?? '';
+      expect(await hourly.deleteObject(orgId, a.digest, versionOf(a.digest))).toBe(false);
+      expect(await hourly.getObject(orgId, a.digest)).toEqual(a.data);
+      expect(await hourly.deleteObject(orgId, b.digest, versionOf(b.digest))).toBe(true);
+      expect(await hourly.getObject(orgId, b.digest)).toBeNull();
+    });
+
+    it('a deleted app\'s objects go at once, but not one another app names or looks up meanwhile (removeAppObjects)', async () => {
+      const { hourly } = harness;
+      const orgId = newOrg();
+      const shared = content('<h1>same file in two apps</h1>');
+      const uploading = content('another app is storing a deployment that names this');
+      const own = content('only the deleted app');
+      const later = content('named by a manifest written during the wait');
+      for (const object of [shared, uploading, own, later]) await hourly.putObject(orgId, object.digest, object.data);
+      const manifest = (...objects: { digest: string; data: Buffer }[]) =>
+        encodeSourceManifest({ files: objects.map((object, index) => ({ path: `f${index}`, sha256: object.digest, size: object.data.length })), historyMessages: [] });
+      const [deleted1, deleted2, other, writtenLater] = [newDeploymentId(), newDeploymentId(), newDeploymentId(), newDeploymentId()];
+      await hourly.putSource({ orgId, deploymentId: deleted1 }, manifest(shared, uploading, own));
+      await hourly.putSource({ orgId, deploymentId: deleted2 }, manifest(own, later));
+      await hourly.putSource({ orgId, deploymentId: other }, manifest(shared));
+
+      let waited = -1;
+      const result = await removeAppObjects(hourly, orgId, [deleted1, deleted2], {
+        uploadWindowMs: 1234,
+        wait: async (ms) => {
+          waited = ms;
+          // Meanwhile another app's POST /deploy looks up `uploading` (its manifest is not written yet: the
+          // job cannot see it), and another stores a manifest naming `later`.
+          expect((await hourly.findObjects(orgId, [uploading.digest])).has(uploading.digest)).toBe(true);
+          await hourly.putSource({ orgId, deploymentId: writtenLater }, manifest(later));
+        },
+      });
+      expect(waited).toBe(1234);
+      expect(result).toEqual({ objects: 1, bytes: own.data.length, kept: 3 });
+      expect(await hourly.getObject(orgId, own.digest)).toBeNull();
+      for (const object of [shared, uploading, later]) expect(await hourly.getObject(orgId, object.digest)).toEqual(object.data);
+      // Nothing of its own stored: nothing marked, no wait.
+      waited = -1;
+      expect(await removeAppObjects(hourly, orgId, [newDeploymentId()], { uploadWindowMs: 1, wait: async (ms) => void (waited = ms) })).toEqual({ objects: 0, bytes: 0, kept: 0 });
+      expect(waited).toBe(-1);
     });
 
     it('deletes everything of a deployment but its objects, and says how much there was', async () => {

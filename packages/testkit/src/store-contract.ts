@@ -1,4 +1,4 @@
-import type { AppRef, DeploymentRecord, DeploymentStore, Page } from '@zepid/core';
+import type { AppRecord, AppRef, DeploymentRecord, DeploymentStore, Page } from '@zepid/core';
 import { appName, apply, DeployError, STEPS, updateDeployment } from '@zepid/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeAppRecord, makeRecord } from './records.ts';
@@ -330,6 +330,22 @@ export function storeContract(name: string, createHarness: () => Promise<StoreHa
       // replacing a record that is gone is a stale write too; creating it again works
       expect(await codeOf(store.putApp(deleting))).toBe('CONCURRENT_UPDATE');
       expect((await store.putApp(makeAppRecord({ orgId, projectId }))).etag).not.toBe('');
+    });
+
+    it('an app record\'s env lease goes to exactly one of two replicas taking it at once, and round-trips with the delete job\'s progress', async () => {
+      const orgId = unique('org');
+      const free = await store.putApp(makeAppRecord({ orgId, projectId: unique('proj') }));
+      const until = new Date(Date.now() + 60_000).toISOString();
+      const taking = await Promise.allSettled(['lease_one', 'lease_two'].map((owner) => store.putApp({ ...free, envLock: { owner, until } })));
+      const won = taking.filter((result): result is PromiseFulfilledResult<AppRecord> => result.status === 'fulfilled');
+      expect(won).toHaveLength(1);
+      expect(((taking.find((result) => result.status === 'rejected') as PromiseRejectedResult).reason as DeployError).code).toBe('CONCURRENT_UPDATE');
+      const held = await store.getApp(orgId, free.appName);
+      expect(held?.envLock).toEqual(won[0]?.value.envLock);
+      const announced = new Date().toISOString();
+      const released = await store.putApp({ ...(held as AppRecord), envLock: null, deletionAnnouncedAt: announced });
+      expect(await store.getApp(orgId, free.appName)).toEqual(released);
+      expect(released).toMatchObject({ envLock: null, deletionAnnouncedAt: announced });
     });
 
     it('does not let deleting an app record of one org touch another org\'s of the same name', async () => {

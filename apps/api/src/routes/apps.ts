@@ -42,7 +42,7 @@ const AppName = Type.String({ minLength: 1, maxLength: 64, pattern: '^[a-z0-9][a
 
 const envChangeResponses = { 200: EnvChangeView, 202: EnvChangeView, ...errorResponses(400, 401, 404, 409, 429, 503) };
 const envChangeNote =
-  ' Answers 202 with the `deploymentId` that applies the change (a `config` deployment restarts the live image without building; a `build` one when a build-scoped variable changed), or 200 when none started (`apply: "none"`, nothing changed, or no live deployment).';
+  ' Answers 202 with the `deploymentId` that applies the change (a `config` deployment restarts the live image without building; a `build` one when a build-scoped variable changed), or 200 when none started (`apply: "none"`, nothing changed, or no live deployment). Changes of one app are made one at a time across API replicas: 409 `CONFLICT` when another has held the app\'s env for over 15 s (retry).';
 
 /** Apps (issue 12): list, rollback, env variables (and their seed 004 forms), deletion, the active count. */
 export const appRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = async (app, { context }) => {

@@ -56,6 +56,8 @@ const DIGEST = new RegExp(FILE_DIGEST_PATTERN);
 /** Object lookups in flight for one request: a 2,000-file deployment is ~125 round trips deep. */
 const LOOKUPS = 16;
 const MAX_BLOCK_BYTES = 4 * 1024 * 1024;
+/** Metadata an object carries between expireObjects and its next use (lowercase: metadata names come back lowercased). */
+const EXPIRED_MARK = 'expiredat';
 const MAX_BLOCKS_PER_BLOB = 50_000;
 /** Deployments whose log rolled over, remembered so appends skip the sealed segments. */
 const SEGMENT_HINTS = 1000;
@@ -268,7 +270,8 @@ export class BlobArtifactStore implements ArtifactStore {
       try {
         const properties = await blob.getProperties();
         const lastUsed = properties.lastModified?.getTime() ?? 0;
-        if (Date.now() - lastUsed >= this.touchAfterMs) await blob.setMetadata({ lastused: new Date().toISOString() });
+        // Marked by expireObjects (the delete-app job may delete it): refreshed whenever last used, which clears the mark.
+        if (Date.now() - lastUsed >= this.touchAfterMs || properties.metadata?.[EXPIRED_MARK] !== undefined) await blob.setMetadata({ lastused: new Date().toISOString() });
         found.set(digest, properties.contentLength ?? 0);
       } catch (error) {
         // Deleted between the two calls counts as absent, like a 404 on the first.
@@ -301,6 +304,32 @@ export class BlobArtifactStore implements ArtifactStore {
     for (const item of await this.list('sources', objectPrefix(orgId))) {
       if (DIGEST.test(item.name)) yield { digest: item.name, size: item.size, lastUsed: item.lastModified, version: item.etag };
     }
+  }
+
+  /**
+   * Sets the metadata `expiredat` (Set Blob Metadata replaces all of a blob's metadata and changes its
+   * ETag and Last-Modified: https://learn.microsoft.com/rest/api/storageservices/set-blob-metadata);
+   * `findObjects` refreshes a marked object whatever its Last-Modified, which removes the mark and
+   * changes the ETag again. The version returned is the ETag of the marking write itself.
+   */
+  async expireObjects(orgId: string, digests: readonly string[]): Promise<StoredObject[]> {
+    const sources = this.container('sources');
+    const marked: StoredObject[] = [];
+    await mapLimit([...new Set(digests)], LOOKUPS, async (digest) => {
+      const name = objectName(orgId, digest);
+      const blob = sources.getBlobClient(name);
+      try {
+        const properties = await blob.getProperties();
+        const answer = await blob.setMetadata({ [EXPIRED_MARK]: new Date().toISOString() }, { conditions: { ifMatch: properties.etag } });
+        if (answer.etag === undefined || answer.lastModified === undefined) throw new DeployError('DEPENDENCY_UNAVAILABLE', `Blob Storage answered no ETag marking sources/${name}`, { retryable: true });
+        marked.push({ digest, size: properties.contentLength ?? 0, lastUsed: answer.lastModified, version: answer.etag });
+      } catch (error) {
+        // 404: absent; 412: used (refreshed) between the two calls, so not a candidate this time.
+        if (storageStatus(error) === 404 || storageStatus(error) === 412) return;
+        throw toArtifactError(error, `mark sources/${name}`);
+      }
+    });
+    return marked;
   }
 
   async deleteObject(orgId: string, digest: string, version: string): Promise<boolean> {

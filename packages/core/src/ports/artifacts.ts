@@ -30,7 +30,8 @@ export interface ArtifactStore extends Lifecycle, HealthReporting {
   listSources(orgId: string): Promise<string[]>;
   /**
    * Size of each of `digests` the org has stored; absent ones are left out. A found object counts as
-   * used now: its `lastUsed` is refreshed when older than an hour, so a sweep running meanwhile keeps it.
+   * used now: its `lastUsed` is refreshed when older than an hour or marked by `expireObjects`, so a
+   * sweep or an app's deletion running meanwhile keeps it.
    */
   findObjects(orgId: string, digests: readonly string[]): Promise<Map<string, number>>;
   /**
@@ -41,6 +42,13 @@ export interface ArtifactStore extends Lifecycle, HealthReporting {
   /** The object's bytes, checked against its digest (SOURCE_INVALID when they differ); null when absent. */
   getObject(orgId: string, digest: string): Promise<Buffer | null>;
   listObjects(orgId: string): AsyncIterable<StoredObject>;
+  /**
+   * Marks the org's objects `digests` so that the next `findObjects` of each refreshes it (changes its
+   * version) however recently it was used, and returns them at the version the mark gave them (absent
+   * ones left out). The delete-app job marks what it may delete, so a lookup after the mark keeps an
+   * object (core's removeAppObjects). The mark leaves `lastUsed` within the sweep's grace.
+   */
+  expireObjects(orgId: string, digests: readonly string[]): Promise<StoredObject[]>;
   /** Deletes the object only if it is still at `version` (not used since listed); true when deleted. */
   deleteObject(orgId: string, digest: string, version: string): Promise<boolean>;
   /** Stores the build context (tar.gz) and returns where a builder reads it (blob URL or file path). */

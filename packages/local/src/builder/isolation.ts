@@ -3,6 +3,7 @@ import { existsSync } from 'node:fs';
 import { chmod, mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { appName, ENVIRONMENTS } from '@zepid/core';
 import type { TenantIds } from './tenant-ids.ts';
 
 const run = promisify(execFile);
@@ -81,8 +82,9 @@ export interface Isolation {
   /**
    * App deletion: removes the app's private dirs (`<base>/<uid>` under each base, e.g. the npm cache)
    * and frees its uid for another app. The caller has stopped its processes and removed its images
-   * and revisions first: no process and no file of the uid may remain. The project's gid stays
-   * (other environments of the project may hold files of it). Idempotent; nothing in `none` mode.
+   * and revisions first: no process and no file of the uid may remain. The project's gid is freed
+   * with it when no other environment of the project holds a uid (those may hold files of the gid),
+   * in the same SQLite transaction (tenant-ids.ts `releaseApp`). Idempotent; nothing in `none` mode.
    */
   readonly release: (ref: TenantRef, privateBases: readonly string[]) => Promise<void>;
   readonly close: () => void;
@@ -178,8 +180,7 @@ export function resolveIsolation(setting: IsolationSetting, options: { ids: Tena
     probe: (argv) => [SETPRIV, `--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', '--no-new-privs', '--', ...argv],
     tenant: (ref) => {
       // NUL cannot occur in an org, project or environment id, so keys of different apps never meet.
-      const uid = ids.idOf(appKey(ref));
-      const gid = ids.idOf(`project\u0000${ref.orgId}\u0000${ref.projectId}`);
+      const [uid = 0, gid = 0] = ids.idsOf([appKey(ref), projectKeyOf(ref)]);
       const handOver = async (path: string) => {
         // Only ever called on a tree the service has just created (no tenant has written into it), and
         // -R does not follow symbolic links (GNU default -P).
@@ -224,12 +225,18 @@ export function resolveIsolation(setting: IsolationSetting, options: { ids: Tena
     release: async (ref, privateBases) => {
       const key = appKey(ref);
       const uid = ids.existing(key);
-      if (uid === null) return;
-      for (const base of privateBases) await rm(join(base, String(uid)), { recursive: true, force: true });
-      ids.release(key);
+      if (uid !== null) for (const base of privateBases) await rm(join(base, String(uid)), { recursive: true, force: true });
+      // Run even when the uid is gone already: a delivery that freed it before the gid was freed too (older versions) finishes here.
+      const siblings = ENVIRONMENTS.map((environment) => appKey({ orgId: ref.orgId, appName: appName(ref.orgId, ref.projectId, environment) })).filter((other) => other !== key);
+      ids.releaseApp(key, projectKeyOf(ref), siblings);
     },
     close: () => ids.close(),
   };
+}
+
+/** The tenant-ids key of a project's gid. */
+function projectKeyOf(ref: Pick<TenantRef, 'orgId' | 'projectId'>): string {
+  return `project\u0000${ref.orgId}\u0000${ref.projectId}`;
 }
 
 /** The tenant-ids key of an app's uid. NUL cannot occur in an org, project or environment id, so keys of different apps never meet. */

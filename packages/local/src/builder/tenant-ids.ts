@@ -23,8 +23,9 @@ export function parseIdRange(setting: string): IdRange {
  * Numeric ids kept in the embedded database: each key (an app, a project) gets one id from the range
  * the first time it is asked for, and the same id ever after (worker restarts included). Keys share
  * one sequence, so an app's uid never equals another project's gid. An id is handed out again only
- * after `release`, which the worker's delete-app job calls once the app's processes, images,
- * revisions and npm cache are gone (isolation.ts `release`).
+ * after `releaseApp`, which the worker's delete-app job calls once the app's processes, images,
+ * revisions and npm cache are gone (isolation.ts `release`): the app's uid, and its project's gid
+ * when the project has no other app holding a uid.
  */
 export class TenantIds {
   private readonly db: SqliteDatabase;
@@ -38,8 +39,20 @@ export class TenantIds {
 
   /** The id of `key`, allocated on first use (lowest free id of the range). */
   idOf(key: string): number {
+    return this.idsOf([key])[0] ?? 0;
+  }
+
+  /**
+   * The ids of `keys` (each allocated on first use), in one transaction: an app's uid and its
+   * project's gid are taken together, so `releaseApp` on another process sees both or neither.
+   */
+  idsOf(keys: readonly string[]): number[] {
     this.open();
-    return this.db.transaction(() => {
+    return this.db.transaction(() => keys.map((key) => this.allocate(key)));
+  }
+
+  private allocate(key: string): number {
+    {
       const db = this.db.connection;
       const existing = db.prepare('SELECT id FROM tenant_ids WHERE key = ?').get(key) as { id: number } | undefined;
       if (existing !== undefined) return existing.id;
@@ -58,7 +71,7 @@ export class TenantIds {
       }
       db.prepare('INSERT INTO tenant_ids (key, id) VALUES (?, ?)').run(key, free.candidate);
       return free.candidate;
-    });
+    }
   }
 
   /** The id `key` holds; null when it holds none (nothing is allocated). */
@@ -72,6 +85,26 @@ export class TenantIds {
   release(key: string): void {
     this.open();
     this.db.transaction(() => this.db.connection.prepare('DELETE FROM tenant_ids WHERE key = ?').run(key));
+  }
+
+  /**
+   * App deletion, in one transaction: frees the app's id (`appKey`) and, when none of `siblingKeys`
+   * (the project's other apps) holds an id, the project's (`projectKey`) too. An allocation of a
+   * sibling (`idsOf`, its uid and the gid together) either ran before, and keeps the gid, or runs
+   * after, and allocates a gid anew. Returns what it freed.
+   */
+  releaseApp(appKey: string, projectKey: string, siblingKeys: readonly string[]): { app: number | null; project: number | null } {
+    this.open();
+    return this.db.transaction(() => {
+      const db = this.db.connection;
+      const idOf = (key: string) => (db.prepare('SELECT id FROM tenant_ids WHERE key = ?').get(key) as { id: number } | undefined)?.id ?? null;
+      const app = idOf(appKey);
+      db.prepare('DELETE FROM tenant_ids WHERE key = ?').run(appKey);
+      if (siblingKeys.some((key) => idOf(key) !== null)) return { app, project: null };
+      const project = idOf(projectKey);
+      db.prepare('DELETE FROM tenant_ids WHERE key = ?').run(projectKey);
+      return { app, project };
+    });
   }
 
   close(): void {
