@@ -49,7 +49,7 @@ const outFile = outIndex >= 0 && args[outIndex + 1] !== undefined ? args[outInde
 const SIZES = smoke
   ? { staticRuns: 2, redeployRuns: 1, httpSeconds: 1, httpRounds: 1, ioPosts: 100, queueJobs: 20, pickup: 20, pickupEveryMs: 10, throughput: 40, inFlight: 10, inFlightBuildMs: 1500 }
   : { staticRuns: 15, redeployRuns: 3, httpSeconds: 5, httpRounds: 3, ioPosts: 2000, queueJobs: 1000, pickup: 1000, pickupEveryMs: 10, throughput: 2000, inFlight: 50, inFlightBuildMs: 3000 };
-// For profiling one phase: BENCH_SIZES='{"throughput":1000}' and BENCH_PHASES=instant (or real,http).
+// For profiling one phase: BENCH_SIZES='{"throughput":1000}' and BENCH_PHASES=instant (or real,http; static: phase 1 and the nginx comparison only).
 Object.assign(SIZES, JSON.parse(process.env.BENCH_SIZES ?? '{}') as Partial<typeof SIZES>);
 // buildcache (real Vite builds, templates from the npm registry) runs in the full bench only; buildcache-next on demand.
 const PHASES = new Set((process.env.BENCH_PHASES ?? (smoke ? 'real,http,instant,queue,streams' : 'real,http,instant,queue,buildcache,streams')).split(','));
@@ -586,10 +586,10 @@ const precompiled = precompile({ root });
 progress(`precompiled ${precompiled.compiled} modules (${precompiled.reused} unchanged)`);
 let services: Services | null = null;
 try {
-  if (PHASES.has('real') || PHASES.has('http')) {
+  if (PHASES.has('real') || PHASES.has('http') || PHASES.has('static')) {
     const real = await phaseRealServices();
     services = real.services;
-    if (PHASES.has('http')) await phaseStatic(real.services, real.probeUrl);
+    if (PHASES.has('http') || PHASES.has('static')) await phaseStatic(real.services, real.probeUrl);
     if (PHASES.has('http')) await phaseHttp(real.services, real.probeId);
     await stopServices(real.services);
     services = null;
