@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DeploymentRecord } from '@zepid/core';
+import { apply } from '@zepid/core';
 import { TokenRegistry } from '../src/auth.ts';
 import type { Harness } from './harness.ts';
 import { auth, completeDeployment, createHarness, staticBody, TOKENS } from './harness.ts';
@@ -76,6 +77,18 @@ describe('POST /deploy/:id/redeploy', () => {
     const listed = (await call('GET', '/deploy/project/rd')).json<{ deployments: Record<string, unknown>[] }>().deployments;
     expect(listed.find((summary) => summary.deploymentId === made.id)).toMatchObject({ kind: 'build', redeployOf: v1, createdBy: ORG_456_CALLER });
     expect(listed.find((summary) => summary.deploymentId === v1)).toMatchObject({ kind: 'build', redeployOf: null, createdBy: ORG_456_CALLER });
+
+    // A failed deployment's source is stored too: it can be redeployed (e.g. after an env value was fixed).
+    const broken = await deploy({ projectId: 'rd' });
+    finishClock += 1000;
+    let failed = apply(await record(broken), { type: 'attempt_started' }, new Date(finishClock));
+    failed = apply(failed, { type: 'step_started', step: 'validate' }, new Date(finishClock));
+    failed = apply(failed, { type: 'step_failed', step: 'validate', error: 'boom' }, new Date(finishClock));
+    failed = apply(failed, { type: 'failed', error: { code: 'BUILD_FAILED', message: 'boom', step: 'validate' } }, new Date(finishClock));
+    await h.adapters.store.replace(failed);
+    const again = await call('POST', `/deploy/${broken}/redeploy`);
+    expect(again.statusCode, again.body).toBe(202);
+    expect(await record(again.json<{ deploymentId: string }>().deploymentId)).toMatchObject({ kind: 'build', redeployOf: broken, status: 'queued' });
   });
 
   it('answers 404 for an unknown deployment or another org\'s, 400 for a malformed id, in the error shape', async () => {

@@ -1,6 +1,6 @@
 // The Zepid Deploy dashboard. Plain JavaScript, no framework and no build: every call goes through the
 // public API with the token in an Authorization header; everything shown is set with textContent.
-/* global document, window, sessionStorage, fetch, TextDecoder, AbortController, URLSearchParams, history, location, setTimeout, clearTimeout */
+/* global document, window, sessionStorage, fetch, TextDecoder, AbortController, URLSearchParams, history, location, setTimeout, clearTimeout, crypto */
 
 const TERMINAL = new Set(['completed', 'failed', 'cancelled', 'superseded']);
 const STEPS = ['validate', 'sync', 'sandbox', 'build', 'deploy', 'cleanup'];
@@ -28,8 +28,8 @@ class ApiError extends Error {
   }
 }
 
-async function api(method, path, body) {
-  const headers = { authorization: `Bearer ${state.token}` };
+async function api(method, path, body, extraHeaders = {}) {
+  const headers = { authorization: `Bearer ${state.token}`, ...extraHeaders };
   if (body !== undefined) headers['content-type'] = 'application/json';
   const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   const text = await response.text();
@@ -121,6 +121,17 @@ function duration(deployment) {
   return seconds < 60 ? `${seconds} s` : `${Math.floor(seconds / 60)} min ${seconds % 60} s`;
 }
 
+/** build, rollback or config; a build made by POST /deploy/:id/redeploy says so. */
+function kindText(deployment) {
+  const kind = deployment.kind ?? 'build';
+  return deployment.redeployOf ? `${kind} (redeploy)` : kind;
+}
+
+/** Who started it: the token's name, else its id (never the token); older services record nobody. */
+function creatorText(deployment) {
+  return deployment.createdBy?.tokenName ?? deployment.createdBy?.tokenId ?? '–';
+}
+
 function setConnection(text) {
   $('#connection').textContent = text;
 }
@@ -141,7 +152,9 @@ function renderDeployments() {
       open.addEventListener('click', () => void openDetail(deployment.deploymentId));
       const idCell = el('td');
       idCell.append(open);
-      row.append(idCell, el('td', deployment.projectId), el('td', deployment.environment), statusCell(deployment.status),
+      const creator = el('td', creatorText(deployment), 'creator');
+      if (deployment.createdBy?.tokenId) creator.title = `token ${deployment.createdBy.tokenId}`;
+      row.append(idCell, el('td', deployment.projectId), el('td', deployment.environment), statusCell(deployment.status), el('td', kindText(deployment), 'kind'), creator,
         el('td', deployment.source?.digest ? deployment.source.digest.replace('sha256:', '').slice(0, 12) : '–'), el('td', duration(deployment)), el('td', when(deployment.createdAt)));
       return row;
     }),
@@ -200,7 +213,7 @@ function renderApps(apps) {
 function renderDetail(status) {
   state.detail = status;
   $('#detail').hidden = false;
-  const kind = status.kind === 'rollback' ? ` · rollback to ${status.rollbackOf}` : status.kind === 'config' ? ' · env restart' : '';
+  const kind = status.kind === 'rollback' ? ` · rollback to ${status.rollbackOf}` : status.kind === 'config' ? ' · env restart' : status.redeployOf ? ` · redeploy of ${status.redeployOf}` : '';
   $('#detail-title').textContent = `${status.deploymentId} · ${status.projectId} (${status.environment})${kind}`;
   const summary = $('#detail-summary');
   summary.replaceChildren(el('span', status.status.replace('_', ' '), `status status-${status.status}`));
@@ -213,12 +226,15 @@ function renderDetail(status) {
     summary.append(' · ', anchor);
   }
   if (status.error) summary.append(el('span', ` · ${status.errorCode ?? ''} ${status.error}`, 'error'));
+  summary.append(` · ${kindText(status)} · started by ${creatorText(status)}`);
   $('#steps').replaceChildren(...STEPS.map((step) => el('li', `${step}: ${status.steps?.[step]?.status ?? '–'}`, `status status-${status.steps?.[step]?.status ?? 'pending'}`)));
   const finished = TERMINAL.has(status.status);
   $('[data-action="cancel"]').disabled = finished;
   $('[data-action="retry"]').disabled = !(status.status === 'failed' || status.status === 'cancelled');
   // canRollback: completed, and image retention still keeps its image (older services: completed only).
   $('[data-action="rollback"]').disabled = typeof status.canRollback === 'boolean' ? !status.canRollback : status.status !== 'completed';
+  // Redeploy builds this deployment's stored source again (the service answers 409 when it is gone).
+  $('[data-action="redeploy"]').disabled = !finished;
 }
 
 function appendLog(line) {
@@ -353,7 +369,11 @@ async function act(action) {
   const result = $('#action-result');
   result.textContent = `${action}…`;
   try {
-    const answer = await api('POST', `/deploy/${id}/${action}`);
+    // One key per click: a repeated request (a retry by the network) queues one redeploy, not two.
+    // (getRandomValues, not randomUUID: the page may be served over plain http, which is not a secure context.)
+    const key = Array.from(crypto.getRandomValues(new Uint8Array(16)), (byte) => byte.toString(16).padStart(2, '0')).join('');
+    const headers = action === 'redeploy' ? { 'idempotency-key': key } : {};
+    const answer = await api('POST', `/deploy/${id}/${action}`, undefined, headers);
     result.textContent = answer?.message ?? `${action} accepted`;
     if (answer?.deploymentId && answer.deploymentId !== id) void openDetail(answer.deploymentId);
     else void openDetail(id);
