@@ -80,6 +80,9 @@ describe('zepid redeploy, and skipped steps in the progress output', () => {
     const status = await zepid(['status', id, '--json']);
     expect(JSON.parse(status.stdout)).toMatchObject({ kind: 'build', redeployOf: v1, status: 'queued', createdBy: { tokenId: expect.stringMatching(/^tok_[0-9a-f]{12}$/) as unknown } });
 
+    // The text form says what it is and who started it (the harness's tokens have no name: the token's id).
+    expect((await zepid(['status', id])).stdout).toMatch(new RegExp(`^kind: build \\(redeploy of ${v1}\\); started by tok_[0-9a-f]{12}$`, 'm'));
+
     const json = await zepid(['redeploy', v1, '--detach', '--json']);
     expect(json.code, json.stderr).toBe(0);
     expect(JSON.parse(json.stdout.trim())).toMatchObject({ type: 'accepted', redeployOf: v1, deploymentId: expect.stringMatching(/^dep_/) as unknown });

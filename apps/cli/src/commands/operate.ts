@@ -43,6 +43,11 @@ export async function status(api: ApiClient, io: Io, id: string, json: boolean):
   const view = await api.status(id);
   out(io, json, view, () => {
     const lines = [`${view.deploymentId}  ${view.projectId} (${view.environment})  ${view.status}${view.currentStep ? ` · ${view.currentStep} ${view.progress}%` : ''}`];
+    if (view.kind !== undefined) {
+      const of = view.rollbackOf ? ` of ${view.rollbackOf}` : view.redeployOf ? ` (redeploy of ${view.redeployOf})` : '';
+      const who = view.createdBy ? `; started by ${view.createdBy.tokenName ?? view.createdBy.tokenId}` : '';
+      lines.push(`kind: ${view.kind}${of}${who}`);
+    }
     if (view.url) lines.push(`url: ${view.url}`);
     if (view.error) lines.push(`error: ${view.errorCode ?? ''} ${view.error}`);
     for (const [step, state] of Object.entries(view.steps ?? {})) lines.push(`  ${step.padEnd(9)} ${state.status}${state.error ? `: ${state.error}` : ''}`);
