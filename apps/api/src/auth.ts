@@ -29,12 +29,12 @@ interface TokenEntry {
 const ORG = /^[A-Za-z0-9][A-Za-z0-9._@:-]{0,127}$/;
 /** A token's optional name in DEPLOY_API_TOKENS (`orgId/name:token`): shown as who started a deployment. */
 const TOKEN_NAME = /^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$/;
+const MIN_TOKEN_LENGTH = 16;
 
 /** A token's id: `tok_` + 12 hex characters of its SHA-256, which is all the service keeps of it. */
 export function tokenIdOf(sha256: Buffer | string): string {
   return `tok_${(typeof sha256 === 'string' ? sha256 : sha256.toString('hex')).slice(0, 12)}`;
 }
-const MIN_TOKEN_LENGTH = 16;
 
 export class TokenRegistry implements TokenVerifier {
   private readonly entries: TokenEntry[];

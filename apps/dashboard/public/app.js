@@ -1,6 +1,6 @@
 // The Zepid Deploy dashboard. Plain JavaScript, no framework and no build: every call goes through the
 // public API with the token in an Authorization header; everything shown is set with textContent.
-/* global document, window, sessionStorage, fetch, TextDecoder, AbortController, URLSearchParams, history, location, setTimeout, clearTimeout, crypto */
+/* global document, window, sessionStorage, fetch, TextDecoder, AbortController, URLSearchParams, history, location, setTimeout, clearTimeout */
 
 const TERMINAL = new Set(['completed', 'failed', 'cancelled', 'superseded']);
 const STEPS = ['validate', 'sync', 'sandbox', 'build', 'deploy', 'cleanup'];
@@ -28,8 +28,8 @@ class ApiError extends Error {
   }
 }
 
-async function api(method, path, body, extraHeaders = {}) {
-  const headers = { authorization: `Bearer ${state.token}`, ...extraHeaders };
+async function api(method, path, body) {
+  const headers = { authorization: `Bearer ${state.token}` };
   if (body !== undefined) headers['content-type'] = 'application/json';
   const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   const text = await response.text();
@@ -368,17 +368,16 @@ async function act(action) {
   if (id === null) return;
   const result = $('#action-result');
   result.textContent = `${action}…`;
+  // No second click while the first is on its way (a double click would start two rollbacks or redeploys).
+  for (const button of document.querySelectorAll('[data-action]')) button.disabled = true;
   try {
-    // One key per click: a repeated request (a retry by the network) queues one redeploy, not two.
-    // (getRandomValues, not randomUUID: the page may be served over plain http, which is not a secure context.)
-    const key = Array.from(crypto.getRandomValues(new Uint8Array(16)), (byte) => byte.toString(16).padStart(2, '0')).join('');
-    const headers = action === 'redeploy' ? { 'idempotency-key': key } : {};
-    const answer = await api('POST', `/deploy/${id}/${action}`, undefined, headers);
+    const answer = await api('POST', `/deploy/${id}/${action}`);
     result.textContent = answer?.message ?? `${action} accepted`;
     if (answer?.deploymentId && answer.deploymentId !== id) void openDetail(answer.deploymentId);
     else void openDetail(id);
   } catch (error) {
     result.textContent = routeMissing(error) ? `This service cannot ${action} yet (${error.message}).` : `${error.code}: ${error.message}`;
+    if (state.detail !== null && state.selected === id) renderDetail(state.detail);
   }
 }
 
