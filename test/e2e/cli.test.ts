@@ -296,4 +296,38 @@ describe('zepid CLI against npm start', () => {
     expect(badLogin.code).toBe(2);
     expect(JSON.parse(await readFile(file, 'utf8'))).toEqual({ apiUrl, token });
   });
+
+  it('redeploy builds a deployment\'s stored source again (no earlier image reused), goes live at the same URL, and shows skipped steps of a rollback', async () => {
+    const listed = JSON.parse((await zepid(['ls', '--json'])).stdout) as { apps: { projectId: string; liveDeploymentId: string; url: string }[] };
+    for (const projectId of ['static-site', 'cli-vite']) {
+      const app = listed.apps.find((candidate) => candidate.projectId === projectId);
+      expect(app, projectId).toBeDefined();
+      const before = proxy.bytes();
+      const run = await zepid(['redeploy', app?.liveDeploymentId ?? '', '--timeout', '300']);
+      expect(run.code, run.stderr).toBe(0);
+      expect(run.stdout.trim()).toBe(app?.url);
+      // Nothing of the source travels: the service has it.
+      expect(proxy.bytes() - before).toBeLessThan(1024);
+      const id = /→ (dep_[a-z2-7]{26})/.exec(run.stderr)?.[1] ?? '';
+      const status = JSON.parse((await zepid(['status', id, '--json'])).stdout) as { kind: string; redeployOf: string; reuse: { buildFrom: string | null }; steps: Record<string, { status: string }> };
+      expect(status).toMatchObject({ kind: 'build', redeployOf: app?.liveDeploymentId, reuse: { buildFrom: null } });
+      expect(status.steps.build?.status).toBe('completed');
+      const log = (await zepid(['logs', id])).stdout;
+      expect(log).toContain('building its source again');
+      if (projectId === 'cli-vite') {
+        // The build runs again; the dependency cache is used when the lockfile allows (create-vite ships none: then npm installs, from its package cache).
+        expect(log).toContain('$ npm run build');
+        expect(log).toMatch(/dependency cache: not used \(no lockfile|dependencies restored from the cache/);
+      }
+      expect((await getApp(app?.url ?? '')).status).toBe(200);
+      console.log(`zepid redeploy of ${projectId} (a real build of the stored source) → URL answers: ${Math.round(run.ms)} ms`);
+    }
+
+    // A rollback builds nothing: its skipped steps are shown, one line each.
+    const site = listed.apps.find((candidate) => candidate.projectId === 'static-site');
+    const rolled = JSON.parse((await zepid(['rollback', site?.liveDeploymentId ?? '', '--json'])).stdout) as { deploymentId: string };
+    const followed = await zepid(['logs', rolled.deploymentId, '-f', '--timeout', '60s']);
+    expect(followed.code, followed.stderr).toBe(0);
+    for (const step of ['sync', 'sandbox', 'build']) expect(followed.stderr).toContain(`– ${step} skipped`);
+  }, 420_000);
 });

@@ -143,6 +143,11 @@ describe('dashboard in headless Chromium against npm start', () => {
     const served = await getApp(url);
     expect(served.body).toContain('Hello from Zepid Deploy');
     expect(served.body).not.toContain('Version two of the site');
+    // The deployments table says what each did and who started it: the dev token is named `dev`.
+    const rolledRow = page.locator(`#deployments tr[data-id="${rollbackId}"]`);
+    expect(await rolledRow.locator('td.kind').textContent()).toBe('rollback');
+    expect(await rolledRow.locator('td.creator').textContent()).toBe('dev');
+    expect(await page.locator(`#deployments tr[data-id="${staticId}"] td.kind`).textContent()).toBe('build');
     await page.screenshot({ path: join(shots, '3-rollback.png'), fullPage: true });
   });
 
@@ -218,4 +223,60 @@ describe('dashboard in headless Chromium against npm start', () => {
     expect(consoleErrors.filter((text) => /Content Security Policy|Refused/i.test(text))).toEqual([]);
     expect(pageErrors).toEqual([]);
   }, 180_000);
+
+  it('redeploys a deployment from its page: a new build of its stored source (really built, not the earlier image) goes live, shown with its kind and who started it (issue 14)', async () => {
+    const site = join(work, 'redeploy-site');
+    await cp(join(root, 'examples', 'static-site'), site, { recursive: true });
+    const first = await zepid(['deploy', site]);
+    expect(first.code, first.stderr).toBe(0);
+    const url = first.stdout.trim();
+    const appRow = page.locator('#apps tbody tr', { hasText: 'redeploy-site' });
+    await appRow.locator('td.status', { hasText: 'live' }).waitFor({ timeout: 15_000 });
+    const firstId = ((await appRow.locator('td').nth(4).textContent()) ?? '').trim();
+    expect(firstId).toMatch(/^dep_[a-z2-7]{26}$/);
+    const firstRow = page.locator(`#deployments tr[data-id="${firstId}"]`);
+    expect(await firstRow.locator('td.kind').textContent()).toBe('build');
+    expect(await firstRow.locator('td.creator').textContent()).toBe('dev');
+
+    await page.getByRole('button', { name: new RegExp(`^Open ${firstId}`) }).click();
+    const detail = page.locator('#detail');
+    await detail.getByRole('heading', { name: new RegExp(firstId) }).waitFor();
+    await page.locator('#detail-summary .status', { hasText: 'completed' }).waitFor();
+    const redeploy = detail.getByRole('button', { name: 'Redeploy' });
+    expect(await redeploy.isEnabled()).toBe(true);
+    // Keyboard: the button takes focus and Enter presses it.
+    await redeploy.focus();
+    await page.keyboard.press('Enter');
+    await detail.getByRole('heading', { name: new RegExp(`redeploy of ${firstId}`) }).waitFor({ timeout: 15_000 });
+    const title = (await detail.getByRole('heading').first().textContent()) ?? '';
+    const redeployId = /dep_[a-z2-7]{26}/.exec(title)?.[0] ?? '';
+    expect(redeployId).not.toBe(firstId);
+    await page.locator('#detail-summary .status', { hasText: 'completed' }).waitFor({ timeout: 60_000 });
+    await page.locator('#log', { hasText: `redeploy of ${firstId}: building its source again` }).waitFor({ timeout: 15_000 });
+
+    // Live without reloading: the new row (kind and who), and the app's live deployment.
+    const row = page.locator(`#deployments tr[data-id="${redeployId}"]`);
+    await row.locator('td.status', { hasText: 'completed' }).waitFor({ timeout: 15_000 });
+    expect(await row.locator('td.kind').textContent()).toBe('build (redeploy)');
+    expect(await row.locator('td.creator').textContent()).toBe('dev');
+    await appRow.locator('td', { hasText: redeployId }).waitFor({ timeout: 15_000 });
+    const status = (await (await fetch(`${api}/deploy/${redeployId}/status`, { headers: { authorization: `Bearer ${token}` } })).json()) as {
+      kind: string;
+      redeployOf: string;
+      status: string;
+      url: string;
+      reuse: { buildFrom: string | null };
+      steps: Record<string, { status: string }>;
+      createdBy: { tokenId: string; tokenName: string };
+    };
+    expect(status).toMatchObject({ kind: 'build', redeployOf: firstId, status: 'completed', url, createdBy: { tokenName: 'dev' } });
+    // It built: the build step ran, and no earlier image was taken.
+    expect(status.steps.build?.status).toBe('completed');
+    expect(status.reuse.buildFrom).toBeNull();
+    expect(JSON.stringify(status)).not.toContain(token);
+    expect((await getApp(url)).body).toContain('Hello from Zepid Deploy');
+    await page.screenshot({ path: join(shots, '7-redeploy.png'), fullPage: true });
+    expect(consoleErrors.filter((text) => /Content Security Policy|Refused/i.test(text))).toEqual([]);
+    expect(pageErrors).toEqual([]);
+  }, 120_000);
 });

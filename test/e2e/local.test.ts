@@ -65,7 +65,7 @@ describe('end to end on the embedded defaults', () => {
     const stored = await readFile(join(dataDir, 'api-tokens.json'), 'utf8');
     expect(token).toMatch(/^zpd_/);
     expect(stored).not.toContain(token);
-    expect(JSON.parse(stored)).toEqual([{ orgId: 'local', sha256: createHash('sha256').update(token).digest('hex') }]);
+    expect(JSON.parse(stored)).toEqual([{ orgId: 'local', name: 'dev', sha256: createHash('sha256').update(token).digest('hex') }]);
   });
 
   afterAll(async () => {

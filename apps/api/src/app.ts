@@ -5,6 +5,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import AjvModule from 'ajv';
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply } from 'fastify';
 import Fastify, { LogController } from 'fastify';
+import type { DeploymentCreator } from '@zepid/core';
 import { DeployError, LIMITS, SERVICE_NAME, SERVICE_VERSION, sha256Hex } from '@zepid/core';
 import { AppService } from './apps.ts';
 import type { AppContext } from './context.ts';
@@ -23,6 +24,8 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** The org of the request's token; set by the auth hook on every protected route. */
     orgId: string;
+    /** The request's token as deployments record who started them (id and name, never the token); null when unknown. */
+    caller: DeploymentCreator | null;
   }
 }
 
@@ -117,6 +120,7 @@ export async function buildApp(input: Omit<AppContext, 'apps'> & { apps?: AppSer
     for (const method of [route.method].flat()) endpoints.push(`${method} ${route.url}`);
   });
   app.decorateRequest('orgId', '');
+  app.decorateRequest('caller', null);
 
   await app.register(rootRoutes, { context, endpoints: () => [...endpoints, 'GET /docs', 'GET /openapi.json'] });
   await app.register(healthRoutes, { context });
@@ -127,12 +131,13 @@ export async function buildApp(input: Omit<AppContext, 'apps'> & { apps?: AppSer
     scope.addHook('onRequest', async (request, reply) => {
       const header = request.headers.authorization;
       const match = typeof header === 'string' ? /^Bearer ([\x21-\x7e]{1,512})$/.exec(header) : null;
-      const orgId = match?.[1] === undefined ? null : context.tokens.verify(match[1]);
-      if (orgId === null) {
+      const identity = match?.[1] === undefined ? null : context.tokens.identify(match[1]);
+      if (identity === null) {
         void reply.header('www-authenticate', 'Bearer');
         return reply.code(401).send(errorBody('UNAUTHORIZED', header === undefined ? 'Authorization: Bearer <token> is required' : 'The token is not valid'));
       }
-      request.orgId = orgId;
+      request.orgId = identity.orgId;
+      request.caller = { tokenId: identity.tokenId, tokenName: identity.tokenName };
     });
     await scope.register(rateLimit, {
       max: context.rateLimitPerMinute,

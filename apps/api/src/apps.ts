@@ -6,6 +6,7 @@ import type {
   AppRef,
   AppStatus,
   Clock,
+  DeploymentCreator,
   DeploymentKind,
   DeploymentRecord,
   Environment,
@@ -17,6 +18,7 @@ import type {
 import {
   appName,
   createDeliveries,
+  decodeSourceManifest,
   DeployError,
   ENVIRONMENTS,
   envValueProblems,
@@ -420,6 +422,7 @@ export class AppService {
     env: RollbackEnv,
     idempotency: { key: string; body: unknown } | null,
     traceparent: string | null,
+    createdBy: DeploymentCreator | null = null,
   ): Promise<{ record: DeploymentRecord; replayed: boolean }> {
     const { store, secrets, artifacts } = this.adapters;
     const target = await store.get({ orgId, deploymentId: targetId });
@@ -448,7 +451,7 @@ export class AppService {
     const values = env === 'snapshot' ? await secrets.get(target.id) : await this.currentEnv(ref);
     const id = newDeploymentId();
     const record: DeploymentRecord = {
-      ...this.derivedRecord(id, target, values, idempotency),
+      ...this.derivedRecord(id, target, values, idempotency, createdBy),
       kind: 'rollback',
       rollbackOf: target.id,
       imageOf: builderId,
@@ -457,8 +460,60 @@ export class AppService {
     return { record: await this.deployments.submitRecord(record, values, manifest, traceparent), replayed: false };
   }
 
+  /**
+   * POST /deploy/:id/redeploy: a new `build` of deployment `targetId`'s stored source (its files as
+   * stored, its build settings), with the app's current env values. It builds: an earlier build's
+   * image is never reused for it (the worker's validate step reads `redeployOf`), though package
+   * caches are. 404 for an unknown (or another org's) deployment; 409 CONFLICT while the app is being
+   * deleted; 409 INVALID_STATE when the source is no longer stored (retention removed it).
+   */
+  async redeploy(
+    orgId: string,
+    targetId: string,
+    idempotency: { key: string; body: unknown } | null,
+    traceparent: string | null,
+    createdBy: DeploymentCreator | null,
+  ): Promise<{ record: DeploymentRecord; replayed: boolean }> {
+    const { store, artifacts } = this.adapters;
+    const target = await store.get({ orgId, deploymentId: targetId });
+    if (target === null) throw new DeployError('NOT_FOUND', `Deployment ${targetId} not found`);
+    const replay = await this.deployments.replayOf(orgId, idempotency);
+    if (replay !== null) return { record: replay, replayed: true };
+    await this.assertNotDeleting(orgId, target.appName);
+    const manifest = await artifacts.getSource({ orgId, deploymentId: target.id });
+    if (manifest === null) {
+      throw new DeployError('INVALID_STATE', `The source of deployment ${targetId} is no longer stored (retention removed it); deploy the files again instead`, {
+        details: { reason: 'source_removed', deploymentId: targetId, status: target.status },
+      });
+    }
+    // Objects a stored manifest names are kept by the sweep; looking them up also marks them used now.
+    const files = decodeSourceManifest(manifest).files;
+    const found = await artifacts.findObjects(orgId, [...new Set(files.map((file) => file.sha256))]);
+    const missing = files.filter((file) => !found.has(file.sha256));
+    if (missing.length > 0) {
+      throw new DeployError('INVALID_STATE', `${missing.length} of the ${files.length} source files of deployment ${targetId} are no longer stored; deploy the files again instead`, {
+        details: { reason: 'source_removed', deploymentId: targetId, status: target.status, missingFiles: missing.length },
+      });
+    }
+    const values = await this.currentEnv(this.ref(orgId, target.projectId, target.environment));
+    const record: DeploymentRecord = {
+      ...this.derivedRecord(newDeploymentId(), target, values, idempotency, createdBy),
+      kind: 'build',
+      rollbackOf: null,
+      imageOf: null,
+      redeployOf: target.id,
+    };
+    return { record: await this.deployments.submitRecord(record, values, manifest, traceparent), replayed: false };
+  }
+
   /** A new queued record of the same app, spec and source as `from`, running with `values`' names. */
-  private derivedRecord(id: string, from: DeploymentRecord, values: Record<string, string>, idempotency: { key: string; body: unknown } | null): DeploymentRecord {
+  private derivedRecord(
+    id: string,
+    from: DeploymentRecord,
+    values: Record<string, string>,
+    idempotency: { key: string; body: unknown } | null,
+    createdBy: DeploymentCreator | null = null,
+  ): DeploymentRecord {
     return newDeploymentRecord(
       {
         id,
@@ -471,6 +526,7 @@ export class AppService {
         spec: { ...from.spec, envVariableNames: Object.keys(values).sort() },
         source: { ...from.source, storedFiles: 0, storedBytes: 0 },
         idempotency: idempotency === null ? null : { key: idempotency.key, requestHash: sha256Hex(JSON.stringify(idempotency.body)) },
+        createdBy,
       },
       this.options.clock(),
     );
@@ -502,6 +558,7 @@ export class AppService {
     change: { set: Record<string, string | null>; replace: boolean; scopes: Record<string, EnvScope> },
     apply: ApplyMode,
     traceparent: string | null,
+    createdBy: DeploymentCreator | null = null,
   ): Promise<EnvChangeAnswer> {
     const problems: FieldError[] = [];
     for (const [name, value] of Object.entries(change.set)) if (value !== null) problems.push(...envValueProblems(name, value, `set/${name}`));
@@ -578,7 +635,7 @@ export class AppService {
       if (manifest === null) {
         throw new DeployError('INVALID_STATE', `${buildChanged.join(', ')} ${buildChanged.length === 1 ? 'is' : 'are'} build-scoped, and the source of the live deployment ${live.id} is no longer stored to build again; the values are stored: deploy the source again`);
       }
-      const rebuild = await this.deployments.submitRecord({ ...this.derivedRecord(id, live, values, null), kind: 'build', rollbackOf: null, imageOf: null }, values, manifest, traceparent);
+      const rebuild = await this.deployments.submitRecord({ ...this.derivedRecord(id, live, values, null, createdBy), kind: 'build', rollbackOf: null, imageOf: null }, values, manifest, traceparent);
       return {
         ...base,
         deploymentId: rebuild.id,
@@ -588,7 +645,7 @@ export class AppService {
       };
     }
     const config = await this.deployments.submitRecord(
-      { ...this.derivedRecord(id, live, values, null), kind: 'config', rollbackOf: null, imageOf: imageBuilderOf(live) },
+      { ...this.derivedRecord(id, live, values, null, createdBy), kind: 'config', rollbackOf: null, imageOf: imageBuilderOf(live) },
       values,
       manifest,
       traceparent,

@@ -1,4 +1,4 @@
-import type { ApiAdapters, Clock, DeployRequest, DeploymentRecord, Logger, ManifestFile } from '@zepid/core';
+import type { ApiAdapters, Clock, DeployRequest, DeploymentCreator, DeploymentRecord, Logger, ManifestFile } from '@zepid/core';
 import {
   DeployError,
   apply,
@@ -51,11 +51,15 @@ export class DeploymentService {
     this.options = options;
   }
 
-  /** Returns the new (or, for a repeated Idempotency-Key with the same body, the earlier) deployment. */
+  /**
+   * Returns the new (or, for a repeated Idempotency-Key with the same body, the earlier) deployment.
+   * `createdBy`: the request's token (id and name), recorded as who started it.
+   */
   async submit(
     request: DeployRequest,
     idempotency: { key: string; body: unknown } | null,
     traceparent: string | null,
+    createdBy: DeploymentCreator | null = null,
   ): Promise<{ record: DeploymentRecord; replayed: boolean }> {
     const { store, intake, artifacts, secrets } = this.adapters;
     const requestHash = idempotency === null ? null : sha256Hex(JSON.stringify(idempotency.body));
@@ -97,6 +101,7 @@ export class DeploymentService {
           storedBytes: source.storedBytes,
         },
         idempotency: idempotency === null || requestHash === null ? null : { key: idempotency.key, requestHash },
+        createdBy,
       },
       this.options.clock(),
     );

@@ -12,7 +12,8 @@ const apiEnv = {
   HOST: Type.String({ default: '127.0.0.1', description: 'Interface to listen on; 0.0.0.0 in containers.' }),
   DEPLOY_API_TOKENS: Type.Optional(
     Type.String({
-      description: 'Comma-separated orgId:token pairs. Unset in local mode: one dev token is generated on first start and printed once.',
+      description:
+        'Comma-separated orgId:token pairs; orgId/name:token names a token (deployments record it as who started them). Unset in local mode: one dev token is generated on first start and printed once.',
     }),
   ),
   MAX_ACTIVE_DEPLOYMENTS_PER_ORG: positiveInt(3, 1_000_000, 'Queued plus in-progress deployments an org may have; more is a 429.'),

@@ -119,6 +119,16 @@ const KindFields = {
   }),
   rollbackOf: Nullable(Type.String({ description: '`rollback`: the deployment whose image it put back live.' })),
   imageOf: Nullable(Type.String({ description: '`rollback` and `config`: the deployment that built the image it runs.' })),
+  redeployOf: Nullable(Type.String({ description: '`build` made by POST /deploy/:id/redeploy: the deployment whose stored source it built again.' })),
+  createdBy: Nullable(
+    Type.Object(
+      {
+        tokenId: Type.String({ description: '`tok_` + the first 12 hex characters of the token\'s SHA-256 (the token itself is never stored).' }),
+        tokenName: Nullable(Type.String({ description: 'The name given to the token in DEPLOY_API_TOKENS (`orgId/name:token`); `dev` for the local dev token.' })),
+      },
+      { description: 'Who started the deployment: the API token of the request that created it (POST /deploy, rollback, redeploy, an env change). Null for deployments recorded before this field.' },
+    ),
+  ),
   canRollback: Type.Boolean({
     description: 'POST /deploy/:id/rollback would be accepted: completed, with an image that image retention has not removed (the newest KEEP_IMAGES_PER_APP completed deployments of an app and its live one keep theirs).',
   }),

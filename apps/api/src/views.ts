@@ -88,6 +88,8 @@ export function summaryView(record: DeploymentRecord, stepMs: Partial<Record<Ste
     kind: kindOf(record),
     rollbackOf: record.rollbackOf ?? null,
     imageOf: record.imageOf ?? null,
+    redeployOf: record.redeployOf ?? null,
+    createdBy: record.createdBy ?? null,
     canRollback: canRollback(record, builder),
     currentStep: record.currentStep,
     progress: record.status === 'in_progress' ? progressAt(record.steps, new Date(), stepMs) : record.progress,

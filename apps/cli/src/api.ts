@@ -28,6 +28,11 @@ export interface DeploymentStatus {
   error: string | null;
   errorCode: string | null;
   steps?: Record<string, StepState>;
+  /** Services before issue 12 / 14 leave these out. */
+  kind?: string;
+  rollbackOf?: string | null;
+  redeployOf?: string | null;
+  createdBy?: { tokenId: string; tokenName: string | null } | null;
   source?: { digest: string; fileCount: number; bytes: number; storedFiles: number; storedBytes: number };
   createdAt?: string;
   finishedAt?: string | null;

@@ -3,7 +3,7 @@ import { parseArgs } from 'node:util';
 import type { ParseArgsConfig } from 'node:util';
 import { ApiClient } from './api.ts';
 import { deploy } from './commands/deploy.ts';
-import { cancel, env, logs, ls, open, rm, rollback, status } from './commands/operate.ts';
+import { cancel, env, logs, ls, open, redeploy, rm, rollback, status } from './commands/operate.ts';
 import type { Environment } from './config.ts';
 import { normaliseApiUrl, readConfig, resolveConnection, writeConfig } from './config.ts';
 import { ApiError, EXIT, UsageError } from './errors.ts';
@@ -48,6 +48,18 @@ const COMMANDS: Record<string, Command> = {
       'cancel-on-abort': { type: 'boolean', default: false },
     },
     positionals: [0, 1],
+  },
+  redeploy: {
+    usage: 'zepid redeploy <deploymentId> [--detach] [--json] [--timeout 15m] [--quiet] [--cancel-on-abort]',
+    summary:
+      'build that deployment\'s stored source again as a new deployment, with the app\'s current env values (its dependency cache may help; the build runs); follows it like deploy and prints the URL',
+    options: {
+      detach: { type: 'boolean', default: false },
+      timeout: { type: 'string', default: '15m' },
+      quiet: { type: 'boolean', short: 'q', default: false },
+      'cancel-on-abort': { type: 'boolean', default: false },
+    },
+    positionals: [1, 1],
   },
   ls: { usage: 'zepid ls [--json]', summary: 'your apps with URL and status', options: {}, positionals: [0, 0] },
   status: { usage: 'zepid status <deploymentId> [--json]', summary: 'a deployment\'s status and steps', options: {}, positionals: [1, 1] },
@@ -179,6 +191,15 @@ export async function main(argv: readonly string[], deps: MainDeps = { io: proce
           environment: flag('env'),
           envVars: (values['env-var'] as string[] | undefined) ?? [],
           user: flag('user') ?? deps.env.USER ?? 'cli',
+          detach: values.detach === true,
+          json,
+          timeoutMs: parseDuration(flag('timeout') ?? '15m'),
+          logs: values.quiet !== true,
+          cancelOnAbort: values['cancel-on-abort'] === true,
+          githubOutput: deps.env.GITHUB_OUTPUT || undefined,
+        });
+      case 'redeploy':
+        return await redeploy(api, io, first as string, {
           detach: values.detach === true,
           json,
           timeoutMs: parseDuration(flag('timeout') ?? '15m'),

@@ -1,4 +1,4 @@
-import type { DeploymentStatus, LogLine } from './api.ts';
+import type { DeploymentStatus, LogLine, StepState } from './api.ts';
 import type { FollowEvent } from './follow.ts';
 
 /** Where the CLI writes: injected so that tests capture it and `main` passes the process's streams. */
@@ -42,6 +42,10 @@ export class ProgressReporter {
   event(event: FollowEvent): void {
     if (this.json) {
       this.io.stdout.write(`${JSON.stringify(event.type === 'log' ? { type: 'log', ...event.line } : { type: 'status', ...event.status })}\n`);
+      // Each step's end once, as its own event: skipped steps (rollback and config deployments build nothing) included.
+      if (event.type === 'status') {
+        for (const [step, state] of this.newlyEnded(event.status)) this.io.stdout.write(`${JSON.stringify({ type: 'step', step, status: state.status, error: state.error })}\n`);
+      }
       return;
     }
     if (event.type === 'log') {
@@ -54,11 +58,12 @@ export class ProgressReporter {
   private onStatus(status: DeploymentStatus): void {
     // Every step that ended since the last status, in order: a fast deployment may be seen only once
     // it is already over, and its steps are still told.
-    for (const step of STEPS) {
-      const state = status.steps?.[step];
-      if (state === undefined || this.ended.has(step) || !ENDED.has(state.status)) continue;
-      this.ended.add(step);
-      if (state.status === 'skipped') continue;
+    for (const [step, state] of this.newlyEnded(status)) {
+      // A skipped step never ran (a rollback or config deployment builds nothing): one line says so.
+      if (state.status === 'skipped') {
+        this.print(`– ${step} skipped`);
+        continue;
+      }
       if (!this.tty && !this.started.has(step)) this.print(`→ ${step} (step ${STEPS.indexOf(step) + 1}/6)`);
       this.print(`${state.status === 'completed' ? '✓' : '✗'} ${step} ${state.status}${state.error ? `: ${state.error}` : ''}`);
     }
@@ -72,6 +77,18 @@ export class ProgressReporter {
       this.timer ??= setInterval(() => this.draw(), 80);
       this.draw();
     }
+  }
+
+  /** The steps that ended (completed, failed, skipped, cancelled) since the last status, in step order; each is returned once. */
+  private newlyEnded(status: DeploymentStatus): [string, StepState][] {
+    const ended: [string, StepState][] = [];
+    for (const step of STEPS) {
+      const state = status.steps?.[step];
+      if (state === undefined || this.ended.has(step) || !ENDED.has(state.status)) continue;
+      this.ended.add(step);
+      ended.push([step, state]);
+    }
+    return ended;
   }
 
   private draw(): void {

@@ -121,6 +121,17 @@ function duration(deployment) {
   return seconds < 60 ? `${seconds} s` : `${Math.floor(seconds / 60)} min ${seconds % 60} s`;
 }
 
+/** build, rollback or config; a build made by POST /deploy/:id/redeploy says so. */
+function kindText(deployment) {
+  const kind = deployment.kind ?? 'build';
+  return deployment.redeployOf ? `${kind} (redeploy)` : kind;
+}
+
+/** Who started it: the token's name, else its id (never the token); older services record nobody. */
+function creatorText(deployment) {
+  return deployment.createdBy?.tokenName ?? deployment.createdBy?.tokenId ?? '–';
+}
+
 function setConnection(text) {
   $('#connection').textContent = text;
 }
@@ -141,7 +152,9 @@ function renderDeployments() {
       open.addEventListener('click', () => void openDetail(deployment.deploymentId));
       const idCell = el('td');
       idCell.append(open);
-      row.append(idCell, el('td', deployment.projectId), el('td', deployment.environment), statusCell(deployment.status),
+      const creator = el('td', creatorText(deployment), 'creator');
+      if (deployment.createdBy?.tokenId) creator.title = `token ${deployment.createdBy.tokenId}`;
+      row.append(idCell, el('td', deployment.projectId), el('td', deployment.environment), statusCell(deployment.status), el('td', kindText(deployment), 'kind'), creator,
         el('td', deployment.source?.digest ? deployment.source.digest.replace('sha256:', '').slice(0, 12) : '–'), el('td', duration(deployment)), el('td', when(deployment.createdAt)));
       return row;
     }),
@@ -200,7 +213,7 @@ function renderApps(apps) {
 function renderDetail(status) {
   state.detail = status;
   $('#detail').hidden = false;
-  const kind = status.kind === 'rollback' ? ` · rollback to ${status.rollbackOf}` : status.kind === 'config' ? ' · env restart' : '';
+  const kind = status.kind === 'rollback' ? ` · rollback to ${status.rollbackOf}` : status.kind === 'config' ? ' · env restart' : status.redeployOf ? ` · redeploy of ${status.redeployOf}` : '';
   $('#detail-title').textContent = `${status.deploymentId} · ${status.projectId} (${status.environment})${kind}`;
   const summary = $('#detail-summary');
   summary.replaceChildren(el('span', status.status.replace('_', ' '), `status status-${status.status}`));
@@ -213,12 +226,15 @@ function renderDetail(status) {
     summary.append(' · ', anchor);
   }
   if (status.error) summary.append(el('span', ` · ${status.errorCode ?? ''} ${status.error}`, 'error'));
+  summary.append(` · ${kindText(status)} · started by ${creatorText(status)}`);
   $('#steps').replaceChildren(...STEPS.map((step) => el('li', `${step}: ${status.steps?.[step]?.status ?? '–'}`, `status status-${status.steps?.[step]?.status ?? 'pending'}`)));
   const finished = TERMINAL.has(status.status);
   $('[data-action="cancel"]').disabled = finished;
   $('[data-action="retry"]').disabled = !(status.status === 'failed' || status.status === 'cancelled');
   // canRollback: completed, and image retention still keeps its image (older services: completed only).
   $('[data-action="rollback"]').disabled = typeof status.canRollback === 'boolean' ? !status.canRollback : status.status !== 'completed';
+  // Redeploy builds this deployment's stored source again (the service answers 409 when it is gone).
+  $('[data-action="redeploy"]').disabled = !finished;
 }
 
 function appendLog(line) {
@@ -352,6 +368,8 @@ async function act(action) {
   if (id === null) return;
   const result = $('#action-result');
   result.textContent = `${action}…`;
+  // No second click while the first is on its way (a double click would start two rollbacks or redeploys).
+  for (const button of document.querySelectorAll('[data-action]')) button.disabled = true;
   try {
     const answer = await api('POST', `/deploy/${id}/${action}`);
     result.textContent = answer?.message ?? `${action} accepted`;
@@ -359,6 +377,7 @@ async function act(action) {
     else void openDetail(id);
   } catch (error) {
     result.textContent = routeMissing(error) ? `This service cannot ${action} yet (${error.message}).` : `${error.code}: ${error.message}`;
+    if (state.detail !== null && state.selected === id) renderDetail(state.detail);
   }
 }
 

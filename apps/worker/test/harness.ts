@@ -30,6 +30,8 @@ export interface WorkerHarness {
     spec?: Partial<DeploymentSpec>;
     /** A rollback or config deployment, recorded as the API does (issue 12's contract): `of` is the target (rollback) or the live deployment (config). */
     kind?: { kind: 'rollback' | 'config'; of: DeploymentRecord };
+    /** A redeploy (POST /deploy/:id/redeploy) of this deployment: a build that must not reuse an image. */
+    redeployOf?: string;
   }): Promise<DeploymentRecord>;
   get(record: DeploymentRecord): Promise<DeploymentRecord>;
   close(): Promise<void>;
@@ -116,8 +118,9 @@ export async function createWorkerHarness(
         },
         new Date(),
       );
-      const record: DeploymentRecord =
+      const made: DeploymentRecord =
         operation === undefined ? created : { ...created, kind: operation.kind, rollbackOf: operation.kind === 'rollback' ? operation.of.id : null, imageOf };
+      const record: DeploymentRecord = submitOptions.redeployOf === undefined ? made : { ...made, redeployOf: submitOptions.redeployOf };
       if (operation === undefined) {
         for (const file of files) await base.artifacts.putObject('org_w', file.sha256, file.data);
         const manifest = files.map(({ path, sha256, size }) => ({ path, sha256, size }));

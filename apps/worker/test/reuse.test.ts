@@ -45,6 +45,21 @@ describe('build reuse', () => {
     expect(builds()).toHaveLength(2);
   });
 
+  it('a redeploy (POST /deploy/:id/redeploy) builds even when the same source and settings were built before; later deploys reuse its image', async () => {
+    h = await createWorkerHarness();
+    h.consumer().start();
+    const first = await deploy({ env: { GREETING: 'hello' } });
+    const redeploy = await deploy({ env: { GREETING: 'hello' }, redeployOf: first.id });
+    expect(redeploy.status).toBe('completed');
+    expect(builds()).toEqual([`createSandbox ${first.id}`, `build ${first.id}`, `createSandbox ${redeploy.id}`, `build ${redeploy.id}`]);
+    expect(redeploy.steps.validate.output).toMatchObject({ buildKey: first.steps.validate.output.buildKey, reusedFrom: null });
+    expect(redeploy.result.image).toBe(`img-${redeploy.id}@sha256:abc`);
+    expect((await logOf(redeploy)).join('\n')).toContain(`validate: redeploy of ${first.id}: building its source again`);
+    // Its build is the newest with that key: an ordinary deploy of the same source reuses it.
+    const after = await deploy({ env: { GREETING: 'hello' } });
+    expect(after.steps.build.output.reusedFrom).toBe(redeploy.id);
+  });
+
   it('builds when an env variable has another value, naming the variable but never the value', async () => {
     h = await createWorkerHarness();
     h.consumer().start();

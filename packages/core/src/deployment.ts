@@ -68,6 +68,13 @@ export interface DeploymentRecord {
   rollbackOf?: string | null;
   /** `rollback` and `config`: the deployment whose image (and build plan) this one runs, without building. */
   imageOf?: string | null;
+  /**
+   * A redeploy (POST /deploy/:id/redeploy): the deployment whose stored source this `build` builds
+   * again. Such a build never reuses an earlier build's image (package caches still help).
+   */
+  redeployOf?: string | null;
+  /** Who started it: the API token of the request (its id and name, never the token); absent on records written before. */
+  createdBy?: DeploymentCreator | null;
   spec: DeploymentSpec;
   source: SourceSummary;
   status: DeploymentStatus;
@@ -101,6 +108,16 @@ export interface DeploymentRecord {
   outbox?: OutboxEvent[];
   /** Opaque version set by the store; every write is conditional on it. */
   etag: string;
+}
+
+/**
+ * The token behind a deployment. `tokenId`: `tok_` + the first 12 hex characters of the token's
+ * SHA-256 (what the service stores of a token anyway); `tokenName`: the name given in
+ * DEPLOY_API_TOKENS (`orgId/name:token`), null when none was.
+ */
+export interface DeploymentCreator {
+  tokenId: string;
+  tokenName: string | null;
 }
 
 /** The message the API puts on the queue: "run attempt N of deployment X". The record is the truth. */
@@ -150,6 +167,7 @@ export interface NewDeployment {
   spec: DeploymentSpec;
   source: SourceSummary;
   idempotency: { key: string; requestHash: string } | null;
+  createdBy?: DeploymentCreator | null;
 }
 
 export function newDeploymentRecord(input: NewDeployment, now: Date): DeploymentRecord {

@@ -46,6 +46,15 @@ export function storeContract(name: string, createHarness: () => Promise<StoreHa
       expect(await store.get({ orgId: record.orgId, deploymentId: 'dep_aaaaaaaaaaaaaaaaaaaaaaaaaa' })).toBeNull();
     });
 
+    it('keeps who started a deployment and what it redeploys (issue 14), through create and replace', async () => {
+      const createdBy = { tokenId: 'tok_0123456789ab', tokenName: 'ci-bot' };
+      const record = { ...makeRecord({ orgId: unique('org') }), createdBy, redeployOf: 'dep_bbbbbbbbbbbbbbbbbbbbbbbbbb' };
+      const created = await store.create(record, { maxActivePerOrg: 10 });
+      expect(await store.get({ orgId: record.orgId, deploymentId: record.id })).toMatchObject({ createdBy, redeployOf: 'dep_bbbbbbbbbbbbbbbbbbbbbbbbbb' });
+      await store.replace(apply(created, { type: 'attempt_started' }, new Date()));
+      expect(await store.get({ orgId: record.orgId, deploymentId: record.id })).toMatchObject({ createdBy, redeployOf: 'dep_bbbbbbbbbbbbbbbbbbbbbbbbbb', status: 'in_progress' });
+    });
+
     it('refuses a second record with the same id', async () => {
       const record = makeRecord({ orgId: unique('org') });
       await store.create(record, { maxActivePerOrg: 10 });

@@ -63,7 +63,7 @@ export const appRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = asy
   ) => {
     // Only an app that exists (it has deployments, or a record): another org's project is a 404 like its deployments.
     await apps.find(ref.orgId, ref.appName);
-    return answerChange(reply, await apps.changeEnv(ref, { set, replace: options.replace ?? false, scopes: options.scopes ?? {} }, options.apply ?? 'restart', adapters.telemetry.currentTraceparent()));
+    return answerChange(reply, await apps.changeEnv(ref, { set, replace: options.replace ?? false, scopes: options.scopes ?? {} }, options.apply ?? 'restart', adapters.telemetry.currentTraceparent(), reply.request.caller));
   };
   const refOf = (orgId: string, projectId: string, environment: Environment | undefined) => apps.ref(orgId, projectId, environment ?? 'development');
 
@@ -107,6 +107,7 @@ export const appRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = asy
         env,
         key === undefined ? null : { key, body: { rollbackOf: request.params.id, env } },
         adapters.telemetry.currentTraceparent(),
+        request.caller,
       );
       if (replayed) void reply.header('idempotent-replayed', 'true');
       else {

@@ -20,6 +20,12 @@ import { RecentTimesCache } from '../estimates.ts';
 import { acceptedView, statusView, summaryView } from '../views.ts';
 import { buildersOf, imageBuilderOf } from '../apps.ts';
 
+const RedeployAccepted = Type.Object({
+  ...AcceptedBody.properties,
+  kind: Type.Literal('build'),
+  redeployOf: Type.String({ description: 'The deployment whose stored source is built again.' }),
+});
+
 const deploySchema = (summary: string, deprecated = false) => ({
   tags: ['deployments'],
   summary,
@@ -117,7 +123,7 @@ export const deployRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = 
       const appRecord = replay ? null : await context.apps.assertNotDeleting(app.orgId, app.appName);
       // Without envVariables the deployment runs with the app's current values (issue 12).
       if (!replay && !deployRequest.envVariablesGiven) deployRequest.envVariables = await context.apps.currentEnv(app, appRecord);
-      const { record, replayed } = await service.submit(deployRequest, idempotency, adapters.telemetry.currentTraceparent());
+      const { record, replayed } = await service.submit(deployRequest, idempotency, adapters.telemetry.currentTraceparent(), request.caller);
       // With envVariables, exactly those, and they become the app's current values.
       if (!replayed && deployRequest.envVariablesGiven) await context.apps.adoptDeployedEnv(app, deployRequest.envVariables, deployRequest.buildEnv, record);
       if (!replayed) {
@@ -227,6 +233,42 @@ export const deployRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = 
     async (request, reply) => {
       const record = await service.retry(request.orgId, request.params.id, adapters.telemetry.currentTraceparent());
       return reply.code(202).send(await accepted(record, `Attempt ${record.attempt} queued`));
+    },
+  );
+
+  app.post(
+    '/deploy/:id/redeploy',
+    {
+      bodyLimit: 1024,
+      schema: {
+        tags: ['deployments'],
+        summary: 'Build and deploy a deployment\'s stored source again, as a new deployment (with the app\'s current env values)',
+        description:
+          'Creates a deployment of kind `build` (`redeployOf`: `:id`) from the files deployment `:id` was made of, as stored, and its build settings, with the app\'s *current* env values (those a new POST /deploy without envVariables gets). ' +
+          'It really builds: the image of an earlier identical build is not reused (package caches are). ' +
+          '409 `CONFLICT` while the app is being deleted; 409 `INVALID_STATE` (details.reason `source_removed`) when `:id`\'s source is no longer stored (retention removes it with the deployment\'s artifacts). 429 at the organization\'s active limit.',
+        security: [{ bearerAuth: [] }],
+        headers: idempotencyHeaders('Same key for the same deployment: the same redeploy answers again. Same key, another request: 409.'),
+        params: DeploymentIdParams,
+        response: { 202: RedeployAccepted, ...errorResponses(400, 401, 404, 409, 429, 503) },
+      },
+    },
+    async (request, reply) => {
+      const key = request.headers['idempotency-key'];
+      const { record, replayed } = await context.apps.redeploy(
+        request.orgId,
+        request.params.id,
+        key === undefined ? null : { key, body: { redeployOf: request.params.id } },
+        adapters.telemetry.currentTraceparent(),
+        request.caller,
+      );
+      if (replayed) void reply.header('idempotent-replayed', 'true');
+      else {
+        adapters.telemetry.event('DeploymentQueued', { deploymentId: record.id, orgId: record.orgId, projectId: record.projectId, environment: record.environment });
+        request.log.info({ deploymentId: record.id, redeployOf: request.params.id }, 'redeploy queued');
+      }
+      const message = replayed ? 'Redeploy already queued for this Idempotency-Key' : `Redeploy of ${request.params.id} queued: its source is built again`;
+      return reply.code(202).send({ ...(await accepted(record, message)), kind: 'build' as const, redeployOf: record.redeployOf ?? request.params.id });
     },
   );
 

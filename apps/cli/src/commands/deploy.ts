@@ -95,16 +95,26 @@ export async function deploy(api: ApiClient, io: Io, options: DeployOptions): Pr
   if (options.json) io.stdout.write(`${JSON.stringify({ type: 'accepted', ...summary })}\n`);
   else reporter.print(`deploying ${projectId}: ${files.length} files, ${uploaded === 0 ? 'no file content uploaded (all stored before)' : `${uploaded} bytes of file content uploaded`} → ${accepted.deploymentId}`);
 
-  if (options.githubOutput) await appendFile(options.githubOutput, `deployment-id=${accepted.deploymentId}\n`);
+  return followAccepted(api, io, reporter, accepted.deploymentId, options);
+}
+
+export type FollowOptions = Pick<DeployOptions, 'detach' | 'json' | 'timeoutMs' | 'cancelOnAbort' | 'githubOutput'>;
+
+/**
+ * After a deployment was accepted (`deploy`, `redeploy`): prints its id and returns with --detach,
+ * else follows it to its end and returns the exit code (0 live, 1 failed or cancelled, 124 timed out).
+ */
+export async function followAccepted(api: ApiClient, io: Io, reporter: ProgressReporter, id: string, options: FollowOptions): Promise<number> {
+  if (options.githubOutput) await appendFile(options.githubOutput, `deployment-id=${id}\n`);
   if (options.detach) {
-    if (!options.json) io.stdout.write(`${accepted.deploymentId}\n`);
+    if (!options.json) io.stdout.write(`${id}\n`);
     return EXIT.ok;
   }
 
-  const stopOnSignal = options.cancelOnAbort ? cancelOnSignal(api, io, accepted.deploymentId) : () => undefined;
+  const stopOnSignal = options.cancelOnAbort ? cancelOnSignal(api, io, id) : () => undefined;
   let result: { status: DeploymentStatus; timedOut: boolean };
   try {
-    result = await follow(api, accepted.deploymentId, (event) => reporter.event(event), Date.now() + options.timeoutMs);
+    result = await follow(api, id, (event) => reporter.event(event), Date.now() + options.timeoutMs);
   } finally {
     stopOnSignal();
     reporter.stop();

@@ -1,10 +1,12 @@
 import { spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import type { ApiClient, DeploymentStatus } from '../api.ts';
 import { ApiError, EXIT, UsageError } from '../errors.ts';
 import { follow, TERMINAL } from '../follow.ts';
 import type { Io } from '../output.ts';
 import { formatLine, ProgressReporter } from '../output.ts';
-import { finish } from './deploy.ts';
+import type { FollowOptions } from './deploy.ts';
+import { finish, followAccepted } from './deploy.ts';
 
 const DEPLOYMENT_ID = /^dep_[a-z2-7]{26}$/;
 
@@ -41,6 +43,11 @@ export async function status(api: ApiClient, io: Io, id: string, json: boolean):
   const view = await api.status(id);
   out(io, json, view, () => {
     const lines = [`${view.deploymentId}  ${view.projectId} (${view.environment})  ${view.status}${view.currentStep ? ` · ${view.currentStep} ${view.progress}%` : ''}`];
+    if (view.kind !== undefined) {
+      const of = view.rollbackOf ? ` of ${view.rollbackOf}` : view.redeployOf ? ` (redeploy of ${view.redeployOf})` : '';
+      const who = view.createdBy ? `; started by ${view.createdBy.tokenName ?? view.createdBy.tokenId}` : '';
+      lines.push(`kind: ${view.kind}${of}${who}`);
+    }
     if (view.url) lines.push(`url: ${view.url}`);
     if (view.error) lines.push(`error: ${view.errorCode ?? ''} ${view.error}`);
     for (const [step, state] of Object.entries(view.steps ?? {})) lines.push(`  ${step.padEnd(9)} ${state.status}${state.error ? `: ${state.error}` : ''}`);
@@ -107,6 +114,21 @@ export async function rollback(api: ApiClient, io: Io, id: string, options: { sn
   );
   out(io, options.json, answer, () => `rolling back to ${id}: ${answer.deploymentId}\n`);
   return EXIT.ok;
+}
+
+/**
+ * `zepid redeploy <deploymentId>`: the service builds that deployment's stored source again, as a
+ * new deployment with the app's current env values (POST /deploy/:id/redeploy); followed like deploy.
+ */
+export async function redeploy(api: ApiClient, io: Io, id: string, options: FollowOptions & { logs: boolean }): Promise<number> {
+  if (!DEPLOYMENT_ID.test(id)) throw new UsageError(`${id} is not a deployment id (dep_ and 26 characters: zepid status, zepid ls)`);
+  const reporter = new ProgressReporter(io, { json: options.json, logs: options.logs });
+  const accepted = await needsEndpoint('redeploy (POST /deploy/:id/redeploy)', () =>
+    api.request<{ deploymentId: string }>('POST', `/deploy/${encodeURIComponent(id)}/redeploy`, undefined, { 'idempotency-key': randomUUID() }),
+  );
+  if (options.json) io.stdout.write(`${JSON.stringify({ type: 'accepted', deploymentId: accepted.deploymentId, redeployOf: id })}\n`);
+  else reporter.print(`redeploying ${id}: its source is built again → ${accepted.deploymentId}`);
+  return followAccepted(api, io, reporter, accepted.deploymentId, options);
 }
 
 export async function env(api: ApiClient, io: Io, args: { action: string; project: string; pairs: string[]; environment?: string; json: boolean }): Promise<number> {

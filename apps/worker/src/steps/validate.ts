@@ -61,7 +61,11 @@ export const validateStep: Step = {
     await checkEnvValues(context);
     // Decided here, before sync and sandbox spend anything on a build that is not needed.
     const key = buildKey({ sourceDigest: record.source.digest, plan, envVariableNames: record.spec.envVariableNames, builder: adapters.builder.identity });
-    const reused = await findReusableBuild(context, key);
+    // A redeploy (POST /deploy/:id/redeploy) is asked to build: what the user wants when an image of
+    // the same source exists is a fresh build (package caches still make it faster), not that image.
+    const redeployOf = record.redeployOf ?? null;
+    if (redeployOf !== null) log(`redeploy of ${redeployOf}: building its source again (an earlier image of the same source is not reused; package caches are)`);
+    const reused = redeployOf === null ? await findReusableBuild(context, key) : null;
     return { kind: plan.kind, plan: JSON.stringify(plan), ...reuseOutput(key, reused) };
   },
 };
