@@ -29,7 +29,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import autocannon from 'autocannon';
 import { precompile } from '../precompiled.mjs';
 import { PEER_NODE_FLAGS } from './peers/harness.ts';
-import { ApiClient, freePort, HEADERS, quantile, root, SERVICE_NODE_FLAGS, startService, TOKEN, waitReady } from './support.ts';
+import { ApiClient, freePort, HEADERS, quantile, root, seedDataDir, SERVICE_NODE_FLAGS, startService, TOKEN, waitReady } from './support.ts';
 
 const other = resolve(process.argv[2] ?? '');
 const route = process.argv[3] ?? 'status';
@@ -43,22 +43,17 @@ const sample = JSON.parse(await readFile(join(root, 'examples/static-site.json')
 const postBody = JSON.stringify(route === 'redeploy' ? sample : { ...sample, projectId: 'ab-post' });
 const env = { DEPLOY_API_TOKENS: `local:${TOKEN}`, LOG_LEVEL: 'info', MAX_ACTIVE_DEPLOYMENTS_PER_ORG: '1000000', RATE_LIMIT_PER_MINUTE: '1000000' };
 
-const [apiPort, otherPort, healthPort, peerPort] = [await freePort(), await freePort(), await freePort(), await freePort()];
+const [apiPort, otherPort, peerPort] = [await freePort(), await freePort(), await freePort()];
 const dirs = { this: join(dataDir, 'this'), other: join(dataDir, 'other') };
-let api = startService('api', 'apps/api/src/server.ts', { ...env, DATA_DIR: dirs.this, PORT: String(apiPort) }, SERVICE_NODE_FLAGS, dataDir);
-const worker = startService('worker', 'scripts/bench/instant-worker.ts', { ...env, DATA_DIR: dirs.this, HEALTH_PORT: String(healthPort) }, SERVICE_NODE_FLAGS, dataDir);
+let api: ReturnType<typeof startService> | null = null;
 let otherApi: ReturnType<typeof spawn> | null = null;
 let peer: ReturnType<typeof startService> | null = null;
 try {
-  await waitReady(api, `http://127.0.0.1:${apiPort}/health/ready`, 120_000);
-  await waitReady(worker, `http://127.0.0.1:${healthPort}/health/ready`, 120_000);
-  const client = new ApiClient(`http://127.0.0.1:${apiPort}`);
-  const id = await client.post(sample);
-  if ((await client.settle(id)).status !== 'completed') throw new Error('probe did not complete');
-  await Promise.all([worker.stop(), api.stop()]);
+  const { id } = await seedDataDir(dirs.this, env, dataDir);
   // The same state for both APIs: a copy of the data dir, taken with no process holding it.
   await cp(dirs.this, dirs.other, { recursive: true });
   api = startService('api', 'apps/api/src/server.ts', { ...env, DATA_DIR: dirs.this, PORT: String(apiPort) }, SERVICE_NODE_FLAGS, dataDir);
+  const client = new ApiClient(`http://127.0.0.1:${apiPort}`);
   // The other checkout's API, started from its own directory with its own loader; its access log
   // goes to a file too, as the others' do (a log written to /dev/null costs less).
   const otherLog = openSync(join(dataDir, 'other-api.log'), 'a');
@@ -118,6 +113,6 @@ try {
     child.kill('SIGTERM');
     await exited;
   }
-  await Promise.all([api.stop(), worker.stop(), peer?.stop()]);
+  await Promise.all([api?.stop(), peer?.stop()]);
   await rm(dataDir, { recursive: true, force: true, maxRetries: 3 });
 }
