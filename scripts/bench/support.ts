@@ -9,13 +9,14 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import { SERVICE_NODE_FLAGS } from '../node-flags.ts';
 
 export const root = fileURLToPath(new URL('../..', import.meta.url));
 export const TOKEN = 'bench-token-0123456789abcdef';
 export const HEADERS = { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' };
 
 /** The V8 flags `npm start` and the images run the services with (see scripts/start.ts). */
-export { SERVICE_NODE_FLAGS } from '../node-flags.ts';
+export { SERVICE_NODE_FLAGS };
 
 export async function freePort(): Promise<number> {
   const server = createServer();
@@ -157,4 +158,26 @@ export function duBytes(dir: string): number {
     else if (entry.isFile()) total += statSync(full, { throwIfNoEntry: false })?.size ?? 0;
   }
   return total;
+}
+
+/**
+ * A data dir holding one finished deployment of `examples/static-site.json` (the real API and the
+ * instant worker of this checkout, both stopped again): what the A/B tools start their APIs on.
+ */
+export async function seedDataDir(dir: string, env: Record<string, string>, logDir: string): Promise<{ id: string }> {
+  const [apiPort, healthPort] = [await freePort(), await freePort()];
+  const api = startService('seed-api', 'apps/api/src/server.ts', { ...env, DATA_DIR: dir, PORT: String(apiPort) }, SERVICE_NODE_FLAGS, logDir);
+  const worker = startService('seed-worker', 'scripts/bench/instant-worker.ts', { ...env, DATA_DIR: dir, HEALTH_PORT: String(healthPort) }, SERVICE_NODE_FLAGS, logDir);
+  try {
+    await waitReady(api, `http://127.0.0.1:${apiPort}/health/ready`, 120_000);
+    await waitReady(worker, `http://127.0.0.1:${healthPort}/health/ready`, 120_000);
+    const client = new ApiClient(`http://127.0.0.1:${apiPort}`);
+    const sample = JSON.parse(readFileSync(join(root, 'examples/static-site.json'), 'utf8')) as unknown;
+    const id = await client.post(sample);
+    const done = await client.settle(id);
+    if (done.status !== 'completed') throw new Error(`the seed deployment ended ${done.status}`);
+    return { id };
+  } finally {
+    await Promise.all([worker.stop(), api.stop()]);
+  }
 }

@@ -227,10 +227,17 @@ export class AppService {
    * with envVariables); before that (apps deployed before issue 12), those its live deployment runs with.
    */
   async currentEnv(ref: AppRef, record?: AppRecord | null): Promise<Record<string, string>> {
-    const app = record === undefined ? await this.adapters.store.getApp(ref.orgId, ref.appName) : record;
-    if (app !== null && app.envUpdatedAt !== null) return this.adapters.secrets.getAppEnv(ref);
-    const live = await this.adapters.store.latestCompleted(ref.orgId, ref.appName);
-    return live === null || live.spec.envVariableNames.length === 0 ? {} : this.adapters.secrets.get(live.id);
+    const { store, secrets } = this.adapters;
+    const app = record === undefined ? await store.getApp(ref.orgId, ref.appName) : record;
+    // Every POST /deploy without envVariables comes here: the secrets are read only when there are
+    // values to read, and the live deployment's names without parsing its whole record where the
+    // store can (BENCHMARKS.md, POST /deploy).
+    if (app !== null && app.envUpdatedAt !== null) return app.env.length === 0 ? {} : secrets.getAppEnv(ref);
+    const live =
+      store.latestCompletedEnvNames === undefined
+        ? await store.latestCompleted(ref.orgId, ref.appName).then((found) => found && { deploymentId: found.id, envVariableNames: found.spec.envVariableNames })
+        : await store.latestCompletedEnvNames(ref.orgId, ref.appName);
+    return live === null || live.envVariableNames.length === 0 ? {} : secrets.get(live.deploymentId);
   }
 
   /** The app's variables (names, scopes, when set); from its live deployment before any was stored. */

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { gunzipSync } from 'node:zlib';
 import { mapLimit } from './concurrency.ts';
 import { DeployError } from './errors.ts';
-import { sha256Hex } from './ids.ts';
+import { memoized, sha256Hex } from './ids.ts';
 import { LIMITS } from './limits.ts';
 import type { ArtifactStore } from './ports/artifacts.ts';
 
@@ -118,9 +118,7 @@ export function decodeSourceManifest(data: Buffer): SourceManifest {
 }
 
 /** How an org is named in object and manifest paths: fixed length, lowercase, safe on any file system. */
-export function orgStorageKey(orgId: string): string {
-  return sha256Hex(orgId).slice(0, 32);
-}
+export const orgStorageKey: (orgId: string) => string = memoized((orgId) => sha256Hex(orgId).slice(0, 32));
 
 /** Returns `data` if it hashes to `digest`; a stored object that does not is corrupt. */
 export function checkObject(digest: string, data: Buffer): Buffer {

@@ -2,6 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { kindOf } from './app.ts';
 import type { DeploymentRecord } from './deployment.ts';
 import type { DeploymentStatus } from './glossary.ts';
+import { secureRandomBytes } from './ids.ts';
 import type { WebhookEndpoint, WebhookStore } from './ports/webhooks.ts';
 
 /**
@@ -87,7 +88,7 @@ const BASE32 = 'abcdefghijklmnopqrstuvwxyz234567';
 /** `prefix` + 130 random bits as 26 lowercase base32 characters (like deployment ids). */
 export function newPrefixedId(prefix: string): string {
   let id = prefix;
-  for (const byte of randomBytes(26)) id += BASE32[byte & 31];
+  for (const byte of secureRandomBytes(26)) id += BASE32[byte & 31];
   return id;
 }
 

@@ -12,11 +12,14 @@ import {
   encodeSourceManifest,
   generateDockerfile,
   isAllowedContainerSize,
+  memoized,
   newDeploymentId,
+  orgStorageKey,
   parseEnv,
   planBuild,
   projectKey,
   SecretMasker,
+  secureRandomBytes,
   sha256Hex,
   sourceDigest,
 } from '../src/index.ts';
@@ -66,6 +69,41 @@ describe('names', () => {
     expect(new Set(same.map((id) => id.slice(0, 10))).size).toBe(1);
     expect(new Set(same.map((id) => id.slice(10))).size).toBe(1000);
     for (let position = 10; position < 30; position += 1) expect(new Set(same.map((id) => id[position])).size).toBe(32);
+  });
+
+  it('pooled random bytes are never handed out twice, across pool refills, and look uniform', () => {
+    // 20 + 9 + 26 bytes per POST (id, etag, event id): many refills of the 4 KB pool.
+    const seen = new Set<string>();
+    const counts = new Array<number>(256).fill(0);
+    for (let i = 0; i < 3000; i += 1) {
+      for (const size of [20, 9, 26]) {
+        const bytes = secureRandomBytes(size);
+        expect(bytes.length).toBe(size);
+        seen.add(bytes.toString('hex'));
+        for (const byte of bytes) counts[byte] = (counts[byte] ?? 0) + 1;
+      }
+    }
+    expect(seen.size).toBe(9000);
+    // 165,000 bytes over 256 values: ~645 each; a stuck or repeating pool would be far off.
+    expect(Math.min(...counts)).toBeGreaterThan(500);
+    expect(Math.max(...counts)).toBeLessThan(800);
+    // Larger than the pool: straight from the CSPRNG.
+    expect(secureRandomBytes(10_000).length).toBe(10_000);
+  });
+
+  it('memoized hashes answer as the hash does, also past their cap', () => {
+    let calls = 0;
+    const key = memoized((value) => {
+      calls += 1;
+      return sha256Hex(value).slice(0, 8);
+    }, 2);
+    expect([key('a'), key('a'), key('b')]).toEqual([sha256Hex('a').slice(0, 8), sha256Hex('a').slice(0, 8), sha256Hex('b').slice(0, 8)]);
+    expect(calls).toBe(2);
+    expect(key('c')).toBe(sha256Hex('c').slice(0, 8)); // over the cap: forgets, computes
+    expect(key('a')).toBe(sha256Hex('a').slice(0, 8));
+    expect(calls).toBe(4);
+    expect(projectKey('o', 'p')).toBe(sha256Hex('o\u0000p').slice(0, 32));
+    expect(orgStorageKey('o')).toBe(sha256Hex('o').slice(0, 32));
   });
 
   it('app names fit Container Apps rules and differ between orgs', () => {

@@ -235,6 +235,30 @@ export function storeContract(name: string, createHarness: () => Promise<StoreHa
       expect(await store.get({ orgId, deploymentId: running.id })).not.toBeNull();
     });
 
+    it('says which env variables the live deployment of an app ran with, as latestCompleted does (POST /deploy)', async () => {
+      const orgId = unique('org');
+      const complete = async (names: string[], at: Date) => {
+        const base = makeRecord({ orgId }, at);
+        let record = await store.create({ ...base, spec: { ...base.spec, envVariableNames: names } }, { maxActivePerOrg: 10 });
+        record = apply(record, { type: 'attempt_started' }, at);
+        for (const step of STEPS) {
+          record = apply(record, { type: 'step_started', step }, at);
+          record = apply(record, { type: 'step_completed', step, output: {} }, at);
+        }
+        return store.replace(apply(record, { type: 'completed', result: { image: 'i', revision: 'r', url: 'u' } }, at));
+      };
+      const old = await complete(['A'], new Date('2026-03-01T00:00:00Z'));
+      const live = await complete(['API_KEY', 'VITE_URL'], new Date('2026-03-01T00:01:00Z'));
+      // A newer deployment that has not completed is not the live one.
+      await store.create(makeRecord({ orgId }, new Date('2026-03-01T00:02:00Z')), { maxActivePerOrg: 10 });
+      expect(old.appName).toBe(live.appName);
+      expect((await store.latestCompleted(orgId, live.appName))?.id).toBe(live.id);
+      if (store.latestCompletedEnvNames === undefined) return; // optional: callers fall back on latestCompleted
+      expect(await store.latestCompletedEnvNames(orgId, live.appName)).toEqual({ deploymentId: live.id, envVariableNames: ['API_KEY', 'VITE_URL'] });
+      expect(await store.latestCompletedEnvNames(unique('org'), live.appName)).toBeNull();
+      expect(await store.latestCompletedEnvNames(orgId, 'no-such-app')).toBeNull();
+    });
+
     it('finds the newest completed deployment of a project with a build key, in any environment (build reuse)', async () => {
       const orgId = unique('org');
       const projectId = unique('proj');

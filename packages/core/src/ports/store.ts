@@ -62,6 +62,12 @@ export interface DeploymentStore extends Lifecycle, HealthReporting {
   /** The newest completed deployment of an app: its revision is the one serving traffic. */
   latestCompleted(orgId: string, appName: string): Promise<DeploymentRecord | null>;
   /**
+   * The id and `spec.envVariableNames` of what `latestCompleted` returns, without reading and parsing
+   * the whole record: POST /deploy of an app without an env record asks which variables its live
+   * deployment ran with (BENCHMARKS.md). Optional: without it, callers use `latestCompleted`.
+   */
+  latestCompletedEnvNames?(orgId: string, appName: string): Promise<{ deploymentId: string; envVariableNames: string[] } | null>;
+  /**
    * Build reuse: the newest completed deployment of the project (any environment) whose validate
    * step recorded `buildKey` (`steps.validate.output.buildKey`, a sha256 over the source digest, the
    * build plan, the env variable names and the builder's identity). Adapters keep the key indexed

@@ -1,5 +1,4 @@
 import type { AppRecord, AppRef, Environment } from '@zepid/core';
-import { randomBytes } from 'node:crypto';
 import type {
   CreateOptions,
   DependencyHealth,
@@ -10,7 +9,7 @@ import type {
   Page,
   WorkerHeartbeat,
 } from '@zepid/core';
-import { DEPLOYMENT_STATUSES, DeployError, probe, quotaExceeded } from '@zepid/core';
+import { DEPLOYMENT_STATUSES, DeployError, probe, quotaExceeded, secureRandomBytes } from '@zepid/core';
 import type { SqliteDatabase } from './database.ts';
 import { runSqlite } from './database.ts';
 
@@ -19,7 +18,7 @@ interface Row {
   etag: string;
 }
 
-const newEtag = () => randomBytes(9).toString('base64url');
+const newEtag = () => secureRandomBytes(9).toString('base64url');
 
 function toRecord(row: Row): DeploymentRecord {
   return { ...(JSON.parse(row.doc) as DeploymentRecord), etag: row.etag };
@@ -267,6 +266,20 @@ export class SqliteDeploymentStore implements DeploymentStore {
         )
         .get(orgId, appName) as Row | undefined;
       return row === undefined ? null : toRecord(row);
+    });
+  }
+
+  latestCompletedEnvNames(orgId: string, appName: string): Promise<{ deploymentId: string; envVariableNames: string[] } | null> {
+    return runSqlite(() => {
+      // SQLite's JSON reader takes the one field out of the stored text: no JavaScript object of the whole record.
+      const row = this.db.connection
+        .prepare(
+          `SELECT id, json_extract(doc, '$.spec.envVariableNames') AS names FROM deployments
+           WHERE org_id = ? AND app_name = ? AND status = 'completed' ORDER BY finished_at DESC LIMIT 1`,
+        )
+        .get(orgId, appName) as { id: string; names: string | null } | undefined;
+      if (row === undefined) return null;
+      return { deploymentId: row.id, envVariableNames: row.names === null ? [] : (JSON.parse(row.names) as string[]) };
     });
   }
 

@@ -1,6 +1,5 @@
-import { randomBytes } from 'node:crypto';
 import type { DependencyHealth, WebhookDelivery, WebhookEndpoint, WebhookStore } from '@zepid/core';
-import { DeployError, probe } from '@zepid/core';
+import { DeployError, probe, secureRandomBytes } from '@zepid/core';
 import type { SqliteDatabase } from './database.ts';
 import { runSqlite } from './database.ts';
 
@@ -9,7 +8,7 @@ interface Row {
   etag: string;
 }
 
-const newEtag = () => randomBytes(9).toString('base64url');
+const newEtag = () => secureRandomBytes(9).toString('base64url');
 
 function parse<T extends { etag: string }>(row: Row): T {
   return { ...(JSON.parse(row.doc) as T), etag: row.etag };

@@ -1,10 +1,10 @@
 /**
- * Profiles GET /deploy/:id/status against the SQLite peer's status read (issue 16): a finished
+ * Profiles GET /deploy/:id/status (or POST /deploy) against the SQLite peer's (issue 16): a finished
  * deployment (real API, instant worker), then the API alone and the peer alone, each under
  * autocannon (50 connections) with `--cpu-prof`; prints req/s of both and the top self-time
- * functions of each profile.
+ * functions of each profile. POST sends `examples/static-site.json` under project `profile-post`.
  *
- *   node --import=./scripts/precompiled-loader.mjs scripts/bench/profile-status.ts [seconds] [out-dir]
+ *   node --import=./scripts/precompiled-loader.mjs scripts/bench/profile.ts [seconds] [out-dir] [status|post]
  */
 import { mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -15,6 +15,8 @@ import { PEER_NODE_FLAGS } from './peers/harness.ts';
 import { ApiClient, freePort, HEADERS, SERVICE_NODE_FLAGS, startService, TOKEN, waitReady } from './support.ts';
 
 const seconds = Number(process.argv[2] ?? 8);
+const route = process.argv[4] ?? 'status';
+if (route !== 'status' && route !== 'post') throw new Error(`route must be status or post, not ${route}`);
 const out = process.argv[3] ?? (await mkdtemp(join(tmpdir(), 'zepid-profile-')));
 const dataDir = await mkdtemp(join(tmpdir(), 'zepid-profile-data-'));
 const sample = JSON.parse(await readFile('examples/static-site.json', 'utf8')) as Record<string, unknown>;
@@ -35,9 +37,11 @@ await sleep(10_500);
 const answer = await (await fetch(`${client.base}/deploy/${id}/status`, { headers: HEADERS })).text();
 await api.stop();
 
+const request = route === 'status' ? { method: 'GET' as const, headers: HEADERS } : { method: 'POST' as const, headers: HEADERS, body: JSON.stringify({ ...sample, projectId: 'profile-post' }) };
+const pathOf = (id: string) => (route === 'status' ? `/deploy/${id}/status` : '/deploy');
 const load = async (url: string) => {
-  await autocannon({ url, connections: 50, duration: 1, headers: HEADERS });
-  const result = await autocannon({ url, connections: 50, duration: seconds, headers: HEADERS });
+  await autocannon({ url, connections: 50, duration: 1, ...request });
+  const result = await autocannon({ url, connections: 50, duration: seconds, ...request });
   if (result.non2xx > 0) throw new Error(`${url}: ${result.non2xx} non-2xx`);
   return Math.round(result.requests.average);
 };
@@ -45,7 +49,7 @@ const load = async (url: string) => {
 const profDir = (name: string) => join(out, name);
 api = startService('api-prof', 'apps/api/src/server.ts', { ...env, PORT: String(apiPort) }, [...SERVICE_NODE_FLAGS, '--cpu-prof', `--cpu-prof-dir=${profDir('ours')}`], dataDir);
 await waitReady(api, `http://127.0.0.1:${apiPort}/health/ready`);
-const ours = await load(`${client.base}/deploy/${id}/status`);
+const ours = await load(`${client.base}${pathOf(id)}`);
 await api.stop();
 
 const seed = join(dataDir, 'seed.json');
@@ -59,7 +63,7 @@ const peerProf = startService(
   dataDir,
 );
 await waitReady(peerProf, `http://127.0.0.1:${peerPort}/deploy/${id}/status`, 30_000, { headers: HEADERS });
-const theirs = await load(`http://127.0.0.1:${peerPort}/deploy/${id}/status`);
+const theirs = await load(`http://127.0.0.1:${peerPort}${pathOf(id)}`);
 await peerProf.stop();
 
 interface Node { id: number; callFrame: { functionName: string; url: string; lineNumber: number }; hitCount: number; children?: number[] }
@@ -75,7 +79,7 @@ const top = async (dir: string) => {
   }
   return [...byFrame.entries()].sort((a, b) => b[1] - a[1]).slice(0, 25).map(([key, hits]) => `${((100 * hits) / total).toFixed(1).padStart(5)} % ${key}`).join('\n');
 };
-console.log(`GET status req/s: ours ${ours}, SQLite peer ${theirs}, ratio ${(ours / theirs).toFixed(3)} (answer ${answer.length} bytes)`);
+console.log(`${route} req/s: ours ${ours}, SQLite peer ${theirs}, ratio ${(ours / theirs).toFixed(3)} (answer ${answer.length} bytes)`);
 console.log(`--- ours (self time)\n${await top(profDir('ours'))}`);
 console.log(`--- peer (self time)\n${await top(profDir('peer'))}`);
 console.log(`profiles: ${out}`);

@@ -1,0 +1,143 @@
+/**
+ * CPU time per request of POST /deploy or GET /deploy/:id/status, this checkout against another
+ * (the code before a change: `git worktree add`, or `git archive` plus a copy of node_modules),
+ * **both in one process**: each checkout's API app is built from its own sources (its own module
+ * graph and node_modules) on its own copy of one seeded data dir, and requests go in through
+ * Fastify's `inject` (no sockets: the HTTP layer is the same on both sides and not measured).
+ * Waves of 50 concurrent requests (so group commits hold ~50 POSTs each, as under autocannon's 50
+ * connections), alternating sides every few waves, `process.cpuUsage()` around each side's waves.
+ *
+ * Why: on the shared 2-core machine, figures from separate processes (ab.ts) move with what the
+ * neighbours do — a starved process pays more CPU per request, and group commits shrink or grow
+ * with how much of a core it gets. Here both sides run on the same core in turns a fraction of a
+ * second apart, with the same batching. A full GC runs (not measured) before each side's turn, so
+ * one side's garbage is not collected in the other's time.
+ *
+ *   node --expose-gc --max-semi-space-size=4 --import=./scripts/precompiled-loader.mjs scripts/bench/ab-inprocess.ts <other checkout> [status|post|redeploy] [rounds]
+ *
+ * post: project `ab-post` (no app record, no finished deployment: the bench's POST); redeploy: the
+ * seeded deployment's own project (an app with a live deployment); status: the seeded deployment,
+ * finished more than 10 s before (the kept answer).
+ */
+import { cp, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { pino } from 'pino';
+import { precompile } from '../precompiled.mjs';
+import { HEADERS, quantile, root, seedDataDir, TOKEN } from './support.ts';
+// The other checkout's modules have the same shape as ours (the A/B is about small changes).
+import type * as AppModule from '../../apps/api/src/app.ts';
+import type * as AuthModule from '../../apps/api/src/auth.ts';
+import type * as DeploymentsModule from '../../apps/api/src/deployments.ts';
+import type * as EnvModule from '../../apps/api/src/env.ts';
+import type * as WiringModule from '../../apps/api/src/wiring.ts';
+import type * as CoreModule from '../../packages/core/src/index.ts';
+
+const other = resolve(process.argv[2] ?? '');
+const route = process.argv[3] ?? 'post';
+if (route !== 'status' && route !== 'post' && route !== 'redeploy') throw new Error(`route must be status, post or redeploy, not ${route}`);
+const rounds = Number(process.argv[4] ?? 10);
+const WAVE = 50;
+const WAVES_PER_TURN = route === 'status' ? 20 : 6;
+const gc = (globalThis as { gc?: () => void }).gc;
+if (gc === undefined) throw new Error('run with --expose-gc');
+
+for (const checkout of [root, other]) precompile({ root: checkout });
+const work = await mkdtemp(join(tmpdir(), 'zepid-ab-inprocess-'));
+const env = { DEPLOY_API_TOKENS: `local:${TOKEN}`, LOG_LEVEL: 'info', MAX_ACTIVE_DEPLOYMENTS_PER_ORG: '1000000', RATE_LIMIT_PER_MINUTE: '1000000' };
+const { id } = await seedDataDir(join(work, 'seed'), env, work);
+if (route === 'status') await sleep(10_500);
+const sample = JSON.parse(await readFile(join(root, 'examples/static-site.json'), 'utf8')) as Record<string, unknown>;
+const body = JSON.stringify(route === 'redeploy' ? sample : { ...sample, projectId: 'ab-post' });
+
+interface Injected { statusCode: number }
+interface Side {
+  name: string;
+  inject: (options: { method: string; url: string; headers: Record<string, string>; payload?: string }) => Promise<Injected>;
+  close: () => Promise<void>;
+}
+
+/** Builds `checkout`'s API app as its server.ts does, on a copy of the seeded data dir; the access log goes to a file, as the services' does. */
+async function build(name: string, checkout: string): Promise<Side> {
+  const dataDir = join(work, name);
+  await cp(join(work, 'seed'), dataDir, { recursive: true });
+  const from = <T>(path: string) => import(pathToFileURL(join(checkout, path)).href) as Promise<T>;
+  const [{ buildApp }, { TokenRegistry }, { DeploymentService }, { loadApiEnv }, wiring, core] = await Promise.all([
+    from<typeof AppModule>('apps/api/src/app.ts'),
+    from<typeof AuthModule>('apps/api/src/auth.ts'),
+    from<typeof DeploymentsModule>('apps/api/src/deployments.ts'),
+    from<typeof EnvModule>('apps/api/src/env.ts'),
+    from<typeof WiringModule>('apps/api/src/wiring.ts'),
+    from<typeof CoreModule>('packages/core/src/index.ts'),
+  ]);
+  const apiEnv = loadApiEnv({ ...env, DATA_DIR: dataDir });
+  const logger = pino({ level: 'info', base: { service: 'api' } }, pino.destination({ dest: join(work, `${name}.log`), sync: true }));
+  const adapters = await wiring.createApiAdapters(apiEnv, logger);
+  await wiring.startAll(adapters);
+  const service = new DeploymentService(adapters, { maxActivePerOrg: apiEnv.MAX_ACTIVE_DEPLOYMENTS_PER_ORG, clock: core.systemClock, logger });
+  const app = await buildApp(
+    {
+      adapters,
+      service,
+      tokens: TokenRegistry.fromSetting(apiEnv.DEPLOY_API_TOKENS ?? ''),
+      mode: 'local',
+      startedAt: Date.now(),
+      estimatedDuration: 'a few seconds',
+      retentionDays: apiEnv.RETENTION_DAYS,
+      rateLimitPerMinute: apiEnv.RATE_LIMIT_PER_MINUTE,
+      workerStaleMs: 30_000,
+      clock: core.systemClock,
+      streamsPerToken: apiEnv.SSE_MAX_STREAMS_PER_TOKEN,
+      maxStreams: apiEnv.SSE_MAX_STREAMS,
+      webhookPolicy: core.webhookPolicyOf(apiEnv),
+    },
+    logger,
+  );
+  await app.ready();
+  return {
+    name,
+    inject: (options) => app.inject(options),
+    close: async () => {
+      await app.close();
+      await wiring.closeAll(adapters);
+    },
+  };
+}
+
+const request = route === 'status' ? { method: 'GET', url: `/deploy/${id}/status`, headers: HEADERS } : { method: 'POST', url: '/deploy', headers: HEADERS, payload: body };
+const sides = [await build('this', root), await build('other', other)];
+try {
+  /** CPU µs per request over `waves` waves of 50 concurrent requests. */
+  const turn = async (side: Side, waves: number): Promise<number> => {
+    gc();
+    const before = process.cpuUsage();
+    for (let wave = 0; wave < waves; wave += 1) {
+      const answers = await Promise.all(Array.from({ length: WAVE }, () => side.inject(request)));
+      const bad = answers.find((answer) => answer.statusCode >= 300);
+      if (bad !== undefined) throw new Error(`${side.name}: ${request.method} ${request.url} answered ${bad.statusCode}`);
+    }
+    const used = process.cpuUsage(before);
+    return (used.user + used.system) / (waves * WAVE);
+  };
+  // Warm-up: the JIT compiles both sides' hot paths before anything is measured.
+  for (const side of sides) await turn(side, WAVES_PER_TURN * 2);
+  const results: { this: number; other: number }[] = [];
+  for (let round = 0; round < rounds; round += 1) {
+    const order = round % 2 === 0 ? sides : [...sides].reverse();
+    const measured: Record<string, number> = {};
+    for (const side of order) measured[side.name] = await turn(side, WAVES_PER_TURN);
+    results.push({ this: measured.this ?? Number.NaN, other: measured.other ?? Number.NaN });
+    console.log(`round ${round + 1}: this ${measured.this?.toFixed(1)} µs, other ${measured.other?.toFixed(1)} µs per request (other ÷ this ${((measured.other ?? 0) / (measured.this ?? 1)).toFixed(3)})`);
+  }
+  const median = (values: number[]) => quantile(values, 0.5);
+  const ratios = results.map((r) => r.other / r.this);
+  console.log(
+    `${route}: CPU µs per request, median: this ${median(results.map((r) => r.this)).toFixed(1)}, other ${median(results.map((r) => r.other)).toFixed(1)}; ` +
+      `other ÷ this per round: median ${median(ratios).toFixed(3)}, range ${Math.min(...ratios).toFixed(3)}–${Math.max(...ratios).toFixed(3)} (> 1: this checkout costs less)`,
+  );
+} finally {
+  for (const side of sides) await side.close();
+  await rm(work, { recursive: true, force: true, maxRetries: 3 });
+}
