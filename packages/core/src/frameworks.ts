@@ -197,6 +197,7 @@ const SVELTE_CONFIGS = ['svelte.config.js', 'svelte.config.mjs', 'svelte.config.
 const NEXT_CONFIGS = ['next.config.js', 'next.config.mjs', 'next.config.ts', 'next.config.cjs'];
 const ASTRO_CONFIGS = ['astro.config.mjs', 'astro.config.js', 'astro.config.ts', 'astro.config.mts'];
 const REACT_ROUTER_CONFIGS = ['react-router.config.ts', 'react-router.config.js'];
+const VITE_CONFIGS = ['vite.config.ts', 'vite.config.js', 'vite.config.mjs', 'vite.config.mts'];
 
 /** A start script that only runs a framework's dev or preview server says nothing about production. */
 function devServerScript(script: string | undefined): boolean {
@@ -302,6 +303,11 @@ const FRAMEWORKS: { detect: (facts: ProjectFacts) => FrameworkPlan | null }[] = 
   {
     detect: (facts) => {
       if (!has(facts, '@remix-run/dev')) return null;
+      // Remix's SPA mode (its docs' "SPA Mode": `remix({ ssr: false })` in vite.config) writes only
+      // build/client, with an index.html, and removes build/server: a static site, as React Router's.
+      if (/ssr\s*:\s*false/.test(fileText(facts, VITE_CONFIGS))) {
+        return { framework: 'remix', kind: 'static', defaultBuild: `${bin('remix')} vite:build`, outputDir: 'build/client', start: null, outputHint: 'with ssr: false, `remix vite:build` writes build/client', image: null };
+      }
       return {
         framework: 'remix',
         kind: 'node',
