@@ -269,7 +269,22 @@ const FRAMEWORKS: { detect: (facts: ProjectFacts) => FrameworkPlan | null }[] = 
   {
     detect: (facts) => {
       if (!has(facts, 'astro')) return null;
-      if (has(facts, '@astrojs/node') || fileText(facts, ASTRO_CONFIGS).includes('@astrojs/node')) {
+      const config = fileText(facts, ASTRO_CONFIGS);
+      if (has(facts, '@astrojs/node') || config.includes('@astrojs/node')) {
+        // mode: 'middleware' builds a handler for the project's own server (Astro's Node adapter
+        // docs): dist/server/entry.mjs then exits at once, listening on nothing. The project's start
+        // script runs that server.
+        if (/mode\s*:\s*['"]middleware['"]/.test(config)) {
+          return {
+            framework: 'astro',
+            kind: 'node',
+            defaultBuild: `${bin('astro')} build`,
+            outputDir: 'dist/server/entry.mjs',
+            start: facts.scripts.start === undefined || devServerScript(facts.scripts.start) ? null : 'npm start',
+            outputHint: "@astrojs/node in mode 'middleware' writes dist/server/entry.mjs for your own server",
+            image: null,
+          };
+        }
         return {
           framework: 'astro',
           kind: 'node',

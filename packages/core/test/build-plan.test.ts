@@ -64,6 +64,7 @@ describe('framework table', () => {
     ['sveltekit adapter-auto', { scripts: { build: 'vite build' }, devDependencies: { '@sveltejs/kit': '2', '@sveltejs/adapter-auto': '6', vite: '7' } }, { 'svelte.config.js': "import adapter from '@sveltejs/adapter-auto';" }, { framework: 'sveltekit', kind: 'static', outputDir: 'build', outputHint: expect.stringMatching(/adapter-node.*adapter-static/) }],
     ['astro static', { scripts: { build: 'astro build' }, dependencies: { astro: '5' } }, {}, { framework: 'astro', kind: 'static', outputDir: 'dist' }],
     ['astro node', { scripts: { build: 'astro build' }, dependencies: { astro: '5', '@astrojs/node': '9' } }, {}, { framework: 'astro', kind: 'node', start: 'node ./dist/server/entry.mjs' }],
+    ['astro node, middleware mode: the project\'s own server', { scripts: { build: 'astro build', start: 'node server.mjs' }, dependencies: { astro: '7', '@astrojs/node': '11', express: '5' } }, { 'astro.config.mjs': "export default defineConfig({ output: 'server', adapter: node({ mode: 'middleware' }) });" }, { framework: 'astro', kind: 'node', start: 'npm start', outputDir: 'dist/server/entry.mjs' }],
     ['react router 7', { scripts: { build: 'react-router build', start: 'react-router-serve ./build/server/index.js' }, dependencies: { '@react-router/serve': '7' }, devDependencies: { '@react-router/dev': '7', vite: '7' } }, {}, { framework: 'react-router', kind: 'node', outputDir: 'build/server/index.js' }],
     ['react router 7 ssr: false (SPA mode)', { scripts: { build: 'react-router build' }, devDependencies: { '@react-router/dev': '7', vite: '7' } }, { 'react-router.config.ts': 'export default {\n  ssr: false,\n} satisfies Config;' }, { framework: 'react-router', kind: 'static', outputDir: 'build/client', start: null }],
     ['remix v2 (vite)', { scripts: { build: 'remix vite:build', start: 'remix-serve ./build/server/index.js' }, dependencies: { '@remix-run/serve': '2' }, devDependencies: { '@remix-run/dev': '2', vite: '6' } }, { 'vite.config.ts': 'export default defineConfig({ plugins: [remix()] });' }, { framework: 'remix', kind: 'node', outputDir: 'build/server/index.js', start: './node_modules/.bin/remix-serve ./build/server/index.js' }],
@@ -91,6 +92,9 @@ describe('framework table', () => {
     const plan = planBuild(files({ 'package.json': { name: 'x' }, 'index.html': '<p>' }), spec);
     expect(plan).toMatchObject({ kind: 'static', outputDir: null, outputHint: expect.stringContaining('"build" script') });
     expect(() => planBuild(files({ 'package.json': { dependencies: { express: '5' } } }), spec)).toThrow(/express server but package.json has no start script/);
+    // Astro's Node adapter in middleware mode serves nothing by itself (its entry exits at once).
+    const astroMiddleware = { 'astro.config.mjs': "adapter: node({ mode: 'middleware' })" };
+    expect(() => planBuild(files({ 'package.json': { scripts: { build: 'astro build', start: 'astro preview' }, dependencies: { astro: '7', '@astrojs/node': '11' } }, ...astroMiddleware }), spec)).toThrow(/astro server but package.json has no start script/);
   });
 
   it('plans plain HTML from the root and a prebuilt site from its directory', () => {
