@@ -251,7 +251,11 @@ const FRAMEWORKS: { detect: (facts: ProjectFacts) => FrameworkPlan | null }[] = 
         return { framework: 'sveltekit', kind: 'node', defaultBuild: `${bin('vite')} build`, outputDir: 'build', start: 'node build', outputHint: `@sveltejs/adapter-node writes build/; ${both}`, image: null };
       }
       if (uses('static')) {
-        return { framework: 'sveltekit', kind: 'static', defaultBuild: `${bin('vite')} build`, outputDir: 'build', start: null, outputHint: `@sveltejs/adapter-static writes build/ (unless its pages option says otherwise); ${both}`, image: null };
+        // adapter-static's `pages` option (its README: "the directory to write prerendered pages to",
+        // default build) names the output; a path leaving the project is not followed.
+        const named = /adapter\s*\(\s*\{[^}]*?\bpages\s*:\s*['"]([^'"]+)['"]/s.exec(config)?.[1]?.replace(/^\.\//, '').replace(/\/+$/, '');
+        const pages = named !== undefined && named !== '' && !named.startsWith('/') && !named.split('/').includes('..') ? named : 'build';
+        return { framework: 'sveltekit', kind: 'static', defaultBuild: `${bin('vite')} build`, outputDir: pages, start: null, outputHint: `@sveltejs/adapter-static writes ${pages}/ (its pages option); ${both}`, image: null };
       }
       // adapter-auto (the template's default) builds for Vercel, Netlify, Cloudflare…, and here for
       // nothing: the build "succeeds" with no output, which is caught after the build.
