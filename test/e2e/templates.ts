@@ -28,6 +28,12 @@ export const PINNED = {
   yarnClassic: 'yarn@1.22.22',
   yarnBerry: '@yarnpkg/cli-dist@4.18.1',
   bun: 'bun@1.4.5',
+  // The variants below: the same creators and layouts as above, switched to the output the docs give.
+  astroNode: '11.1.6',
+  // Remix v2 classic, as the last `create-remix` template (remix-run/remix, templates/remix) lays it
+  // out: Vite plugin, remix-serve; React 18 and Vite 6 are what @remix-run/dev 2.17 accepts.
+  remix: '2.17.5',
+  remixVite: '^6',
 } as const;
 
 export interface Toolbox {
@@ -61,11 +67,11 @@ export async function viteReactTs(box: Toolbox): Promise<string> {
   return dir;
 }
 
-/** create-next-app (app router, JavaScript, npm), without next/font/google (no network at build), plus a pages-router page. */
-export async function nextApp(box: Toolbox): Promise<string> {
+/** create-next-app (app router, JavaScript, npm) into `name`, without next/font/google (no network at build), titled `title`. */
+async function createNextApp(box: Toolbox, name: string, title: string): Promise<string> {
   npmExec(box, box.dir, PINNED.createNextApp, [
     'create-next-app',
-    'next-app',
+    name,
     '--js',
     '--app',
     '--no-tailwind',
@@ -79,14 +85,20 @@ export async function nextApp(box: Toolbox): Promise<string> {
     '--disable-git',
     '--yes',
   ]);
-  const dir = join(box.dir, 'next-app');
+  const dir = join(box.dir, name);
   await edit(join(dir, 'app', 'layout.js'), (text) =>
     text
       .replace(/import \{[^}]*\} from "next\/font\/google";\n/, '')
       .replace(/const geist\w+ = \w+\(\{[^}]*\}\);\n/g, '')
       .replace(/ className=\{`\$\{geistSans\.variable\} \$\{geistMono\.variable\}`\}/, '')
-      .replace('"Create Next App"', '"Zepid Next e2e"'),
+      .replace('"Create Next App"', JSON.stringify(title)),
   );
+  return dir;
+}
+
+/** create-next-app's project plus a pages-router page. */
+export async function nextApp(box: Toolbox): Promise<string> {
+  const dir = await createNextApp(box, 'next-app', 'Zepid Next e2e');
   await mkdir(join(dir, 'pages'), { recursive: true });
   await writeFile(join(dir, 'pages', 'legacy.js'), 'export default function Legacy() {\n  return <p>pages router works</p>;\n}\n');
   return dir;
@@ -161,10 +173,10 @@ const packageJson = (name: string, fields: Record<string, unknown>) => `${JSON.s
  * A static Astro site as Astro's docs set one up by hand ("Install and set up Astro" → manual
  * setup: astro as the only dependency, the build script, src/pages/), with a second page and a 404 page.
  */
-export async function astroSite(box: Toolbox): Promise<string> {
-  const dir = join(box.dir, 'astro-site');
+export async function astroSite(box: Toolbox, name = 'astro-site'): Promise<string> {
+  const dir = join(box.dir, name);
   await writeTree(dir, {
-    'package.json': packageJson('astro-site', { scripts: { dev: 'astro dev', build: 'astro build', preview: 'astro preview' }, dependencies: { astro: PINNED.astro } }),
+    'package.json': packageJson(name, { scripts: { dev: 'astro dev', build: 'astro build', preview: 'astro preview' }, dependencies: { astro: PINNED.astro } }),
     'astro.config.mjs': "import { defineConfig } from 'astro/config';\n\nexport default defineConfig({});\n",
     'src/pages/index.astro': '---\nconst title = "Zepid Astro e2e";\n---\n<html lang="en">\n  <head><meta charset="utf-8" /><title>{title}</title></head>\n  <body><h1>{title}</h1><a href="/about/">About</a></body>\n</html>\n',
     'src/pages/about.astro': '<html lang="en">\n  <head><meta charset="utf-8" /><title>About</title></head>\n  <body><h1>About this Astro site</h1></body>\n</html>\n',
@@ -196,47 +208,51 @@ export async function nuxtApp(box: Toolbox): Promise<string> {
   return dir;
 }
 
+/** app/root.tsx of create-react-router's and create-remix's templates: the document Layout and an Outlet, components from `from`. */
+const rootRoute = (from: string) =>
+  [
+    `import { Links, Meta, Outlet, Scripts, ScrollRestoration } from "${from}";`,
+    '',
+    'export function Layout({ children }: { children: React.ReactNode }) {',
+    '  return (',
+    '    <html lang="en">',
+    '      <head>',
+    '        <meta charSet="utf-8" />',
+    '        <Meta />',
+    '        <Links />',
+    '      </head>',
+    '      <body>',
+    '        {children}',
+    '        <ScrollRestoration />',
+    '        <Scripts />',
+    '      </body>',
+    '    </html>',
+    '  );',
+    '}',
+    '',
+    'export default function App() {',
+    '  return <Outlet />;',
+    '}',
+    '',
+  ].join('\n');
+
 /**
  * React Router 7 in framework mode, laid out as create-react-router's default template is
  * (react-router.config.ts, vite.config.ts with the reactRouter plugin, app/root.tsx, app/routes.ts,
  * start script `react-router-serve ./build/server/index.js`), without Tailwind; with an /about route.
  */
-export async function reactRouterApp(box: Toolbox): Promise<string> {
-  const dir = join(box.dir, 'react-router-app');
+export async function reactRouterApp(box: Toolbox, name = 'react-router-app'): Promise<string> {
+  const dir = join(box.dir, name);
   const v = PINNED.reactRouter;
   await writeTree(dir, {
-    'package.json': packageJson('react-router-app', {
+    'package.json': packageJson(name, {
       scripts: { build: 'react-router build', dev: 'react-router dev', start: 'react-router-serve ./build/server/index.js' },
       dependencies: { '@react-router/node': v, '@react-router/serve': v, isbot: '^5', react: '^19', 'react-dom': '^19', 'react-router': v },
       devDependencies: { '@react-router/dev': v, vite: '^7' },
     }),
     'react-router.config.ts': 'import type { Config } from "@react-router/dev/config";\n\nexport default {\n  ssr: true,\n} satisfies Config;\n',
     'vite.config.ts': 'import { reactRouter } from "@react-router/dev/vite";\nimport { defineConfig } from "vite";\n\nexport default defineConfig({\n  plugins: [reactRouter()],\n});\n',
-    'app/root.tsx': [
-      'import { Links, Meta, Outlet, Scripts, ScrollRestoration } from "react-router";',
-      '',
-      'export function Layout({ children }: { children: React.ReactNode }) {',
-      '  return (',
-      '    <html lang="en">',
-      '      <head>',
-      '        <meta charSet="utf-8" />',
-      '        <Meta />',
-      '        <Links />',
-      '      </head>',
-      '      <body>',
-      '        {children}',
-      '        <ScrollRestoration />',
-      '        <Scripts />',
-      '      </body>',
-      '    </html>',
-      '  );',
-      '}',
-      '',
-      'export default function App() {',
-      '  return <Outlet />;',
-      '}',
-      '',
-    ].join('\n'),
+    'app/root.tsx': rootRoute('react-router'),
     'app/routes.ts': 'import { type RouteConfig, index, route } from "@react-router/dev/routes";\n\nexport default [index("routes/home.tsx"), route("about", "routes/about.tsx")] satisfies RouteConfig;\n',
     'app/routes/home.tsx': 'export function meta() {\n  return [{ title: "Zepid React Router e2e" }];\n}\n\nexport default function Home() {\n  return <h1>Welcome to React Router</h1>;\n}\n',
     'app/routes/about.tsx': 'export function loader() {\n  return { node: process.version };\n}\n\nexport default function About({ loaderData }: { loaderData: { node: string } }) {\n  return <h1>About, served by Node {loaderData.node}</h1>;\n}\n',
@@ -318,4 +334,127 @@ export async function filesOf(root: string): Promise<{ path: string; content: st
 
 export async function removeDir(dir: string): Promise<void> {
   await rm(dir, { recursive: true, force: true, maxRetries: 3 });
+}
+
+/**
+ * Astro in server mode with `@astrojs/node` in `standalone` mode, as Astro's Node adapter guide
+ * writes it (`npx astro add node`: the adapter in dependencies, `output: 'server'`,
+ * `adapter: node({ mode: 'standalone' })`), on the static site's pages, plus a page rendered per
+ * request and an imported image.
+ */
+export async function astroNode(box: Toolbox): Promise<string> {
+  const dir = await astroSite(box, 'astro-node');
+  await edit(join(dir, 'package.json'), (text) => {
+    const pkg = JSON.parse(text) as { dependencies: Record<string, string> };
+    pkg.dependencies['@astrojs/node'] = PINNED.astroNode;
+    return `${JSON.stringify(pkg, null, 2)}\n`;
+  });
+  await edit(join(dir, 'astro.config.mjs'), () =>
+    "import { defineConfig } from 'astro/config';\nimport node from '@astrojs/node';\n\nexport default defineConfig({\n  output: 'server',\n  adapter: node({\n    mode: 'standalone',\n  }),\n});\n",
+  );
+  await writeTree(dir, {
+    'src/pages/now.astro': '---\nconst node = process.version;\n---\n<html lang="en">\n  <head><meta charset="utf-8" /><title>Now</title></head>\n  <body><h1>Rendered by Astro on Node {node}</h1></body>\n</html>\n',
+    // An image from src/assets, as create-astro's basics template has: the build emits it to
+    // dist/client/_astro/ with a content hash (small CSS and scripts are inlined, so they make none).
+    'src/assets/logo.svg': '<svg xmlns="http://www.w3.org/2000/svg" width="32" height="32"><circle cx="16" cy="16" r="14" fill="rebeccapurple"/></svg>\n',
+  });
+  await edit(join(dir, 'src', 'pages', 'index.astro'), (text) =>
+    text.replace('const title', "import logo from '../assets/logo.svg';\nconst title").replace('<a href="/about/">', '<img src={logo.src} alt="logo" /><a href="/about/">'),
+  );
+  return dir;
+}
+
+/**
+ * React Router 7 in SPA mode: the framework-mode layout above with `ssr: false` in
+ * react-router.config.ts (React Router's "Single Page App (SPA)" guide), so `react-router build`
+ * writes a static build/client; the about route reads its data in a clientLoader.
+ */
+export async function reactRouterSpa(box: Toolbox): Promise<string> {
+  const dir = await reactRouterApp(box, 'react-router-spa');
+  await edit(join(dir, 'react-router.config.ts'), (text) => text.replace('ssr: true', 'ssr: false'));
+  await edit(join(dir, 'app', 'routes', 'about.tsx'), () =>
+    'export function clientLoader() {\n  return { where: "the browser" };\n}\n\nexport default function About({ loaderData }: { loaderData: { where: string } }) {\n  return <h1>About, loaded in {loaderData.where}</h1>;\n}\n',
+  );
+  return dir;
+}
+
+/**
+ * Remix v2 classic (Vite), laid out as `create-remix`'s default template (which it fetches from
+ * GitHub at creation time): `remix vite:build`, `remix-serve ./build/server/index.js`, app/root.tsx
+ * with the Remix components, app/routes/ flat routes; an /about route with a loader.
+ */
+export async function remixApp(box: Toolbox): Promise<string> {
+  const dir = join(box.dir, 'remix-app');
+  const v = PINNED.remix;
+  await writeTree(dir, {
+    'package.json': packageJson('remix-app', {
+      scripts: { build: 'remix vite:build', dev: 'remix vite:dev', start: 'remix-serve ./build/server/index.js' },
+      dependencies: { '@remix-run/node': v, '@remix-run/react': v, '@remix-run/serve': v, isbot: '^4.1.0', react: '^18.2.0', 'react-dom': '^18.2.0' },
+      devDependencies: { '@remix-run/dev': v, vite: PINNED.remixVite },
+      engines: { node: '>=20.0.0' },
+    }),
+    'vite.config.ts': [
+      'import { vitePlugin as remix } from "@remix-run/dev";',
+      'import { defineConfig } from "vite";',
+      '',
+      'export default defineConfig({',
+      '  plugins: [',
+      '    remix({',
+      '      future: {',
+      '        v3_fetcherPersist: true,',
+      '        v3_relativeSplatPath: true,',
+      '        v3_throwAbortReason: true,',
+      '        v3_singleFetch: true,',
+      '        v3_lazyRouteDiscovery: true,',
+      '      },',
+      '    }),',
+      '  ],',
+      '});',
+      '',
+    ].join('\n'),
+    'app/root.tsx': rootRoute('@remix-run/react'),
+    'app/routes/_index.tsx': 'import type { MetaFunction } from "@remix-run/node";\n\nexport const meta: MetaFunction = () => [{ title: "Zepid Remix e2e" }];\n\nexport default function Index() {\n  return <h1>Welcome to Remix</h1>;\n}\n',
+    'app/routes/about.tsx': 'import { useLoaderData } from "@remix-run/react";\n\nexport function loader() {\n  return { node: process.version };\n}\n\nexport default function About() {\n  const { node } = useLoaderData<typeof loader>();\n  return <h1>About, served by Node {node}</h1>;\n}\n',
+  });
+  return dir;
+}
+
+/**
+ * SvelteKit with adapter-static as the Svelte CLI sets it up (`sv create` minimal, then
+ * `sv add sveltekit-adapter=adapter:static`), prerendering every page as adapter-static's docs ask
+ * (`export const prerender = true` in the root layout; the adapter's default `strict` fails the
+ * build otherwise), with an /about page.
+ */
+export async function svelteKitStatic(box: Toolbox): Promise<string> {
+  const name = 'kit-static';
+  npmExec(box, box.dir, PINNED.sv, ['sv', 'create', name, '--template', 'minimal', '--types', 'ts', '--no-add-ons', '--no-install']);
+  const dir = join(box.dir, name);
+  npmExec(box, dir, PINNED.sv, ['sv', 'add', 'sveltekit-adapter=adapter:static', '--no-install']);
+  await writeTree(dir, {
+    'src/routes/+layout.ts': 'export const prerender = true;\n',
+    'src/routes/about/+page.svelte': '<h1>About this SvelteKit site</h1>\n',
+  });
+  return dir;
+}
+
+/**
+ * Next.js static export: create-next-app's project with `output: 'export'` (Next's "Static Exports"
+ * guide), an /about page and a not-found page (exported as 404.html).
+ */
+export async function nextExport(box: Toolbox): Promise<string> {
+  const dir = await createNextApp(box, 'next-export', 'Zepid Next export e2e');
+  // The template's config turns on cacheComponents and partialPrefetching; `next build` then stops
+  // with "Invariant: PPR cannot be enabled in export mode" (and partialPrefetching alone with
+  // "requires cacheComponents"), so a static export drops both, as a user must.
+  await edit(join(dir, 'next.config.mjs'), (text) =>
+    text
+      .replace('const nextConfig = {', "const nextConfig = {\n  output: 'export',")
+      .replace(/\n\s*cacheComponents: true,/, '')
+      .replace(/\n\s*partialPrefetching: true,/, ''),
+  );
+  await writeTree(dir, {
+    'app/about/page.js': 'export default function About() {\n  return <h1>About this exported Next site</h1>;\n}\n',
+    'app/not-found.js': 'export default function NotFound() {\n  return <h1>Next export says: no such page</h1>;\n}\n',
+  });
+  return dir;
 }

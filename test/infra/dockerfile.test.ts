@@ -163,3 +163,101 @@ describe('generated Dockerfiles keep the install in a layer kaniko can cache', (
     expect(after.slice(0, install + 1)).toEqual(before.slice(0, install + 1));
   });
 });
+
+/**
+ * The five variants issue 10 deploys end to end locally (test/e2e/frameworks.test.ts), as their
+ * generated Dockerfile builds them in Azure: their package.json and config as the e2e templates
+ * write them (test/e2e/templates.ts), parsed with dockerfile-ast.
+ */
+describe('generated Dockerfiles for the framework variants: the right output and start command', () => {
+  const spec = { buildCommand: null, startCommand: null, port: null };
+  const source = (entries: Record<string, unknown>) =>
+    new Map(Object.entries({ 'package-lock.json': '{"lockfileVersion":3}', ...entries }).map(([path, value]) => [path, Buffer.from(typeof value === 'string' ? value : JSON.stringify(value))]));
+  const instructions = (text: string) => DockerfileParser.parse(text).getInstructions().map((instruction) => ({ keyword: instruction.getKeyword(), args: instruction.getArgumentsContent() ?? '' }));
+  const reactRouter = (ssr: boolean) => ({
+    'package.json': {
+      scripts: { build: 'react-router build', start: 'react-router-serve ./build/server/index.js' },
+      dependencies: { '@react-router/node': '7.18.7', '@react-router/serve': '7.18.7', react: '^19', 'react-dom': '^19', 'react-router': '7.18.7' },
+      devDependencies: { '@react-router/dev': '7.18.7', vite: '^7' },
+    },
+    'react-router.config.ts': `import type { Config } from "@react-router/dev/config";\n\nexport default {\n  ssr: ${String(ssr)},\n} satisfies Config;\n`,
+  });
+  const apps: Record<string, { files: Record<string, unknown>; outputDir: string; start: string }> = {
+    'Astro with @astrojs/node': {
+      files: {
+        'package.json': { scripts: { build: 'astro build' }, dependencies: { astro: '7.4.8', '@astrojs/node': '11.1.6' } },
+        'astro.config.mjs': "import { defineConfig } from 'astro/config';\nimport node from '@astrojs/node';\n\nexport default defineConfig({\n  output: 'server',\n  adapter: node({ mode: 'standalone' }),\n});\n",
+      },
+      outputDir: 'dist/server/entry.mjs',
+      start: 'node ./dist/server/entry.mjs',
+    },
+    'Remix v2 (Vite)': {
+      files: {
+        'package.json': {
+          scripts: { build: 'remix vite:build', start: 'remix-serve ./build/server/index.js' },
+          dependencies: { '@remix-run/node': '2.17.5', '@remix-run/react': '2.17.5', '@remix-run/serve': '2.17.5' },
+          devDependencies: { '@remix-run/dev': '2.17.5', vite: '^6' },
+        },
+        'vite.config.ts': 'import { vitePlugin as remix } from "@remix-run/dev";\nimport { defineConfig } from "vite";\n\nexport default defineConfig({ plugins: [remix()] });\n',
+      },
+      outputDir: 'build/server/index.js',
+      start: './node_modules/.bin/remix-serve ./build/server/index.js',
+    },
+  };
+  const sites: Record<string, { files: Record<string, unknown>; outputDir: string }> = {
+    'React Router 7 with ssr: false': { files: reactRouter(false), outputDir: 'build/client' },
+    'SvelteKit with adapter-static': {
+      files: {
+        'package.json': { scripts: { build: 'vite build' }, devDependencies: { '@sveltejs/adapter-static': '^3.0.10', '@sveltejs/kit': '^2.63.0', vite: '^8' } },
+        'vite.config.ts': "import adapter from '@sveltejs/adapter-static';\nimport { sveltekit } from '@sveltejs/kit/vite';\nimport { defineConfig } from 'vite';\n\nexport default defineConfig({ plugins: [sveltekit({ adapter: adapter() })] });\n",
+      },
+      outputDir: 'build',
+    },
+    "Next.js output: 'export'": {
+      files: {
+        'package.json': { scripts: { build: 'next build', start: 'next start' }, dependencies: { next: '16.4.3', react: '19.3.0', 'react-dom': '19.3.0' } },
+        'next.config.mjs': "/** @type {import('next').NextConfig} */\nconst nextConfig = {\n  output: 'export',\n};\n\nexport default nextConfig;\n",
+      },
+      outputDir: 'out',
+    },
+  };
+
+  const generated = (files: Record<string, unknown>) => {
+    const map = source(files);
+    const text = generateDockerfile(planBuild(map, spec), [...map.keys()]);
+    expect(validate(text, STRICT).map((problem) => `${problem.range.start.line + 1}: ${typeof problem.message === 'string' ? problem.message : problem.message.value}`)).toEqual([]);
+    return Object.assign(instructions(text), { text });
+  };
+
+  it.each(Object.entries(apps))('%s: one Node stage that checks the server build and runs its start command on $PORT', (_name, app) => {
+    const steps = generated(app.files);
+    expect(steps.filter((step) => step.keyword === 'FROM')).toHaveLength(1);
+    const build = steps.findIndex((step) => step.keyword === 'RUN' && step.args === "sh -c 'npm run build'");
+    const check = steps.findIndex((step) => step.keyword === 'RUN' && step.args.startsWith(`test -e '${app.outputDir}' ||`));
+    expect(build).toBeGreaterThan(steps.findIndex((step) => step.keyword === 'RUN' && step.args === 'npm ci'));
+    expect(check).toBeGreaterThan(build);
+    expect(steps).toContainEqual({ keyword: 'ENV', args: 'HOST=0.0.0.0' });
+    expect(steps).toContainEqual({ keyword: 'ENV', args: 'PORT=8080' });
+    expect(steps.at(-1)).toEqual({ keyword: 'CMD', args: JSON.stringify(['sh', '-c', app.start]).replace(/,/g, ', ') });
+    expect(steps.some((step) => step.args.includes('/site'))).toBe(false);
+  });
+
+  it.each(Object.entries(sites))('%s: the build output only, copied from %s into nginx', (_name, site) => {
+    const steps = generated(site.files);
+    const froms = steps.filter((step) => step.keyword === 'FROM').map((step) => step.args);
+    expect(froms).toHaveLength(2);
+    const copy = steps.find((step) => step.keyword === 'RUN' && step.args.startsWith('mkdir /site'));
+    expect(copy?.args).toContain(`for d in '${site.outputDir}'; do if [ -f "$d/index.html" ]`);
+    // dockerfile-ast leaves COPY's flags out of the arguments: the stage it copies from, in the text.
+    expect(steps).toContainEqual({ keyword: 'COPY', args: '/site /site' });
+    expect(steps.text).toMatch(/^COPY --from=build \/site \/site$/m);
+    // No server of the framework's: not Next's standalone wrapper, no start command of the project.
+    expect(steps.some((step) => step.args.includes('next.config.user') || step.args.includes('next start') || step.args.includes('react-router-serve'))).toBe(false);
+    expect(steps.at(-1)?.args).toContain('exec nginx -c /etc/zepid/nginx.conf');
+  });
+
+  it('React Router with ssr: true, for contrast, runs react-router-serve', () => {
+    const steps = generated(reactRouter(true));
+    expect(steps.at(-1)).toEqual({ keyword: 'CMD', args: '["sh", "-c", "./node_modules/.bin/react-router-serve ./build/server/index.js"]' });
+  });
+});

@@ -197,6 +197,7 @@ const SVELTE_CONFIGS = ['svelte.config.js', 'svelte.config.mjs', 'svelte.config.
 const NEXT_CONFIGS = ['next.config.js', 'next.config.mjs', 'next.config.ts', 'next.config.cjs'];
 const ASTRO_CONFIGS = ['astro.config.mjs', 'astro.config.js', 'astro.config.ts', 'astro.config.mts'];
 const REACT_ROUTER_CONFIGS = ['react-router.config.ts', 'react-router.config.js'];
+const VITE_CONFIGS = ['vite.config.ts', 'vite.config.js', 'vite.config.mjs', 'vite.config.mts'];
 
 /** A start script that only runs a framework's dev or preview server says nothing about production. */
 function devServerScript(script: string | undefined): boolean {
@@ -250,7 +251,11 @@ const FRAMEWORKS: { detect: (facts: ProjectFacts) => FrameworkPlan | null }[] = 
         return { framework: 'sveltekit', kind: 'node', defaultBuild: `${bin('vite')} build`, outputDir: 'build', start: 'node build', outputHint: `@sveltejs/adapter-node writes build/; ${both}`, image: null };
       }
       if (uses('static')) {
-        return { framework: 'sveltekit', kind: 'static', defaultBuild: `${bin('vite')} build`, outputDir: 'build', start: null, outputHint: `@sveltejs/adapter-static writes build/ (unless its pages option says otherwise); ${both}`, image: null };
+        // adapter-static's `pages` option (its README: "the directory to write prerendered pages to",
+        // default build) names the output; a path leaving the project is not followed.
+        const named = /adapter\s*\(\s*\{[^}]*?\bpages\s*:\s*['"]([^'"]+)['"]/s.exec(config)?.[1]?.replace(/^\.\//, '').replace(/\/+$/, '');
+        const pages = named !== undefined && named !== '' && !named.startsWith('/') && !named.split('/').includes('..') ? named : 'build';
+        return { framework: 'sveltekit', kind: 'static', defaultBuild: `${bin('vite')} build`, outputDir: pages, start: null, outputHint: `@sveltejs/adapter-static writes ${pages}/ (its pages option); ${both}`, image: null };
       }
       // adapter-auto (the template's default) builds for Vercel, Netlify, Cloudflare…, and here for
       // nothing: the build "succeeds" with no output, which is caught after the build.
@@ -268,7 +273,22 @@ const FRAMEWORKS: { detect: (facts: ProjectFacts) => FrameworkPlan | null }[] = 
   {
     detect: (facts) => {
       if (!has(facts, 'astro')) return null;
-      if (has(facts, '@astrojs/node') || fileText(facts, ASTRO_CONFIGS).includes('@astrojs/node')) {
+      const config = fileText(facts, ASTRO_CONFIGS);
+      if (has(facts, '@astrojs/node') || config.includes('@astrojs/node')) {
+        // mode: 'middleware' builds a handler for the project's own server (Astro's Node adapter
+        // docs): dist/server/entry.mjs then exits at once, listening on nothing. The project's start
+        // script runs that server.
+        if (/mode\s*:\s*['"]middleware['"]/.test(config)) {
+          return {
+            framework: 'astro',
+            kind: 'node',
+            defaultBuild: `${bin('astro')} build`,
+            outputDir: 'dist/server/entry.mjs',
+            start: facts.scripts.start === undefined || devServerScript(facts.scripts.start) ? null : 'npm start',
+            outputHint: "@astrojs/node in mode 'middleware' writes dist/server/entry.mjs for your own server",
+            image: null,
+          };
+        }
         return {
           framework: 'astro',
           kind: 'node',
@@ -302,6 +322,11 @@ const FRAMEWORKS: { detect: (facts: ProjectFacts) => FrameworkPlan | null }[] = 
   {
     detect: (facts) => {
       if (!has(facts, '@remix-run/dev')) return null;
+      // Remix's SPA mode (its docs' "SPA Mode": `remix({ ssr: false })` in vite.config) writes only
+      // build/client, with an index.html, and removes build/server: a static site, as React Router's.
+      if (/ssr\s*:\s*false/.test(fileText(facts, VITE_CONFIGS))) {
+        return { framework: 'remix', kind: 'static', defaultBuild: `${bin('remix')} vite:build`, outputDir: 'build/client', start: null, outputHint: 'with ssr: false, `remix vite:build` writes build/client', image: null };
+      }
       return {
         framework: 'remix',
         kind: 'node',
