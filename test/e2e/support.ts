@@ -154,7 +154,9 @@ export function getApp(url: string): Promise<{ status: number; body: string }> {
     const req = request(
       // 15 s: the frameworks e2e builds in lanes beside the app asked, and on two cores a server-rendered
       // page took over 5 s to answer while Create React App and Nuxt built (SvelteKit, twice in four runs).
-      { host: '127.0.0.1', port: Number(parsed.port), path: parsed.pathname + parsed.search, headers: { host: parsed.host }, timeout: 15_000 },
+      // A fresh connection each time (agent: false): with the global keep-alive agent, a request sent on
+      // a socket the router was closing as idle failed with "socket hang up" (frameworks e2e, under load).
+      { host: '127.0.0.1', port: Number(parsed.port), path: parsed.pathname + parsed.search, headers: { host: parsed.host }, timeout: 15_000, agent: false },
       (response) => {
         let body = '';
         response.setEncoding('utf8');
