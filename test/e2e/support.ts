@@ -117,6 +117,10 @@ export async function startLocalService(options: LocalServiceOptions = {}): Prom
     LOCAL_ROUTER_PORT: String(routerPort),
     LOG_LEVEL: 'warn',
     DEPLOY_API_TOKENS: '',
+    // The tests poll every 50 ms (waitFor), several deployments at once: at the default 600 requests a
+    // minute per token a poll gets 429 until the minute ends (the frameworks e2e lost up to 60 s per
+    // deployment to it). The limit itself is tested in apps/api/test/api.test.ts.
+    RATE_LIMIT_PER_MINUTE: '100000',
     ...options.env,
   };
   const timeoutMs = options.timeoutMs ?? 30_000;
