@@ -22,6 +22,8 @@ export interface AppContext {
   streamsPerToken?: number;
   /** Open event streams on this process in all (SSE_MAX_STREAMS); default 600. */
   maxStreams?: number;
+  /** Longest a stream's watch goes without reading the store when no change signal came (SSE_RESYNC_MS); default 5 s. */
+  streamResyncMs?: number;
   /** Idle time after which a stream gets a comment line; 15 s (tests shorten it). */
   sseHeartbeatMs?: number;
   /** Where webhooks may point; default: private networks allowed in local mode, https required in azure mode. */

@@ -1,19 +1,30 @@
 import type { ServerResponse } from 'node:http';
-import type { FastifyReply } from 'fastify';
+import type { FastifyBaseLogger, FastifyReply } from 'fastify';
+import type { Bindings, ChildLoggerOptions } from 'pino';
 import { sha256Hex } from '@zepid/core';
 
 /** A comment line this often keeps proxies and load balancers from closing an idle stream. */
 export const HEARTBEAT_MS = 15_000;
+/** The heartbeat, one constant string: 1,000 idle streams make no new string each time. */
+const KEEP_ALIVE = ': keep-alive\n\n';
 
 /**
  * One Server-Sent Events response on the API's own HTTP connection: `text/event-stream`, no caching,
  * no proxy buffering (nginx reads `X-Accel-Buffering`). Writes wait for the socket to drain, so a
  * slow client holds its own events back instead of growing this process's memory.
+ *
+ * Kept small on purpose (1,000 idle streams per replica are the target, BENCHMARKS.md): a closed flag
+ * and one close callback instead of an AbortController and listeners, Nagle's algorithm off (each
+ * event is one write that should leave at once), no timer of its own (StreamQuota's one timer
+ * sends every stream's heartbeat).
  */
 export class SseChannel {
   private readonly raw: ServerResponse;
-  private readonly controller = new AbortController();
+  private closed = false;
   private lastWriteAt = Date.now();
+  /** Resolves the write waiting for `drain` (at most one: a stream's writes are sequential). */
+  private unblock: (() => void) | null = null;
+  private onClose: (() => void) | null = null;
 
   constructor(reply: FastifyReply) {
     this.raw = reply.raw;
@@ -26,18 +37,19 @@ export class SseChannel {
       'x-request-id': String(reply.request.id),
     });
     this.raw.flushHeaders();
-    const closed = () => this.controller.abort();
-    this.raw.on('close', closed);
-    reply.request.raw.on('close', closed);
-  }
-
-  /** Aborted once the client went away or the stream was ended. */
-  get signal(): AbortSignal {
-    return this.controller.signal;
+    this.raw.socket?.setNoDelay(true);
+    // The response's 'close' comes when the client goes away as well as after `end`.
+    this.raw.once('close', () => this.close());
   }
 
   get open(): boolean {
-    return !this.controller.signal.aborted;
+    return !this.closed;
+  }
+
+  /** `callback` runs once, when the client went away or the stream was ended. */
+  whenClosed(callback: () => void): void {
+    if (this.closed) callback();
+    else this.onClose = callback;
   }
 
   /** Whether nothing was written for `everyMs` (`now` in ms). */
@@ -60,27 +72,109 @@ export class SseChannel {
    */
   heartbeat(): void {
     if (this.raw.writableNeedDrain) return;
-    void this.write(`: keep-alive ${new Date().toISOString()}\n\n`);
+    void this.write(KEEP_ALIVE);
   }
 
   end(): void {
     if (!this.raw.writableEnded) this.raw.end();
-    this.controller.abort();
+    this.close();
+  }
+
+  private close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.unblock?.();
+    const callback = this.onClose;
+    this.onClose = null;
+    callback?.();
   }
 
   private async write(text: string): Promise<void> {
-    if (!this.open || this.raw.writableEnded) return;
+    if (this.closed || this.raw.writableEnded) return;
     this.lastWriteAt = Date.now();
     if (this.raw.write(text)) return;
     await new Promise<void>((resolve) => {
       const done = () => {
         this.raw.off('drain', done);
-        this.signal.removeEventListener('abort', done);
+        this.unblock = null;
         resolve();
       };
+      this.unblock = done;
       this.raw.on('drain', done);
-      this.signal.addEventListener('abort', done, { once: true });
     });
+  }
+}
+
+/**
+ * The request logger of a stream's route (Fastify's `childLoggerFactory`): a pino child costs ~1.5 KB
+ * (a bound function per level), held for the stream's whole life by Fastify's request, while an idle
+ * stream logs nothing. This one makes the child on its first use.
+ */
+export class LazyChildLogger {
+  private readonly parent: FastifyBaseLogger;
+  private readonly bindings: Bindings;
+  private readonly options: ChildLoggerOptions;
+  private made: FastifyBaseLogger | null = null;
+
+  constructor(parent: FastifyBaseLogger, bindings: Bindings, options: ChildLoggerOptions) {
+    this.parent = parent;
+    this.bindings = bindings;
+    this.options = options;
+  }
+
+  private get real(): FastifyBaseLogger {
+    this.made ??= this.parent.child(this.bindings, this.options);
+    return this.made;
+  }
+
+  get level(): string {
+    return this.made?.level ?? this.parent.level;
+  }
+
+  set level(level: string) {
+    this.real.level = level;
+  }
+
+  child(bindings: Bindings, options?: ChildLoggerOptions): FastifyBaseLogger {
+    return this.real.child(bindings, options);
+  }
+
+  // Methods on the prototype, not arrow fields: no closures per stream.
+  fatal(...args: unknown[]): void {
+    const logger = this.real;
+    Reflect.apply(logger.fatal, logger, args);
+  }
+
+  error(...args: unknown[]): void {
+    const logger = this.real;
+    Reflect.apply(logger.error, logger, args);
+  }
+
+  warn(...args: unknown[]): void {
+    const logger = this.real;
+    Reflect.apply(logger.warn, logger, args);
+  }
+
+  info(...args: unknown[]): void {
+    const logger = this.real;
+    Reflect.apply(logger.info, logger, args);
+  }
+
+  debug(...args: unknown[]): void {
+    const logger = this.real;
+    Reflect.apply(logger.debug, logger, args);
+  }
+
+  trace(...args: unknown[]): void {
+    const logger = this.real;
+    Reflect.apply(logger.trace, logger, args);
+  }
+
+  silent(): void {}
+
+  /** Fastify's `childLoggerFactory` for a stream's route. */
+  static factory(this: void, parent: FastifyBaseLogger, bindings: Bindings, options: ChildLoggerOptions): FastifyBaseLogger {
+    return new LazyChildLogger(parent, bindings, options);
   }
 }
 

@@ -32,7 +32,7 @@ export interface Harness {
 }
 
 export async function createHarness(
-  options: { maxActivePerOrg?: number; rateLimitPerMinute?: number; logger?: Logger; streamsPerToken?: number; maxStreams?: number; sseHeartbeatMs?: number; webhookPolicy?: WebhookAddressPolicy } = {},
+  options: { maxActivePerOrg?: number; rateLimitPerMinute?: number; logger?: Logger; streamsPerToken?: number; maxStreams?: number; sseHeartbeatMs?: number; streamResyncMs?: number; webhookPolicy?: WebhookAddressPolicy } = {},
 ): Promise<Harness> {
   const dataDir = await mkdtemp(join(tmpdir(), 'zepid-api-'));
   const logger = options.logger ?? pino({ level: 'silent' });
@@ -57,6 +57,7 @@ export async function createHarness(
       streamsPerToken: options.streamsPerToken,
       maxStreams: options.maxStreams,
       sseHeartbeatMs: options.sseHeartbeatMs,
+      streamResyncMs: options.streamResyncMs,
       webhookPolicy: options.webhookPolicy,
     },
     logger,
