@@ -19,7 +19,7 @@ describe('LazyChildLogger (the request logger of stream routes)', () => {
   it('makes the pino child on its first use only, with the request bindings, and logs as the child would', () => {
     const { lines, parent } = capture();
     const child = vi.spyOn(parent, 'child');
-    const logger = LazyChildLogger.factory(parent as unknown as FastifyBaseLogger, { requestId: 'req-1' }, {});
+    const logger = LazyChildLogger.factory(parent, { requestId: 'req-1' }, {});
     expect(child).not.toHaveBeenCalled();
     expect(logger.level).toBe('info');
     logger.debug('not at this level');
