@@ -1,6 +1,5 @@
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
-import type { FastifyBaseLogger } from 'fastify';
 import { describe, expect, it, vi } from 'vitest';
 import { LazyChildLogger } from '../src/event-stream.ts';
 
