@@ -1,6 +1,7 @@
 import type { ServerResponse } from 'node:http';
 import type { FastifyBaseLogger, FastifyReply } from 'fastify';
 import type { Bindings, ChildLoggerOptions } from 'pino';
+import type { StreamLeaseStore } from '@zepid/core';
 import { sha256Hex } from '@zepid/core';
 
 /** A comment line this often keeps proxies and load balancers from closing an idle stream. */
@@ -178,26 +179,46 @@ export class LazyChildLogger {
   }
 }
 
+/** How long a stream lease lives without its replica's renewal (SSE_LEASE_TTL_MS): a crashed replica's streams stop counting after this. */
+export const DEFAULT_LEASE_TTL_MS = 60_000;
+
 /**
- * Open streams in this process: at most `maxPerToken` per token (429 beyond; the key is the token's
- * hash, never the token) and `maxTotal` in all (503 beyond: the replica's memory budget; a client
- * retries, or a load balancer sends it to another replica). It also keeps every stream alive with
- * one shared timer: a comment line on each stream that wrote nothing for 15 s, instead of a timer
- * per stream.
+ * Open streams: at most `maxPerToken` per token across every API replica (429 beyond: counted by
+ * the store's stream leases, keyed by the token's hash, never the token) and `maxTotal` in this
+ * process (503 beyond: the replica's memory budget; a client retries, or a load balancer sends it
+ * to another replica). This process renews its leases every third of their lifetime (one renewal
+ * per token, whatever its number of streams). It also keeps every stream alive with one shared
+ * timer: a comment line on each stream that wrote nothing for 15 s, instead of a timer per stream.
  */
 export class StreamQuota {
   private readonly maxPerToken: number;
   private readonly maxTotal: number;
-  private readonly open = new Map<string, number>();
+  private readonly leases: StreamLeaseStore;
+  private readonly leaseTtlMs: number;
+  private readonly logger: FastifyBaseLogger;
+  /** This process's leases, by org and token hash. */
+  private readonly held = new Map<string, { orgId: string; key: string; ids: Set<string> }>();
+  private readonly releasing = new Set<Promise<void>>();
   private readonly channels = new Set<SseChannel>();
   private readonly heartbeatMs: number;
   private total = 0;
   private ticker: NodeJS.Timeout | null = null;
+  private renewer: NodeJS.Timeout | null = null;
 
-  constructor(maxPerToken: number, maxTotal: number = Number.POSITIVE_INFINITY, heartbeatMs: number = HEARTBEAT_MS) {
-    this.maxPerToken = maxPerToken;
-    this.maxTotal = maxTotal;
-    this.heartbeatMs = heartbeatMs;
+  constructor(options: {
+    maxPerToken: number;
+    maxTotal?: number;
+    leases: StreamLeaseStore;
+    leaseTtlMs?: number;
+    heartbeatMs?: number;
+    logger: FastifyBaseLogger;
+  }) {
+    this.maxPerToken = options.maxPerToken;
+    this.maxTotal = options.maxTotal ?? Number.POSITIVE_INFINITY;
+    this.leases = options.leases;
+    this.leaseTtlMs = options.leaseTtlMs ?? DEFAULT_LEASE_TTL_MS;
+    this.heartbeatMs = options.heartbeatMs ?? HEARTBEAT_MS;
+    this.logger = options.logger;
   }
 
   get limit(): number {
@@ -213,23 +234,72 @@ export class StreamQuota {
     return this.total;
   }
 
-  /** A release function, or which cap refused it: the token's (`token`) or the replica's (`replica`). */
-  acquire(authorization: string | undefined): (() => void) | 'token' | 'replica' {
+  /**
+   * A release function, or which cap refused it: the token's across replicas (`token`) or this
+   * replica's (`replica`). Throws when the store cannot be asked (503 DEPENDENCY_UNAVAILABLE).
+   */
+  async acquire(orgId: string, authorization: string | undefined): Promise<(() => void) | 'token' | 'replica'> {
     if (this.total >= this.maxTotal) return 'replica';
-    const key = sha256Hex(authorization ?? '');
-    const count = this.open.get(key) ?? 0;
-    if (count >= this.maxPerToken) return 'token';
-    this.open.set(key, count + 1);
+    // The place is this process's from now: two requests cannot both take the last one while the store answers.
     this.total += 1;
+    const key = sha256Hex(authorization ?? '');
+    let id: string | null;
+    try {
+      id = await this.leases.acquire(orgId, key, this.maxPerToken, this.leaseTtlMs, new Date());
+    } catch (error) {
+      this.total -= 1;
+      throw error;
+    }
+    if (id === null) {
+      this.total -= 1;
+      return 'token';
+    }
+    const group = `${orgId}\n${key}`;
+    let mine = this.held.get(group);
+    if (mine === undefined) {
+      mine = { orgId, key, ids: new Set() };
+      this.held.set(group, mine);
+    }
+    mine.ids.add(id);
+    this.startRenewing();
     let released = false;
     return () => {
       if (released) return;
       released = true;
       this.total -= 1;
-      const left = (this.open.get(key) ?? 1) - 1;
-      if (left <= 0) this.open.delete(key);
-      else this.open.set(key, left);
+      const ids = this.held.get(group)?.ids;
+      ids?.delete(id);
+      if (ids?.size === 0) this.held.delete(group);
+      if (this.held.size === 0) this.stopRenewing();
+      // Not awaited by the stream; if it fails, the lease expires on its own.
+      const release = this.leases
+        .release(orgId, key, id)
+        .catch((error: unknown) => this.logger.warn({ err: error }, 'stream lease not released; it expires on its own'))
+        .finally(() => this.releasing.delete(release));
+      this.releasing.add(release);
     };
+  }
+
+  private startRenewing(): void {
+    if (this.renewer !== null) return;
+    this.renewer = setInterval(() => void this.renew(), Math.max(100, Math.floor(this.leaseTtlMs / 3)));
+    this.renewer.unref();
+  }
+
+  private stopRenewing(): void {
+    if (this.renewer !== null) clearInterval(this.renewer);
+    this.renewer = null;
+  }
+
+  private async renew(): Promise<void> {
+    const now = new Date();
+    for (const { orgId, key, ids } of [...this.held.values()]) {
+      try {
+        await this.leases.renew(orgId, key, [...ids], this.leaseTtlMs, now);
+      } catch (error) {
+        this.logger.warn({ err: error }, 'stream leases not renewed; trying again at the next renewal');
+      }
+    }
   }
 
   track(channel: SseChannel): () => void {
@@ -255,10 +325,12 @@ export class StreamQuota {
     this.ticker = null;
   }
 
-  /** Ends every open stream (the server is closing; clients reconnect to another replica). */
-  endAll(): void {
-    for (const channel of this.channels) channel.end();
+  /** Ends every open stream (the server is closing; clients reconnect to another replica) and waits for their leases' release. */
+  async endAll(): Promise<void> {
+    for (const channel of [...this.channels]) channel.end();
     this.channels.clear();
     this.stopTicker();
+    this.stopRenewing();
+    await Promise.all([...this.releasing]);
   }
 }

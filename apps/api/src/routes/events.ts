@@ -11,7 +11,7 @@ import { ORG_WINDOW, OrgWatch } from '../org-watch.ts';
 import { AppView, DeploymentIdParams, DeploymentStatusView, DeploymentSummary, errorResponses, StatusView } from '../schemas.ts';
 import { statusView, summaryView } from '../views.ts';
 
-/** Open event streams one token may hold on one API process; more is a 429. */
+/** Open event streams one token may hold across all API replicas; more is a 429. */
 export const DEFAULT_STREAMS_PER_TOKEN = 20;
 /**
  * Open event streams on one API process in all; more is a 503. An idle stream costs ~16 KB of RSS
@@ -175,19 +175,27 @@ abstract class Stream {
  */
 export const eventRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = async (app, { context }) => {
   const { adapters } = context;
-  const quota = new StreamQuota(context.streamsPerToken ?? DEFAULT_STREAMS_PER_TOKEN, context.maxStreams ?? DEFAULT_MAX_STREAMS, context.sseHeartbeatMs);
+  const quota = new StreamQuota({
+    maxPerToken: context.streamsPerToken ?? DEFAULT_STREAMS_PER_TOKEN,
+    maxTotal: context.maxStreams ?? DEFAULT_MAX_STREAMS,
+    leases: adapters.streamLeases,
+    leaseTtlMs: context.streamLeaseTtlMs,
+    heartbeatMs: context.sseHeartbeatMs,
+    logger: app.log,
+  });
   const resyncMs = context.streamResyncMs ?? FALLBACK_POLL_MS;
   const security = [{ bearerAuth: [] }];
-  app.addHook('preClose', (done) => {
-    quota.endAll();
-    done();
+  app.addHook('preClose', async () => {
+    await quota.endAll();
   });
 
   /** A place for one more stream, or 429 (the token's cap) / 503 (this replica's cap), both with Retry-After. */
-  const openStream = (authorization: string | undefined) => {
-    const release = quota.acquire(authorization);
+  const openStream = async (orgId: string, authorization: string | undefined) => {
+    const release = await quota.acquire(orgId, authorization);
     if (release === 'token') {
-      throw new DeployError('RATE_LIMITED', `This token already has ${quota.limit} event streams open; close one first`, { retryAfterSeconds: 5 });
+      throw new DeployError('RATE_LIMITED', `This token already has ${quota.limit} event streams open (on all the API's replicas); close one first`, {
+        retryAfterSeconds: 5,
+      });
     }
     if (release === 'replica') {
       throw new DeployError('SERVER_BUSY', `This API replica already serves ${quota.totalLimit} event streams (SSE_MAX_STREAMS); try again shortly`, {
@@ -356,7 +364,7 @@ export const eventRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = a
           'A `text/event-stream`. First `event: status` (the status view, without logs) and an `event: log` per line so far; then each change ' +
           'as it happens; `event: end` once the deployment is terminal and every line was sent, then the stream closes. Log events carry ' +
           '`id: <seq>` (the line number): reconnect with `Last-Event-ID` (EventSource does it) or `?after=<seq>` to continue after that line ' +
-          'with nothing lost or repeated. A comment line comes every 15 s. At most SSE_MAX_STREAMS_PER_TOKEN streams per token per API replica (429 beyond) ' +
+          'with nothing lost or repeated. A comment line comes every 15 s. At most SSE_MAX_STREAMS_PER_TOKEN streams per token across all API replicas (429 beyond) ' +
           'and SSE_MAX_STREAMS in all per replica (503 SERVER_BUSY beyond), both with Retry-After.',
         security,
         params: DeploymentIdParams,
@@ -376,7 +384,7 @@ export const eventRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = a
       const ref: DeploymentRef = { orgId: request.orgId, deploymentId: request.params.id };
       const record = await adapters.store.get(ref);
       if (record === null) throw new DeployError('NOT_FOUND', `Deployment ${ref.deploymentId} not found`);
-      const release = openStream(request.headers.authorization);
+      const release = await openStream(request.orgId, request.headers.authorization);
       // The record read here stays in no stream: the watch's copy is the one its streams share.
       const watch = deploymentWatches.get(`${ref.orgId}\n${ref.deploymentId}`);
       watch.seed(record);
@@ -410,7 +418,7 @@ export const eventRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = a
       },
     },
     async (request, reply) => {
-      const release = openStream(request.headers.authorization);
+      const release = await openStream(request.orgId, request.headers.authorization);
       const watch = orgWatches.get(request.orgId);
       const stream = new OrgStream(new SseChannel(reply), request.log, watch);
       stream.onFinish(release);
