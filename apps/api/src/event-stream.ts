@@ -39,8 +39,11 @@ export class SseChannel {
     });
     this.raw.flushHeaders();
     this.raw.socket?.setNoDelay(true);
-    // The response's 'close' comes when the client goes away as well as after `end`.
-    this.raw.once('close', () => this.close());
+    // The response's 'close' comes when the client goes away as well as after `end`; a client gone
+    // before this (while its stream's lease was taken) had its 'close' already: closed at once, so
+    // the stream's releases (its lease, its place) run.
+    if (this.raw.destroyed || reply.request.raw.socket.destroyed) this.close();
+    else this.raw.once('close', () => this.close());
   }
 
   get open(): boolean {

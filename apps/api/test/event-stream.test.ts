@@ -1,7 +1,9 @@
+import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
+import type { FastifyReply } from 'fastify';
 import { pino } from 'pino';
 import { describe, expect, it, vi } from 'vitest';
-import { LazyChildLogger } from '../src/event-stream.ts';
+import { LazyChildLogger, SseChannel } from '../src/event-stream.ts';
 
 describe('LazyChildLogger (the request logger of stream routes)', () => {
   const capture = () => {
@@ -29,5 +31,30 @@ describe('LazyChildLogger (the request logger of stream routes)', () => {
       [30, 'request completed', 'req-1', 'api', 200],
       [40, 'stream stopped', 'req-1', 'api', undefined],
     ]);
+  });
+});
+
+describe('SseChannel', () => {
+  it('is closed at once when the client went away before the stream opened (its releases run: no lease is held forever)', async () => {
+    const { createServer, request: httpRequest } = await import('node:http');
+    let closedOnOpen: boolean | null = null;
+    let released = false;
+    const server = createServer((request, response) => {
+      // The client has gone by the time the route opens its stream (as while its lease was being taken).
+      request.socket.destroy();
+      setImmediate(() => {
+        const reply = { raw: response, hijack: () => undefined, request: { id: 'req-1', raw: request } };
+        const channel = new SseChannel(reply as unknown as FastifyReply);
+        closedOnOpen = !channel.open;
+        channel.whenClosed(() => (released = true));
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port } = server.address() as AddressInfo;
+    await new Promise<void>((resolve) => httpRequest({ port, host: '127.0.0.1', path: '/' }).on('error', () => resolve()).end());
+    await vi.waitFor(() => expect(closedOnOpen).not.toBeNull());
+    expect(closedOnOpen).toBe(true);
+    expect(released).toBe(true);
+    await new Promise<void>((resolve) => server.close(() => resolve()));
   });
 });
