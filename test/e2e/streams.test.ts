@@ -90,3 +90,82 @@ describe('SSE with two API processes on one data dir', () => {
     await Promise.all([first.closed(), second.closed()]);
   }, 90_000);
 });
+
+/**
+ * The per-token cap (SSE_MAX_STREAMS_PER_TOKEN) counts a token's streams on every API process: each
+ * open stream holds a lease in the shared store. Two API processes on one data dir (no worker: a
+ * `GET /events` stream needs none), a cap of 2, leases of 3 s renewed every second.
+ */
+describe('the per-token stream cap across two API processes', () => {
+  let dataDir: string;
+  const children: ChildProcess[] = [];
+  let output = '';
+  const apis: string[] = [];
+  const auth = { authorization: `Bearer ${TOKEN}` };
+
+  beforeAll(async () => {
+    dataDir = await mkdtemp(join(tmpdir(), 'zepid-stream-cap-'));
+    for (let i = 0; i < 2; i += 1) {
+      const port = await freePort();
+      apis.push(`http://127.0.0.1:${port}`);
+      const env = { DATA_DIR: dataDir, DEPLOY_API_TOKENS: `org_streams:${TOKEN}`, LOG_LEVEL: 'warn', PORT: String(port), SSE_MAX_STREAMS_PER_TOKEN: '2', SSE_LEASE_TTL_MS: '3000' };
+      const child = spawn(process.execPath, ['apps/api/src/server.ts'], { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+      child.stdout?.on('data', (chunk: Buffer) => (output += chunk.toString()));
+      child.stderr?.on('data', (chunk: Buffer) => (output += chunk.toString()));
+      children.push(child);
+    }
+    for (const api of apis) {
+      await waitFor('the APIs', async () => (await fetch(`${api}/health/ready`).catch(() => null))?.status === 200).catch((error: unknown) => {
+        throw new Error(`${String(error)}\noutput:\n${output.slice(-3000)}`);
+      });
+    }
+  }, 60_000);
+
+  afterAll(async () => {
+    for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+    await waitFor('processes to stop', () => children.every((child) => child.exitCode !== null || child.signalCode !== null), 30_000);
+    await rm(dataDir, { recursive: true, force: true, maxRetries: 3 });
+  });
+
+  /** Opens streams on `api` until one answers `status` (a place frees asynchronously), at most for `ms`. */
+  const openUntil = async (api: string, status: number, ms: number) => {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const client = await SseClient.open(`${api}/events`, auth);
+      if (client.status === status) return client;
+      client.close();
+      if (Date.now() > deadline) throw new Error(`${api}/events never answered ${status} within ${ms} ms (last: ${client.status})`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  };
+
+  it('N streams on A and one more on B is a 429 on B; closing one frees a place; a killed process\'s leases expire', async () => {
+    const [a = '', b = ''] = apis;
+    const onA = [await SseClient.open(`${a}/events`, auth), await SseClient.open(`${a}/events`, auth)];
+    expect(onA.map((client) => client.status)).toEqual([200, 200]);
+    const refused = await SseClient.open(`${b}/events`, auth);
+    await refused.closed();
+    expect(refused.status).toBe(429);
+    expect(refused.headers['retry-after']).toBe('5');
+    expect(JSON.parse(refused.body)).toMatchObject({ success: false, error: 'RATE_LIMITED' });
+
+    // A stream closed on A frees its place for B.
+    onA[0]?.close();
+    const onB = await openUntil(b, 200, 10_000);
+    const full = await SseClient.open(`${a}/events`, auth);
+    await full.closed();
+    expect(full.status).toBe(429);
+
+    // A dies without closing anything: its lease stops counting once it expires (3 s), and B's,
+    // renewed every second, keeps counting past that.
+    children[0]?.kill('SIGKILL');
+    const second = await openUntil(b, 200, 15_000);
+    await new Promise((resolve) => setTimeout(resolve, 4000));
+    const third = await SseClient.open(`${b}/events`, auth);
+    await third.closed();
+    expect(third.status).toBe(429);
+    onB.close();
+    second.close();
+    onA[1]?.close();
+  }, 60_000);
+});

@@ -2,7 +2,9 @@ import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import rateLimit from '@fastify/rate-limit';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import SerializerSelector from '@fastify/fast-json-stringify-compiler';
 import AjvModule from 'ajv';
+import type { ValidateFunction } from 'ajv';
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply } from 'fastify';
 import Fastify, { LogController } from 'fastify';
 import type { DeploymentCreator } from '@zepid/core';
@@ -32,6 +34,26 @@ declare module 'fastify' {
 const Ajv = AjvModule.default;
 
 /**
+ * Fastify's own response serializers (fast-json-stringify: a response schema also drops fields it
+ * does not name), each compiled on its route's first answer instead of at start: compiling all of
+ * them up front kept ~13 MB of generated code in every API process, most of it for routes a
+ * replica may never answer (BENCHMARKS.md, issue 13's memory target).
+ */
+function lazySerializers(): SerializerSelector.SerializerFactory {
+  const build = SerializerSelector();
+  return (externalSchemas, options) => {
+    const compile = build(externalSchemas, options);
+    return (route) => {
+      let serialize: SerializerSelector.Serializer | null = null;
+      return (doc: unknown) => {
+        serialize ??= compile(route);
+        return serialize(doc);
+      };
+    };
+  };
+}
+
+/**
  * The API as a Fastify instance built from its context; server.ts only adds a port and signals.
  * Tests build it with injected adapters and call `app.inject`.
  */
@@ -44,6 +66,7 @@ export async function buildApp(input: Omit<AppContext, 'apps'> & { apps?: AppSer
     // One access-log line per request (below) instead of Fastify's two.
     logController: new LogController({ requestIdLogLabel: 'requestId', disableRequestLogging: true }),
     return503OnClosing: true,
+    schemaController: { compilersFactory: { buildSerializer: lazySerializers() } },
     trustProxy: true,
     // Errors raised before routing (a URL that does not decode, a malformed header) get the same shape as the rest.
     // …and so do those Node's HTTP parser raises before Fastify sees a request (431, 400, 408).
@@ -57,7 +80,20 @@ export async function buildApp(input: Omit<AppContext, 'apps'> & { apps?: AppSer
   // nature, so there they are converted. Every violation is reported, not just the first.
   const strict = new Ajv({ strict: false, allErrors: true, coerceTypes: false, useDefaults: true, removeAdditional: false });
   const coercing = new Ajv({ strict: false, allErrors: true, coerceTypes: true, useDefaults: true, removeAdditional: false });
-  app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? strict : coercing).compile(schema));
+  // Compiled on a route's first request, not at start (~3 MB less per API process): a schema Ajv
+  // refuses would fail that route's requests (500) instead of the start, so the API tests call the routes.
+  app.setValidatorCompiler(({ schema, httpPart }) => {
+    const ajv = httpPart === 'body' ? strict : coercing;
+    let validate: ValidateFunction | null = null;
+    const lazy = (data: unknown): boolean => {
+      validate ??= ajv.compile(schema);
+      const valid = validate(data);
+      lazy.errors = validate.errors;
+      return valid;
+    };
+    lazy.errors = null as ValidateFunction['errors'];
+    return lazy;
+  });
 
   // JSON only: text/plain is not a way to send a deployment. An empty JSON body reads as no body, so
   // `curl -X POST -H 'content-type: application/json' …/cancel` works.

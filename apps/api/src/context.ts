@@ -18,10 +18,14 @@ export interface AppContext {
   /** A worker whose last heartbeat is older than this counts as gone. */
   workerStaleMs: number;
   clock: Clock;
-  /** Open event streams (SSE) one token may hold on this process; default 20. */
+  /** Open event streams (SSE) one token may hold across all API replicas; default 20. */
   streamsPerToken?: number;
-  /** Open event streams on this process in all (SSE_MAX_STREAMS); default 600. */
+  /** Open event streams on this process in all (SSE_MAX_STREAMS); default 800. */
   maxStreams?: number;
+  /** Lifetime of a stream lease without renewal (SSE_LEASE_TTL_MS); default 60 s. */
+  streamLeaseTtlMs?: number;
+  /** Longest a stream's watch goes without reading the store when no change signal came (SSE_RESYNC_MS); default 5 s. */
+  streamResyncMs?: number;
   /** Idle time after which a stream gets a comment line; 15 s (tests shorten it). */
   sseHeartbeatMs?: number;
   /** Where webhooks may point; default: private networks allowed in local mode, https required in azure mode. */

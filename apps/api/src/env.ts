@@ -26,8 +26,14 @@ const apiEnv = {
     default: true,
     description: 'Local mode without uid isolation: refuse more than one organization in DEPLOY_API_TOKENS. false: accept them on purpose, unisolated.',
   }),
-  SSE_MAX_STREAMS_PER_TOKEN: positiveInt(20, 100_000, 'Event streams (SSE) one token may hold open on one API replica; more is a 429.'),
-  SSE_MAX_STREAMS: positiveInt(600, 100_000, 'Event streams (SSE) one API replica holds open in all (600 keep the API within its 120 MB budget: BENCHMARKS.md); more is a 503 with Retry-After.'),
+  SSE_MAX_STREAMS_PER_TOKEN: positiveInt(20, 100_000, 'Event streams (SSE) one token may hold open across all API replicas (counted by stream leases in the store); more is a 429.'),
+  SSE_LEASE_TTL_MS: positiveInt(60_000, 3_600_000, "Lifetime of a stream's lease without its replica's renewal (renewed every third of it): a crashed replica's streams stop counting against their token's cap after this."),
+  SSE_MAX_STREAMS: positiveInt(800, 100_000, 'Event streams (SSE) one API replica holds open in all (800 keep the API within its 120 MB budget: BENCHMARKS.md); more is a 503 with Retry-After.'),
+  SSE_RESYNC_MS: positiveInt(
+    5000,
+    3_600_000,
+    'Event streams are woken by the change signal (the change file locally, the AZURE_EVENTS_POLL_MS poll in Azure); each followed deployment or org is also re-read this often without one, in case a file-watch signal was missed.',
+  ),
   RETENTION_DAYS: positiveInt(7, 3650, 'POST /status/cleanup removes finished deployments older than this by default.'),
 };
 

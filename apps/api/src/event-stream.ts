@@ -1,19 +1,31 @@
 import type { ServerResponse } from 'node:http';
-import type { FastifyReply } from 'fastify';
+import type { FastifyBaseLogger, FastifyReply } from 'fastify';
+import type { Bindings, ChildLoggerOptions } from 'pino';
+import type { StreamLeaseStore } from '@zepid/core';
 import { sha256Hex } from '@zepid/core';
 
 /** A comment line this often keeps proxies and load balancers from closing an idle stream. */
 export const HEARTBEAT_MS = 15_000;
+/** The heartbeat, one constant string: 1,000 idle streams make no new string each time. */
+const KEEP_ALIVE = ': keep-alive\n\n';
 
 /**
  * One Server-Sent Events response on the API's own HTTP connection: `text/event-stream`, no caching,
  * no proxy buffering (nginx reads `X-Accel-Buffering`). Writes wait for the socket to drain, so a
  * slow client holds its own events back instead of growing this process's memory.
+ *
+ * Kept small on purpose (1,000 idle streams per replica are the target, BENCHMARKS.md): a closed flag
+ * and one close callback instead of an AbortController and listeners, Nagle's algorithm off (each
+ * event is one write that should leave at once), no timer of its own (StreamQuota's one timer
+ * sends every stream's heartbeat).
  */
 export class SseChannel {
   private readonly raw: ServerResponse;
-  private readonly controller = new AbortController();
+  private closed = false;
   private lastWriteAt = Date.now();
+  /** Resolves the write waiting for `drain` (at most one: a stream's writes are sequential). */
+  private unblock: (() => void) | null = null;
+  private onClose: (() => void) | null = null;
 
   constructor(reply: FastifyReply) {
     this.raw = reply.raw;
@@ -26,18 +38,22 @@ export class SseChannel {
       'x-request-id': String(reply.request.id),
     });
     this.raw.flushHeaders();
-    const closed = () => this.controller.abort();
-    this.raw.on('close', closed);
-    reply.request.raw.on('close', closed);
-  }
-
-  /** Aborted once the client went away or the stream was ended. */
-  get signal(): AbortSignal {
-    return this.controller.signal;
+    this.raw.socket?.setNoDelay(true);
+    // The response's 'close' comes when the client goes away as well as after `end`; a client gone
+    // before this (while its stream's lease was taken) had its 'close' already: closed at once, so
+    // the stream's releases (its lease, its place) run.
+    if (this.raw.destroyed || reply.request.raw.socket.destroyed) this.close();
+    else this.raw.once('close', () => this.close());
   }
 
   get open(): boolean {
-    return !this.controller.signal.aborted;
+    return !this.closed;
+  }
+
+  /** `callback` runs once, when the client went away or the stream was ended. */
+  whenClosed(callback: () => void): void {
+    if (this.closed) callback();
+    else this.onClose = callback;
   }
 
   /** Whether nothing was written for `everyMs` (`now` in ms). */
@@ -60,50 +76,152 @@ export class SseChannel {
    */
   heartbeat(): void {
     if (this.raw.writableNeedDrain) return;
-    void this.write(`: keep-alive ${new Date().toISOString()}\n\n`);
+    void this.write(KEEP_ALIVE);
   }
 
   end(): void {
     if (!this.raw.writableEnded) this.raw.end();
-    this.controller.abort();
+    this.close();
+  }
+
+  private close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.unblock?.();
+    const callback = this.onClose;
+    this.onClose = null;
+    callback?.();
   }
 
   private async write(text: string): Promise<void> {
-    if (!this.open || this.raw.writableEnded) return;
+    if (this.closed || this.raw.writableEnded) return;
     this.lastWriteAt = Date.now();
     if (this.raw.write(text)) return;
     await new Promise<void>((resolve) => {
       const done = () => {
         this.raw.off('drain', done);
-        this.signal.removeEventListener('abort', done);
+        this.unblock = null;
         resolve();
       };
+      this.unblock = done;
       this.raw.on('drain', done);
-      this.signal.addEventListener('abort', done, { once: true });
     });
   }
 }
 
 /**
- * Open streams in this process: at most `maxPerToken` per token (429 beyond; the key is the token's
- * hash, never the token) and `maxTotal` in all (503 beyond: the replica's memory budget; a client
- * retries, or a load balancer sends it to another replica). It also keeps every stream alive with
- * one shared timer: a comment line on each stream that wrote nothing for 15 s, instead of a timer
- * per stream.
+ * The request logger of a stream's route (Fastify's `childLoggerFactory`): a pino child costs ~1.5 KB
+ * (a bound function per level), held for the stream's whole life by Fastify's request, while an idle
+ * stream logs nothing. This one makes the child on its first use.
+ */
+export class LazyChildLogger {
+  private readonly parent: FastifyBaseLogger;
+  private readonly bindings: Bindings;
+  private readonly options: ChildLoggerOptions;
+  private made: FastifyBaseLogger | null = null;
+
+  constructor(parent: FastifyBaseLogger, bindings: Bindings, options: ChildLoggerOptions) {
+    this.parent = parent;
+    this.bindings = bindings;
+    this.options = options;
+  }
+
+  private get real(): FastifyBaseLogger {
+    this.made ??= this.parent.child(this.bindings, this.options);
+    return this.made;
+  }
+
+  get level(): string {
+    return this.made?.level ?? this.parent.level;
+  }
+
+  set level(level: string) {
+    this.real.level = level;
+  }
+
+  child(bindings: Bindings, options?: ChildLoggerOptions): FastifyBaseLogger {
+    return this.real.child(bindings, options);
+  }
+
+  // Methods on the prototype, not arrow fields: no closures per stream.
+  fatal(...args: unknown[]): void {
+    const logger = this.real;
+    Reflect.apply(logger.fatal, logger, args);
+  }
+
+  error(...args: unknown[]): void {
+    const logger = this.real;
+    Reflect.apply(logger.error, logger, args);
+  }
+
+  warn(...args: unknown[]): void {
+    const logger = this.real;
+    Reflect.apply(logger.warn, logger, args);
+  }
+
+  info(...args: unknown[]): void {
+    const logger = this.real;
+    Reflect.apply(logger.info, logger, args);
+  }
+
+  debug(...args: unknown[]): void {
+    const logger = this.real;
+    Reflect.apply(logger.debug, logger, args);
+  }
+
+  trace(...args: unknown[]): void {
+    const logger = this.real;
+    Reflect.apply(logger.trace, logger, args);
+  }
+
+  silent(): void {}
+
+  /** Fastify's `childLoggerFactory` for a stream's route. */
+  static factory(this: void, parent: FastifyBaseLogger, bindings: Bindings, options: ChildLoggerOptions): FastifyBaseLogger {
+    return new LazyChildLogger(parent, bindings, options);
+  }
+}
+
+/** How long a stream lease lives without its replica's renewal (SSE_LEASE_TTL_MS): a crashed replica's streams stop counting after this. */
+export const DEFAULT_LEASE_TTL_MS = 60_000;
+
+/**
+ * Open streams: at most `maxPerToken` per token across every API replica (429 beyond: counted by
+ * the store's stream leases, keyed by the token's hash, never the token) and `maxTotal` in this
+ * process (503 beyond: the replica's memory budget; a client retries, or a load balancer sends it
+ * to another replica). This process renews its leases every third of their lifetime (one renewal
+ * per token, whatever its number of streams). It also keeps every stream alive with one shared
+ * timer: a comment line on each stream that wrote nothing for 15 s, instead of a timer per stream.
  */
 export class StreamQuota {
   private readonly maxPerToken: number;
   private readonly maxTotal: number;
-  private readonly open = new Map<string, number>();
+  private readonly leases: StreamLeaseStore;
+  private readonly leaseTtlMs: number;
+  private readonly logger: FastifyBaseLogger;
+  /** This process's leases, by org and token hash. */
+  private readonly held = new Map<string, { orgId: string; key: string; ids: Set<string> }>();
+  private readonly releasing = new Set<Promise<void>>();
   private readonly channels = new Set<SseChannel>();
   private readonly heartbeatMs: number;
   private total = 0;
   private ticker: NodeJS.Timeout | null = null;
+  private renewer: NodeJS.Timeout | null = null;
 
-  constructor(maxPerToken: number, maxTotal: number = Number.POSITIVE_INFINITY, heartbeatMs: number = HEARTBEAT_MS) {
-    this.maxPerToken = maxPerToken;
-    this.maxTotal = maxTotal;
-    this.heartbeatMs = heartbeatMs;
+  constructor(options: {
+    maxPerToken: number;
+    maxTotal?: number;
+    leases: StreamLeaseStore;
+    leaseTtlMs?: number;
+    heartbeatMs?: number;
+    logger: FastifyBaseLogger;
+  }) {
+    this.maxPerToken = options.maxPerToken;
+    this.maxTotal = options.maxTotal ?? Number.POSITIVE_INFINITY;
+    this.leases = options.leases;
+    this.leaseTtlMs = options.leaseTtlMs ?? DEFAULT_LEASE_TTL_MS;
+    this.heartbeatMs = options.heartbeatMs ?? HEARTBEAT_MS;
+    this.logger = options.logger;
   }
 
   get limit(): number {
@@ -119,23 +237,72 @@ export class StreamQuota {
     return this.total;
   }
 
-  /** A release function, or which cap refused it: the token's (`token`) or the replica's (`replica`). */
-  acquire(authorization: string | undefined): (() => void) | 'token' | 'replica' {
+  /**
+   * A release function, or which cap refused it: the token's across replicas (`token`) or this
+   * replica's (`replica`). Throws when the store cannot be asked (503 DEPENDENCY_UNAVAILABLE).
+   */
+  async acquire(orgId: string, authorization: string | undefined): Promise<(() => void) | 'token' | 'replica'> {
     if (this.total >= this.maxTotal) return 'replica';
-    const key = sha256Hex(authorization ?? '');
-    const count = this.open.get(key) ?? 0;
-    if (count >= this.maxPerToken) return 'token';
-    this.open.set(key, count + 1);
+    // The place is this process's from now: two requests cannot both take the last one while the store answers.
     this.total += 1;
+    const key = sha256Hex(authorization ?? '');
+    let id: string | null;
+    try {
+      id = await this.leases.acquire(orgId, key, this.maxPerToken, this.leaseTtlMs, new Date());
+    } catch (error) {
+      this.total -= 1;
+      throw error;
+    }
+    if (id === null) {
+      this.total -= 1;
+      return 'token';
+    }
+    const group = `${orgId}\n${key}`;
+    let mine = this.held.get(group);
+    if (mine === undefined) {
+      mine = { orgId, key, ids: new Set() };
+      this.held.set(group, mine);
+    }
+    mine.ids.add(id);
+    this.startRenewing();
     let released = false;
     return () => {
       if (released) return;
       released = true;
       this.total -= 1;
-      const left = (this.open.get(key) ?? 1) - 1;
-      if (left <= 0) this.open.delete(key);
-      else this.open.set(key, left);
+      const ids = this.held.get(group)?.ids;
+      ids?.delete(id);
+      if (ids?.size === 0) this.held.delete(group);
+      if (this.held.size === 0) this.stopRenewing();
+      // Not awaited by the stream; if it fails, the lease expires on its own.
+      const release = this.leases
+        .release(orgId, key, id)
+        .catch((error: unknown) => this.logger.warn({ err: error }, 'stream lease not released; it expires on its own'))
+        .finally(() => this.releasing.delete(release));
+      this.releasing.add(release);
     };
+  }
+
+  private startRenewing(): void {
+    if (this.renewer !== null) return;
+    this.renewer = setInterval(() => void this.renew(), Math.max(100, Math.floor(this.leaseTtlMs / 3)));
+    this.renewer.unref();
+  }
+
+  private stopRenewing(): void {
+    if (this.renewer !== null) clearInterval(this.renewer);
+    this.renewer = null;
+  }
+
+  private async renew(): Promise<void> {
+    const now = new Date();
+    for (const { orgId, key, ids } of [...this.held.values()]) {
+      try {
+        await this.leases.renew(orgId, key, [...ids], this.leaseTtlMs, now);
+      } catch (error) {
+        this.logger.warn({ err: error }, 'stream leases not renewed; trying again at the next renewal');
+      }
+    }
   }
 
   track(channel: SseChannel): () => void {
@@ -161,10 +328,12 @@ export class StreamQuota {
     this.ticker = null;
   }
 
-  /** Ends every open stream (the server is closing; clients reconnect to another replica). */
-  endAll(): void {
-    for (const channel of this.channels) channel.end();
+  /** Ends every open stream (the server is closing; clients reconnect to another replica) and waits for their leases' release. */
+  async endAll(): Promise<void> {
+    for (const channel of [...this.channels]) channel.end();
     this.channels.clear();
     this.stopTicker();
+    this.stopRenewing();
+    await Promise.all([...this.releasing]);
   }
 }

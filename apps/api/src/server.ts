@@ -87,6 +87,8 @@ async function main(): Promise<void> {
       clock: systemClock,
       streamsPerToken: env.SSE_MAX_STREAMS_PER_TOKEN,
       maxStreams: env.SSE_MAX_STREAMS,
+      streamResyncMs: env.SSE_RESYNC_MS,
+      streamLeaseTtlMs: env.SSE_LEASE_TTL_MS,
       webhookPolicy: webhookPolicyOf(env),
     },
     logger,

@@ -29,7 +29,7 @@ async function telemetryFor(connectionString: string | undefined, logger: Logger
 }
 
 /** Adapters in the order they start (and, reversed, close). */
-const inOrder = (adapters: ApiAdapters) => [adapters.store, adapters.queue, adapters.artifacts, adapters.secrets, adapters.telemetry, adapters.changes, adapters.webhooks];
+const inOrder = (adapters: ApiAdapters) => [adapters.store, adapters.queue, adapters.artifacts, adapters.secrets, adapters.telemetry, adapters.changes, adapters.webhooks, adapters.streamLeases];
 
 export const startAll = (adapters: ApiAdapters): Promise<void> => startInOrder(inOrder(adapters));
 export const closeAll = (adapters: ApiAdapters): Promise<void> => closeInReverse(inOrder(adapters));

@@ -528,8 +528,8 @@ describe('API limits per org and per token', () => {
 
   it('answers 503 with Retry-After when the store is down, and says so in health', async () => {
     h = await createHarness();
-    // The embedded database closes with the last of its users (store, queue, manifests, webhooks).
-    for (let i = 0; i < 4; i += 1) await h.adapters.store.close();
+    // The embedded database closes with the last of its users (store, queue, manifests, webhooks, stream leases).
+    for (let i = 0; i < 5; i += 1) await h.adapters.store.close();
     const response = await h.app.inject({ method: 'POST', url: '/deploy', headers: auth('org_456'), payload: staticBody() });
     expect(response.statusCode).toBe(503);
     expect(response.headers['retry-after']).toBe('5');
@@ -539,7 +539,7 @@ describe('API limits per org and per token', () => {
     expect(health.statusCode).toBe(503);
     expect(health.json()).toMatchObject({ status: 'unhealthy', checks: { database: 'unhealthy' } });
     expect((await h.app.inject('/health/ready')).json()).toMatchObject({ status: 'not_ready' });
-    for (let i = 0; i < 4; i += 1) await h.adapters.store.start();
+    for (let i = 0; i < 5; i += 1) await h.adapters.store.start();
     expect((await h.app.inject('/health')).statusCode).toBe(200);
   });
 });

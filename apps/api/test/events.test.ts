@@ -4,6 +4,8 @@ import type { DeploymentEvent, DeploymentRecord, StepName } from '@zepid/core';
 import { updateDeployment } from '@zepid/core';
 import { SseClient } from '@zepid/testkit';
 import type { SseEvent } from '@zepid/testkit';
+import { pino } from 'pino';
+import { createLocalAdapters } from '@zepid/local';
 import type { Harness } from './harness.ts';
 import { auth, createHarness, staticBody, TOKENS } from './harness.ts';
 
@@ -184,6 +186,49 @@ describe('event streams: the replica\'s cap and the shared heartbeat', () => {
     const again = await waitForStatus(() => open('org_456'), 200);
     again.close();
     held[1]?.close();
+  });
+});
+
+/**
+ * GET /events is woken by the change signal, not by a timer: the watches' resync is pinned at 10 min
+ * here, so an event that arrives at all came through the signal. The write is made through a second
+ * set of local adapters on the same data dir (its own doorbell, as another process's would be), so
+ * the API hears of it only through the change file it watches.
+ */
+describe('GET /events is event-driven', () => {
+  let h: Harness;
+  let base: string;
+  let other: ReturnType<typeof createLocalAdapters>;
+  beforeAll(async () => {
+    h = await createHarness({ streamResyncMs: 600_000 });
+    await h.app.listen({ port: 0, host: '127.0.0.1' });
+    base = `http://127.0.0.1:${(h.app.server.address() as AddressInfo).port}`;
+    other = createLocalAdapters(h.dataDir, pino({ level: 'silent' }));
+    await other.store.start();
+  });
+  afterAll(async () => {
+    await other.store.close();
+    await other.changes.close();
+    await h.close();
+  });
+
+  it('a change written elsewhere reaches every /events stream of the org through the change file, long before any resync', async () => {
+    const response = await h.app.inject({ method: 'POST', url: '/deploy', headers: auth('org_456'), payload: staticBody() });
+    const id = response.json<{ deploymentId: string }>().deploymentId;
+    const clients = await Promise.all([0, 1].map(() => SseClient.open(`${base}/events`, { authorization: `Bearer ${TOKENS.org_456}` })));
+    for (const client of clients) {
+      // The snapshot: the one deployment, queued.
+      expect(JSON.parse((await client.next())?.data ?? '{}')).toMatchObject({ deploymentId: id, status: 'queued' });
+    }
+    await updateDeployment(other.store, { orgId: 'org_456', deploymentId: id }, () => [{ type: 'attempt_started' }]);
+    for (const client of clients) {
+      // Given up on after 5 s (the old timer's interval), against a resync of 10 min: only the doorbell can bring it.
+      const event = await client.next(5000);
+      expect(event?.event).toBe('deployment');
+      expect(JSON.parse(event?.data ?? '{}')).toMatchObject({ deploymentId: id, status: 'in_progress' });
+      expect((await client.next())?.event).toBe('app');
+    }
+    for (const client of clients) client.close();
   });
 });
 

@@ -39,6 +39,7 @@ export async function createHarness(
     streamsPerToken?: number;
     maxStreams?: number;
     sseHeartbeatMs?: number;
+    streamResyncMs?: number;
     webhookPolicy?: WebhookAddressPolicy;
     objectUploadWindowMs?: number;
     /** Another harness's data dir: a second API replica on the same database, artifacts and secrets (its `close` leaves the dir). */
@@ -68,6 +69,7 @@ export async function createHarness(
       streamsPerToken: options.streamsPerToken,
       maxStreams: options.maxStreams,
       sseHeartbeatMs: options.sseHeartbeatMs,
+      streamResyncMs: options.streamResyncMs,
       webhookPolicy: options.webhookPolicy,
     },
     logger,

@@ -5,6 +5,7 @@ export { createCredential } from './credentials.ts';
 export { CosmosDeploymentStore, DEPLOYMENTS_CONTAINER } from './cosmos/store.ts';
 export type { CosmosStoreOptions, CosmosConnectionOptions } from './cosmos/store.ts';
 export { CosmosWebhookStore } from './cosmos/webhooks.ts';
+export { CosmosStreamLeaseStore } from './cosmos/stream-leases.ts';
 export { PollingChangeSignal } from './cosmos/polling-changes.ts';
 export { BlobArtifactStore } from './blob/artifacts.ts';
 export type { BlobArtifactStoreOptions, BlobConnectionOptions } from './blob/artifacts.ts';

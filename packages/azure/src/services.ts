@@ -1,5 +1,6 @@
 import { CosmosWebhookStore } from './cosmos/webhooks.ts';
 import { PollingChangeSignal } from './cosmos/polling-changes.ts';
+import { CosmosStreamLeaseStore } from './cosmos/stream-leases.ts';
 import type { TokenCredential } from '@azure/identity';
 import type { ApiAdapters, Logger, SecretStore, Telemetry } from '@zepid/core';
 import { ConfigError, OutboxIntake } from '@zepid/core';
@@ -132,7 +133,7 @@ export class AzureServices {
       onPublishFailure: (error, record) =>
         this.logger.warn({ err: error, deploymentId: record.id }, "job not published; the worker's outbox repair will publish it"),
     });
-    return { store, queue, intake, artifacts: this.artifacts(), changes: new PollingChangeSignal(this.env.AZURE_EVENTS_POLL_MS), webhooks: this.webhooks(store), ...parts };
+    return { store, queue, intake, artifacts: this.artifacts(), changes: new PollingChangeSignal(this.env.AZURE_EVENTS_POLL_MS), webhooks: this.webhooks(store), streamLeases: new CosmosStreamLeaseStore(store), ...parts };
   }
 
   secrets(): KeyVaultSecretStore {

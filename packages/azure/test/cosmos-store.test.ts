@@ -5,13 +5,14 @@ import { CosmosClient } from '@azure/cosmos';
 import type { AccessToken, GetTokenOptions, TokenCredential } from '@azure/identity';
 import type { AppRecord, AppRef, DeploymentRecord, Page } from '@zepid/core';
 import { apply, DeployError, STEPS } from '@zepid/core';
-import { makeRecord, storeContract, webhookContract } from '@zepid/testkit';
+import { makeRecord, storeContract, streamLeaseContract, webhookContract } from '@zepid/testkit';
 import type { CosmosEmulator } from '@zepid/testkit/emulators/cosmos.ts';
 import { startCosmosEmulator } from '@zepid/testkit/emulators/cosmos.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { toStoreError } from '../src/cosmos/errors.ts';
 import type { CosmosStoreOptions } from '../src/cosmos/store.ts';
 import { CosmosDeploymentStore } from '../src/cosmos/store.ts';
+import { CosmosStreamLeaseStore } from '../src/cosmos/stream-leases.ts';
 import { CosmosWebhookStore } from '../src/cosmos/webhooks.ts';
 
 const unique = (prefix: string) => `${prefix}_${Math.random().toString(36).slice(2, 10)}`;
@@ -65,6 +66,22 @@ webhookContract('Cosmos DB (cosmosdb-server)', async () => {
     webhooks,
     dispose: async () => {
       await webhooks.close();
+      await store.close();
+      await emulator.stop();
+    },
+  };
+});
+
+streamLeaseContract('Cosmos DB (cosmosdb-server)', async () => {
+  const emulator = await startCosmosEmulator();
+  const store = new CosmosDeploymentStore({ connectionString: emulator.connectionString, databaseId: 'zepid-deploy', containerId: 'deployments', createIfMissing: true, retentionDays: 30 });
+  const leases = new CosmosStreamLeaseStore(store);
+  await store.start();
+  await leases.start();
+  return {
+    leases,
+    dispose: async () => {
+      await leases.close();
       await store.close();
       await emulator.stop();
     },

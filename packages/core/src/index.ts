@@ -37,6 +37,7 @@ export * from './ports/telemetry.ts';
 export type * from './ports/intake.ts';
 export type * from './ports/adapters.ts';
 export type * from './ports/changes.ts';
+export type * from './ports/stream-leases.ts';
 export type { Logger, LogFn } from './ports/logger.ts';
 export { silentLogger } from './ports/logger.ts';
 export type { Lifecycle, DependencyHealth, HealthReporting } from './ports/lifecycle.ts';

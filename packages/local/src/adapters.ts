@@ -11,6 +11,7 @@ import type { SqliteQueueOptions } from './sqlite/queue.ts';
 import { SqliteJobQueue } from './sqlite/queue.ts';
 import { SqliteDeploymentStore } from './sqlite/store.ts';
 import { SqliteWebhookStore } from './sqlite/webhooks.ts';
+import { SqliteStreamLeaseStore } from './sqlite/stream-leases.ts';
 
 /** Where local mode keeps things under DATA_DIR. */
 export function localPaths(dataDir: string) {
@@ -43,6 +44,7 @@ export function createLocalAdapters(dataDir: string, logger: Logger, queueOption
     artifacts: ringingAfter(new FsArtifactStore(paths.artifacts, db), ['appendLog'], changes),
     changes,
     webhooks: new SqliteWebhookStore(db),
+    streamLeases: new SqliteStreamLeaseStore(db),
     secrets: new FileSecretStore(paths.secrets),
     telemetry: new LogTelemetry(logger),
   };

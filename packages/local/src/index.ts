@@ -5,6 +5,7 @@ export { SqliteJobQueue, DEFAULT_QUEUE_OPTIONS } from './sqlite/queue.ts';
 export type { SqliteQueueOptions } from './sqlite/queue.ts';
 export { Doorbell } from './sqlite/doorbell.ts';
 export { SqliteWebhookStore } from './sqlite/webhooks.ts';
+export { SqliteStreamLeaseStore } from './sqlite/stream-leases.ts';
 export { SqliteIntake } from './sqlite/intake.ts';
 export { FileChangeSignal, ringingAfter } from './changes.ts';
 export { FsArtifactStore } from './fs-artifacts.ts';

@@ -1,8 +1,8 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { artifactContract, queueContract, queueHarnessOf, secretContract, storeContract, webhookContract } from '@zepid/testkit';
-import { FileSecretStore, FsArtifactStore, SqliteDatabase, SqliteDeploymentStore, SqliteJobQueue, SqliteWebhookStore } from '../src/index.ts';
+import { artifactContract, queueContract, queueHarnessOf, secretContract, storeContract, streamLeaseContract, webhookContract } from '@zepid/testkit';
+import { FileSecretStore, FsArtifactStore, SqliteDatabase, SqliteDeploymentStore, SqliteJobQueue, SqliteStreamLeaseStore, SqliteWebhookStore } from '../src/index.ts';
 
 async function tempDir() {
   const dir = await mkdtemp(join(tmpdir(), 'zepid-local-'));
@@ -17,6 +17,19 @@ storeContract('SQLite', async () => {
     store,
     dispose: async () => {
       await store.close();
+      await remove();
+    },
+  };
+});
+
+streamLeaseContract('SQLite', async () => {
+  const { dir, remove } = await tempDir();
+  const leases = new SqliteStreamLeaseStore(new SqliteDatabase(join(dir, 'zepid.db')));
+  await leases.start();
+  return {
+    leases,
+    dispose: async () => {
+      await leases.close();
       await remove();
     },
   };

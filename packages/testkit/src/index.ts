@@ -7,3 +7,4 @@ export * from './artifact-contract.ts';
 export * from './tls.ts';
 export * from './sse.ts';
 export * from './webhook-contract.ts';
+export * from './stream-lease-contract.ts';

@@ -1,29 +1,30 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import Type from 'typebox';
-import type { AppRef, DeploymentRecord, DeploymentRef, LogLine } from '@zepid/core';
+import type { FastifyBaseLogger } from 'fastify';
+import type { DeploymentRecord, DeploymentRef, LogLine } from '@zepid/core';
 import { DeployError, isTerminal } from '@zepid/core';
 import type { AppContext } from '../context.ts';
-import type { DeploymentWatch } from '../deployment-watch.ts';
-import { DeploymentWatches, FALLBACK_POLL_MS } from '../deployment-watch.ts';
-import { SseChannel, StreamQuota } from '../event-stream.ts';
+import { DeploymentWatch, FALLBACK_POLL_MS, Watches } from '../deployment-watch.ts';
+import { LazyChildLogger, SseChannel, StreamQuota } from '../event-stream.ts';
+import type { OrgFollower } from '../org-watch.ts';
+import { ORG_WINDOW, OrgWatch } from '../org-watch.ts';
 import { AppView, DeploymentIdParams, DeploymentStatusView, DeploymentSummary, errorResponses, StatusView } from '../schemas.ts';
 import { statusView, summaryView } from '../views.ts';
 
-/** Open event streams one token may hold on one API process; more is a 429. */
+/** Open event streams one token may hold across all API replicas; more is a 429. */
 export const DEFAULT_STREAMS_PER_TOKEN = 20;
 /**
- * Open event streams on one API process in all; more is a 503. An idle stream costs ~16 KB of RSS
- * (BENCHMARKS.md) over an idle API of ~105 MB: 600 keep it within its 120 MB budget.
+ * Open event streams on one API process in all; more is a 503. 1,000 idle streams took an idle API
+ * of ~101 MB to ~124 MB (~23 KB each, BENCHMARKS.md): 800 keep it within its 120 MB budget.
  */
-export const DEFAULT_MAX_STREAMS = 600;
+export const DEFAULT_MAX_STREAMS = 800;
 /**
  * The worker appends a deployment's last lines within ~250 ms of writing its terminal status (its
  * log flushes on a 250 ms timer and on closing), so `end` waits until the status is this old and
  * one more read found nothing new.
  */
 const FINAL_LOG_GRACE_MS = 1000;
-/** How many of the org's newest deployments `GET /events` compares on each change. */
-const ORG_WINDOW = 50;
+/** How many of the org's newest deployments a new `GET /events` stream gets first. */
 const ORG_SNAPSHOT = 20;
 
 export const LogEventData = Type.Object(
@@ -104,20 +105,97 @@ function parseAfter(header: string | string[] | undefined, query: number | undef
  * replica serves any stream and a reconnect to another replica resumes exactly: the change signal
  * (a file watch locally, a short poll in Azure) only says when to read again.
  */
+/**
+ * A stream's life outside any request frame: the Fastify handler returns once the stream is open, and
+ * the stream's watch wakes it (`wake`) when what it follows changed. `pump` sends what is new and
+ * returns; a wake during a pump makes it run once more. So an idle stream is this object, in its
+ * watch's set: no pending promise, no timer, no closure.
+ */
+abstract class Stream {
+  readonly channel: SseChannel;
+  private readonly log: FastifyBaseLogger;
+  private readonly cleanup: (() => void)[] = [];
+  private finished = false;
+  private running = false;
+  private again = false;
+
+  constructor(channel: SseChannel, log: FastifyBaseLogger) {
+    this.channel = channel;
+    this.log = log;
+    channel.whenClosed(() => this.finish());
+  }
+
+  /** Runs when the stream ends (releases of its quota place and its watch). */
+  onFinish(release: () => void): void {
+    if (this.finished) release();
+    else this.cleanup.push(release);
+  }
+
+  wake(): void {
+    if (!this.channel.open) return;
+    if (this.running) {
+      this.again = true;
+      return;
+    }
+    this.running = true;
+    void this.run();
+  }
+
+  /** Sends what is new; false once the stream is over. */
+  protected abstract pump(): Promise<boolean>;
+
+  private async run(): Promise<void> {
+    try {
+      do {
+        this.again = false;
+        if (!(await this.pump())) {
+          this.channel.end();
+          return;
+        }
+      } while (this.again && this.channel.open);
+    } catch (error) {
+      this.log.warn({ err: error }, 'event stream stopped on an error');
+      this.channel.end();
+    } finally {
+      this.running = false;
+    }
+  }
+
+  private finish(): void {
+    this.finished = true;
+    for (const release of this.cleanup.splice(0)) release();
+  }
+}
+
+/**
+ * Live streams. Every event comes from the store and the log, not from this process's memory, so any
+ * replica serves any stream and a reconnect to another replica resumes exactly: the change signal
+ * (a file watch locally, a shared etag poll in Azure) only says when to read again, and one watch
+ * per followed deployment or org reads for all of this process's streams.
+ */
 export const eventRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = async (app, { context }) => {
   const { adapters } = context;
-  const quota = new StreamQuota(context.streamsPerToken ?? DEFAULT_STREAMS_PER_TOKEN, context.maxStreams ?? DEFAULT_MAX_STREAMS, context.sseHeartbeatMs);
+  const quota = new StreamQuota({
+    maxPerToken: context.streamsPerToken ?? DEFAULT_STREAMS_PER_TOKEN,
+    maxTotal: context.maxStreams ?? DEFAULT_MAX_STREAMS,
+    leases: adapters.streamLeases,
+    leaseTtlMs: context.streamLeaseTtlMs,
+    heartbeatMs: context.sseHeartbeatMs,
+    logger: app.log,
+  });
+  const resyncMs = context.streamResyncMs ?? FALLBACK_POLL_MS;
   const security = [{ bearerAuth: [] }];
-  app.addHook('preClose', (done) => {
-    quota.endAll();
-    done();
+  app.addHook('preClose', async () => {
+    await quota.endAll();
   });
 
   /** A place for one more stream, or 429 (the token's cap) / 503 (this replica's cap), both with Retry-After. */
-  const openStream = (authorization: string | undefined) => {
-    const release = quota.acquire(authorization);
+  const openStream = async (orgId: string, authorization: string | undefined) => {
+    const release = await quota.acquire(orgId, authorization);
     if (release === 'token') {
-      throw new DeployError('RATE_LIMITED', `This token already has ${quota.limit} event streams open; close one first`, { retryAfterSeconds: 5 });
+      throw new DeployError('RATE_LIMITED', `This token already has ${quota.limit} event streams open (on all the API's replicas); close one first`, {
+        retryAfterSeconds: 5,
+      });
     }
     if (release === 'replica') {
       throw new DeployError('SERVER_BUSY', `This API replica already serves ${quota.totalLimit} event streams (SSE_MAX_STREAMS); try again shortly`, {
@@ -128,9 +206,9 @@ export const eventRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = a
   };
 
   /**
-   * Reads shared by the followers that a change signal wakes together: 1,000 streams of one
-   * deployment make one record read and one log read per signal, not 1,000. Keyed by the signal's
-   * count, so a read that began before a signal is never taken as newer than it; dropped once settled.
+   * Log reads shared by the followers that a change wakes together: 1,000 streams of one deployment
+   * make one log read per change, not 1,000. Keyed by the signal's count, so a read that began before
+   * a signal is never taken as newer than it; dropped once settled.
    */
   const inFlight = new Map<string, { rung: number; read: Promise<unknown> }>();
   const shared = <T>(key: string, read: () => Promise<T>): Promise<T> => {
@@ -155,21 +233,16 @@ export const eventRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = a
     return view;
   };
 
-  const watches = new DeploymentWatches(adapters);
+  const deploymentWatches = new Watches<DeploymentWatch>((key, onIdle) => {
+    const [orgId = '', deploymentId = ''] = key.split('\n');
+    return new DeploymentWatch(adapters, { orgId, deploymentId }, resyncMs, onIdle);
+  });
+  const orgWatches = new Watches<OrgWatch>((orgId, onIdle) => new OrgWatch(adapters, orgId, context.apps, resyncMs, onIdle));
   app.addHook('onClose', (_instance, done) => {
-    watches.stopAll();
+    deploymentWatches.stopAll();
+    orgWatches.stopAll();
     done();
   });
-
-  /**
-   * The deployment's watch, seeded with this request's read (404 when there is none). The record read
-   * here stays in no stream's frame: the watch's copy is the one its streams share.
-   */
-  const watchOf = async (ref: DeploymentRef) => {
-    const record = await adapters.store.get(ref);
-    if (record === null) throw new DeployError('NOT_FOUND', `Deployment ${ref.deploymentId} not found`);
-    return watches.follow(ref, record);
-  };
 
   /** Sends the log lines after byte `offset` (line `seq`) that the client has not seen; where it got to. */
   const sendLog = async (channel: SseChannel, deploymentId: string, offset: number, seq: number, after: number) => {
@@ -190,49 +263,100 @@ export const eventRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = a
   };
 
   /**
-   * Sends a deployment's status and log to one stream until it ends. What an idle follower keeps is
-   * its offsets and the status it sent last (the watch's shared string); the record is the watch's
-   * one copy, and it sleeps on the watch with no timer (heartbeats come from the quota's one timer).
+   * A deployment's status and log to one stream until it ends. What an idle follower keeps is its
+   * offsets and the status it sent last (the watch's shared string); the record is the watch's one copy.
    */
-  const follow = async (channel: SseChannel, ref: DeploymentRef, after: number, watch: DeploymentWatch): Promise<void> => {
-    let offset = 0;
-    let seq = 0;
-    let sentEtag: string | null = null;
-    let sentStatus = '';
-    while (channel.open) {
-      const seen = watch.version;
-      const current = watch.record;
-      if (current === null || current === undefined) {
+  class DeploymentStream extends Stream {
+    private offset = 0;
+    private seq = 0;
+    private sentEtag: string | null = null;
+    private sentStatus = '';
+    private graceTimer: NodeJS.Timeout | null = null;
+    private readonly watch: DeploymentWatch;
+    private readonly deploymentId: string;
+    private readonly after: number;
+
+    constructor(channel: SseChannel, log: FastifyBaseLogger, watch: DeploymentWatch, deploymentId: string, after: number) {
+      super(channel, log);
+      this.watch = watch;
+      this.deploymentId = deploymentId;
+      this.after = after;
+      this.onFinish(() => {
+        if (this.graceTimer !== null) clearTimeout(this.graceTimer);
+      });
+    }
+
+    protected async pump(): Promise<boolean> {
+      const current = this.watch.record;
+      if (current === null || current === undefined || this.watch.stopping) {
+        if (this.watch.stopping) return false; // the server is closing: the client reconnects elsewhere
         // Deleted, or no longer visible to this token's org: the stream ends.
-        await channel.send('end', { deploymentId: ref.deploymentId, status: null, reason: 'gone' });
-        return;
+        await this.channel.send('end', { deploymentId: this.deploymentId, status: null, reason: 'gone' });
+        return false;
       }
-      if (current.etag !== sentEtag) {
+      if (current.etag !== this.sentEtag) {
         // Not every write changes what a client sees (the webhook dispatcher empties the outbox): send changes only.
         const view = viewOf(current);
-        if (view !== sentStatus) await channel.sendJson('status', view);
-        sentEtag = current.etag;
-        sentStatus = view;
+        if (view !== this.sentStatus) await this.channel.sendJson('status', view);
+        this.sentEtag = current.etag;
+        this.sentStatus = view;
       }
-      const sent = await sendLog(channel, ref.deploymentId, offset, seq, after);
-      offset = sent.offset;
-      seq = sent.seq;
-      let waitMs: number | null = null;
+      const sent = await sendLog(this.channel, this.deploymentId, this.offset, this.seq, this.after);
+      this.offset = sent.offset;
+      this.seq = sent.seq;
       if (isTerminal(current.status)) {
         const settledFor = Date.now() - Date.parse(current.finishedAt ?? current.updatedAt);
         if (sent.none && settledFor >= FINAL_LOG_GRACE_MS) {
-          await channel.send('end', { deploymentId: ref.deploymentId, status: current.status, reason: 'terminal' });
-          return;
+          await this.channel.send('end', { deploymentId: this.deploymentId, status: current.status, reason: 'terminal' });
+          return false;
         }
-        waitMs = Math.max(10, FINAL_LOG_GRACE_MS - settledFor);
+        // Looks again once the last lines had their time, change or not.
+        if (this.graceTimer !== null) clearTimeout(this.graceTimer);
+        this.graceTimer = setTimeout(() => this.wake(), Math.max(10, FINAL_LOG_GRACE_MS - settledFor));
       }
-      await watch.wait(seen, waitMs, channel.signal);
+      return true;
     }
-  };
+  }
+
+  /** The org's deployment and app changes to one stream: the snapshot, then the watch's events as they come. */
+  class OrgStream extends Stream implements OrgFollower {
+    sent = 0;
+    private started = false;
+    private readonly watch: OrgWatch;
+
+    constructor(channel: SseChannel, log: FastifyBaseLogger, watch: OrgWatch) {
+      super(channel, log);
+      this.watch = watch;
+    }
+
+    /** The snapshot: the newest deployments as the watch listed them; the events after it follow. */
+    async start(): Promise<void> {
+      await this.watch.ready();
+      const recent = this.watch.recent ?? [];
+      this.sent = this.watch.newest;
+      for (const record of recent.slice(0, ORG_SNAPSHOT).reverse()) await this.channel.send('deployment', summaryView(record));
+      this.started = true;
+      this.wake();
+    }
+
+    protected async pump(): Promise<boolean> {
+      if (this.watch.stopping) return false;
+      if (!this.started) return true; // the snapshot is still being sent; start() wakes it after
+      const events = this.watch.since(this.sent);
+      // Too far behind for the watch's backlog: EventSource reconnects and starts from a new snapshot.
+      if (events === null) return false;
+      for (const event of events) {
+        await this.channel.sendJson(event.event, event.json);
+        this.sent = event.n;
+      }
+      return true;
+    }
+  }
 
   app.get(
     '/deploy/:id/events',
     {
+      childLoggerFactory: LazyChildLogger.factory,
       schema: {
         tags: ['deployments'],
         summary: 'Follow a deployment live (Server-Sent Events): status changes, log lines, then end',
@@ -240,7 +364,7 @@ export const eventRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = a
           'A `text/event-stream`. First `event: status` (the status view, without logs) and an `event: log` per line so far; then each change ' +
           'as it happens; `event: end` once the deployment is terminal and every line was sent, then the stream closes. Log events carry ' +
           '`id: <seq>` (the line number): reconnect with `Last-Event-ID` (EventSource does it) or `?after=<seq>` to continue after that line ' +
-          'with nothing lost or repeated. A comment line comes every 15 s. At most SSE_MAX_STREAMS_PER_TOKEN streams per token per API replica (429 beyond) ' +
+          'with nothing lost or repeated. A comment line comes every 15 s. At most SSE_MAX_STREAMS_PER_TOKEN streams per token across all API replicas (429 beyond) ' +
           'and SSE_MAX_STREAMS in all per replica (503 SERVER_BUSY beyond), both with Retry-After.',
         security,
         params: DeploymentIdParams,
@@ -258,32 +382,24 @@ export const eventRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = a
     async (request, reply) => {
       const after = parseAfter(request.headers['last-event-id'], request.query.after);
       const ref: DeploymentRef = { orgId: request.orgId, deploymentId: request.params.id };
-      const following = await watchOf(ref);
-      let release: () => void;
-      try {
-        release = openStream(request.headers.authorization);
-      } catch (error) {
-        following.release();
-        throw error;
-      }
-      const channel = new SseChannel(reply);
-      const untrack = quota.track(channel);
-      try {
-        await follow(channel, ref, after, following.watch);
-      } catch (error) {
-        request.log.warn({ err: error, deploymentId: ref.deploymentId }, 'event stream stopped on an error');
-      } finally {
-        following.release();
-        release();
-        untrack();
-        channel.end();
-      }
+      const record = await adapters.store.get(ref);
+      if (record === null) throw new DeployError('NOT_FOUND', `Deployment ${ref.deploymentId} not found`);
+      const release = await openStream(request.orgId, request.headers.authorization);
+      // The record read here stays in no stream: the watch's copy is the one its streams share.
+      const watch = deploymentWatches.get(`${ref.orgId}\n${ref.deploymentId}`);
+      watch.seed(record);
+      const stream = new DeploymentStream(new SseChannel(reply), request.log, watch, ref.deploymentId, after);
+      stream.onFinish(release);
+      stream.onFinish(quota.track(stream.channel));
+      stream.onFinish(watch.follow(stream));
+      stream.wake();
     },
   );
 
   app.get(
     '/events',
     {
+      childLoggerFactory: LazyChildLogger.factory,
       schema: {
         tags: ['deployments'],
         summary: "Follow your organization's deployments live (Server-Sent Events)",
@@ -302,53 +418,16 @@ export const eventRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = a
       },
     },
     async (request, reply) => {
-      const release = openStream(request.headers.authorization);
-      const channel = new SseChannel(reply);
-      const untrack = quota.track(channel);
-      const versions = new Map<string, string>();
-      const appOf = (record: DeploymentRecord): AppRef => ({ orgId: record.orgId, projectId: record.projectId, environment: record.environment, appName: record.appName });
-      try {
-        let recent = await adapters.store.listRecent(request.orgId, ORG_WINDOW);
-        for (const record of recent) versions.set(record.id, record.etag);
-        /** The app of each deployment in the window: a deployment that leaves it may have left with its app (deleted). */
-        let appsInWindow = new Map(recent.map((record) => [record.id, appOf(record)]));
-        const leaving = new Map<string, AppRef>();
-        for (const record of recent.slice(0, ORG_SNAPSHOT).reverse()) await channel.send('deployment', summaryView(record));
-        while (channel.open) {
-          const seen = adapters.changes.rung;
-          await adapters.changes.wait(seen, FALLBACK_POLL_MS, channel.signal);
-          if (!channel.open) break;
-          // The org's streams woken by one signal share one listing.
-          recent = await shared(`recent:${request.orgId}`, () => adapters.store.listRecent(request.orgId, ORG_WINDOW));
-          const changed = recent.filter((record) => versions.get(record.id) !== record.etag);
-          versions.clear();
-          for (const record of recent) versions.set(record.id, record.etag);
-          // Oldest change first, as they happened; then each app they belong to as it is now (GET /apps' item).
-          for (const record of changed.reverse()) await channel.send('deployment', summaryView(record));
-          const apps = new Map(changed.map((record) => [record.appName, appOf(record)]));
-          // Deployments gone from the window: newer ones pushed them out, or their app was deleted.
-          const listed = new Set(recent.map((record) => record.id));
-          const left = new Map<string, AppRef>();
-          for (const [id, app] of appsInWindow) if (!listed.has(id) && !apps.has(app.appName)) left.set(app.appName, app);
-          appsInWindow = new Map(recent.map((record) => [record.id, appOf(record)]));
-          for (const app of apps.values()) await channel.send('app', await context.apps.view(app));
-          // An app being deleted loses its deployments before its record: it stays watched until it is gone.
-          for (const app of left.values()) leaving.set(app.appName, app);
-          for (const app of [...leaving.values()]) {
-            const view = await context.apps.viewIfExists(app);
-            if (view === null || view.status !== 'deleting') leaving.delete(app.appName);
-            if (view === null) await channel.send('app_removed', { appName: app.appName, projectId: app.projectId, environment: app.environment });
-            else await channel.send('app', view);
-          }
-        }
-      } catch (error) {
+      const release = await openStream(request.orgId, request.headers.authorization);
+      const watch = orgWatches.get(request.orgId);
+      const stream = new OrgStream(new SseChannel(reply), request.log, watch);
+      stream.onFinish(release);
+      stream.onFinish(quota.track(stream.channel));
+      stream.onFinish(watch.follow(stream));
+      await stream.start().catch((error: unknown) => {
         request.log.warn({ err: error }, 'event stream stopped on an error');
-      } finally {
-        release();
-        untrack();
-        channel.end();
-      }
+        stream.channel.end();
+      });
     },
   );
 };
-

@@ -6,6 +6,7 @@ import type { JobQueue } from './queue.ts';
 import type { Runtime } from './runtime.ts';
 import type { SecretStore } from './secrets.ts';
 import type { DeploymentStore } from './store.ts';
+import type { StreamLeaseStore } from './stream-leases.ts';
 import type { Telemetry } from './telemetry.ts';
 import type { WebhookStore } from './webhooks.ts';
 
@@ -21,6 +22,8 @@ export interface ApiAdapters {
   changes: ChangeSignal;
   /** Webhook endpoints and deliveries. */
   webhooks: WebhookStore;
+  /** Open event streams per token, counted across API replicas (the per-token cap). */
+  streamLeases: StreamLeaseStore;
 }
 
 /** What the worker process needs: the API's ports plus the builder and the runtime. */

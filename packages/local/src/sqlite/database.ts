@@ -132,6 +132,15 @@ const MIGRATIONS: string[] = [
      PRIMARY KEY (org_id, app_name)
    ) WITHOUT ROWID;
    CREATE INDEX deployments_by_app ON deployments (org_id, app_name, created_at DESC, id DESC);`,
+  // Stream leases (issue 13): one row per open event stream, counted per token across API processes
+  // until it expires (its process renews it while the stream is open).
+  `CREATE TABLE stream_leases (
+     id TEXT PRIMARY KEY,
+     org_id TEXT NOT NULL,
+     token_key TEXT NOT NULL,
+     expires_at INTEGER NOT NULL
+   ) WITHOUT ROWID;
+   CREATE INDEX stream_leases_by_token ON stream_leases (org_id, token_key, expires_at);`,
 ];
 
 export class SqliteDatabase {

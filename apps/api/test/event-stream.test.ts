@@ -1,0 +1,60 @@
+import type { AddressInfo } from 'node:net';
+import { Writable } from 'node:stream';
+import type { FastifyReply } from 'fastify';
+import { pino } from 'pino';
+import { describe, expect, it, vi } from 'vitest';
+import { LazyChildLogger, SseChannel } from '../src/event-stream.ts';
+
+describe('LazyChildLogger (the request logger of stream routes)', () => {
+  const capture = () => {
+    const lines: Record<string, unknown>[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        lines.push(JSON.parse(chunk.toString()) as Record<string, unknown>);
+        done();
+      },
+    });
+    return { lines, parent: pino({ level: 'info', base: { service: 'api' } }, sink) };
+  };
+
+  it('makes the pino child on its first use only, with the request bindings, and logs as the child would', () => {
+    const { lines, parent } = capture();
+    const child = vi.spyOn(parent, 'child');
+    const logger = LazyChildLogger.factory(parent, { requestId: 'req-1' }, {});
+    expect(child).not.toHaveBeenCalled();
+    expect(logger.level).toBe('info');
+    logger.debug('not at this level');
+    logger.info({ statusCode: 200 }, 'request completed');
+    logger.warn('stream stopped');
+    expect(child).toHaveBeenCalledTimes(1);
+    expect(lines.map((line) => [line.level, line.msg, line.requestId, line.service, line.statusCode])).toEqual([
+      [30, 'request completed', 'req-1', 'api', 200],
+      [40, 'stream stopped', 'req-1', 'api', undefined],
+    ]);
+  });
+});
+
+describe('SseChannel', () => {
+  it('is closed at once when the client went away before the stream opened (its releases run: no lease is held forever)', async () => {
+    const { createServer, request: httpRequest } = await import('node:http');
+    let closedOnOpen: boolean | null = null;
+    let released = false;
+    const server = createServer((request, response) => {
+      // The client has gone by the time the route opens its stream (as while its lease was being taken).
+      request.socket.destroy();
+      setImmediate(() => {
+        const reply = { raw: response, hijack: () => undefined, request: { id: 'req-1', raw: request } };
+        const channel = new SseChannel(reply as unknown as FastifyReply);
+        closedOnOpen = !channel.open;
+        channel.whenClosed(() => (released = true));
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port } = server.address() as AddressInfo;
+    await new Promise<void>((resolve) => httpRequest({ port, host: '127.0.0.1', path: '/' }).on('error', () => resolve()).end());
+    await vi.waitFor(() => expect(closedOnOpen).not.toBeNull());
+    expect(closedOnOpen).toBe(true);
+    expect(released).toBe(true);
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+});
