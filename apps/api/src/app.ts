@@ -39,12 +39,12 @@ const Ajv = AjvModule.default;
  * them up front kept ~13 MB of generated code in every API process, most of it for routes a
  * replica may never answer (BENCHMARKS.md, issue 13's memory target).
  */
-function lazySerializers(): SerializerSelector.SerializerFactory {
+function lazySerializers(eager: boolean): SerializerSelector.SerializerFactory {
   const build = SerializerSelector();
   return (externalSchemas, options) => {
     const compile = build(externalSchemas, options);
     return (route) => {
-      let serialize: SerializerSelector.Serializer | null = null;
+      let serialize: SerializerSelector.Serializer | null = eager ? compile(route) : null;
       return (doc: unknown) => {
         serialize ??= compile(route);
         return serialize(doc);
@@ -66,7 +66,7 @@ export async function buildApp(input: Omit<AppContext, 'apps'> & { apps?: AppSer
     // One access-log line per request (below) instead of Fastify's two.
     logController: new LogController({ requestIdLogLabel: 'requestId', disableRequestLogging: true }),
     return503OnClosing: true,
-    schemaController: { compilersFactory: { buildSerializer: lazySerializers() } },
+    schemaController: { compilersFactory: { buildSerializer: lazySerializers(context.compileSchemasAtStart === true) } },
     trustProxy: true,
     // Errors raised before routing (a URL that does not decode, a malformed header) get the same shape as the rest.
     // …and so do those Node's HTTP parser raises before Fastify sees a request (431, 400, 408).
@@ -81,10 +81,11 @@ export async function buildApp(input: Omit<AppContext, 'apps'> & { apps?: AppSer
   const strict = new Ajv({ strict: false, allErrors: true, coerceTypes: false, useDefaults: true, removeAdditional: false });
   const coercing = new Ajv({ strict: false, allErrors: true, coerceTypes: true, useDefaults: true, removeAdditional: false });
   // Compiled on a route's first request, not at start (~3 MB less per API process): a schema Ajv
-  // refuses would fail that route's requests (500) instead of the start, so the API tests call the routes.
+  // refuses would fail that route's requests (500) instead of the start, so a test builds the app
+  // with `compileSchemasAtStart` (apps/api/test/schemas-compile.test.ts) to compile them all.
   app.setValidatorCompiler(({ schema, httpPart }) => {
     const ajv = httpPart === 'body' ? strict : coercing;
-    let validate: ValidateFunction | null = null;
+    let validate: ValidateFunction | null = context.compileSchemasAtStart === true ? ajv.compile(schema) : null;
     const lazy = (data: unknown): boolean => {
       validate ??= ajv.compile(schema);
       const valid = validate(data);

@@ -26,6 +26,12 @@ export interface AppContext {
   streamLeaseTtlMs?: number;
   /** Longest a stream's watch goes without reading the store when no change signal came (SSE_RESYNC_MS); default 5 s. */
   streamResyncMs?: number;
+  /**
+   * Compile every route's validators and response serializers while the app is built, as Fastify
+   * does by default, instead of on each route's first use (the API's own way, for memory): the
+   * test that all of them compile sets it.
+   */
+  compileSchemasAtStart?: boolean;
   /** Idle time after which a stream gets a comment line; 15 s (tests shorten it). */
   sseHeartbeatMs?: number;
   /** Where webhooks may point; default: private networks allowed in local mode, https required in azure mode. */

@@ -40,6 +40,9 @@ export async function createHarness(
     maxStreams?: number;
     sseHeartbeatMs?: number;
     streamResyncMs?: number;
+    compileSchemasAtStart?: boolean;
+    /** Called with the built app before `ready()` (to add a route of the test's own). */
+    beforeReady?: (app: FastifyInstance) => void;
     webhookPolicy?: WebhookAddressPolicy;
     objectUploadWindowMs?: number;
     /** Another harness's data dir: a second API replica on the same database, artifacts and secrets (its `close` leaves the dir). */
@@ -70,11 +73,20 @@ export async function createHarness(
       maxStreams: options.maxStreams,
       sseHeartbeatMs: options.sseHeartbeatMs,
       streamResyncMs: options.streamResyncMs,
+      compileSchemasAtStart: options.compileSchemasAtStart,
       webhookPolicy: options.webhookPolicy,
     },
     logger,
   );
-  await app.ready();
+  options.beforeReady?.(app);
+  try {
+    await app.ready();
+  } catch (error) {
+    await app.close().catch(() => undefined);
+    await closeAll(adapters);
+    if (options.dataDir === undefined) await rm(dataDir, { recursive: true, force: true });
+    throw error;
+  }
   return {
     app,
     adapters,
