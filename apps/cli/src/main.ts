@@ -183,6 +183,15 @@ export async function main(argv: readonly string[], deps: MainDeps = { io: proce
 
     const api = new ApiClient(await resolveConnection(deps.env, { api: flag('api'), token: flag('token') }));
     const [first] = positionals;
+    /** How `deploy` and `redeploy` follow the deployment they start (the same flags for both). */
+    const following = () => ({
+      detach: values.detach === true,
+      json,
+      timeoutMs: parseDuration(flag('timeout') ?? '15m'),
+      logs: values.quiet !== true,
+      cancelOnAbort: values['cancel-on-abort'] === true,
+      githubOutput: deps.env.GITHUB_OUTPUT || undefined,
+    });
     switch (name) {
       case 'deploy':
         return await deploy(api, io, {
@@ -191,22 +200,10 @@ export async function main(argv: readonly string[], deps: MainDeps = { io: proce
           environment: flag('env'),
           envVars: (values['env-var'] as string[] | undefined) ?? [],
           user: flag('user') ?? deps.env.USER ?? 'cli',
-          detach: values.detach === true,
-          json,
-          timeoutMs: parseDuration(flag('timeout') ?? '15m'),
-          logs: values.quiet !== true,
-          cancelOnAbort: values['cancel-on-abort'] === true,
-          githubOutput: deps.env.GITHUB_OUTPUT || undefined,
+          ...following(),
         });
       case 'redeploy':
-        return await redeploy(api, io, first as string, {
-          detach: values.detach === true,
-          json,
-          timeoutMs: parseDuration(flag('timeout') ?? '15m'),
-          logs: values.quiet !== true,
-          cancelOnAbort: values['cancel-on-abort'] === true,
-          githubOutput: deps.env.GITHUB_OUTPUT || undefined,
-        });
+        return await redeploy(api, io, first as string, following());
       case 'ls':
         return await ls(api, io, json);
       case 'status':

@@ -6,6 +6,7 @@ import { DeployError, ENV_NAME_PATTERN, ENVIRONMENTS, LIMITS } from '@zepid/core
 import type { ApplyMode, EnvChangeAnswer } from '../apps.ts';
 import type { AppContext } from '../context.ts';
 import { acceptedView } from '../views.ts';
+import { noteDerivedQueued } from './queued.ts';
 import {
   AcceptedBody,
   AppsPage,
@@ -101,7 +102,7 @@ export const appRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = asy
     async (request, reply) => {
       const env = request.body?.env ?? 'current';
       const key = request.headers['idempotency-key'];
-      const { record, replayed } = await apps.rollback(
+      const outcome = await apps.rollback(
         request.orgId,
         request.params.id,
         env,
@@ -109,11 +110,8 @@ export const appRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = asy
         adapters.telemetry.currentTraceparent(),
         request.caller,
       );
-      if (replayed) void reply.header('idempotent-replayed', 'true');
-      else {
-        adapters.telemetry.event('DeploymentQueued', { deploymentId: record.id, orgId: record.orgId, projectId: record.projectId, environment: record.environment });
-        request.log.info({ deploymentId: record.id, rollbackOf: request.params.id }, 'rollback queued');
-      }
+      const { record, replayed } = outcome;
+      noteDerivedQueued(reply, adapters.telemetry, outcome, { rollbackOf: request.params.id }, 'rollback queued');
       return reply.code(202).send(accepted(record, replayed ? 'Rollback already queued for this Idempotency-Key' : `Rollback to ${request.params.id} queued; no build`));
     },
   );

@@ -19,6 +19,7 @@ import {
 import { RecentTimesCache } from '../estimates.ts';
 import { acceptedView, statusView, summaryView } from '../views.ts';
 import { buildersOf, imageBuilderOf } from '../apps.ts';
+import { noteDerivedQueued } from './queued.ts';
 
 const RedeployAccepted = Type.Object({
   ...AcceptedBody.properties,
@@ -255,18 +256,15 @@ export const deployRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = 
     },
     async (request, reply) => {
       const key = request.headers['idempotency-key'];
-      const { record, replayed } = await context.apps.redeploy(
+      const outcome = await context.apps.redeploy(
         request.orgId,
         request.params.id,
         key === undefined ? null : { key, body: { redeployOf: request.params.id } },
         adapters.telemetry.currentTraceparent(),
         request.caller,
       );
-      if (replayed) void reply.header('idempotent-replayed', 'true');
-      else {
-        adapters.telemetry.event('DeploymentQueued', { deploymentId: record.id, orgId: record.orgId, projectId: record.projectId, environment: record.environment });
-        request.log.info({ deploymentId: record.id, redeployOf: request.params.id }, 'redeploy queued');
-      }
+      const { record, replayed } = outcome;
+      noteDerivedQueued(reply, adapters.telemetry, outcome, { redeployOf: request.params.id }, 'redeploy queued');
       const message = replayed ? 'Redeploy already queued for this Idempotency-Key' : `Redeploy of ${request.params.id} queued: its source is built again`;
       return reply.code(202).send({ ...(await accepted(record, message)), kind: 'build' as const, redeployOf: record.redeployOf ?? request.params.id });
     },
