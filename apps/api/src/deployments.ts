@@ -1,4 +1,4 @@
-import type { ApiAdapters, Clock, DeployRequest, DeploymentCreator, DeploymentRecord, Logger, ManifestFile } from '@zepid/core';
+import type { ApiAdapters, Clock, DeployRequest, DeploymentCreator, DeploymentRecord, IntakeSource, Logger, ManifestFile } from '@zepid/core';
 import {
   DeployError,
   apply,
@@ -14,6 +14,7 @@ import {
   OBJECT_RETENTION,
   sha256Hex,
   sourceBytesProblem,
+  SourceWindowPassed,
   sourceDigest,
   updateDeployment,
 } from '@zepid/core';
@@ -35,7 +36,8 @@ export interface DeploymentServiceOptions {
 
 /**
  * What the API does with deployments: record and queue them, cancel and retry them. It never builds
- * or deploys: the worker does. Source and secrets are stored before the record, so a record never
+ * or deploys: the worker does. Secrets and file objects are stored before the record, the source
+ * manifest with it (the intake: locally in the same transaction) or before it, so a record never
  * points at nothing; if recording fails they are removed again (file objects stay for the sweep).
  */
 export class DeploymentService {
@@ -61,7 +63,7 @@ export class DeploymentService {
     traceparent: string | null,
     createdBy: DeploymentCreator | null = null,
   ): Promise<{ record: DeploymentRecord; replayed: boolean }> {
-    const { store, intake, artifacts, secrets } = this.adapters;
+    const { store, secrets } = this.adapters;
     const requestHash = idempotency === null ? null : sha256Hex(JSON.stringify(idempotency.body));
     if (idempotency !== null && requestHash !== null) {
       const earlier = await store.findByIdempotencyKey(request.orgId, idempotency.key);
@@ -106,11 +108,11 @@ export class DeploymentService {
       this.options.clock(),
     );
 
-    await artifacts.putSource({ orgId: request.orgId, deploymentId: id }, encodeSourceManifest({ files: source.files, historyMessages: request.historyMessages }));
-    if (performance.now() - lookedUpAt > (this.options.objectUploadWindowMs ?? OBJECT_RETENTION.uploadWindowMs)) await this.checkObjectsStill(request.orgId, id, source.files);
+    const manifest = encodeSourceManifest({ files: source.files, historyMessages: request.historyMessages });
+    const storeBy = lookedUpAt + (this.options.objectUploadWindowMs ?? OBJECT_RETENTION.uploadWindowMs);
     await secrets.put(id, request.envVariables);
     try {
-      const created = await intake.submit(record, jobFor(record, traceparent), { maxActivePerOrg: this.options.maxActivePerOrg });
+      const created = await this.record(record, traceparent, { manifest, storeBy }, source.files);
       return { record: created, replayed: false };
     } catch (error) {
       await this.discard(request.orgId, id);
@@ -153,6 +155,24 @@ export class DeploymentService {
   }
 
   /**
+   * The intake stores the manifest with the record and job (locally one commit). Past the upload
+   * window it stores nothing (SourceWindowPassed): then the manifest is stored alone, the objects are
+   * looked up again (checkObjectsStill), and the record and job follow.
+   */
+  private async record(record: DeploymentRecord, traceparent: string | null, source: IntakeSource, files: readonly ManifestFile[]): Promise<DeploymentRecord> {
+    const { intake, artifacts } = this.adapters;
+    const options = { maxActivePerOrg: this.options.maxActivePerOrg };
+    try {
+      return await intake.submit(record, jobFor(record, traceparent), options, source);
+    } catch (error) {
+      if (!(error instanceof SourceWindowPassed)) throw error;
+    }
+    await artifacts.putSource({ orgId: record.orgId, deploymentId: record.id }, source.manifest);
+    await this.checkObjectsStill(record.orgId, record.id, files);
+    return intake.submit(record, jobFor(record, traceparent), options);
+  }
+
+  /**
    * Past the upload window: the delete-app job may have deleted an object this manifest names after
    * it was looked up (it waits the same window before it reads manifests). The manifest is stored, so
    * a lookup now keeps every object still there (it refreshes a marked one); a missing one fails the
@@ -185,13 +205,14 @@ export class DeploymentService {
    * (copied from the deployment it derives from), stored before the record as POST /deploy does.
    */
   async submitRecord(record: DeploymentRecord, values: Record<string, string>, manifest: Buffer | null, traceparent: string | null = null): Promise<DeploymentRecord> {
-    const { store, intake, artifacts, secrets } = this.adapters;
+    const { store, intake, secrets } = this.adapters;
     const active = await store.countActive(record.orgId);
     if (active >= this.options.maxActivePerOrg) throw quotaExceeded(active, this.options.maxActivePerOrg);
-    if (manifest !== null) await artifacts.putSource({ orgId: record.orgId, deploymentId: record.id }, manifest);
     await secrets.put(record.id, values);
     try {
-      return await intake.submit(record, jobFor(record, traceparent), { maxActivePerOrg: this.options.maxActivePerOrg });
+      // A manifest copied from a recorded deployment: its objects need no second look (storeBy: never).
+      const source = manifest === null ? undefined : { manifest, storeBy: Number.POSITIVE_INFINITY };
+      return await intake.submit(record, jobFor(record, traceparent), { maxActivePerOrg: this.options.maxActivePerOrg }, source);
     } catch (error) {
       await this.discard(record.orgId, record.id);
       if (error instanceof DeployError && error.code === 'CONFLICT' && record.idempotency !== null) {

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { JobQueue } from '@zepid/core';
-import { jobFor, OutboxIntake, reconcileOutbox, silentLogger } from '@zepid/core';
+import { jobFor, OutboxIntake, reconcileOutbox, silentLogger, SourceWindowPassed } from '@zepid/core';
 import { makeRecord } from '@zepid/testkit';
 import { Maintenance } from '../src/maintenance.ts';
 import type { WorkerHarness } from './harness.ts';
@@ -80,5 +80,25 @@ describe('outbox', () => {
     expect(await reconcileOutbox(h.adapters.store, h.adapters.queue, { graceMs: 1000, limit: 10 })).toBe(1);
     expect(await h.adapters.queue.counts()).toMatchObject({ active: 1 });
     expect((await h.get(record)).publishedAt).not.toBeNull();
+  });
+  it('with a source manifest: stores it in the artifact store before the record; past the window, stored but nothing recorded (SourceWindowPassed)', async () => {
+    h = await createWorkerHarness();
+    const { store, queue, artifacts } = h.adapters;
+    const manifest = Buffer.from('{"files":[]}');
+    const record = makeRecord({ orgId: 'org_w', projectId: 'with-source' });
+    const withoutStore = new OutboxIntake(store, queue);
+    await expect(withoutStore.submit(record, jobFor(record, null), { maxActivePerOrg: 10 }, { manifest, storeBy: Number.POSITIVE_INFINITY })).rejects.toThrow(/no artifact store/);
+    expect(await store.get({ orgId: 'org_w', deploymentId: record.id })).toBeNull();
+
+    const intake = new OutboxIntake(store, queue, { artifacts });
+    await intake.submit(record, jobFor(record, null), { maxActivePerOrg: 10 }, { manifest, storeBy: Number.POSITIVE_INFINITY });
+    expect(await artifacts.getSource({ orgId: 'org_w', deploymentId: record.id })).toEqual(manifest);
+    expect((await h.get(record)).publishedAt).not.toBeNull();
+
+    const late = makeRecord({ orgId: 'org_w', projectId: 'with-source' });
+    await expect(intake.submit(late, jobFor(late, null), { maxActivePerOrg: 10 }, { manifest, storeBy: performance.now() - 1 })).rejects.toBeInstanceOf(SourceWindowPassed);
+    expect(await artifacts.getSource({ orgId: 'org_w', deploymentId: late.id })).toEqual(manifest);
+    expect(await store.get({ orgId: 'org_w', deploymentId: late.id })).toBeNull();
+    expect(await queue.counts()).toMatchObject({ active: 1 });
   });
 });

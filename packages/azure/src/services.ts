@@ -129,11 +129,14 @@ export class AzureServices {
   dataAdapters(parts: { secrets: SecretStore; telemetry: Telemetry }): ApiAdapters {
     const store = this.store();
     const queue = this.queue();
+    const artifacts = this.artifacts();
     const intake = new OutboxIntake(store, queue, {
       onPublishFailure: (error, record) =>
         this.logger.warn({ err: error, deploymentId: record.id }, "job not published; the worker's outbox repair will publish it"),
+      // A new deployment's manifest goes to Blob storage before its record (no transaction spans the two).
+      artifacts,
     });
-    return { store, queue, intake, artifacts: this.artifacts(), changes: new PollingChangeSignal(this.env.AZURE_EVENTS_POLL_MS), webhooks: this.webhooks(store), streamLeases: new CosmosStreamLeaseStore(store), ...parts };
+    return { store, queue, intake, artifacts, changes: new PollingChangeSignal(this.env.AZURE_EVENTS_POLL_MS), webhooks: this.webhooks(store), streamLeases: new CosmosStreamLeaseStore(store), ...parts };
   }
 
   secrets(): KeyVaultSecretStore {

@@ -34,7 +34,7 @@ export type * from './ports/secrets.ts';
 export type * from './ports/builder.ts';
 export type * from './ports/runtime.ts';
 export * from './ports/telemetry.ts';
-export type * from './ports/intake.ts';
+export * from './ports/intake.ts';
 export type * from './ports/adapters.ts';
 export type * from './ports/changes.ts';
 export type * from './ports/stream-leases.ts';

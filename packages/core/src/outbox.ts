@@ -3,7 +3,9 @@ import { jobFor } from './deployment.ts';
 import { isDeployError, quotaExceeded } from './errors.ts';
 import { messageIdFor } from './ids.ts';
 import { projectKey } from './naming.ts';
-import type { DeploymentIntake } from './ports/intake.ts';
+import type { ArtifactStore } from './ports/artifacts.ts';
+import type { DeploymentIntake, IntakeSource } from './ports/intake.ts';
+import { SourceWindowPassed } from './ports/intake.ts';
 import type { JobQueue } from './ports/queue.ts';
 import type { CreateOptions, DeploymentStore } from './ports/store.ts';
 import type { Clock } from './update.ts';
@@ -27,26 +29,36 @@ async function markPublished(store: DeploymentStore, record: DeploymentRecord, c
  * then the job, then `publishedAt`. Once the record is written the deployment is accepted: if the
  * publish fails (or the process dies right there), `reconcileOutbox` in the worker publishes the job
  * later, and the message id makes a double publish harmless. Answering an error after the record
- * exists would only invite the client to submit a second deployment.
+ * exists would only invite the client to submit a second deployment. A source manifest given with
+ * the record goes to the artifact store (Blob) before the record.
  */
 export class OutboxIntake implements DeploymentIntake {
   private readonly store: DeploymentStore;
   private readonly queue: JobQueue;
   private readonly clock: Clock;
   private readonly onPublishFailure: (error: unknown, record: DeploymentRecord) => void;
+  private readonly artifacts: ArtifactStore | null;
 
+  /** `artifacts`: where a manifest given to `submit` is stored; without it such a submit fails. */
   constructor(
     store: DeploymentStore,
     queue: JobQueue,
-    options: { clock?: Clock; onPublishFailure?: (error: unknown, record: DeploymentRecord) => void } = {},
+    options: { clock?: Clock; onPublishFailure?: (error: unknown, record: DeploymentRecord) => void; artifacts?: ArtifactStore } = {},
   ) {
     this.store = store;
     this.queue = queue;
+    this.artifacts = options.artifacts ?? null;
     this.clock = options.clock ?? systemClock;
     this.onPublishFailure = options.onPublishFailure ?? (() => undefined);
   }
 
-  async submit(record: DeploymentRecord, job: JobMessage, options: CreateOptions): Promise<DeploymentRecord> {
+  async submit(record: DeploymentRecord, job: JobMessage, options: CreateOptions, source?: IntakeSource): Promise<DeploymentRecord> {
+    if (source !== undefined) {
+      if (this.artifacts === null) throw new Error('OutboxIntake was given a source manifest but no artifact store to put it in');
+      await this.artifacts.putSource({ orgId: record.orgId, deploymentId: record.id }, source.manifest);
+      // Stored, but past the window: the caller looks the objects up again before anything is recorded.
+      if (performance.now() > source.storeBy) throw new SourceWindowPassed();
+    }
     const created = await this.store.create(record, options);
     return this.publish(created, job);
   }

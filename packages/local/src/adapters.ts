@@ -40,7 +40,8 @@ export function createLocalAdapters(dataDir: string, logger: Logger, queueOption
   return {
     store: ringingAfter(new SqliteDeploymentStore(db), ['create', 'replace', 'delete'], changes),
     queue: new SqliteJobQueue(db, { doorbell, ...queueOptions }),
-    intake: ringingAfter(new SqliteIntake(db, doorbell), ['submit', 'resubmit'], changes),
+    // The intake rings the change signal itself, once per group commit (not once per deployment).
+    intake: new SqliteIntake(db, doorbell, undefined, changes),
     artifacts: ringingAfter(new FsArtifactStore(paths.artifacts, db), ['appendLog'], changes),
     changes,
     webhooks: new SqliteWebhookStore(db),

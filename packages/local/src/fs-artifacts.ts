@@ -5,6 +5,7 @@ import { dirname, join } from 'node:path';
 import type { ArtifactStore, DependencyHealth, DeploymentRef, StoredObject } from '@zepid/core';
 import type { SqliteDatabase } from './sqlite/database.ts';
 import { runSqlite } from './sqlite/database.ts';
+import { insertManifest } from './sqlite/manifests.ts';
 import { checkObject, DEPLOYMENT_ID_PATTERN, FILE_DIGEST_PATTERN, OBJECT_RETENTION, orgStorageKey, probe } from '@zepid/core';
 
 const ID = new RegExp(DEPLOYMENT_ID_PATTERN);
@@ -118,11 +119,7 @@ export class FsArtifactStore implements ArtifactStore {
 
   putSource(ref: DeploymentRef, manifest: Buffer): Promise<void> {
     const { orgId, deploymentId } = this.checkRef(ref);
-    return this.db.batch(() => {
-      this.db.connection
-        .prepare('INSERT INTO manifests (org_key, deployment_id, data) VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET data = excluded.data')
-        .run(orgStorageKey(orgId), deploymentId, manifest);
-    });
+    return this.db.batch(() => insertManifest(this.db, orgId, deploymentId, manifest));
   }
 
   getSource(ref: DeploymentRef): Promise<Buffer | null> {
