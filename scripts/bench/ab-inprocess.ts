@@ -40,7 +40,7 @@ const route = process.argv[3] ?? 'post';
 if (route !== 'status' && route !== 'post' && route !== 'redeploy') throw new Error(`route must be status, post or redeploy, not ${route}`);
 const rounds = Number(process.argv[4] ?? 10);
 const WAVE = 50;
-const WAVES_PER_TURN = route === 'status' ? 20 : 6;
+const WAVES_PER_TURN = Number(process.env.AB_WAVES ?? (route === 'status' ? 20 : 6));
 const gc = (globalThis as { gc?: () => void }).gc;
 if (gc === undefined) throw new Error('run with --expose-gc');
 
@@ -106,6 +106,82 @@ async function build(name: string, checkout: string): Promise<Side> {
   };
 }
 
+interface CallFrame { functionName: string; url: string; lineNumber: number }
+interface ProfileNode { id: number; callFrame: CallFrame; children?: number[] }
+interface HeapNode { callFrame: CallFrame; selfSize: number; children: HeapNode[] }
+
+/**
+ * AB_PROFILE=<waves>: each side alone for that many waves under V8's CPU profiler and its sampling
+ * heap profiler (inspector, this process; nothing of the start-up in it): CPU µs and bytes allocated
+ * per request, the top functions by self time and by bytes allocated, and the garbage collections.
+ */
+async function profile(all: Side[], turn: (side: Side, waves: number) => Promise<number>, waves: number): Promise<void> {
+  const { Session } = await import('node:inspector/promises');
+  const { PerformanceObserver } = await import('node:perf_hooks');
+  const session = new Session();
+  session.connect();
+  const where = (frame: CallFrame) => `${frame.functionName || '(anon)'} ${frame.url.replace(/^.*?\/(apps|packages|node_modules|scripts)\//, '$1/')}:${frame.lineNumber + 1}`;
+  const top = (totals: Map<string, number>, all: number, unit: (value: number) => string) =>
+    [...totals].sort((a, b) => b[1] - a[1]).slice(0, Number(process.env.AB_TOP ?? 25)).map(([name, value]) => `  ${((100 * value) / all).toFixed(1).padStart(5)} %  ${unit(value).padStart(9)}  ${name}`).join('\n');
+  for (const side of all) {
+    const requests = waves * WAVE;
+    let gcs = 0;
+    let gcMs = 0;
+    const observer = new PerformanceObserver((list) => {
+      for (const entry of list.getEntries()) {
+        gcs += 1;
+        gcMs += entry.duration;
+      }
+    });
+    observer.observe({ entryTypes: ['gc'] });
+    await session.post('Profiler.enable');
+    await session.post('Profiler.setSamplingInterval', { interval: 500 });
+    await session.post('HeapProfiler.enable');
+    await session.post('HeapProfiler.startSampling', { samplingInterval: 4096, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
+    await session.post('Profiler.start');
+    const cpu = await turn(side, waves);
+    const { profile: cpuProfile } = (await session.post('Profiler.stop')) as unknown as { profile: { nodes: ProfileNode[]; samples: number[]; timeDeltas: number[] } };
+    const { profile: heap } = (await session.post('HeapProfiler.stopSampling')) as unknown as { profile: { head: HeapNode } };
+    observer.disconnect();
+    const self = new Map<string, number>();
+    const byId = new Map(cpuProfile.nodes.map((node) => [node.id, node]));
+    cpuProfile.samples.forEach((id, index) => {
+      const node = byId.get(id);
+      if (node === undefined) return;
+      const name = where(node.callFrame);
+      self.set(name, (self.get(name) ?? 0) + (cpuProfile.timeDeltas[index] ?? 0));
+    });
+    // Inclusive time: every function on a sample's stack (once per sample) gets the sample's time.
+    const parent = new Map<number, number>();
+    for (const node of cpuProfile.nodes) for (const child of node.children ?? []) parent.set(child, node.id);
+    const inclusive = new Map<string, number>();
+    cpuProfile.samples.forEach((id, index) => {
+      const seen = new Set<string>();
+      for (let at: number | undefined = id; at !== undefined; at = parent.get(at)) {
+        const node = byId.get(at);
+        if (node !== undefined) seen.add(where(node.callFrame));
+      }
+      for (const name of seen) inclusive.set(name, (inclusive.get(name) ?? 0) + (cpuProfile.timeDeltas[index] ?? 0));
+    });
+    const busy = [...self].filter(([name]) => !name.startsWith('(idle)')).reduce((sum, [, value]) => sum + value, 0);
+    const allocated = new Map<string, number>();
+    let bytes = 0;
+    const walk = (node: HeapNode) => {
+      const name = where(node.callFrame);
+      allocated.set(name, (allocated.get(name) ?? 0) + node.selfSize);
+      bytes += node.selfSize;
+      for (const child of node.children) walk(child);
+    };
+    walk(heap.head);
+    console.log(`--- ${side.name}: ${requests} requests, ${cpu.toFixed(1)} CPU µs per request, ${(bytes / requests / 1024).toFixed(1)} KB allocated per request (sampled), ${((1000 * gcs) / requests).toFixed(1)} GCs and ${((1000 * gcMs) / requests).toFixed(1)} ms of GC per 1,000`);
+    console.log(`self time (of ${(busy / requests).toFixed(0)} µs busy per request):\n${top(self, busy, (value) => `${(value / requests).toFixed(1)} µs`)}`);
+    const ours = new Map([...inclusive].filter(([name]) => /apps\/|packages\/|fastify|pino|light-my-request/.test(name)));
+    console.log(`inclusive time, our code and the frameworks':\n${top(ours, busy, (value) => `${(value / requests).toFixed(1)} µs`)}`);
+    console.log(`allocated:\n${top(allocated, bytes, (value) => `${(value / requests).toFixed(0)} B`)}`);
+  }
+  session.disconnect();
+}
+
 const request = route === 'status' ? { method: 'GET', url: `/deploy/${id}/status`, headers: HEADERS } : { method: 'POST', url: '/deploy', headers: HEADERS, payload: body };
 const sides = [await build('this', root), await build('other', other)];
 try {
@@ -131,9 +207,11 @@ try {
     results.push({ this: measured.this ?? Number.NaN, other: measured.other ?? Number.NaN });
     console.log(`round ${round + 1}: this ${measured.this?.toFixed(1)} µs, other ${measured.other?.toFixed(1)} µs per request (other ÷ this ${((measured.other ?? 0) / (measured.this ?? 1)).toFixed(3)})`);
   }
+  if (process.env.AB_PROFILE !== undefined) await profile(sides, turn, Number(process.env.AB_PROFILE) || 40);
+  if (rounds === 0) process.exitCode = 0;
   const median = (values: number[]) => quantile(values, 0.5);
   const ratios = results.map((r) => r.other / r.this);
-  console.log(
+  if (rounds > 0) console.log(
     `${route}: CPU µs per request, median: this ${median(results.map((r) => r.this)).toFixed(1)}, other ${median(results.map((r) => r.other)).toFixed(1)}; ` +
       `other ÷ this per round: median ${median(ratios).toFixed(3)}, range ${Math.min(...ratios).toFixed(3)}–${Math.max(...ratios).toFixed(3)} (> 1: this checkout costs less)`,
   );
