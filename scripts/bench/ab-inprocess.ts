@@ -18,6 +18,11 @@
  * post: project `ab-post` (no app record, no finished deployment: the bench's POST); redeploy: the
  * seeded deployment's own project (an app with a live deployment); status: the seeded deployment,
  * finished more than 10 s before (the kept answer).
+ *
+ * AB_WAVES=<n>: waves of 50 per turn (default 6 for POST, 20 for status). AB_PROFILE=<waves>: after
+ * the rounds (0 rounds: only this), each side alone under V8's CPU profiler and sampling heap
+ * profiler for that many waves: CPU µs, bytes allocated and GCs per request, the top functions by
+ * self time, by inclusive time (ours and the frameworks'), and by bytes allocated (AB_TOP of each).
  */
 import { cp, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -208,7 +213,6 @@ try {
     console.log(`round ${round + 1}: this ${measured.this?.toFixed(1)} µs, other ${measured.other?.toFixed(1)} µs per request (other ÷ this ${((measured.other ?? 0) / (measured.this ?? 1)).toFixed(3)})`);
   }
   if (process.env.AB_PROFILE !== undefined) await profile(sides, turn, Number(process.env.AB_PROFILE) || 40);
-  if (rounds === 0) process.exitCode = 0;
   const median = (values: number[]) => quantile(values, 0.5);
   const ratios = results.map((r) => r.other / r.this);
   if (rounds > 0) console.log(
