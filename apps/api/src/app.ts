@@ -123,11 +123,12 @@ export async function buildApp(input: Omit<AppContext, 'apps'> & { apps?: AppSer
   });
 
   registerErrorHandling(app);
-  app.addHook('onResponse', async (request, reply) => {
+  app.addHook('onResponse', (request, reply, done) => {
     request.log.info(
       { method: request.method, url: request.url, statusCode: reply.statusCode, responseTimeMs: Math.round(reply.elapsedTime * 10) / 10 },
       'request completed',
     );
+    done();
   });
   app.addSchema(ErrorBody);
   for (const schema of [...webhookEventSchemas(), ...sseEventSchemas()]) app.addSchema(schema);
@@ -174,17 +175,21 @@ export async function buildApp(input: Omit<AppContext, 'apps'> & { apps?: AppSer
 
   // Everything below needs a token of the org whose deployments it touches.
   await app.register(async (scope) => {
-    scope.addHook('onRequest', async (request, reply) => {
+    // A callback, not an async function: no promise per request (what the hook does is synchronous).
+    scope.addHook('onRequest', (request, reply, done) => {
       const header = request.headers.authorization;
       const match = typeof header === 'string' ? /^Bearer ([\x21-\x7e]{1,512})$/.exec(header) : null;
       const identity = match?.[1] === undefined ? null : context.tokens.identify(match[1]);
       if (identity === null) {
         void reply.header('www-authenticate', 'Bearer');
-        return reply.code(401).send(errorBody('UNAUTHORIZED', header === undefined ? 'Authorization: Bearer <token> is required' : 'The token is not valid'));
+        // Answered here: the chain stops (done is not called).
+        void reply.code(401).send(errorBody('UNAUTHORIZED', header === undefined ? 'Authorization: Bearer <token> is required' : 'The token is not valid'));
+        return;
       }
       request.orgId = identity.orgId;
       request.caller = { tokenId: identity.tokenId, tokenName: identity.tokenName };
       request.tokenKey = identity.key ?? null;
+      done();
     });
     // Per token: its hash (the auth hook's, which runs first), so the limiter's memory never holds a token.
     scope.addHook('onRequest', rateLimitHook(context.rateLimitPerMinute, (request) => request.tokenKey ?? sha256Hex(request.headers.authorization ?? request.ip)));

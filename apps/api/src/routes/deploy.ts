@@ -67,14 +67,28 @@ export const deployRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = 
    * Running deployments read the log tail every time (a stat when it has not grown). BENCHMARKS.md.
    */
   const recent = new RecentTimesCache(adapters.store);
-  const finalAnswers = new Map<string, { orgId: string; etag: string; body: Buffer; mark: string | null }>();
+  interface KeptAnswer {
+    orgId: string;
+    etag: string;
+    body: Buffer;
+    /** The store's write mark under which `etag` was last found current. */
+    mark: string | null;
+  }
+  const finalAnswers = new Map<string, KeptAnswer>();
   const { store } = adapters;
-  const status = async (orgId: string, id: string, reply: FastifyReply) => {
+  /** Sends the kept answer at once (no promise) when nothing was committed since its etag was checked; else the answer's promise. */
+  const answerStatus = (orgId: string, id: string, reply: FastifyReply) => {
     const known = finalAnswers.get(id);
     // Taken before anything is read: what the reads below find is at least as new as this mark.
     const mark = store.writeMark?.() ?? null;
+    if (known !== undefined && known.orgId === orgId && mark !== null && mark === known.mark) {
+      void reply.type(JSON_TYPE).send(known.body);
+      return undefined;
+    }
+    return status(orgId, id, reply, known, mark);
+  };
+  const status = async (orgId: string, id: string, reply: FastifyReply, known: KeptAnswer | undefined, mark: string | null) => {
     if (known !== undefined && known.orgId === orgId) {
-      if (mark !== null && mark === known.mark) return reply.type(JSON_TYPE).send(known.body);
       // A store that can read the etag alone spares the kept answer's polls the whole record.
       if (store.etagOf !== undefined) {
         const etag = await store.etagOf({ orgId, deploymentId: id });
@@ -169,7 +183,7 @@ export const deployRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = 
         response: { 200: StatusView, ...errorResponses(400, 401, 404, 503) },
       },
     },
-    async (request, reply) => status(request.orgId, request.params.id, reply),
+    (request, reply) => answerStatus(request.orgId, request.params.id, reply),
   );
 
   app.get(
@@ -184,7 +198,7 @@ export const deployRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = 
         response: { 200: StatusView, ...errorResponses(400, 401, 404, 503) },
       },
     },
-    async (request, reply) => status(request.orgId, request.query.id, reply),
+    (request, reply) => answerStatus(request.orgId, request.query.id, reply),
   );
 
   app.get(
