@@ -13,17 +13,24 @@
  * second apart, with the same batching. A full GC runs (not measured) before each side's turn, so
  * one side's garbage is not collected in the other's time.
  *
- *   node --expose-gc --max-semi-space-size=4 --import=./scripts/precompiled-loader.mjs scripts/bench/ab-inprocess.ts <other checkout> [status|post|redeploy] [rounds]
+ *   node --expose-gc --max-semi-space-size=4 --import=./scripts/precompiled-loader.mjs scripts/bench/ab-inprocess.ts <other checkout> [status|post|redeploy] [rounds] [--http]
+ *
+ * `--http`: through sockets instead of `inject` (which costs more than a kept status answer itself,
+ * so it dilutes a change to the route several times over): each side listens on loopback, a child
+ * process (`load-child.ts`, autocannon, 50 connections) sends each turn's requests to one side at a
+ * time, and this process's CPU time over the turn (only the servers run here) is divided by the
+ * requests. The HTTP parsing and the socket writes are then measured, as the bench's figure has them.
  *
  * post: project `ab-post` (no app record, no finished deployment: the bench's POST); redeploy: the
  * seeded deployment's own project (an app with a live deployment); status: the seeded deployment,
  * finished more than 10 s before (the kept answer).
  *
- * AB_WAVES=<n>: waves of 50 per turn (default 6 for POST, 20 for status). AB_PROFILE=<waves>: after
+ * AB_WAVES=<n>: waves of 50 per turn (default 6 for POST, 20 for status, 60 for status with --http). AB_PROFILE=<waves>: after
  * the rounds (0 rounds: only this), each side alone under V8's CPU profiler and sampling heap
  * profiler for that many waves: CPU µs, bytes allocated and GCs per request, the top functions by
  * self time, by inclusive time (ours and the frameworks'), and by bytes allocated (AB_TOP of each).
  */
+import { fork } from 'node:child_process';
 import { cp, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -44,8 +51,9 @@ const other = resolve(process.argv[2] ?? '');
 const route = process.argv[3] ?? 'post';
 if (route !== 'status' && route !== 'post' && route !== 'redeploy') throw new Error(`route must be status, post or redeploy, not ${route}`);
 const rounds = Number(process.argv[4] ?? 10);
+const http = process.argv.includes('--http');
 const WAVE = 50;
-const WAVES_PER_TURN = Number(process.env.AB_WAVES ?? (route === 'status' ? 20 : 6));
+const WAVES_PER_TURN = Number(process.env.AB_WAVES ?? (route === 'status' ? (http ? 60 : 20) : 6));
 const gc = (globalThis as { gc?: () => void }).gc;
 if (gc === undefined) throw new Error('run with --expose-gc');
 
@@ -61,6 +69,8 @@ interface Injected { statusCode: number }
 interface Side {
   name: string;
   inject: (options: { method: string; url: string; headers: Record<string, string>; payload?: string }) => Promise<Injected>;
+  /** With --http: where the side listens. */
+  base: string;
   close: () => Promise<void>;
 }
 
@@ -101,8 +111,10 @@ async function build(name: string, checkout: string): Promise<Side> {
     logger,
   );
   await app.ready();
+  const base = http ? await app.listen({ port: 0, host: '127.0.0.1' }) : '';
   return {
     name,
+    base,
     inject: (options) => app.inject(options),
     close: async () => {
       await app.close();
@@ -187,13 +199,30 @@ async function profile(all: Side[], turn: (side: Side, waves: number) => Promise
   session.disconnect();
 }
 
-const request = route === 'status' ? { method: 'GET', url: `/deploy/${id}/status`, headers: HEADERS } : { method: 'POST', url: '/deploy', headers: HEADERS, payload: body };
+const request: { method: 'GET' | 'POST'; url: string; headers: Record<string, string>; payload?: string } =
+  route === 'status' ? { method: 'GET', url: `/deploy/${id}/status`, headers: HEADERS } : { method: 'POST', url: '/deploy', headers: HEADERS, payload: body };
 const sides = [await build('this', root), await build('other', other)];
+const loader = http ? fork(join(root, 'scripts/bench/load-child.ts'), [], { execArgv: ['--import=./scripts/precompiled-loader.mjs'], cwd: root }) : null;
+/** With --http: `amount` requests sent to `side` by the load process, 50 connections. */
+const load = (side: Side, amount: number) =>
+  new Promise<void>((resolve, reject) => {
+    if (loader === null) throw new Error('no load process');
+    loader.once('message', (answer: { requests?: number; non2xx?: number; error?: string }) => {
+      if (answer.error !== undefined || (answer.non2xx ?? 0) > 0) reject(new Error(`${side.name}: ${answer.error ?? `${String(answer.non2xx)} answers not 2xx`}`));
+      else resolve();
+    });
+    loader.send({ url: `${side.base}${request.url}`, method: request.method, headers: request.headers, body: request.payload, amount, connections: WAVE });
+  });
 try {
   /** CPU µs per request over `waves` waves of 50 concurrent requests. */
   const turn = async (side: Side, waves: number): Promise<number> => {
     gc();
     const before = process.cpuUsage();
+    if (http) {
+      await load(side, waves * WAVE);
+      const used = process.cpuUsage(before);
+      return (used.user + used.system) / (waves * WAVE);
+    }
     for (let wave = 0; wave < waves; wave += 1) {
       const answers = await Promise.all(Array.from({ length: WAVE }, () => side.inject(request)));
       const bad = answers.find((answer) => answer.statusCode >= 300);
@@ -220,6 +249,7 @@ try {
       `other ÷ this per round: median ${median(ratios).toFixed(3)}, range ${Math.min(...ratios).toFixed(3)}–${Math.max(...ratios).toFixed(3)} (> 1: this checkout costs less)`,
   );
 } finally {
+  loader?.send('stop');
   for (const side of sides) await side.close();
   await rm(work, { recursive: true, force: true, maxRetries: 3 });
 }

@@ -1,17 +1,17 @@
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
-import rateLimit from '@fastify/rate-limit';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import SerializerSelector from '@fastify/fast-json-stringify-compiler';
 import AjvModule from 'ajv';
 import type { ValidateFunction } from 'ajv';
-import type { FastifyBaseLogger, FastifyInstance, FastifyReply } from 'fastify';
+import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import Fastify, { LogController } from 'fastify';
 import type { DeploymentCreator } from '@zepid/core';
-import { DeployError, LIMITS, SERVICE_NAME, SERVICE_VERSION, sha256Hex } from '@zepid/core';
+import { LIMITS, SERVICE_NAME, SERVICE_VERSION, sha256Hex } from '@zepid/core';
 import { AppService } from './apps.ts';
 import type { AppContext } from './context.ts';
 import { answerClientError, errorBody, registerErrorHandling } from './errors.ts';
+import { rateLimitHook } from './rate-limit.ts';
 import { appRoutes } from './routes/apps.ts';
 import { dashboardRoutes } from './routes/dashboard.ts';
 import { deployRoutes } from './routes/deploy.ts';
@@ -28,6 +28,8 @@ declare module 'fastify' {
     orgId: string;
     /** The request's token as deployments record who started them (id and name, never the token); null when unknown. */
     caller: DeploymentCreator | null;
+    /** The token's SHA-256 (hex) from the auth hook, what the rate limiter counts by; null before it ran. */
+    tokenKey: string | null;
   }
 }
 
@@ -109,17 +111,24 @@ export async function buildApp(input: Omit<AppContext, 'apps'> & { apps?: AppSer
   });
 
   // A POST without a body validates as `{}`: optional-only bodies (cleanup) need none, and required
-  // fields are reported by name instead of "body must be object".
-  app.addHook('preValidation', async (request) => {
-    if (request.body === undefined && request.routeOptions.schema?.body !== undefined) request.body = {};
+  // fields are reported by name instead of "body must be object". Only routes with a body schema get
+  // the hook (added as each route is declared): the rest, status polls above all, pay nothing for it.
+  const emptyBody = (request: FastifyRequest, _reply: FastifyReply, done: () => void) => {
+    if (request.body === undefined) request.body = {};
+    done();
+  };
+  app.addHook('onRoute', (route) => {
+    if (route.schema?.body === undefined) return;
+    route.preValidation = [...[route.preValidation ?? []].flat(), emptyBody] as typeof route.preValidation;
   });
 
   registerErrorHandling(app);
-  app.addHook('onResponse', async (request, reply) => {
+  app.addHook('onResponse', (request, reply, done) => {
     request.log.info(
       { method: request.method, url: request.url, statusCode: reply.statusCode, responseTimeMs: Math.round(reply.elapsedTime * 10) / 10 },
       'request completed',
     );
+    done();
   });
   app.addSchema(ErrorBody);
   for (const schema of [...webhookEventSchemas(), ...sseEventSchemas()]) app.addSchema(schema);
@@ -158,6 +167,7 @@ export async function buildApp(input: Omit<AppContext, 'apps'> & { apps?: AppSer
   });
   app.decorateRequest('orgId', '');
   app.decorateRequest('caller', null);
+  app.decorateRequest('tokenKey', null);
 
   await app.register(rootRoutes, { context, endpoints: () => [...endpoints, 'GET /docs', 'GET /openapi.json'] });
   await app.register(healthRoutes, { context });
@@ -165,27 +175,24 @@ export async function buildApp(input: Omit<AppContext, 'apps'> & { apps?: AppSer
 
   // Everything below needs a token of the org whose deployments it touches.
   await app.register(async (scope) => {
-    scope.addHook('onRequest', async (request, reply) => {
+    // A callback, not an async function: no promise per request (what the hook does is synchronous).
+    scope.addHook('onRequest', (request, reply, done) => {
       const header = request.headers.authorization;
       const match = typeof header === 'string' ? /^Bearer ([\x21-\x7e]{1,512})$/.exec(header) : null;
       const identity = match?.[1] === undefined ? null : context.tokens.identify(match[1]);
       if (identity === null) {
         void reply.header('www-authenticate', 'Bearer');
-        return reply.code(401).send(errorBody('UNAUTHORIZED', header === undefined ? 'Authorization: Bearer <token> is required' : 'The token is not valid'));
+        // Answered here: the chain stops (done is not called).
+        void reply.code(401).send(errorBody('UNAUTHORIZED', header === undefined ? 'Authorization: Bearer <token> is required' : 'The token is not valid'));
+        return;
       }
       request.orgId = identity.orgId;
       request.caller = { tokenId: identity.tokenId, tokenName: identity.tokenName };
+      request.tokenKey = identity.key ?? null;
+      done();
     });
-    await scope.register(rateLimit, {
-      max: context.rateLimitPerMinute,
-      timeWindow: 60_000,
-      // Per token: the hash, so the limiter's memory never holds a token.
-      keyGenerator: (request) => sha256Hex(request.headers.authorization ?? request.ip),
-      errorResponseBuilder: (_request, limit) =>
-        new DeployError('RATE_LIMITED', `More than ${limit.max} requests per minute with this token; retry in ${Math.ceil(limit.ttl / 1000)} s`, {
-          retryAfterSeconds: Math.ceil(limit.ttl / 1000),
-        }),
-    });
+    // Per token: its hash (the auth hook's, which runs first), so the limiter's memory never holds a token.
+    scope.addHook('onRequest', rateLimitHook(context.rateLimitPerMinute, (request) => request.tokenKey ?? sha256Hex(request.headers.authorization ?? request.ip)));
     await scope.register(deployRoutes, { context });
     await scope.register(statusRoutes, { context });
     await scope.register(eventRoutes, { context });

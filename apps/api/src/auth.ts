@@ -1,4 +1,4 @@
-import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { hash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFile, writeFile, mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { DeploymentCreator } from '@zepid/core';
@@ -13,17 +13,24 @@ export interface TokenVerifier {
   /** The org the token belongs to, or null. */
   verify(token: string): string | null;
   /** The org and the token's id and name (what deployments record as `createdBy`), or null. */
-  identify(token: string): TokenIdentity | null;
+  identify(token: string): Readonly<TokenIdentity> | null;
 }
 
 export interface TokenIdentity extends DeploymentCreator {
   orgId: string;
+  /**
+   * The token's SHA-256 in hex (never the token): what the rate limiter counts requests by, so a
+   * request's token is hashed once. Absent from verifiers that do not hash (tests' own).
+   */
+  key?: string;
 }
 
 interface TokenEntry {
   orgId: string;
   name: string | null;
   hash: Buffer;
+  /** What `identify` answers for this token: made once, frozen (requests share it). */
+  identity: Readonly<TokenIdentity>;
 }
 
 const ORG = /^[A-Za-z0-9][A-Za-z0-9._@:-]{0,127}$/;
@@ -40,7 +47,11 @@ export class TokenRegistry implements TokenVerifier {
   private readonly entries: TokenEntry[];
 
   constructor(entries: { orgId: string; sha256: string; name?: string | null }[]) {
-    this.entries = entries.map((entry) => ({ orgId: entry.orgId, name: entry.name ?? null, hash: Buffer.from(entry.sha256, 'hex') }));
+    this.entries = entries.map((entry) => {
+      const hash = Buffer.from(entry.sha256, 'hex');
+      const name = entry.name ?? null;
+      return { orgId: entry.orgId, name, hash, identity: Object.freeze({ orgId: entry.orgId, tokenId: tokenIdOf(hash), tokenName: name, key: hash.toString('hex') }) };
+    });
   }
 
   get size(): number {
@@ -85,14 +96,14 @@ export class TokenRegistry implements TokenVerifier {
     return this.identify(token)?.orgId ?? null;
   }
 
-  identify(token: string): TokenIdentity | null {
-    const presented = Buffer.from(sha256Hex(token), 'hex');
+  identify(token: string): Readonly<TokenIdentity> | null {
+    const presented = hash('sha256', token, 'buffer');
     let match: TokenEntry | null = null;
     for (const entry of this.entries) {
       // No early return: every entry is compared whatever the outcome.
       if (timingSafeEqual(presented, entry.hash) && match === null) match = entry;
     }
-    return match === null ? null : { orgId: match.orgId, tokenId: tokenIdOf(match.hash), tokenName: match.name };
+    return match === null ? null : match.identity;
   }
 }
 

@@ -177,7 +177,9 @@ describe('token identity (who started a deployment)', () => {
   it('gives each token an id from its hash and the optional name of DEPLOY_API_TOKENS (orgId/name:token); never the token', () => {
     const registry = TokenRegistry.fromSetting('acme/ci-bot:tok-acme-ci-0123456789abcdef, acme:tok-acme-plain-0123456789ab');
     const named = registry.identify('tok-acme-ci-0123456789abcdef');
-    expect(named).toEqual({ orgId: 'acme', tokenName: 'ci-bot', tokenId: `tok_${createHash('sha256').update('tok-acme-ci-0123456789abcdef').digest('hex').slice(0, 12)}` });
+    const digest = createHash('sha256').update('tok-acme-ci-0123456789abcdef').digest('hex');
+    // `key` (the whole digest) is what the rate limiter counts by; only `tokenId` and `tokenName` go into records.
+    expect(named).toEqual({ orgId: 'acme', tokenName: 'ci-bot', tokenId: `tok_${digest.slice(0, 12)}`, key: digest });
     expect(registry.identify('tok-acme-plain-0123456789ab')).toMatchObject({ orgId: 'acme', tokenName: null });
     expect(registry.identify('tok-acme-wrong-0123456789ab')).toBeNull();
     expect(registry.verify('tok-acme-ci-0123456789abcdef')).toBe('acme');

@@ -44,17 +44,25 @@ export class FileChangeSignal implements ChangeSignal {
  */
 export function ringingAfter<T extends object>(target: T, methods: readonly (keyof T & string)[], signal: ChangeSignal): T {
   const wrapped = new Set<string>(methods);
+  // Each method is bound (or wrapped) once, not on every access: a status poll calls two of them.
+  const made = new Map<string | symbol, { method: unknown; made: unknown }>();
   return new Proxy(target, {
     get(object, property, receiver) {
       const value: unknown = Reflect.get(object, property, receiver);
       if (typeof value !== 'function') return value;
+      const known = made.get(property);
+      if (known !== undefined && known.method === value) return known.made;
       const method = value as (...args: unknown[]) => unknown;
-      if (typeof property !== 'string' || !wrapped.has(property)) return method.bind(object);
-      return async (...args: unknown[]) => {
-        const result = await method.apply(object, args);
-        signal.ring();
-        return result;
-      };
+      const result =
+        typeof property !== 'string' || !wrapped.has(property)
+          ? method.bind(object)
+          : async (...args: unknown[]) => {
+              const outcome = await method.apply(object, args);
+              signal.ring();
+              return outcome;
+            };
+      made.set(property, { method: value, made: result });
+      return result;
     },
   });
 }

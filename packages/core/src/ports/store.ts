@@ -47,6 +47,14 @@ export interface DeploymentStore extends Lifecycle, HealthReporting {
    * parsing the whole record (the API's kept status answers). Optional: without it, callers `get`.
    */
   etagOf?(ref: DeploymentRef): Promise<string | null>;
+  /**
+   * An opaque mark that changes whenever a write to the store commits, by any process or replica
+   * (any record: it says "something changed", never what). A reader that checked a record's etag
+   * after taking mark M may trust what it derived from that version for as long as the mark still
+   * equals M, without reading the store. Null when the store cannot tell at this moment; optional
+   * (Cosmos DB offers nothing cheaper than a read): callers then read.
+   */
+  writeMark?(): string | null;
   /** Writes the record if the stored etag still equals `record.etag`; returns it with the new etag. */
   replace(record: DeploymentRecord): Promise<DeploymentRecord>;
   delete(ref: DeploymentRef): Promise<void>;

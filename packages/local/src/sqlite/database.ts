@@ -1,4 +1,4 @@
-import { mkdirSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import type { StatementSync } from 'node:sqlite';
@@ -143,9 +143,23 @@ const MIGRATIONS: string[] = [
    CREATE INDEX stream_leases_by_token ON stream_leases (org_id, token_key, expires_at);`,
 ];
 
+/**
+ * The WAL-index header at the start of `<database>-shm`: two copies of a 48-byte header holding a
+ * counter incremented by every committed transaction (`iChange`), the number of committed WAL frames
+ * (`mxFrame`), the salts (new on every WAL reset) and a checksum. A writer updates it when it
+ * commits, and a reader learns of the commit only through it; SQLite's `PRAGMA data_version` is
+ * derived from it. Format: https://www.sqlite.org/walformat.html ("The WAL-Index Header"); the
+ * unix VFS keeps it in native byte order, version 3007000, `isInit` 1 once written.
+ */
+const WAL_INDEX_HEADER_BYTES = 96;
+const WAL_INDEX_VERSION = 3007000;
+
 export class SqliteDatabase {
   readonly path: string;
   private db: DatabaseSync | null = null;
+  /** Descriptor of `<database>-shm`, opened on the first `writeMark` (read only; closed with the database). */
+  private shm: number | null = null;
+  private readonly shmHeader = Buffer.alloc(WAL_INDEX_HEADER_BYTES);
   /** Adapters sharing this database each open and close it; the file closes with the last one. */
   private users = 0;
 
@@ -191,8 +205,34 @@ export class SqliteDatabase {
   close(): void {
     this.users = Math.max(0, this.users - 1);
     if (this.users > 0) return;
+    if (this.shm !== null) closeSync(this.shm);
+    this.shm = null;
     this.db?.close();
     this.db = null;
+  }
+
+  /**
+   * A mark of every transaction committed to this database, by any connection of any process: two
+   * equal marks mean nothing was committed between them. It is the WAL-index header (above), read
+   * with one `pread` of the shared-memory file instead of a statement (no read transaction, no lock):
+   * readers see a commit only once its writer updated this header, so a commit another process made
+   * before this call is in the mark it returns. Null when it cannot tell (in-memory database, no
+   * shared-memory file yet, a header mid-update or of an unknown version): callers then read.
+   */
+  writeMark(): string | null {
+    if (this.db === null || this.path === ':memory:') return null;
+    try {
+      this.shm ??= openSync(`${this.path}-shm`, 'r');
+      const header = this.shmHeader;
+      if (readSync(this.shm, header, 0, WAL_INDEX_HEADER_BYTES, 0) !== WAL_INDEX_HEADER_BYTES) return null;
+      // Written in native order by the unix VFS: a big-endian host reads another number here, and callers read instead.
+      if (header.readUInt32LE(0) !== WAL_INDEX_VERSION || header[12] !== 1) return null;
+      // The writer updates the second copy, then the first: copies that differ are a commit under way.
+      if (header.compare(header, 48, 96, 0, 48) !== 0) return null;
+      return header.toString('latin1');
+    } catch {
+      return null;
+    }
   }
 
   get connection(): DatabaseSync {

@@ -178,6 +178,11 @@ export class SqliteDeploymentStore implements DeploymentStore {
     });
   }
 
+  /** The database's commit mark (`SqliteDatabase.writeMark`): every table, every process. */
+  writeMark(): string | null {
+    return this.db.writeMark();
+  }
+
   replace(record: DeploymentRecord): Promise<DeploymentRecord> {
     return runSqlite(() => this.db.transaction(() => replaceDeployment(this.db, record)));
   }
