@@ -1,5 +1,4 @@
 import swagger from '@fastify/swagger';
-import swaggerUi from '@fastify/swagger-ui';
 import rateLimit from '@fastify/rate-limit';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import SerializerSelector from '@fastify/fast-json-stringify-compiler';
@@ -14,6 +13,7 @@ import type { AppContext } from './context.ts';
 import { answerClientError, errorBody, registerErrorHandling } from './errors.ts';
 import { appRoutes } from './routes/apps.ts';
 import { dashboardRoutes } from './routes/dashboard.ts';
+import { docsRoutes } from './routes/docs.ts';
 import { deployRoutes } from './routes/deploy.ts';
 import { eventRoutes, sseEventSchemas } from './routes/events.ts';
 import { healthRoutes } from './routes/health.ts';
@@ -148,7 +148,6 @@ export async function buildApp(input: Omit<AppContext, 'apps'> & { apps?: AppSer
     },
     refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => (typeof json.$id === 'string' ? json.$id : `def-${i}`) },
   });
-  await app.register(swaggerUi, { routePrefix: '/docs', uiConfig: { deepLinking: true } });
 
   const endpoints: string[] = [];
   app.addHook('onRoute', (route) => {
@@ -162,6 +161,7 @@ export async function buildApp(input: Omit<AppContext, 'apps'> & { apps?: AppSer
   await app.register(rootRoutes, { context, endpoints: () => [...endpoints, 'GET /docs', 'GET /openapi.json'] });
   await app.register(healthRoutes, { context });
   await app.register(dashboardRoutes);
+  await app.register(docsRoutes);
 
   // Everything below needs a token of the org whose deployments it touches.
   await app.register(async (scope) => {
