@@ -46,7 +46,7 @@ describe('SseChannel', () => {
         const reply = { raw: response, hijack: () => undefined, request: { id: 'req-1', raw: request } };
         const channel = new SseChannel(reply as unknown as FastifyReply);
         closedOnOpen = !channel.open;
-        channel.whenClosed(() => (released = true));
+        channel.whenClosed({ channelClosed: () => (released = true) });
       });
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
