@@ -16,10 +16,10 @@ import { statusView, summaryView } from '../views.ts';
 /** Open event streams one token may hold across all API replicas; more is a 429. */
 export const DEFAULT_STREAMS_PER_TOKEN = 20;
 /**
- * Open event streams on one API process in all; more is a 503. 1,000 idle streams took an idle API
- * of ~101 MB to ~124 MB (~23 KB each, BENCHMARKS.md): 800 keep it within its 120 MB budget.
+ * Open event streams on one API process in all; more is a 503. 1,000 idle streams take an idle API
+ * of ~98 MB to ~115-117 MB (~17-19 KB each, BENCHMARKS.md): within its 120 MB budget.
  */
-export const DEFAULT_MAX_STREAMS = 800;
+export const DEFAULT_MAX_STREAMS = 1000;
 /**
  * The worker appends a deployment's last lines within ~250 ms of writing its terminal status (its
  * log flushes on a 250 ms timer and on closing), so `end` waits until the status is this old and
