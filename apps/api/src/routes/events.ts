@@ -17,7 +17,7 @@ import { statusView, summaryView } from '../views.ts';
 export const DEFAULT_STREAMS_PER_TOKEN = 20;
 /**
  * Open event streams on one API process in all; more is a 503. 1,000 idle streams take an idle API
- * of ~98 MB to ~115-117 MB (~17-19 KB each, BENCHMARKS.md): within its 120 MB budget.
+ * of ~98 MB to 110-117 MB (12-20 KB each, BENCHMARKS.md): within its 120 MB budget.
  */
 export const DEFAULT_MAX_STREAMS = 1000;
 /**
