@@ -143,7 +143,7 @@ resource app 'Microsoft.App/containerApps@2025-01-01' = {
             { name: 'MAX_ACTIVE_DEPLOYMENTS_PER_ORG', value: string(maxActiveDeploymentsPerOrg) }
             { name: 'RATE_LIMIT_PER_MINUTE', value: string(rateLimitPerMinute) }
             { name: 'SSE_MAX_STREAMS_PER_TOKEN', value: '20' }
-            { name: 'SSE_MAX_STREAMS', value: '800' }
+            { name: 'SSE_MAX_STREAMS', value: '1000' }
             { name: 'SSE_RESYNC_MS', value: '5000' }
             { name: 'SSE_LEASE_TTL_MS', value: '60000' }
             { name: 'RETENTION_DAYS', value: string(retentionDays) }

@@ -279,4 +279,21 @@ describe('dashboard in headless Chromium against npm start', () => {
     expect(consoleErrors.filter((text) => /Content Security Policy|Refused/i.test(text))).toEqual([]);
     expect(pageErrors).toEqual([]);
   }, 120_000);
+
+  it('GET /docs renders Swagger UI (swagger-ui-dist) with the API\'s own operations from /openapi.json', async () => {
+    const docs = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+    const errors: string[] = [];
+    docs.on('pageerror', (error) => errors.push(error.message));
+    try {
+      await docs.goto(`${api}/docs`);
+      expect(new URL(docs.url()).pathname).toBe('/docs/');
+      await docs.locator('.opblock-summary-path', { hasText: '/deploy/{id}/events' }).first().waitFor({ timeout: 20_000 });
+      expect(await docs.locator('.opblock').count()).toBeGreaterThan(20);
+      await expect(docs.locator('.info .title').textContent()).resolves.toContain('API');
+      await docs.screenshot({ path: join(shots, '8-api-docs.png') });
+      expect(errors).toEqual([]);
+    } finally {
+      await docs.close();
+    }
+  }, 60_000);
 });

@@ -1,5 +1,4 @@
 import swagger from '@fastify/swagger';
-import swaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import SerializerSelector from '@fastify/fast-json-stringify-compiler';
 import AjvModule from 'ajv';
@@ -14,6 +13,7 @@ import { answerClientError, errorBody, registerErrorHandling } from './errors.ts
 import { rateLimitHook } from './rate-limit.ts';
 import { appRoutes } from './routes/apps.ts';
 import { dashboardRoutes } from './routes/dashboard.ts';
+import { docsRoutes } from './routes/docs.ts';
 import { deployRoutes } from './routes/deploy.ts';
 import { eventRoutes, sseEventSchemas } from './routes/events.ts';
 import { healthRoutes } from './routes/health.ts';
@@ -157,7 +157,6 @@ export async function buildApp(input: Omit<AppContext, 'apps'> & { apps?: AppSer
     },
     refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => (typeof json.$id === 'string' ? json.$id : `def-${i}`) },
   });
-  await app.register(swaggerUi, { routePrefix: '/docs', uiConfig: { deepLinking: true } });
 
   const endpoints: string[] = [];
   app.addHook('onRoute', (route) => {
@@ -172,6 +171,7 @@ export async function buildApp(input: Omit<AppContext, 'apps'> & { apps?: AppSer
   await app.register(rootRoutes, { context, endpoints: () => [...endpoints, 'GET /docs', 'GET /openapi.json'] });
   await app.register(healthRoutes, { context });
   await app.register(dashboardRoutes);
+  await app.register(docsRoutes);
 
   // Everything below needs a token of the org whose deployments it touches.
   await app.register(async (scope) => {

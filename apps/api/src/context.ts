@@ -20,7 +20,7 @@ export interface AppContext {
   clock: Clock;
   /** Open event streams (SSE) one token may hold across all API replicas; default 20. */
   streamsPerToken?: number;
-  /** Open event streams on this process in all (SSE_MAX_STREAMS); default 800. */
+  /** Open event streams on this process in all (SSE_MAX_STREAMS); default 1,000. */
   maxStreams?: number;
   /** Lifetime of a stream lease without renewal (SSE_LEASE_TTL_MS); default 60 s. */
   streamLeaseTtlMs?: number;

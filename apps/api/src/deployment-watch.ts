@@ -41,13 +41,15 @@ export abstract class Watch {
     return this.stopped.signal.aborted;
   }
 
-  /** Adds a follower (the first starts the loop); the function removes it (the last stops the loop). */
-  follow(follower: Follower): () => void {
+  /** Adds a follower (the first starts the loop). */
+  follow(follower: Follower): void {
     this.followers.add(follower);
     if (this.followers.size === 1 && !this.stopping) void this.loop();
-    return () => {
-      if (this.followers.delete(follower) && this.followers.size === 0) this.stop();
-    };
+  }
+
+  /** Removes a follower (the last stops the loop). */
+  unfollow(follower: Follower): void {
+    if (this.followers.delete(follower) && this.followers.size === 0) this.stop();
   }
 
   stop(): void {

@@ -28,7 +28,7 @@ const apiEnv = {
   }),
   SSE_MAX_STREAMS_PER_TOKEN: positiveInt(20, 100_000, 'Event streams (SSE) one token may hold open across all API replicas (counted by stream leases in the store); more is a 429.'),
   SSE_LEASE_TTL_MS: positiveInt(60_000, 3_600_000, "Lifetime of a stream's lease without its replica's renewal (renewed every third of it): a crashed replica's streams stop counting against their token's cap after this."),
-  SSE_MAX_STREAMS: positiveInt(800, 100_000, 'Event streams (SSE) one API replica holds open in all (800 keep the API within its 120 MB budget: BENCHMARKS.md); more is a 503 with Retry-After.'),
+  SSE_MAX_STREAMS: positiveInt(1000, 100_000, 'Event streams (SSE) one API replica holds open in all (1,000 idle streams keep the API within its 120 MB budget: BENCHMARKS.md); more is a 503 with Retry-After.'),
   SSE_RESYNC_MS: positiveInt(
     5000,
     3_600_000,

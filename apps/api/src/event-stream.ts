@@ -1,4 +1,6 @@
-import type { ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { createRequire } from 'node:module';
+import type { Socket } from 'node:net';
 import type { FastifyBaseLogger, FastifyReply } from 'fastify';
 import type { Bindings, ChildLoggerOptions } from 'pino';
 import type { StreamLeaseStore } from '@zepid/core';
@@ -8,6 +10,60 @@ import { sha256Hex } from '@zepid/core';
 export const HEARTBEAT_MS = 15_000;
 /** The heartbeat, one constant string: 1,000 idle streams make no new string each time. */
 const KEEP_ALIVE = ': keep-alive\n\n';
+/** The channel of a response, on the response itself: its 'close' listener is one shared function, not a closure per stream. */
+const CHANNEL = Symbol('sseChannel');
+type ChannelResponse = ServerResponse & { [CHANNEL]?: SseChannel };
+
+/** A response's 'close' listener, one function for every channel (`this` is the response). */
+function responseClosed(this: ChannelResponse): void {
+  this[CHANNEL]?.close();
+}
+
+/**
+ * Node's HTTP server keeps an HTTP parser on every connection for the next request on it: ~10 KB of
+ * native memory each (heaptrack: `node::http_parser::Parser::New`), held for an SSE stream's whole
+ * life although its client sends nothing more. A stream's connection gives its parser back to Node's
+ * pool right after the request, as Node's own server does for an upgraded connection (its
+ * `'upgrade'` path: remove the server's 'data' and 'end' listeners, then `freeParser`), and closes
+ * when the stream ends (`Connection: close`). `node:_http_common` is Node's legacy module that
+ * exports `freeParser`; where it or the listeners are not as expected, the parser simply stays.
+ * 1,000 idle streams: −5.6 MB of RSS in a bare Node server (BENCHMARKS.md).
+ */
+const httpCommon = createRequire(import.meta.url)('node:_http_common') as { freeParser?: unknown };
+type FreeParser = (parser: unknown, request: IncomingMessage, socket: Socket) => void;
+const freeParser: FreeParser | null = typeof httpCommon.freeParser === 'function' ? (httpCommon.freeParser as FreeParser) : null;
+type ParsedSocket = Socket & { parser?: unknown };
+
+/** The server's own listeners on a connection that feed its parser, if they are exactly as Node's server adds them. */
+function parserListeners(socket: ParsedSocket): { onData: (...args: unknown[]) => void; onEnd: (...args: unknown[]) => void } | null {
+  const onData = socket.listeners('data').filter((listener) => listener.name === 'bound socketOnData');
+  const onEnd = socket.listeners('end').filter((listener) => listener.name === 'bound socketOnEnd');
+  if (onData.length !== 1 || onEnd.length !== 1) return null;
+  return { onData: onData[0] as (...args: unknown[]) => void, onEnd: onEnd[0] as (...args: unknown[]) => void };
+}
+
+/** Gives a finished request's parser back to Node (see above); false when it cannot, and the connection stays as it is. */
+function releaseParser(request: IncomingMessage): boolean {
+  const socket = request.socket as ParsedSocket;
+  if (freeParser === null || !request.complete || socket.parser === undefined || socket.parser === null || socket.destroyed) return false;
+  const listeners = parserListeners(socket);
+  if (listeners === null) return false;
+  socket.removeListener('data', listeners.onData);
+  socket.removeListener('end', listeners.onEnd);
+  // The server's 'end' listener closed the connection when the client ended its side; this one does.
+  socket.once('end', clientEnded);
+  freeParser(socket.parser, request, socket);
+  return true;
+}
+
+function clientEnded(this: Socket): void {
+  this.destroy();
+}
+
+/** Told once when a channel closes: an object with a method, so a stream registers itself instead of a closure. */
+export interface ClosedListener {
+  channelClosed(): void;
+}
 
 /**
  * One Server-Sent Events response on the API's own HTTP connection: `text/event-stream`, no caching,
@@ -15,9 +71,9 @@ const KEEP_ALIVE = ': keep-alive\n\n';
  * slow client holds its own events back instead of growing this process's memory.
  *
  * Kept small on purpose (1,000 idle streams per replica are the target, BENCHMARKS.md): a closed flag
- * and one close callback instead of an AbortController and listeners, Nagle's algorithm off (each
- * event is one write that should leave at once), no timer of its own (StreamQuota's one timer
- * sends every stream's heartbeat).
+ * and one listener object instead of an AbortController and closures (the response's 'close' runs a
+ * function shared by every channel), Nagle's algorithm off (each event is one write that should
+ * leave at once), no timer of its own (StreamQuota's one timer sends every stream's heartbeat).
  */
 export class SseChannel {
   private readonly raw: ServerResponse;
@@ -25,35 +81,42 @@ export class SseChannel {
   private lastWriteAt = Date.now();
   /** Resolves the write waiting for `drain` (at most one: a stream's writes are sequential). */
   private unblock: (() => void) | null = null;
-  private onClose: (() => void) | null = null;
+  private listener: ClosedListener | null = null;
 
   constructor(reply: FastifyReply) {
     this.raw = reply.raw;
     reply.hijack();
+    const request = reply.request.raw;
+    // Without its parser the connection cannot carry another request: it closes with the stream.
+    const detach = freeParser !== null && request.complete && parserListeners(request.socket) !== null;
     this.raw.writeHead(200, {
       'content-type': 'text/event-stream; charset=utf-8',
       'cache-control': 'no-cache, no-transform',
       'x-accel-buffering': 'no',
-      connection: 'keep-alive',
+      connection: detach ? 'close' : 'keep-alive',
       'x-request-id': String(reply.request.id),
     });
     this.raw.flushHeaders();
     this.raw.socket?.setNoDelay(true);
+    if (detach) releaseParser(request);
     // The response's 'close' comes when the client goes away as well as after `end`; a client gone
     // before this (while its stream's lease was taken) had its 'close' already: closed at once, so
     // the stream's releases (its lease, its place) run.
     if (this.raw.destroyed || reply.request.raw.socket.destroyed) this.close();
-    else this.raw.once('close', () => this.close());
+    else {
+      (this.raw as ChannelResponse)[CHANNEL] = this;
+      this.raw.on('close', responseClosed);
+    }
   }
 
   get open(): boolean {
     return !this.closed;
   }
 
-  /** `callback` runs once, when the client went away or the stream was ended. */
-  whenClosed(callback: () => void): void {
-    if (this.closed) callback();
-    else this.onClose = callback;
+  /** `listener` is told once, when the client went away or the stream was ended (at once if that already happened). */
+  whenClosed(listener: ClosedListener): void {
+    if (this.closed) listener.channelClosed();
+    else this.listener = listener;
   }
 
   /** Whether nothing was written for `everyMs` (`now` in ms). */
@@ -84,13 +147,16 @@ export class SseChannel {
     this.close();
   }
 
-  private close(): void {
+  /** Marks the channel closed (its response closed, or it ended) and tells its listener, once. */
+  close(): void {
     if (this.closed) return;
     this.closed = true;
     this.unblock?.();
-    const callback = this.onClose;
-    this.onClose = null;
-    callback?.();
+    const raw = this.raw as ChannelResponse;
+    if (raw[CHANNEL] === this) raw[CHANNEL] = undefined;
+    const listener = this.listener;
+    this.listener = null;
+    listener?.channelClosed();
   }
 
   private async write(text: string): Promise<void> {
@@ -182,6 +248,20 @@ export class LazyChildLogger {
   }
 }
 
+/** A token's leases held by this process (one object per org and token, shared by its streams). */
+interface LeaseGroup {
+  readonly name: string;
+  readonly orgId: string;
+  readonly key: string;
+  readonly ids: Set<string>;
+}
+
+/** One stream's place: its lease, in its token's group. Released once, by `StreamQuota.release`. */
+export interface StreamPlace {
+  readonly group: LeaseGroup;
+  readonly id: string;
+}
+
 /** How long a stream lease lives without its replica's renewal (SSE_LEASE_TTL_MS): a crashed replica's streams stop counting after this. */
 export const DEFAULT_LEASE_TTL_MS = 60_000;
 
@@ -200,7 +280,7 @@ export class StreamQuota {
   private readonly leaseTtlMs: number;
   private readonly logger: FastifyBaseLogger;
   /** This process's leases, by org and token hash. */
-  private readonly held = new Map<string, { orgId: string; key: string; ids: Set<string> }>();
+  private readonly held = new Map<string, LeaseGroup>();
   private readonly releasing = new Set<Promise<void>>();
   private readonly channels = new Set<SseChannel>();
   private readonly heartbeatMs: number;
@@ -238,10 +318,11 @@ export class StreamQuota {
   }
 
   /**
-   * A release function, or which cap refused it: the token's across replicas (`token`) or this
-   * replica's (`replica`). Throws when the store cannot be asked (503 DEPENDENCY_UNAVAILABLE).
+   * A place for one more stream, or which cap refused it: the token's across replicas (`token`) or
+   * this replica's (`replica`). Throws when the store cannot be asked (503 DEPENDENCY_UNAVAILABLE).
+   * The stream gives it back with `release` when it ends.
    */
-  async acquire(orgId: string, authorization: string | undefined): Promise<(() => void) | 'token' | 'replica'> {
+  async acquire(orgId: string, authorization: string | undefined): Promise<StreamPlace | 'token' | 'replica'> {
     if (this.total >= this.maxTotal) return 'replica';
     // The place is this process's from now: two requests cannot both take the last one while the store answers.
     this.total += 1;
@@ -257,30 +338,30 @@ export class StreamQuota {
       this.total -= 1;
       return 'token';
     }
-    const group = `${orgId}\n${key}`;
-    let mine = this.held.get(group);
-    if (mine === undefined) {
-      mine = { orgId, key, ids: new Set() };
-      this.held.set(group, mine);
+    const name = `${orgId}\n${key}`;
+    let group = this.held.get(name);
+    if (group === undefined) {
+      group = { name, orgId, key, ids: new Set() };
+      this.held.set(name, group);
     }
-    mine.ids.add(id);
+    group.ids.add(id);
     this.startRenewing();
-    let released = false;
-    return () => {
-      if (released) return;
-      released = true;
-      this.total -= 1;
-      const ids = this.held.get(group)?.ids;
-      ids?.delete(id);
-      if (ids?.size === 0) this.held.delete(group);
-      if (this.held.size === 0) this.stopRenewing();
-      // Not awaited by the stream; if it fails, the lease expires on its own.
-      const release = this.leases
-        .release(orgId, key, id)
-        .catch((error: unknown) => this.logger.warn({ err: error }, 'stream lease not released; it expires on its own'))
-        .finally(() => this.releasing.delete(release));
-      this.releasing.add(release);
-    };
+    return { group, id };
+  }
+
+  /** Gives a stream's place back (again: nothing); its lease is deleted in the background. */
+  release(place: StreamPlace): void {
+    const { group, id } = place;
+    if (!group.ids.delete(id)) return;
+    this.total -= 1;
+    if (group.ids.size === 0 && this.held.get(group.name) === group) this.held.delete(group.name);
+    if (this.held.size === 0) this.stopRenewing();
+    // Not awaited by the stream; if it fails, the lease expires on its own.
+    const release = this.leases
+      .release(group.orgId, group.key, id)
+      .catch((error: unknown) => this.logger.warn({ err: error }, 'stream lease not released; it expires on its own'))
+      .finally(() => this.releasing.delete(release));
+    this.releasing.add(release);
   }
 
   private startRenewing(): void {
@@ -305,17 +386,19 @@ export class StreamQuota {
     }
   }
 
-  track(channel: SseChannel): () => void {
+  /** Keeps `channel` alive (its heartbeat) until `untrack`. */
+  track(channel: SseChannel): void {
     this.channels.add(channel);
     if (this.ticker === null) {
       // A second's lateness on a 15 s heartbeat is nothing to a proxy; one timer for every stream.
       this.ticker = setInterval(() => this.beat(), Math.min(1000, Math.ceil(this.heartbeatMs / 3)));
       this.ticker.unref();
     }
-    return () => {
-      this.channels.delete(channel);
-      if (this.channels.size === 0) this.stopTicker();
-    };
+  }
+
+  untrack(channel: SseChannel): void {
+    this.channels.delete(channel);
+    if (this.channels.size === 0) this.stopTicker();
   }
 
   private beat(): void {

@@ -116,10 +116,32 @@ describe('API', () => {
       expect(status).toContain('live deployment only moves forward');
     });
 
-    it('GET /docs serves the interactive documentation', async () => {
+    it('GET /docs serves the interactive documentation (swagger-ui-dist\'s files, pointed at /openapi.json)', async () => {
+      const redirect = await h.app.inject('/docs');
+      expect(redirect.statusCode).toBe(302);
+      expect(redirect.headers.location).toBe('/docs/');
       const response = await h.app.inject('/docs/');
       expect(response.statusCode).toBe(200);
       expect(response.headers['content-type']).toContain('text/html');
+      const scripts = [...response.body.matchAll(/(?:src|href)="\.\/([^"]+)"/g)].map((match) => match[1] ?? '');
+      expect(scripts).toEqual(expect.arrayContaining(['swagger-ui.css', 'swagger-ui-bundle.js', 'swagger-ui-standalone-preset.js', 'swagger-initializer.js']));
+      // Every file the page names is served, with its type (the bundle is swagger-ui-dist's own build).
+      for (const name of scripts) {
+        const file = await h.app.inject(`/docs/${name}`);
+        expect(file.statusCode, name).toBe(200);
+        expect(file.headers['content-type'], name).toMatch(name.endsWith('.css') ? /^text\/css/ : name.endsWith('.png') ? /^image\/png/ : /^text\/javascript/);
+        expect(file.rawPayload.length, name).toBeGreaterThan(100);
+      }
+      expect((await h.app.inject('/docs/swagger-ui-bundle.js')).body).toContain('SwaggerUIBundle');
+      expect((await h.app.inject('/docs/swagger-initializer.js')).body).toContain("'../openapi.json'");
+    });
+
+    it('GET /docs/<file> serves only Swagger UI\'s own files', async () => {
+      for (const path of ['/docs/package.json', '/docs/..%2Fpackage.json', '/docs/swagger-ui-bundle.js.map', '/docs/%2E%2E%2F%2E%2E%2Fetc%2Fpasswd']) {
+        const response = await h.app.inject(path);
+        expect(response.statusCode, path).toBe(404);
+        expect(response.json(), path).toMatchObject({ ...ERROR_SHAPE, error: 'NOT_FOUND' });
+      }
     });
 
     it('an unknown route is a 404 in the error shape', async () => {

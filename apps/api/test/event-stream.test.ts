@@ -46,7 +46,7 @@ describe('SseChannel', () => {
         const reply = { raw: response, hijack: () => undefined, request: { id: 'req-1', raw: request } };
         const channel = new SseChannel(reply as unknown as FastifyReply);
         closedOnOpen = !channel.open;
-        channel.whenClosed(() => (released = true));
+        channel.whenClosed({ channelClosed: () => (released = true) });
       });
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -55,6 +55,60 @@ describe('SseChannel', () => {
     await vi.waitFor(() => expect(closedOnOpen).not.toBeNull());
     expect(closedOnOpen).toBe(true);
     expect(released).toBe(true);
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+
+  it("gives the connection's HTTP parser back to Node once the request is read: events still flow, the client ending its side closes the stream, the stream ending closes the connection", async () => {
+    const { createServer } = await import('node:http');
+    const { connect } = await import('node:net');
+    const channels: SseChannel[] = [];
+    const parsers: unknown[] = [];
+    const closed: number[] = [];
+    const server = createServer((request, response) => {
+      // As the routes do: the stream opens after the request was read (they await the store first).
+      setImmediate(() => {
+        const reply = { raw: response, hijack: () => undefined, request: { id: `req-${channels.length}`, raw: request } };
+        const channel = new SseChannel(reply as unknown as FastifyReply);
+        const index = channels.length;
+        channels.push(channel);
+        parsers.push((request.socket as { parser?: unknown }).parser);
+        channel.whenClosed({ channelClosed: () => closed.push(index) });
+        void channel.send('status', { index });
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port } = server.address() as AddressInfo;
+    const open = async () => {
+      const socket = connect(port, '127.0.0.1');
+      let text = '';
+      let ended = false;
+      socket.setEncoding('utf8');
+      socket.on('data', (chunk: string) => (text += chunk));
+      socket.on('end', () => (ended = true));
+      socket.on('error', () => undefined);
+      socket.write('GET /events HTTP/1.1\r\nHost: test\r\n\r\n');
+      await vi.waitFor(() => expect(text).toContain('event: status'));
+      return { socket, text: () => text, ended: () => ended };
+    };
+
+    const first = await open();
+    expect(first.text()).toMatch(/\r\nconnection: close\r\n/i);
+    expect(parsers[0]).toBeNull(); // given back: the socket no longer holds one
+    // The stream still writes after its parser went; then its end closes the connection.
+    await channels[0]?.send('log', { seq: 1 }, 1);
+    await vi.waitFor(() => expect(first.text()).toContain('id: 1\nevent: log\ndata: {"seq":1}'));
+    channels[0]?.end();
+    await vi.waitFor(() => expect(first.ended()).toBe(true));
+    expect(closed).toEqual([0]);
+
+    // A client that ends its side: the stream is closed at once (its releases run), not at its next write.
+    const second = await open();
+    expect(parsers[1]).toBeNull();
+    second.socket.end();
+    await vi.waitFor(() => expect(closed).toEqual([0, 1]));
+    expect(channels[1]?.open).toBe(false);
+    first.socket.destroy();
+    second.socket.destroy();
     await new Promise<void>((resolve) => server.close(() => resolve()));
   });
 });

@@ -1,6 +1,7 @@
 import Type from 'typebox';
 import type { Static, TObject, TProperties } from 'typebox';
-import Value from 'typebox/value';
+import AjvModule from 'ajv';
+import type { ValidateFunction } from 'ajv';
 import { OBJECT_RETENTION } from './source.ts';
 
 /**
@@ -29,23 +30,53 @@ function describe(error: { keyword: string; message: string; params: Record<stri
   return error.message;
 }
 
+/**
+ * The env schemas' validators, compiled once per schema by Ajv: the API's Fastify loads Ajv anyway,
+ * where TypeBox's own `typebox/value` (Convert/Default/Check/Errors) loaded ~300 more modules and
+ * ~3 MB of RSS into every service process at start (BENCHMARKS.md, issue 13's memory target).
+ */
+let ajv: InstanceType<typeof AjvModule.default> | null = null;
+const validators = new WeakMap<object, ValidateFunction>();
+
+function validatorOf(schema: TObject): ValidateFunction {
+  let validate = validators.get(schema);
+  if (validate === undefined) {
+    // No meta-schema (the schemas are this code's own): it would be compiled to check them, for nothing.
+    ajv ??= new AjvModule.default({ strict: false, allErrors: true, coerceTypes: true, useDefaults: true, meta: false, validateSchema: false, addUsedSchema: false });
+    validate = ajv.compile(schema);
+    validators.set(schema, validate);
+  }
+  return validate;
+}
+
+/** A boolean variable reads `true`/`false` (any case) or `1`/`0`; other text stays and is reported. */
+function asBoolean(raw: string): boolean | string {
+  const lower = raw.toLowerCase();
+  if (lower === 'true' || raw === '1') return true;
+  if (lower === 'false' || raw === '0') return false;
+  return raw;
+}
+
 /** Parses `env` against `schema`: strings are converted, defaults applied, every bad variable named. */
 export function parseEnv<P extends TProperties>(schema: TObject<P>, env: Record<string, string | undefined>): Static<TObject<P>> {
   const input: Record<string, unknown> = {};
-  for (const key of Object.keys(schema.properties)) {
-    const raw = env[key];
-    if (raw !== undefined && raw.trim() !== '') input[key] = raw.trim();
+  for (const [key, property] of Object.entries(schema.properties) as [string, { type?: unknown }][]) {
+    const raw = env[key]?.trim();
+    if (raw === undefined || raw === '') continue;
+    input[key] = property.type === 'boolean' ? asBoolean(raw) : raw;
   }
-  const value = Value.Default(schema, Value.Convert(schema, input));
-  if (Value.Check(schema, value)) return value;
+  // Ajv converts numbers in place (coerceTypes) and fills in the defaults (useDefaults).
+  const value = { ...input };
+  const validate = validatorOf(schema);
+  if (validate(value)) return value as Static<TObject<P>>;
 
   const problems = new Map<string, string>();
-  for (const error of Value.Errors(schema, value)) {
-    const missing = (error.params as { requiredProperties?: string[] }).requiredProperties;
-    const variable = error.instancePath.split('/')[1] ?? missing?.[0] ?? '(root)';
+  for (const error of validate.errors ?? []) {
+    const missing = (error.params as { missingProperty?: string }).missingProperty;
+    const variable = error.instancePath.split('/')[1] ?? missing ?? '(root)';
     if (problems.has(variable)) continue;
     const given = input[variable];
-    const shown = given === undefined ? 'is required' : describe(error, schema.properties[variable]);
+    const shown = given === undefined ? 'is required' : describe({ keyword: error.keyword, message: error.message ?? 'is not valid', params: error.params }, schema.properties[variable]);
     problems.set(variable, given === undefined ? shown : `${shown} (got ${JSON.stringify(given).slice(0, 60)})`);
   }
   throw new ConfigError([...problems].map(([variable, message]) => ({ variable, message })));

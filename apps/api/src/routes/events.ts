@@ -4,7 +4,9 @@ import type { FastifyBaseLogger } from 'fastify';
 import type { DeploymentRecord, DeploymentRef, LogLine } from '@zepid/core';
 import { DeployError, isTerminal } from '@zepid/core';
 import type { AppContext } from '../context.ts';
+import type { Follower, Watch } from '../deployment-watch.ts';
 import { DeploymentWatch, FALLBACK_POLL_MS, Watches } from '../deployment-watch.ts';
+import type { ClosedListener, StreamPlace } from '../event-stream.ts';
 import { LazyChildLogger, SseChannel, StreamQuota } from '../event-stream.ts';
 import type { OrgFollower } from '../org-watch.ts';
 import { ORG_WINDOW, OrgWatch } from '../org-watch.ts';
@@ -14,10 +16,10 @@ import { statusView, summaryView } from '../views.ts';
 /** Open event streams one token may hold across all API replicas; more is a 429. */
 export const DEFAULT_STREAMS_PER_TOKEN = 20;
 /**
- * Open event streams on one API process in all; more is a 503. 1,000 idle streams took an idle API
- * of ~101 MB to ~124 MB (~23 KB each, BENCHMARKS.md): 800 keep it within its 120 MB budget.
+ * Open event streams on one API process in all; more is a 503. 1,000 idle streams take an idle API
+ * of ~98 MB to 110-117 MB (12-20 KB each, BENCHMARKS.md): within its 120 MB budget.
  */
-export const DEFAULT_MAX_STREAMS = 800;
+export const DEFAULT_MAX_STREAMS = 1000;
 /**
  * The worker appends a deployment's last lines within ~250 ms of writing its terminal status (its
  * log flushes on a 250 ms timer and on closing), so `end` waits until the status is this old and
@@ -109,26 +111,30 @@ function parseAfter(header: string | string[] | undefined, query: number | undef
  * A stream's life outside any request frame: the Fastify handler returns once the stream is open, and
  * the stream's watch wakes it (`wake`) when what it follows changed. `pump` sends what is new and
  * returns; a wake during a pump makes it run once more. So an idle stream is this object, in its
- * watch's set: no pending promise, no timer, no closure.
+ * watch's set: no pending promise, no timer, no closure. It holds its quota place and its watch
+ * itself and gives both back when its channel closes (`channelClosed`), instead of keeping a
+ * release closure for each (~0.6 KB less per idle stream, BENCHMARKS.md).
  */
-abstract class Stream {
+abstract class Stream<W extends Watch> implements Follower, ClosedListener {
   readonly channel: SseChannel;
+  protected readonly watch: W;
   private readonly log: FastifyBaseLogger;
-  private readonly cleanup: (() => void)[] = [];
+  private readonly quota: StreamQuota;
+  private readonly place: StreamPlace;
   private finished = false;
   private running = false;
   private again = false;
 
-  constructor(channel: SseChannel, log: FastifyBaseLogger) {
+  constructor(channel: SseChannel, log: FastifyBaseLogger, quota: StreamQuota, place: StreamPlace, watch: W) {
     this.channel = channel;
     this.log = log;
-    channel.whenClosed(() => this.finish());
-  }
-
-  /** Runs when the stream ends (releases of its quota place and its watch). */
-  onFinish(release: () => void): void {
-    if (this.finished) release();
-    else this.cleanup.push(release);
+    this.quota = quota;
+    this.place = place;
+    this.watch = watch;
+    quota.track(channel);
+    watch.follow(this);
+    // Last: a client already gone finishes the stream at once, giving back what it just took.
+    channel.whenClosed(this);
   }
 
   wake(): void {
@@ -141,8 +147,21 @@ abstract class Stream {
     void this.run();
   }
 
+  /** The channel closed (the client went away, or the stream ended): its place, heartbeat and watch are given back. */
+  channelClosed(): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.quota.release(this.place);
+    this.quota.untrack(this.channel);
+    this.watch.unfollow(this);
+    this.finish();
+  }
+
   /** Sends what is new; false once the stream is over. */
   protected abstract pump(): Promise<boolean>;
+
+  /** What a stream kind gives back besides (a timer). */
+  protected finish(): void {}
 
   private async run(): Promise<void> {
     try {
@@ -159,11 +178,6 @@ abstract class Stream {
     } finally {
       this.running = false;
     }
-  }
-
-  private finish(): void {
-    this.finished = true;
-    for (const release of this.cleanup.splice(0)) release();
   }
 }
 
@@ -190,19 +204,19 @@ export const eventRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = a
   });
 
   /** A place for one more stream, or 429 (the token's cap) / 503 (this replica's cap), both with Retry-After. */
-  const openStream = async (orgId: string, authorization: string | undefined) => {
-    const release = await quota.acquire(orgId, authorization);
-    if (release === 'token') {
+  const openStream = async (orgId: string, authorization: string | undefined): Promise<StreamPlace> => {
+    const place = await quota.acquire(orgId, authorization);
+    if (place === 'token') {
       throw new DeployError('RATE_LIMITED', `This token already has ${quota.limit} event streams open (on all the API's replicas); close one first`, {
         retryAfterSeconds: 5,
       });
     }
-    if (release === 'replica') {
+    if (place === 'replica') {
       throw new DeployError('SERVER_BUSY', `This API replica already serves ${quota.totalLimit} event streams (SSE_MAX_STREAMS); try again shortly`, {
         retryAfterSeconds: 5,
       });
     }
-    return release;
+    return place;
   };
 
   /**
@@ -266,24 +280,25 @@ export const eventRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = a
    * A deployment's status and log to one stream until it ends. What an idle follower keeps is its
    * offsets and the status it sent last (the watch's shared string); the record is the watch's one copy.
    */
-  class DeploymentStream extends Stream {
+  class DeploymentStream extends Stream<DeploymentWatch> {
     private offset = 0;
     private seq = 0;
     private sentEtag: string | null = null;
     private sentStatus = '';
     private graceTimer: NodeJS.Timeout | null = null;
-    private readonly watch: DeploymentWatch;
     private readonly deploymentId: string;
     private readonly after: number;
 
-    constructor(channel: SseChannel, log: FastifyBaseLogger, watch: DeploymentWatch, deploymentId: string, after: number) {
-      super(channel, log);
-      this.watch = watch;
+    constructor(channel: SseChannel, log: FastifyBaseLogger, place: StreamPlace, watch: DeploymentWatch, deploymentId: string, after: number) {
+      super(channel, log, quota, place, watch);
       this.deploymentId = deploymentId;
       this.after = after;
-      this.onFinish(() => {
-        if (this.graceTimer !== null) clearTimeout(this.graceTimer);
-      });
+    }
+
+    protected override finish(): void {
+      // Also runs inside super() for a client already gone, before this class's fields are set.
+      if (this.graceTimer) clearTimeout(this.graceTimer);
+      this.graceTimer = null;
     }
 
     protected async pump(): Promise<boolean> {
@@ -319,14 +334,12 @@ export const eventRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = a
   }
 
   /** The org's deployment and app changes to one stream: the snapshot, then the watch's events as they come. */
-  class OrgStream extends Stream implements OrgFollower {
+  class OrgStream extends Stream<OrgWatch> implements OrgFollower {
     sent = 0;
     private started = false;
-    private readonly watch: OrgWatch;
 
-    constructor(channel: SseChannel, log: FastifyBaseLogger, watch: OrgWatch) {
-      super(channel, log);
-      this.watch = watch;
+    constructor(channel: SseChannel, log: FastifyBaseLogger, place: StreamPlace, watch: OrgWatch) {
+      super(channel, log, quota, place, watch);
     }
 
     /** The snapshot: the newest deployments as the watch listed them; the events after it follow. */
@@ -384,15 +397,11 @@ export const eventRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = a
       const ref: DeploymentRef = { orgId: request.orgId, deploymentId: request.params.id };
       const record = await adapters.store.get(ref);
       if (record === null) throw new DeployError('NOT_FOUND', `Deployment ${ref.deploymentId} not found`);
-      const release = await openStream(request.orgId, request.headers.authorization);
+      const place = await openStream(request.orgId, request.headers.authorization);
       // The record read here stays in no stream: the watch's copy is the one its streams share.
       const watch = deploymentWatches.get(`${ref.orgId}\n${ref.deploymentId}`);
       watch.seed(record);
-      const stream = new DeploymentStream(new SseChannel(reply), request.log, watch, ref.deploymentId, after);
-      stream.onFinish(release);
-      stream.onFinish(quota.track(stream.channel));
-      stream.onFinish(watch.follow(stream));
-      stream.wake();
+      new DeploymentStream(new SseChannel(reply), request.log, place, watch, ref.deploymentId, after).wake();
     },
   );
 
@@ -418,12 +427,8 @@ export const eventRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = a
       },
     },
     async (request, reply) => {
-      const release = await openStream(request.orgId, request.headers.authorization);
-      const watch = orgWatches.get(request.orgId);
-      const stream = new OrgStream(new SseChannel(reply), request.log, watch);
-      stream.onFinish(release);
-      stream.onFinish(quota.track(stream.channel));
-      stream.onFinish(watch.follow(stream));
+      const place = await openStream(request.orgId, request.headers.authorization);
+      const stream = new OrgStream(new SseChannel(reply), request.log, place, orgWatches.get(request.orgId));
       await stream.start().catch((error: unknown) => {
         request.log.warn({ err: error }, 'event stream stopped on an error');
         stream.channel.end();
