@@ -594,6 +594,8 @@ describe('real templates end to end', () => {
     const url = fixed.url ?? '';
     expect(await getApp(url)).toMatchObject({ status: 200, body: hello });
     expect(await versionOf(url)).toEqual({ node: process.version, nodeEnv: 'production' });
+    // It listens on HOST (loopback) as the message asked: no warning about every interface.
+    expect(fixed.logs.filter((line) => line.includes('warning: the app listens on'))).toEqual([]);
     await expectNoSources(url, { '/package.json': '"node ', '/app.js': "require('koa')", '/src/index.ts': "from 'hono'", '/tsconfig.json': 'compilerOptions' });
   }, 900_000);
 });

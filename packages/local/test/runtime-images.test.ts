@@ -9,6 +9,7 @@ import type { BuildPlan, RevisionSpec } from '@zepid/core';
 import { alwaysHeld, newDeploymentId, silentLogger } from '@zepid/core';
 import { FileSecretStore, LocalRouter, LocalRuntime, ProcessRegistry, resolveIsolation } from '../src/index.ts';
 import { parseListening } from '../src/process/listening.ts';
+import { freePort } from '../src/runtime/local-runtime.ts';
 
 const STATIC_PLAN: BuildPlan = { kind: 'static', install: null, build: null, start: null, port: 8080, framework: 'static-html', packageManager: null, outputDir: null, outputHint: null, image: 'start' };
 
@@ -195,15 +196,6 @@ describe('LocalRuntime', () => {
   }, 60_000);
 });
 
-/** A port free on loopback now (the kernel's pick, released at once). */
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
-
 const connects = (port: number) =>
   new Promise<boolean>((resolve) => {
     const socket = connect(port, '127.0.0.1');
@@ -217,15 +209,15 @@ const connects = (port: number) =>
 /**
  * Apps written to listen on a port of their own (Koa's README app and Hono's Node template listen on
  * 3000) never answer on the PORT they are given: their start fails saying what to change, without
- * waiting out the ready timeout, and leaves nothing listening.
+ * waiting out the ready timeout, and leaves nothing listening. One on every interface is warned about.
  */
-describe('LocalRuntime: an app that does not listen on PORT', () => {
+describe('LocalRuntime: where an app listens', () => {
   let dir: string;
   let runtime: LocalRuntime;
   const KOA_PLAN: BuildPlan = { ...NODE_PLAN, framework: 'koa' };
 
   beforeEach(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'zepid-runtime-port-'));
+    dir = await mkdtemp(join(tmpdir(), 'zepid-runtime-listen-'));
     // A ready timeout far beyond the test's own: only the wrong-port check can end these starts in time.
     runtime = await startRuntime(dir, { readyTimeoutMs: 120_000, wrongPortGraceMs: 500 });
   });
@@ -266,6 +258,22 @@ describe('LocalRuntime: an app that does not listen on PORT', () => {
     } finally {
       await new Promise<void>((resolve) => holder.close(() => resolve()));
     }
+  }, 30_000);
+
+  it('is live, with a warning in the log naming the address and the fix; one on HOST gets none', async () => {
+    const logs: string[] = [];
+    const deployWith = async (name: string, host: string) => {
+      const path = join(dir, 'images', name);
+      await mkdir(path, { recursive: true });
+      await writeFile(join(path, 'server.mjs'), `import { createServer } from 'node:http';\ncreateServer((q, r) => r.end('${name}')).listen(Number(process.env.PORT)${host});\n`);
+      const spec = revisionSpec(`${name}-development`, path, { ...NODE_PLAN, framework: 'hono' });
+      return runtime.deploy({ ...spec, log: (line) => logs.push(`${name}: ${line}`) });
+    };
+    await deployWith('wide', '');
+    await deployWith('narrow', ', process.env.HOST');
+    expect(logs.filter((line) => line.includes('warning: the app listens on'))).toEqual([
+      expect.stringMatching(/^wide: warning: the app listens on (\[::\]|0\.0\.0\.0):\d+, every interface, so it is reachable around the router; listen on process\.env\.HOST \(127\.0\.0\.1\), e\.g\. serve\(\{ fetch: app\.fetch, port: Number\(process\.env\.PORT\), hostname: process\.env\.HOST \}\)$/),
+    ]);
   }, 30_000);
 });
 

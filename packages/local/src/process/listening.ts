@@ -102,6 +102,21 @@ export function wrongPortMessage(framework: string, port: number, elsewhere: rea
   );
 }
 
+/**
+ * The log line for an app that listens on PORT on every interface (`0.0.0.0` or `::`) rather than
+ * on HOST (127.0.0.1): other machines, and other tenants, then reach it around the router. Null when
+ * it listens on loopback only.
+ */
+export function allInterfacesWarning(framework: string, port: number, sockets: readonly ListeningSocket[]): string | null {
+  const wide = sockets.find((socket) => socket.port === port && (socket.address === '0.0.0.0' || socket.address === '::'));
+  if (wide === undefined) return null;
+  const fix = LISTEN_FIXES[framework];
+  return (
+    `warning: the app listens on ${wide.address === '::' ? '[::]' : wide.address}:${port}, every interface, so it is reachable around the router; ` +
+    `listen on process.env.HOST (127.0.0.1)${fix === undefined ? '' : `, e.g. ${fix}`}`
+  );
+}
+
 /** The port an app's output says was in use when it tried to listen (`listen EADDRINUSE: address already in use :::3000`), if not `port`. */
 export function addressInUse(output: readonly string[], port: number): number | null {
   for (const line of output) {

@@ -12,7 +12,7 @@ import { sandboxEnv } from '../builder/sandbox-env.ts';
 import type { Isolation } from '../builder/isolation.ts';
 import type { SpawnedGroup } from '../process/process-group.ts';
 import { spawnGroup, stopGroup } from '../process/process-group.ts';
-import { addressInUse, listeningSockets, wrongPortMessage } from '../process/listening.ts';
+import { addressInUse, allInterfacesWarning, listeningSockets, wrongPortMessage } from '../process/listening.ts';
 import type { ProcessRegistry } from '../process/registry.ts';
 import type { LocalRouter, RouteTarget } from './router.ts';
 import { StaticSite } from './static-site.ts';
@@ -60,7 +60,8 @@ interface AppState {
 /** A running revision: an app's process group, or a static site the router serves itself. */
 type Running = { app: string; group: SpawnedGroup; port: number } | { app: string; site: StaticSite; cacheDir: string };
 
-async function freePort(): Promise<number> {
+/** A port free on loopback now (the kernel's pick, released at once). */
+export async function freePort(): Promise<number> {
   const server = createServer();
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
@@ -310,6 +311,8 @@ export class LocalRuntime implements Runtime {
       }
       await sleep(performance.now() - started < 2000 ? 10 : 100);
     }
+    const warning = allInterfacesWarning(record.plan.framework ?? '', port, await listeningSockets(group.pid).catch(() => []));
+    if (warning !== null) log(warning);
     return { port };
   }
 
