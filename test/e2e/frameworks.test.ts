@@ -570,6 +570,8 @@ describe('real templates end to end', () => {
     expect(await getApp(url)).toMatchObject({ status: 200, body: '{"root":true}' });
     expect(await getApp(new URL('/example', url).href)).toMatchObject({ status: 200, body: 'this is an example' });
     expect(await versionOf(url)).toEqual({ node: process.version, nodeEnv: 'production' });
+    // `fastify start` listens on FASTIFY_ADDRESS (127.0.0.1, given by the service), not on 0.0.0.0 as it would in a container.
+    expect(status.logs.filter((line) => line.includes('warning: the app listens on'))).toEqual([]);
     await expectNoSources(url, { '/package.json': '"fastify start', '/app.js': 'AutoLoad' });
   }, 900_000);
 

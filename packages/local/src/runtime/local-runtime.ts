@@ -226,12 +226,15 @@ export class LocalRuntime implements Runtime {
     const variables = await this.options.secrets.get(record.deploymentId);
     const npmCache = await tenant.privateDir(this.options.npmCache);
     // HOST and HOSTNAME: frameworks that honour them (Nuxt, SvelteKit, Astro, Next standalone) listen on loopback, reachable only through the router.
+    // FASTIFY_ADDRESS: `fastify start` (fastify-cli, the start script `fastify generate` writes) reads its
+    // address from it (fastify-cli's README, options table) and otherwise takes 0.0.0.0 wherever it
+    // finds /.dockerenv or Kubernetes, as on this service's own container hosts.
     const env = sandboxEnv({
       home,
       npmCache,
       nodeBin: this.options.nodeBin,
       variables,
-      extra: { PORT: String(port), NODE_ENV: 'production', HOST: '127.0.0.1', HOSTNAME: '127.0.0.1' },
+      extra: { PORT: String(port), NODE_ENV: 'production', HOST: '127.0.0.1', HOSTNAME: '127.0.0.1', FASTIFY_ADDRESS: '127.0.0.1' },
     });
     const command = record.plan.start;
     const output: string[] = [];
