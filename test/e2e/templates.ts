@@ -34,6 +34,15 @@ export const PINNED = {
   // out: Vite plugin, remix-serve; React 18 and Vite 6 are what @remix-run/dev 2.17 accepts.
   remix: '2.17.5',
   remixVite: '^6',
+  // Servers with a start script: Fastify from its own generator (`fastify generate`, whose npm
+  // package carries the template); Koa from the "Hello Koa" app in its npm package's Readme.md;
+  // Hono from create-hono's `nodejs` template, which create-hono downloads from GitHub
+  // (honojs/starter, templates/nodejs) at creation time: written here as that template is, with
+  // hono and @hono/node-server pinned.
+  fastifyCli: 'fastify-cli@8.0.2',
+  koa: 'koa@3.3.0',
+  hono: '4.13.23',
+  honoNodeServer: '2.1.11',
 } as const;
 
 export interface Toolbox {
@@ -65,6 +74,16 @@ export async function viteReactTs(box: Toolbox): Promise<string> {
       .replace('<App />', "{window.location.pathname === '/about' ? <About /> : <App />}"),
   );
   return dir;
+}
+
+/**
+ * create-vite's Vue or Svelte TypeScript template as it comes (`npm create vite -- --template vue-ts`):
+ * a static single-page app built into dist/, with fingerprinted assets under dist/assets/.
+ */
+export async function viteTemplate(box: Toolbox, template: 'vue-ts' | 'svelte-ts'): Promise<string> {
+  const name = `vite-${template}`;
+  npmExec(box, box.dir, PINNED.createVite, ['create-vite', name, '--template', template, '--no-interactive']);
+  return join(box.dir, name);
 }
 
 /** create-next-app (app router, JavaScript, npm) into `name`, without next/font/google (no network at build), titled `title`. */
@@ -308,6 +327,115 @@ export async function expressApp(box: Toolbox): Promise<string> {
     ].join('\n'),
   );
   execFileSync('npm', ['install', '--package-lock-only', '--no-audit', '--no-fund'], { cwd: dir, env: box.env, stdio: ['ignore', 'pipe', 'pipe'], timeout: 120_000 });
+  return dir;
+}
+
+/**
+ * `fastify generate` (fastify-cli's own template: app.js with @fastify/autoload, plugins/, routes/,
+ * start script `fastify start -l info app.js`, which listens on PORT), plus one route in routes/
+ * (autoloaded) that says which Node runs it and with which NODE_ENV; a package-lock as `npm install` writes.
+ */
+export async function fastifyApp(box: Toolbox): Promise<string> {
+  npmExec(box, box.dir, PINNED.fastifyCli, ['fastify', 'generate', 'fastify-app']);
+  const dir = join(box.dir, 'fastify-app');
+  await writeTree(dir, {
+    'routes/version/index.js': "'use strict'\n\nmodule.exports = async function (fastify, opts) {\n  fastify.get('/', async function () {\n    return { node: process.version, nodeEnv: process.env.NODE_ENV }\n  })\n}\n",
+  });
+  lockfile(box, dir);
+  return dir;
+}
+
+function lockfile(box: Toolbox, dir: string): void {
+  execFileSync('npm', ['install', '--package-lock-only', '--no-audit', '--no-fund'], { cwd: dir, env: box.env, stdio: ['ignore', 'pipe', 'pipe'], timeout: 120_000 });
+}
+
+/**
+ * Koa's "Hello Koa" app, taken from the Readme.md of the pinned koa package (it listens on 3000),
+ * with a start script and a package-lock. `fixed`: the change the service's failure message asks for
+ * (listen on process.env.PORT and HOST), and a /version middleware.
+ */
+export async function koaApp(box: Toolbox, fixed: boolean): Promise<string> {
+  const dir = join(box.dir, fixed ? 'koa-app-fixed' : 'koa-app');
+  await mkdir(dir, { recursive: true });
+  execFileSync('npm', ['pack', PINNED.koa, '--silent', '--pack-destination', box.dir], { cwd: box.dir, env: box.env, stdio: ['ignore', 'pipe', 'pipe'], timeout: 120_000 });
+  const readme = execFileSync('tar', ['xzOf', join(box.dir, `${PINNED.koa.replace('@', '-')}.tgz`), 'package/Readme.md']).toString('utf8');
+  const hello = /## Hello Koa\s+```js\n([\s\S]*?)```/.exec(readme)?.[1];
+  if (hello === undefined) throw new Error(`template changed: no "Hello Koa" app in ${PINNED.koa}'s Readme.md`);
+  const [, version] = PINNED.koa.split('@');
+  await writeFile(join(dir, 'package.json'), `${JSON.stringify({ name: 'koa-app', version: '1.0.0', private: true, scripts: { start: 'node app.js' }, dependencies: { koa: version } }, null, 2)}\n`);
+  await writeFile(join(dir, 'app.js'), hello);
+  if (fixed) {
+    await edit(join(dir, 'app.js'), (text) =>
+      text
+        .replace('app.listen(3000);', 'app.listen(process.env.PORT, process.env.HOST);')
+        .replace('// response', "app.use((ctx, next) => (ctx.path === '/version' ? (ctx.body = { node: process.version, nodeEnv: process.env.NODE_ENV }) : next()));\n\n// response"),
+    );
+  }
+  lockfile(box, dir);
+  return dir;
+}
+
+/**
+ * create-hono's `nodejs` template as honojs/starter has it (templates/nodejs: package.json with
+ * `build: tsc`, `start: node dist/index.js`; src/index.ts serving on port 3000; tsconfig.json), with
+ * the package-lock that create-hono's install (`--pm npm`) writes. `fixed`: the change the failure
+ * message asks for (port and hostname from PORT and HOST), and a /version route.
+ */
+export async function honoApp(box: Toolbox, fixed: boolean): Promise<string> {
+  const dir = join(box.dir, fixed ? 'hono-app-fixed' : 'hono-app');
+  const serve = fixed ? '  port: Number(process.env.PORT),\n  hostname: process.env.HOST\n' : '  port: 3000\n';
+  const version = fixed ? "app.get('/version', (c) => c.json({ node: process.version, nodeEnv: process.env.NODE_ENV }))\n\n" : '';
+  await writeTree(dir, {
+    'package.json': `${JSON.stringify(
+      {
+        name: 'hono-app',
+        type: 'module',
+        scripts: { dev: 'tsx watch src/index.ts', build: 'tsc', start: 'node dist/index.js' },
+        dependencies: { '@hono/node-server': `^${PINNED.honoNodeServer}`, hono: `^${PINNED.hono}` },
+        devDependencies: { '@types/node': '^26.1.1', tsx: '^4.23.0', typescript: '^7.0.2' },
+      },
+      null,
+      2,
+    )}\n`,
+    'src/index.ts': [
+      "import { serve } from '@hono/node-server'",
+      "import { Hono } from 'hono'",
+      '',
+      'const app = new Hono()',
+      '',
+      "app.get('/', (c) => {",
+      "  return c.text('Hello Hono!')",
+      '})',
+      '',
+      `${version}serve({`,
+      '  fetch: app.fetch,',
+      `${serve}}, (info) => {`,
+      '  console.log(`Server is running on http://localhost:${info.port}`)',
+      '})',
+      '',
+    ].join('\n'),
+    'tsconfig.json': `${JSON.stringify(
+      {
+        compilerOptions: {
+          target: 'ESNext',
+          module: 'NodeNext',
+          strict: true,
+          verbatimModuleSyntax: true,
+          skipLibCheck: true,
+          types: ['node'],
+          jsx: 'react-jsx',
+          jsxImportSource: 'hono/jsx',
+          rootDir: './src',
+          outDir: './dist',
+        },
+        exclude: ['node_modules'],
+      },
+      null,
+      2,
+    )}\n`,
+    '.gitignore': 'node_modules\ndist\n',
+  });
+  lockfile(box, dir);
   return dir;
 }
 

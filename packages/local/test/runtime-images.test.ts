@@ -1,15 +1,19 @@
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import { createServer, connect } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { dirname, join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { BuildPlan, RevisionSpec } from '@zepid/core';
 import { alwaysHeld, newDeploymentId, silentLogger } from '@zepid/core';
 import { FileSecretStore, LocalRouter, LocalRuntime, ProcessRegistry, resolveIsolation } from '../src/index.ts';
+import { parseListening } from '../src/process/listening.ts';
+import { freePort } from '../src/runtime/local-runtime.ts';
 
 const STATIC_PLAN: BuildPlan = { kind: 'static', install: null, build: null, start: null, port: 8080, framework: 'static-html', packageManager: null, outputDir: null, outputHint: null, image: 'start' };
 
-async function startRuntime(dir: string): Promise<LocalRuntime> {
+async function startRuntime(dir: string, overrides: { readyTimeoutMs?: number; wrongPortGraceMs?: number } = {}): Promise<LocalRuntime> {
   const secrets = new FileSecretStore(join(dir, 'secrets'));
   await secrets.start();
   const runtime = new LocalRuntime({
@@ -24,6 +28,7 @@ async function startRuntime(dir: string): Promise<LocalRuntime> {
     readyTimeoutMs: 4_000,
     isolation: resolveIsolation('none', { ids: null, limits: { memoryMb: 4096, processes: 512, openFiles: 4096 } }),
     nodeBin: dirname(process.execPath),
+    ...overrides,
   });
   await runtime.start();
   return runtime;
@@ -189,6 +194,111 @@ describe('LocalRuntime', () => {
     process.kill(-pid, 'SIGKILL');
     await waitUntil(async () => !(await serving('app-development', live.revision)));
   }, 60_000);
+});
+
+const connects = (port: number) =>
+  new Promise<boolean>((resolve) => {
+    const socket = connect(port, '127.0.0.1');
+    socket.on('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.on('error', () => resolve(false));
+  });
+
+/**
+ * Apps written to listen on a port of their own (Koa's README app and Hono's Node template listen on
+ * 3000) never answer on the PORT they are given: their start fails saying what to change, without
+ * waiting out the ready timeout, and leaves nothing listening. One on every interface is warned about.
+ */
+describe('LocalRuntime: where an app listens', () => {
+  let dir: string;
+  let runtime: LocalRuntime;
+  const KOA_PLAN: BuildPlan = { ...NODE_PLAN, framework: 'koa' };
+
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'zepid-runtime-listen-'));
+    // A ready timeout far beyond the test's own: only the wrong-port check can end these starts in time.
+    runtime = await startRuntime(dir, { readyTimeoutMs: 120_000, wrongPortGraceMs: 500 });
+  });
+
+  afterEach(async () => {
+    await runtime.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  async function fixedPortImage(port: number): Promise<string> {
+    const path = join(dir, 'images', `fixed-${port}`);
+    await mkdir(path, { recursive: true });
+    await writeFile(join(path, 'server.mjs'), `import { createServer } from 'node:http';\ncreateServer((q, r) => r.end('hi')).listen(${port}, '127.0.0.1');\n`);
+    return path;
+  }
+
+  it('fails START_FAILED naming the port it listens on and the framework\'s fix, and stops it', async () => {
+    const fixed = await freePort();
+    const failure = runtime.deploy(revisionSpec('koa-development', await fixedPortImage(fixed), KOA_PLAN));
+    await expect(failure).rejects.toMatchObject({ code: 'START_FAILED' });
+    const message = ((await failure.catch((error: unknown) => error)) as Error).message;
+    expect(message).toContain(`The app listens on port ${fixed}, not on the port it is given in PORT`);
+    expect(message).toContain('e.g. app.listen(process.env.PORT, process.env.HOST)');
+    expect(await connects(fixed)).toBe(false);
+  }, 30_000);
+
+  it('an app whose fixed port is taken (EADDRINUSE) fails START_FAILED naming that port and the fix', async () => {
+    const holder = createServer();
+    await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', resolve));
+    const taken = (holder.address() as AddressInfo).port;
+    try {
+      const failure = runtime.deploy(revisionSpec('koa-development', await fixedPortImage(taken), KOA_PLAN));
+      await expect(failure).rejects.toMatchObject({ code: 'START_FAILED' });
+      const message = ((await failure.catch((error: unknown) => error)) as Error).message;
+      expect(message).toContain('The app exited before answering HTTP on its PORT: The app listens on port');
+      expect(message).toContain(`port ${taken}, not on the port it is given in PORT`);
+      expect(message).toContain('EADDRINUSE');
+    } finally {
+      await new Promise<void>((resolve) => holder.close(() => resolve()));
+    }
+  }, 30_000);
+
+  it('is live, with a warning in the log naming the address and the fix; one on HOST gets none', async () => {
+    const logs: string[] = [];
+    const deployWith = async (name: string, host: string) => {
+      const path = join(dir, 'images', name);
+      await mkdir(path, { recursive: true });
+      await writeFile(join(path, 'server.mjs'), `import { createServer } from 'node:http';\ncreateServer((q, r) => r.end('${name}')).listen(Number(process.env.PORT)${host});\n`);
+      const spec = revisionSpec(`${name}-development`, path, { ...NODE_PLAN, framework: 'hono' });
+      return runtime.deploy({ ...spec, log: (line) => logs.push(`${name}: ${line}`) });
+    };
+    await deployWith('wide', '');
+    await deployWith('narrow', ', process.env.HOST');
+    expect(logs.filter((line) => line.includes('warning: the app listens on'))).toEqual([
+      expect.stringMatching(/^wide: warning: the app listens on (\[::\]|0\.0\.0\.0):\d+, every interface, so it is reachable around the router; listen on process\.env\.HOST \(127\.0\.0\.1\), e\.g\. serve\(\{ fetch: app\.fetch, port: Number\(process\.env\.PORT\), hostname: process\.env\.HOST \}\)$/),
+    ]);
+  }, 30_000);
+});
+
+describe('parseListening (/proc/net/tcp, the kernel\'s proc_net_tcp.rst format)', () => {
+  it('keeps listening sockets (state 0A) by inode, with their address and port', () => {
+    const tcp = [
+      '  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode',
+      '   0: 0100007F:0BB8 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1 0000000000000000 100 0 0 10 0',
+      '   1: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4243 1 0000000000000000 100 0 0 10 0',
+      '   2: 0100007F:0BB8 0100007F:D2F0 01 00000000:00000000 00:00000000 00000000     0        0 4244 1 0000000000000000 20 4 30 10 -1',
+    ].join('\n');
+    expect([...parseListening(tcp, 4)]).toEqual([
+      ['4242', { address: '127.0.0.1', port: 3000 }],
+      ['4243', { address: '0.0.0.0', port: 8080 }],
+    ]);
+    const tcp6 = [
+      '  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode',
+      '   0: 00000000000000000000000000000000:0BB8 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 5151 1 0000000000000000 100 0 0 10 0',
+      '   1: 00000000000000000000000001000000:0050 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 5152 1 0000000000000000 100 0 0 10 0',
+    ].join('\n');
+    expect([...parseListening(tcp6, 6)]).toEqual([
+      ['5151', { address: '::', port: 3000 }],
+      ['5152', { address: '::1', port: 80 }],
+    ]);
+  });
 });
 
 async function waitUntil(condition: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {

@@ -12,6 +12,7 @@ import { sandboxEnv } from '../builder/sandbox-env.ts';
 import type { Isolation } from '../builder/isolation.ts';
 import type { SpawnedGroup } from '../process/process-group.ts';
 import { spawnGroup, stopGroup } from '../process/process-group.ts';
+import { addressInUse, allInterfacesWarning, listeningSockets, wrongPortMessage } from '../process/listening.ts';
 import type { ProcessRegistry } from '../process/registry.ts';
 import type { LocalRouter, RouteTarget } from './router.ts';
 import { StaticSite } from './static-site.ts';
@@ -28,7 +29,15 @@ export interface LocalRuntimeOptions {
   isolation: Isolation;
   /** The worker's Node and npm as user commands reach them (the builder's toolchain): first on an app's PATH. */
   nodeBin: string;
+  /** How long an app may listen on other ports and not on PORT before its start fails (WRONG_PORT_GRACE_MS). */
+  wrongPortGraceMs?: number;
 }
+
+/**
+ * An app that listens on ports of its own and not on PORT for this long fails its start (an app
+ * may open another port, e.g. for metrics, before PORT: it has this long to open PORT too).
+ */
+export const WRONG_PORT_GRACE_MS = 5000;
 
 /** What is needed to start a revision again after a worker restart. */
 interface RevisionRecord {
@@ -38,7 +47,8 @@ interface RevisionRecord {
   orgId: string;
   projectId: string;
   image: string;
-  plan: Pick<BuildPlan, 'kind' | 'start'>;
+  /** `framework` names the fix in a wrong-port message (absent in state files written before it was kept). */
+  plan: Pick<BuildPlan, 'kind' | 'start'> & Partial<Pick<BuildPlan, 'framework'>>;
 }
 
 interface AppState {
@@ -50,7 +60,8 @@ interface AppState {
 /** A running revision: an app's process group, or a static site the router serves itself. */
 type Running = { app: string; group: SpawnedGroup; port: number } | { app: string; site: StaticSite; cacheDir: string };
 
-async function freePort(): Promise<number> {
+/** A port free on loopback now (the kernel's pick, released at once). */
+export async function freePort(): Promise<number> {
   const server = createServer();
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
@@ -139,7 +150,7 @@ export class LocalRuntime implements Runtime {
       orgId: spec.orgId,
       projectId: spec.projectId,
       image: spec.image,
-      plan: { kind: spec.plan.kind, start: spec.plan.start },
+      plan: { kind: spec.plan.kind, start: spec.plan.start, framework: spec.plan.framework },
     };
     // Revisions are named after the deployment: a run that lost its lease would restart the owner's.
     if (!(await spec.fence(`starting revision ${revision}`))) throw stopped(spec.signal);
@@ -215,12 +226,15 @@ export class LocalRuntime implements Runtime {
     const variables = await this.options.secrets.get(record.deploymentId);
     const npmCache = await tenant.privateDir(this.options.npmCache);
     // HOST and HOSTNAME: frameworks that honour them (Nuxt, SvelteKit, Astro, Next standalone) listen on loopback, reachable only through the router.
+    // FASTIFY_ADDRESS: `fastify start` (fastify-cli, the start script `fastify generate` writes) reads its
+    // address from it (fastify-cli's README, options table) and otherwise takes 0.0.0.0 wherever it
+    // finds /.dockerenv or Kubernetes, as on this service's own container hosts.
     const env = sandboxEnv({
       home,
       npmCache,
       nodeBin: this.options.nodeBin,
       variables,
-      extra: { PORT: String(port), NODE_ENV: 'production', HOST: '127.0.0.1', HOSTNAME: '127.0.0.1' },
+      extra: { PORT: String(port), NODE_ENV: 'production', HOST: '127.0.0.1', HOSTNAME: '127.0.0.1', FASTIFY_ADDRESS: '127.0.0.1' },
     });
     const command = record.plan.start;
     const output: string[] = [];
@@ -255,21 +269,44 @@ export class LocalRuntime implements Runtime {
     );
 
     const deadline = AbortSignal.any([signal, AbortSignal.timeout(this.options.readyTimeoutMs)]);
+    // Only the process this launch started, and not when the run lost its lease: by then the
+    // owning delivery may run this very revision (same name), started after this one.
+    const stopThisLaunch = async () => {
+      const running = this.running.get(record.revision);
+      if (running !== undefined && 'group' in running && running.group === group && (fence === undefined || (await fence(`stopping revision ${record.revision}`).catch(() => true)))) {
+        await this.stop(record.revision);
+      }
+    };
     // Most apps answer within a fraction of a second: look every 10 ms at first, then every 100 ms.
+    // Once a second, which ports the app listens on: one that listens on other ports and not on
+    // PORT for WRONG_PORT_GRACE_MS (Koa's README app and Hono's Node template listen on 3000) fails
+    // then, saying what to change, rather than when the ready timeout runs out.
     const started = performance.now();
+    let lookedAt = started;
+    let elsewhereSince: number | null = null;
+    let elsewhere: number[] = [];
     while (!(await answers(port))) {
       if (exited) {
         const hit = this.options.isolation.limitHit(output);
-        throw new DeployError('START_FAILED', `The app exited before answering HTTP on its PORT${hit === null ? '' : `: ${hit}`}. Last lines:\n${output.join('\n')}`);
+        const taken = addressInUse(output, port);
+        const why = hit !== null ? `: ${hit}` : taken !== null ? `: ${wrongPortMessage(record.plan.framework ?? '', port, [taken])}` : '';
+        throw new DeployError('START_FAILED', `The app exited before answering HTTP on its PORT${why}. Last lines:\n${output.join('\n')}`);
+      }
+      const now = performance.now();
+      if (now - lookedAt >= 1000) {
+        lookedAt = now;
+        const ports = (await listeningSockets(group.pid).catch(() => [])).map((socket) => socket.port);
+        elsewhere = ports.includes(port) ? [] : ports;
+        elsewhereSince = elsewhere.length === 0 ? null : (elsewhereSince ?? now);
+        if (elsewhereSince !== null && now - elsewhereSince >= (this.options.wrongPortGraceMs ?? WRONG_PORT_GRACE_MS)) {
+          await stopThisLaunch();
+          throw new DeployError('START_FAILED', `${wrongPortMessage(record.plan.framework ?? '', port, elsewhere)} Last lines:\n${output.join('\n')}`);
+        }
       }
       if (deadline.aborted) {
-        // Only the process this launch started, and not when the run lost its lease: by then the
-        // owning delivery may run this very revision (same name), started after this one.
-        const running = this.running.get(record.revision);
-        if (running !== undefined && 'group' in running && running.group === group && (fence === undefined || (await fence(`stopping revision ${record.revision}`).catch(() => true)))) {
-          await this.stop(record.revision);
-        }
+        await stopThisLaunch();
         if (signal.aborted) throw stopped(signal);
+        if (elsewhere.length > 0) throw new DeployError('START_FAILED', `${wrongPortMessage(record.plan.framework ?? '', port, elsewhere)} Last lines:\n${output.join('\n')}`);
         throw new DeployError(
           'DEPLOY_UNHEALTHY',
           `The app did not answer HTTP on PORT ${port} within ${Math.round(this.options.readyTimeoutMs / 1000)} s. Last lines:\n${output.join('\n')}`,
@@ -277,6 +314,8 @@ export class LocalRuntime implements Runtime {
       }
       await sleep(performance.now() - started < 2000 ? 10 : 100);
     }
+    const warning = allInterfacesWarning(record.plan.framework ?? '', port, await listeningSockets(group.pid).catch(() => []));
+    if (warning !== null) log(warning);
     return { port };
   }
 
