@@ -446,6 +446,8 @@ async function phaseInstantWorker(): Promise<void> {
       const stats = JSON.parse(await readFile(statsFile, 'utf8')) as Record<string, number>;
       raw[`throughput_c${concurrency}`] = { deployments: records.length, seconds: (last - first) / 1000, workerCalls: stats };
       figure(`throughput_c${concurrency}`, `deployments completed per second, one worker, instant builder, concurrency ${concurrency}`, Math.round(perSecond), '/s', { op: '>=', limit: 200 });
+      // The worker's CPU (user + system) per deployment: what it costs, less bent by a busy machine than the rate.
+      figure(`worker_cpu_c${concurrency}`, `worker CPU per deployment (user + system), concurrency ${concurrency}`, round(((stats.cpuUserMs ?? 0) + (stats.cpuSystemMs ?? 0)) / records.length, 2), 'ms');
       if (concurrency === 5) {
         // One write by the API (record and job in one transaction), the rest by the worker.
         figure('store_writes_per_deployment', 'store writes per deployment (API create + worker replaces)', round(1 + (stats.storeReplaces ?? 0) / records.length, 2), '');
