@@ -141,7 +141,7 @@ export class WebhookDispatcher {
       const pending = await store.listOutbox(batch);
       if (pending.length === 0) break;
       // One listing of the webhooks per org and pass (most passes: one or two orgs, often no webhooks).
-      const endpointsOf = new Map<string, Awaited<ReturnType<WebhookStore['listWebhooks']>>>();
+      const endpointsOf = new Map<string, WebhookEndpoint[]>();
       for (const { orgId, projectId, event } of pending) {
         let endpoints = endpointsOf.get(orgId);
         if (endpoints === undefined) {

@@ -378,7 +378,7 @@ export class CosmosDeploymentStore implements DeploymentStore {
   }
 
   private toDocument(record: DeploymentRecord): DeploymentDocument {
-    // The events the write carries become documents of their own (outboxOperations).
+    // The events the write carries become documents of their own (see `batch`).
     const { etag: _etag, outbox: _events, ...fields } = record;
     const document: DeploymentDocument = {
       ...fields,
@@ -473,10 +473,10 @@ export class CosmosDeploymentStore implements DeploymentStore {
    * One transactional batch in the record's partition: `first` (the record's create or conditional
    * replace, the one operation that can fail) and an upsert of each event the record carries (see
    * the class comment). Returns the record's document as written; a failed batch throws what the
-   * failed operation's status means (the callers map 409, 412 and 404 as for a single write). The
-   * service answers a failed batch with the failed operation's status, which the SDK throws (the
-   * status in the error or its cause); the emulator answers 200 with per-operation statuses: both
-   * are read here.
+   * failed operation's status means (the callers map 409, 412 and 404 as for a single write). A
+   * failed batch may reach us as a thrown SDK error (an HTTP error status, in the error or its
+   * `cause`) or as a response whose operations carry the statuses (the emulator answers 200 so):
+   * both are read here.
    */
   private async batch(record: DeploymentRecord, first: OperationInput[], action: string): Promise<DeploymentDocument & SystemProperties> {
     const events = record.outbox ?? [];
