@@ -253,6 +253,49 @@ describe('webhooks (Standard Webhooks), API + the worker\'s dispatcher on one da
     expect(delivered.sort()).toEqual([first, second, third].sort());
   });
 
+  it('a fan-out reads only events not yet fanned out: deployments still in flight are not read again, nor written (issue 16)', async () => {
+    const { id: webhookId } = await register({ events: ['deployment.started', 'deployment.failed'] });
+    await dispatcher.fanOut();
+    const ids: string[] = [];
+    for (let i = 0; i < 30; i += 1) ids.push(await deploy());
+    for (const id of ids) await change(id, { type: 'attempt_started' });
+    // Every call the dispatcher makes through the store port, and how many events and records came back.
+    const seen = { calls: [] as string[], items: 0 };
+    const counting = new Proxy(h.adapters.store, {
+      get(target, property, receiver) {
+        const value: unknown = Reflect.get(target, property, receiver);
+        if (typeof value !== 'function') return value;
+        return async (...args: unknown[]) => {
+          seen.calls.push(String(property));
+          const result: unknown = await (value as (...a: unknown[]) => Promise<unknown>).apply(target, args);
+          if (Array.isArray(result)) seen.items += result.length;
+          return result;
+        };
+      },
+    });
+    const counted = dispatcherOn({ ...h.adapters, store: counting });
+    // 30 deployments in flight: their 60 events (queued, started) are read once and fanned out.
+    expect(await counted.fanOut()).toBe(60);
+    expect(new Set(seen.calls)).toEqual(new Set(['listOutbox', 'removeOutbox']));
+    expect(await h.adapters.webhooks.listDeliveries('org_456', webhookId, 100)).toHaveLength(30);
+    // Still in flight, more writes without events: the next passes read nothing, and no record.
+    seen.calls.length = 0;
+    seen.items = 0;
+    expect(await counted.fanOut()).toBe(0);
+    for (const id of ids) await change(id, { type: 'step_started', step: 'validate' });
+    expect(await counted.fanOut()).toBe(0);
+    expect(seen).toEqual({ calls: ['listOutbox', 'listOutbox'], items: 0 });
+    // One more status change: that one event is read, nothing else.
+    const [first] = ids;
+    if (first === undefined) throw new Error('no deployment');
+    await change(first, { type: 'failed', error: { code: 'BUILD_FAILED', message: 'test', step: 'build' } });
+    expect(await counted.fanOut()).toBe(1);
+    expect(seen.items).toBe(1);
+    // The dispatcher never wrote a deployment record (it cannot race the workflow's conditional writes).
+    expect(seen.calls.filter((call) => call !== 'listOutbox' && call !== 'removeOutbox')).toEqual([]);
+    expect(await h.adapters.webhooks.listDeliveries('org_456', webhookId, 100)).toHaveLength(31);
+  });
+
   it('refuses metadata and link-local addresses, at registration and at every attempt (after DNS resolution)', async () => {
     for (const target of ['http://169.254.169.254/latest/meta-data', 'http://[fd00:ec2::254]/', 'http://[::ffff:169.254.169.254]/', 'ftp://example.com/']) {
       const response = await h.app.inject({ method: 'POST', url: '/webhooks', headers: auth('org_456'), payload: { url: target } });

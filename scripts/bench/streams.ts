@@ -25,6 +25,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
 import { makeRecord, SseClient } from '@zepid/testkit';
 import { deliveryIdFor, updateDeployment } from '@zepid/core';
+import type { DeploymentRecord, DeploymentStore } from '@zepid/core';
 import { createLocalAdapters } from '@zepid/local';
 import { precompile } from '../precompiled.mjs';
 import { freePort, HEADERS, quantile, root, SERVICE_NODE_FLAGS, startService, TOKEN, waitReady } from './support.ts';
@@ -125,10 +126,17 @@ export async function measureStreams(SIZES: StreamSizes, progress: (message: str
     for (let i = 0; i < SIZES.webhooks; i += 1) {
       const record = await newDeployment();
       const started = performance.now();
-      const failed = await updateDeployment(adapters.store, { orgId: 'org_bench', deploymentId: record.id }, () => [
+      // The event the write carries (the store returns the record without it: it went to the outbox).
+      let written: DeploymentRecord | undefined;
+      const capturing: DeploymentStore = Object.create(adapters.store) as DeploymentStore;
+      capturing.replace = (next) => {
+        written = next;
+        return adapters.store.replace(next);
+      };
+      await updateDeployment(capturing, { orgId: 'org_bench', deploymentId: record.id }, () => [
         { type: 'failed', error: { code: 'BUILD_FAILED', message: 'bench', step: 'build' } },
       ]);
-      const event = failed.outbox?.at(-1);
+      const event = written?.outbox?.at(-1);
       if (event === undefined) throw new Error('no outbox event');
       const deliveryId = deliveryIdFor(event.id, webhookId);
       const at = await new Promise<number>((resolve, reject) => {

@@ -21,6 +21,8 @@ export interface AppDeletionOptions {
 
 /** Page size of the listings (an app's deployments, the project's). */
 const PAGE = 100;
+/** Pending webhook events of the org read once by a delete job (see the `app.deleted` step). */
+const PENDING_READ = 1000;
 
 /**
  * The delete-app job (issue 12): removes everything the app(s) of a project own, after the API marked
@@ -36,7 +38,7 @@ const PAGE = 100;
  * 4. the source objects only its deployments' manifests name (core's removeAppObjects: marked, then
  *    after OBJECT_UPLOAD_WINDOW_MS deleted unless another manifest names one or an upload looked one
  *    up since); then env values (each deployment's and the app's), artifacts (manifests, logs, contexts);
- * 5. webhook `app.deleted` (and whatever events the records' outboxes still hold) and telemetry `AppDeleted`
+ * 5. webhook `app.deleted` (after the app's events still in the outbox) and telemetry `AppDeleted`
  *    (once per deletion: `deletionAnnouncedAt` on the app record is written before it is sent);
  * 6. the deployment records, then the app record; locally the app's uid is freed.
  * Then the org's other unused source objects are swept (those past OBJECT_RETENTION's grace).
@@ -159,8 +161,13 @@ export class AppDeletion {
       data: { deploymentId: null, projectId: app.projectId, environment: app.environment, appName: app.appName, status: 'deleted', url: live?.result.url ?? null, error: null },
     };
     const endpoints = await adapters.webhooks.listWebhooks(app.orgId);
-    // Events still in the records' outboxes (a cancelled deployment's, say) go out before the records do.
-    for (const deployment of deployments) for (const pending of deployment.outbox ?? []) await createDeliveries(adapters.webhooks, endpoints, app, pending, now);
+    // The app's events still in the outbox (a cancelled deployment's, say) go out before `app.deleted`.
+    // One read of the org's pending events (at most PENDING_READ; beyond that, the dispatcher sends
+    // the rest after `app.deleted`); deleting the records leaves their events in the outbox anyway.
+    const ids = new Set(deployments.map((deployment) => deployment.id));
+    const pending = (await adapters.store.listOutbox(PENDING_READ, app.orgId)).filter((entry) => ids.has(entry.deploymentId));
+    for (const entry of pending) await createDeliveries(adapters.webhooks, endpoints, app, entry.event, now);
+    await adapters.store.removeOutbox(pending.map((entry) => ({ orgId: entry.orgId, eventId: entry.event.id })));
     await createDeliveries(adapters.webhooks, endpoints, app, event, now);
     if (await this.claimAnnouncement(app)) adapters.telemetry.event('AppDeleted', { deploymentId: '', orgId: app.orgId, projectId: app.projectId, environment: app.environment, appName: app.appName, deployments: String(deployments.length) });
 

@@ -17,6 +17,9 @@ describe('rollback and config deployments (issue 12): no build', () => {
   const deploy = async (options?: Parameters<WorkerHarness['submit']>[0]) => runToEnd(await h.submit(options));
   const logOf = async (record: DeploymentRecord) =>
     parseLogLines(await h.adapters.artifacts.readLog(record.id)).map((line) => `${line.step ?? '-'}: ${line.message}`);
+  /** The webhook events the deployment's writes put in the store's outbox (no dispatcher runs here). */
+  const eventTypesOf = async (record: { orgId: string; id: string }) =>
+    (await h.adapters.store.listOutbox(1000, record.orgId)).filter((entry) => entry.deploymentId === record.id).map((entry) => entry.event.type);
   const builderWork = () => h.builder.calls.filter((call) => call.startsWith('build ') || call.startsWith('createSandbox ') || call.startsWith('deleteImage '));
 
   it('a rollback of v1 after v2 went live puts v1\'s image back live: sync, sandbox and build skipped, nothing built', async () => {
@@ -53,7 +56,7 @@ describe('rollback and config deployments (issue 12): no build', () => {
     expect(rollback.steps.build.output).toEqual({ image: `img-${v1.id}`, digest: 'sha256:abc', reusedFrom: v1.id });
     expect(rollback.steps.validate.output).toMatchObject({ reusedFrom: v1.id, reusedImage: `img-${v1.id}`, plan: v1.steps.validate.output.plan });
     // The webhook events of the completing write: deployment.succeeded and app.rolled_back, same data.
-    expect((rollback.outbox ?? []).map((event) => event.type)).toEqual(expect.arrayContaining(['deployment.succeeded', 'app.rolled_back']));
+    expect(await eventTypesOf(rollback)).toEqual(expect.arrayContaining(['deployment.succeeded', 'app.rolled_back']));
     const log = (await logOf(rollback)).join('\n');
     expect(log).toContain(`validate: rollback to ${v1.id}: runs the image built by ${v1.id}`);
     expect(log).toContain('build: rollback deployment: runs the image built by');
@@ -79,7 +82,7 @@ describe('rollback and config deployments (issue 12): no build', () => {
     expect(config.result.revision).not.toBe(live.result.revision);
     expect(h.runtime.live.get(live.appName)).toBe(config.result.revision);
     expect(h.runtime.specs.at(-1)).toMatchObject({ deploymentId: config.id, image: `img-${live.id}`, envVariableNames: ['GREETING'], reactivateRevision: null });
-    expect((config.outbox ?? []).map((event) => event.type)).toContain('app.env_changed');
+    expect(await eventTypesOf(config)).toContain('app.env_changed');
     expect(JSON.stringify(config)).not.toContain('bonjour');
     expect((await logOf(config)).join('\n')).not.toContain('bonjour');
   });
@@ -197,6 +200,11 @@ describe('delete-app job (issue 12)', () => {
     await requestDelete(v1);
     await eventually(() => h.adapters.store.getApp(v1.orgId, v1.appName), (record) => record === null);
     await expectGone([v1, v2, rollback]);
+    // The app's webhook events still pending (no dispatcher runs here) were fanned out before app.deleted
+    // and left the outbox; the other app's stay for the dispatcher.
+    const pending = new Set((await h.adapters.store.listOutbox(1000, 'org_w')).map((entry) => entry.deploymentId));
+    expect([v1, v2, rollback].filter((record) => pending.has(record.id))).toEqual([]);
+    expect(pending.has(other.id)).toBe(true);
     // Its source objects went with it, at once (not after the sweep's grace), but for the one the other app names.
     const object = (text: string) => h.adapters.artifacts.getObject('org_w', sha256Hex(text));
     expect([await object('v1'), await object('v2')]).toEqual([null, null]);

@@ -104,7 +104,11 @@ export interface DeploymentRecord {
   startedAt: string | null;
   attemptStartedAt: string | null;
   finishedAt: string | null;
-  /** Webhook events of status changes, written with the change, until the worker's dispatcher fans them out (webhooks.ts). */
+  /**
+   * Webhook events of the status changes this write makes (webhooks.ts): the store keeps them in its
+   * outbox in the same transaction or batch as the record (see `DeploymentStore.listOutbox`) and
+   * returns and reads records without them, so each event is written once.
+   */
   outbox?: OutboxEvent[];
   /** Opaque version set by the store; every write is conditional on it. */
   etag: string;

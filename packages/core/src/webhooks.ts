@@ -9,8 +9,10 @@ import type { WebhookEndpoint, WebhookStore } from './ports/webhooks.ts';
  * Webhooks: signed notifications (Standard Webhooks) of what happens to an org's deployments.
  *
  * - **event**: one thing that happened (`deployment.succeeded` of one deployment), id `evt_…`.
- *   Status changes put their event in the deployment record's `outbox` in the same conditional write
- *   as the change itself (see `apply`), so a crash between the change and the delivery loses nothing.
+ *   Status changes put their event in the record's `outbox` (see `apply`); the store keeps the
+ *   events of a write in its pending-event list in the same transaction (SQLite) or transactional
+ *   batch (Cosmos DB) as the record itself, so a crash between the change and the delivery loses
+ *   nothing, and the dispatcher finds new events without reading any deployment record.
  * - **webhook** (endpoint): a URL an org registered, id `wh_…`, with its secret (`whsec_…`, kept
  *   in the secrets port only) and the event types and project it wants.
  * - **delivery**: one event for one webhook, id `msg_…` (the `webhook-id` header, the same on every
@@ -54,12 +56,20 @@ export interface WebhookEventData {
   error: { code: string; message: string; step: string | null } | null;
 }
 
-/** An event waiting in a deployment record's outbox until the dispatcher fans it out. */
+/** An event of a status change, written with it, waiting in the store's outbox until the dispatcher fans it out. */
 export interface OutboxEvent {
   id: string;
   type: WebhookEventType;
   timestamp: string;
   data: WebhookEventData;
+}
+
+/** An outbox event as the store keeps it (`DeploymentStore.listOutbox`): with what its fan-out needs. */
+export interface PendingEvent {
+  orgId: string;
+  deploymentId: string;
+  projectId: string;
+  event: OutboxEvent;
 }
 
 /** The JSON body every webhook receives. */
@@ -131,6 +141,13 @@ export function withStatusEvent(before: DeploymentRecord | null, next: Deploymen
   return { ...next, outbox: [...(next.outbox ?? []), ...events] };
 }
 
+/** The record as the stores return it: without the events its write carried (they are in the store's outbox now). */
+export function withoutOutbox(record: DeploymentRecord): DeploymentRecord {
+  if (record.outbox === undefined) return record;
+  const { outbox: _written, ...rest } = record;
+  return rest;
+}
+
 /** Retry delays after each failed attempt (Standard Webhooks' suggested schedule); jitter is added. */
 export const WEBHOOK_RETRY_SCHEDULE_MS = [5_000, 300_000, 1_800_000, 7_200_000, 18_000_000, 36_000_000, 36_000_000] as const;
 /** An endpoint failing every attempt for this long is disabled. */
@@ -186,7 +203,7 @@ export function payloadOf(event: OutboxEvent): string {
  * One event becomes one pending delivery per webhook of the org that wants it. Delivery ids derive
  * from event + webhook, so a repeat (a fan-out after a crash, a redelivered delete job) creates
  * nothing twice. The dispatcher's fan-out uses it for outbox events; the delete job for `app.deleted`
- * (the app's records, and with them any outbox, are gone once it ends).
+ * and for the deleted app's events still pending (they go out before `app.deleted`).
  */
 export async function createDeliveries(
   webhooks: WebhookStore,

@@ -316,6 +316,54 @@ export function storeContract(name: string, createHarness: () => Promise<StoreHa
       expect(found).not.toContain(fresh.id);
     });
 
+    // Webhook outbox (issues 13 and 16): the events a write carries are kept with it, apart from the record.
+    it('keeps the webhook events a write carries in its outbox, with the write, and returns records without them', async () => {
+      const orgId = unique('org');
+      const types = async (org = orgId) => (await store.listOutbox(1000, org)).map((entry) => `${entry.deploymentId}:${entry.event.type}`);
+      const record = makeRecord({ orgId });
+      expect(record.outbox?.map((event) => event.type)).toEqual(['deployment.queued']);
+      const created = await store.create(record, { maxActivePerOrg: 10 });
+      // Each event is written once: neither the returned record nor a read one carries it.
+      expect(created.outbox).toBeUndefined();
+      expect((await store.get({ orgId, deploymentId: created.id }))?.outbox).toBeUndefined();
+      const [queued] = await store.listOutbox(1000, orgId);
+      if (queued === undefined) throw new Error('the created record\'s event is not in the outbox');
+      expect(queued).toEqual({ orgId, deploymentId: created.id, projectId: created.projectId, event: record.outbox?.[0] });
+
+      const started = await store.replace(apply(created, { type: 'attempt_started' }, new Date()));
+      expect(started.outbox).toBeUndefined();
+      expect(await types()).toEqual([`${created.id}:deployment.queued`, `${created.id}:deployment.started`]);
+      // A write that fails writes none of its events: a stale etag, a duplicate id.
+      expect(await codeOf(store.replace(apply(created, { type: 'cancelled' }, new Date())))).toBe('CONCURRENT_UPDATE');
+      expect(await codeOf(store.create({ ...record, outbox: [{ ...queued.event, id: 'evt_never' }] }, { maxActivePerOrg: 10 }))).toBe('CONFLICT');
+      expect(await types()).toEqual([`${created.id}:deployment.queued`, `${created.id}:deployment.started`]);
+      // A record that carries an event already written (a caller's older copy) keeps it once.
+      const again = await store.replace({ ...started, outbox: [queued.event] });
+      expect(await types()).toEqual([`${created.id}:deployment.queued`, `${created.id}:deployment.started`]);
+
+      // Another org's events: listed across orgs, never in this org's listing.
+      const other = await store.create(makeRecord({ orgId: unique('org') }), { maxActivePerOrg: 10 });
+      expect(await types()).not.toContain(`${other.id}:deployment.queued`);
+      const all = (await store.listOutbox(1000)).map((entry) => entry.deploymentId);
+      expect(all).toEqual(expect.arrayContaining([created.id, other.id]));
+      expect(all.indexOf(created.id)).toBeLessThan(all.indexOf(other.id));
+
+      // Fanned out: removed, once; removing again (another worker did) is no error.
+      await store.removeOutbox([{ orgId, eventId: queued.event.id }]);
+      await store.removeOutbox([{ orgId, eventId: queued.event.id }]);
+      expect(await types()).toEqual([`${created.id}:deployment.started`]);
+      // The record's later writes do not touch what is pending, and a deleted record's events stay.
+      await store.replace(apply(again, { type: 'step_started', step: 'validate' }, new Date()));
+      await store.delete({ orgId, deploymentId: created.id });
+      expect(await types()).toEqual([`${created.id}:deployment.started`]);
+      // The limit counts events, oldest first.
+      const second = await store.create(makeRecord({ orgId }), { maxActivePerOrg: 10 });
+      expect((await store.listOutbox(1, orgId)).map((entry) => entry.deploymentId)).toEqual([created.id]);
+      await store.removeOutbox((await store.listOutbox(1000, orgId)).map((entry) => ({ orgId, eventId: entry.event.id })));
+      expect(await types()).toEqual([]);
+      expect(second.outbox).toBeUndefined();
+    });
+
     it('finds in-progress deployments by the start of their attempt (timeout sweep)', async () => {
       const orgId = unique('org');
       const long = await store.create(makeRecord({ orgId }), { maxActivePerOrg: 10 });

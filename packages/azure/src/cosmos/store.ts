@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { Container, ContainerDefinition, FeedOptions, SqlParameter, SqlQuerySpec } from '@azure/cosmos';
+import type { Container, ContainerDefinition, FeedOptions, JSONObject, OperationInput, OperationResponse, SqlParameter, SqlQuerySpec } from '@azure/cosmos';
 import { CosmosClient } from '@azure/cosmos';
 import type { TokenCredential } from '@azure/identity';
 import type {
@@ -12,7 +12,9 @@ import type {
   DeploymentStatus,
   DeploymentStore,
   Logger,
+  OutboxEvent,
   Page,
+  PendingEvent,
   WorkerHeartbeat,
 } from '@zepid/core';
 import { ACTIVE_STATUSES, DEPLOYMENT_STATUSES, DeployError, probe, quotaExceeded, silentLogger, TERMINAL_STATUSES } from '@zepid/core';
@@ -34,6 +36,9 @@ import { cosmosStatus, toStoreError } from './errors.ts';
  * - `app`: an app's record (issue 12: env variable names, deletion), id `app:<appName>`, in its org's
  *   partition. Deployment ids start with `dep_`, so the two never collide, and every query over
  *   deployments filters on `type = 'deployment'` (as the webhook store's do on theirs);
+ * - `outbox_event`: a webhook event a record's write carried (issue 13's outbox), id = the event id
+ *   (`evt_…`), in its org's partition, written in one transactional batch with the record (below)
+ *   and deleted by the dispatcher once fanned out;
  * - `heartbeat`: one per worker, in the reserved partition `_workers`. Org ids start with a letter
  *   or digit (ID_PATTERN), so no org can own that partition. Heartbeats need no second container,
  *   and their `ttl` of one day forgets workers that stopped beating, as the SQLite store does.
@@ -50,6 +55,18 @@ import { cosmosStatus, toStoreError } from './errors.ts';
  * Writes are whole-document `replace`s conditional on the `_etag` read (If-Match); a 412 becomes
  * CONCURRENT_UPDATE. There is no partial update (PATCH): the emulator has none and the state machine
  * produces whole records anyway.
+ *
+ * Webhook outbox (issue 16): a write whose record carries events (`outbox`) is one transactional
+ * batch in the org's partition: the record's create, or its replace with `ifMatch` on the etag read,
+ * first, then an upsert of one `outbox_event` document per event. A transactional batch runs all its
+ * operations or none; when one fails it has that operation's status (412 for a stale etag, 409 for
+ * an existing id) and every other operation 424 (https://learn.microsoft.com/azure/cosmos-db/nosql/transactional-batch).
+ * So an event exists exactly when the status change that caused it was written. The dispatcher finds
+ * events with `c.type = 'outbox_event' ORDER BY c.at` (range index on both, no read of any deployment)
+ * and deletes each once fanned out, which never touches the record and so never races the workflow's
+ * conditional writes. cosmosdb-server (the tests' emulator) runs a batch's operations in order and
+ * stops at the first failure without undoing earlier ones: putting the one operation that can fail
+ * (the conditional replace, or the create) first makes it behave as the service does for our batches.
  *
  * The org's active-deployment limit is best effort here: the count and the insert are two requests,
  * so two creates racing at the limit can both pass, leaving the org one or two over. SQLite checks
@@ -132,6 +149,19 @@ type DeploymentDocument = Omit<DeploymentRecord, 'etag'> & {
   ttl?: number;
 };
 
+/** A pending webhook event (see above): the event as the record's write carried it, with what its fan-out needs. */
+interface OutboxEventDocument {
+  id: string;
+  orgId: string;
+  type: 'outbox_event';
+  uniqueKey: string;
+  deploymentId: string;
+  projectId: string;
+  /** The event's timestamp: the listing's order. */
+  at: string;
+  event: OutboxEvent;
+}
+
 interface HeartbeatDocument {
   id: string;
   orgId: typeof HEARTBEAT_PARTITION;
@@ -192,6 +222,19 @@ function toRecord(resource: DeploymentDocument & SystemProperties): DeploymentRe
 
 function parameters(values: Record<string, unknown>): SqlParameter[] {
   return Object.entries(values).map(([name, value]) => ({ name: `@${name}`, value: value as SqlParameter['value'] }));
+}
+
+function outboxDocument(record: DeploymentRecord, event: OutboxEvent): OutboxEventDocument {
+  return {
+    id: event.id,
+    orgId: record.orgId,
+    type: 'outbox_event',
+    uniqueKey: `outbox_event:${event.id}`,
+    deploymentId: record.id,
+    projectId: record.projectId,
+    at: event.timestamp,
+    event,
+  };
 }
 
 /** An app record: the record as is (without etag) plus what the container needs. */
@@ -335,7 +378,8 @@ export class CosmosDeploymentStore implements DeploymentStore {
   }
 
   private toDocument(record: DeploymentRecord): DeploymentDocument {
-    const { etag: _etag, ...fields } = record;
+    // The events the write carries become documents of their own (see `batch`).
+    const { etag: _etag, outbox: _events, ...fields } = record;
     const document: DeploymentDocument = {
       ...fields,
       type: 'deployment',
@@ -368,6 +412,10 @@ export class CosmosDeploymentStore implements DeploymentStore {
     const active = await this.countActive(record.orgId);
     if (active >= options.maxActivePerOrg) throw quotaExceeded(active, options.maxActivePerOrg);
     try {
+      if ((record.outbox ?? []).length > 0) {
+        const created = await this.batch(record, [{ operationType: 'Create', resourceBody: this.toDocument(record) as unknown as JSONObject }], 'create a deployment');
+        return toRecord(created);
+      }
       const { resource } = await this.container().items.create<DeploymentDocument>(this.toDocument(record));
       if (resource === undefined) throw new DeployError('INTERNAL_ERROR', `Cosmos DB did not return deployment ${record.id} after creating it`);
       return toRecord(resource);
@@ -395,11 +443,20 @@ export class CosmosDeploymentStore implements DeploymentStore {
     if (record.etag === '') throw new DeployError('CONCURRENT_UPDATE', `Deployment ${record.id} was not read before writing`, { retryable: true });
     let saved: DeploymentRecord;
     try {
-      const { resource } = await this.container()
-        .item(record.id, record.orgId)
-        .replace<DeploymentDocument>(this.toDocument(record), { accessCondition: { type: 'IfMatch', condition: record.etag } });
-      if (resource === undefined) throw new DeployError('INTERNAL_ERROR', `Cosmos DB did not return deployment ${record.id} after replacing it`);
-      saved = toRecord(resource);
+      if ((record.outbox ?? []).length > 0) {
+        const replaced = await this.batch(
+          record,
+          [{ operationType: 'Replace', id: record.id, resourceBody: this.toDocument(record) as unknown as JSONObject, ifMatch: record.etag }],
+          'update a deployment',
+        );
+        saved = toRecord(replaced);
+      } else {
+        const { resource } = await this.container()
+          .item(record.id, record.orgId)
+          .replace<DeploymentDocument>(this.toDocument(record), { accessCondition: { type: 'IfMatch', condition: record.etag } });
+        if (resource === undefined) throw new DeployError('INTERNAL_ERROR', `Cosmos DB did not return deployment ${record.id} after replacing it`);
+        saved = toRecord(resource);
+      }
     } catch (error) {
       const status = cosmosStatus(error);
       if (status === 412) {
@@ -410,6 +467,39 @@ export class CosmosDeploymentStore implements DeploymentStore {
     }
     if (saved.status === 'completed' && this.options.retentionDays !== null) await this.expireSuperseded(saved);
     return saved;
+  }
+
+  /**
+   * One transactional batch in the record's partition: `first` (the record's create or conditional
+   * replace, the one operation that can fail) and an upsert of each event the record carries (see
+   * the class comment). Returns the record's document as written; a failed batch throws what the
+   * failed operation's status means (the callers map 409, 412 and 404 as for a single write). A
+   * failed batch may reach us as a thrown SDK error (an HTTP error status, in the error or its
+   * `cause`) or as a response whose operations carry the statuses (the emulator answers 200 so):
+   * both are read here.
+   */
+  private async batch(record: DeploymentRecord, first: OperationInput[], action: string): Promise<DeploymentDocument & SystemProperties> {
+    const events = record.outbox ?? [];
+    // A transactional batch holds at most 100 operations (the SDK refuses more); a write carries 1 or 2 events.
+    if (events.length > 99) throw new DeployError('INTERNAL_ERROR', `a deployment write carries ${events.length} webhook events; at most 99 fit one batch`);
+    // Each operation names the partition too: the service requires it to equal the batch's, and the
+    // emulator reads it from the operation alone.
+    const operations: OperationInput[] = [
+      ...first,
+      ...events.map((event): OperationInput => ({ operationType: 'Upsert', resourceBody: outboxDocument(record, event) as unknown as JSONObject })),
+    ].map((operation) => ({ ...operation, partitionKey: record.orgId }));
+    let results: OperationResponse[];
+    try {
+      results = (await this.container().items.batch(operations, record.orgId)).result ?? [];
+    } catch (error) {
+      const status = cosmosStatus(error) ?? cosmosStatus((error as { cause?: unknown }).cause);
+      throw status === undefined ? error : Object.assign(new Error(`Cosmos DB refused the batch to ${action} (HTTP ${status})`, { cause: error }), { code: status });
+    }
+    const failed = results.find((result) => result.statusCode >= 400 && result.statusCode !== 424) ?? results.find((result) => result.statusCode >= 400);
+    if (failed !== undefined) throw Object.assign(new Error(`Cosmos DB refused the batch to ${action} (HTTP ${failed.statusCode})`), { code: failed.statusCode });
+    const written = results[0]?.resourceBody as (DeploymentDocument & SystemProperties) | undefined;
+    if (written === undefined || results.length !== operations.length) throw new DeployError('INTERNAL_ERROR', `Cosmos DB did not return deployment ${record.id} after a batch to ${action}`);
+    return written;
   }
 
   /**
@@ -605,12 +695,29 @@ export class CosmosDeploymentStore implements DeploymentStore {
     );
   }
 
-  listWithOutbox(limit: number): Promise<DeploymentRecord[]> {
-    return this.queryRecords(
-      `SELECT TOP @limit * FROM c WHERE c.type = 'deployment' AND IS_ARRAY(c.outbox) AND ARRAY_LENGTH(c.outbox) > 0 ORDER BY c.updatedAt ASC`,
-      { limit },
-      null,
-      'list deployments with webhook events',
+  /** Pending events only (`type = 'outbox_event'`, range-indexed, ordered by `at`): no deployment document is read. */
+  async listOutbox(limit: number, orgId?: string): Promise<PendingEvent[]> {
+    const documents = await this.query<OutboxEventDocument>(
+      {
+        query: `SELECT TOP @limit * FROM c WHERE ${orgId === undefined ? '' : 'c.orgId = @orgId AND '}c.type = 'outbox_event' ORDER BY c.at ASC`,
+        parameters: parameters({ limit, ...(orgId === undefined ? {} : { orgId }) }),
+      },
+      orgId === undefined ? {} : { partitionKey: orgId },
+      'list webhook events',
+    );
+    return documents.map((document) => ({ orgId: document.orgId, deploymentId: document.deploymentId, projectId: document.projectId, event: document.event }));
+  }
+
+  /** One delete per event (a batch would fail whole on one already gone); 404 is "already removed". */
+  async removeOutbox(events: readonly { orgId: string; eventId: string }[]): Promise<void> {
+    await Promise.all(
+      events.map(async ({ orgId, eventId }) => {
+        try {
+          await this.container().item(eventId, orgId).delete();
+        } catch (error) {
+          if (cosmosStatus(error) !== 404) throw toStoreError(error, 'remove a webhook event');
+        }
+      }),
     );
   }
 

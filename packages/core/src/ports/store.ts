@@ -1,6 +1,7 @@
 import type { AppRecord, AppRef } from '../app.ts';
 import type { DeploymentRecord } from '../deployment.ts';
 import type { DeploymentStatus } from '../glossary.ts';
+import type { PendingEvent } from '../webhooks.ts';
 import type { HealthReporting, Lifecycle } from './lifecycle.ts';
 
 /**
@@ -93,10 +94,16 @@ export interface DeploymentStore extends Lifecycle, HealthReporting {
    */
   listRunningStartedBefore(before: Date, limit: number): Promise<DeploymentRecord[]>;
   /**
-   * Webhook outbox: deployments whose `outbox` holds events not yet fanned out into deliveries, all
-   * orgs, least recently written first.
+   * Webhook outbox. `create` and `replace` keep the events a record carries in `outbox` in the same
+   * transaction (SQLite) or transactional batch (Cosmos DB) as the record, and return the record
+   * without them (records read never carry any). Deleting a record leaves its pending events.
+   *
+   * Events not yet fanned out into deliveries, oldest first: all orgs, or one org's. Reads only
+   * pending events (an index or a table of their own), never the deployment records.
    */
-  listWithOutbox(limit: number): Promise<DeploymentRecord[]>;
+  listOutbox(limit: number, orgId?: string): Promise<PendingEvent[]>;
+  /** Forgets events once fanned out; no error for an event already gone (another worker removed it). */
+  removeOutbox(events: readonly { orgId: string; eventId: string }[]): Promise<void>;
   recordHeartbeat(heartbeat: WorkerHeartbeat): Promise<void>;
   listHeartbeats(): Promise<WorkerHeartbeat[]>;
   // Apps (issue 12). An app exists while it has deployments or an app record; see core's app.ts.

@@ -9,7 +9,7 @@ import { DeployError } from '@zepid/core';
  * queue, opened by the API process and the worker process at once (WAL lets readers and one writer
  * work side by side; busy_timeout makes a writer wait its turn instead of failing).
  */
-const MIGRATIONS: string[] = [
+export const MIGRATIONS: readonly string[] = [
   `CREATE TABLE deployments (
      id TEXT PRIMARY KEY,
      org_id TEXT NOT NULL,
@@ -141,6 +141,28 @@ const MIGRATIONS: string[] = [
      expires_at INTEGER NOT NULL
    ) WITHOUT ROWID;
    CREATE INDEX stream_leases_by_token ON stream_leases (org_id, token_key, expires_at);`,
+  // 10. The webhook outbox gets a table of its own (issue 16): a record's write inserts the events it
+  // carries in the same transaction, the dispatcher reads the table in insertion order and deletes
+  // what it fanned out. Before, each pass scanned the deployments' JSON and parsed every record still
+  // holding events (running deployments kept theirs until they ended): most of the worker's CPU with
+  // hundreds in flight (BENCHMARKS.md). The table holds pending events only, so it stays small and a
+  // pass is one short read. Events already in records move here (a running deployment's may have
+  // been fanned out already: delivery ids derive from event + webhook, so nothing is sent twice).
+  `CREATE TABLE outbox_events (
+     seq INTEGER PRIMARY KEY,
+     event_id TEXT NOT NULL UNIQUE,
+     org_id TEXT NOT NULL,
+     deployment_id TEXT NOT NULL,
+     project_id TEXT NOT NULL,
+     event TEXT NOT NULL
+   );
+   INSERT INTO outbox_events (event_id, org_id, deployment_id, project_id, event)
+     SELECT json_extract(e.value, '$.id'), d.org_id, d.id, d.project_id, e.value
+       FROM deployments AS d, json_each(d.doc, '$.outbox') AS e
+       WHERE json_array_length(d.doc, '$.outbox') > 0
+       ORDER BY d.updated_at, d.id, e.key;
+   UPDATE deployments SET doc = json_remove(doc, '$.outbox') WHERE json_type(doc, '$.outbox') IS NOT NULL;
+   DROP INDEX deployments_outbox;`,
 ];
 
 /**
