@@ -167,6 +167,8 @@ describe('ContainerAppsRuntime', () => {
     expect(error.code).toBe('DEPLOY_UNHEALTHY');
     expect(error.message).toContain(b);
     expect(error.message).toContain(`traffic stays on ${a}`);
+    // What a fixed-port server (Koa's README app, Hono's template) needs to change.
+    expect(error.message).toContain(`listens on the port in PORT (${second.plan.port})`);
     expect(error.details).toMatchObject({ revision: b, previousRevision: a, healthState: 'Unhealthy' });
     expect(sim.apps.traffic(second.appName)).toEqual({ [a]: 100 });
     expect(sim.apps.revision(second.appName, b)).toMatchObject({ active: false, trafficWeight: 0 });
@@ -177,6 +179,7 @@ describe('ContainerAppsRuntime', () => {
     const error = await rejection(runtime().deploy({ ...broken, imageDigest: `sha256:${'0'.repeat(64)}` }));
     expect(error.code).toBe('IMAGE_PULL_FAILED');
     expect(error.message).toContain('manifest unknown');
+    expect(error.message).not.toContain('PORT');
   });
 
   it('rolls back: traffic to the previous revision, the failed one stopped, twice without harm', async () => {

@@ -176,9 +176,17 @@ export class ContainerAppsRuntime implements Runtime {
       const pull = /pull|manifest unknown|unauthorized/i.test(problem ?? '');
       const cutByDeadline = outcome.timedOut && healthDeadline.byStep;
       const within = outcome.timedOut ? ` within ${Math.round((healthDeadline.at - healthDeadline.from) / 1000)} s` : '';
+      // With ingress on, Container Apps probes the target port (default TCP startup, readiness and
+      // liveness probes: https://learn.microsoft.com/azure/container-apps/health-probes#default-configuration),
+      // so a server on a fixed port of its own (Koa's README app, Hono's Node template: 3000) runs but
+      // never gets healthy. Say what to change, as the local runtime does when it sees the port.
+      const portHint =
+        !pull && problem === undefined
+          ? `. If its replicas run, check that the app listens on the port in PORT (${spec.plan.port}), e.g. \`app.listen(Number(process.env.PORT ?? 3000))\`, not on a fixed port of its own`
+          : '';
       throw new DeployError(
         pull ? 'IMAGE_PULL_FAILED' : cutByDeadline ? 'TIMEOUT' : 'DEPLOY_UNHEALTHY',
-        `Revision ${revision} did not become ready${within}${cutByDeadline ? ' (the deployment timeout)' : ''} (${detail || 'no status'})${reason}; traffic stays on ${previousRevision ?? 'no revision'}`,
+        `Revision ${revision} did not become ready${within}${cutByDeadline ? ' (the deployment timeout)' : ''} (${detail || 'no status'})${reason}; traffic stays on ${previousRevision ?? 'no revision'}${portHint}`,
         { details: { revision, previousRevision, provisioningState: state?.provisioningState, runningState: state?.runningState, healthState: state?.healthState } },
       );
     }
