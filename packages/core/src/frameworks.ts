@@ -357,6 +357,23 @@ const FRAMEWORKS: { detect: (facts: ProjectFacts) => FrameworkPlan | null }[] = 
 
 const SERVER_FRAMEWORKS = ['express', 'fastify', 'koa', 'hono', '@hono/node-server', 'h3', 'polka'];
 
+/**
+ * What to write, per server framework, so that an app listens where it is told (PORT, and HOST where
+ * the platform sets one: 127.0.0.1 locally). Both runtimes quote it when an app does not (the local
+ * one when it sees the app on another port, Container Apps when the revision never gets healthy).
+ */
+const LISTEN_FIXES: Readonly<Record<string, string>> = {
+  koa: 'app.listen(process.env.PORT, process.env.HOST)',
+  express: 'app.listen(process.env.PORT, process.env.HOST)',
+  hono: 'serve({ fetch: app.fetch, port: Number(process.env.PORT), hostname: process.env.HOST })',
+  fastify: 'fastify.listen({ port: Number(process.env.PORT), host: process.env.HOST })',
+};
+
+/** The line that makes an app of `framework` listen on PORT (and HOST), if the table has one. */
+export function listenFix(framework: string): string | undefined {
+  return LISTEN_FIXES[framework];
+}
+
 /** The framework of a project with a package.json, or null when the table does not know it. */
 export function detectFramework(facts: ProjectFacts): FrameworkPlan | null {
   for (const entry of FRAMEWORKS) {

@@ -2,7 +2,7 @@ import { ContainerAppsAPIClient } from '@azure/arm-appcontainers';
 import type { ContainerApp, CustomDomain, CustomHostnameAnalysisResult, EnvironmentVar, ManagedCertificate, Revision, Secret, TrafficWeight } from '@azure/arm-appcontainers';
 import type { TokenCredential } from '@azure/identity';
 import type { AppRef, DependencyHealth, DnsRecord, Environment, LogSink, RevisionInfo, RevisionSpec, RollbackTarget, Runtime, SecretStore, ServingTarget } from '@zepid/core';
-import { DeployError, isLeaseLost, probe, revisionSuffix, sha256Hex } from '@zepid/core';
+import { DeployError, isLeaseLost, listenFix, probe, revisionSuffix, sha256Hex } from '@zepid/core';
 import { armError, armFailure, isNotFound, isTransient } from '../aci/arm-errors.ts';
 import { splitImage } from '../aci/builder.ts';
 import { Backoff, abortError, pause } from '../aci/polling.ts';
@@ -182,7 +182,7 @@ export class ContainerAppsRuntime implements Runtime {
       // never gets healthy. Say what to change, as the local runtime does when it sees the port.
       const portHint =
         !pull && problem === undefined
-          ? `. If its replicas run, check that the app listens on the port in PORT (${spec.plan.port}), e.g. \`app.listen(Number(process.env.PORT ?? 3000))\`, not on a fixed port of its own`
+          ? `. If its replicas run, check that the app listens on the port in PORT (${spec.plan.port}), e.g. \`${listenFix(spec.plan.framework) ?? 'app.listen(process.env.PORT)'}\`, not on a fixed port of its own`
           : '';
       throw new DeployError(
         pull ? 'IMAGE_PULL_FAILED' : cutByDeadline ? 'TIMEOUT' : 'DEPLOY_UNHEALTHY',

@@ -1,4 +1,5 @@
 import { readdir, readFile, readlink } from 'node:fs/promises';
+import { listenFix } from '@zepid/core';
 
 /**
  * Which TCP ports a process group listens on, read from /proc (Linux): the socket inodes its
@@ -81,21 +82,13 @@ export async function listeningSockets(pgid: number): Promise<ListeningSocket[]>
   return found;
 }
 
-/** What to write, per framework, so that an app listens where it is told (PORT, and HOST for loopback). */
-const LISTEN_FIXES: Record<string, string> = {
-  koa: 'app.listen(process.env.PORT, process.env.HOST)',
-  express: 'app.listen(process.env.PORT, process.env.HOST)',
-  hono: 'serve({ fetch: app.fetch, port: Number(process.env.PORT), hostname: process.env.HOST })',
-  fastify: 'fastify.listen({ port: Number(process.env.PORT), host: process.env.HOST })',
-};
-
 /**
  * The message of an app that listens on other ports than the PORT it was given (or tried to: an
  * EADDRINUSE for another port), saying what to change.
  */
 export function wrongPortMessage(framework: string, port: number, elsewhere: readonly number[]): string {
   const ports = [...new Set(elsewhere)].sort((a, b) => a - b);
-  const fix = LISTEN_FIXES[framework];
+  const fix = listenFix(framework);
   return (
     `The app listens on port ${ports.join(', ')}, not on the port it is given in PORT (${port} for this revision): every app here gets its port in PORT. ` +
     `Make it listen on process.env.PORT (and on process.env.HOST, 127.0.0.1, so that only the router reaches it)${fix === undefined ? '' : `, e.g. ${fix}`}.`
@@ -110,7 +103,7 @@ export function wrongPortMessage(framework: string, port: number, elsewhere: rea
 export function allInterfacesWarning(framework: string, port: number, sockets: readonly ListeningSocket[]): string | null {
   const wide = sockets.find((socket) => socket.port === port && (socket.address === '0.0.0.0' || socket.address === '::'));
   if (wide === undefined) return null;
-  const fix = LISTEN_FIXES[framework];
+  const fix = listenFix(framework);
   return (
     `warning: the app listens on ${wide.address === '::' ? '[::]' : wide.address}:${port}, every interface, so it is reachable around the router; ` +
     `listen on process.env.HOST (127.0.0.1)${fix === undefined ? '' : `, e.g. ${fix}`}`
