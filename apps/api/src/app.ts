@@ -30,6 +30,12 @@ declare module 'fastify' {
     caller: DeploymentCreator | null;
     /** The token's SHA-256 (hex) from the auth hook, what the rate limiter counts by; null before it ran. */
     tokenKey: string | null;
+    /**
+     * Fields the route adds to the request's access line (null: none). POST /deploy puts the
+     * deployment it queued there (id, org, project, environment; locally its DeploymentQueued event
+     * too), so a POST writes one line instead of three. Ids only, never values or tokens.
+     */
+    accessFields: Record<string, string | boolean> | null;
   }
 }
 
@@ -124,10 +130,9 @@ export async function buildApp(input: Omit<AppContext, 'apps'> & { apps?: AppSer
 
   registerErrorHandling(app);
   app.addHook('onResponse', (request, reply, done) => {
-    request.log.info(
-      { method: request.method, url: request.url, statusCode: reply.statusCode, responseTimeMs: Math.round(reply.elapsedTime * 10) / 10 },
-      'request completed',
-    );
+    const line: Record<string, unknown> = { method: request.method, url: request.url, statusCode: reply.statusCode, responseTimeMs: Math.round(reply.elapsedTime * 10) / 10 };
+    if (request.accessFields !== null) Object.assign(line, request.accessFields);
+    request.log.info(line, 'request completed');
     done();
   });
   app.addSchema(ErrorBody);
@@ -167,6 +172,7 @@ export async function buildApp(input: Omit<AppContext, 'apps'> & { apps?: AppSer
   app.decorateRequest('orgId', '');
   app.decorateRequest('caller', null);
   app.decorateRequest('tokenKey', null);
+  app.decorateRequest('accessFields', null);
 
   await app.register(rootRoutes, { context, endpoints: () => [...endpoints, 'GET /docs', 'GET /openapi.json'] });
   await app.register(healthRoutes, { context });

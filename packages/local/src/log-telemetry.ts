@@ -3,6 +3,8 @@ import type { DeploymentEventName, Logger, MetricName, Telemetry, TelemetryPrope
 /** Local telemetry: deployment events and metrics as structured log lines. No tracing. */
 export class LogTelemetry implements Telemetry {
   private readonly logger: Logger;
+  /** Events are log lines here: POST /deploy writes its DeploymentQueued on its access line (Telemetry). */
+  readonly eventsAreLogLines = true;
 
   constructor(logger: Logger) {
     this.logger = logger.child({ telemetry: true });

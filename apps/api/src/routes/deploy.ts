@@ -161,13 +161,15 @@ export const deployRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = 
       // With envVariables, exactly those, and they become the app's current values.
       if (!replayed && deployRequest.envVariablesGiven) await context.apps.adoptDeployedEnv(app, deployRequest.envVariables, deployRequest.buildEnv, record);
       if (!replayed) {
-        adapters.telemetry.event('DeploymentQueued', {
-          deploymentId: record.id,
-          orgId: record.orgId,
-          projectId: record.projectId,
-          environment: record.environment,
-        });
-        request.log.info({ deploymentId: record.id, projectId: record.projectId }, 'deployment queued');
+        // One log line per POST: the access line names the deployment queued, and where events are
+        // log lines (local telemetry) it is the DeploymentQueued event too (`telemetry`, `event`).
+        const { telemetry } = adapters;
+        const queued = { deploymentId: record.id, orgId: record.orgId, projectId: record.projectId, environment: record.environment };
+        if (telemetry.eventsAreLogLines === true) request.accessFields = { telemetry: true, event: 'DeploymentQueued', ...queued };
+        else {
+          telemetry.event('DeploymentQueued', queued);
+          request.accessFields = queued;
+        }
       } else {
         void reply.header('idempotent-replayed', 'true');
       }

@@ -74,6 +74,13 @@ export type TelemetryProperties<N extends DeploymentEventName | MetricName> = Re
  */
 export interface Telemetry extends Lifecycle {
   event<N extends DeploymentEventName>(name: N, properties: TelemetryProperties<N>): void;
+  /**
+   * True where events are only log lines (LogTelemetry: no Application Insights): a caller that
+   * writes a line for the same thing anyway may carry the event on it (`telemetry: true`, `event`
+   * and the properties, as `event` would write them) instead of calling `event` — POST /deploy's
+   * access line carries its DeploymentQueued, one line per POST instead of two. Absent: call `event`.
+   */
+  readonly eventsAreLogLines?: boolean;
   metric<N extends MetricName>(name: N, valueMs: number, properties: TelemetryProperties<N>): void;
   /** W3C traceparent of the operation in progress, to carry on a queue message; null when not tracing. */
   currentTraceparent(): string | null;
