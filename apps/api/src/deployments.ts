@@ -147,6 +147,8 @@ export class DeploymentService {
     }
     const fresh = new Map<string, Buffer>();
     for (const file of request.files) if (file.data !== null && !found.has(file.sha256)) fresh.set(file.sha256, file.data);
+    // The usual redeploy: every file is stored already.
+    if (fresh.size === 0) return { files, storedFiles: 0, storedBytes: 0 };
     const written = await mapLimit([...fresh], OBJECT_WRITES, async ([digest, data]) =>
       (await artifacts.putObject(request.orgId, digest, data)) ? data.length : null,
     );

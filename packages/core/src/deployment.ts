@@ -1,6 +1,6 @@
 import type { DeploymentKind } from './app.ts';
 import type { OutboxEvent } from './webhooks.ts';
-import { withStatusEvent } from './webhooks.ts';
+import { addStatusEvent } from './webhooks.ts';
 import type { DeploymentStatus, Environment, StepName, StepStatus } from './glossary.ts';
 import { isStepDone, STEPS } from './glossary.ts';
 import type { ErrorCode } from './errors.ts';
@@ -176,7 +176,7 @@ export interface NewDeployment {
 
 export function newDeploymentRecord(input: NewDeployment, now: Date): DeploymentRecord {
   const timestamp = now.toISOString();
-  return withStatusEvent(null, {
+  return addStatusEvent(null, {
     ...input,
     status: 'queued',
     currentStep: null,

@@ -31,21 +31,65 @@ const TIME_MODULUS = 2 ** (5 * ID_TIME_CHARS);
  */
 export function newDeploymentId(now: number = Date.now()): string {
   let ticks = Math.floor((now * TICKS_PER_SECOND) / 1000) % TIME_MODULUS;
-  let prefix = '';
-  for (let i = 0; i < ID_TIME_CHARS; i += 1) {
-    prefix = SORTED_BASE32[ticks & 31] + prefix;
+  const at = ID_SCRATCH.write('dep_', 'latin1');
+  for (let i = ID_TIME_CHARS - 1; i >= 0; i -= 1) {
+    ID_SCRATCH[at + i] = SORTED_BASE32_CODES[ticks & 31] ?? 0;
     ticks = Math.floor(ticks / 32);
   }
-  const bytes = secureRandomBytes(ID_RANDOM_CHARS);
-  let id = `dep_${prefix}`;
-  for (const byte of bytes) id += BASE32[byte & 31];
-  return id;
+  return randomTail(at + ID_TIME_CHARS, ID_RANDOM_CHARS);
+}
+
+/**
+ * `prefix` + `count` random lowercase base32 characters (5 random bits each, from the pool below),
+ * e.g. `randomBase32('evt_', 26)`. The characters are written into one scratch buffer and read out
+ * as one flat string: appending them one by one made a chain of `count` intermediate strings (about
+ * 1 KB of young-generation garbage per id; a POST /deploy makes two ids: BENCHMARKS.md).
+ */
+export function randomBase32(prefix: string, count: number): string {
+  if (!/^[\x20-\x7e]*$/.test(prefix)) throw new Error(`id prefix must be printable ASCII: ${JSON.stringify(prefix)}`);
+  return randomTail(ID_SCRATCH.write(prefix, 'latin1'), count);
+}
+
+/**
+ * `prefix` + one lowercase base32 character per byte of `bytes` (its low 5 bits), as one flat string
+ * (derived, not random, ids: `derivedEventId`).
+ */
+export function base32Of(prefix: string, bytes: Uint8Array): string {
+  if (!/^[\x20-\x7e]*$/.test(prefix)) throw new Error(`id prefix must be printable ASCII: ${JSON.stringify(prefix)}`);
+  const at = ID_SCRATCH.write(prefix, 'latin1');
+  if (at + bytes.length > ID_SCRATCH.length) throw new Error(`an id of at most ${ID_SCRATCH.length} characters, not ${at + bytes.length}`);
+  for (let i = 0; i < bytes.length; i += 1) ID_SCRATCH[at + i] = BASE32_CODES[(bytes[i] ?? 0) & 31] ?? 0;
+  return ID_SCRATCH.toString('latin1', 0, at + bytes.length);
+}
+
+/** Where ids are put together (one at a time: the process is single-threaded and nothing here awaits). */
+const ID_SCRATCH = Buffer.alloc(128);
+const BASE32_CODES = Uint8Array.from(BASE32, (char) => char.charCodeAt(0));
+const SORTED_BASE32_CODES = Uint8Array.from(SORTED_BASE32, (char) => char.charCodeAt(0));
+
+/** The scratch's first `at` bytes, then `count` random base32 characters, as a string. */
+function randomTail(at: number, count: number): string {
+  if (at + count > ID_SCRATCH.length) throw new Error(`an id of at most ${ID_SCRATCH.length} characters, not ${at + count}`);
+  const from = reserveRandom(count);
+  for (let i = 0; i < count; i += 1) ID_SCRATCH[at + i] = BASE32_CODES[(randomPool[from + i] ?? 0) & 31] ?? 0;
+  return ID_SCRATCH.toString('latin1', 0, at + count);
 }
 
 /** Bytes drawn from the CSPRNG per refill of the pool below (≈ 100 deployment ids, etags and event ids). */
 const RANDOM_POOL_BYTES = 4096;
 let randomPool = Buffer.alloc(0);
 let randomPoolOffset = 0;
+
+/** Takes `size` (≤ RANDOM_POOL_BYTES) unused bytes of the pool, refilling it first when too few are left: their offset in `randomPool`. */
+function reserveRandom(size: number): number {
+  if (randomPoolOffset + size > randomPool.length) {
+    randomPool = randomBytes(RANDOM_POOL_BYTES);
+    randomPoolOffset = 0;
+  }
+  const from = randomPoolOffset;
+  randomPoolOffset += size;
+  return from;
+}
 
 /**
  * `size` bytes from the operating system's CSPRNG (`crypto.randomBytes`), taken from a pool that is
@@ -56,13 +100,8 @@ let randomPoolOffset = 0;
  */
 export function secureRandomBytes(size: number): Buffer {
   if (size > RANDOM_POOL_BYTES) return randomBytes(size);
-  if (randomPoolOffset + size > randomPool.length) {
-    randomPool = randomBytes(RANDOM_POOL_BYTES);
-    randomPoolOffset = 0;
-  }
-  const bytes = randomPool.subarray(randomPoolOffset, randomPoolOffset + size);
-  randomPoolOffset += size;
-  return bytes;
+  const from = reserveRandom(size);
+  return randomPool.subarray(from, from + size);
 }
 
 /**

@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { kindOf } from './app.ts';
 import type { DeploymentRecord } from './deployment.ts';
 import type { DeploymentStatus } from './glossary.ts';
-import { secureRandomBytes } from './ids.ts';
+import { base32Of, randomBase32 } from './ids.ts';
 import type { WebhookEndpoint, WebhookStore } from './ports/webhooks.ts';
 
 /**
@@ -93,13 +93,9 @@ const APP_EVENT_OF_KIND: Partial<Record<ReturnType<typeof kindOf>, WebhookEventT
   config: 'app.env_changed',
 };
 
-const BASE32 = 'abcdefghijklmnopqrstuvwxyz234567';
-
 /** `prefix` + 130 random bits as 26 lowercase base32 characters (like deployment ids). */
 export function newPrefixedId(prefix: string): string {
-  let id = prefix;
-  for (const byte of secureRandomBytes(26)) id += BASE32[byte & 31];
-  return id;
+  return randomBase32(prefix, 26);
 }
 
 /**
@@ -107,9 +103,7 @@ export function newPrefixedId(prefix: string): string {
  * again (the delete job's `app.deleted`) keeps its id, so its deliveries are not created twice.
  */
 export function derivedEventId(seed: string): string {
-  let id = 'evt_';
-  for (const byte of createHash('sha256').update(seed).digest().subarray(0, 26)) id += BASE32[byte & 31];
-  return id;
+  return base32Of('evt_', createHash('sha256').update(seed).digest().subarray(0, 26));
 }
 
 export function eventDataOf(record: DeploymentRecord): WebhookEventData {
@@ -125,20 +119,23 @@ export function eventDataOf(record: DeploymentRecord): WebhookEventData {
 }
 
 /**
- * `next` with the event of its status change added to its outbox (none when the status did not
- * change, or changed to one no event names). Called by the state machine on every change and when a
- * record is created, so the event is written by the same conditional write as the status.
+ * Adds the event of `next`'s status change to its outbox (none when the status did not change, or
+ * changed to one no event names) and returns `next`. Called by the state machine on every change and
+ * when a record is created, so the event is written by the same conditional write as the status.
+ * `next` is changed in place: it must be a record its caller has just built (a copy of the record
+ * would be one more 2 KB object per change: BENCHMARKS.md, allocations per POST).
  */
-export function withStatusEvent(before: DeploymentRecord | null, next: DeploymentRecord, at: string): DeploymentRecord {
+export function addStatusEvent(before: DeploymentRecord | null, next: DeploymentRecord, at: string): DeploymentRecord {
   if (before !== null && before.status === next.status) return next;
   const type = EVENT_OF_STATUS[next.status];
   if (type === undefined) return next;
   const data = eventDataOf(next);
-  const events: OutboxEvent[] = [{ id: newPrefixedId('evt_'), type, timestamp: at, data }];
+  const events: OutboxEvent[] = [...(next.outbox ?? []), { id: newPrefixedId('evt_'), type, timestamp: at, data }];
   // A rollback or config deployment that completes is also an app event, in the same write.
   const appEvent = next.status === 'completed' ? APP_EVENT_OF_KIND[kindOf(next)] : undefined;
   if (appEvent !== undefined) events.push({ id: newPrefixedId('evt_'), type: appEvent, timestamp: at, data });
-  return { ...next, outbox: [...(next.outbox ?? []), ...events] };
+  next.outbox = events;
+  return next;
 }
 
 /** The record as the stores return it: without the events its write carried (they are in the store's outbox now). */

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { gzipSync } from 'node:zlib';
 import Type from 'typebox';
 import { describe, expect, it } from 'vitest';
@@ -13,8 +14,11 @@ import {
   generateDockerfile,
   isAllowedContainerSize,
   memoized,
+  derivedEventId,
   newDeploymentId,
+  newPrefixedId,
   orgStorageKey,
+  randomBase32,
   parseEnv,
   planBuild,
   projectKey,
@@ -69,6 +73,28 @@ describe('names', () => {
     expect(new Set(same.map((id) => id.slice(0, 10))).size).toBe(1);
     expect(new Set(same.map((id) => id.slice(10))).size).toBe(1000);
     for (let position = 10; position < 30; position += 1) expect(new Set(same.map((id) => id[position])).size).toBe(32);
+  });
+
+  it('prefixed ids (events, webhooks) are the prefix + 26 random base32 characters, each id its own string', () => {
+    const ids = Array.from({ length: 1000 }, () => newPrefixedId('evt_'));
+    expect(new Set(ids).size).toBe(1000);
+    for (const id of ids) expect(id).toMatch(/^evt_[a-z2-7]{26}$/);
+    // Every character turns up in every position: 5 random bits each, none stuck.
+    for (let position = 4; position < 30; position += 1) expect(new Set(ids.map((id) => id[position])).size).toBe(32);
+    // Ids are built in one scratch buffer: an earlier id is not changed by a later one.
+    const first = randomBase32('wh_', 26);
+    const copy = `${first}`;
+    randomBase32('longer_prefix_', 40);
+    expect(first).toBe(copy);
+    expect(() => randomBase32('évt_', 26)).toThrow(/printable ASCII/);
+    expect(() => randomBase32('x', 200)).toThrow(/at most 128/);
+  });
+
+  it('derived event ids are the low 5 bits of the seed\'s SHA-256 bytes in base32, as before the scratch buffer', () => {
+    const alphabet = 'abcdefghijklmnopqrstuvwxyz234567';
+    const expected = (seed: string) => `evt_${[...createHash('sha256').update(seed).digest().subarray(0, 26)].map((byte) => alphabet[byte & 31]).join('')}`;
+    for (const seed of ['app.deleted:org_1:site', '', 'ü']) expect(derivedEventId(seed)).toBe(expected(seed));
+    expect(derivedEventId('a')).toBe(derivedEventId('a'));
   });
 
   it('pooled random bytes are never handed out twice, across pool refills, and look uniform', () => {

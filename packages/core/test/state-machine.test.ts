@@ -211,6 +211,32 @@ describe('deployment state machine', () => {
     apply(r, { type: 'step_started', step: 'validate' }, now);
     expect(r).toEqual(copy);
   });
+
+  it('does not mutate its input whatever the event, sharing the steps only with events that leave them as they are', () => {
+    // Every event on a record in the state it needs, and whether the event changes a step.
+    const started = apply(inStatus('in_progress'), { type: 'step_started', step: 'validate' }, now);
+    const failed = apply(inStatus('in_progress'), { type: 'failed', error: { code: 'BUILD_FAILED', message: 'x', step: 'build' } }, now);
+    const cases: [DeploymentRecord, DeploymentEvent, boolean][] = [
+      [inStatus('queued'), { type: 'published' }, false],
+      [inStatus('queued'), { type: 'attempt_started' }, false],
+      [inStatus('in_progress'), { type: 'lease_taken' }, false],
+      [inStatus('queued'), { type: 'cancel_requested' }, false],
+      [inStatus('in_progress'), { type: 'cancelled' }, false],
+      [inStatus('in_progress'), { type: 'step_started', step: 'validate' }, true],
+      [started, { type: 'step_completed', step: 'validate', output: { plan: 'p' } }, true],
+      [started, { type: 'step_failed', step: 'validate', error: { code: 'BUILD_FAILED', message: 'x', step: 'validate' } }, true],
+      [started, { type: 'step_rolled_back', step: 'validate' }, true],
+      [failed, { type: 'retried' }, true],
+    ];
+    for (const [record, event, changesSteps] of cases) {
+      const copy = structuredClone(record);
+      const next = apply(record, event, now);
+      expect(record, event.type).toEqual(copy);
+      expect(next.steps === record.steps, event.type).toBe(!changesSteps);
+      // The step objects of a changed record are its own: changing them would not reach `record`.
+      if (changesSteps) for (const step of STEPS) expect(next.steps[step] === record.steps[step], `${event.type} ${step}`).toBe(false);
+    }
+  });
 });
 
 describe('live deployment order', () => {
