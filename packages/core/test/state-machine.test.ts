@@ -224,7 +224,7 @@ describe('deployment state machine', () => {
       [inStatus('in_progress'), { type: 'cancelled' }, false],
       [inStatus('in_progress'), { type: 'step_started', step: 'validate' }, true],
       [started, { type: 'step_completed', step: 'validate', output: { plan: 'p' } }, true],
-      [started, { type: 'step_failed', step: 'validate', error: { code: 'BUILD_FAILED', message: 'x', step: 'validate' } }, true],
+      [started, { type: 'step_failed', step: 'validate', error: 'exit 1' }, true],
       [started, { type: 'step_rolled_back', step: 'validate' }, true],
       [failed, { type: 'retried' }, true],
     ];
