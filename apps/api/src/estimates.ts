@@ -55,7 +55,7 @@ function formatDuration(ms: number): string {
 export class RecentTimesCache {
   private readonly store: Pick<DeploymentStore, 'listRecent'>;
   private readonly now: () => number;
-  private readonly entries = new Map<string, { at: number; times: Promise<RecentTimes> }>();
+  private readonly entries = new Map<string, { at: number; times: Promise<RecentTimes>; settled: RecentTimes | null }>();
 
   constructor(store: Pick<DeploymentStore, 'listRecent'>, now: () => number = Date.now) {
     this.store = store;
@@ -65,12 +65,29 @@ export class RecentTimesCache {
   forOrg(orgId: string): Promise<RecentTimes> {
     const cached = this.entries.get(orgId);
     if (cached !== undefined && this.now() - cached.at < TTL_MS) return cached.times;
-    const times = this.store.listRecent(orgId, SAMPLE).then(recentTimes);
-    // A failed read is not remembered: the next request asks again.
-    times.catch(() => this.entries.delete(orgId));
+    const entry: { at: number; times: Promise<RecentTimes>; settled: RecentTimes | null } = { at: this.now(), times: this.store.listRecent(orgId, SAMPLE).then(recentTimes), settled: null };
+    entry.times.then(
+      (times) => {
+        entry.settled = times;
+      },
+      // A failed read is not remembered: the next request asks again.
+      () => {
+        if (this.entries.get(orgId) === entry) this.entries.delete(orgId);
+      },
+    );
     this.entries.delete(orgId);
     if (this.entries.size >= MAX_ORGS) this.entries.delete(this.entries.keys().next().value ?? '');
-    this.entries.set(orgId, { at: this.now(), times });
-    return times;
+    this.entries.set(orgId, entry);
+    return entry.times;
+  }
+
+  /**
+   * The organization's times when a read of the last minute has already answered, without a promise
+   * (POST /deploy's answer: BENCHMARKS.md); undefined otherwise (then `forOrg`).
+   */
+  settledFor(orgId: string): RecentTimes | undefined {
+    const cached = this.entries.get(orgId);
+    if (cached === undefined || cached.settled === null || this.now() - cached.at >= TTL_MS) return undefined;
+    return cached.settled;
   }
 }

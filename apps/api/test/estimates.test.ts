@@ -52,6 +52,40 @@ describe('estimatedDuration from recent deployments', () => {
     await cache.forOrg('org_a');
     expect(reads).toBe(3);
   });
+
+  it('answers at once (no promise) only with a read of the last minute that has answered; a failed read is asked again', async () => {
+    let now = T0;
+    let fail = false;
+    let release = () => {};
+    const cache = new RecentTimesCache(
+      {
+        listRecent: () => {
+          if (fail) return Promise.reject(new Error('database is locked'));
+          return new Promise((resolve) => {
+            release = () => resolve([completed(quick)]);
+          });
+        },
+      },
+      () => now,
+    );
+    expect(cache.settledFor('org_a')).toBeUndefined();
+    const pending = cache.forOrg('org_a');
+    // Asked, not answered yet.
+    expect(cache.settledFor('org_a')).toBeUndefined();
+    release();
+    await pending;
+    expect(cache.settledFor('org_a')?.summary).toBe('about 4 s (last completed deployment)');
+    now += 61_000;
+    expect(cache.settledFor('org_a')).toBeUndefined();
+    fail = true;
+    await expect(cache.forOrg('org_a')).rejects.toThrow('database is locked');
+    expect(cache.settledFor('org_a')).toBeUndefined();
+    fail = false;
+    const again = cache.forOrg('org_a');
+    release();
+    expect((await again).summary).toBe('about 4 s (last completed deployment)');
+    expect(cache.settledFor('org_a')?.summary).toBe('about 4 s (last completed deployment)');
+  });
 });
 
 describe('progress while a step runs', () => {

@@ -30,10 +30,22 @@ export function projectKey(orgId: string, projectId: string): string {
 
 /** `<project>-<environment>`: the Container App name, and the local host name. */
 export function appName(orgId: string, projectId: string, environment: Environment): string {
-  const hash = projectKey(orgId, projectId).slice(0, 6);
-  const budget = MAX_APP_NAME - environment.length - hash.length - 2;
-  return `${slug(projectId, budget)}-${hash}-${environment}`;
+  // A POST /deploy names its app twice (the app record, the deployment): remembered, as the project
+  // key is, instead of slugging the projectId again with four regular expressions (BENCHMARKS.md).
+  // Ids match ID_PATTERN (no NUL), so the key names one (org, project, environment).
+  const key = `${orgId}\u0000${projectId}\u0000${environment}`;
+  let name = appNames.get(key);
+  if (name === undefined) {
+    const hash = projectKey(orgId, projectId).slice(0, 6);
+    const budget = MAX_APP_NAME - environment.length - hash.length - 2;
+    name = `${slug(projectId, budget)}-${hash}-${environment}`;
+    // Forget everything at the cap, as `memoized` does.
+    if (appNames.size >= 4096) appNames.clear();
+    appNames.set(key, name);
+  }
+  return name;
 }
+const appNames = new Map<string, string>();
 
 /**
  * Revision suffix from the deployment id and attempt: Container Apps wants lowercase alphanumerics
