@@ -134,7 +134,7 @@ interface HeapNode { callFrame: CallFrame; selfSize: number; children: HeapNode[
  */
 async function profile(all: Side[], turn: (side: Side, waves: number) => Promise<number>, waves: number): Promise<void> {
   const { Session } = await import('node:inspector/promises');
-  const { PerformanceObserver } = await import('node:perf_hooks');
+  const { constants, PerformanceObserver } = await import('node:perf_hooks');
   const session = new Session();
   session.connect();
   const where = (frame: CallFrame) => `${frame.functionName || '(anon)'} ${frame.url.replace(/^.*?\/(apps|packages|node_modules|scripts)\//, '$1/')}:${frame.lineNumber + 1}`;
@@ -144,10 +144,16 @@ async function profile(all: Side[], turn: (side: Side, waves: number) => Promise
     const requests = waves * WAVE;
     let gcs = 0;
     let gcMs = 0;
+    // By kind (perf_hooks' NODE_PERFORMANCE_GC_*): scavenges (minor) apart from mark-compact (major) and the rest.
+    let minor = 0;
+    let major = 0;
     const observer = new PerformanceObserver((list) => {
       for (const entry of list.getEntries()) {
         gcs += 1;
         gcMs += entry.duration;
+        const kind = (entry as { detail?: { kind?: number } | null }).detail?.kind;
+        if (kind === constants.NODE_PERFORMANCE_GC_MINOR) minor += 1;
+        else if (kind === constants.NODE_PERFORMANCE_GC_MAJOR) major += 1;
       }
     });
     observer.observe({ entryTypes: ['gc'] });
@@ -190,7 +196,7 @@ async function profile(all: Side[], turn: (side: Side, waves: number) => Promise
       for (const child of node.children) walk(child);
     };
     walk(heap.head);
-    console.log(`--- ${side.name}: ${requests} requests, ${cpu.toFixed(1)} CPU µs per request, ${(bytes / requests / 1024).toFixed(1)} KB allocated per request (sampled), ${((1000 * gcs) / requests).toFixed(1)} GCs and ${((1000 * gcMs) / requests).toFixed(1)} ms of GC per 1,000`);
+    console.log(`--- ${side.name}: ${requests} requests, ${cpu.toFixed(1)} CPU µs per request, ${(bytes / requests / 1024).toFixed(1)} KB allocated per request (sampled), ${((1000 * gcs) / requests).toFixed(1)} GCs (${((1000 * minor) / requests).toFixed(1)} scavenges, ${((1000 * major) / requests).toFixed(1)} mark-compacts) and ${((1000 * gcMs) / requests).toFixed(1)} ms of GC per 1,000`);
     console.log(`self time (of ${(busy / requests).toFixed(0)} µs busy per request):\n${top(self, busy, (value) => `${(value / requests).toFixed(1)} µs`)}`);
     const ours = new Map([...inclusive].filter(([name]) => /apps\/|packages\/|fastify|pino|light-my-request/.test(name)));
     console.log(`inclusive time, our code and the frameworks':\n${top(ours, busy, (value) => `${(value / requests).toFixed(1)} µs`)}`);
