@@ -25,12 +25,14 @@
  * seeded deployment's own project (an app with a live deployment); status: the seeded deployment,
  * finished more than 10 s before (the kept answer).
  *
+ * AB_IDEMPOTENCY=1: each POST with a new Idempotency-Key (the CLI's way), without --http.
  * AB_WAVES=<n>: waves of 50 per turn (default 6 for POST, 20 for status, 60 for status with --http). AB_PROFILE=<waves>: after
  * the rounds (0 rounds: only this), each side alone under V8's CPU profiler and sampling heap
  * profiler for that many waves: CPU µs, bytes allocated and GCs per request, the top functions by
  * self time, by inclusive time (ours and the frameworks'), and by bytes allocated (AB_TOP of each).
  */
 import { fork } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { cp, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -52,6 +54,8 @@ const route = process.argv[3] ?? 'post';
 if (route !== 'status' && route !== 'post' && route !== 'redeploy') throw new Error(`route must be status, post or redeploy, not ${route}`);
 const rounds = Number(process.argv[4] ?? 10);
 const http = process.argv.includes('--http');
+/** AB_IDEMPOTENCY=1: every POST with its own Idempotency-Key, as the CLI sends (through `inject` only). */
+const keyed = process.env.AB_IDEMPOTENCY === '1';
 const WAVE = 50;
 const WAVES_PER_TURN = Number(process.env.AB_WAVES ?? (route === 'status' ? (http ? 60 : 20) : 6));
 const gc = (globalThis as { gc?: () => void }).gc;
@@ -230,7 +234,7 @@ try {
       return (used.user + used.system) / (waves * WAVE);
     }
     for (let wave = 0; wave < waves; wave += 1) {
-      const answers = await Promise.all(Array.from({ length: WAVE }, () => side.inject(request)));
+      const answers = await Promise.all(Array.from({ length: WAVE }, () => side.inject(keyed ? { ...request, headers: { ...request.headers, 'idempotency-key': randomUUID() } } : request)));
       const bad = answers.find((answer) => answer.statusCode >= 300);
       if (bad !== undefined) throw new Error(`${side.name}: ${request.method} ${request.url} answered ${bad.statusCode}`);
     }

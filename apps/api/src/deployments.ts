@@ -19,6 +19,17 @@ import {
   updateDeployment,
 } from '@zepid/core';
 
+/** An Idempotency-Key with the SHA-256 of its request's body (JSON), hashed once per request. */
+export interface KeyedRequest {
+  key: string;
+  requestHash: string;
+}
+
+/** `idempotency` with its body hashed (`keyedRequest({ key, body })`), or as given when it already is. */
+export function keyedRequest(idempotency: { key: string; body: unknown } | KeyedRequest): KeyedRequest {
+  return 'requestHash' in idempotency ? idempotency : { key: idempotency.key, requestHash: sha256Hex(JSON.stringify(idempotency.body)) };
+}
+
 /** Object uploads in flight for one request. */
 const OBJECT_WRITES = 8;
 
@@ -59,15 +70,21 @@ export class DeploymentService {
    */
   async submit(
     request: DeployRequest,
-    idempotency: { key: string; body: unknown } | null,
+    idempotency: { key: string; body: unknown } | KeyedRequest | null,
     traceparent: string | null,
     createdBy: DeploymentCreator | null = null,
+    options: { replayChecked?: boolean } = {},
   ): Promise<{ record: DeploymentRecord; replayed: boolean }> {
     const { store, secrets } = this.adapters;
-    const requestHash = idempotency === null ? null : sha256Hex(JSON.stringify(idempotency.body));
-    if (idempotency !== null && requestHash !== null) {
-      const earlier = await store.findByIdempotencyKey(request.orgId, idempotency.key);
-      if (earlier !== null) return { record: this.replay(earlier, requestHash), replayed: true };
+    const keyed = idempotency === null ? null : keyedRequest(idempotency);
+    const requestHash = keyed === null ? null : keyed.requestHash;
+    // `replayChecked`: the caller has just asked `replayOf` with the same key and hash (POST /deploy
+    // does, before the app checks): asking again cost a store read, a JSON.stringify and a SHA-256 of
+    // the whole body per keyed POST, as the CLI sends. A request racing in between still ends in the
+    // CONFLICT below, answered with the winner.
+    if (keyed !== null && options.replayChecked !== true) {
+      const earlier = await store.findByIdempotencyKey(request.orgId, keyed.key);
+      if (earlier !== null) return { record: this.replay(earlier, keyed.requestHash), replayed: true };
     }
 
     // Cheap early refusal; the intake checks again atomically where the store can.
@@ -102,7 +119,7 @@ export class DeploymentService {
           storedFiles: source.storedFiles,
           storedBytes: source.storedBytes,
         },
-        idempotency: idempotency === null || requestHash === null ? null : { key: idempotency.key, requestHash },
+        idempotency: keyed === null || requestHash === null ? null : { key: keyed.key, requestHash },
         createdBy,
       },
       this.options.clock(),
@@ -117,8 +134,8 @@ export class DeploymentService {
     } catch (error) {
       await this.discard(request.orgId, id);
       // Two requests with one Idempotency-Key raced: the loser answers with the winner's deployment.
-      if (error instanceof DeployError && error.code === 'CONFLICT' && idempotency !== null && requestHash !== null) {
-        const winner = await store.findByIdempotencyKey(request.orgId, idempotency.key);
+      if (error instanceof DeployError && error.code === 'CONFLICT' && keyed !== null && requestHash !== null) {
+        const winner = await store.findByIdempotencyKey(request.orgId, keyed.key);
         if (winner !== null) return { record: this.replay(winner, requestHash), replayed: true };
       }
       throw error;
@@ -194,10 +211,10 @@ export class DeploymentService {
    * The deployment an earlier request with this Idempotency-Key made (same body), or null when the key
    * is new; IDEMPOTENCY_CONFLICT when it came with another body.
    */
-  async replayOf(orgId: string, idempotency: { key: string; body: unknown } | null): Promise<DeploymentRecord | null> {
+  async replayOf(orgId: string, idempotency: { key: string; body: unknown } | KeyedRequest | null): Promise<DeploymentRecord | null> {
     if (idempotency === null) return null;
     const earlier = await this.adapters.store.findByIdempotencyKey(orgId, idempotency.key);
-    return earlier === null ? null : this.replay(earlier, sha256Hex(JSON.stringify(idempotency.body)));
+    return earlier === null ? null : this.replay(earlier, keyedRequest(idempotency).requestHash);
   }
 
   /**

@@ -369,6 +369,16 @@ describe('API', () => {
       expect(elsewhere.statusCode).toBe(202);
       expect(idOf(elsewhere)).not.toBe(idOf(first));
     });
+
+    it('answers concurrent POSTs with one new Idempotency-Key with one deployment (the losers of the race replay the winner)', async () => {
+      const body = staticBody({ projectId: 'idem-race' });
+      const answers = await Promise.all(Array.from({ length: 10 }, () => deploy(body, 'org_456', { 'idempotency-key': 'key-race' })));
+      expect(answers.map((answer) => answer.statusCode)).toEqual(Array.from({ length: 10 }, () => 202));
+      expect(new Set(answers.map(idOf)).size).toBe(1);
+      expect(answers.filter((answer) => answer.headers['idempotent-replayed'] === 'true')).toHaveLength(9);
+      const page = (await h.app.inject({ url: '/deploy/project/idem-race', headers: auth('org_456') })).json<{ deployments: unknown[] }>();
+      expect(page.deployments).toHaveLength(1);
+    });
   });
 
   describe('status endpoints', () => {

@@ -19,6 +19,7 @@ import {
 import { RecentTimesCache } from '../estimates.ts';
 import { acceptedView, statusView, summaryView } from '../views.ts';
 import { buildersOf, imageBuilderOf } from '../apps.ts';
+import { keyedRequest } from '../deployments.ts';
 import { noteDerivedQueued } from './queued.ts';
 
 const RedeployAccepted = Type.Object({
@@ -156,13 +157,19 @@ export const deployRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> = 
       const key = request.headers['idempotency-key'];
       const deployRequest = checked.request;
       const app = context.apps.ref(deployRequest.orgId, deployRequest.projectId, deployRequest.environment);
-      const idempotency = key === undefined ? null : { key, body: request.body };
+      // The body is hashed once, for the replay look-up and the record.
+      const idempotency = key === undefined ? null : keyedRequest({ key, body: request.body });
       // A replay answers as before, even once the app is deleting; anything new for a deleting app is a 409.
-      const replay = (await service.replayOf(deployRequest.orgId, idempotency)) !== null;
-      const appRecord = replay ? null : await context.apps.assertNotDeleting(app.orgId, app.appName);
-      // Without envVariables the deployment runs with the app's current values (issue 12).
-      if (!replay && !deployRequest.envVariablesGiven) deployRequest.envVariables = await context.apps.currentEnv(app, appRecord);
-      const { record, replayed } = await service.submit(deployRequest, idempotency, adapters.telemetry.currentTraceparent(), request.caller);
+      const earlier = await service.replayOf(deployRequest.orgId, idempotency);
+      let record: DeploymentRecord;
+      let replayed = earlier !== null;
+      if (earlier !== null) record = earlier;
+      else {
+        const appRecord = await context.apps.assertNotDeleting(app.orgId, app.appName);
+        // Without envVariables the deployment runs with the app's current values (issue 12).
+        if (!deployRequest.envVariablesGiven) deployRequest.envVariables = await context.apps.currentEnv(app, appRecord);
+        ({ record, replayed } = await service.submit(deployRequest, idempotency, adapters.telemetry.currentTraceparent(), request.caller, { replayChecked: true }));
+      }
       // With envVariables, exactly those, and they become the app's current values.
       if (!replayed && deployRequest.envVariablesGiven) await context.apps.adoptDeployedEnv(app, deployRequest.envVariables, deployRequest.buildEnv, record);
       if (!replayed) {
