@@ -34,6 +34,7 @@ const FIGURES = [
   'status_latency_p99',
   'pickup_p50',
   'pickup_p99',
+  'pickup_worker_loop_delay_p99',
   'throughput_c5',
   'store_writes_per_deployment',
   'worker_cpu_c5',

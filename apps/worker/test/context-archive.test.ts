@@ -32,4 +32,23 @@ describe('build context archive', () => {
     const changed = files.map((file) => (file.path === 'index.html' ? { ...file, data: Buffer.from('<h1>hi!</h1>') } : file));
     expect(packArchive(changed)).not.toEqual(first);
   });
+
+  it('packs plain tar for a builder on the same disk and tar.gz for one that reads it remotely; the extractor takes both', async () => {
+    const tar = packArchive(files, 'tar');
+    const gz = packArchive(files, 'tar.gz');
+    // gzip's magic bytes (RFC 1952 §2.3.1) only on the tar.gz; a tar's first header carries "ustar" at offset 257 (POSIX pax/ustar).
+    expect([...gz.subarray(0, 2)]).toEqual([0x1f, 0x8b]);
+    expect([...tar.subarray(0, 2)]).not.toEqual([0x1f, 0x8b]);
+    expect(tar.subarray(257, 262).toString('latin1')).toBe('ustar');
+    expect(tar.length % 512).toBe(0);
+    for (const archive of [tar, gz]) {
+      const dir = await mkdtemp(join(tmpdir(), 'zepid-archive-'));
+      try {
+        await extractContext(archive, dir);
+        for (const file of files) expect(await readFile(join(dir, file.path))).toEqual(file.data);
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+    }
+  });
 });

@@ -7,7 +7,7 @@
  * - step: one of six stages, in order: validate, sync, sandbox, build, deploy, cleanup.
  * - attempt: one run of the workflow for a deployment; a retry is a new attempt of the same deployment.
  * - source: the files of a deployment, addressed by a digest of their content.
- * - build context: the source packed as tar.gz (plus a generated Dockerfile when it has none).
+ * - build context: the source packed as tar.gz, or plain tar locally (plus a generated Dockerfile when it has none).
  * - image: what the build produces; in Azure an ACR reference pinned by digest, locally a directory.
  * - revision: one running version of a project's app (a Container Apps revision; locally a process).
  * - app: one project in one environment, what has a URL: where its revisions run (`<project>-<environment>`,

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import { closeSync, fstatSync, mkdirSync, openSync, readFileSync, readSync, renameSync, statSync, utimesSync, writeFileSync } from 'node:fs';
-import { appendFile, mkdir, readdir, rm, stat, utimes, rename } from 'node:fs/promises';
+import { appendFileSync, closeSync, fstatSync, mkdirSync, openSync, readFileSync, readSync, renameSync, statSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { mkdir, readdir, rm, stat, utimes, rename } from 'node:fs/promises';
 import { dirname, join, sep } from 'node:path';
 import type { ArtifactStore, DependencyHealth, DeploymentRef, StoredObject } from '@zepid/core';
 import type { SqliteDatabase } from './sqlite/database.ts';
@@ -11,7 +11,9 @@ import { checkObject, DEPLOYMENT_ID_PATTERN, FILE_DIGEST_PATTERN, OBJECT_RETENTI
 const ID = new RegExp(DEPLOYMENT_ID_PATTERN);
 const DIGEST = new RegExp(FILE_DIGEST_PATTERN);
 const DIRS = { object: 'objects', context: 'contexts', log: 'logs' } as const;
-const EXTENSIONS = { context: '.tar.gz', log: '.ndjson' } as const;
+const EXTENSIONS = { context: '.tar', log: '.ndjson' } as const;
+/** Where contexts were written gzipped before `contextFormat` (a deployment in flight across the upgrade still finds its own). */
+const LEGACY_CONTEXT_EXTENSION = '.tar.gz';
 type Kind = keyof typeof EXTENSIONS;
 
 /** A synchronous file call as the port's promise (its error as the rejection). */
@@ -34,7 +36,7 @@ const TAIL_CACHE_ENTRIES = 512;
  * Artifacts as files under `<DATA_DIR>/artifacts/`:
  *
  *   objects/<org key>/<sha256>                    one file's content, once per org
- *   contexts/<deploymentId>.tar.gz, logs/<deploymentId>.ndjson
+ *   contexts/<deploymentId>.tar (plain tar: the builder reads it back from this disk), logs/<deploymentId>.ndjson
  *
  * and source manifests (paths → digests, a few hundred bytes) in the `manifests` table of the
  * embedded database, keyed by org key and deployment id.
@@ -43,6 +45,8 @@ const TAIL_CACHE_ENTRIES = 512;
  * orgs share a directory on a case-insensitive file system. An object's mtime is its last use.
  */
 export class FsArtifactStore implements ArtifactStore {
+  /** The local builder extracts the context from this disk: gzip would only cost the worker CPU (BENCHMARKS.md). */
+  readonly contextFormat = 'tar';
   private readonly root: string;
   /** `<root>/objects`, normalized once: object paths are built from it without `join` (below). */
   private readonly objectsDir: string;
@@ -259,16 +263,35 @@ export class FsArtifactStore implements ArtifactStore {
     return { uri: path };
   }
 
-  getContext(deploymentId: string): Promise<Buffer | null> {
-    return this.readOrNull(this.path('context', deploymentId));
+  async getContext(deploymentId: string): Promise<Buffer | null> {
+    // The extractor takes a gzipped archive as well (node-tar detects gzip by its magic bytes).
+    return (await this.readOrNull(this.path('context', deploymentId))) ?? this.readOrNull(this.legacyContextPath(deploymentId));
   }
 
-  async deleteContext(deploymentId: string): Promise<void> {
-    await rm(this.path('context', deploymentId), { force: true });
+  /** Two `unlink` calls, synchronous as the writes are (`rm` adds an `lstat` and thread-pool round trips per file). */
+  deleteContext(deploymentId: string): Promise<void> {
+    return settle(() => {
+      for (const path of [this.path('context', deploymentId), this.legacyContextPath(deploymentId)]) {
+        try {
+          unlinkSync(path);
+        } catch (error) {
+          if (!isMissing(error)) throw error;
+        }
+      }
+    });
   }
 
-  async appendLog(deploymentId: string, chunk: string): Promise<void> {
-    await appendFile(this.path('log', deploymentId), chunk, { mode: 0o600 });
+  private legacyContextPath(deploymentId: string): string {
+    return this.path('context', deploymentId).slice(0, -EXTENSIONS.context.length) + LEGACY_CONTEXT_EXTENSION;
+  }
+
+  /**
+   * Synchronous, as `writeAtomic` is: the promise API's open, write and close (three thread-pool
+   * round trips and a FileHandle) cost the worker more than the append itself (its profile, BENCHMARKS.md).
+   * A chunk is what the deployment's log buffered since its last flush (250 ms; at most the log limit).
+   */
+  appendLog(deploymentId: string, chunk: string): Promise<void> {
+    return settle(() => appendFileSync(this.path('log', deploymentId), chunk, { mode: 0o600 }));
   }
 
   async readLog(deploymentId: string): Promise<string> {
@@ -338,7 +361,7 @@ export class FsArtifactStore implements ArtifactStore {
     let deleted = await runSqlite(
       () => Number(this.db.connection.prepare('DELETE FROM manifests WHERE org_key = ? AND deployment_id = ?').run(orgStorageKey(orgId), deploymentId).changes),
     );
-    for (const path of [this.path('context', deploymentId), this.path('log', deploymentId)]) {
+    for (const path of [this.path('context', deploymentId), this.legacyContextPath(deploymentId), this.path('log', deploymentId)]) {
       try {
         await rm(path);
         deleted += 1;

@@ -1,6 +1,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { SqliteDatabase } from '../src/index.ts';
 
@@ -12,9 +13,9 @@ describe('SQLite group commit (batch)', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  async function open(): Promise<SqliteDatabase> {
+  async function open(options: { lockWaitMs?: number } = {}): Promise<SqliteDatabase> {
     dir = await mkdtemp(join(tmpdir(), 'zepid-batch-'));
-    db = new SqliteDatabase(join(dir, 'test.db'));
+    db = new SqliteDatabase(join(dir, 'test.db'), options);
     db.open();
     db.connection.exec('CREATE TABLE items (name TEXT PRIMARY KEY)');
     return db;
@@ -24,14 +25,15 @@ describe('SQLite group commit (batch)', () => {
 
   it('commits the writes of one event-loop turn in one transaction, each settling its own caller', async () => {
     await open();
-    const transactions = vi.spyOn(db, 'transaction');
+    const exec = vi.spyOn(db.connection, 'exec');
+    const commits = () => exec.mock.calls.filter(([sql]) => sql === 'COMMIT').length;
     const results = await Promise.all(Array.from({ length: 20 }, (_, i) => db.batch(insert(`n${String(i).padStart(2, '0')}`))));
     expect(results).toEqual(Array.from({ length: 20 }, () => 1));
-    expect(transactions).toHaveBeenCalledTimes(1);
+    expect(commits()).toBe(1);
     expect(names()).toHaveLength(20);
     // Later writes get a transaction of their own.
     await db.batch(insert('later'));
-    expect(transactions).toHaveBeenCalledTimes(2);
+    expect(commits()).toBe(2);
   });
 
   it('rolls back only the write that failed: its partial changes are gone, the others committed', async () => {
@@ -72,5 +74,75 @@ describe('SQLite group commit (batch)', () => {
     }
     db.open();
     expect(names()).toEqual([]);
+  });
+
+  /**
+   * Another connection (as the API process's is) holds the write lock: SQLite's own busy handler
+   * would sleep in this thread until it is released, and nothing else of this process would run
+   * meanwhile (here not even the timer that releases it).
+   */
+  function holdWriteLock(): { release: () => void; other: DatabaseSync } {
+    const other = new DatabaseSync(db.path);
+    other.exec('BEGIN IMMEDIATE');
+    other.exec("INSERT INTO items (name) VALUES ('other')");
+    return {
+      other,
+      release: () => {
+        if (!other.isOpen) return;
+        if (other.isTransaction) other.exec('COMMIT');
+        other.close();
+      },
+    };
+  }
+
+  it('waits for a write lock held by another connection without blocking the event loop, then commits', async () => {
+    await open();
+    const lock = holdWriteLock();
+    let ticks = 0;
+    const ticker = setInterval(() => (ticks += 1), 5);
+    try {
+      const released = setTimeout(() => lock.release(), 300);
+      const started = performance.now();
+      const write = db.batch(insert('mine'));
+      // Writes made while the batch waits join it.
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      const joined = db.batch(insert('joined'));
+      await expect(Promise.all([write, joined])).resolves.toEqual([1, 1]);
+      clearTimeout(released);
+      expect(performance.now() - started).toBeGreaterThanOrEqual(250);
+      // A 5 ms timer over ~300 ms of waiting: it fired throughout (a blocked loop fires it once at most).
+      expect(ticks).toBeGreaterThan(20);
+      expect(names()).toEqual(['joined', 'mine', 'other']);
+      // Only the lock attempts ran without a busy timeout: reads and transaction() still wait.
+      expect(db.connection.prepare('PRAGMA busy_timeout').get()).toEqual({ timeout: 10_000 });
+    } finally {
+      clearInterval(ticker);
+      lock.release();
+    }
+  });
+
+  it('fails the waiting writes DEPENDENCY_UNAVAILABLE (retryable) once the lock wait limit is over, and keeps working after', async () => {
+    await open({ lockWaitMs: 200 });
+    const lock = holdWriteLock();
+    let ticks = 0;
+    const ticker = setInterval(() => (ticks += 1), 5);
+    try {
+      const started = performance.now();
+      const outcome = await db.batch(insert('mine')).then(
+        () => null,
+        (error: unknown) => error,
+      );
+      expect(outcome).toMatchObject({ code: 'DEPENDENCY_UNAVAILABLE', retryable: true });
+      expect(performance.now() - started).toBeGreaterThanOrEqual(190);
+      expect(ticks).toBeGreaterThan(10);
+    } finally {
+      clearInterval(ticker);
+      lock.release();
+    }
+    // Nothing of the failed write, the other connection's committed; the next write goes through.
+    await db.batch(insert('after'));
+    expect(names()).toEqual(['after', 'other']);
+    // The connection's own busy timeout (reads, transaction()) is back to waiting.
+    expect(db.connection.prepare('PRAGMA busy_timeout').get()).toEqual({ timeout: 10_000 });
   });
 });

@@ -6,8 +6,9 @@ import { planOf } from './step.ts';
 import { loadSource } from './validate.ts';
 
 /**
- * Step 2: the source becomes the build context, a tar.gz with a generated Dockerfile when the
- * project has none, stored in the artifact store (Blob Storage in Azure, where kaniko reads it).
+ * Step 2: the source becomes the build context, a tar.gz (plain tar locally: the artifact store's
+ * `contextFormat`) with a generated Dockerfile when the project has none, stored in the artifact
+ * store (Blob Storage in Azure, where kaniko reads it).
  * Compensation deletes the context: a failed or cancelled deployment leaves no blob behind, and a
  * retry packs the source again (cheap next to a build). A deployment that reuses an earlier build
  * (build-reuse.ts) needs no context.
@@ -51,7 +52,7 @@ export async function packContext(context: StepContext): Promise<{ contextUri: s
     entries.push({ path: 'Dockerfile', data: Buffer.from(generateDockerfile(plan, files.map((file) => file.path))) });
     log('generated a Dockerfile for the build');
   }
-  const archive = packArchive(entries);
+  const archive = packArchive(entries, adapters.artifacts.contextFormat);
   const { uri } = await adapters.artifacts.putContext(record.id, archive);
   log(`build context: ${entries.length} files, ${archive.length} bytes`);
   return { contextUri: uri, contextBytes: archive.length };

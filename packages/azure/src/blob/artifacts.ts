@@ -147,6 +147,8 @@ async function readStream(stream: NodeJS.ReadableStream | undefined): Promise<Bu
 }
 
 export class BlobArtifactStore implements ArtifactStore {
+  /** kaniko's `--context` takes a tar.gz from Blob Storage (https://github.com/GoogleContainerTools/kaniko#kaniko-build-contexts). */
+  readonly contextFormat = 'tar.gz';
   private readonly options: BlobArtifactStoreOptions;
   private readonly maxBlocks: number;
   private readonly touchAfterMs: number;

@@ -51,7 +51,13 @@ export interface ArtifactStore extends Lifecycle, HealthReporting {
   expireObjects(orgId: string, digests: readonly string[]): Promise<StoredObject[]>;
   /** Deletes the object only if it is still at `version` (not used since listed); true when deleted. */
   deleteObject(orgId: string, digest: string, version: string): Promise<boolean>;
-  /** Stores the build context (tar.gz) and returns where a builder reads it (blob URL or file path). */
+  /**
+   * How the builder reads the build context, so the worker packs it that way: `tar.gz` where it
+   * travels (kaniko reads a tar.gz from Blob Storage), plain `tar` where the builder reads it back
+   * from the same disk (local), since compressing it there only costs the worker CPU (BENCHMARKS.md).
+   */
+  readonly contextFormat: 'tar.gz' | 'tar';
+  /** Stores the build context (packed as `contextFormat` says) and returns where a builder reads it (blob URL or file path). */
   putContext(deploymentId: string, archive: Buffer): Promise<{ uri: string }>;
   getContext(deploymentId: string): Promise<Buffer | null>;
   deleteContext(deploymentId: string): Promise<void>;

@@ -1,5 +1,6 @@
 import { closeSync, mkdirSync, openSync, readSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { DatabaseSync } from 'node:sqlite';
 import type { StatementSync } from 'node:sqlite';
 import { DeployError } from '@zepid/core';
@@ -176,6 +177,11 @@ export const MIGRATIONS: readonly string[] = [
 const WAL_INDEX_HEADER_BYTES = 96;
 const WAL_INDEX_VERSION = 3007000;
 
+/** How long a writer waits for the write lock held by another connection (or process) before failing. */
+const BUSY_TIMEOUT_MS = 10_000;
+/** How often `batch` tries the write lock again while another connection holds it. */
+const LOCK_RETRY_MS = 1;
+
 export class SqliteDatabase {
   readonly path: string;
   private db: DatabaseSync | null = null;
@@ -185,8 +191,12 @@ export class SqliteDatabase {
   /** Adapters sharing this database each open and close it; the file closes with the last one. */
   private users = 0;
 
-  constructor(path: string) {
+  /** How long `batch` waits for the write lock before its writes fail DEPENDENCY_UNAVAILABLE (retryable). */
+  private readonly lockWaitMs: number;
+
+  constructor(path: string, options: { lockWaitMs?: number } = {}) {
     this.path = path;
+    this.lockWaitMs = options.lockWaitMs ?? BUSY_TIMEOUT_MS;
   }
 
   /** Opens the file (once; every adapter sharing this object calls it) and applies pending migrations. */
@@ -196,7 +206,7 @@ export class SqliteDatabase {
     if (this.path !== ':memory:') mkdirSync(dirname(this.path), { recursive: true });
     const db = new DatabaseSync(this.path);
     memoizePrepare(db);
-    db.exec('PRAGMA busy_timeout = 10000;');
+    db.exec(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS};`);
     // Switching a new file to WAL needs an exclusive lock, and SQLite answers "database is locked"
     // at once, without its busy handler, when the other process (npm start starts the API and the
     // worker together) is opening the same new file: wait a little and try again; the mode is kept
@@ -263,32 +273,54 @@ export class SqliteDatabase {
   }
 
   private queued: { fn: () => unknown; afterCommit: (() => void) | undefined; resolve: (value: unknown) => void; reject: (error: Error) => void }[] = [];
+  /** A flush is scheduled or waiting for the write lock: later `batch` calls join it. */
+  private flushing = false;
 
   /**
    * Group commit: `fn` runs in a write transaction shared with every other `batch` call made in the
-   * same turn of the event loop, each inside its own savepoint (one that throws is rolled back
-   * alone and only its caller sees the error). The promise settles after the COMMIT, so a caller
-   * still answers only once its write is durable, but fifty concurrent POST /deploy pay for one
-   * commit instead of fifty: on these machines a commit's system calls cost more than the inserts
-   * (BENCHMARKS.md).
+   * same turn of the event loop (or while the batch waits for the write lock), each inside its own
+   * savepoint (one that throws is rolled back alone and only its caller sees the error). The
+   * promise settles after the COMMIT, so a caller still answers only once its write is durable, but
+   * fifty concurrent POST /deploy pay for one commit instead of fifty: on these machines a commit's
+   * system calls cost more than the inserts (BENCHMARKS.md).
    *
    * `afterCommit` runs once per commit however many calls of the batch passed the same function
    * (the intake's doorbell ring: one file touch for fifty POSTs instead of fifty), after the COMMIT
    * and before any caller's promise settles; not at all when the transaction failed.
+   *
+   * The write lock is waited for without blocking the event loop (`tryBegin`): while the other
+   * process holds it, this one goes on serving, and takes the lock within ~1 ms of its release.
    */
   batch<T>(fn: () => T, afterCommit?: () => void): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       this.queued.push({ fn, afterCommit, resolve: resolve as (value: unknown) => void, reject });
-      if (this.queued.length === 1) setImmediate(() => this.flushBatch());
+      if (!this.flushing) {
+        this.flushing = true;
+        setImmediate(() => void this.flushBatch());
+      }
     });
   }
 
-  private flushBatch(): void {
+  private async flushBatch(): Promise<void> {
+    try {
+      const deadline = performance.now() + this.lockWaitMs;
+      // BEGIN and the writes below run in one synchronous stretch: nothing else can use the connection
+      // between them. Between attempts the event loop runs on (and more writes join this batch).
+      while (!this.tryBegin(performance.now() >= deadline)) await sleep(LOCK_RETRY_MS);
+    } catch (error) {
+      this.flushing = false;
+      const failure = sqliteError(error);
+      const batch = this.queued;
+      this.queued = [];
+      for (const item of batch) item.reject(failure);
+      return;
+    }
     const batch = this.queued;
     this.queued = [];
+    this.flushing = false;
     const outcomes: ({ ok: true; value: unknown } | { ok: false; error: Error })[] = [];
     try {
-      this.transaction(() => {
+      this.inTransaction(() => {
         const db = this.connection;
         for (const item of batch) {
           db.exec('SAVEPOINT batch_item');
@@ -325,10 +357,43 @@ export class SqliteDatabase {
     });
   }
 
-  /** Runs `fn` in a write transaction (BEGIN IMMEDIATE: the write lock is taken up front, so no upgrade deadlock). */
-  transaction<T>(fn: () => T): T {
+  /**
+   * One attempt at the write lock (BEGIN IMMEDIATE) that does not wait: SQLite's own busy handler
+   * sleeps in the calling thread (1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100 ms steps,
+   * `sqliteDefaultBusyCallback` in sqlite3's main.c), which froze this process's event loop while
+   * the other process committed and overslept its release by up to a step: the worker's pickup p99
+   * (BENCHMARKS.md). The connection's busy timeout is 0 for this statement only; reads and
+   * `transaction` keep the 10 s wait. True when the lock is held; false when another connection
+   * has it; the busy error itself when `last`.
+   */
+  private tryBegin(last: boolean): boolean {
     const db = this.connection;
-    db.exec('BEGIN IMMEDIATE');
+    // exec, not a kept prepared statement: SQLite applies this PRAGMA when it compiles it.
+    db.exec('PRAGMA busy_timeout = 0');
+    try {
+      db.exec('BEGIN IMMEDIATE');
+      return true;
+    } catch (error) {
+      if (last || !isBusy(error)) throw error;
+      return false;
+    } finally {
+      db.exec(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`);
+    }
+  }
+
+  /**
+   * Runs `fn` in a write transaction (BEGIN IMMEDIATE: the write lock is taken up front, so no upgrade
+   * deadlock). Synchronous, so a lock held by another process is waited for by SQLite's busy handler,
+   * blocking: writers on a hot path use `batch`, which waits without blocking.
+   */
+  transaction<T>(fn: () => T): T {
+    this.connection.exec('BEGIN IMMEDIATE');
+    return this.inTransaction(fn);
+  }
+
+  /** Runs `fn` in the transaction just begun: COMMIT, or ROLLBACK when it throws. */
+  private inTransaction<T>(fn: () => T): T {
+    const db = this.connection;
     try {
       const result = fn();
       db.exec('COMMIT');
@@ -367,6 +432,10 @@ export function runSqlite<T>(fn: () => T): Promise<T> {
   } catch (error) {
     return Promise.reject(sqliteError(error));
   }
+}
+
+function isBusy(error: unknown): boolean {
+  return /SQLITE_BUSY|database is locked/i.test(error instanceof Error ? error.message : String(error));
 }
 
 /** Maps SQLite's "database is locked/unavailable" failures to a retryable error; leaves others alone. */

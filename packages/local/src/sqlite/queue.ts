@@ -104,13 +104,16 @@ export class SqliteJobQueue implements JobQueue {
     return Promise.resolve();
   }
 
-  /** Runs a write and rings the doorbell once it has committed (also when it failed: nothing is lost by a spare look). */
+  /** After a commit that can make a job deliverable: once per group commit however many writes it held. */
+  private readonly ring = (): void => this.doorbell.ring();
+
+  /**
+   * Runs a write in the database's group commit (`SqliteDatabase.batch`: it shares the COMMIT with
+   * the store's writes of the same turn, and waits for the write lock without blocking the event
+   * loop) and rings the doorbell once it has committed.
+   */
   private write<T>(fn: () => T): Promise<T> {
-    try {
-      return runSqlite(fn);
-    } finally {
-      this.doorbell.ring();
-    }
+    return this.db.batch(fn, this.ring);
   }
 
   health(): Promise<DependencyHealth> {
@@ -119,10 +122,8 @@ export class SqliteJobQueue implements JobQueue {
 
   publish(body: JobMessage, options: PublishOptions): Promise<void> {
     return this.write(() => {
-      this.db.transaction(() => {
-        this.forgetSettled();
-        insertJob(this.db, body, options, this.now());
-      });
+      this.forgetSettled();
+      insertJob(this.db, body, options, this.now());
     });
   }
 
@@ -133,7 +134,7 @@ export class SqliteJobQueue implements JobQueue {
       if (this.closing.signal.aborted) return null;
       // Read before looking: a ring that comes while we look makes the wait below return at once.
       const seen = this.doorbell.rung;
-      const job = await runSqlite(() => this.tryReceive());
+      const job = await this.tryReceive();
       if (job !== null) return job;
       const now = this.now();
       if (signal.aborted || now >= deadline) return null;
@@ -159,15 +160,18 @@ export class SqliteJobQueue implements JobQueue {
     return row?.at ?? null;
   }
 
-  private tryReceive(): LocalJob | null {
+  private async tryReceive(): Promise<LocalJob | null> {
     // A waiting receiver looks at every ring, and most rings have nothing for it (another receiver took
     // the job, or the session is busy): look without the write lock first, so these looks never queue
     // behind (or in front of) the API's writes when there is nothing to deliver.
-    const candidate = this.db.connection
-      .prepare(`SELECT 1 FROM jobs WHERE state = 'active' AND visible_at <= :now AND (locked_until IS NULL OR locked_until <= :now) LIMIT 1`)
-      .get({ now: this.now() });
+    const candidate = await runSqlite(() =>
+      this.db.connection
+        .prepare(`SELECT 1 FROM jobs WHERE state = 'active' AND visible_at <= :now AND (locked_until IS NULL OR locked_until <= :now) LIMIT 1`)
+        .get({ now: this.now() }),
+    );
     if (candidate === undefined) return null;
-    return this.db.transaction(() => {
+    // In the group commit, without the doorbell: taking a lock makes nothing deliverable.
+    return this.db.batch(() => {
       for (;;) {
         const now = this.now();
         // The oldest deliverable job whose session has nothing locked and nothing older waiting.
@@ -235,52 +239,47 @@ export class SqliteJobQueue implements JobQueue {
       .run(reason, description.slice(0, 1024), now, seq);
   }
 
-  renewLock(job: QueuedJob): Promise<void> {
-    return runSqlite(() => {
-      const lockedUntil = this.now() + this.lockDurationMs;
-      this.db.transaction(() => this.settle(job, 'UPDATE jobs SET locked_until = ?', lockedUntil));
-      job.lockedUntil = new Date(lockedUntil);
+  async renewLock(job: QueuedJob): Promise<void> {
+    const lockedUntil = await this.db.batch(() => {
+      const until = this.now() + this.lockDurationMs;
+      this.settle(job, 'UPDATE jobs SET locked_until = ?', until);
+      return until;
     });
+    job.lockedUntil = new Date(lockedUntil);
   }
 
   complete(job: QueuedJob): Promise<void> {
     // Frees the session: its next job becomes deliverable.
     return this.write(() =>
-      this.db.transaction(() =>
-        this.settle(job, `UPDATE jobs SET state = 'done', lock_token = NULL, locked_until = NULL, settled_at = ?`, this.now()),
-      ),
+      this.settle(job, `UPDATE jobs SET state = 'done', lock_token = NULL, locked_until = NULL, settled_at = ?`, this.now()),
     );
   }
 
   abandon(job: QueuedJob, options: { delayMs?: number } = {}): Promise<void> {
     // Rung also with a delay: waiting receivers learn the new visible time and sleep until it.
-    return this.write(() =>
-      this.db.transaction(() => {
-        if (job.deliveryCount >= this.maxDeliveryCount) {
-          this.settle(
-            job,
-            `UPDATE jobs SET state = 'dead', lock_token = NULL, locked_until = NULL, dead_reason = ?, dead_description = ?, settled_at = ?`,
-            'MaxDeliveryCountExceeded',
-            `Abandoned on delivery ${job.deliveryCount} of ${this.maxDeliveryCount}`,
-            this.now(),
-          );
-          return;
-        }
-        this.settle(job, 'UPDATE jobs SET lock_token = NULL, locked_until = NULL, visible_at = ?', this.now() + (options.delayMs ?? 0));
-      }),
-    );
+    return this.write(() => {
+      if (job.deliveryCount >= this.maxDeliveryCount) {
+        this.settle(
+          job,
+          `UPDATE jobs SET state = 'dead', lock_token = NULL, locked_until = NULL, dead_reason = ?, dead_description = ?, settled_at = ?`,
+          'MaxDeliveryCountExceeded',
+          `Abandoned on delivery ${job.deliveryCount} of ${this.maxDeliveryCount}`,
+          this.now(),
+        );
+        return;
+      }
+      this.settle(job, 'UPDATE jobs SET lock_token = NULL, locked_until = NULL, visible_at = ?', this.now() + (options.delayMs ?? 0));
+    });
   }
 
   deadLetter(job: QueuedJob, reason: { reason: string; description: string }): Promise<void> {
     return this.write(() =>
-      this.db.transaction(() =>
-        this.settle(
-          job,
-          `UPDATE jobs SET state = 'dead', lock_token = NULL, locked_until = NULL, dead_reason = ?, dead_description = ?, settled_at = ?`,
-          reason.reason.slice(0, 128),
-          reason.description.slice(0, 1024),
-          this.now(),
-        ),
+      this.settle(
+        job,
+        `UPDATE jobs SET state = 'dead', lock_token = NULL, locked_until = NULL, dead_reason = ?, dead_description = ?, settled_at = ?`,
+        reason.reason.slice(0, 128),
+        reason.description.slice(0, 1024),
+        this.now(),
       ),
     );
   }
