@@ -19,6 +19,7 @@
  * The peer writes its own database.
  *
  *   node --import=./scripts/precompiled-loader.mjs scripts/bench/ab.ts <other checkout> [status|post|redeploy] [rounds] [seconds]
+ *   AB_SOLO=1 node … ab.ts …    each side alone in turn (a change that uses the second core; see `solo`)
  */
 import { spawn } from 'node:child_process';
 import { closeSync, openSync, readFileSync } from 'node:fs';
@@ -36,6 +37,9 @@ const route = process.argv[3] ?? 'status';
 if (route !== 'status' && route !== 'post' && route !== 'redeploy') throw new Error(`route must be status, post or redeploy, not ${route}`);
 const rounds = Number(process.argv[4] ?? 5);
 const seconds = Number(process.argv[5] ?? 4);
+// AB_SOLO=1: each side loaded alone in turn instead of all at once. For a change that moves work to
+// another core (such as the writer thread tried on branch s13-writer, BENCHMARKS.md): loaded together, the three services leave no core idle.
+const solo = process.env.AB_SOLO === '1';
 // Both checkouts run from precompiled sources, as `npm start` runs them.
 for (const checkout of [root, other]) precompile({ root: checkout });
 const dataDir = await mkdtemp(join(tmpdir(), 'zepid-ab-'));
@@ -72,38 +76,54 @@ try {
   await waitReady(peer, `http://127.0.0.1:${peerPort}/deploy/${id}/status`, 30_000, { headers: HEADERS });
 
   /** CPU time (user + system) of a process so far, in ms, from /proc/<pid>/stat (clock ticks of 10 ms). */
-  const cpuMs = (pid: number): number => {
-    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+  const cpuMs = (pid: number, file = `/proc/${pid}/stat`): number => {
+    const fields = readFileSync(file, 'utf8').split(') ')[1]?.split(' ') ?? [];
     return (Number(fields[11]) + Number(fields[12])) * 10;
   };
+  /** The same for the process's main thread alone (its task has the process's id): the rest is V8's and libuv's threads, and any thread of ours. */
+  const mainCpuMs = (pid: number): number => cpuMs(pid, `/proc/${pid}/task/${pid}/stat`);
   const sides = [
     { name: 'this', port: apiPort, pid: api.child.pid ?? 0 },
     { name: 'other', port: otherPort, pid: otherApi.pid ?? 0 },
     { name: 'peer', port: peerPort, pid: peer.child.pid ?? 0 },
   ];
   const load = async (port: number, pid: number, duration: number) => {
-    const before = cpuMs(pid);
+    const [before, mainBefore] = [cpuMs(pid), mainCpuMs(pid)];
     const result = await autocannon({ url: `http://127.0.0.1:${port}${path}`, connections: 50, duration, ...request });
     if (result.non2xx > 0 || result.errors > 0) throw new Error(`port ${port}: ${result.non2xx} non-2xx, ${result.errors} errors`);
-    return { rate: result.requests.average, cpuUs: ((cpuMs(pid) - before) * 1000) / result.requests.total };
+    const total = result.requests.total;
+    return { rate: result.requests.average, cpuUs: ((cpuMs(pid) - before) * 1000) / total, mainUs: ((mainCpuMs(pid) - mainBefore) * 1000) / total };
   };
   await Promise.all(sides.map((side) => load(side.port, side.pid, 1)));
-  const results: Record<string, { rate: number; cpuUs: number }>[] = [];
+  const results: Record<string, { rate: number; cpuUs: number; mainUs: number }>[] = [];
   for (let round = 0; round < rounds; round += 1) {
-    const measured: Record<string, { rate: number; cpuUs: number }> = {};
-    await Promise.all(
-      sides.map(async (side) => {
+    const measured: Record<string, { rate: number; cpuUs: number; mainUs: number }> = {};
+    if (solo) {
+      // Each side alone, the order turning each round: as the bench's phase 2 loads ours and the peer.
+      for (let turn = 0; turn < sides.length; turn += 1) {
+        const side = sides[(round + turn) % sides.length]!;
         measured[side.name] = await load(side.port, side.pid, seconds);
-      }),
-    );
+      }
+    } else {
+      await Promise.all(
+        sides.map(async (side) => {
+          measured[side.name] = await load(side.port, side.pid, seconds);
+        }),
+      );
+    }
     results.push(measured);
-    const line = sides.map((side) => `${side.name} ${Math.round(measured[side.name]!.rate)} req/s ${Math.round(measured[side.name]!.cpuUs)} µs`).join(', ');
+    const line = sides
+      .map((side) => `${side.name} ${Math.round(measured[side.name]!.rate)} req/s ${Math.round(measured[side.name]!.cpuUs)} µs (main thread ${Math.round(measured[side.name]!.mainUs)})`)
+      .join(', ');
     console.log(`round ${round + 1}: ${line}; this ÷ peer ${(measured.this!.rate / measured.peer!.rate).toFixed(3)}, other ÷ peer ${(measured.other!.rate / measured.peer!.rate).toFixed(3)}`);
   }
-  const median = (pick: (r: Record<string, { rate: number; cpuUs: number }>) => number, digits = 3) => quantile(results.map(pick), 0.5).toFixed(digits);
+  const median = (pick: (r: Record<string, { rate: number; cpuUs: number; mainUs: number }>) => number, digits = 3) => quantile(results.map(pick), 0.5).toFixed(digits);
   console.log(
     `${route}: CPU µs per request, median: this ${median((r) => r.this!.cpuUs, 0)}, other ${median((r) => r.other!.cpuUs, 0)}, peer ${median((r) => r.peer!.cpuUs, 0)}; ` +
       `other ÷ this per round, median ${median((r) => r.other!.cpuUs / r.this!.cpuUs)} (> 1: this checkout costs less); peer ÷ this ${median((r) => r.peer!.cpuUs / r.this!.cpuUs)}, peer ÷ other ${median((r) => r.peer!.cpuUs / r.other!.cpuUs)}`,
+  );
+  console.log(
+    `${route}: main thread's CPU µs per request, median: this ${median((r) => r.this!.mainUs, 0)}, other ${median((r) => r.other!.mainUs, 0)}, peer ${median((r) => r.peer!.mainUs, 0)}; other ÷ this per round, median ${median((r) => r.other!.mainUs / r.this!.mainUs)}`,
   );
   console.log(`${route}: req/s, median of per-round ratios: this ÷ peer ${median((r) => r.this!.rate / r.peer!.rate)}, other ÷ peer ${median((r) => r.other!.rate / r.peer!.rate)}, this ÷ other ${median((r) => r.this!.rate / r.other!.rate)} (status answer ${answer.length} bytes)`);
 } finally {
