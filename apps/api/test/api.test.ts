@@ -351,6 +351,13 @@ describe('API', () => {
       expect(bad.json()).toMatchObject({ error: 'VALIDATION_ERROR', details: [{ field: 'cursor' }] });
       const tooMany = await h.app.inject({ url: '/deploy/project/paged?limit=1000', headers: auth('org_456') });
       expect(tooMany.json()).toMatchObject({ error: 'VALIDATION_ERROR', details: [{ field: 'limit' }] });
+      // Decimal digits only: Number()'s other forms (which Ajv's coercion takes) are refused, not read as 1.
+      for (const limit of ['1.', '1.0', '1e0', '0x1', '+1']) {
+        const odd = await h.app.inject({ url: `/deploy/project/paged?limit=${encodeURIComponent(limit)}`, headers: auth('org_456') });
+        expect(odd.statusCode, limit).toBe(400);
+        expect(odd.json(), limit).toMatchObject({ error: 'VALIDATION_ERROR', details: [{ field: 'limit', message: expect.stringContaining('integer') }] });
+      }
+      expect((await h.app.inject({ url: '/deploy/project/paged?limit=2', headers: auth('org_456') })).statusCode).toBe(200);
     });
 
     it('returns the same deployment for a repeated Idempotency-Key and body; 409 for another body', async () => {
