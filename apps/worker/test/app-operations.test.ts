@@ -316,7 +316,12 @@ describe('image retention (KEEP_IMAGES_PER_APP)', () => {
   });
 
   const runToEnd = (record: DeploymentRecord) => eventually(() => h.get(record), terminal);
-  const deploy = async (options?: Parameters<WorkerHarness['submit']>[0]) => runToEnd(await h.submit(options));
+  /** To the end, retention included: a completed record is written before retention runs. */
+  const deploy = async (options?: Parameters<WorkerHarness['submit']>[0]) => {
+    const record = await runToEnd(await h.submit(options));
+    if (record.status === 'completed') await h.afterCompleted(record);
+    return record;
+  };
   const removedAt = async (record: DeploymentRecord) => (await h.get(record)).steps.build.output.imageRemovedAt;
 
   it('keeps the newest distinct images of each app (the live one first) and marks the deployments whose image went', async () => {

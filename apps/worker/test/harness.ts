@@ -34,6 +34,12 @@ export interface WorkerHarness {
     redeployOf?: string;
   }): Promise<DeploymentRecord>;
   get(record: DeploymentRecord): Promise<DeploymentRecord>;
+  /**
+   * Waits until the workflow's after-completion work (image retention) for this completed deployment
+   * has ended: the record shows `completed` before that work runs, so a test asserting on its result
+   * must wait for it, not for the status.
+   */
+  afterCompleted(record: DeploymentRecord): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -60,8 +66,15 @@ export async function createWorkerHarness(
   const adapters: WorkerAdapters = { ...base, builder, runtime };
   for (const adapter of [base.store, base.queue, base.artifacts, base.secrets]) await adapter.start();
   const retention = options.keepImagesPerApp === undefined ? null : new ImageRetention({ adapters, logger, keepPerApp: options.keepImagesPerApp });
+  const afterCompletedDone = new Set<string>();
   const workflow = new Workflow({
-    afterCompleted: retention === null ? undefined : (record) => retention.afterCompleted(record),
+    afterCompleted: async (record) => {
+      try {
+        await retention?.afterCompleted(record);
+      } finally {
+        afterCompletedDone.add(record.id);
+      }
+    },
     adapters,
     steps: options.stepDelayMs === undefined ? steps : slowed(options.stepDelayMs),
     settings: { deploymentTimeoutMs: options.deploymentTimeoutMs ?? 60_000 },
@@ -136,6 +149,9 @@ export async function createWorkerHarness(
       const current = await base.store.get({ orgId: record.orgId, deploymentId: record.id });
       if (current === null) throw new Error('record vanished');
       return current;
+    },
+    async afterCompleted(record) {
+      await eventually(async () => afterCompletedDone.has(record.id), (done) => done);
     },
     async close() {
       for (const consumer of consumers) await consumer.stop();
