@@ -52,10 +52,17 @@ function formatDuration(ms: number): string {
  * RecentTimes per organization from the store, read at most once a minute per organization: a
  * POST /deploy or a status read costs no extra query the rest of the time.
  */
+/** One organization's read: when it started, its answer, and that answer once it came (`settledFor`). */
+interface RecentTimesEntry {
+  at: number;
+  times: Promise<RecentTimes>;
+  settled: RecentTimes | null;
+}
+
 export class RecentTimesCache {
   private readonly store: Pick<DeploymentStore, 'listRecent'>;
   private readonly now: () => number;
-  private readonly entries = new Map<string, { at: number; times: Promise<RecentTimes>; settled: RecentTimes | null }>();
+  private readonly entries = new Map<string, RecentTimesEntry>();
 
   constructor(store: Pick<DeploymentStore, 'listRecent'>, now: () => number = Date.now) {
     this.store = store;
@@ -65,7 +72,7 @@ export class RecentTimesCache {
   forOrg(orgId: string): Promise<RecentTimes> {
     const cached = this.entries.get(orgId);
     if (cached !== undefined && this.now() - cached.at < TTL_MS) return cached.times;
-    const entry: { at: number; times: Promise<RecentTimes>; settled: RecentTimes | null } = { at: this.now(), times: this.store.listRecent(orgId, SAMPLE).then(recentTimes), settled: null };
+    const entry: RecentTimesEntry = { at: this.now(), times: this.store.listRecent(orgId, SAMPLE).then(recentTimes), settled: null };
     entry.times.then(
       (times) => {
         entry.settled = times;

@@ -46,8 +46,7 @@ export function newDeploymentId(now: number = Date.now()): string {
  * 1 KB of young-generation garbage per id; a POST /deploy makes two ids: BENCHMARKS.md).
  */
 export function randomBase32(prefix: string, count: number): string {
-  if (!/^[\x20-\x7e]*$/.test(prefix)) throw new Error(`id prefix must be printable ASCII: ${JSON.stringify(prefix)}`);
-  return randomTail(ID_SCRATCH.write(prefix, 'latin1'), count);
+  return randomTail(writePrefix(prefix), count);
 }
 
 /**
@@ -55,11 +54,7 @@ export function randomBase32(prefix: string, count: number): string {
  * (derived, not random, ids: `derivedEventId`).
  */
 export function base32Of(prefix: string, bytes: Uint8Array): string {
-  if (!/^[\x20-\x7e]*$/.test(prefix)) throw new Error(`id prefix must be printable ASCII: ${JSON.stringify(prefix)}`);
-  const at = ID_SCRATCH.write(prefix, 'latin1');
-  if (at + bytes.length > ID_SCRATCH.length) throw new Error(`an id of at most ${ID_SCRATCH.length} characters, not ${at + bytes.length}`);
-  for (let i = 0; i < bytes.length; i += 1) ID_SCRATCH[at + i] = BASE32_CODES[(bytes[i] ?? 0) & 31] ?? 0;
-  return ID_SCRATCH.toString('latin1', 0, at + bytes.length);
+  return withBase32(writePrefix(prefix), bytes, 0, bytes.length);
 }
 
 /** Where ids are put together (one at a time: the process is single-threaded and nothing here awaits). */
@@ -67,11 +62,23 @@ const ID_SCRATCH = Buffer.alloc(128);
 const BASE32_CODES = Uint8Array.from(BASE32, (char) => char.charCodeAt(0));
 const SORTED_BASE32_CODES = Uint8Array.from(SORTED_BASE32, (char) => char.charCodeAt(0));
 
+/** Writes `prefix` (printable ASCII) at the start of the scratch; returns where the characters after it go. */
+function writePrefix(prefix: string): number {
+  if (!/^[\x20-\x7e]*$/.test(prefix)) throw new Error(`id prefix must be printable ASCII: ${JSON.stringify(prefix)}`);
+  return ID_SCRATCH.write(prefix, 'latin1');
+}
+
 /** The scratch's first `at` bytes, then `count` random base32 characters, as a string. */
 function randomTail(at: number, count: number): string {
-  if (at + count > ID_SCRATCH.length) throw new Error(`an id of at most ${ID_SCRATCH.length} characters, not ${at + count}`);
+  // Reserved first: a refill replaces the pool.
   const from = reserveRandom(count);
-  for (let i = 0; i < count; i += 1) ID_SCRATCH[at + i] = BASE32_CODES[(randomPool[from + i] ?? 0) & 31] ?? 0;
+  return withBase32(at, randomPool, from, count);
+}
+
+/** The scratch's first `at` bytes, then one base32 character per byte of `bytes[from, from + count)` (its low 5 bits), as a string. */
+function withBase32(at: number, bytes: Uint8Array, from: number, count: number): string {
+  if (at + count > ID_SCRATCH.length) throw new Error(`an id of at most ${ID_SCRATCH.length} characters, not ${at + count}`);
+  for (let i = 0; i < count; i += 1) ID_SCRATCH[at + i] = BASE32_CODES[(bytes[from + i] ?? 0) & 31] ?? 0;
   return ID_SCRATCH.toString('latin1', 0, at + count);
 }
 
