@@ -1,3 +1,4 @@
+import { readdirSync, readlinkSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -144,5 +145,34 @@ describe('SQLite group commit (batch)', () => {
     expect(names()).toEqual(['after', 'other']);
     // The connection's own busy timeout (reads, transaction()) is back to waiting.
     expect(db.connection.prepare('PRAGMA busy_timeout').get()).toEqual({ timeout: 10_000 });
+  });
+
+  it('keeps the savepoints of a large group commit in memory: no temporary journal file is opened', async () => {
+    await open();
+    db.connection.exec('CREATE TABLE docs (id INTEGER PRIMARY KEY, body TEXT NOT NULL); CREATE INDEX docs_by_body ON docs (body)');
+    // SQLite opens its temporary files deleted (unlinked at once); the descriptor's link still names them.
+    const temporaryFiles = () =>
+      process.platform !== 'linux' ? [] : readdirSync('/proc/self/fd').flatMap((fd) => {
+        try {
+          const target = readlinkSync(`/proc/self/fd/${fd}`);
+          return /etilqs_/.test(target) ? [target] : [];
+        } catch {
+          return [];
+        }
+      });
+    let seen: string[] = [];
+    // Fifty writes in one transaction, each in its own savepoint changing ~25 pages (a POST /deploy
+    // changes ~19): a savepoint's journal passes the 64 KiB SQLite holds in memory by default.
+    const writes = Array.from({ length: 50 }, (_, i) =>
+      db.batch(() => {
+        const statement = db.connection.prepare('INSERT INTO docs (body) VALUES (?)');
+        for (let row = 0; row < 12; row += 1) statement.run(`${i}-${row}-${'x'.repeat(3000)}`);
+        if (i === 49) seen = temporaryFiles();
+      }),
+    );
+    await Promise.all(writes);
+    expect(db.connection.prepare('SELECT COUNT(*) AS n FROM docs').get()).toEqual({ n: 600 });
+    expect(seen).toEqual([]);
+    expect(db.connection.prepare('PRAGMA temp_store').get()).toEqual({ temp_store: 2 });
   });
 });
