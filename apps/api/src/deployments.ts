@@ -18,6 +18,7 @@ import {
   sourceDigest,
   updateDeployment,
 } from '@zepid/core';
+import { ObjectLookups } from './object-lookups.ts';
 
 /** An Idempotency-Key with the SHA-256 of its request's body (JSON), hashed once per request. */
 export interface KeyedRequest {
@@ -54,6 +55,7 @@ export interface DeploymentServiceOptions {
 export class DeploymentService {
   private readonly adapters: ApiAdapters;
   private readonly options: DeploymentServiceOptions;
+  private readonly lookups: ObjectLookups;
 
   get maxActivePerOrg(): number {
     return this.options.maxActivePerOrg;
@@ -62,6 +64,11 @@ export class DeploymentService {
   constructor(adapters: ApiAdapters, options: DeploymentServiceOptions) {
     this.adapters = adapters;
     this.options = options;
+    this.lookups = new ObjectLookups(adapters.artifacts, this.uploadWindowMs);
+  }
+
+  private get uploadWindowMs(): number {
+    return this.options.objectUploadWindowMs ?? OBJECT_RETENTION.uploadWindowMs;
   }
 
   /**
@@ -92,7 +99,6 @@ export class DeploymentService {
     if (active >= this.options.maxActivePerOrg) throw quotaExceeded(active, this.options.maxActivePerOrg);
 
     const id = newDeploymentId();
-    const lookedUpAt = performance.now();
     const source = await this.storeFiles(request);
     const record = newDeploymentRecord(
       {
@@ -126,7 +132,7 @@ export class DeploymentService {
     );
 
     const manifest = encodeSourceManifest({ files: source.files, historyMessages: request.historyMessages });
-    const storeBy = lookedUpAt + (this.options.objectUploadWindowMs ?? OBJECT_RETENTION.uploadWindowMs);
+    const storeBy = source.lookedUpAt + this.uploadWindowMs;
     await secrets.put(id, request.envVariables);
     try {
       const created = await this.record(record, traceparent, { manifest, storeBy }, source.files);
@@ -147,10 +153,12 @@ export class DeploymentService {
    * entries. One look-up covers every file: it finds the files given by sha256 alone (their sizes count
    * toward the limits) and the sent ones already stored (not uploaded again). Files given by sha256 that
    * the org does not have are a SOURCE_FILES_MISSING listing them all, before anything is written.
+   * `lookedUpAt`: when the oldest lookup the answer rests on was made (a found object's lookup is
+   * reused for up to a second: ObjectLookups), from which the upload window counts.
    */
-  private async storeFiles(request: DeployRequest): Promise<{ files: ManifestFile[]; storedFiles: number; storedBytes: number }> {
+  private async storeFiles(request: DeployRequest): Promise<{ files: ManifestFile[]; storedFiles: number; storedBytes: number; lookedUpAt: number }> {
     const { artifacts } = this.adapters;
-    const found = await artifacts.findObjects(request.orgId, request.files.map((file) => file.sha256));
+    const { found, lookedUpAt } = await this.lookups.lookUp(request.orgId, request.files.map((file) => file.sha256));
     const files = request.files.map((file) => ({ path: file.path, sha256: file.sha256, size: file.data?.length ?? found.get(file.sha256) ?? 0 }));
     const total = files.reduce((sum, file) => sum + file.size, 0);
     if (total > LIMITS.sourceBytes) {
@@ -165,12 +173,12 @@ export class DeploymentService {
     const fresh = new Map<string, Buffer>();
     for (const file of request.files) if (file.data !== null && !found.has(file.sha256)) fresh.set(file.sha256, file.data);
     // The usual redeploy: every file is stored already.
-    if (fresh.size === 0) return { files, storedFiles: 0, storedBytes: 0 };
+    if (fresh.size === 0) return { files, storedFiles: 0, storedBytes: 0, lookedUpAt };
     const written = await mapLimit([...fresh], OBJECT_WRITES, async ([digest, data]) =>
       (await artifacts.putObject(request.orgId, digest, data)) ? data.length : null,
     );
     const stored = written.filter((bytes) => bytes !== null);
-    return { files, storedFiles: stored.length, storedBytes: stored.reduce((sum, bytes) => sum + bytes, 0) };
+    return { files, storedFiles: stored.length, storedBytes: stored.reduce((sum, bytes) => sum + bytes, 0), lookedUpAt };
   }
 
   /**

@@ -146,6 +146,66 @@ describe('content-addressed source', () => {
     expect(await sourceOf(again)).toMatchObject({ fileCount: 3, storedFiles: 1 });
   });
 
+  it('looks a found object up once per second of a burst, not once per request; a missing one every time', async () => {
+    await accepted(entries(FILES));
+    const lookups = vi.spyOn(h.adapters.artifacts, 'findObjects');
+    const looked = () => lookups.mock.calls.flatMap(([, digests]) => digests);
+    await accepted(entries(FILES));
+    expect(looked()).toHaveLength(3);
+    // Within the second: the objects found by the request before are not looked up again, only the new file.
+    lookups.mockClear();
+    const later = await accepted([...entries(FILES), { path: 'new.txt', content: 'new' }]);
+    // (The local store's putObject looks the new one up once more itself.)
+    expect(new Set(looked())).toEqual(new Set([sha256Hex('new')]));
+    expect(await sourceOf(later)).toMatchObject({ fileCount: 4, storedFiles: 1 });
+    // A file given by sha256 alone that the org does not have is looked up (and refused) every time.
+    lookups.mockClear();
+    for (let i = 0; i < 2; i += 1) expect((await deploy([{ path: 'x.txt', sha256: sha256Hex('nobody has this') }])).statusCode).toBe(400);
+    expect(looked()).toEqual([sha256Hex('nobody has this'), sha256Hex('nobody has this')]);
+    // Another org never gets this org's lookups.
+    lookups.mockClear();
+    expect((await deploy([{ path: 'index.html', sha256: sha256Hex(FILES['index.html']) }], 'org_other')).statusCode).toBe(400);
+    expect(looked()).toEqual([sha256Hex(FILES['index.html'])]);
+    // A second later the lookup is made again (and refreshes the object's last use, as every lookup does).
+    const real = performance.now.bind(performance);
+    const aSecondOn = vi.spyOn(performance, 'now').mockImplementation(() => real() + 1_100);
+    lookups.mockClear();
+    await accepted(entries(FILES));
+    aSecondOn.mockRestore();
+    expect(new Set(looked())).toEqual(new Set(Object.values(FILES).map((content) => sha256Hex(content))));
+  });
+
+  it('counts the upload window from a reused lookup: past it, the objects are looked up again (uncached) before anything is recorded', async () => {
+    const real = performance.now.bind(performance);
+    let offset = 0;
+    const clock = vi.spyOn(performance, 'now').mockImplementation(() => real() + offset);
+    await accepted(entries(FILES));
+    const files = Object.keys(FILES).map((path) => ({ path, sha256: sha256Hex(FILES[path as keyof typeof FILES]) }));
+    // Looked up here, at t.
+    await accepted(files);
+    const before = await snapshot();
+    const lookups = vi.spyOn(h.adapters.artifacts, 'findObjects');
+    // t + 0.9 s: reused. Then the request takes long: its intake runs at t + 10.05 s, past the
+    // default window of 10 s counted from t (not from this request's start), and meanwhile the
+    // delete-app job of another app removed index.html's object.
+    offset = 900;
+    const { intake } = h.adapters;
+    const submit = intake.submit.bind(intake);
+    intake.submit = async (...args) => {
+      offset = 10_050;
+      await rm(objectPath('org_456', FILES['index.html']), { force: true });
+      return submit(...args);
+    };
+    const response = await deploy(files);
+    intake.submit = submit;
+    clock.mockRestore();
+    expect(response.statusCode, response.body).toBe(400);
+    expect(response.json()).toMatchObject({ error: 'SOURCE_FILES_MISSING', details: { missing: [{ path: 'index.html' }] } });
+    // The first lookup was reused; the second, past the window, was not.
+    expect(lookups.mock.calls.map(([, digests]) => digests.length)).toEqual([3]);
+    expect((await h.adapters.store.countByStatus('org_456')).queued).toBe(before.queued);
+  });
+
   it('refuses a reference to another org\'s file exactly as a missing one', async () => {
     await accepted([{ path: 'secret.txt', content: 'org_456 only' }]);
     const before = await snapshot();
