@@ -94,10 +94,6 @@ export class DeploymentService {
       if (earlier !== null) return { record: this.replay(earlier, keyed.requestHash), replayed: true };
     }
 
-    // Cheap early refusal; the intake checks again atomically where the store can.
-    const active = await store.countActive(request.orgId);
-    if (active >= this.options.maxActivePerOrg) throw quotaExceeded(active, this.options.maxActivePerOrg);
-
     const id = newDeploymentId();
     const source = await this.storeFiles(request);
     const record = newDeploymentRecord(
@@ -154,7 +150,8 @@ export class DeploymentService {
    * toward the limits) and the sent ones already stored (not uploaded again). Files given by sha256 that
    * the org does not have are a SOURCE_FILES_MISSING listing them all, before anything is written.
    * `lookedUpAt`: when the oldest lookup the answer rests on was made (a found object's lookup is
-   * reused for up to a second: ObjectLookups), from which the upload window counts.
+   * reused for up to a second: ObjectLookups), from which the upload window counts. An org at its
+   * active limit is refused (429) before anything is written.
    */
   private async storeFiles(request: DeployRequest): Promise<{ files: ManifestFile[]; storedFiles: number; storedBytes: number; lookedUpAt: number }> {
     const { artifacts } = this.adapters;
@@ -172,6 +169,10 @@ export class DeploymentService {
     }
     const fresh = new Map<string, Buffer>();
     for (const file of request.files) if (file.data !== null && !found.has(file.sha256)) fresh.set(file.sha256, file.data);
+    // Anything to write before the intake (file objects, env values for the secret store): refused
+    // first when the org is at its active limit, so nothing is written in vain. The usual redeploy
+    // writes neither, and the intake's own check (atomic where the store can) is enough.
+    if (fresh.size > 0 || Object.keys(request.envVariables).length > 0) await this.assertBelowLimit(request.orgId);
     // The usual redeploy: every file is stored already.
     if (fresh.size === 0) return { files, storedFiles: 0, storedBytes: 0, lookedUpAt };
     const written = await mapLimit([...fresh], OBJECT_WRITES, async ([digest, data]) =>
@@ -233,8 +234,7 @@ export class DeploymentService {
    */
   async submitRecord(record: DeploymentRecord, values: Record<string, string>, manifest: Buffer | null, traceparent: string | null = null): Promise<DeploymentRecord> {
     const { store, intake, secrets } = this.adapters;
-    const active = await store.countActive(record.orgId);
-    if (active >= this.options.maxActivePerOrg) throw quotaExceeded(active, this.options.maxActivePerOrg);
+    await this.assertBelowLimit(record.orgId);
     await secrets.put(record.id, values);
     try {
       // A manifest copied from a recorded deployment: its objects need no second look (storeBy: never).
@@ -248,6 +248,12 @@ export class DeploymentService {
       }
       throw error;
     }
+  }
+
+  /** A cheap early refusal (429) for an org at its active limit; the intake checks again, atomically where the store can. */
+  private async assertBelowLimit(orgId: string): Promise<void> {
+    const active = await this.adapters.store.countActive(orgId);
+    if (active >= this.options.maxActivePerOrg) throw quotaExceeded(active, this.options.maxActivePerOrg);
   }
 
   private replay(earlier: DeploymentRecord, requestHash: string): DeploymentRecord {

@@ -1,4 +1,4 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { appName, apply, STEPS } from '@zepid/core';
 import type { Harness } from './harness.ts';
 import { auth, completeDeployment, createHarness, seedExample, staticBody } from './harness.ts';
@@ -533,6 +533,34 @@ describe('API limits per org and per token', () => {
     expect(third.json()).toMatchObject({ ...ERROR_SHAPE, error: 'QUOTA_EXCEEDED', details: { active: 2, limit: 2 } });
     expect(await h.adapters.artifacts.listSources('org_456')).toHaveLength(2);
     expect((await post('org_other')).statusCode).toBe(202);
+  });
+
+  it('at the limit, refuses before writing anything: new files are not uploaded, env values not stored; known files go to the intake\'s own check', async () => {
+    h = await createHarness({ maxActivePerOrg: 1 });
+    const post = (files: { path: string; content: string }[], envVariables?: Record<string, string>) =>
+      h.app.inject({ method: 'POST', url: '/deploy', headers: auth('org_456'), payload: staticBody({ organizationId: 'org_456', files, ...(envVariables && { envVariables }) }) });
+    const known = [{ path: 'index.html', content: '<h1>known</h1>' }];
+    expect((await post(known)).statusCode).toBe(202);
+    const counts = vi.spyOn(h.adapters.store, 'countActive');
+    const uploads = vi.spyOn(h.adapters.artifacts, 'putObject');
+    const secrets = vi.spyOn(h.adapters.secrets, 'put');
+    const before = await h.artifactFiles();
+    // Known files only: nothing to write first, so no early count; the intake refuses it.
+    const again = await post(known);
+    expect(again.statusCode).toBe(429);
+    expect(again.json()).toMatchObject({ ...ERROR_SHAPE, error: 'QUOTA_EXCEEDED', details: { active: 1, limit: 1 } });
+    expect(counts).not.toHaveBeenCalled();
+    // A new file, or env values: refused by the early count, before the upload or the secret store.
+    for (const response of [await post([{ path: 'new.html', content: '<h1>new</h1>' }]), await post(known, { API_KEY: 'value' })]) {
+      expect(response.statusCode).toBe(429);
+      expect(response.json()).toMatchObject({ error: 'QUOTA_EXCEEDED', details: { active: 1, limit: 1 } });
+    }
+    expect(counts).toHaveBeenCalledTimes(2);
+    expect(uploads).not.toHaveBeenCalled();
+    // (Called for the first refused one with no values, which writes nothing.)
+    expect(secrets.mock.calls.filter(([, values]) => Object.keys(values).length > 0)).toEqual([]);
+    expect(await h.artifactFiles()).toEqual(before);
+    expect(await h.adapters.artifacts.listSources('org_456')).toHaveLength(1);
   });
 
   it('counts rollbacks and env restarts against the same limit: 429, and nothing stored or queued', async () => {
