@@ -223,6 +223,30 @@ describe('webhooks (Standard Webhooks), API + the worker\'s dispatcher on one da
     expect(telemetry[1]?.properties).toMatchObject({ webhookId: id, deploymentId: '', environment: '', orgId: 'org_456' });
   });
 
+  it('sends a webhook only the events of changes written after it was registered; an org without one keeps none (issue 16)', async () => {
+    const events = ['deployment.queued', 'deployment.started'];
+    const pendingOf = async (id: string) => (await h.adapters.store.listOutbox(100, 'org_456')).filter((entry) => entry.deploymentId === id);
+    // No webhook yet: the deployment's queued event is not kept (the local store checks in the write's transaction).
+    const before = await deploy();
+    expect(await pendingOf(before)).toEqual([]);
+    const { id: first } = await register({ events });
+    const between = await deploy();
+    expect((await pendingOf(between)).map((entry) => entry.event.type)).toEqual(['deployment.queued']);
+    // A second webhook registered while that event is still pending (a later millisecond): it does not get it.
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    const { id: second } = await register({ events });
+    await change(between, { type: 'attempt_started' });
+    await change(before, { type: 'attempt_started' });
+    await drain();
+    const sent = async (webhookId: string) =>
+      (await h.adapters.webhooks.listDeliveries('org_456', webhookId, 100))
+        .map((delivery) => `${(JSON.parse(delivery.payload) as { data: { deploymentId: string } }).data.deploymentId === before ? 'before' : 'between'}:${delivery.eventType}`)
+        .sort();
+    expect(await sent(first)).toEqual(['before:deployment.started', 'between:deployment.queued', 'between:deployment.started']);
+    expect(await sent(second)).toEqual(['before:deployment.started', 'between:deployment.started']);
+    expect(receiver.received).toHaveLength(5);
+  });
+
   it('a worker killed after the status write, after the fan-out, or mid-send still delivers once restarted', async () => {
     const { secret } = await register({ events: ['deployment.started'] });
     // 1. Killed right after the status write: the event is in the record's outbox, written with it.

@@ -1,15 +1,28 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import type { AppJobMessage, DeploymentRecord, Environment } from '@zepid/core';
+import type { AppJobMessage, DeploymentRecord, Environment, WebhookEndpoint } from '@zepid/core';
 import { parseLogLines, projectKey, sha256Hex, silentLogger, updateDeployment } from '@zepid/core';
 import { ImageRetention } from '../src/retention.ts';
 import type { WorkerHarness } from './harness.ts';
 import { createWorkerHarness, eventually } from './harness.ts';
+import { makeWebhook } from '@zepid/testkit';
 
 const terminal = (record: DeploymentRecord) => ['completed', 'failed', 'cancelled', 'superseded'].includes(record.status);
 
+/**
+ * Starts the harness's webhook store and registers a webhook of the harness's org (`org_w`): the
+ * store keeps the webhook events of an org's writes only while the org has a webhook.
+ */
+async function registerWebhook(h: WorkerHarness, events: WebhookEndpoint['events']): Promise<void> {
+  await h.adapters.webhooks.start();
+  await h.adapters.webhooks.createWebhook(makeWebhook('org_w', { id: 'wh_aaaaaaaaaaaaaaaaaaaaaaaaaa', url: 'https://hooks.example/zepid', events }));
+}
+
 describe('rollback and config deployments (issue 12): no build', () => {
   let h: WorkerHarness;
+  let webhooks = false;
   afterEach(async () => {
+    if (webhooks) await h.adapters.webhooks.close();
+    webhooks = false;
     await h.close();
   });
 
@@ -17,13 +30,19 @@ describe('rollback and config deployments (issue 12): no build', () => {
   const deploy = async (options?: Parameters<WorkerHarness['submit']>[0]) => runToEnd(await h.submit(options));
   const logOf = async (record: DeploymentRecord) =>
     parseLogLines(await h.adapters.artifacts.readLog(record.id)).map((line) => `${line.step ?? '-'}: ${line.message}`);
+  /** A harness whose org has a webhook: its writes' events are kept in the outbox. */
+  const harnessWithWebhook = async () => {
+    h = await createWorkerHarness();
+    await registerWebhook(h, null);
+    webhooks = true;
+  };
   /** The webhook events the deployment's writes put in the store's outbox (no dispatcher runs here). */
   const eventTypesOf = async (record: { orgId: string; id: string }) =>
     (await h.adapters.store.listOutbox(1000, record.orgId)).filter((entry) => entry.deploymentId === record.id).map((entry) => entry.event.type);
   const builderWork = () => h.builder.calls.filter((call) => call.startsWith('build ') || call.startsWith('createSandbox ') || call.startsWith('deleteImage '));
 
   it('a rollback of v1 after v2 went live puts v1\'s image back live: sync, sandbox and build skipped, nothing built', async () => {
-    h = await createWorkerHarness();
+    await harnessWithWebhook();
     h.consumer().start();
     const v1 = await deploy({ files: { 'index.html': 'v1' } });
     const v2 = await deploy({ files: { 'index.html': 'v2' } });
@@ -71,7 +90,7 @@ describe('rollback and config deployments (issue 12): no build', () => {
   });
 
   it('a config deployment restarts the live image with the new env values: a new revision, never the kept one, nothing built', async () => {
-    h = await createWorkerHarness();
+    await harnessWithWebhook();
     h.consumer().start();
     const live = await deploy({ env: { GREETING: 'hello' } });
     const before = builderWork();
@@ -139,23 +158,7 @@ describe('delete-app job (issue 12)', () => {
 
   async function setUp(options: Parameters<typeof createWorkerHarness>[0] = {}) {
     h = await createWorkerHarness(options);
-    await h.adapters.webhooks.start();
-    const now = new Date().toISOString();
-    await h.adapters.webhooks.createWebhook({
-      id: 'wh_aaaaaaaaaaaaaaaaaaaaaaaaaa',
-      orgId: 'org_w',
-      url: 'https://hooks.example/zepid',
-      events: ['app.deleted'],
-      projectId: null,
-      description: null,
-      enabled: true,
-      disabledReason: null,
-      failingSince: null,
-      previousSecretExpiresAt: null,
-      createdAt: now,
-      updatedAt: now,
-      etag: '',
-    });
+    await registerWebhook(h, ['app.deleted']);
   }
 
   /** What the API does on DELETE /projects/:projectId: marks the app deleting, then publishes the job. */

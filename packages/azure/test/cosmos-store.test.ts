@@ -44,10 +44,14 @@ storeContract('Cosmos DB (cosmosdb-server)', async () => {
     createIfMissing: true,
     retentionDays: 30,
   });
+  const webhooks = new CosmosWebhookStore(store);
   await store.start();
+  await webhooks.start();
   return {
     store,
+    webhooks,
     dispose: async () => {
+      await webhooks.close();
       await store.close();
       await emulator.stop();
     },

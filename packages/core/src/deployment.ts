@@ -106,8 +106,9 @@ export interface DeploymentRecord {
   finishedAt: string | null;
   /**
    * Webhook events of the status changes this write makes (webhooks.ts): the store keeps them in its
-   * outbox in the same transaction or batch as the record (see `DeploymentStore.listOutbox`) and
-   * returns and reads records without them, so each event is written once.
+   * outbox in the same transaction or batch as the record (see `DeploymentStore.listOutbox`; a store
+   * may leave out those of an org without a webhook) and returns and reads records without them, so
+   * each event is written once.
    */
   outbox?: OutboxEvent[];
   /** Opaque version set by the store; every write is conditional on it. */

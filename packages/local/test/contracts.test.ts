@@ -11,11 +11,16 @@ async function tempDir() {
 
 storeContract('SQLite', async () => {
   const { dir, remove } = await tempDir();
-  const store = new SqliteDeploymentStore(new SqliteDatabase(join(dir, 'zepid.db')));
+  const db = new SqliteDatabase(join(dir, 'zepid.db'));
+  const store = new SqliteDeploymentStore(db);
+  const webhooks = new SqliteWebhookStore(db);
   await store.start();
+  await webhooks.start();
   return {
     store,
+    webhooks,
     dispose: async () => {
+      await webhooks.close();
       await store.close();
       await remove();
     },

@@ -5,9 +5,10 @@ import { DatabaseSync } from 'node:sqlite';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { DeploymentRecord } from '@zepid/core';
 import { apply } from '@zepid/core';
-import { makeRecord } from '@zepid/testkit';
+import { makeRecord, makeWebhook } from '@zepid/testkit';
 import { MIGRATIONS } from '../src/sqlite/database.ts';
-import { SqliteDatabase, SqliteDeploymentStore } from '../src/index.ts';
+import { insertDeployment } from '../src/sqlite/store.ts';
+import { SqliteDatabase, SqliteDeploymentStore, SqliteWebhookStore } from '../src/index.ts';
 
 /**
  * Migration 10 (issue 16): the webhook outbox leaves the deployment documents for a table of its own.
@@ -62,6 +63,12 @@ describe('SQLite outbox: migration 10', () => {
       expect(read?.outbox).toBeUndefined();
       expect(read?.status).toBe(record.status);
     }
+    // Neither org has a webhook: the migration moves existing events all the same (it is not a new
+    // write), but a new write of an org without a webhook adds none.
+    const stored = await store.get({ orgId: 'org_n', deploymentId: queued.id });
+    if (stored === null) throw new Error('the migrated record is gone');
+    await store.replace(apply(stored, { type: 'attempt_started' }, new Date()));
+    expect(await store.listOutbox(100)).toHaveLength(3);
 
     // The file itself: version 10, no outbox left in any document, the JSON-expression index gone.
     const check = new DatabaseSync(path, { readOnly: true });
@@ -69,5 +76,85 @@ describe('SQLite outbox: migration 10', () => {
     expect(check.prepare(`SELECT COUNT(*) AS n FROM deployments WHERE json_type(doc, '$.outbox') IS NOT NULL`).get()).toEqual({ n: 0 });
     expect(check.prepare(`SELECT name FROM sqlite_master WHERE name = 'deployments_outbox'`).get()).toBeUndefined();
     check.close();
+  });
+});
+
+/**
+ * An org without any webhook keeps no outbox events (issue 16): its events would fan out to no one, and
+ * each cost an insert per write and a read and a delete in the dispatcher. Checked in the writing
+ * transaction, so an event is left out only if no webhook of its org existed at that write's commit.
+ */
+describe('SQLite outbox: only orgs with a webhook keep events', () => {
+  let dir = '';
+  let db: SqliteDatabase;
+  let store: SqliteDeploymentStore;
+  let webhooks: SqliteWebhookStore;
+  afterEach(async () => {
+    await webhooks.close();
+    await store.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  async function open() {
+    dir = await mkdtemp(join(tmpdir(), 'zepid-outbox-'));
+    db = new SqliteDatabase(join(dir, 'zepid.db'));
+    store = new SqliteDeploymentStore(db);
+    webhooks = new SqliteWebhookStore(db);
+    await store.start();
+    await webhooks.start();
+  }
+
+  /** The outbox table itself, per org: `deploymentId:type` in insertion order. */
+  const rows = (orgId: string) =>
+    (db.connection.prepare('SELECT deployment_id, event FROM outbox_events WHERE org_id = ? ORDER BY seq').all(orgId) as { deployment_id: string; event: string }[]).map(
+      (row) => `${row.deployment_id}:${(JSON.parse(row.event) as { type: string }).type}`,
+    );
+
+  it('writes no row for an org without a webhook, and every event of one with a webhook, enabled or disabled', async () => {
+    await open();
+    await webhooks.createWebhook(makeWebhook('org_hooked'));
+    await webhooks.createWebhook(makeWebhook('org_disabled', { enabled: false, disabledReason: 'disabled by a test' }));
+    const hooked = await store.create(makeRecord({ orgId: 'org_hooked' }), { maxActivePerOrg: 10 });
+    const plain = await store.create(makeRecord({ orgId: 'org_plain' }), { maxActivePerOrg: 10 });
+    const disabled = await store.create(makeRecord({ orgId: 'org_disabled' }), { maxActivePerOrg: 10 });
+    // The three replaces in one group commit (one transaction, one savepoint each).
+    await Promise.all([hooked, plain, disabled].map((record) => store.replace(apply(record, { type: 'attempt_started' }, new Date()))));
+    expect(rows('org_hooked')).toEqual([`${hooked.id}:deployment.queued`, `${hooked.id}:deployment.started`]);
+    expect(rows('org_disabled')).toEqual([`${disabled.id}:deployment.queued`, `${disabled.id}:deployment.started`]);
+    expect(rows('org_plain')).toEqual([]);
+    // The records themselves are written as always.
+    expect((await store.get({ orgId: 'org_plain', deploymentId: plain.id }))?.status).toBe('in_progress');
+  });
+
+  it('keeps events from the write after a webhook is registered, and none after the org\'s last webhook is deleted', async () => {
+    await open();
+    const record = await store.create(makeRecord({ orgId: 'org_later' }), { maxActivePerOrg: 10 });
+    expect(rows('org_later')).toEqual([]);
+    const first = await webhooks.createWebhook(makeWebhook('org_later'));
+    const second = await webhooks.createWebhook(makeWebhook('org_later'));
+    const started = await store.replace(apply(record, { type: 'attempt_started' }, new Date()));
+    expect(rows('org_later')).toEqual([`${record.id}:deployment.started`]);
+    // One of two webhooks deleted: the org still has one.
+    await webhooks.deleteWebhook('org_later', first.id);
+    const other = await store.create(makeRecord({ orgId: 'org_later' }), { maxActivePerOrg: 10 });
+    expect(rows('org_later')).toEqual([`${record.id}:deployment.started`, `${other.id}:deployment.queued`]);
+    // The last one deleted: later writes keep nothing; what was pending stays for the dispatcher.
+    await webhooks.deleteWebhook('org_later', second.id);
+    await store.replace(apply(started, { type: 'cancelled' }, new Date()));
+    await store.create(makeRecord({ orgId: 'org_later' }), { maxActivePerOrg: 10 });
+    expect(rows('org_later')).toEqual([`${record.id}:deployment.started`, `${other.id}:deployment.queued`]);
+  });
+
+  it('sees a webhook registered earlier in the same transaction, after a write of the org was checked', async () => {
+    await open();
+    const before = makeRecord({ orgId: 'org_same' });
+    const after = makeRecord({ orgId: 'org_same' });
+    // One group commit: a write of the org (no webhook yet: left out), the registration, a second write.
+    await db.batch(() => {
+      insertDeployment(db, before, { maxActivePerOrg: 10 });
+      void webhooks.createWebhook(makeWebhook('org_same'));
+      insertDeployment(db, after, { maxActivePerOrg: 10 });
+    });
+    expect(rows('org_same')).toEqual([`${after.id}:deployment.queued`]);
   });
 });

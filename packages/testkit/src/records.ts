@@ -1,5 +1,5 @@
-import type { AppRecord, DeploymentRecord, Environment } from '@zepid/core';
-import { appName, newDeploymentId, newDeploymentRecord } from '@zepid/core';
+import type { AppRecord, DeploymentRecord, Environment, WebhookEndpoint } from '@zepid/core';
+import { appName, newDeploymentId, newDeploymentRecord, newPrefixedId } from '@zepid/core';
 
 /** A fresh queued deployment record for tests; `overrides` win. */
 export function makeRecord(
@@ -53,6 +53,27 @@ export function makeAppRecord(
     deletingSince: null,
     createdAt: at.toISOString(),
     updatedAt: at.toISOString(),
+    etag: '',
+    ...overrides,
+  };
+}
+
+/** A webhook endpoint of the org for tests (every event, every project, enabled); `overrides` win. */
+export function makeWebhook(orgId: string, overrides: Partial<WebhookEndpoint> = {}): WebhookEndpoint {
+  const at = new Date().toISOString();
+  return {
+    id: newPrefixedId('wh_'),
+    orgId,
+    url: 'https://hooks.example.com/zepid',
+    events: null,
+    projectId: null,
+    description: null,
+    enabled: true,
+    disabledReason: null,
+    failingSince: null,
+    previousSecretExpiresAt: null,
+    createdAt: at,
+    updatedAt: at,
     etag: '',
     ...overrides,
   };

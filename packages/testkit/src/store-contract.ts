@@ -1,10 +1,16 @@
-import type { AppRecord, AppRef, DeploymentRecord, DeploymentStore, Page } from '@zepid/core';
+import type { AppRecord, AppRef, DeploymentRecord, DeploymentStore, Page, WebhookStore } from '@zepid/core';
 import { appName, apply, DeployError, STEPS, updateDeployment } from '@zepid/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { makeAppRecord, makeRecord } from './records.ts';
+import { makeAppRecord, makeRecord, makeWebhook } from './records.ts';
 
 export interface StoreHarness {
   store: DeploymentStore;
+  /**
+   * The webhook store beside it (sharing its database or container). A store may leave out the
+   * outbox events of an org that has no webhook at a write's commit (`DeploymentStore.listOutbox`):
+   * the contract registers a webhook for each org whose events it expects kept.
+   */
+  webhooks: WebhookStore;
   /** Stops whatever the harness started (emulator, temp dir). */
   dispose(): Promise<void>;
 }
@@ -316,9 +322,16 @@ export function storeContract(name: string, createHarness: () => Promise<StoreHa
       expect(found).not.toContain(fresh.id);
     });
 
+    /** A new org with a webhook registered: every write of its records keeps the events it carries. */
+    const orgWithWebhook = async (overrides: Parameters<typeof makeWebhook>[1] = {}) => {
+      const orgId = unique('org');
+      await harness.webhooks.createWebhook(makeWebhook(orgId, overrides));
+      return orgId;
+    };
+
     // Webhook outbox (issues 13 and 16): the events a write carries are kept with it, apart from the record.
     it('keeps the webhook events a write carries in its outbox, with the write, and returns records without them', async () => {
-      const orgId = unique('org');
+      const orgId = await orgWithWebhook();
       const types = async (org = orgId) => (await store.listOutbox(1000, org)).map((entry) => `${entry.deploymentId}:${entry.event.type}`);
       const record = makeRecord({ orgId });
       expect(record.outbox?.map((event) => event.type)).toEqual(['deployment.queued']);
@@ -342,7 +355,7 @@ export function storeContract(name: string, createHarness: () => Promise<StoreHa
       expect(await types()).toEqual([`${created.id}:deployment.queued`, `${created.id}:deployment.started`]);
 
       // Another org's events: listed across orgs, never in this org's listing.
-      const other = await store.create(makeRecord({ orgId: unique('org') }), { maxActivePerOrg: 10 });
+      const other = await store.create(makeRecord({ orgId: await orgWithWebhook() }), { maxActivePerOrg: 10 });
       expect(await types()).not.toContain(`${other.id}:deployment.queued`);
       const all = (await store.listOutbox(1000)).map((entry) => entry.deploymentId);
       expect(all).toEqual(expect.arrayContaining([created.id, other.id]));
@@ -362,6 +375,27 @@ export function storeContract(name: string, createHarness: () => Promise<StoreHa
       await store.removeOutbox((await store.listOutbox(1000, orgId)).map((entry) => ({ orgId, eventId: entry.event.id })));
       expect(await types()).toEqual([]);
       expect(second.outbox).toBeUndefined();
+    });
+
+    // What a store may leave out: the events of writes committed while the org had no webhook at all.
+    // From the first write after a webhook is registered (enabled or not: a disabled one can be
+    // enabled again), every event is kept.
+    it('keeps an org\'s events from the first write after a webhook is registered, a disabled one too', async () => {
+      const orgId = unique('org');
+      const types = async () => (await store.listOutbox(1000, orgId)).map((entry) => `${entry.deploymentId}:${entry.event.type}`);
+      const before = await store.create(makeRecord({ orgId }), { maxActivePerOrg: 10 });
+      // Kept or left out, as the store chooses: nothing is asserted of `deployment.queued` here.
+      const left = (await types()).filter((type) => type !== `${before.id}:deployment.queued`);
+      expect(left).toEqual([]);
+      const webhook = await harness.webhooks.createWebhook(makeWebhook(orgId, { enabled: false, disabledReason: 'disabled by a test' }));
+      const started = await store.replace(apply(before, { type: 'attempt_started' }, new Date()));
+      const after = await store.create(makeRecord({ orgId }), { maxActivePerOrg: 10 });
+      expect(await types()).toEqual(expect.arrayContaining([`${started.id}:deployment.started`, `${after.id}:deployment.queued`]));
+      await store.removeOutbox((await store.listOutbox(1000, orgId)).map((entry) => ({ orgId, eventId: entry.event.id })));
+      // The webhook deleted: later events may be left out again; none written before reappears.
+      await harness.webhooks.deleteWebhook(orgId, webhook.id);
+      await store.replace(apply(started, { type: 'cancelled' }, new Date()));
+      expect((await types()).filter((type) => type !== `${started.id}:deployment.cancelled`)).toEqual([]);
     });
 
     it('finds in-progress deployments by the start of their attempt (timeout sweep)', async () => {

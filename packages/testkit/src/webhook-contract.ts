@@ -1,6 +1,7 @@
 import type { DeploymentStore, WebhookDelivery, WebhookEndpoint, WebhookStore } from '@zepid/core';
 import { DeployError, newPrefixedId } from '@zepid/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { makeWebhook } from './records.ts';
 
 export interface WebhookHarness {
   webhooks: WebhookStore;
@@ -18,26 +19,6 @@ async function codeOf(promise: Promise<unknown>): Promise<string> {
   } catch (error) {
     return error instanceof DeployError ? error.code : `not a DeployError: ${String(error)}`;
   }
-}
-
-function endpoint(orgId: string, overrides: Partial<WebhookEndpoint> = {}): WebhookEndpoint {
-  const at = new Date().toISOString();
-  return {
-    id: newPrefixedId('wh_'),
-    orgId,
-    url: 'https://hooks.example.com/zepid',
-    events: null,
-    projectId: null,
-    description: null,
-    enabled: true,
-    disabledReason: null,
-    failingSince: null,
-    previousSecretExpiresAt: null,
-    createdAt: at,
-    updatedAt: at,
-    etag: '',
-    ...overrides,
-  };
 }
 
 function delivery(webhook: WebhookEndpoint, overrides: Partial<WebhookDelivery> = {}): WebhookDelivery {
@@ -74,7 +55,7 @@ export function webhookContract(name: string, createHarness: () => Promise<Webho
     it('creates, reads, lists, replaces (conditionally) and deletes endpoints, only within their org', async () => {
       const { webhooks } = harness;
       const orgId = unique('org');
-      const created = await webhooks.createWebhook(endpoint(orgId, { events: ['deployment.failed'] }));
+      const created = await webhooks.createWebhook(makeWebhook(orgId, { events: ['deployment.failed'] }));
       expect(created.etag).not.toBe('');
       expect(await webhooks.getWebhook(orgId, created.id)).toEqual(created);
       expect(await webhooks.getWebhook(unique('org'), created.id)).toBeNull();
@@ -93,7 +74,7 @@ export function webhookContract(name: string, createHarness: () => Promise<Webho
     it('creates a delivery once per id, lists it newest first, replaces it conditionally', async () => {
       const { webhooks } = harness;
       const orgId = unique('org');
-      const webhook = await webhooks.createWebhook(endpoint(orgId));
+      const webhook = await webhooks.createWebhook(makeWebhook(orgId));
       const first = delivery(webhook, { createdAt: '2026-01-01T00:00:00.000Z' });
       expect(await webhooks.createDelivery(first)).toBe(true);
       expect(await webhooks.createDelivery({ ...first, payload: '{"twice":true}' })).toBe(false);
@@ -113,7 +94,7 @@ export function webhookContract(name: string, createHarness: () => Promise<Webho
 
     it('lists due, unlocked, pending deliveries across orgs, earliest first', async () => {
       const { webhooks } = harness;
-      const [a, b] = [await webhooks.createWebhook(endpoint(unique('org'))), await webhooks.createWebhook(endpoint(unique('org')))];
+      const [a, b] = [await webhooks.createWebhook(makeWebhook(unique('org'))), await webhooks.createWebhook(makeWebhook(unique('org')))];
       const now = new Date();
       const ago = (ms: number) => new Date(now.getTime() - ms).toISOString();
       const due1 = delivery(a, { nextAttemptAt: ago(60_000) });

@@ -155,7 +155,8 @@ export const webhookRoutes: FastifyPluginAsyncTypebox<{ context: AppContext }> =
         description:
           'Deliveries are signed per Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64 HMAC-SHA256>`); verify them ' +
           "with the secret, e.g. the `standardwebhooks` package's `Webhook.verify`. Events: deployment.queued, .started, .succeeded, .failed, " +
-          '.cancelled, .superseded; app.rolled_back, app.env_changed, app.deleted; and webhook.test. In Azure mode the URL must be https; link-local and metadata addresses are refused, and loopback and ' +
+          '.cancelled, .superseded; app.rolled_back, app.env_changed, app.deleted; and webhook.test. A webhook receives the events of changes ' +
+          'written after it was registered (none timestamped before its createdAt). In Azure mode the URL must be https; link-local and metadata addresses are refused, and loopback and ' +
           'private ones unless WEBHOOK_ALLOW_PRIVATE_NETWORKS.',
         security,
         body: Type.Object(

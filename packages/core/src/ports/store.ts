@@ -97,6 +97,10 @@ export interface DeploymentStore extends Lifecycle, HealthReporting {
    * Webhook outbox. `create` and `replace` keep the events a record carries in `outbox` in the same
    * transaction (SQLite) or transactional batch (Cosmos DB) as the record, and return the record
    * without them (records read never carry any). Deleting a record leaves its pending events.
+   * A store may leave out the events of a write when the org had no webhook (enabled or disabled) at
+   * that write's commit: they would fan out to no one, since a webhook gets no event from before it
+   * was registered (core's `createDeliveries`). The SQLite store does (checked in the writing
+   * transaction); the Cosmos DB store keeps them and the dispatcher fans them out to no one.
    *
    * Events not yet fanned out into deliveries, oldest first: all orgs, or one org's. Reads only
    * pending events (an index or a table of their own), never the deployment records.

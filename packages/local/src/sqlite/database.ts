@@ -190,6 +190,7 @@ export class SqliteDatabase {
   private readonly shmHeader = Buffer.alloc(WAL_INDEX_HEADER_BYTES);
   /** Adapters sharing this database each open and close it; the file closes with the last one. */
   private users = 0;
+  private transactions = 0;
 
   /** How long `batch` waits for the write lock before its writes fail DEPENDENCY_UNAVAILABLE (retryable). */
   private readonly lockWaitMs: number;
@@ -401,9 +402,19 @@ export class SqliteDatabase {
     return this.inTransaction(fn);
   }
 
+  /**
+   * Which write transaction of this connection is open (`transaction` or `batch`), to keep what one
+   * transaction read for its own later statements only (webhooks.ts `orgHasWebhook`); meaningful
+   * only while `connection.isTransaction`.
+   */
+  get transactionNumber(): number {
+    return this.transactions;
+  }
+
   /** Runs `fn` in the transaction just begun: COMMIT, or ROLLBACK when it throws. */
   private inTransaction<T>(fn: () => T): T {
     const db = this.connection;
+    this.transactions += 1;
     try {
       const result = fn();
       db.exec('COMMIT');

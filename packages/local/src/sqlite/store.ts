@@ -14,6 +14,7 @@ import type {
 import { DEPLOYMENT_STATUSES, DeployError, probe, quotaExceeded, secureRandomBytes, withoutOutbox } from '@zepid/core';
 import type { SqliteDatabase } from './database.ts';
 import { runSqlite } from './database.ts';
+import { orgHasWebhook } from './webhooks.ts';
 
 interface Row {
   doc: string;
@@ -78,10 +79,15 @@ function decodeAppCursor(cursor: string): string {
 /**
  * The webhook events a record's write carries, into the outbox table (migration 10), inside the
  * caller's transaction: committed with the record or not at all. An event written twice (a caller
- * writing a record it got back from an older write) is kept once.
+ * writing a record it got back from an older write) is kept once. An org without any webhook at the
+ * write's commit keeps none (`orgHasWebhook`, checked in the same transaction): they would fan out
+ * to no one (a webhook receives the events of changes written after it was registered), and each
+ * cost an insert here and a read and a delete in the dispatcher (issue 16).
  */
 function writeOutbox(db: SqliteDatabase, record: DeploymentRecord): void {
-  for (const event of record.outbox ?? []) {
+  const events = record.outbox ?? [];
+  if (events.length === 0 || !orgHasWebhook(db, record.orgId)) return;
+  for (const event of events) {
     db.connection
       .prepare('INSERT OR IGNORE INTO outbox_events (event_id, org_id, deployment_id, project_id, event) VALUES (?, ?, ?, ?, ?)')
       .run(event.id, record.orgId, record.id, record.projectId, JSON.stringify(event));

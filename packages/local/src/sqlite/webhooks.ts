@@ -23,6 +23,34 @@ function stale(kind: string, id: string): DeployError {
   return new DeployError('CONCURRENT_UPDATE', `${kind} ${id} changed since it was read`, { retryable: true });
 }
 
+/** `orgHasWebhook`'s answers within one write transaction of a database: org id → has a webhook. */
+const webhookChecks = new WeakMap<SqliteDatabase, { transaction: number; orgs: Map<string, boolean> }>();
+
+/**
+ * Whether the org has a webhook (enabled or not: a disabled one can be enabled again and then sees
+ * later events), for the outbox (store.ts `writeOutbox`): an org without one keeps no events. Called
+ * inside the writing transaction, which holds SQLite's write lock, so no other connection can
+ * register a webhook before it commits: the answer holds at the commit. One indexed read
+ * (`webhooks_by_org`), kept for the rest of the transaction (a group commit writes dozens of records
+ * of the same org); forgotten when this connection writes a webhook (below).
+ */
+export function orgHasWebhook(db: SqliteDatabase, orgId: string): boolean {
+  const connection = db.connection;
+  const ask = () => connection.prepare('SELECT 1 FROM webhooks WHERE org_id = ? LIMIT 1').get(orgId) !== undefined;
+  if (!connection.isTransaction) return ask();
+  let checks = webhookChecks.get(db);
+  if (checks?.transaction !== db.transactionNumber) {
+    checks = { transaction: db.transactionNumber, orgs: new Map() };
+    webhookChecks.set(db, checks);
+  }
+  let has = checks.orgs.get(orgId);
+  if (has === undefined) {
+    has = ask();
+    checks.orgs.set(orgId, has);
+  }
+  return has;
+}
+
 /** Webhook endpoints and deliveries in the embedded database (tables of migration 6). */
 export class SqliteWebhookStore implements WebhookStore {
   private readonly db: SqliteDatabase;
@@ -48,6 +76,7 @@ export class SqliteWebhookStore implements WebhookStore {
   createWebhook(webhook: WebhookEndpoint): Promise<WebhookEndpoint> {
     return runSqlite(() => {
       const etag = newEtag();
+      webhookChecks.delete(this.db);
       this.db.connection
         .prepare('INSERT INTO webhooks (id, org_id, created_at, etag, doc) VALUES (?, ?, ?, ?, ?)')
         .run(webhook.id, webhook.orgId, webhook.createdAt, etag, docOf(webhook));
@@ -88,6 +117,7 @@ export class SqliteWebhookStore implements WebhookStore {
   deleteWebhook(orgId: string, id: string): Promise<void> {
     return runSqlite(() =>
       this.db.transaction(() => {
+        webhookChecks.delete(this.db);
         this.db.connection.prepare('DELETE FROM webhook_deliveries WHERE org_id = ? AND webhook_id = ?').run(orgId, id);
         this.db.connection.prepare('DELETE FROM webhooks WHERE id = ? AND org_id = ?').run(id, orgId);
       }),
