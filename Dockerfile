@@ -60,11 +60,11 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.PORT || 3010) + '/health/live').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 # Node flags as in scripts/node-flags.ts (a small young generation and the precompiled sources keep
 # RSS in budget; see BENCHMARKS.md).
-CMD ["node", "--max-semi-space-size=4", "--import=./scripts/precompiled-loader.mjs", "apps/api/src/server.ts"]
+CMD ["node", "--max-semi-space-size=4", "--no-maglev", "--import=./scripts/precompiled-loader.mjs", "apps/api/src/server.ts"]
 
 FROM runtime AS worker
 # The worker has no API; with HEALTH_PORT set it answers /health/live and /health/ready there.
 ENV HEALTH_PORT=8080
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.HEALTH_PORT || 8080) + '/health/live').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
-CMD ["node", "--max-semi-space-size=4", "--import=./scripts/precompiled-loader.mjs", "apps/worker/src/main.ts"]
+CMD ["node", "--max-semi-space-size=4", "--no-maglev", "--import=./scripts/precompiled-loader.mjs", "apps/worker/src/main.ts"]
