@@ -14,8 +14,8 @@ interface Found {
 /**
  * The objects POST /deploy found stored lately, per org and digest, so that the deployments of a
  * burst (a CI matrix, an AI builder's retries, fifty clients at once) look each file's object up
- * once a second instead of once per request: on local disk a `stat` per file (~12 % of a POST's CPU,
- * BENCHMARKS.md), on Blob Storage a request per file.
+ * once a second instead of once per request: on local disk a `stat` per file, on Blob Storage a
+ * request per file.
  *
  * Why a reused lookup is as safe as a new one: the only deletions of an object are the sweep (an
  * object unused for a day) and the delete-app job (core's `removeAppObjects`), and both rest on the

@@ -227,13 +227,13 @@ export class SqliteDatabase {
     db.exec('PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;');
     // Savepoint (sub-)journals in memory. `batch` gives each write its own savepoint, and SQLite keeps
     // a savepoint's journal (the original of each page it changes) in memory only up to 64 KiB
-    // (SQLITE_STMTJRNL_SPILL), then spills it to a temporary file (/var/tmp/etilqs_*): a group commit
-    // of fifty POST /deploy opened such a file and wrote ~19 pages (~80 KB) to it per POST, ~70 µs of
-    // CPU per POST, more than the inserts themselves (BENCHMARKS.md). With temp_store = MEMORY the journal stays in
-    // memory (https://www.sqlite.org/tempfiles.html, "Statement Journal Files" and "Temporary File
-    // Storage Locations"); it is freed when the transaction ends. Nothing durable is involved: the
-    // WAL is unchanged. Temporary tables and sort indices of large queries go to memory too; ours are
-    // bounded by their LIMITs.
+    // (SQLITE_STMTJRNL_SPILL), then spills it to a temporary file (/var/tmp/etilqs_*): a group
+    // commit of fifty POST /deploy opened such a file and wrote ~19 pages (~80 KB) to it per POST,
+    // ~70 µs of CPU per POST, more than the inserts themselves (BENCHMARKS.md, fifth pass). With
+    // temp_store = MEMORY the journal stays in memory (https://www.sqlite.org/tempfiles.html,
+    // "Statement Journal Files" and "Temporary File Storage Locations") and is freed when the
+    // transaction ends. Nothing durable is involved: the WAL is written as before. Temporary tables
+    // and sort indices of large queries go to memory too; ours are bounded by their LIMITs.
     db.exec('PRAGMA temp_store = MEMORY;');
     this.db = db;
     this.transaction(() => {
