@@ -65,12 +65,9 @@ export class ObjectLookups {
   }
 
   private remember(key: string, entry: Found): void {
-    // Re-inserted, so the map's order stays oldest first.
+    // Re-inserted, so the map's order stays oldest first (as the API's other bounded maps drop theirs).
     this.found.delete(key);
-    if (this.found.size >= MAX_ENTRIES) {
-      const oldest = this.found.keys().next();
-      if (oldest.done !== true) this.found.delete(oldest.value);
-    }
+    if (this.found.size >= MAX_ENTRIES) this.found.delete(this.found.keys().next().value ?? '');
     this.found.set(key, entry);
   }
 }

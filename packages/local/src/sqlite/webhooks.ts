@@ -23,6 +23,9 @@ function stale(kind: string, id: string): DeployError {
   return new DeployError('CONCURRENT_UPDATE', `${kind} ${id} changed since it was read`, { retryable: true });
 }
 
+const hasWebhookRow = (db: SqliteDatabase, orgId: string): boolean =>
+  db.connection.prepare('SELECT 1 FROM webhooks WHERE org_id = ? LIMIT 1').get(orgId) !== undefined;
+
 /** `orgHasWebhook`'s answers within one write transaction of a database: org id → has a webhook. */
 const webhookChecks = new WeakMap<SqliteDatabase, { transaction: number; orgs: Map<string, boolean> }>();
 
@@ -35,9 +38,7 @@ const webhookChecks = new WeakMap<SqliteDatabase, { transaction: number; orgs: M
  * of the same org); forgotten when this connection writes a webhook (below).
  */
 export function orgHasWebhook(db: SqliteDatabase, orgId: string): boolean {
-  const connection = db.connection;
-  const ask = () => connection.prepare('SELECT 1 FROM webhooks WHERE org_id = ? LIMIT 1').get(orgId) !== undefined;
-  if (!connection.isTransaction) return ask();
+  if (!db.connection.isTransaction) return hasWebhookRow(db, orgId);
   let checks = webhookChecks.get(db);
   if (checks?.transaction !== db.transactionNumber) {
     checks = { transaction: db.transactionNumber, orgs: new Map() };
@@ -45,7 +46,7 @@ export function orgHasWebhook(db: SqliteDatabase, orgId: string): boolean {
   }
   let has = checks.orgs.get(orgId);
   if (has === undefined) {
-    has = ask();
+    has = hasWebhookRow(db, orgId);
     checks.orgs.set(orgId, has);
   }
   return has;
